@@ -1,0 +1,1 @@
+//! Iris node configuration: schema, defaults, validation.

@@ -1,0 +1,1 @@
+//! Iris core: shard state machines and their actors.

@@ -1,0 +1,1 @@
+//! Iris edge: client sessions over WebSocket, local presence map.

@@ -1,0 +1,331 @@
+//! Envelopes and identifiers that move between Iris actors and nodes.
+//!
+//! Everything that crosses an actor boundary is an envelope addressed either
+//! to a shard (`ShardEnvelope`, keyed by the user who owns the state it
+//! touches) or to an edge (`EdgeEnvelope`, addressed to sessions there). The
+//! in-process bus moves them as values; the Kafka bus will move them encoded
+//! with [`encode`] / [`decode`] (postcard behind a version byte).
+
+use bytes::Bytes;
+use iris_protocol::{ContactEntry, ReceiptState, ServerFrame, SetStatus, TypingState};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+/// A tenant's id, from a verified token.
+pub type Tenant = Arc<str>;
+
+/// A user, scoped by tenant. Every piece of user state is keyed by this.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UserKey {
+    /// The tenant, from the token.
+    pub tenant: Tenant,
+    /// The user's name within the tenant.
+    pub user: Arc<str>,
+}
+
+impl UserKey {
+    /// A user key from its parts.
+    pub fn new(tenant: impl Into<Arc<str>>, user: impl Into<Arc<str>>) -> Self {
+        Self { tenant: tenant.into(), user: user.into() }
+    }
+
+    /// Another user of the same tenant.
+    pub fn peer(&self, user: &str) -> Self {
+        Self { tenant: self.tenant.clone(), user: Arc::from(user) }
+    }
+
+    /// The bytes the consistent-hash ring places: tenant, NUL, user.
+    pub fn shard_key(&self) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.tenant.len() + 1 + self.user.len());
+        k.extend_from_slice(self.tenant.as_bytes());
+        k.push(0);
+        k.extend_from_slice(self.user.as_bytes());
+        k
+    }
+}
+
+impl fmt::Debug for UserKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.user)
+    }
+}
+
+/// An edge's id (names its topic in a cluster).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EdgeId(pub Arc<str>);
+
+impl fmt::Debug for EdgeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for EdgeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A session's id, unique within its edge.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Debug)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Where a session lives: its edge and its id there.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Debug)]
+pub struct SessionAddr {
+    /// The edge that holds the session.
+    pub edge: EdgeId,
+    /// The session on that edge.
+    pub session: SessionId,
+}
+
+/// A virtual shard (a partition of the shard topic).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Debug)]
+pub struct ShardId(pub u32);
+
+/// An inbox sequence number: per recipient, from 1, without gaps.
+pub type InboxSeq = u64;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// An envelope addressed to the shard that owns `owner`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardEnvelope {
+    /// The user whose shard handles this (the ring places this key).
+    pub owner: UserKey,
+    /// What to do.
+    pub body: ShardInput,
+}
+
+/// Work for a shard. `owner` (in the envelope) is the user whose state it touches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ShardInput {
+    /// A session of `owner` opened (authenticated) on an edge.
+    SessionOpened {
+        /// The session.
+        session: SessionAddr,
+        /// Replay messages above this seq after the welcome.
+        resume_after: Option<InboxSeq>,
+    },
+    /// A session of `owner` ended (closed, timed out, or its edge died).
+    SessionClosed {
+        /// The session.
+        session: SessionAddr,
+    },
+    /// A message to `owner`.
+    Send {
+        /// The sender (same tenant).
+        from: Arc<str>,
+        /// The sender's client id (dedup key with the sender).
+        client_id: Arc<str>,
+        /// The body.
+        body: Bytes,
+        /// The sender's session, which gets `accepted` or an error.
+        reply: SessionAddr,
+    },
+    /// `owner` acknowledged (`read == false`) or read (`read == true`) up to a seq.
+    Ack {
+        /// Cumulative seq.
+        up_to: InboxSeq,
+        /// True for `read`.
+        read: bool,
+    },
+    /// A receipt for a message `owner` sent.
+    Receipt {
+        /// The message.
+        msg_id: Arc<str>,
+        /// Who acknowledged it.
+        by: Arc<str>,
+        /// Delivered or read.
+        state: ReceiptState,
+    },
+    /// `owner` asks for a page of history.
+    Sync {
+        /// The session that asked.
+        session: SessionAddr,
+        /// Messages above this seq.
+        after: InboxSeq,
+        /// At most this many.
+        limit: u32,
+    },
+    /// `owner` set their status.
+    SetPresence {
+        /// The session that set it.
+        session: SessionAddr,
+        /// The status.
+        status: SetStatus,
+    },
+    /// `viewer`'s session subscribes to `owner`'s presence.
+    Subscribe {
+        /// The subscriber's user name (same tenant).
+        viewer: Arc<str>,
+        /// The subscriber's session.
+        session: SessionAddr,
+    },
+    /// `viewer`'s session no longer wants `owner`'s presence.
+    Unsubscribe {
+        /// The subscriber's user name (same tenant).
+        viewer: Arc<str>,
+        /// The subscriber's session.
+        session: SessionAddr,
+    },
+    /// `owner` changes contacts (`contact.upserted` / `contact.removed`).
+    Contacts {
+        /// The session that asked, which gets `contacts_ok`.
+        session: SessionAddr,
+        /// Contacts to add or move.
+        upsert: Vec<ContactEntry>,
+        /// Contacts to remove.
+        remove: Vec<String>,
+    },
+    /// `owner` changes a circle's policy (`circle.policy_changed`).
+    CirclePolicy {
+        /// The session that asked, which gets `circle_policy_ok`.
+        session: SessionAddr,
+        /// The circle.
+        circle: String,
+        /// New presence permission, if given.
+        presence: Option<bool>,
+        /// New last_seen permission, if given.
+        last_seen: Option<bool>,
+    },
+    /// `from` is typing to `owner`.
+    Typing {
+        /// Who types.
+        from: Arc<str>,
+        /// Start or stop.
+        state: TypingState,
+    },
+}
+
+impl ShardInput {
+    /// The envelope's kind, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ShardInput::SessionOpened { .. } => "session_opened",
+            ShardInput::SessionClosed { .. } => "session_closed",
+            ShardInput::Send { .. } => "send",
+            ShardInput::Ack { read: false, .. } => "ack",
+            ShardInput::Ack { read: true, .. } => "read",
+            ShardInput::Receipt { .. } => "receipt",
+            ShardInput::Sync { .. } => "sync",
+            ShardInput::SetPresence { .. } => "presence",
+            ShardInput::Subscribe { .. } => "subscribe",
+            ShardInput::Unsubscribe { .. } => "unsubscribe",
+            ShardInput::Contacts { .. } => "contacts",
+            ShardInput::CirclePolicy { .. } => "circle_policy",
+            ShardInput::Typing { .. } => "typing",
+        }
+    }
+
+    /// Ephemeral envelopes may be dropped under load (typing).
+    pub fn is_ephemeral(&self) -> bool {
+        matches!(self, ShardInput::Typing { .. })
+    }
+}
+
+/// Which sessions of an edge an envelope is for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Recipients {
+    /// One session.
+    Session(SessionId),
+    /// Several sessions (presence fan-out: one envelope per edge).
+    Sessions(Vec<SessionId>),
+}
+
+impl Recipients {
+    /// The sessions, as a slice.
+    pub fn as_slice(&self) -> &[SessionId] {
+        match self {
+            Recipients::Session(s) => std::slice::from_ref(s),
+            Recipients::Sessions(v) => v,
+        }
+    }
+}
+
+/// An envelope addressed to one edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeEnvelope {
+    /// The edge.
+    pub edge: EdgeId,
+    /// What to do there.
+    pub body: EdgeInput,
+}
+
+/// Work for an edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EdgeInput {
+    /// Write a frame to these sessions.
+    Frame {
+        /// The sessions.
+        to: Recipients,
+        /// The frame.
+        frame: ServerFrame,
+        /// May be dropped when a session's queue is full (typing).
+        droppable: bool,
+    },
+    /// The shard registered the session: send `welcome`.
+    Welcome {
+        /// The session.
+        session: SessionId,
+        /// The user's inbox head.
+        inbox_head: InboxSeq,
+    },
+}
+
+/// Envelope codec version byte (postcard after it).
+pub const ENVELOPE_VERSION: u8 = 1;
+
+/// Why an envelope could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    /// The version byte is not one this build reads.
+    #[error("unsupported envelope version {0}")]
+    Version(u8),
+    /// The payload does not decode.
+    #[error("malformed envelope")]
+    Malformed(#[from] postcard::Error),
+}
+
+/// Encodes an envelope for a wire bus.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_extend(value, vec![ENVELOPE_VERSION]).expect("envelopes always serialize")
+}
+
+/// Decodes an envelope from a wire bus.
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, EnvelopeError> {
+    match bytes.split_first() {
+        Some((&ENVELOPE_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((&v, _)) => Err(EnvelopeError::Version(v)),
+        None => Err(EnvelopeError::Version(0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_roundtrip() {
+        let env = ShardEnvelope {
+            owner: UserKey::new("acme", "bob"),
+            body: ShardInput::Send {
+                from: "alice".into(),
+                client_id: "c-1".into(),
+                body: Bytes::from_static(b"hi"),
+                reply: SessionAddr { edge: EdgeId("e1".into()), session: SessionId(7) },
+            },
+        };
+        let back: ShardEnvelope = decode(&encode(&env)).unwrap();
+        assert_eq!(back, env);
+        assert!(matches!(decode::<ShardEnvelope>(&[9, 1]), Err(EnvelopeError::Version(9))));
+    }
+}

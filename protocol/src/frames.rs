@@ -1,0 +1,333 @@
+//! The frame types of protocol v1, one struct per `type`.
+//!
+//! Structs derive serde for both codecs. Optional fields that the JSON form
+//! omits when absent have hand-written `Serialize` impls that look at
+//! `is_human_readable()`: JSON (human readable) leaves `None` out, the binary
+//! codec (postcard, not human readable) always writes every field so that it
+//! stays a fixed, positional layout.
+
+use crate::body::Body;
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Client → server: open a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The JWT that names the user (`sub`) and tenant (`tenant`).
+    pub token: String,
+    /// The client's own name for the device, informational.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// The highest inbox seq the client already stored; replay starts above it.
+    #[serde(default)]
+    pub resume_after: Option<u64>,
+}
+
+/// Client → server: send a message to another user of the same tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Send {
+    /// The client's id for this send (1–64 characters), the dedup key.
+    pub id: String,
+    /// The recipient's user name.
+    pub to: String,
+    /// The message body.
+    pub body: Body,
+}
+
+/// Client → server: cumulative acknowledgement (`ack` and `read`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpTo {
+    /// Everything up to and including this seq.
+    pub up_to: u64,
+}
+
+/// Client → server: ask for history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sync {
+    /// Messages with seq above this (default 0).
+    #[serde(default)]
+    pub after: Option<u64>,
+    /// At most this many messages (default 100, at most 1,000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// A status a user sets for themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetStatus {
+    /// Visible as online.
+    Online,
+    /// Visible as away until the last session ends.
+    Away,
+    /// Looks offline to everyone; remembered durably.
+    Invisible,
+}
+
+/// Client → server: set one's own status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetPresence {
+    /// The status to set.
+    pub status: SetStatus,
+}
+
+/// Client → server: `subscribe` and `unsubscribe`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Users {
+    /// User names in the session's tenant.
+    pub users: Vec<String>,
+}
+
+/// One contact in a `contacts` upsert.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactEntry {
+    /// The contact's user name.
+    pub user: String,
+    /// The circle to put the contact in (default `contacts`).
+    #[serde(default)]
+    pub circle: Option<String>,
+}
+
+/// Client → server: change one's contacts.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Contacts {
+    /// Contacts to add or move.
+    #[serde(default)]
+    pub upsert: Vec<ContactEntry>,
+    /// Contacts to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// Client → server: change what a circle may see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CirclePolicy {
+    /// The circle's name.
+    pub circle: String,
+    /// May members see online/away? Absent keeps the current value.
+    #[serde(default)]
+    pub presence: Option<bool>,
+    /// May members see last_seen? Absent keeps the current value.
+    #[serde(default)]
+    pub last_seen: Option<bool>,
+}
+
+/// Typing state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TypingState {
+    /// The user started typing.
+    Start,
+    /// The user stopped typing.
+    Stop,
+}
+
+/// Client → server: typing notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingTo {
+    /// The user being typed to.
+    pub to: String,
+    /// Start or stop.
+    pub state: TypingState,
+}
+
+/// `ping` and `pong`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ping {
+    /// The client's timestamp, echoed back.
+    #[serde(default)]
+    pub ts: Option<i64>,
+}
+
+/// Server → client: the session is open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The user, as the token names it.
+    pub user: String,
+    /// This session's id.
+    pub session: String,
+    /// The node that holds the session.
+    pub node: String,
+    /// The node's region.
+    pub region: String,
+    /// The heartbeat interval; silence for two intervals closes the session.
+    pub heartbeat_ms: u64,
+    /// The highest seq in the user's inbox.
+    pub inbox_head: u64,
+}
+
+/// Server → client: a send is durably stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The client's id of the send.
+    pub id: String,
+    /// The server's message id.
+    pub msg_id: String,
+    /// Server timestamp, milliseconds since the epoch.
+    pub ts: i64,
+}
+
+/// Server → client: a message in the user's inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Message {
+    /// The recipient's inbox sequence.
+    pub seq: u64,
+    /// The server's message id.
+    pub msg_id: String,
+    /// The sender.
+    pub from: String,
+    /// The body.
+    pub body: Body,
+    /// Server timestamp, milliseconds since the epoch.
+    pub ts: i64,
+}
+
+impl Serialize for Message {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // JSON carries text; a body that is not UTF-8 (sent through the binary
+        // codec) goes as base64 with `"encoding":"base64"` beside it.
+        let flagged = s.is_human_readable() && !self.body.is_utf8();
+        let mut st = s.serialize_struct("Message", if flagged { 6 } else { 5 })?;
+        st.serialize_field("seq", &self.seq)?;
+        st.serialize_field("msg_id", &self.msg_id)?;
+        st.serialize_field("from", &self.from)?;
+        st.serialize_field("body", &self.body)?;
+        st.serialize_field("ts", &self.ts)?;
+        if flagged {
+            st.serialize_field("encoding", "base64")?;
+        }
+        st.end()
+    }
+}
+
+/// Delivery state named by a receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptState {
+    /// The recipient's client stored the message.
+    Delivered,
+    /// The recipient read the message.
+    Read,
+}
+
+/// Server → client: a receipt for a message this user sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The message.
+    pub msg_id: String,
+    /// The recipient who acknowledged.
+    pub by: String,
+    /// Delivered or read.
+    pub state: ReceiptState,
+}
+
+/// Server → client: end of a replay or sync page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Synced {
+    /// The highest seq in the inbox.
+    pub inbox_head: u64,
+    /// Another page is waiting.
+    pub more: bool,
+}
+
+/// Status as others see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    /// At least one session, status online.
+    Online,
+    /// At least one session, status away.
+    Away,
+    /// No session, invisible, or not visible to this viewer.
+    Offline,
+}
+
+/// Server → client: presence of one user.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PresenceUpdate {
+    /// The user.
+    pub user: String,
+    /// What the viewer may see.
+    pub status: PresenceStatus,
+    /// Last seen (ms since the epoch), only with offline and only when allowed.
+    #[serde(default)]
+    pub last_seen: Option<i64>,
+}
+
+impl Serialize for PresenceUpdate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let json = s.is_human_readable();
+        let omit = json && self.last_seen.is_none();
+        let mut st = s.serialize_struct("PresenceUpdate", if omit { 2 } else { 3 })?;
+        st.serialize_field("user", &self.user)?;
+        st.serialize_field("status", &self.status)?;
+        if !omit {
+            if json {
+                st.serialize_field("last_seen", &self.last_seen.unwrap_or_default())?;
+            } else {
+                st.serialize_field("last_seen", &self.last_seen)?;
+            }
+        }
+        st.end()
+    }
+}
+
+/// Server → client: someone is typing to this user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingFrom {
+    /// Who is typing.
+    pub from: String,
+    /// Start or stop.
+    pub state: TypingState,
+}
+
+/// Server → client: the contact list changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactsOk {
+    /// The number of contacts the owner has after the change.
+    pub count: u32,
+}
+
+/// Server → client: the circle's policy changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CirclePolicyOk {
+    /// The circle.
+    pub circle: String,
+}
+
+/// Server → client: an error.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ErrorFrame {
+    /// Machine-readable code.
+    pub code: crate::ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+    /// The `id` of the client frame this answers, when it had one.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+impl Serialize for ErrorFrame {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let json = s.is_human_readable();
+        let omit = json && self.id.is_none();
+        let mut st = s.serialize_struct("ErrorFrame", if omit { 2 } else { 3 })?;
+        st.serialize_field("code", &self.code)?;
+        st.serialize_field("message", &self.message)?;
+        if !omit {
+            if json {
+                st.serialize_field("id", self.id.as_deref().unwrap_or_default())?;
+            } else {
+                st.serialize_field("id", &self.id)?;
+            }
+        }
+        st.end()
+    }
+}
+
+impl ErrorFrame {
+    /// An error frame with a code, a message and the client frame's id.
+    pub fn new(code: crate::ErrorCode, message: impl Into<String>, id: Option<String>) -> Self {
+        Self { code, message: message.into(), id }
+    }
+}

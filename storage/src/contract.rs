@@ -1,0 +1,169 @@
+//! The contract every [`Store`] backend must pass. Each backend's tests call
+//! [`run_all`] on a fresh, empty store (the tests use unique tenants, so a
+//! shared server is fine too).
+
+use crate::*;
+use bytes::Bytes;
+
+fn msg(seq: InboxSeq, from: &str, body: &str) -> StoredMessage {
+    StoredMessage {
+        seq,
+        msg_id: format!("m-{seq}").into(),
+        from: from.into(),
+        body: Bytes::copy_from_slice(body.as_bytes()),
+        ts: 1_000 + seq as i64,
+    }
+}
+
+fn check(ok: bool, what: &str) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(what.to_owned()) }
+}
+
+/// Runs every contract check; `Err` names the first that failed.
+pub async fn run_all(store: &dyn Store, tenant: &str) -> Result<(), String> {
+    inbox_append_and_read(store, tenant).await?;
+    dedup_records(store, tenant).await?;
+    meta_contacts_policies(store, tenant).await?;
+    receipts(store, tenant).await?;
+    tenants_do_not_cross(store, tenant).await?;
+    Ok(())
+}
+
+async fn inbox_append_and_read(store: &dyn Store, tenant: &str) -> Result<(), String> {
+    let bob = UserKey::new(tenant, "bob");
+    let fresh = store.load_user(&bob).await.map_err(|e| e.to_string())?;
+    check(fresh == UserRecord::default(), "a new user has an empty record")?;
+    let mut batch = WriteBatch::default();
+    for seq in 1..=25 {
+        batch.push(WriteOp::Message { user: bob.clone(), message: msg(seq, "alice", &format!("hello {seq}")) });
+    }
+    store.commit(batch).await.map_err(|e| e.to_string())?;
+    check(store.load_user(&bob).await.map_err(|e| e.to_string())?.head == 25, "head is the highest seq")?;
+    let page = store.read_inbox(&bob, 0, 10, usize::MAX).await.map_err(|e| e.to_string())?;
+    check(page.messages.len() == 10 && page.more, "a page stops at limit and says more")?;
+    check(page.messages.iter().map(|m| m.seq).eq(1..=10), "pages are in seq order")?;
+    check(page.messages[0] == msg(1, "alice", "hello 1"), "messages read back as written")?;
+    let page = store.read_inbox(&bob, 20, 10, usize::MAX).await.map_err(|e| e.to_string())?;
+    check(page.messages.iter().map(|m| m.seq).eq(21..=25) && !page.more, "last page has no more")?;
+    let page = store.read_inbox(&bob, 0, 100, 20).await.map_err(|e| e.to_string())?;
+    check(!page.messages.is_empty() && page.messages.len() < 25 && page.more, "a page stops at max_bytes")?;
+    let page = store.read_inbox(&bob, 25, 10, usize::MAX).await.map_err(|e| e.to_string())?;
+    check(page.messages.is_empty() && !page.more, "nothing after the head")?;
+    let range = store.read_range(&bob, 3, 6, 100).await.map_err(|e| e.to_string())?;
+    check(range.iter().map(|m| m.seq).eq(4..=6), "read_range is (from, to]")?;
+    Ok(())
+}
+
+async fn dedup_records(store: &dyn Store, tenant: &str) -> Result<(), String> {
+    let key = DedupKey { sender: UserKey::new(tenant, "alice"), client_id: "c-1".into() };
+    check(store.dedup(&key).await.map_err(|e| e.to_string())?.is_none(), "unknown dedup key")?;
+    let record = DedupRecord { msg_id: "m-1".into(), ts: 7, to: "bob".into(), seq: 1 };
+    let mut batch = WriteBatch::default();
+    batch.push(WriteOp::Dedup { key: key.clone(), record: record.clone() });
+    store.commit(batch).await.map_err(|e| e.to_string())?;
+    check(store.dedup(&key).await.map_err(|e| e.to_string())? == Some(record), "dedup record reads back")?;
+    let other = DedupKey { sender: UserKey::new(tenant, "alice"), client_id: "c-2".into() };
+    check(store.dedup(&other).await.map_err(|e| e.to_string())?.is_none(), "other ids are distinct")?;
+    Ok(())
+}
+
+async fn meta_contacts_policies(store: &dyn Store, tenant: &str) -> Result<(), String> {
+    let carol = UserKey::new(tenant, "carol");
+    let meta = UserMeta { acked: 3, read: 2, invisible_since: Some(5), last_seen: Some(9) };
+    let mut batch = WriteBatch::default();
+    batch.push(WriteOp::Meta { user: carol.clone(), meta: meta.clone() });
+    batch.push(WriteOp::Contact { owner: carol.clone(), contact: "dave".into(), circle: "friends".into() });
+    batch.push(WriteOp::Contact { owner: carol.clone(), contact: "erin".into(), circle: "contacts".into() });
+    batch.push(WriteOp::Policy { owner: carol.clone(), circle: "friends".into(), policy: CirclePolicy { presence: true, last_seen: false } });
+    store.commit(batch).await.map_err(|e| e.to_string())?;
+    let mut batch = WriteBatch::default();
+    batch.push(WriteOp::ContactRemoved { owner: carol.clone(), contact: "erin".into() });
+    batch.push(WriteOp::Contact { owner: carol.clone(), contact: "dave".into(), circle: "family".into() });
+    store.commit(batch).await.map_err(|e| e.to_string())?;
+    let rec = store.load_user(&carol).await.map_err(|e| e.to_string())?;
+    check(rec.meta == meta, "meta reads back")?;
+    check(rec.contacts.len() == 1 && rec.contacts.get("dave").map(String::as_str) == Some("family"), "contacts move and remove")?;
+    check(rec.policies.get("friends") == Some(&CirclePolicy { presence: true, last_seen: false }), "policies read back")?;
+    Ok(())
+}
+
+async fn receipts(store: &dyn Store, tenant: &str) -> Result<(), String> {
+    let alice = UserKey::new(tenant, "alice");
+    let mut batch = WriteBatch::default();
+    for (id, state) in [("m-1", ReceiptState::Delivered), ("m-2", ReceiptState::Delivered), ("m-1", ReceiptState::Read)] {
+        batch.push(WriteOp::Receipt { user: alice.clone(), receipt: PendingReceipt { msg_id: id.into(), by: "bob".into(), state } });
+    }
+    store.commit(batch).await.map_err(|e| e.to_string())?;
+    let pending = store.pending_receipts(&alice, 100).await.map_err(|e| e.to_string())?;
+    check(pending.len() == 2, "one pending receipt per message")?;
+    check(pending.iter().any(|r| &*r.msg_id == "m-1" && r.state == ReceiptState::Read), "the latest state wins")?;
+    let mut batch = WriteBatch::default();
+    batch.push(WriteOp::ReceiptsDelivered { user: alice.clone(), msg_ids: vec!["m-1".into(), "m-2".into()] });
+    store.commit(batch).await.map_err(|e| e.to_string())?;
+    check(store.pending_receipts(&alice, 100).await.map_err(|e| e.to_string())?.is_empty(), "delivered receipts are gone")?;
+    Ok(())
+}
+
+async fn tenants_do_not_cross(store: &dyn Store, tenant: &str) -> Result<(), String> {
+    let other = format!("{tenant}-other");
+    let mine = UserKey::new(tenant, "bob");
+    let theirs = UserKey::new(other.as_str(), "bob");
+    check(store.load_user(&theirs).await.map_err(|e| e.to_string())?.head == 0, "same name in another tenant is empty")?;
+    let page = store.read_inbox(&theirs, 0, 100, usize::MAX).await.map_err(|e| e.to_string())?;
+    check(page.messages.is_empty(), "no messages leak across tenants")?;
+    check(store.load_user(&mine).await.map_err(|e| e.to_string())?.head == 25, "own tenant unaffected")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::embedded::{EmbeddedConfig, EmbeddedStore};
+
+    #[tokio::test]
+    async fn embedded_store_passes_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+        super::run_all(&store, "acme").await.unwrap();
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn embedded_store_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+            super::run_all(&store, "acme").await.unwrap();
+            store.close().await;
+        }
+        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+        let bob = crate::UserKey::new("acme", "bob");
+        assert_eq!(crate::Store::load_user(&store, &bob).await.unwrap().head, 25);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_commits_share_syncs_and_all_land() {
+        use crate::*;
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
+        let mut tasks = Vec::new();
+        for u in 0..20 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let user = UserKey::new("t", format!("u{u}"));
+                for seq in 1..=20 {
+                    let mut b = WriteBatch::default();
+                    b.push(WriteOp::Message { user: user.clone(), message: super::msg(seq, "x", "y") });
+                    store.commit(b).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        for u in 0..20 {
+            assert_eq!(store.load_user(&UserKey::new("t", format!("u{u}"))).await.unwrap().head, 20);
+        }
+        store.close().await;
+    }
+}

@@ -1,0 +1,340 @@
+//! The embedded single-node store on fjall, with group commit.
+//!
+//! Reads go straight to fjall. Writes go through one committer thread: it
+//! takes every batch that is waiting (up to `max_batch_ops` writes), applies
+//! them as one atomic fjall batch, syncs the journal once
+//! (`PersistMode::SyncData`) and only then answers every waiting caller. While
+//! one sync runs, the next group gathers, so sends share fsyncs under load
+//! with no added delay when idle.
+
+use crate::keys::*;
+use crate::*;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
+
+/// Settings of the embedded store.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// Directory of the database.
+    pub path: PathBuf,
+    /// Most writes applied under one fsync.
+    pub max_batch_ops: usize,
+    /// Most batches waiting for the committer; callers wait beyond it.
+    pub queue_batches: usize,
+    /// How long dedup records are kept.
+    pub dedup_retention_ms: i64,
+}
+
+impl EmbeddedConfig {
+    /// Defaults for a data directory.
+    pub fn new(path: impl AsRef<Path>) -> Self {
+        Self {
+            path: path.as_ref().to_path_buf(),
+            max_batch_ops: 8_192,
+            queue_batches: 4_096,
+            dedup_retention_ms: 8 * 24 * 3_600_000,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Spaces {
+    db: Database,
+    inbox: Keyspace,
+    dedup: Keyspace,
+    dedup_exp: Keyspace,
+    meta: Keyspace,
+    contacts: Keyspace,
+    policies: Keyspace,
+    receipts: Keyspace,
+}
+
+type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+enum Request {
+    Commit(WriteBatch, Reply),
+    Stop(oneshot::Sender<()>),
+}
+
+/// The fjall-backed store.
+pub struct EmbeddedStore {
+    spaces: Spaces,
+    tx: mpsc::Sender<Request>,
+    committer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string().into())
+}
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).expect("records always serialize")
+}
+
+fn dec<T: serde::de::DeserializeOwned>(what: &'static str, b: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(b).map_err(|_| StoreError::Corrupt(what))
+}
+
+fn dedup_key(k: &DedupKey) -> Vec<u8> {
+    child_key(&k.sender, &k.client_id)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store and starts its committer thread.
+    pub fn open(config: EmbeddedConfig) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&config.path).map_err(backend)?;
+        let db = Database::builder(&config.path).open().map_err(backend)?;
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(backend);
+        let spaces = Spaces {
+            inbox: ks("inbox")?,
+            dedup: ks("dedup")?,
+            dedup_exp: ks("dedup_exp")?,
+            meta: ks("meta")?,
+            contacts: ks("contacts")?,
+            policies: ks("policies")?,
+            receipts: ks("receipts")?,
+            db,
+        };
+        let (tx, rx) = mpsc::channel(config.queue_batches.max(1));
+        let worker = spaces.clone();
+        let handle = std::thread::Builder::new()
+            .name("iris-committer".into())
+            .spawn(move || committer(worker, rx, config))
+            .map_err(backend)?;
+        Ok(Self { spaces, tx, committer: std::sync::Mutex::new(Some(handle)) })
+    }
+
+    /// Finishes the queued writes, syncs, and stops the committer. Writes
+    /// submitted afterwards fail with `Unavailable`.
+    pub async fn close(&self) {
+        let (done_tx, done_rx) = oneshot::channel();
+        if self.tx.send(Request::Stop(done_tx)).await.is_ok() {
+            // The committer answers after its final sync.
+            let _ = done_rx.await;
+        }
+        if let Ok(mut guard) = self.committer.lock() {
+            if let Some(handle) = guard.take() {
+                if handle.join().is_err() {
+                    tracing::error!("committer thread panicked");
+                }
+            }
+        }
+    }
+}
+
+fn apply(s: &Spaces, batch: &mut fjall::OwnedWriteBatch, op: WriteOp, retention_ms: i64) {
+    match op {
+        WriteOp::Message { user, message } => {
+            batch.insert(&s.inbox, inbox_key(&user, message.seq), enc(&message));
+        }
+        WriteOp::Dedup { key, record } => {
+            let k = dedup_key(&key);
+            let mut exp = (record.ts + retention_ms).to_be_bytes().to_vec();
+            exp.extend_from_slice(&k);
+            batch.insert(&s.dedup_exp, exp, Vec::new());
+            batch.insert(&s.dedup, k, enc(&record));
+        }
+        WriteOp::Meta { user, meta } => batch.insert(&s.meta, user_key(&user), enc(&meta)),
+        WriteOp::Contact { owner, contact, circle } => {
+            batch.insert(&s.contacts, child_key(&owner, &contact), circle.into_bytes())
+        }
+        WriteOp::ContactRemoved { owner, contact } => batch.remove(&s.contacts, child_key(&owner, &contact)),
+        WriteOp::Policy { owner, circle, policy } => batch.insert(&s.policies, child_key(&owner, &circle), enc(&policy)),
+        WriteOp::Receipt { user, receipt } => {
+            batch.insert(&s.receipts, child_key(&user, &receipt.msg_id), enc(&receipt))
+        }
+        WriteOp::ReceiptsDelivered { user, msg_ids } => {
+            for id in msg_ids {
+                batch.remove(&s.receipts, child_key(&user, &id));
+            }
+        }
+    }
+}
+
+/// Deletes dedup records past their retention, at most `max` per call.
+fn sweep_dedup(s: &Spaces, now: i64, max: usize) -> Result<usize, fjall::Error> {
+    let mut batch = s.db.batch();
+    let mut n = 0;
+    for guard in s.dedup_exp.range(..now.to_be_bytes().to_vec()).take(max) {
+        let key = guard.key()?;
+        batch.remove(&s.dedup, key[8..].to_vec());
+        batch.remove(&s.dedup_exp, key.to_vec());
+        n += 1;
+    }
+    if n > 0 {
+        batch.commit()?;
+    }
+    Ok(n)
+}
+
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+fn committer(s: Spaces, mut rx: mpsc::Receiver<Request>, cfg: EmbeddedConfig) {
+    let mut last_sweep = Instant::now();
+    let mut waiting: Vec<Reply> = Vec::new();
+    let mut stop: Option<oneshot::Sender<()>> = None;
+    while stop.is_none() {
+        let (first, reply) = match rx.blocking_recv() {
+            Some(Request::Commit(b, r)) => (b, r),
+            Some(Request::Stop(done)) => {
+                stop = Some(done);
+                break;
+            }
+            None => break,
+        };
+        let started = Instant::now();
+        let mut batch = s.db.batch();
+        let mut ops = first.ops.len();
+        for op in first.ops {
+            apply(&s, &mut batch, op, cfg.dedup_retention_ms);
+        }
+        waiting.push(reply);
+        while ops < cfg.max_batch_ops {
+            match rx.try_recv() {
+                Ok(Request::Commit(b, reply)) => {
+                    ops += b.ops.len();
+                    for op in b.ops {
+                        apply(&s, &mut batch, op, cfg.dedup_retention_ms);
+                    }
+                    waiting.push(reply);
+                }
+                Ok(Request::Stop(done)) => {
+                    stop = Some(done);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let result = batch
+            .commit()
+            .and_then(|()| s.db.persist(PersistMode::SyncData))
+            .map_err(backend);
+        metrics::histogram!("iris_fsync_batch_size").record(waiting.len() as f64);
+        metrics::histogram!("iris_fsync_seconds").record(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "commit failed; callers get errors");
+        }
+        for reply in waiting.drain(..) {
+            // A caller that went away no longer needs the answer.
+            let _ = reply.send(result.clone());
+        }
+        if last_sweep.elapsed() >= SWEEP_EVERY && rx.is_empty() {
+            last_sweep = Instant::now();
+            match sweep_dedup(&s, now_ms(), 10_000) {
+                Ok(n) if n > 0 => tracing::debug!(removed = n, "expired dedup records"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "dedup sweep failed"),
+            }
+        }
+    }
+    rx.close();
+    if let Err(e) = s.db.persist(PersistMode::SyncData) {
+        tracing::error!(error = %e, "final sync failed");
+    }
+    if let Some(done) = stop {
+        let _ = done.send(());
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn load_user(&self, user: &UserKey) -> Result<UserRecord, StoreError> {
+        let s = &self.spaces;
+        let prefix = user_prefix(user);
+        let head = match s.inbox.prefix(&prefix).next_back() {
+            Some(g) => seq_of_inbox_key(&g.key().map_err(backend)?).ok_or(StoreError::Corrupt("inbox key"))?,
+            None => 0,
+        };
+        let meta = match s.meta.get(user_key(user)).map_err(backend)? {
+            Some(v) => dec("meta", &v)?,
+            None => UserMeta::default(),
+        };
+        let mut contacts = BTreeMap::new();
+        for g in s.contacts.prefix(&prefix) {
+            let (k, v) = g.into_inner().map_err(backend)?;
+            let name = child_of_key(&prefix, &k).ok_or(StoreError::Corrupt("contact key"))?;
+            let circle = std::str::from_utf8(&v).map_err(|_| StoreError::Corrupt("contact"))?;
+            contacts.insert(name.to_owned(), circle.to_owned());
+        }
+        let mut policies = BTreeMap::new();
+        for g in s.policies.prefix(&prefix) {
+            let (k, v) = g.into_inner().map_err(backend)?;
+            let name = child_of_key(&prefix, &k).ok_or(StoreError::Corrupt("policy key"))?;
+            policies.insert(name.to_owned(), dec("policy", &v)?);
+        }
+        Ok(UserRecord { head, meta, contacts, policies })
+    }
+
+    async fn dedup(&self, key: &DedupKey) -> Result<Option<DedupRecord>, StoreError> {
+        match self.spaces.dedup.get(dedup_key(key)).map_err(backend)? {
+            Some(v) => Ok(Some(dec("dedup", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn read_inbox(
+        &self,
+        user: &UserKey,
+        after: InboxSeq,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<InboxPage, StoreError> {
+        let start = inbox_key(user, after.saturating_add(1));
+        let end = inbox_key(user, u64::MAX);
+        let mut page = InboxPage::default();
+        let mut bytes = 0usize;
+        for g in self.spaces.inbox.range(start..=end) {
+            if page.messages.len() >= limit || (bytes >= max_bytes && !page.messages.is_empty()) {
+                page.more = true;
+                break;
+            }
+            let m: StoredMessage = dec("inbox", &g.value().map_err(backend)?)?;
+            bytes += m.body.len();
+            page.messages.push(m);
+        }
+        Ok(page)
+    }
+
+    async fn read_range(
+        &self,
+        user: &UserKey,
+        from: InboxSeq,
+        to: InboxSeq,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for g in self.spaces.inbox.range(inbox_key(user, from + 1)..=inbox_key(user, to)).take(limit) {
+            out.push(dec("inbox", &g.value().map_err(backend)?)?);
+        }
+        Ok(out)
+    }
+
+    async fn pending_receipts(&self, user: &UserKey, limit: usize) -> Result<Vec<PendingReceipt>, StoreError> {
+        let mut out = Vec::new();
+        for g in self.spaces.receipts.prefix(user_prefix(user)).take(limit) {
+            out.push(dec("receipt", &g.value().map_err(backend)?)?);
+        }
+        Ok(out)
+    }
+
+    async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .send(Request::Commit(batch, reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("store is closed".into()))?;
+        done.await.map_err(|_| StoreError::Unavailable("committer stopped".into()))?
+    }
+}

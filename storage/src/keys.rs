@@ -1,0 +1,41 @@
+//! Byte keys shared by key-value backends. Names never contain NUL (the edge
+//! rejects control characters), so NUL separates the parts; seqs are
+//! big-endian so that key order is seq order.
+
+use iris_envelope::{InboxSeq, UserKey};
+
+pub(crate) fn user_prefix(user: &UserKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(user.tenant.len() + user.user.len() + 2);
+    k.extend_from_slice(user.tenant.as_bytes());
+    k.push(0);
+    k.extend_from_slice(user.user.as_bytes());
+    k.push(0);
+    k
+}
+
+pub(crate) fn user_key(user: &UserKey) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.pop();
+    k
+}
+
+pub(crate) fn inbox_key(user: &UserKey, seq: InboxSeq) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(crate) fn child_key(user: &UserKey, child: &str) -> Vec<u8> {
+    let mut k = user_prefix(user);
+    k.extend_from_slice(child.as_bytes());
+    k
+}
+
+pub(crate) fn seq_of_inbox_key(key: &[u8]) -> Option<InboxSeq> {
+    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+pub(crate) fn child_of_key<'a>(prefix: &[u8], key: &'a [u8]) -> Option<&'a str> {
+    std::str::from_utf8(key.strip_prefix(prefix)?).ok()
+}

@@ -1,0 +1,241 @@
+//! Storage traits for Iris and their backends.
+//!
+//! One trait, [`Store`], covers what a shard needs: inbox append and read,
+//! dedup records, per-user state (acks, presence that must survive), contacts
+//! and circle policies, and receipts waiting for an offline sender. Writes go
+//! in a [`WriteBatch`] that [`Store::commit`] makes durable as a unit; the
+//! future resolves only once the batch is synced, so `accepted` can follow.
+//!
+//! Backends: [`embedded::EmbeddedStore`] (fjall, group commit). Every backend
+//! must pass [`contract::run_all`].
+
+pub mod contract;
+pub mod embedded;
+mod keys;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use iris_envelope::{InboxSeq, Millis, UserKey};
+use iris_protocol::ReceiptState;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A message stored in a recipient's inbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// The recipient's inbox seq.
+    pub seq: InboxSeq,
+    /// The server's message id.
+    pub msg_id: Arc<str>,
+    /// The sender (same tenant).
+    pub from: Arc<str>,
+    /// The body.
+    pub body: Bytes,
+    /// When it was accepted, ms since the epoch.
+    pub ts: Millis,
+}
+
+/// What a `(tenant, sender, client id)` was answered with the first time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupRecord {
+    /// The message id given out.
+    pub msg_id: Arc<str>,
+    /// The timestamp given out.
+    pub ts: Millis,
+    /// The recipient of the first send.
+    pub to: Arc<str>,
+    /// Its seq in the recipient's inbox.
+    pub seq: InboxSeq,
+}
+
+/// Identifies a dedup record.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DedupKey {
+    /// The sender.
+    pub sender: UserKey,
+    /// The sender's client id.
+    pub client_id: Arc<str>,
+}
+
+/// Per-user state that must survive restarts (besides the inbox itself).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserMeta {
+    /// Highest seq acknowledged as delivered.
+    pub acked: InboxSeq,
+    /// Highest seq read.
+    pub read: InboxSeq,
+    /// Set while the user is invisible: the moment they became invisible.
+    pub invisible_since: Option<Millis>,
+    /// When the user's last session ended.
+    pub last_seen: Option<Millis>,
+}
+
+/// What a circle's members may see of its owner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CirclePolicy {
+    /// Online/away.
+    pub presence: bool,
+    /// last_seen (effective only with `presence`).
+    pub last_seen: bool,
+}
+
+/// Everything a shard loads about a user when it first needs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserRecord {
+    /// The highest seq in the inbox (0 when empty).
+    pub head: InboxSeq,
+    /// Acks, read marks, presence that must survive.
+    pub meta: UserMeta,
+    /// Contact → circle.
+    pub contacts: BTreeMap<String, String>,
+    /// Circle → policy, for circles whose policy was set.
+    pub policies: BTreeMap<String, CirclePolicy>,
+}
+
+/// A receipt waiting for its (offline) sender.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingReceipt {
+    /// The message.
+    pub msg_id: Arc<str>,
+    /// Who acknowledged it.
+    pub by: Arc<str>,
+    /// The latest state.
+    pub state: ReceiptState,
+}
+
+/// One page of an inbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InboxPage {
+    /// Messages in seq order.
+    pub messages: Vec<StoredMessage>,
+    /// More messages follow the page.
+    pub more: bool,
+}
+
+/// One write in a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// Append a message to `user`'s inbox.
+    Message {
+        /// The recipient.
+        user: UserKey,
+        /// The message.
+        message: StoredMessage,
+    },
+    /// Remember a send's answer for retries.
+    Dedup {
+        /// The sender and client id.
+        key: DedupKey,
+        /// The answer.
+        record: DedupRecord,
+    },
+    /// Replace a user's meta record.
+    Meta {
+        /// The user.
+        user: UserKey,
+        /// The new record.
+        meta: UserMeta,
+    },
+    /// Put a contact in a circle.
+    Contact {
+        /// The owner.
+        owner: UserKey,
+        /// The contact's name.
+        contact: String,
+        /// The circle.
+        circle: String,
+    },
+    /// Remove a contact.
+    ContactRemoved {
+        /// The owner.
+        owner: UserKey,
+        /// The contact's name.
+        contact: String,
+    },
+    /// Set a circle's policy.
+    Policy {
+        /// The owner.
+        owner: UserKey,
+        /// The circle.
+        circle: String,
+        /// The policy.
+        policy: CirclePolicy,
+    },
+    /// Keep a receipt for an offline sender.
+    Receipt {
+        /// The sender who will get it.
+        user: UserKey,
+        /// The receipt.
+        receipt: PendingReceipt,
+    },
+    /// Forget receipts that were delivered.
+    ReceiptsDelivered {
+        /// The sender.
+        user: UserKey,
+        /// The messages.
+        msg_ids: Vec<Arc<str>>,
+    },
+}
+
+/// Writes that become durable together.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    /// The writes, applied in order.
+    pub ops: Vec<WriteOp>,
+}
+
+impl WriteBatch {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Adds a write.
+    pub fn push(&mut self, op: WriteOp) {
+        self.ops.push(op);
+    }
+}
+
+/// Storage failures.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed (disk, engine); the write may not be durable.
+    #[error("storage backend failed: {0}")]
+    Backend(Arc<str>),
+    /// The backend is unreachable or shut down; retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(Arc<str>),
+    /// A stored record does not decode.
+    #[error("corrupt record in {0}")]
+    Corrupt(&'static str),
+}
+
+/// The storage a shard needs. Reads see every committed write.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Loads a user's head seq, meta, contacts and policies.
+    async fn load_user(&self, user: &UserKey) -> Result<UserRecord, StoreError>;
+    /// Looks up the answer to an earlier send with the same client id.
+    async fn dedup(&self, key: &DedupKey) -> Result<Option<DedupRecord>, StoreError>;
+    /// Reads at most `limit` messages (and about `max_bytes` of bodies) with seq > `after`.
+    async fn read_inbox(
+        &self,
+        user: &UserKey,
+        after: InboxSeq,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<InboxPage, StoreError>;
+    /// Reads messages with `from < seq <= to`, at most `limit`.
+    async fn read_range(
+        &self,
+        user: &UserKey,
+        from: InboxSeq,
+        to: InboxSeq,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError>;
+    /// Receipts waiting for `user`, at most `limit`.
+    async fn pending_receipts(&self, user: &UserKey, limit: usize) -> Result<Vec<PendingReceipt>, StoreError>;
+    /// Makes a batch durable; resolves once it is synced.
+    async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError>;
+}
