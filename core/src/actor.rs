@@ -1,0 +1,362 @@
+//! The shard actors: thin actix shells around [`ShardState`].
+//!
+//! Each shard is an actix actor on one of a few arbiter threads. A pump task
+//! feeds it envelopes from its bus partition, one at a time (`send().await`
+//! waits until the actor has handled the previous one), so a shard handles
+//! its inputs strictly in order. Before handing an input over the pump takes
+//! a permit from the shard's in-flight-writes semaphore; the permit is held
+//! until the input's writes are durable, so a shard never has more than
+//! `max_inflight_writes` commits outstanding and backpressure reaches the
+//! bus, then the sessions, then the sockets.
+//!
+//! Commits run as spawned futures (many in flight, sharing fsyncs in the
+//! store's group commit); outputs that need I/O (publishing when a queue is
+//! full, replays, receipts) run under `ctx.wait`, which holds every other
+//! event of the actor until they finish, so outputs leave in order.
+
+use crate::state::{message_frame, Output, ShardConfig, ShardState, Ticket};
+use actix::prelude::*;
+use iris_envelope::{
+    EdgeEnvelope, EdgeInput, Recipients, SessionAddr, ShardEnvelope, ShardId, ShardInput, UserKey,
+};
+use iris_protocol::{ErrorCode, Receipt, ServerFrame, Synced};
+use iris_router::{PublishError, Router, ShardReceiver};
+use iris_storage::{DedupRecord, Store, StoreError, UserRecord, WriteBatch, WriteOp};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Settings for all shards of a node.
+#[derive(Debug, Clone)]
+pub struct ShardsConfig {
+    /// Number of shards (ring partitions).
+    pub shards: u32,
+    /// Arbiter threads the shards are spread over.
+    pub threads: usize,
+    /// Most writes one shard has in flight.
+    pub max_inflight_writes: usize,
+    /// Users kept in memory per shard.
+    pub max_cached_users: usize,
+    /// Most contacts per user.
+    pub max_contacts: usize,
+    /// Most presence subscribers per user.
+    pub max_subscribers: usize,
+    /// Most body bytes in one replay or sync page.
+    pub page_max_bytes: usize,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Deliver {
+    env: ShardEnvelope,
+    permit: OwnedSemaphorePermit,
+}
+
+struct ShardActor {
+    state: ShardState,
+    store: Arc<dyn Store>,
+    router: Router,
+    page_max_bytes: usize,
+}
+
+impl Actor for ShardActor {
+    type Context = Context<Self>;
+}
+
+type Loaded = (Option<Result<(UserKey, UserRecord), StoreError>>, Result<Option<DedupRecord>, StoreError>);
+
+impl Handler<Deliver> for ShardActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.state.needs_reset() {
+            self.state.reset();
+        }
+        let needs = self.state.needs(&msg.env);
+        let store = self.store.clone();
+        let load = async move {
+            let user = match needs.user {
+                Some(u) => Some(store.load_user(&u).await.map(|r| (u, r))),
+                None => None,
+            };
+            let dedup = match needs.dedup {
+                Some(k) => store.dedup(&k).await,
+                None => Ok(None),
+            };
+            (user, dedup)
+        };
+        Box::pin(load.into_actor(self).map(move |loaded: Loaded, act, ctx| act.apply(msg, loaded, ctx)))
+    }
+}
+
+impl ShardActor {
+    fn apply(&mut self, msg: Deliver, (user, dedup): Loaded, ctx: &mut Context<Self>) {
+        let kind = msg.env.body.kind();
+        metrics::counter!("iris_shard_envelopes_total", "kind" => kind).increment(1);
+        let loaded = match user {
+            Some(Ok((u, record))) => {
+                self.state.insert_user(u, record);
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(()),
+        };
+        match loaded.and(dedup) {
+            Ok(dedup) => {
+                if let Some((ticket, batch)) = self.state.handle(now_ms(), msg.env, dedup) {
+                    self.commit(ticket, batch, msg.permit, ctx);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, kind, "load failed; answering unavailable");
+                self.state.reject(&msg.env, ErrorCode::Unavailable, "storage unavailable; retry");
+            }
+        }
+        self.flush(ctx);
+    }
+
+    fn commit(&mut self, ticket: Ticket, batch: WriteBatch, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let fut = async move { store.commit(batch).await };
+        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+            if let Err(e) = &result {
+                tracing::error!(error = %e, ticket, "commit failed");
+            }
+            act.state.committed(ticket, result);
+            drop(permit);
+            act.flush(ctx);
+        }));
+    }
+
+    /// Carries out ready outputs: publishes that fit right now go at once;
+    /// from the first that must wait, the rest go in order under `ctx.wait`.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let mut rest: Vec<Output> = Vec::new();
+        while let Some(out) = self.state.poll_output() {
+            if !rest.is_empty() {
+                rest.push(out);
+                continue;
+            }
+            match out {
+                Output::Edge(env) => match self.router.try_to_edge(env) {
+                    Ok(()) => {}
+                    Err(PublishError::Full(env)) => rest.push(Output::Edge(env)),
+                    Err(PublishError::Closed(env)) => tracing::debug!(edge = %env.edge, "edge gone; dropped"),
+                },
+                Output::Shard(env) => match self.router.try_to_shard(env) {
+                    Ok(()) => {}
+                    Err(PublishError::Full(env)) => rest.push(Output::Shard(env)),
+                    Err(PublishError::Closed(_)) => tracing::warn!("shard queue closed; envelope dropped"),
+                },
+                other => rest.push(other),
+            }
+        }
+        if rest.is_empty() {
+            return;
+        }
+        let io = OutputIo { store: self.store.clone(), router: self.router.clone(), page_max_bytes: self.page_max_bytes };
+        ctx.wait(async move { io.carry_out(rest).await }.into_actor(self));
+    }
+}
+
+/// What the slow path of output handling needs, owned so it can run as a
+/// future while the actor waits.
+struct OutputIo {
+    store: Arc<dyn Store>,
+    router: Router,
+    page_max_bytes: usize,
+}
+
+fn frame_to(session: &SessionAddr, frame: ServerFrame) -> EdgeEnvelope {
+    EdgeEnvelope {
+        edge: session.edge.clone(),
+        body: EdgeInput::Frame { to: Recipients::Session(session.session), frame, droppable: false },
+    }
+}
+
+const RECEIPT_PAGE: usize = 1_000;
+const PENDING_RECEIPTS_MAX: usize = 10_000;
+
+impl OutputIo {
+    async fn edge(&self, env: EdgeEnvelope) {
+        if let Err(e) = self.router.to_edge(env).await {
+            tracing::debug!(error = %e, "edge gone; dropped");
+        }
+    }
+
+    async fn carry_out(self, outputs: Vec<Output>) {
+        for out in outputs {
+            match out {
+                Output::Edge(env) => self.edge(env).await,
+                Output::Shard(env) => {
+                    if let Err(e) = self.router.to_shard(env).await {
+                        tracing::warn!(error = %e, "shard queue closed; envelope dropped");
+                    }
+                }
+                Output::Replay { user, session, after, limit, inbox_head } => {
+                    self.replay(&user, &session, after, limit, inbox_head).await
+                }
+                Output::Receipts { user, from, to, state } => self.receipts(&user, from, to, state).await,
+                Output::FlushReceipts { user, session } => self.flush_receipts(&user, &session).await,
+            }
+        }
+    }
+
+    async fn replay(&self, user: &UserKey, session: &SessionAddr, after: u64, limit: u32, inbox_head: u64) {
+        match self.store.read_inbox(user, after, limit as usize, self.page_max_bytes).await {
+            Ok(page) => {
+                let last = page.messages.last().map(|m| m.seq).unwrap_or(after);
+                let more = page.more;
+                for m in page.messages {
+                    self.edge(frame_to(session, message_frame(m))).await;
+                }
+                let synced = ServerFrame::Synced(Synced { inbox_head: inbox_head.max(last), more });
+                self.edge(frame_to(session, synced)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "replay read failed");
+                let frame = ServerFrame::error(ErrorCode::Unavailable, "history unavailable; retry sync", None);
+                self.edge(frame_to(session, frame)).await;
+            }
+        }
+    }
+
+    async fn receipts(&self, user: &UserKey, from: u64, to: u64, state: iris_protocol::ReceiptState) {
+        let mut cursor = from;
+        while cursor < to {
+            let page = match self.store.read_range(user, cursor, to, RECEIPT_PAGE).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "receipt read failed; receipts dropped");
+                    return;
+                }
+            };
+            let Some(last) = page.last().map(|m| m.seq) else { return };
+            for m in page {
+                let env = ShardEnvelope {
+                    owner: user.peer(&m.from),
+                    body: ShardInput::Receipt { msg_id: m.msg_id, by: user.user.clone(), state },
+                };
+                if let Err(e) = self.router.to_shard(env).await {
+                    tracing::warn!(error = %e, "receipt dropped");
+                }
+            }
+            cursor = last;
+        }
+    }
+
+    async fn flush_receipts(&self, user: &UserKey, session: &SessionAddr) {
+        let pending = match self.store.pending_receipts(user, PENDING_RECEIPTS_MAX).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "pending receipts unreadable; kept for next time");
+                return;
+            }
+        };
+        if pending.is_empty() {
+            return;
+        }
+        let mut ids = Vec::with_capacity(pending.len());
+        for r in pending {
+            let frame = ServerFrame::Receipt(Receipt { msg_id: r.msg_id.to_string(), by: r.by.to_string(), state: r.state });
+            self.edge(frame_to(session, frame)).await;
+            ids.push(r.msg_id);
+        }
+        let mut batch = WriteBatch::default();
+        batch.push(WriteOp::ReceiptsDelivered { user: user.clone(), msg_ids: ids });
+        if let Err(e) = self.store.commit(batch).await {
+            tracing::warn!(error = %e, "could not forget delivered receipts; they may repeat");
+        }
+    }
+}
+
+/// The running shards of a node.
+pub struct ShardHost {
+    arbiters: Vec<Arbiter>,
+    permits: Vec<Arc<Semaphore>>,
+    max_inflight: usize,
+}
+
+impl ShardHost {
+    /// Writes in flight across all shards.
+    pub fn inflight(&self) -> usize {
+        self.permits.iter().map(|p| self.max_inflight - p.available_permits()).sum()
+    }
+
+    /// Waits (up to `deadline`) until no shard has writes in flight.
+    pub async fn drain(&self, deadline: Duration) -> bool {
+        let until = tokio::time::Instant::now() + deadline;
+        while self.inflight() > 0 {
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// Stops the shard threads.
+    pub fn stop(self) {
+        for a in &self.arbiters {
+            a.stop();
+        }
+        for a in self.arbiters {
+            if a.join().is_err() {
+                tracing::error!("shard arbiter panicked");
+            }
+        }
+    }
+}
+
+async fn pump(mut rx: ShardReceiver, addr: Addr<ShardActor>, permits: Arc<Semaphore>, shard: ShardId) {
+    let depth = metrics::gauge!("iris_shard_mailbox_depth", "shard" => shard.0.to_string());
+    while let Some(env) = rx.recv().await {
+        depth.set(rx.len() as f64);
+        let Ok(permit) = permits.clone().acquire_owned().await else { break };
+        if addr.send(Deliver { env, permit }).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Starts one actor per shard on `threads` arbiters, each fed from its
+/// partition receiver. Must run inside an actix `System`.
+pub fn start_shards(
+    cfg: &ShardsConfig,
+    receivers: Vec<ShardReceiver>,
+    store: Arc<dyn Store>,
+    router: Router,
+    id_seed: u32,
+) -> ShardHost {
+    let arbiters: Vec<Arbiter> = (0..cfg.threads.max(1)).map(|_| Arbiter::new()).collect();
+    let mut permits = Vec::new();
+    for (i, rx) in receivers.into_iter().enumerate() {
+        let shard = ShardId(i as u32);
+        let arbiter = &arbiters[i % arbiters.len()];
+        let state = ShardState::new(ShardConfig {
+            shard,
+            max_cached_users: cfg.max_cached_users,
+            max_contacts: cfg.max_contacts,
+            max_subscribers: cfg.max_subscribers,
+            id_seed,
+            recent_dedup: cfg.max_inflight_writes + 1_024,
+        });
+        let (store, router, page_max_bytes) = (store.clone(), router.clone(), cfg.page_max_bytes);
+        let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| ShardActor {
+            state,
+            store,
+            router,
+            page_max_bytes,
+        });
+        let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
+        permits.push(sem.clone());
+        if !arbiter.spawn(pump(rx, addr, sem, shard)) {
+            tracing::error!(shard = i, "arbiter is gone; shard not started");
+        }
+    }
+    ShardHost { arbiters, permits, max_inflight: cfg.max_inflight_writes }
+}

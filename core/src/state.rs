@@ -1,0 +1,695 @@
+//! The shard state machine: every decision a shard makes, with no I/O.
+//!
+//! A shard owns the users the ring places on it: their inbox sequence, dedup
+//! of retried sends, who is online where, who subscribed to their presence,
+//! their contacts and circle policies. Inputs are envelopes (plus what the
+//! actor loaded from storage for them); outputs are writes to make durable
+//! and envelopes to publish.
+//!
+//! Durability ordering: an input that writes gets a ticket; every output is
+//! tagged with the newest ticket issued so far and released only once that
+//! ticket (and all before it) committed. So `accepted` and `message` never go
+//! out before the message is synced, replays read only committed data, and a
+//! shard's outputs leave in the order its inputs arrived.
+
+use iris_envelope::{
+    EdgeEnvelope, EdgeId, EdgeInput, InboxSeq, Millis, Recipients, SessionAddr, ShardEnvelope, ShardId,
+    ShardInput, UserKey,
+};
+use iris_protocol::{
+    Accepted, Body, ContactEntry, ContactsOk, ErrorCode, Message, PresenceStatus, PresenceUpdate, Receipt,
+    ReceiptState, ServerFrame, SetStatus, TypingFrom,
+};
+use iris_storage::{
+    CirclePolicy, DedupKey, DedupRecord, StoreError, StoredMessage, UserMeta, UserRecord, WriteBatch, WriteOp,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+/// The circle a contact lands in when none is named; it allows everything
+/// until its owner changes it.
+pub const DEFAULT_CIRCLE: &str = "contacts";
+
+/// A commit ticket: orders writes and the outputs that wait for them.
+pub type Ticket = u64;
+
+/// Limits of one shard.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// This shard.
+    pub shard: ShardId,
+    /// Users kept in memory before idle ones are dropped (reloaded on demand).
+    pub max_cached_users: usize,
+    /// Most contacts one user may have.
+    pub max_contacts: usize,
+    /// Most presence subscribers one user may have.
+    pub max_subscribers: usize,
+    /// Random bits that make message ids unique across restarts.
+    pub id_seed: u32,
+    /// Committed dedup records kept in memory for fast retries.
+    pub recent_dedup: usize,
+}
+
+/// What the actor must load before handing an envelope to [`ShardState::handle`].
+#[derive(Debug, Default, PartialEq)]
+pub struct Needs {
+    /// Load this user's record ([`ShardState::insert_user`]).
+    pub user: Option<UserKey>,
+    /// Look up this dedup record and pass it to `handle`.
+    pub dedup: Option<DedupKey>,
+}
+
+/// Something the actor carries out, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Publish to an edge.
+    Edge(EdgeEnvelope),
+    /// Publish to another shard.
+    Shard(ShardEnvelope),
+    /// Read a page of `user`'s inbox, send it to `session`, then `synced`.
+    Replay {
+        /// Whose inbox.
+        user: UserKey,
+        /// Where to send it.
+        session: SessionAddr,
+        /// Messages above this seq.
+        after: InboxSeq,
+        /// At most this many.
+        limit: u32,
+        /// The head to report in `synced`.
+        inbox_head: InboxSeq,
+    },
+    /// Read `user`'s messages in `(from, to]` and send `state` receipts to
+    /// their senders' shards.
+    Receipts {
+        /// The recipient who acknowledged.
+        user: UserKey,
+        /// Exclusive lower bound.
+        from: InboxSeq,
+        /// Inclusive upper bound.
+        to: InboxSeq,
+        /// Delivered or read.
+        state: ReceiptState,
+    },
+    /// Send `user`'s pending receipts to `session`, then forget them.
+    FlushReceipts {
+        /// The sender who was offline.
+        user: UserKey,
+        /// The session that just opened.
+        session: SessionAddr,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct View {
+    status: PresenceStatus,
+    last_seen: Option<Millis>,
+}
+
+const HIDDEN: View = View { status: PresenceStatus::Offline, last_seen: None };
+
+#[derive(Debug)]
+struct Subscriber {
+    viewer: Arc<str>,
+    session: SessionAddr,
+    last: View,
+}
+
+#[derive(Debug)]
+struct UserState {
+    head: InboxSeq,
+    meta: UserMeta,
+    contacts: BTreeMap<String, String>,
+    policies: BTreeMap<String, CirclePolicy>,
+    sessions: Vec<SessionAddr>,
+    away: bool,
+    subscribers: Vec<Subscriber>,
+    last_ticket: Ticket,
+}
+
+impl UserState {
+    fn from_record(r: UserRecord) -> Self {
+        Self {
+            head: r.head,
+            meta: r.meta,
+            contacts: r.contacts,
+            policies: r.policies,
+            sessions: Vec::new(),
+            away: false,
+            subscribers: Vec::new(),
+            last_ticket: 0,
+        }
+    }
+
+    fn policy(&self, circle: &str) -> CirclePolicy {
+        match self.policies.get(circle) {
+            Some(p) => *p,
+            None if circle == DEFAULT_CIRCLE => CirclePolicy { presence: true, last_seen: true },
+            None => CirclePolicy::default(),
+        }
+    }
+
+    /// What `viewer` may see of this user (named `me`).
+    fn view_for(&self, me: &str, viewer: &str) -> View {
+        let (presence, last_seen) = if viewer == me {
+            (true, true)
+        } else {
+            match self.contacts.get(viewer) {
+                Some(circle) => {
+                    let p = self.policy(circle);
+                    (p.presence, p.presence && p.last_seen)
+                }
+                None => (false, false),
+            }
+        };
+        if !presence {
+            return HIDDEN;
+        }
+        let (status, seen) = if let Some(since) = self.meta.invisible_since {
+            (PresenceStatus::Offline, Some(since))
+        } else if self.sessions.is_empty() {
+            (PresenceStatus::Offline, self.meta.last_seen)
+        } else if self.away {
+            (PresenceStatus::Away, None)
+        } else {
+            (PresenceStatus::Online, None)
+        };
+        View { status, last_seen: if status == PresenceStatus::Offline && last_seen { seen } else { None } }
+    }
+}
+
+/// The state of one shard.
+pub struct ShardState {
+    config: ShardConfig,
+    users: HashMap<UserKey, UserState>,
+    inflight_dedup: HashMap<DedupKey, (DedupRecord, Ticket)>,
+    inflight_order: VecDeque<(Ticket, DedupKey)>,
+    recent_dedup: HashMap<DedupKey, DedupRecord>,
+    recent_order: VecDeque<DedupKey>,
+    next_ticket: Ticket,
+    /// Every ticket up to this one has completed.
+    done_upto: Ticket,
+    done_ahead: BTreeSet<Ticket>,
+    failed: BTreeSet<Ticket>,
+    queue: VecDeque<(Ticket, Output)>,
+    ready: VecDeque<Output>,
+    id_counter: u32,
+    poisoned: bool,
+}
+
+fn frame_to(sessions: &[SessionAddr], frame: ServerFrame, droppable: bool, out: &mut Vec<Output>) {
+    let mut by_edge: Vec<(EdgeId, Vec<iris_envelope::SessionId>)> = Vec::new();
+    for s in sessions {
+        match by_edge.iter_mut().find(|(e, _)| *e == s.edge) {
+            Some((_, v)) => v.push(s.session),
+            None => by_edge.push((s.edge.clone(), vec![s.session])),
+        }
+    }
+    for (edge, mut ids) in by_edge {
+        let to = if ids.len() == 1 { Recipients::Session(ids.pop().expect("one id")) } else { Recipients::Sessions(ids) };
+        out.push(Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Frame { to, frame: frame.clone(), droppable } }));
+    }
+}
+
+fn reply(session: &SessionAddr, frame: ServerFrame) -> Output {
+    Output::Edge(EdgeEnvelope {
+        edge: session.edge.clone(),
+        body: EdgeInput::Frame { to: Recipients::Session(session.session), frame, droppable: false },
+    })
+}
+
+impl ShardState {
+    /// An empty shard.
+    pub fn new(config: ShardConfig) -> Self {
+        Self {
+            config,
+            users: HashMap::new(),
+            inflight_dedup: HashMap::new(),
+            inflight_order: VecDeque::new(),
+            recent_dedup: HashMap::new(),
+            recent_order: VecDeque::new(),
+            next_ticket: 1,
+            done_upto: 0,
+            done_ahead: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            queue: VecDeque::new(),
+            ready: VecDeque::new(),
+            id_counter: 0,
+            poisoned: false,
+        }
+    }
+
+    /// Writes issued but not yet committed.
+    pub fn inflight(&self) -> u64 {
+        self.next_ticket - 1 - self.done_upto - self.done_ahead.len() as u64
+    }
+
+    /// Users held in memory.
+    pub fn cached_users(&self) -> usize {
+        self.users.len()
+    }
+
+    /// True after a failed commit, until every in-flight write has completed
+    /// and the actor has called [`ShardState::reset`].
+    pub fn needs_reset(&self) -> bool {
+        self.poisoned && self.inflight() == 0
+    }
+
+    /// Forgets every cached user so that state is reloaded from storage
+    /// (after a failed commit, the in-memory heads may be ahead of disk).
+    pub fn reset(&mut self) {
+        self.users.clear();
+        self.inflight_dedup.clear();
+        self.inflight_order.clear();
+        self.recent_dedup.clear();
+        self.recent_order.clear();
+        self.poisoned = false;
+    }
+
+    /// What must be loaded before `env` can be handled.
+    pub fn needs(&self, env: &ShardEnvelope) -> Needs {
+        let mut needs = Needs::default();
+        if !self.users.contains_key(&env.owner) {
+            needs.user = Some(env.owner.clone());
+        }
+        if let ShardInput::Send { from, client_id, .. } = &env.body {
+            let key = DedupKey { sender: env.owner.peer(from), client_id: client_id.clone() };
+            if !self.inflight_dedup.contains_key(&key) && !self.recent_dedup.contains_key(&key) {
+                needs.dedup = Some(key);
+            }
+        }
+        needs
+    }
+
+    /// Hands over a user record the actor loaded.
+    pub fn insert_user(&mut self, user: UserKey, record: UserRecord) {
+        self.users.entry(user).or_insert_with(|| UserState::from_record(record));
+    }
+
+    /// Answers an envelope that could not be handled because a load failed.
+    pub fn reject(&mut self, env: &ShardEnvelope, code: ErrorCode, message: &str) {
+        let frame = |id: Option<String>| ServerFrame::error(code, message, id);
+        let out = match &env.body {
+            ShardInput::Send { client_id, reply: r, .. } => Some(reply(r, frame(Some(client_id.to_string())))),
+            ShardInput::SessionOpened { session, .. }
+            | ShardInput::Sync { session, .. }
+            | ShardInput::Contacts { session, .. }
+            | ShardInput::CirclePolicy { session, .. } => Some(reply(session, frame(None))),
+            _ => None,
+        };
+        if let Some(o) = out {
+            self.emit(vec![o]);
+        }
+    }
+
+    fn next_msg_id(&mut self, now: Millis) -> Arc<str> {
+        self.id_counter = self.id_counter.wrapping_add(1);
+        let mut rand = [0u8; 10];
+        rand[..2].copy_from_slice(&(self.config.shard.0 as u16).to_be_bytes());
+        rand[2..6].copy_from_slice(&self.config.id_seed.to_be_bytes());
+        rand[6..].copy_from_slice(&self.id_counter.to_be_bytes());
+        let id = uuid::Builder::from_unix_timestamp_millis(now.max(0) as u64, &rand).into_uuid();
+        Arc::from(id.hyphenated().to_string())
+    }
+
+    fn emit(&mut self, outputs: Vec<Output>) {
+        let tag = self.next_ticket - 1;
+        for o in outputs {
+            if tag <= self.done_upto {
+                self.ready.push_back(o);
+            } else {
+                self.queue.push_back((tag, o));
+            }
+        }
+    }
+
+    fn issue(&mut self) -> Ticket {
+        let t = self.next_ticket;
+        self.next_ticket += 1;
+        t
+    }
+
+    /// Handles one envelope. The owner must be loaded; `dedup` is the stored
+    /// record for a `Send` (as [`Needs::dedup`] asked). Returns the writes to
+    /// make durable, with their ticket, if any.
+    pub fn handle(&mut self, now: Millis, env: ShardEnvelope, dedup: Option<DedupRecord>) -> Option<(Ticket, WriteBatch)> {
+        let owner = env.owner;
+        let mut out = Vec::new();
+        let mut batch = WriteBatch::default();
+        let Some(user) = self.users.get_mut(&owner) else {
+            debug_assert!(false, "handle called before the owner was loaded");
+            return None;
+        };
+        let mut presence_changed = false;
+        match env.body {
+            ShardInput::SessionOpened { session, resume_after } => {
+                if !user.sessions.contains(&session) {
+                    user.sessions.push(session.clone());
+                }
+                presence_changed = user.sessions.len() == 1;
+                out.push(Output::Edge(EdgeEnvelope {
+                    edge: session.edge.clone(),
+                    body: EdgeInput::Welcome { session: session.session, inbox_head: user.head },
+                }));
+                if let Some(after) = resume_after {
+                    out.push(Output::Replay {
+                        user: owner.clone(),
+                        session: session.clone(),
+                        after,
+                        limit: iris_protocol::MAX_PAGE_LIMIT,
+                        inbox_head: user.head,
+                    });
+                }
+                out.push(Output::FlushReceipts { user: owner.clone(), session });
+            }
+            ShardInput::SessionClosed { session } => {
+                let before = user.sessions.len();
+                user.sessions.retain(|s| *s != session);
+                if before > 0 && user.sessions.is_empty() {
+                    user.away = false;
+                    user.meta.last_seen = Some(now);
+                    batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
+                    presence_changed = true;
+                }
+            }
+            ShardInput::Send { from, client_id, body, reply: to_session } => {
+                let key = DedupKey { sender: owner.peer(&from), client_id: client_id.clone() };
+                let earlier = self
+                    .inflight_dedup
+                    .get(&key)
+                    .map(|(r, _)| r.clone())
+                    .or_else(|| self.recent_dedup.get(&key).cloned())
+                    .or(dedup);
+                if let Some(rec) = earlier {
+                    out.push(reply(
+                        &to_session,
+                        ServerFrame::Accepted(Accepted { id: client_id.to_string(), msg_id: rec.msg_id.to_string(), ts: rec.ts }),
+                    ));
+                } else if self.poisoned {
+                    out.push(reply(
+                        &to_session,
+                        ServerFrame::error(ErrorCode::Unavailable, "storage failed; retry", Some(client_id.to_string())),
+                    ));
+                } else {
+                    let user = self.users.get_mut(&owner).expect("loaded above");
+                    user.head += 1;
+                    let seq = user.head;
+                    let sessions = user.sessions.clone();
+                    let msg_id = self.next_msg_id(now);
+                    let message = StoredMessage { seq, msg_id: msg_id.clone(), from: from.clone(), body: body.clone(), ts: now };
+                    let record = DedupRecord { msg_id: msg_id.clone(), ts: now, to: owner.user.clone(), seq };
+                    batch.push(WriteOp::Message { user: owner.clone(), message });
+                    batch.push(WriteOp::Dedup { key: key.clone(), record: record.clone() });
+                    self.inflight_order.push_back((self.next_ticket, key.clone()));
+                    self.inflight_dedup.insert(key, (record, self.next_ticket));
+                    out.push(reply(
+                        &to_session,
+                        ServerFrame::Accepted(Accepted { id: client_id.to_string(), msg_id: msg_id.to_string(), ts: now }),
+                    ));
+                    let frame = ServerFrame::Message(Message {
+                        seq,
+                        msg_id: msg_id.to_string(),
+                        from: from.to_string(),
+                        body: Body(body),
+                        ts: now,
+                    });
+                    frame_to(&sessions, frame, false, &mut out);
+                }
+            }
+            ShardInput::Ack { up_to, read } => {
+                let up = up_to.min(user.head);
+                if read {
+                    if up > user.meta.read {
+                        out.push(Output::Receipts { user: owner.clone(), from: user.meta.read, to: up, state: ReceiptState::Read });
+                        user.meta.read = up;
+                        user.meta.acked = user.meta.acked.max(up);
+                        batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
+                    }
+                } else if up > user.meta.acked {
+                    // Messages already read got their (stronger) receipt.
+                    let from = user.meta.acked.max(user.meta.read);
+                    if up > from {
+                        out.push(Output::Receipts { user: owner.clone(), from, to: up, state: ReceiptState::Delivered });
+                    }
+                    user.meta.acked = up;
+                    batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
+                }
+            }
+            ShardInput::Receipt { msg_id, by, state } => {
+                if user.sessions.is_empty() {
+                    batch.push(WriteOp::Receipt {
+                        user: owner.clone(),
+                        receipt: iris_storage::PendingReceipt { msg_id, by, state },
+                    });
+                } else {
+                    let frame = ServerFrame::Receipt(Receipt { msg_id: msg_id.to_string(), by: by.to_string(), state });
+                    frame_to(&user.sessions, frame, false, &mut out);
+                }
+            }
+            ShardInput::Sync { session, after, limit } => {
+                out.push(Output::Replay {
+                    user: owner.clone(),
+                    session,
+                    after,
+                    limit: limit.clamp(1, iris_protocol::MAX_PAGE_LIMIT),
+                    inbox_head: user.head,
+                });
+            }
+            ShardInput::SetPresence { session: _, status } => {
+                match status {
+                    SetStatus::Invisible => {
+                        if user.meta.invisible_since.is_none() {
+                            user.meta.invisible_since = Some(now);
+                            batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
+                        }
+                    }
+                    SetStatus::Online | SetStatus::Away => {
+                        user.away = status == SetStatus::Away;
+                        if user.meta.invisible_since.take().is_some() {
+                            batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
+                        }
+                    }
+                }
+                presence_changed = true;
+            }
+            ShardInput::Subscribe { viewer, session } => {
+                let view = user.view_for(&owner.user, &viewer);
+                let known = user.subscribers.iter().any(|s| s.viewer == viewer && s.session == session);
+                if !known && user.subscribers.len() >= self.config.max_subscribers {
+                    out.push(reply(
+                        &session,
+                        ServerFrame::error(ErrorCode::RateLimited, format!("too many subscribers for {}", owner.user), None),
+                    ));
+                } else {
+                    if !known {
+                        user.subscribers.push(Subscriber { viewer, session: session.clone(), last: view });
+                    }
+                    out.push(reply(&session, presence_frame(&owner.user, view)));
+                }
+            }
+            ShardInput::Unsubscribe { viewer, session } => {
+                user.subscribers.retain(|s| !(s.viewer == viewer && s.session == session));
+            }
+            ShardInput::Contacts { session, upsert, remove } => {
+                match plan_contacts(user, &upsert, &remove, self.config.max_contacts) {
+                    Err(message) => out.push(reply(&session, ServerFrame::error(ErrorCode::Forbidden, message, None))),
+                    Ok(()) => {
+                        for ContactEntry { user: contact, circle } in upsert {
+                            let circle = circle.unwrap_or_else(|| DEFAULT_CIRCLE.to_owned());
+                            if user.contacts.get(&contact) != Some(&circle) {
+                                user.contacts.insert(contact.clone(), circle.clone());
+                                batch.push(WriteOp::Contact { owner: owner.clone(), contact, circle });
+                            }
+                        }
+                        for contact in remove {
+                            if user.contacts.remove(&contact).is_some() {
+                                batch.push(WriteOp::ContactRemoved { owner: owner.clone(), contact });
+                            }
+                        }
+                        let count = user.contacts.len() as u32;
+                        out.push(reply(&session, ServerFrame::ContactsOk(ContactsOk { count })));
+                        presence_changed = true;
+                    }
+                }
+            }
+            ShardInput::CirclePolicy { session, circle, presence, last_seen } => {
+                let current = user.policy(&circle);
+                let policy = CirclePolicy {
+                    presence: presence.unwrap_or(current.presence),
+                    last_seen: last_seen.unwrap_or(current.last_seen),
+                };
+                if policy != current || !user.policies.contains_key(&circle) {
+                    user.policies.insert(circle.clone(), policy);
+                    batch.push(WriteOp::Policy { owner: owner.clone(), circle: circle.clone(), policy });
+                }
+                out.push(reply(&session, ServerFrame::CirclePolicyOk(iris_protocol::CirclePolicyOk { circle })));
+                presence_changed = true;
+            }
+            ShardInput::Typing { from, state } => {
+                let frame = ServerFrame::Typing(TypingFrom { from: from.to_string(), state });
+                frame_to(&user.sessions, frame, true, &mut out);
+            }
+        }
+        if presence_changed {
+            let user = self.users.get_mut(&owner).expect("loaded above");
+            notify_subscribers(&owner.user, user, &mut out);
+        }
+        let written = if batch.is_empty() {
+            None
+        } else {
+            let t = self.issue();
+            if let Some(u) = self.users.get_mut(&owner) {
+                u.last_ticket = t;
+            }
+            Some((t, batch))
+        };
+        self.emit(out);
+        self.evict_idle();
+        written
+    }
+
+    /// Records that a ticket's writes completed (or failed).
+    pub fn committed(&mut self, ticket: Ticket, result: Result<(), StoreError>) {
+        if result.is_err() {
+            self.failed.insert(ticket);
+            self.poisoned = true;
+        }
+        if ticket == self.done_upto + 1 {
+            self.done_upto = ticket;
+            while self.done_ahead.remove(&(self.done_upto + 1)) {
+                self.done_upto += 1;
+            }
+        } else if ticket > self.done_upto {
+            self.done_ahead.insert(ticket);
+        }
+        while let Some((t, _)) = self.queue.front() {
+            if *t > self.done_upto {
+                break;
+            }
+            let (t, o) = self.queue.pop_front().expect("front exists");
+            if self.failed.contains(&t) {
+                if let Some(o) = failed_output(o) {
+                    self.ready.push_back(o);
+                }
+            } else {
+                self.ready.push_back(o);
+            }
+        }
+        while let Some((t, _)) = self.inflight_order.front() {
+            if *t > self.done_upto {
+                break;
+            }
+            let (t, key) = self.inflight_order.pop_front().expect("front exists");
+            if let Some((record, _)) = self.inflight_dedup.remove(&key) {
+                if !self.failed.contains(&t) {
+                    self.recent_order.push_back(key.clone());
+                    self.recent_dedup.insert(key, record);
+                }
+            }
+        }
+        while self.recent_order.len() > self.config.recent_dedup {
+            if let Some(k) = self.recent_order.pop_front() {
+                self.recent_dedup.remove(&k);
+            }
+        }
+        let upto = self.done_upto;
+        let oldest_queued = self.queue.front().map(|(t, _)| *t).unwrap_or(Ticket::MAX);
+        self.failed.retain(|t| *t > upto || *t >= oldest_queued);
+    }
+
+    /// The next output to carry out.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.ready.pop_front()
+    }
+
+    fn evict_idle(&mut self) {
+        if self.users.len() <= self.config.max_cached_users {
+            return;
+        }
+        let target = self.config.max_cached_users * 9 / 10;
+        let done = self.done_upto;
+        let mut excess = self.users.len() - target;
+        self.users.retain(|_, u| {
+            if excess > 0 && u.sessions.is_empty() && u.subscribers.is_empty() && u.last_ticket <= done {
+                excess -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+/// What a client sees instead of an output whose write failed.
+fn failed_output(o: Output) -> Option<Output> {
+    match o {
+        Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Frame { to, frame, droppable: false } }) => {
+            let id = match &frame {
+                ServerFrame::Accepted(a) => Some(a.id.clone()),
+                ServerFrame::ContactsOk(_) | ServerFrame::CirclePolicyOk(_) => None,
+                _ => return None,
+            };
+            Some(Output::Edge(EdgeEnvelope {
+                edge,
+                body: EdgeInput::Frame {
+                    to,
+                    frame: ServerFrame::error(ErrorCode::Unavailable, "storage failed; retry", id),
+                    droppable: false,
+                },
+            }))
+        }
+        _ => None,
+    }
+}
+
+fn presence_frame(user: &str, view: View) -> ServerFrame {
+    ServerFrame::Presence(PresenceUpdate { user: user.to_owned(), status: view.status, last_seen: view.last_seen })
+}
+
+/// Sends each subscriber whose view changed one frame; subscribers on the
+/// same edge who see the same thing share one envelope.
+fn notify_subscribers(me: &str, user: &mut UserState, out: &mut Vec<Output>) {
+    let mut groups: Vec<(View, Vec<SessionAddr>)> = Vec::new();
+    for i in 0..user.subscribers.len() {
+        let view = user.view_for(me, &user.subscribers[i].viewer);
+        let sub = &mut user.subscribers[i];
+        if view != sub.last {
+            sub.last = view;
+            match groups.iter_mut().find(|(v, _)| *v == view) {
+                Some((_, s)) => s.push(sub.session.clone()),
+                None => groups.push((view, vec![sub.session.clone()])),
+            }
+        }
+    }
+    for (view, sessions) in groups {
+        frame_to(&sessions, presence_frame(me, view), false, out);
+    }
+}
+
+fn plan_contacts(user: &UserState, upsert: &[ContactEntry], remove: &[String], max: usize) -> Result<(), String> {
+    use std::collections::HashSet;
+    let removed: HashSet<&str> = remove.iter().map(String::as_str).collect();
+    let mut added: HashSet<&str> = HashSet::new();
+    for e in upsert {
+        if !user.contacts.contains_key(&e.user) && !removed.contains(e.user.as_str()) {
+            added.insert(&e.user);
+        }
+    }
+    let gone = removed.iter().filter(|r| user.contacts.contains_key(**r)).count();
+    let count = user.contacts.len() + added.len() - gone;
+    if count > max { Err(format!("at most {max} contacts")) } else { Ok(()) }
+}
+
+/// Builds the frames of a replay page (used by the actor after reading).
+pub fn message_frame(m: StoredMessage) -> ServerFrame {
+    ServerFrame::Message(Message {
+        seq: m.seq,
+        msg_id: m.msg_id.to_string(),
+        from: m.from.to_string(),
+        body: Body(m.body),
+        ts: m.ts,
+    })
+}
+
+#[cfg(test)]
+mod tests;

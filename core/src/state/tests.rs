@@ -1,0 +1,321 @@
+use super::*;
+use iris_envelope::SessionId;
+use proptest::prelude::*;
+
+fn cfg() -> ShardConfig {
+    ShardConfig { shard: ShardId(3), max_cached_users: 1_000, max_contacts: 5, max_subscribers: 100, id_seed: 42, recent_dedup: 0 }
+}
+
+fn key(u: &str) -> UserKey {
+    UserKey::new("acme", u)
+}
+
+fn addr(edge: &str, s: u64) -> SessionAddr {
+    SessionAddr { edge: EdgeId(edge.into()), session: SessionId(s) }
+}
+
+struct Harness {
+    state: ShardState,
+    now: Millis,
+    pending: Vec<(Ticket, WriteBatch)>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self { state: ShardState::new(cfg()), now: 1_000, pending: Vec::new() }
+    }
+
+    fn input(&mut self, owner: &str, body: ShardInput) {
+        self.input_with(owner, body, None)
+    }
+
+    fn input_with(&mut self, owner: &str, body: ShardInput, dedup: Option<DedupRecord>) {
+        let env = ShardEnvelope { owner: key(owner), body };
+        if let Some(u) = self.state.needs(&env).user {
+            self.state.insert_user(u, UserRecord::default());
+        }
+        self.now += 1;
+        if let Some(w) = self.state.handle(self.now, env, dedup) {
+            self.pending.push(w);
+        }
+    }
+
+    fn commit_all(&mut self) -> Vec<WriteBatch> {
+        let mut out = Vec::new();
+        for (t, b) in self.pending.drain(..) {
+            self.state.committed(t, Ok(()));
+            out.push(b);
+        }
+        out
+    }
+
+    fn outputs(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.state.poll_output()).collect()
+    }
+
+    fn frames(&mut self) -> Vec<(Vec<SessionId>, ServerFrame)> {
+        self.outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Edge(EdgeEnvelope { body: EdgeInput::Frame { to, frame, .. }, .. }) => Some((to.as_slice().to_vec(), frame)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn open(&mut self, user: &str, s: u64) {
+        self.input(user, ShardInput::SessionOpened { session: addr("e1", s), resume_after: None });
+        self.commit_all();
+        self.outputs();
+    }
+
+    fn send(&mut self, from: &str, to: &str, id: &str, reply: u64) {
+        self.input(
+            to,
+            ShardInput::Send { from: from.into(), client_id: id.into(), body: "hi".into(), reply: addr("e1", reply) },
+        );
+    }
+}
+
+fn presence(f: &ServerFrame) -> Option<(&str, PresenceStatus, Option<Millis>)> {
+    match f {
+        ServerFrame::Presence(p) => Some((&p.user, p.status, p.last_seen)),
+        _ => None,
+    }
+}
+
+#[test]
+fn send_waits_for_commit_then_accepts_and_delivers() {
+    let mut h = Harness::new();
+    h.open("bob", 2);
+    h.send("alice", "bob", "c-1", 1);
+    assert!(h.outputs().is_empty(), "nothing leaves before the write is durable");
+    let batches = h.commit_all();
+    assert_eq!(batches[0].ops.len(), 2, "message and dedup record in one batch");
+    let frames = h.frames();
+    assert!(matches!(&frames[0], (s, ServerFrame::Accepted(a)) if s == &[SessionId(1)] && a.id == "c-1"));
+    assert!(matches!(&frames[1], (s, ServerFrame::Message(m)) if s == &[SessionId(2)] && m.seq == 1 && m.from == "alice"));
+}
+
+#[test]
+fn retry_gets_the_same_msg_id_in_flight_and_after_commit() {
+    let mut h = Harness::new();
+    h.send("alice", "bob", "c-1", 1);
+    h.send("alice", "bob", "c-1", 1);
+    assert_eq!(h.pending.len(), 1, "the retry writes nothing");
+    h.commit_all();
+    let ids: Vec<String> = h
+        .frames()
+        .into_iter()
+        .filter_map(|(_, f)| match f {
+            ServerFrame::Accepted(a) => Some(a.msg_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], ids[1]);
+    // After commit the record comes from storage (the actor looks it up).
+    let rec = DedupRecord { msg_id: ids[0].as_str().into(), ts: 5, to: "bob".into(), seq: 1 };
+    h.input_with(
+        "carol",
+        ShardInput::Send { from: "alice".into(), client_id: "c-1".into(), body: "x".into(), reply: addr("e1", 1) },
+        Some(rec),
+    );
+    assert!(h.pending.is_empty(), "a retry to another recipient is not stored");
+    assert!(matches!(&h.frames()[0].1, ServerFrame::Accepted(a) if a.msg_id == ids[0] && a.ts == 5));
+}
+
+#[test]
+fn failed_commit_turns_accepted_into_unavailable_and_resets() {
+    let mut h = Harness::new();
+    h.send("alice", "bob", "c-1", 1);
+    let (t, _) = h.pending.pop().unwrap();
+    h.state.committed(t, Err(StoreError::Backend("disk".into())));
+    let frames = h.frames();
+    assert_eq!(frames.len(), 1);
+    assert!(matches!(&frames[0].1, ServerFrame::Error(e) if e.code == ErrorCode::Unavailable && e.id.as_deref() == Some("c-1")));
+    assert!(h.state.needs_reset());
+    h.state.reset();
+    assert_eq!(h.state.cached_users(), 0, "heads reload from storage");
+}
+
+#[test]
+fn ack_and_read_emit_receipt_ranges_once() {
+    let mut h = Harness::new();
+    for i in 0..5 {
+        h.send("alice", "bob", &format!("c-{i}"), 1);
+    }
+    h.commit_all();
+    h.outputs();
+    h.input("bob", ShardInput::Ack { up_to: 3, read: false });
+    h.input("bob", ShardInput::Ack { up_to: 2, read: false });
+    h.input("bob", ShardInput::Ack { up_to: 99, read: true });
+    h.commit_all();
+    let receipts: Vec<_> = h
+        .outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Receipts { from, to, state, .. } => Some((from, to, state)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(receipts, vec![(0, 3, ReceiptState::Delivered), (0, 5, ReceiptState::Read)]);
+    h.input("bob", ShardInput::Ack { up_to: 5, read: false });
+    assert!(h.outputs().is_empty(), "read implies delivered: nothing more to say");
+}
+
+#[test]
+fn receipt_for_offline_sender_is_stored_and_online_sender_gets_it() {
+    let mut h = Harness::new();
+    h.input("alice", ShardInput::Receipt { msg_id: "m".into(), by: "bob".into(), state: ReceiptState::Read });
+    assert!(matches!(h.pending[0].1.ops[0], WriteOp::Receipt { .. }));
+    h.commit_all();
+    h.open("alice", 1);
+    h.input("alice", ShardInput::Receipt { msg_id: "m2".into(), by: "bob".into(), state: ReceiptState::Delivered });
+    assert!(h.pending.is_empty());
+    assert!(matches!(&h.frames()[0].1, ServerFrame::Receipt(r) if r.msg_id == "m2"));
+}
+
+#[test]
+fn presence_follows_policy_and_never_leaks() {
+    let mut h = Harness::new();
+    // carol subscribes to bob without being a contact: offline, no last_seen.
+    h.input("bob", ShardInput::Subscribe { viewer: "carol".into(), session: addr("e1", 9) });
+    h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e2", 8) });
+    let f = h.frames();
+    assert_eq!(presence(&f[0].1), Some(("bob", PresenceStatus::Offline, None)));
+    h.open("bob", 1);
+    // bob adds dave to contacts (default circle: sees presence and last_seen).
+    h.input("bob", ShardInput::Contacts { session: addr("e1", 1), upsert: vec![ContactEntry { user: "dave".into(), circle: None }], remove: vec![] });
+    h.commit_all();
+    let f = h.frames();
+    assert!(matches!(f[0].1, ServerFrame::ContactsOk(ContactsOk { count: 1 })));
+    assert_eq!(f.len(), 2, "only dave's view changed: {f:?}");
+    assert_eq!(f[1].0, vec![SessionId(8)]);
+    assert_eq!(presence(&f[1].1), Some(("bob", PresenceStatus::Online, None)));
+    // Away, then the last session ends: offline with last_seen for dave only.
+    h.input("bob", ShardInput::SetPresence { session: addr("e1", 1), status: SetStatus::Away });
+    assert_eq!(presence(&h.frames()[0].1), Some(("bob", PresenceStatus::Away, None)));
+    h.input("bob", ShardInput::SessionClosed { session: addr("e1", 1) });
+    h.commit_all();
+    let f = h.frames();
+    assert_eq!(f.len(), 1);
+    let (_, status, seen) = presence(&f[0].1).unwrap();
+    assert_eq!((status, seen.is_some()), (PresenceStatus::Offline, true));
+    // Policy change: the default circle loses last_seen.
+    h.input("bob", ShardInput::CirclePolicy { session: addr("e1", 1), circle: DEFAULT_CIRCLE.into(), presence: None, last_seen: Some(false) });
+    h.commit_all();
+    let f = h.frames();
+    assert!(matches!(f[0].1, ServerFrame::CirclePolicyOk(_)));
+    assert_eq!(presence(&f[1].1), Some(("bob", PresenceStatus::Offline, None)));
+    // Back online: away does not survive the end of all sessions.
+    h.open("bob", 3);
+    let sub = h.state.users.get(&key("bob")).unwrap();
+    assert_eq!(sub.view_for("bob", "dave").status, PresenceStatus::Online);
+}
+
+#[test]
+fn invisible_looks_offline_with_frozen_last_seen_and_is_durable() {
+    let mut h = Harness::new();
+    h.input("bob", ShardInput::Contacts { session: addr("e1", 1), upsert: vec![ContactEntry { user: "dave".into(), circle: None }], remove: vec![] });
+    h.open("bob", 1);
+    h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e1", 8) });
+    h.frames();
+    h.input("bob", ShardInput::SetPresence { session: addr("e1", 1), status: SetStatus::Invisible });
+    let (_, batch) = h.pending.last().unwrap();
+    assert!(matches!(&batch.ops[0], WriteOp::Meta { meta, .. } if meta.invisible_since.is_some()));
+    h.commit_all();
+    let f = h.frames();
+    let (_, status, since) = presence(&f[0].1).unwrap();
+    assert_eq!(status, PresenceStatus::Offline);
+    h.input("bob", ShardInput::SessionClosed { session: addr("e1", 1) });
+    h.commit_all();
+    assert!(h.frames().is_empty(), "dave saw offline already; the frozen last_seen does not move");
+    h.open("bob", 2);
+    assert!(h.frames().is_empty(), "still invisible after reconnect");
+    assert_eq!(h.state.users[&key("bob")].view_for("bob", "dave").last_seen, since);
+}
+
+#[test]
+fn new_circles_allow_nothing_until_set() {
+    let mut h = Harness::new();
+    h.open("bob", 1);
+    h.input("bob", ShardInput::Contacts { session: addr("e1", 1), upsert: vec![ContactEntry { user: "dave".into(), circle: Some("work".into()) }], remove: vec![] });
+    h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e1", 8) });
+    h.commit_all();
+    let f = h.frames();
+    assert_eq!(presence(&f.last().unwrap().1), Some(("bob", PresenceStatus::Offline, None)));
+    h.input("bob", ShardInput::CirclePolicy { session: addr("e1", 1), circle: "work".into(), presence: Some(true), last_seen: None });
+    h.commit_all();
+    let f = h.frames();
+    assert_eq!(presence(&f[1].1), Some(("bob", PresenceStatus::Online, None)));
+}
+
+#[test]
+fn contact_limit_is_enforced_without_partial_changes() {
+    let mut h = Harness::new();
+    let many: Vec<ContactEntry> = (0..6).map(|i| ContactEntry { user: format!("u{i}"), circle: None }).collect();
+    h.input("bob", ShardInput::Contacts { session: addr("e1", 1), upsert: many, remove: vec![] });
+    assert!(h.pending.is_empty());
+    assert!(matches!(&h.frames()[0].1, ServerFrame::Error(e) if e.code == ErrorCode::Forbidden));
+    assert!(h.state.users[&key("bob")].contacts.is_empty());
+}
+
+#[test]
+fn idle_users_are_evicted_above_the_cap() {
+    let mut h = Harness::new();
+    h.state.config.max_cached_users = 10;
+    h.open("keep", 1);
+    for i in 0..30 {
+        h.input(&format!("u{i}"), ShardInput::Ack { up_to: 0, read: false });
+    }
+    assert!(h.state.cached_users() <= 10);
+    assert!(h.state.users.contains_key(&key("keep")), "users with sessions stay");
+}
+
+fn absorb(batches: Vec<WriteBatch>, stored: &mut HashMap<String, Vec<u64>>, dedup: &mut HashMap<String, DedupRecord>, ids: &mut Vec<String>) {
+    for b in batches {
+        for op in b.ops {
+            match op {
+                WriteOp::Message { user, message } => stored.entry(user.user.to_string()).or_default().push(message.seq),
+                WriteOp::Dedup { key, record } => {
+                    ids.push(key.client_id.to_string());
+                    dedup.insert(key.client_id.to_string(), record);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+proptest! {
+    /// Whatever the interleaving of sends, retries and commits, each
+    /// recipient's seqs run 1..=n without gaps or repeats, and every client
+    /// id is stored exactly once (the harness plays the store's dedup table).
+    #[test]
+    fn inbox_has_no_gaps_and_no_duplicates(ops in proptest::collection::vec((0u8..3, 0u8..6, any::<bool>()), 1..80)) {
+        let mut h = Harness::new();
+        let mut stored: HashMap<String, Vec<u64>> = HashMap::new();
+        let mut dedup: HashMap<String, DedupRecord> = HashMap::new();
+        let mut ids = Vec::new();
+        for (to, id, commit) in ops {
+            let id = format!("c-{id}");
+            let body = ShardInput::Send { from: "alice".into(), client_id: id.as_str().into(), body: "hi".into(), reply: addr("e1", 1) };
+            let found = dedup.get(&id).cloned();
+            h.input_with(&format!("r{to}"), body, found);
+            if commit {
+                let batches = h.commit_all();
+                absorb(batches, &mut stored, &mut dedup, &mut ids);
+            }
+        }
+        let batches = h.commit_all();
+        absorb(batches, &mut stored, &mut dedup, &mut ids);
+        for seqs in stored.values() {
+            prop_assert!(seqs.iter().copied().eq(1..=seqs.len() as u64), "{seqs:?}");
+        }
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        prop_assert_eq!(unique.len(), ids.len(), "a client id was stored twice: {:?}", ids);
+    }
+}
