@@ -1,1 +1,392 @@
-//! Iris node configuration: schema, defaults, validation.
+//! The Iris node configuration: one TOML file, every field documented,
+//! unknown fields rejected by name. `iris check-config FILE` runs
+//! [`Config::load`] and nothing else.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A configuration that cannot be used; the message names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML does not match the schema (unknown field, wrong type).
+    #[error("{0}")]
+    Parse(#[from] toml::de::Error),
+    /// A value is out of range.
+    #[error("{field}: {problem}")]
+    Invalid {
+        /// The field, as a dotted path.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// A role a node plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Holds client sessions.
+    Edge,
+    /// Runs shard actors.
+    Core,
+    /// Routes envelopes between edges, shards and regions.
+    Router,
+}
+
+/// The whole node configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's id (names its edge queue; shown in `welcome`).
+    #[serde(default = "default_node_id")]
+    pub node_id: String,
+    /// The region this node serves (shown in `welcome`).
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Where embedded storage and the dev signing key live (default `./iris-data`).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Roles this node plays (default: all three, single node).
+    #[serde(default = "default_roles")]
+    pub roles: Vec<Role>,
+    /// Listening addresses.
+    #[serde(default)]
+    pub listen: Listen,
+    /// Per-session and per-message limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Shards and their queues.
+    #[serde(default)]
+    pub core: Core,
+    /// Storage backend settings.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Token verification.
+    #[serde(default)]
+    pub auth: Auth,
+}
+
+/// Listening addresses. Port 0 picks a free port (printed at start).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// WebSocket listener (`/v1/ws`).
+    #[serde(default = "default_ws")]
+    pub ws: SocketAddr,
+    /// Prometheus metrics listener (`/metrics`); absent disables it.
+    #[serde(default = "default_metrics")]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Limits on what one session may do and hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest message body; larger sends get `too_large`.
+    #[serde(default = "d_body")]
+    pub max_body_bytes: usize,
+    /// Largest frame read whole; larger frames close the connection.
+    #[serde(default = "d_frame")]
+    pub max_frame_bytes: usize,
+    /// Frames queued for one session; a session that falls this far behind is
+    /// closed (it resumes from its last seq).
+    #[serde(default = "d_queue")]
+    pub session_queue_frames: usize,
+    /// Sustained frames per second a session may send.
+    #[serde(default = "d_fps")]
+    pub frames_per_second: u32,
+    /// Burst of frames above the sustained rate.
+    #[serde(default = "d_burst")]
+    pub frame_burst: u32,
+    /// Heartbeat interval announced in `welcome`; silence for two closes.
+    #[serde(default = "d_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// Time allowed between connect and a valid `hello`.
+    #[serde(default = "d_hello")]
+    pub hello_timeout_ms: u64,
+    /// Presence subscriptions one session may hold.
+    #[serde(default = "d_subs")]
+    pub max_subscriptions_per_session: usize,
+    /// Users named in one subscribe/unsubscribe/contacts frame.
+    #[serde(default = "d_list")]
+    pub max_list_items: usize,
+    /// Contacts one user may have.
+    #[serde(default = "d_contacts")]
+    pub max_contacts: usize,
+    /// Presence subscribers one user may have.
+    #[serde(default = "d_subscribers")]
+    pub max_subscribers_per_user: usize,
+    /// Body bytes in one replay or sync page (a page also stops at its limit).
+    #[serde(default = "d_page_bytes")]
+    pub max_page_bytes: usize,
+}
+
+/// Shards and queues.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Core {
+    /// Number of shards (virtual shards; ring partitions). Fixed for the
+    /// life of the data: changing it moves users.
+    #[serde(default = "d_shards")]
+    pub shards: u32,
+    /// Threads that run shard actors.
+    #[serde(default = "d_threads")]
+    pub shard_threads: usize,
+    /// Envelopes queued per shard partition and per edge.
+    #[serde(default = "d_bus_queue")]
+    pub bus_queue: usize,
+    /// Writes one shard may have in flight before it stops taking input.
+    #[serde(default = "d_inflight")]
+    pub max_inflight_writes: usize,
+    /// Users one shard keeps in memory.
+    #[serde(default = "d_cached")]
+    pub max_cached_users: usize,
+}
+
+/// Which storage backend, and its settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// `embedded` (fjall under `data_dir`).
+    #[serde(default = "d_backend")]
+    pub backend: String,
+    /// Most writes sharing one fsync.
+    #[serde(default = "d_batch_ops")]
+    pub max_batch_ops: usize,
+    /// How long retried sends are recognised (at least 7 days = 168 h).
+    #[serde(default = "d_dedup_hours")]
+    pub dedup_retention_hours: u64,
+}
+
+/// Token verification.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// File holding the HS256 secret (default: a dev key created in
+    /// `data_dir/auth/dev-hs256.key` on first start).
+    #[serde(default)]
+    pub hs256_secret_file: Option<PathBuf>,
+    /// Required `iss`, if set.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf`.
+    #[serde(default = "d_leeway")]
+    pub leeway_secs: u64,
+}
+
+fn default_node_id() -> String {
+    "node-1".into()
+}
+fn default_region() -> String {
+    "local".into()
+}
+fn default_roles() -> Vec<Role> {
+    vec![Role::Edge, Role::Core, Role::Router]
+}
+fn default_ws() -> SocketAddr {
+    "127.0.0.1:8080".parse().expect("valid literal")
+}
+fn default_metrics() -> Option<SocketAddr> {
+    Some("127.0.0.1:9100".parse().expect("valid literal"))
+}
+fn d_body() -> usize {
+    65_536
+}
+fn d_frame() -> usize {
+    1_048_576
+}
+fn d_queue() -> usize {
+    2_048
+}
+fn d_fps() -> u32 {
+    200
+}
+fn d_burst() -> u32 {
+    400
+}
+fn d_heartbeat() -> u64 {
+    30_000
+}
+fn d_hello() -> u64 {
+    10_000
+}
+fn d_subs() -> usize {
+    1_000
+}
+fn d_list() -> usize {
+    1_000
+}
+fn d_contacts() -> usize {
+    10_000
+}
+fn d_subscribers() -> usize {
+    100_000
+}
+fn d_page_bytes() -> usize {
+    4 << 20
+}
+fn d_shards() -> u32 {
+    64
+}
+fn d_threads() -> usize {
+    2
+}
+fn d_bus_queue() -> usize {
+    8_192
+}
+fn d_inflight() -> usize {
+    1_024
+}
+fn d_cached() -> usize {
+    100_000
+}
+fn d_backend() -> String {
+    "embedded".into()
+}
+fn d_batch_ops() -> usize {
+    8_192
+}
+fn d_dedup_hours() -> u64 {
+    192
+}
+fn d_leeway() -> u64 {
+    30
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self { ws: default_ws(), metrics: default_metrics() }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+impl Default for Core {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+fn check(ok: bool, field: &'static str, problem: impl Into<String>) -> Result<(), ConfigError> {
+    if ok { Ok(()) } else { Err(ConfigError::Invalid { field, problem: problem.into() }) }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text)
+    }
+
+    /// Parses and validates config text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The data directory, defaulted.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./iris-data"))
+    }
+
+    /// Checks ranges and relations between fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let name_ok = |s: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        check(name_ok(&self.node_id), "node_id", "1–64 characters of [A-Za-z0-9-_.]")?;
+        check(name_ok(&self.region), "region", "1–64 characters of [A-Za-z0-9-_.]")?;
+        check(!self.roles.is_empty(), "roles", "name at least one role")?;
+        let all = [Role::Edge, Role::Core, Role::Router].iter().all(|r| self.roles.contains(r));
+        check(all, "roles", "this build runs single nodes only: all of edge, core, router")?;
+        let l = &self.limits;
+        check(l.max_body_bytes >= 1, "limits.max_body_bytes", "must be at least 1")?;
+        check(l.max_frame_bytes >= l.max_body_bytes + 1_024, "limits.max_frame_bytes", "must exceed max_body_bytes by at least 1024")?;
+        check(l.max_frame_bytes <= 64 << 20, "limits.max_frame_bytes", "at most 64 MiB")?;
+        check(l.session_queue_frames >= 1_100, "limits.session_queue_frames", "must hold a replay page (at least 1100)")?;
+        check(l.frames_per_second >= 1, "limits.frames_per_second", "must be at least 1")?;
+        check(l.frame_burst >= 1, "limits.frame_burst", "must be at least 1")?;
+        check((1_000..=3_600_000).contains(&l.heartbeat_ms), "limits.heartbeat_ms", "between 1000 and 3600000")?;
+        check(l.hello_timeout_ms >= 100, "limits.hello_timeout_ms", "at least 100")?;
+        check(l.max_list_items >= 1, "limits.max_list_items", "must be at least 1")?;
+        check(l.max_page_bytes >= 1_024, "limits.max_page_bytes", "at least 1024")?;
+        let c = &self.core;
+        check((1..=65_536).contains(&c.shards), "core.shards", "between 1 and 65536")?;
+        check((1..=256).contains(&c.shard_threads), "core.shard_threads", "between 1 and 256")?;
+        check(c.bus_queue >= 16, "core.bus_queue", "at least 16")?;
+        check(c.max_inflight_writes >= 1, "core.max_inflight_writes", "at least 1")?;
+        check(c.max_cached_users >= 16, "core.max_cached_users", "at least 16")?;
+        check(self.storage.backend == "embedded", "storage.backend", "this build supports \"embedded\"")?;
+        check(self.storage.max_batch_ops >= 1, "storage.max_batch_ops", "at least 1")?;
+        check(self.storage.dedup_retention_hours >= 168, "storage.dedup_retention_hours", "at least 168 (7 days, as the protocol promises)")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_single_node_default() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.listen.ws.port(), 8080);
+        assert_eq!(c.listen.metrics.unwrap().port(), 9100);
+        assert_eq!(c.core.shards, 64);
+        assert_eq!(c.limits.max_body_bytes, 65_536);
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let e = Config::from_toml("[limits]\nmax_body_byte = 5\n").unwrap_err().to_string();
+        assert!(e.contains("max_body_byte"), "{e}");
+        let e = Config::from_toml("nodeid = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("nodeid"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let e = Config::from_toml("[core]\nshards = 0\n").unwrap_err().to_string();
+        assert!(e.starts_with("core.shards"), "{e}");
+        let e = Config::from_toml("[limits]\nmax_body_bytes = 2000000\n").unwrap_err().to_string();
+        assert!(e.starts_with("limits.max_frame_bytes"), "{e}");
+        let e = Config::from_toml("[storage]\ndedup_retention_hours = 1\n").unwrap_err().to_string();
+        assert!(e.contains("dedup_retention_hours"), "{e}");
+    }
+
+    #[test]
+    fn example_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for name in ["single.toml"] {
+            Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! The session state machine: everything a session decides, with no I/O.
+//!
+//! Inputs: raw frames from the transport, the result of token verification,
+//! the shard's welcome, and the passage of time. Outputs: frames to write,
+//! envelopes to route, a token to verify, a registration in the local
+//! presence map, or a close. The transport (WebSocket today, QUIC later)
+//! only pumps bytes through this.
+
+use iris_auth::{valid_name, Identity};
+use iris_envelope::{InboxSeq, Millis, SessionAddr, ShardEnvelope, ShardInput, UserKey};
+use iris_protocol::{
+    ClientFrame, ContactEntry, DecodeError, Encoding, ErrorCode, Ping, ServerFrame, Welcome, DEFAULT_SYNC_LIMIT,
+    MAX_CLIENT_ID_CHARS, MAX_PAGE_LIMIT,
+};
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+/// Garbage frames in a row that close a session.
+pub const MAX_GARBAGE_STREAK: u8 = 3;
+
+/// Settings every session of an edge shares.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// This node's id, shown in `welcome`.
+    pub node: String,
+    /// This node's region, shown in `welcome`.
+    pub region: String,
+    /// Largest body.
+    pub max_body_bytes: usize,
+    /// Sustained frames per second.
+    pub frames_per_second: u32,
+    /// Burst above the sustained rate.
+    pub frame_burst: u32,
+    /// Heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Time allowed for a valid `hello`.
+    pub hello_timeout_ms: u64,
+    /// Subscriptions one session may hold.
+    pub max_subscriptions: usize,
+    /// Items in one list frame.
+    pub max_list_items: usize,
+}
+
+/// Why a session ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No valid `hello`, or a bad token.
+    Unauthorized,
+    /// Frames that are not frames at all, three in a row.
+    Garbage,
+    /// Nothing received for two heartbeats.
+    Timeout,
+    /// The session could not keep up with its deliveries.
+    Overloaded,
+    /// The node is shutting down.
+    Shutdown,
+    /// The client closed, or the connection broke.
+    ClientGone,
+}
+
+impl CloseReason {
+    /// A short reason for close frames and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Unauthorized => "unauthorized",
+            CloseReason::Garbage => "too many undecodable frames",
+            CloseReason::Timeout => "heartbeat timeout",
+            CloseReason::Overloaded => "session fell behind; resume with resume_after",
+            CloseReason::Shutdown => "server shutting down",
+            CloseReason::ClientGone => "closed",
+        }
+    }
+}
+
+/// Something the transport carries out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionOutput {
+    /// Write a frame.
+    Send(ServerFrame),
+    /// Route an envelope to a shard. `ephemeral` ones may be dropped under load.
+    Route {
+        /// The envelope.
+        env: ShardEnvelope,
+        /// May be dropped when the bus is full.
+        ephemeral: bool,
+    },
+    /// Verify this token and call [`SessionState::authenticated`].
+    Verify(String),
+    /// Register the session under this user in the local presence map.
+    Register(UserKey),
+    /// Close the session.
+    Close(CloseReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitHello,
+    Authenticating,
+    AwaitWelcome,
+    Open,
+    Closed,
+}
+
+/// One session's state.
+pub struct SessionState {
+    cfg: Arc<SessionConfig>,
+    addr: SessionAddr,
+    phase: Phase,
+    user: Option<UserKey>,
+    encoding: Option<Encoding>,
+    resume_after: Option<InboxSeq>,
+    garbage_streak: u8,
+    opened_at: Millis,
+    last_rx: Millis,
+    tokens: f64,
+    last_refill: Millis,
+    subscriptions: HashSet<Arc<str>>,
+    out: VecDeque<SessionOutput>,
+}
+
+fn err(code: ErrorCode, message: impl Into<String>, id: Option<String>) -> SessionOutput {
+    SessionOutput::Send(ServerFrame::error(code, message, id))
+}
+
+impl SessionState {
+    /// A new session that has just connected.
+    pub fn new(cfg: Arc<SessionConfig>, addr: SessionAddr, now: Millis) -> Self {
+        let burst = f64::from(cfg.frame_burst);
+        Self {
+            cfg,
+            addr,
+            phase: Phase::AwaitHello,
+            user: None,
+            encoding: None,
+            resume_after: None,
+            garbage_streak: 0,
+            opened_at: now,
+            last_rx: now,
+            tokens: burst,
+            last_refill: now,
+            subscriptions: HashSet::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The connection's encoding, once its first frame decided it.
+    pub fn encoding(&self) -> Option<Encoding> {
+        self.encoding
+    }
+
+    /// The user, once authenticated.
+    pub fn user(&self) -> Option<&UserKey> {
+        self.user.as_ref()
+    }
+
+    /// True while the transport should read client frames (not while the
+    /// token is checked or the shard's welcome is awaited).
+    pub fn wants_input(&self) -> bool {
+        matches!(self.phase, Phase::AwaitHello | Phase::Open)
+    }
+
+    /// True once closed.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Anything received (WebSocket pings included) keeps the session alive.
+    pub fn touch(&mut self, now: Millis) {
+        self.last_rx = now;
+    }
+
+    /// When [`SessionState::handle_timeout`] must next run.
+    pub fn poll_timeout(&self) -> Millis {
+        match self.phase {
+            Phase::AwaitHello | Phase::Authenticating | Phase::AwaitWelcome => {
+                self.opened_at + self.cfg.hello_timeout_ms as Millis
+            }
+            Phase::Open => self.last_rx + 2 * self.cfg.heartbeat_ms as Millis,
+            Phase::Closed => Millis::MAX,
+        }
+    }
+
+    /// Checks the hello and heartbeat deadlines.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        if now < self.poll_timeout() {
+            return;
+        }
+        match self.phase {
+            Phase::AwaitHello | Phase::Authenticating | Phase::AwaitWelcome => {
+                self.out.push_back(err(ErrorCode::Unauthorized, "no valid hello in time", None));
+                self.close(CloseReason::Unauthorized);
+            }
+            Phase::Open => self.close(CloseReason::Timeout),
+            Phase::Closed => {}
+        }
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        if self.phase != Phase::Closed {
+            self.phase = Phase::Closed;
+            self.out.push_back(SessionOutput::Close(reason));
+        }
+    }
+
+    /// Ends the session from outside (shutdown, overload, client gone).
+    pub fn close_now(&mut self, reason: CloseReason) {
+        self.close(reason);
+    }
+
+    /// The next output to carry out.
+    pub fn poll_output(&mut self) -> Option<SessionOutput> {
+        self.out.pop_front()
+    }
+
+    /// Envelopes that tell shards the session is gone (after close).
+    pub fn farewell(&mut self) -> Vec<ShardEnvelope> {
+        let Some(user) = self.user.take() else { return Vec::new() };
+        let mut v: Vec<ShardEnvelope> = self
+            .subscriptions
+            .drain()
+            .map(|target| ShardEnvelope {
+                owner: user.peer(&target),
+                body: ShardInput::Unsubscribe { viewer: user.user.clone(), session: self.addr.clone() },
+            })
+            .collect();
+        v.push(ShardEnvelope { owner: user, body: ShardInput::SessionClosed { session: self.addr.clone() } });
+        v
+    }
+
+    /// The result of verifying the `hello` token.
+    pub fn authenticated(&mut self, result: Result<Identity, ()>) {
+        if self.phase != Phase::Authenticating {
+            return;
+        }
+        match result {
+            Ok(id) => {
+                let user = UserKey::new(id.tenant, id.user);
+                self.user = Some(user.clone());
+                self.phase = Phase::AwaitWelcome;
+                self.out.push_back(SessionOutput::Register(user.clone()));
+                self.route(
+                    user,
+                    ShardInput::SessionOpened { session: self.addr.clone(), resume_after: self.resume_after },
+                );
+            }
+            Err(()) => {
+                self.out.push_back(err(ErrorCode::Unauthorized, "invalid token", None));
+                self.close(CloseReason::Unauthorized);
+            }
+        }
+    }
+
+    /// The shard registered the session: send `welcome`.
+    pub fn welcomed(&mut self, now: Millis, inbox_head: InboxSeq) {
+        if self.phase != Phase::AwaitWelcome {
+            return;
+        }
+        let user = self.user.as_ref().expect("authenticated before welcome");
+        self.phase = Phase::Open;
+        self.last_rx = now;
+        self.out.push_back(SessionOutput::Send(ServerFrame::Welcome(Welcome {
+            user: user.user.to_string(),
+            session: format!("{}:{}", self.addr.edge, self.addr.session),
+            node: self.cfg.node.clone(),
+            region: self.cfg.region.clone(),
+            heartbeat_ms: self.cfg.heartbeat_ms,
+            inbox_head,
+        })));
+    }
+
+    fn route(&mut self, owner: UserKey, body: ShardInput) {
+        let ephemeral = body.is_ephemeral();
+        self.out.push_back(SessionOutput::Route { env: ShardEnvelope { owner, body }, ephemeral });
+    }
+
+    fn take_token(&mut self, now: Millis) -> bool {
+        let elapsed = (now - self.last_refill).max(0) as f64 / 1_000.0;
+        self.last_refill = now;
+        let burst = f64::from(self.cfg.frame_burst);
+        self.tokens = (self.tokens + elapsed * f64::from(self.cfg.frames_per_second)).min(burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Handles one frame from the client. `kind` is what the transport saw
+    /// (WebSocket text or binary; QUIC: a payload starting with `{` is JSON).
+    /// Returns the frame's type for metrics (`invalid` when it did not decode).
+    pub fn handle_frame(&mut self, now: Millis, bytes: &[u8], kind: Encoding) -> &'static str {
+        self.last_rx = now;
+        let encoding = *self.encoding.get_or_insert(kind);
+        match self.phase {
+            Phase::AwaitHello => self.handle_hello(bytes, encoding),
+            Phase::Open => {
+                let decoded = ClientFrame::decode(bytes, encoding);
+                let ty = decoded.as_ref().map(ClientFrame::type_name).unwrap_or("invalid");
+                if !self.take_token(now) {
+                    let id = match &decoded {
+                        Ok(f) => f.id().map(str::to_owned),
+                        Err(e) => e.id().map(str::to_owned),
+                    };
+                    self.out.push_back(err(ErrorCode::RateLimited, "too many frames; slow down", id));
+                    return ty;
+                }
+                match decoded {
+                    Ok(frame) => {
+                        self.garbage_streak = 0;
+                        self.handle_client_frame(frame);
+                    }
+                    Err(e) => self.decode_error(e),
+                }
+                ty
+            }
+            Phase::Authenticating | Phase::AwaitWelcome | Phase::Closed => "ignored",
+        }
+    }
+
+    /// The frame was larger than the transport reads whole.
+    pub fn frame_too_large(&mut self) {
+        self.out.push_back(err(ErrorCode::TooLarge, "frame exceeds the frame size limit", None));
+    }
+
+    fn handle_hello(&mut self, bytes: &[u8], encoding: Encoding) -> &'static str {
+        match ClientFrame::decode(bytes, encoding) {
+            Ok(ClientFrame::Hello(h)) => {
+                self.resume_after = h.resume_after;
+                self.phase = Phase::Authenticating;
+                self.out.push_back(SessionOutput::Verify(h.token));
+                "hello"
+            }
+            _ => {
+                self.out.push_back(err(ErrorCode::Unauthorized, "the first frame must be hello", None));
+                self.close(CloseReason::Unauthorized);
+                "invalid"
+            }
+        }
+    }
+
+    fn decode_error(&mut self, e: DecodeError) {
+        match e {
+            DecodeError::Garbage(what) => {
+                self.garbage_streak += 1;
+                self.out.push_back(err(ErrorCode::BadFrame, format!("frame is not {what}"), None));
+                if self.garbage_streak >= MAX_GARBAGE_STREAK {
+                    self.close(CloseReason::Garbage);
+                }
+            }
+            DecodeError::UnknownType { ty, id } => {
+                self.garbage_streak = 0;
+                self.out.push_back(err(ErrorCode::UnknownType, format!("unknown type {ty:?}"), id));
+            }
+            DecodeError::BadFrame { reason, id } => {
+                self.garbage_streak = 0;
+                self.out.push_back(err(ErrorCode::BadFrame, reason, id));
+            }
+        }
+    }
+
+    fn check_names<'a>(&mut self, names: impl IntoIterator<Item = &'a String>, what: &str) -> bool {
+        let mut n = 0;
+        for name in names {
+            n += 1;
+            if !valid_name(name) {
+                self.out.push_back(err(ErrorCode::BadFrame, format!("{what}: invalid user name {name:?}"), None));
+                return false;
+            }
+        }
+        if n > self.cfg.max_list_items {
+            self.out.push_back(err(ErrorCode::TooLarge, format!("{what}: at most {} items", self.cfg.max_list_items), None));
+            return false;
+        }
+        true
+    }
+
+    fn handle_client_frame(&mut self, frame: ClientFrame) {
+        let user = self.user.clone().expect("open sessions are authenticated");
+        match frame {
+            ClientFrame::Hello(_) => self.out.push_back(err(ErrorCode::BadFrame, "already authenticated", None)),
+            ClientFrame::Send(s) => {
+                let chars = s.id.chars().count();
+                if chars == 0 || chars > MAX_CLIENT_ID_CHARS {
+                    self.out.push_back(err(ErrorCode::BadFrame, "id must be 1-64 characters", Some(s.id)));
+                } else if !valid_name(&s.to) {
+                    self.out.push_back(err(ErrorCode::BadFrame, "invalid recipient", Some(s.id)));
+                } else if s.body.len() > self.cfg.max_body_bytes {
+                    let m = format!("body is {} bytes; the limit is {}", s.body.len(), self.cfg.max_body_bytes);
+                    self.out.push_back(err(ErrorCode::TooLarge, m, Some(s.id)));
+                } else {
+                    let owner = user.peer(&s.to);
+                    self.route(
+                        owner,
+                        ShardInput::Send { from: user.user.clone(), client_id: s.id.into(), body: s.body.0, reply: self.addr.clone() },
+                    );
+                }
+            }
+            ClientFrame::Ack(a) => self.route(user, ShardInput::Ack { up_to: a.up_to, read: false }),
+            ClientFrame::Read(a) => self.route(user, ShardInput::Ack { up_to: a.up_to, read: true }),
+            ClientFrame::Sync(s) => {
+                let limit = s.limit.unwrap_or(DEFAULT_SYNC_LIMIT).clamp(1, MAX_PAGE_LIMIT);
+                self.route(user, ShardInput::Sync { session: self.addr.clone(), after: s.after.unwrap_or(0), limit });
+            }
+            ClientFrame::Presence(p) => self.route(user, ShardInput::SetPresence { session: self.addr.clone(), status: p.status }),
+            ClientFrame::Subscribe(u) => {
+                if !self.check_names(&u.users, "subscribe") {
+                    return;
+                }
+                let mut seen = HashSet::new();
+                let mut refused = 0usize;
+                for name in u.users {
+                    if !seen.insert(name.clone()) {
+                        continue;
+                    }
+                    let target: Arc<str> = name.as_str().into();
+                    if !self.subscriptions.contains(&target) {
+                        if self.subscriptions.len() >= self.cfg.max_subscriptions {
+                            refused += 1;
+                            continue;
+                        }
+                        self.subscriptions.insert(target);
+                    }
+                    self.route(user.peer(&name), ShardInput::Subscribe { viewer: user.user.clone(), session: self.addr.clone() });
+                }
+                if refused > 0 {
+                    let m = format!("{refused} subscriptions refused: at most {} per session", self.cfg.max_subscriptions);
+                    self.out.push_back(err(ErrorCode::RateLimited, m, None));
+                }
+            }
+            ClientFrame::Unsubscribe(u) => {
+                if !self.check_names(&u.users, "unsubscribe") {
+                    return;
+                }
+                for name in u.users {
+                    if self.subscriptions.remove(name.as_str()) {
+                        self.route(user.peer(&name), ShardInput::Unsubscribe { viewer: user.user.clone(), session: self.addr.clone() });
+                    }
+                }
+            }
+            ClientFrame::Contacts(c) => {
+                let names = c.upsert.iter().map(|e| &e.user).chain(c.remove.iter());
+                if !self.check_names(names, "contacts") {
+                    return;
+                }
+                let bad_circle = c.upsert.iter().filter_map(|e| e.circle.as_ref()).find(|circle| !valid_name(circle));
+                if let Some(circle) = bad_circle {
+                    self.out.push_back(err(ErrorCode::BadFrame, format!("invalid circle {circle:?}"), None));
+                    return;
+                }
+                let upsert: Vec<ContactEntry> = c.upsert;
+                self.route(user, ShardInput::Contacts { session: self.addr.clone(), upsert, remove: c.remove });
+            }
+            ClientFrame::CirclePolicy(p) => {
+                if !valid_name(&p.circle) {
+                    self.out.push_back(err(ErrorCode::BadFrame, "invalid circle", None));
+                    return;
+                }
+                self.route(
+                    user,
+                    ShardInput::CirclePolicy { session: self.addr.clone(), circle: p.circle, presence: p.presence, last_seen: p.last_seen },
+                );
+            }
+            ClientFrame::Typing(t) => {
+                if valid_name(&t.to) {
+                    self.route(user.peer(&t.to), ShardInput::Typing { from: user.user.clone(), state: t.state });
+                } else {
+                    self.out.push_back(err(ErrorCode::BadFrame, "invalid recipient", None));
+                }
+            }
+            ClientFrame::Ping(p) => self.out.push_back(SessionOutput::Send(ServerFrame::Pong(Ping { ts: p.ts }))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,162 @@
+use super::*;
+use iris_envelope::{EdgeId, SessionId};
+
+fn cfg() -> Arc<SessionConfig> {
+    Arc::new(SessionConfig {
+        node: "n1".into(),
+        region: "r1".into(),
+        max_body_bytes: 10,
+        frames_per_second: 10,
+        frame_burst: 5,
+        heartbeat_ms: 1_000,
+        hello_timeout_ms: 500,
+        max_subscriptions: 2,
+        max_list_items: 4,
+    })
+}
+
+fn session() -> SessionState {
+    SessionState::new(cfg(), SessionAddr { edge: EdgeId("e1".into()), session: SessionId(1) }, 0)
+}
+
+fn drain(s: &mut SessionState) -> Vec<SessionOutput> {
+    std::iter::from_fn(|| s.poll_output()).collect()
+}
+
+fn open() -> SessionState {
+    let mut s = session();
+    s.handle_frame(1, br#"{"type":"hello","token":"tok","resume_after":4}"#, Encoding::Json);
+    assert_eq!(drain(&mut s), vec![SessionOutput::Verify("tok".into())]);
+    assert!(!s.wants_input(), "no client frames while authenticating");
+    s.authenticated(Ok(Identity { tenant: "acme".into(), user: "alice".into() }));
+    let out = drain(&mut s);
+    assert!(matches!(&out[0], SessionOutput::Register(u) if &*u.user == "alice"));
+    assert!(matches!(&out[1], SessionOutput::Route { env, .. } if matches!(env.body, ShardInput::SessionOpened { resume_after: Some(4), .. })));
+    s.welcomed(2, 7);
+    assert!(matches!(&drain(&mut s)[0], SessionOutput::Send(ServerFrame::Welcome(w)) if w.inbox_head == 7 && w.user == "alice"));
+    s
+}
+
+fn error_code(o: &SessionOutput) -> Option<(ErrorCode, Option<&str>)> {
+    match o {
+        SessionOutput::Send(ServerFrame::Error(e)) => Some((e.code, e.id.as_deref())),
+        _ => None,
+    }
+}
+
+#[test]
+fn first_frame_must_be_hello() {
+    let mut s = session();
+    s.handle_frame(1, br#"{"type":"ping"}"#, Encoding::Json);
+    let out = drain(&mut s);
+    assert_eq!(error_code(&out[0]), Some((ErrorCode::Unauthorized, None)));
+    assert_eq!(out[1], SessionOutput::Close(CloseReason::Unauthorized));
+}
+
+#[test]
+fn bad_token_closes() {
+    let mut s = session();
+    s.handle_frame(1, br#"{"type":"hello","token":"x"}"#, Encoding::Json);
+    drain(&mut s);
+    s.authenticated(Err(()));
+    let out = drain(&mut s);
+    assert_eq!(error_code(&out[0]), Some((ErrorCode::Unauthorized, None)));
+    assert_eq!(out[1], SessionOutput::Close(CloseReason::Unauthorized));
+}
+
+#[test]
+fn hello_timeout_closes() {
+    let mut s = session();
+    s.handle_timeout(499);
+    assert!(drain(&mut s).is_empty());
+    s.handle_timeout(500);
+    assert_eq!(drain(&mut s).last(), Some(&SessionOutput::Close(CloseReason::Unauthorized)));
+}
+
+#[test]
+fn send_is_routed_to_the_recipient_in_the_same_tenant() {
+    let mut s = open();
+    s.handle_frame(3, br#"{"type":"send","id":"c-1","to":"bob","body":"hi"}"#, Encoding::Json);
+    let out = drain(&mut s);
+    match &out[0] {
+        SessionOutput::Route { env, ephemeral: false } => {
+            assert_eq!(env.owner, UserKey::new("acme", "bob"));
+            assert!(matches!(&env.body, ShardInput::Send { from, .. } if &**from == "alice"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn too_large_and_bad_ids_name_the_id() {
+    let mut s = open();
+    s.handle_frame(3, br#"{"type":"send","id":"c-2","to":"bob","body":"0123456789A"}"#, Encoding::Json);
+    assert_eq!(error_code(&drain(&mut s)[0]), Some((ErrorCode::TooLarge, Some("c-2"))));
+    let long = format!(r#"{{"type":"send","id":"{}","to":"bob","body":"x"}}"#, "x".repeat(65));
+    s.handle_frame(4, long.as_bytes(), Encoding::Json);
+    assert_eq!(error_code(&drain(&mut s)[0]).unwrap().0, ErrorCode::BadFrame);
+    s.handle_frame(5, br#"{"type":"nope","id":"z"}"#, Encoding::Json);
+    assert_eq!(error_code(&drain(&mut s)[0]), Some((ErrorCode::UnknownType, Some("z"))));
+}
+
+#[test]
+fn three_garbage_frames_in_a_row_close_but_bad_frames_do_not() {
+    let mut s = open();
+    // Frames are spaced so that the rate limit (10/s) never applies.
+    for t in 0..2 {
+        s.handle_frame(1_000 + 200 * t, b"garbage", Encoding::Json);
+    }
+    s.handle_frame(2_000, br#"{"type":"send"}"#, Encoding::Json);
+    s.handle_frame(2_200, b"garbage", Encoding::Json);
+    assert!(!drain(&mut s).contains(&SessionOutput::Close(CloseReason::Garbage)), "the streak was broken");
+    s.handle_frame(2_400, b"garbage", Encoding::Json);
+    s.handle_frame(2_600, b"garbage", Encoding::Json);
+    assert_eq!(drain(&mut s).last(), Some(&SessionOutput::Close(CloseReason::Garbage)));
+}
+
+#[test]
+fn rate_limit_answers_rate_limited_with_the_id() {
+    let mut s = open();
+    let f = br#"{"type":"send","id":"r","to":"bob","body":"x"}"#;
+    for _ in 0..5 {
+        s.handle_frame(100, f, Encoding::Json);
+    }
+    drain(&mut s);
+    s.handle_frame(100, f, Encoding::Json);
+    assert_eq!(error_code(&drain(&mut s)[0]), Some((ErrorCode::RateLimited, Some("r"))));
+    // 100 ms later one token (10/s) is back.
+    s.handle_frame(200, f, Encoding::Json);
+    assert!(matches!(drain(&mut s)[0], SessionOutput::Route { .. }));
+}
+
+#[test]
+fn heartbeat_timeout_after_two_intervals_of_silence() {
+    let mut s = open();
+    s.touch(1_000);
+    s.handle_timeout(2_999);
+    assert!(drain(&mut s).is_empty());
+    s.handle_timeout(3_000);
+    assert_eq!(drain(&mut s), vec![SessionOutput::Close(CloseReason::Timeout)]);
+}
+
+#[test]
+fn subscriptions_are_bounded_deduplicated_and_said_goodbye() {
+    let mut s = open();
+    s.handle_frame(3, br#"{"type":"subscribe","users":["bob","bob","carol","dave"]}"#, Encoding::Json);
+    let out = drain(&mut s);
+    let routes = out.iter().filter(|o| matches!(o, SessionOutput::Route { .. })).count();
+    assert_eq!(routes, 2, "bob once, carol; dave over the limit");
+    assert_eq!(error_code(out.last().unwrap()).unwrap().0, ErrorCode::RateLimited);
+    let bye = s.farewell();
+    assert_eq!(bye.len(), 3, "two unsubscribes and the session end");
+    assert!(matches!(bye[2].body, ShardInput::SessionClosed { .. }));
+}
+
+#[test]
+fn binary_codec_sessions_decode_binary() {
+    let mut s = session();
+    let hello = ClientFrame::Hello(iris_protocol::Hello { token: "t".into(), device: None, resume_after: None });
+    s.handle_frame(1, &hello.to_binary(), Encoding::Binary);
+    assert_eq!(s.encoding(), Some(Encoding::Binary));
+    assert_eq!(drain(&mut s), vec![SessionOutput::Verify("t".into())]);
+}
