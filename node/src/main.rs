@@ -1,1 +1,237 @@
-fn main() {}
+//! `iris`: runs a node, issues dev tokens, checks configs.
+
+mod metrics_http;
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use iris_auth::{load_or_create_dev_key, load_secret, Signer, Verifier, VerifierConfig};
+use iris_config::Config;
+use iris_core::{start_shards, ShardsConfig};
+use iris_edge::{start_edge, EdgeConfig, SessionConfig};
+use iris_envelope::EdgeId;
+use iris_router::{InProcessBus, Ring, Router};
+use iris_storage::embedded::{EmbeddedConfig, EmbeddedStore};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Iris: a federated messaging and presence node.
+#[derive(Parser)]
+#[command(name = "iris", version, about)]
+struct Cli {
+    /// Data directory (embedded storage, dev signing key). Default ./iris-data.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// TOML config file (see cluster-config/single.toml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a token that a node with the same data dir (or config) accepts.
+    Token {
+        /// The user (`sub`).
+        #[arg(long)]
+        user: String,
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Lifetime: 90s, 30m, 24h, 7d (default 24h).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
+    /// Validate a config file without starting anything.
+    CheckConfig {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+fn parse_ttl(s: &str) -> anyhow::Result<u64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().with_context(|| format!("bad --ttl {s:?}: expected e.g. 90s, 30m, 24h, 7d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3_600,
+        "d" => n * 86_400,
+        _ => bail!("bad --ttl {s:?}: unit must be s, m, h or d"),
+    };
+    if secs == 0 {
+        bail!("--ttl must be positive");
+    }
+    Ok(secs)
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut cfg = match &cli.config {
+        Some(path) => Config::load(path).with_context(|| format!("config {}", path.display()))?,
+        None => Config::default(),
+    };
+    if let Some(dir) = &cli.data_dir {
+        cfg.data_dir = Some(dir.clone());
+    }
+    Ok(cfg)
+}
+
+fn secret_for(cfg: &Config) -> anyhow::Result<Vec<u8>> {
+    Ok(match &cfg.auth.hs256_secret_file {
+        Some(path) => load_secret(path)?,
+        None => load_or_create_dev_key(&cfg.data_dir())?,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::CheckConfig { file }) => match Config::load(file) {
+            Ok(_) => {
+                println!("ok: {}", file.display());
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("invalid config {}: {e}", file.display());
+                std::process::exit(1);
+            }
+        },
+        Some(Command::Token { user, tenant, ttl }) => {
+            let cfg = load_config(&cli)?;
+            if !iris_auth::valid_name(user) || !iris_auth::valid_name(tenant) {
+                bail!("--user and --tenant must be 1-128 bytes without control characters");
+            }
+            let token = Signer::hs256(&secret_for(&cfg)?).token(tenant, user, parse_ttl(ttl)?)?;
+            println!("{token}");
+            Ok(())
+        }
+        None => {
+            let cfg = load_config(&cli)?;
+            init_tracing();
+            run_node(cfg)
+        }
+    }
+}
+
+fn init_tracing() {
+    // The binary reads the environment once, here.
+    let filter = std::env::var("IRIS_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!("{filter},fjall=warn,lsm_tree=warn")))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_node(cfg: Config) -> anyhow::Result<()> {
+    let secret = secret_for(&cfg)?;
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    actix_rt::System::with_tokio_rt(move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+    .block_on(node(cfg, secret))
+}
+
+async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
+    let data_dir = cfg.data_dir();
+    let metrics_addr = match cfg.listen.metrics {
+        Some(addr) => Some(metrics_http::start(addr).await.with_context(|| format!("metrics listener {addr}"))?),
+        None => None,
+    };
+    let store = Arc::new(
+        EmbeddedStore::open(EmbeddedConfig {
+            path: data_dir.join("store"),
+            max_batch_ops: cfg.storage.max_batch_ops,
+            queue_batches: 4_096,
+            dedup_retention_ms: cfg.storage.dedup_retention_hours as i64 * 3_600_000,
+        })
+        .with_context(|| format!("opening storage in {}", data_dir.display()))?,
+    );
+    let edge_id = EdgeId(cfg.node_id.as_str().into());
+    let (bus, shard_rxs, mut edge_rxs) = InProcessBus::new(cfg.core.shards, std::slice::from_ref(&edge_id), cfg.core.bus_queue);
+    let router = Router::new(Arc::new(Ring::new(cfg.core.shards)), Arc::new(bus));
+    let shards = start_shards(
+        &ShardsConfig {
+            shards: cfg.core.shards,
+            threads: cfg.core.shard_threads,
+            max_inflight_writes: cfg.core.max_inflight_writes,
+            max_cached_users: cfg.core.max_cached_users,
+            max_contacts: cfg.limits.max_contacts,
+            max_subscribers: cfg.limits.max_subscribers_per_user,
+            page_max_bytes: cfg.limits.max_page_bytes,
+        },
+        shard_rxs,
+        store.clone(),
+        router.clone(),
+        rand::random(),
+    );
+    let verifier = Arc::new(Verifier::hs256(
+        &secret,
+        &VerifierConfig { issuer: cfg.auth.issuer.clone(), audience: cfg.auth.audience.clone(), leeway_secs: cfg.auth.leeway_secs },
+    ));
+    let l = &cfg.limits;
+    let listener = tokio::net::TcpListener::bind(cfg.listen.ws).await.with_context(|| format!("WebSocket listener {}", cfg.listen.ws))?;
+    let edge = start_edge(
+        EdgeConfig {
+            edge: edge_id.clone(),
+            session: SessionConfig {
+                node: cfg.node_id.clone(),
+                region: cfg.region.clone(),
+                max_body_bytes: l.max_body_bytes,
+                frames_per_second: l.frames_per_second,
+                frame_burst: l.frame_burst,
+                heartbeat_ms: l.heartbeat_ms,
+                hello_timeout_ms: l.hello_timeout_ms,
+                max_subscriptions: l.max_subscriptions_per_session,
+                max_list_items: l.max_list_items,
+            },
+            queue_frames: l.session_queue_frames,
+            max_frame_bytes: l.max_frame_bytes,
+        },
+        listener,
+        verifier,
+        router,
+        edge_rxs.remove(&edge_id).expect("bus has this edge"),
+    )?;
+    let metrics_text = metrics_addr.map(|a| format!(", metrics http://{a}/metrics")).unwrap_or_default();
+    println!(
+        "iris ready: ws://{}/v1/ws{metrics_text}; get a token with: iris token --user alice --tenant acme --data-dir {}",
+        edge.ws_addr,
+        shell_path(&data_dir)
+    );
+    tracing::info!(ws = %edge.ws_addr, node = %cfg.node_id, data_dir = %data_dir.display(), "node started");
+
+    wait_for_signal().await?;
+    tracing::info!("shutting down: closing sessions, flushing writes");
+    edge.begin_shutdown();
+    if !edge.drain(Duration::from_secs(5)).await {
+        tracing::warn!(left = edge.live_sessions(), "sessions still open after 5 s");
+    }
+    if !shards.drain(Duration::from_secs(5)).await {
+        tracing::warn!(inflight = shards.inflight(), "writes still in flight after 5 s");
+    }
+    store.close().await;
+    shards.stop();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn shell_path(p: &Path) -> String {
+    let s = p.display().to_string();
+    if s.contains(' ') { format!("{s:?}") } else { s }
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
