@@ -1,0 +1,177 @@
+//! Test harness: runs the real `iris` binary on port 0 with its own data
+//! directory and talks to it over real sockets.
+#![allow(dead_code)]
+
+use iris_client::{Client, ClientError, Encoding, ServerFrame, Welcome};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct Node {
+    pub child: Child,
+    pub ws_url: String,
+    pub metrics_url: Option<String>,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    secret: Vec<u8>,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_iris")
+}
+
+/// Extra TOML for the config (e.g. `[limits]` overrides). Ports are always 0.
+pub fn start_with(extra: &str) -> Node {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let mut node = start_in(&dir, extra);
+    node._tmp = Some(tmp);
+    node
+}
+
+pub fn start() -> Node {
+    start_with("")
+}
+
+/// Starts a node on an existing data directory (for restarts).
+pub fn start_in(dir: &Path, extra: &str) -> Node {
+    let config = dir.join("test.toml");
+    let text = format!("[listen]\nws = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n{extra}\n");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&config, text).unwrap();
+    let mut child = Command::new(bin())
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--config")
+        .arg(&config)
+        .env("IRIS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("iris starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let ready = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with("iris ready:") => break line,
+            Ok(_) => continue,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("node did not report ready in time");
+            }
+        }
+    };
+    let ws = ready.split_whitespace().find(|w| w.starts_with("ws://")).unwrap().trim_end_matches(',').trim_end_matches(';');
+    let metrics = ready.split_whitespace().find(|w| w.starts_with("http://")).map(|m| m.trim_end_matches(';').trim_end_matches(',').to_string());
+    let key = std::fs::read_to_string(dir.join("auth/dev-hs256.key")).unwrap();
+    use base64::Engine;
+    let secret = base64::engine::general_purpose::STANDARD.decode(key.trim()).unwrap();
+    Node { child, ws_url: ws.to_string(), metrics_url: metrics, dir: dir.to_path_buf(), _tmp: None, secret }
+}
+
+impl Node {
+    pub fn token(&self, tenant: &str, user: &str) -> String {
+        iris_auth::Signer::hs256(&self.secret).token(tenant, user, 3_600).unwrap()
+    }
+
+    pub async fn login(&self, tenant: &str, user: &str) -> (Client, Welcome) {
+        self.login_with(tenant, user, None, Encoding::Json).await
+    }
+
+    pub async fn login_with(&self, tenant: &str, user: &str, resume: Option<u64>, enc: Encoding) -> (Client, Welcome) {
+        Client::hello(&self.ws_url, &self.token(tenant, user), resume, enc).await.expect("login")
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "node did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn expect(c: &mut Client, what: &str, pred: impl FnMut(&ServerFrame) -> bool) -> ServerFrame {
+    match c.expect(WAIT, what, pred).await {
+        Ok(f) => f,
+        Err(e) => panic!("waiting for {what}: {e}; buffered: {:?}", c.buffered().collect::<Vec<_>>()),
+    }
+}
+
+/// Asserts that nothing matching arrives within `d` (used only where the
+/// absence of a frame is the property under test, after a later frame
+/// proves the server has processed everything before it).
+pub async fn expect_none(c: &mut Client, d: Duration, pred: impl FnMut(&ServerFrame) -> bool) {
+    match c.expect(d, "nothing", pred).await {
+        Err(ClientError::Timeout(_)) => {}
+        Ok(f) => panic!("unexpected frame {f:?}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+pub fn is_error(code: iris_protocol::ErrorCode) -> impl FnMut(&ServerFrame) -> bool {
+    move |f| matches!(f, ServerFrame::Error(e) if e.code == code)
+}
+
+pub async fn accepted(c: &mut Client, id: &str) -> iris_protocol::Accepted {
+    let id = id.to_owned();
+    match expect(c, &format!("accepted {id}"), |f| matches!(f, ServerFrame::Accepted(a) if a.id == id)).await {
+        ServerFrame::Accepted(a) => a,
+        _ => unreachable!(),
+    }
+}
+
+pub async fn message(c: &mut Client) -> iris_protocol::Message {
+    match expect(c, "message", |f| matches!(f, ServerFrame::Message(_))).await {
+        ServerFrame::Message(m) => m,
+        _ => unreachable!(),
+    }
+}
+
+pub async fn synced(c: &mut Client) -> iris_protocol::Synced {
+    match expect(c, "synced", |f| matches!(f, ServerFrame::Synced(_))).await {
+        ServerFrame::Synced(s) => s,
+        _ => unreachable!(),
+    }
+}
+
+pub async fn presence_of(c: &mut Client, user: &str) -> iris_protocol::PresenceUpdate {
+    let u = user.to_owned();
+    match expect(c, &format!("presence of {u}"), |f| matches!(f, ServerFrame::Presence(p) if p.user == u)).await {
+        ServerFrame::Presence(p) => p,
+        _ => unreachable!(),
+    }
+}
