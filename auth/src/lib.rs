@@ -136,9 +136,8 @@ pub fn dev_key_path(data_dir: &Path) -> PathBuf {
 
 fn read_key(path: &Path) -> Result<Vec<u8>, AuthError> {
     let text = std::fs::read_to_string(path).map_err(|source| AuthError::KeyFile { path: path.into(), source })?;
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|_| AuthError::BadKey(path.into()))?;
+    let key =
+        base64::engine::general_purpose::STANDARD.decode(text.trim()).map_err(|_| AuthError::BadKey(path.into()))?;
     if key.len() < 32 {
         return Err(AuthError::BadKey(path.into()));
     }
@@ -228,7 +227,12 @@ mod tests {
         }
         let key = b"0123456789abcdef0123456789abcdef";
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &NoTenant { sub: "a".into(), exp: now + 60 }, &EncodingKey::from_secret(key)).unwrap();
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &NoTenant { sub: "a".into(), exp: now + 60 },
+            &EncodingKey::from_secret(key),
+        )
+        .unwrap();
         assert!(verifier(key).verify(&t).is_err());
     }
 

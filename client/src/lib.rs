@@ -10,13 +10,13 @@
 //! ```
 
 use futures::{SinkExt, StreamExt};
-pub use iris_protocol::{ClientFrame, Encoding, ServerFrame, Welcome};
 use iris_protocol::{Body, Hello, Ping, SetPresence, SetStatus, Sync, UpTo, Users};
+pub use iris_protocol::{ClientFrame, Encoding, ServerFrame, Welcome};
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Client failures.
@@ -100,7 +100,12 @@ impl Client {
 
     /// `send`.
     pub async fn send(&mut self, id: &str, to: &str, body: &str) -> Result<(), ClientError> {
-        self.send_frame(&ClientFrame::Send(iris_protocol::Send { id: id.into(), to: to.into(), body: Body::from(body) })).await
+        self.send_frame(&ClientFrame::Send(iris_protocol::Send {
+            id: id.into(),
+            to: to.into(),
+            body: Body::from(body),
+        }))
+        .await
     }
 
     /// `ack` up to a seq.
@@ -144,7 +149,7 @@ impl Client {
                 Some(Ok(Message::Text(t))) => return Ok(ServerFrame::from_json(t.as_bytes())?),
                 Some(Ok(Message::Binary(b))) => return Ok(ServerFrame::from_binary(&b)?),
                 Some(Ok(Message::Close(frame))) => {
-                    return Err(ClientError::Closed(frame.map(|f: CloseFrame| f.reason.to_string())))
+                    return Err(ClientError::Closed(frame.map(|f: CloseFrame| f.reason.to_string())));
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(e.into()),

@@ -303,7 +303,8 @@ fn check(ok: bool, field: &'static str, problem: impl Into<String>) -> Result<()
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::from_toml(&text)
     }
 
@@ -321,7 +322,9 @@ impl Config {
 
     /// Checks ranges and relations between fields.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let name_ok = |s: &str| !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        let name_ok = |s: &str| {
+            !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        };
         check(name_ok(&self.node_id), "node_id", "1–64 characters of [A-Za-z0-9-_.]")?;
         check(name_ok(&self.region), "region", "1–64 characters of [A-Za-z0-9-_.]")?;
         check(!self.roles.is_empty(), "roles", "name at least one role")?;
@@ -329,9 +332,17 @@ impl Config {
         check(all, "roles", "this build runs single nodes only: all of edge, core, router")?;
         let l = &self.limits;
         check(l.max_body_bytes >= 1, "limits.max_body_bytes", "must be at least 1")?;
-        check(l.max_frame_bytes >= l.max_body_bytes + 1_024, "limits.max_frame_bytes", "must exceed max_body_bytes by at least 1024")?;
+        check(
+            l.max_frame_bytes >= l.max_body_bytes + 1_024,
+            "limits.max_frame_bytes",
+            "must exceed max_body_bytes by at least 1024",
+        )?;
         check(l.max_frame_bytes <= 64 << 20, "limits.max_frame_bytes", "at most 64 MiB")?;
-        check(l.session_queue_frames >= 1_100, "limits.session_queue_frames", "must hold a replay page (at least 1100)")?;
+        check(
+            l.session_queue_frames >= 1_100,
+            "limits.session_queue_frames",
+            "must hold a replay page (at least 1100)",
+        )?;
         check(l.frames_per_second >= 1, "limits.frames_per_second", "must be at least 1")?;
         check(l.frame_burst >= 1, "limits.frame_burst", "must be at least 1")?;
         check((1_000..=3_600_000).contains(&l.heartbeat_ms), "limits.heartbeat_ms", "between 1000 and 3600000")?;
@@ -346,7 +357,11 @@ impl Config {
         check(c.max_cached_users >= 16, "core.max_cached_users", "at least 16")?;
         check(self.storage.backend == "embedded", "storage.backend", "this build supports \"embedded\"")?;
         check(self.storage.max_batch_ops >= 1, "storage.max_batch_ops", "at least 1")?;
-        check(self.storage.dedup_retention_hours >= 168, "storage.dedup_retention_hours", "at least 168 (7 days, as the protocol promises)")?;
+        check(
+            self.storage.dedup_retention_hours >= 168,
+            "storage.dedup_retention_hours",
+            "at least 168 (7 days, as the protocol promises)",
+        )?;
         Ok(())
     }
 }

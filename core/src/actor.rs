@@ -14,11 +14,9 @@
 //! full, replays, receipts) run under `ctx.wait`, which holds every other
 //! event of the actor until they finish, so outputs leave in order.
 
-use crate::state::{message_frame, Output, ShardConfig, ShardState, Ticket};
+use crate::state::{Output, ShardConfig, ShardState, Ticket, message_frame};
 use actix::prelude::*;
-use iris_envelope::{
-    EdgeEnvelope, EdgeInput, Recipients, SessionAddr, ShardEnvelope, ShardId, ShardInput, UserKey,
-};
+use iris_envelope::{EdgeEnvelope, EdgeInput, Recipients, SessionAddr, ShardEnvelope, ShardId, ShardInput, UserKey};
 use iris_protocol::{ErrorCode, Receipt, ServerFrame, Synced};
 use iris_router::{PublishError, Router, ShardReceiver};
 use iris_storage::{DedupRecord, Store, StoreError, UserRecord, WriteBatch, WriteOp};
@@ -121,10 +119,12 @@ impl ShardActor {
 
     fn commit(&mut self, ticket: Ticket, batch: WriteBatch, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
         let store = self.store.clone();
+        let messages = batch.ops.iter().filter(|op| matches!(op, WriteOp::Message { .. })).count() as u64;
         let fut = async move { store.commit(batch).await };
         ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
-            if let Err(e) = &result {
-                tracing::error!(error = %e, ticket, "commit failed");
+            match &result {
+                Ok(()) => metrics::counter!("iris_messages_accepted_total").increment(messages),
+                Err(e) => tracing::error!(error = %e, ticket, "commit failed"),
             }
             act.state.committed(ticket, result);
             drop(permit);
@@ -158,7 +158,8 @@ impl ShardActor {
         if rest.is_empty() {
             return;
         }
-        let io = OutputIo { store: self.store.clone(), router: self.router.clone(), page_max_bytes: self.page_max_bytes };
+        let io =
+            OutputIo { store: self.store.clone(), router: self.router.clone(), page_max_bytes: self.page_max_bytes };
         ctx.wait(async move { io.carry_out(rest).await }.into_actor(self));
     }
 }
@@ -262,7 +263,8 @@ impl OutputIo {
         }
         let mut ids = Vec::with_capacity(pending.len());
         for r in pending {
-            let frame = ServerFrame::Receipt(Receipt { msg_id: r.msg_id.to_string(), by: r.by.to_string(), state: r.state });
+            let frame =
+                ServerFrame::Receipt(Receipt { msg_id: r.msg_id.to_string(), by: r.by.to_string(), state: r.state });
             self.edge(frame_to(session, frame)).await;
             ids.push(r.msg_id);
         }

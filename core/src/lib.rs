@@ -4,6 +4,5 @@
 pub mod actor;
 pub mod state;
 
-
-pub use state::{Output, ShardConfig, ShardState, DEFAULT_CIRCLE};
-pub use actor::{start_shards, ShardHost, ShardsConfig};
+pub use actor::{ShardHost, ShardsConfig, start_shards};
+pub use state::{DEFAULT_CIRCLE, Output, ShardConfig, ShardState};

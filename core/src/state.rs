@@ -13,8 +13,8 @@
 //! shard's outputs leave in the order its inputs arrived.
 
 use iris_envelope::{
-    EdgeEnvelope, EdgeId, EdgeInput, InboxSeq, Millis, Recipients, SessionAddr, ShardEnvelope, ShardId,
-    ShardInput, UserKey,
+    EdgeEnvelope, EdgeId, EdgeInput, InboxSeq, Millis, Recipients, SessionAddr, ShardEnvelope, ShardId, ShardInput,
+    UserKey,
 };
 use iris_protocol::{
     Accepted, Body, ContactEntry, ContactsOk, ErrorCode, Message, PresenceStatus, PresenceUpdate, Receipt,
@@ -206,7 +206,8 @@ fn frame_to(sessions: &[SessionAddr], frame: ServerFrame, droppable: bool, out: 
         }
     }
     for (edge, mut ids) in by_edge {
-        let to = if ids.len() == 1 { Recipients::Session(ids.pop().expect("one id")) } else { Recipients::Sessions(ids) };
+        let to =
+            if ids.len() == 1 { Recipients::Session(ids.pop().expect("one id")) } else { Recipients::Sessions(ids) };
         out.push(Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Frame { to, frame: frame.clone(), droppable } }));
     }
 }
@@ -332,7 +333,12 @@ impl ShardState {
     /// Handles one envelope. The owner must be loaded; `dedup` is the stored
     /// record for a `Send` (as [`Needs::dedup`] asked). Returns the writes to
     /// make durable, with their ticket, if any.
-    pub fn handle(&mut self, now: Millis, env: ShardEnvelope, dedup: Option<DedupRecord>) -> Option<(Ticket, WriteBatch)> {
+    pub fn handle(
+        &mut self,
+        now: Millis,
+        env: ShardEnvelope,
+        dedup: Option<DedupRecord>,
+    ) -> Option<(Ticket, WriteBatch)> {
         let owner = env.owner;
         let mut out = Vec::new();
         let mut batch = WriteBatch::default();
@@ -383,12 +389,20 @@ impl ShardState {
                 if let Some(rec) = earlier {
                     out.push(reply(
                         &to_session,
-                        ServerFrame::Accepted(Accepted { id: client_id.to_string(), msg_id: rec.msg_id.to_string(), ts: rec.ts }),
+                        ServerFrame::Accepted(Accepted {
+                            id: client_id.to_string(),
+                            msg_id: rec.msg_id.to_string(),
+                            ts: rec.ts,
+                        }),
                     ));
                 } else if self.poisoned {
                     out.push(reply(
                         &to_session,
-                        ServerFrame::error(ErrorCode::Unavailable, "storage failed; retry", Some(client_id.to_string())),
+                        ServerFrame::error(
+                            ErrorCode::Unavailable,
+                            "storage failed; retry",
+                            Some(client_id.to_string()),
+                        ),
                     ));
                 } else {
                     let user = self.users.get_mut(&owner).expect("loaded above");
@@ -396,7 +410,8 @@ impl ShardState {
                     let seq = user.head;
                     let sessions = user.sessions.clone();
                     let msg_id = self.next_msg_id(now);
-                    let message = StoredMessage { seq, msg_id: msg_id.clone(), from: from.clone(), body: body.clone(), ts: now };
+                    let message =
+                        StoredMessage { seq, msg_id: msg_id.clone(), from: from.clone(), body: body.clone(), ts: now };
                     let record = DedupRecord { msg_id: msg_id.clone(), ts: now, to: owner.user.clone(), seq };
                     batch.push(WriteOp::Message { user: owner.clone(), message });
                     batch.push(WriteOp::Dedup { key: key.clone(), record: record.clone() });
@@ -404,7 +419,11 @@ impl ShardState {
                     self.inflight_dedup.insert(key, (record, self.next_ticket));
                     out.push(reply(
                         &to_session,
-                        ServerFrame::Accepted(Accepted { id: client_id.to_string(), msg_id: msg_id.to_string(), ts: now }),
+                        ServerFrame::Accepted(Accepted {
+                            id: client_id.to_string(),
+                            msg_id: msg_id.to_string(),
+                            ts: now,
+                        }),
                     ));
                     let frame = ServerFrame::Message(Message {
                         seq,
@@ -420,7 +439,12 @@ impl ShardState {
                 let up = up_to.min(user.head);
                 if read {
                     if up > user.meta.read {
-                        out.push(Output::Receipts { user: owner.clone(), from: user.meta.read, to: up, state: ReceiptState::Read });
+                        out.push(Output::Receipts {
+                            user: owner.clone(),
+                            from: user.meta.read,
+                            to: up,
+                            state: ReceiptState::Read,
+                        });
                         user.meta.read = up;
                         user.meta.acked = user.meta.acked.max(up);
                         batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
@@ -429,7 +453,12 @@ impl ShardState {
                     // Messages already read got their (stronger) receipt.
                     let from = user.meta.acked.max(user.meta.read);
                     if up > from {
-                        out.push(Output::Receipts { user: owner.clone(), from, to: up, state: ReceiptState::Delivered });
+                        out.push(Output::Receipts {
+                            user: owner.clone(),
+                            from,
+                            to: up,
+                            state: ReceiptState::Delivered,
+                        });
                     }
                     user.meta.acked = up;
                     batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
@@ -478,7 +507,11 @@ impl ShardState {
                 if !known && user.subscribers.len() >= self.config.max_subscribers {
                     out.push(reply(
                         &session,
-                        ServerFrame::error(ErrorCode::RateLimited, format!("too many subscribers for {}", owner.user), None),
+                        ServerFrame::error(
+                            ErrorCode::RateLimited,
+                            format!("too many subscribers for {}", owner.user),
+                            None,
+                        ),
                     ));
                 } else {
                     if !known {

@@ -6,11 +6,11 @@
 //! presence map, or a close. The transport (WebSocket today, QUIC later)
 //! only pumps bytes through this.
 
-use iris_auth::{valid_name, Identity};
+use iris_auth::{Identity, valid_name};
 use iris_envelope::{InboxSeq, Millis, SessionAddr, ShardEnvelope, ShardInput, UserKey};
 use iris_protocol::{
-    ClientFrame, ContactEntry, DecodeError, Encoding, ErrorCode, Ping, ServerFrame, Welcome, DEFAULT_SYNC_LIMIT,
-    MAX_CLIENT_ID_CHARS, MAX_PAGE_LIMIT,
+    ClientFrame, ContactEntry, DEFAULT_SYNC_LIMIT, DecodeError, Encoding, ErrorCode, MAX_CLIENT_ID_CHARS,
+    MAX_PAGE_LIMIT, Ping, ServerFrame, Welcome,
 };
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -369,7 +369,11 @@ impl SessionState {
             }
         }
         if n > self.cfg.max_list_items {
-            self.out.push_back(err(ErrorCode::TooLarge, format!("{what}: at most {} items", self.cfg.max_list_items), None));
+            self.out.push_back(err(
+                ErrorCode::TooLarge,
+                format!("{what}: at most {} items", self.cfg.max_list_items),
+                None,
+            ));
             return false;
         }
         true
@@ -392,7 +396,12 @@ impl SessionState {
                     let owner = user.peer(&s.to);
                     self.route(
                         owner,
-                        ShardInput::Send { from: user.user.clone(), client_id: s.id.into(), body: s.body.0, reply: self.addr.clone() },
+                        ShardInput::Send {
+                            from: user.user.clone(),
+                            client_id: s.id.into(),
+                            body: s.body.0,
+                            reply: self.addr.clone(),
+                        },
                     );
                 }
             }
@@ -402,7 +411,9 @@ impl SessionState {
                 let limit = s.limit.unwrap_or(DEFAULT_SYNC_LIMIT).clamp(1, MAX_PAGE_LIMIT);
                 self.route(user, ShardInput::Sync { session: self.addr.clone(), after: s.after.unwrap_or(0), limit });
             }
-            ClientFrame::Presence(p) => self.route(user, ShardInput::SetPresence { session: self.addr.clone(), status: p.status }),
+            ClientFrame::Presence(p) => {
+                self.route(user, ShardInput::SetPresence { session: self.addr.clone(), status: p.status })
+            }
             ClientFrame::Subscribe(u) => {
                 if !self.check_names(&u.users, "subscribe") {
                     return;
@@ -421,10 +432,14 @@ impl SessionState {
                         }
                         self.subscriptions.insert(target);
                     }
-                    self.route(user.peer(&name), ShardInput::Subscribe { viewer: user.user.clone(), session: self.addr.clone() });
+                    self.route(
+                        user.peer(&name),
+                        ShardInput::Subscribe { viewer: user.user.clone(), session: self.addr.clone() },
+                    );
                 }
                 if refused > 0 {
-                    let m = format!("{refused} subscriptions refused: at most {} per session", self.cfg.max_subscriptions);
+                    let m =
+                        format!("{refused} subscriptions refused: at most {} per session", self.cfg.max_subscriptions);
                     self.out.push_back(err(ErrorCode::RateLimited, m, None));
                 }
             }
@@ -434,7 +449,10 @@ impl SessionState {
                 }
                 for name in u.users {
                     if self.subscriptions.remove(name.as_str()) {
-                        self.route(user.peer(&name), ShardInput::Unsubscribe { viewer: user.user.clone(), session: self.addr.clone() });
+                        self.route(
+                            user.peer(&name),
+                            ShardInput::Unsubscribe { viewer: user.user.clone(), session: self.addr.clone() },
+                        );
                     }
                 }
             }
@@ -458,7 +476,12 @@ impl SessionState {
                 }
                 self.route(
                     user,
-                    ShardInput::CirclePolicy { session: self.addr.clone(), circle: p.circle, presence: p.presence, last_seen: p.last_seen },
+                    ShardInput::CirclePolicy {
+                        session: self.addr.clone(),
+                        circle: p.circle,
+                        presence: p.presence,
+                        last_seen: p.last_seen,
+                    },
                 );
             }
             ClientFrame::Typing(t) => {

@@ -14,17 +14,17 @@ use iris_auth::Verifier;
 use iris_envelope::{EdgeId, SessionAddr, SessionId};
 use iris_protocol::{Encoding, ServerFrame};
 use iris_router::{PublishError, Router};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
 
 /// The WebSocket path.
 pub const WS_PATH: &str = "/v1/ws";
@@ -273,7 +273,8 @@ impl WsSession {
                 SessionOutput::Route { env, ephemeral: false } => {
                     if let Err(e) = self.ctx.router.to_shard(env).await {
                         tracing::warn!(error = %e, "route failed");
-                        let frame = ServerFrame::error(iris_protocol::ErrorCode::Unavailable, "node is shutting down", None);
+                        let frame =
+                            ServerFrame::error(iris_protocol::ErrorCode::Unavailable, "node is shutting down", None);
                         let msg = self.encode(&frame);
                         if self.ws.feed(msg).await.is_err() {
                             return false;

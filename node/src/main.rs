@@ -2,12 +2,12 @@
 
 mod metrics_http;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use iris_auth::{load_or_create_dev_key, load_secret, Signer, Verifier, VerifierConfig};
+use iris_auth::{Signer, Verifier, VerifierConfig, load_or_create_dev_key, load_secret};
 use iris_config::Config;
-use iris_core::{start_shards, ShardsConfig};
-use iris_edge::{start_edge, EdgeConfig, SessionConfig};
+use iris_core::{ShardsConfig, start_shards};
+use iris_edge::{EdgeConfig, SessionConfig, start_edge};
 use iris_envelope::EdgeId;
 use iris_router::{InProcessBus, Ring, Router};
 use iris_storage::embedded::{EmbeddedConfig, EmbeddedStore};
@@ -127,11 +127,7 @@ fn run_node(cfg: Config) -> anyhow::Result<()> {
     let secret = secret_for(&cfg)?;
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     actix_rt::System::with_tokio_rt(move || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
+        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().expect("tokio runtime")
     })
     .block_on(node(cfg, secret))
 }
@@ -152,7 +148,8 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         .with_context(|| format!("opening storage in {}", data_dir.display()))?,
     );
     let edge_id = EdgeId(cfg.node_id.as_str().into());
-    let (bus, shard_rxs, mut edge_rxs) = InProcessBus::new(cfg.core.shards, std::slice::from_ref(&edge_id), cfg.core.bus_queue);
+    let (bus, shard_rxs, mut edge_rxs) =
+        InProcessBus::new(cfg.core.shards, std::slice::from_ref(&edge_id), cfg.core.bus_queue);
     let router = Router::new(Arc::new(Ring::new(cfg.core.shards)), Arc::new(bus));
     let shards = start_shards(
         &ShardsConfig {
@@ -171,10 +168,16 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
     );
     let verifier = Arc::new(Verifier::hs256(
         &secret,
-        &VerifierConfig { issuer: cfg.auth.issuer.clone(), audience: cfg.auth.audience.clone(), leeway_secs: cfg.auth.leeway_secs },
+        &VerifierConfig {
+            issuer: cfg.auth.issuer.clone(),
+            audience: cfg.auth.audience.clone(),
+            leeway_secs: cfg.auth.leeway_secs,
+        },
     ));
     let l = &cfg.limits;
-    let listener = tokio::net::TcpListener::bind(cfg.listen.ws).await.with_context(|| format!("WebSocket listener {}", cfg.listen.ws))?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen.ws)
+        .await
+        .with_context(|| format!("WebSocket listener {}", cfg.listen.ws))?;
     let edge = start_edge(
         EdgeConfig {
             edge: edge_id.clone(),
@@ -226,7 +229,7 @@ fn shell_path(p: &Path) -> String {
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::select! {

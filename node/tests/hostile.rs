@@ -37,7 +37,8 @@ async fn frames_before_hello_and_bad_tokens_are_unauthorized() {
     // alg: none is refused.
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-    let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(r#"{"sub":"a","tenant":"t","exp":99999999999}"#));
+    let none =
+        format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(r#"{"sub":"a","tenant":"t","exp":99999999999}"#));
     let mut c = Client::connect(&node.ws_url, Encoding::Json).await.unwrap();
     c.send_text(&format!(r#"{{"type":"hello","token":"{none}"}}"#)).await.unwrap();
     expect(&mut c, "unauthorized", is_error(ErrorCode::Unauthorized)).await;

@@ -24,7 +24,9 @@ async fn two_users_chat_with_receipts() {
 
     bob.ack(1).await.unwrap();
     let r = expect(&mut alice, "delivered receipt", |f| matches!(f, ServerFrame::Receipt(_))).await;
-    assert!(matches!(r, ServerFrame::Receipt(r) if r.msg_id == acc.msg_id && r.by == "bob" && r.state == ReceiptState::Delivered));
+    assert!(
+        matches!(r, ServerFrame::Receipt(r) if r.msg_id == acc.msg_id && r.by == "bob" && r.state == ReceiptState::Delivered)
+    );
     bob.read(1).await.unwrap();
     let r = expect(&mut alice, "read receipt", |f| matches!(f, ServerFrame::Receipt(_))).await;
     assert!(matches!(r, ServerFrame::Receipt(r) if r.state == ReceiptState::Read));
@@ -201,7 +203,11 @@ async fn tenants_never_cross() {
         // drop duplicates by seq, and so does this check.
         let mut got = std::collections::BTreeMap::new();
         loop {
-            match c.expect(WAIT, "history", |f| matches!(f, ServerFrame::Message(_) | ServerFrame::Synced(_))).await.unwrap() {
+            match c
+                .expect(WAIT, "history", |f| matches!(f, ServerFrame::Message(_) | ServerFrame::Synced(_)))
+                .await
+                .unwrap()
+            {
                 ServerFrame::Message(m) => {
                     got.insert(m.seq, m.body.as_str().unwrap().to_owned());
                 }
@@ -210,7 +216,10 @@ async fn tenants_never_cross() {
         }
         assert!(got.keys().copied().eq(1..=got.len() as u64), "seed {seed}: gaps in {got:?}");
         let bodies: Vec<String> = got.into_values().collect();
-        assert!(bodies.iter().all(|b| b.starts_with(&format!("{tenant}:"))), "seed {seed}: {tenant}/{name} got {bodies:?}");
+        assert!(
+            bodies.iter().all(|b| b.starts_with(&format!("{tenant}:"))),
+            "seed {seed}: {tenant}/{name} got {bodies:?}"
+        );
         assert_eq!(bodies, want, "seed {seed}: {tenant}/{name}");
     }
 }

@@ -52,7 +52,11 @@ async fn presence_follows_contacts_and_circle_policy() {
     eve.subscribe(&["bob"]).await.unwrap();
     let p = presence_of(&mut eve, "bob").await;
     assert_eq!((p.status, p.last_seen), (PresenceStatus::Offline, None));
-    assert!(eve.buffered().next().is_none(), "eve saw a change she may not see: {:?}", eve.buffered().collect::<Vec<_>>());
+    assert!(
+        eve.buffered().next().is_none(),
+        "eve saw a change she may not see: {:?}",
+        eve.buffered().collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -100,10 +104,14 @@ async fn invisible_is_durable_and_freezes_last_seen() {
 async fn contacts_count_moves_and_removals() {
     let node = start();
     let (mut bob, _) = node.login("acme", "bob").await;
-    bob.send_text(r#"{"type":"contacts","upsert":[{"user":"a"},{"user":"b","circle":"work"},{"user":"c"}]}"#).await.unwrap();
+    bob.send_text(r#"{"type":"contacts","upsert":[{"user":"a"},{"user":"b","circle":"work"},{"user":"c"}]}"#)
+        .await
+        .unwrap();
     let f = expect(&mut bob, "contacts_ok", |f| matches!(f, ServerFrame::ContactsOk(_))).await;
     assert!(matches!(f, ServerFrame::ContactsOk(c) if c.count == 3));
-    bob.send_text(r#"{"type":"contacts","upsert":[{"user":"a","circle":"work"}],"remove":["c","nobody"]}"#).await.unwrap();
+    bob.send_text(r#"{"type":"contacts","upsert":[{"user":"a","circle":"work"}],"remove":["c","nobody"]}"#)
+        .await
+        .unwrap();
     let f = expect(&mut bob, "contacts_ok", |f| matches!(f, ServerFrame::ContactsOk(_))).await;
     assert!(matches!(f, ServerFrame::ContactsOk(c) if c.count == 2));
 }

@@ -100,10 +100,6 @@ impl<'de> Visitor<'de> for BodyVisitor {
 
 impl<'de> Deserialize<'de> for Body {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Body, D::Error> {
-        if d.is_human_readable() {
-            d.deserialize_str(BodyVisitor)
-        } else {
-            d.deserialize_byte_buf(BodyVisitor)
-        }
+        if d.is_human_readable() { d.deserialize_str(BodyVisitor) } else { d.deserialize_byte_buf(BodyVisitor) }
     }
 }

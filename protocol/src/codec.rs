@@ -88,10 +88,8 @@ pub(crate) fn peek_json(bytes: &[u8]) -> Result<Peek<'_>, DecodeError> {
 }
 
 pub(crate) fn decode_json<T: DeserializeOwned>(bytes: &[u8], peek: &Peek<'_>) -> Result<T, DecodeError> {
-    serde_json::from_slice(bytes).map_err(|e| DecodeError::BadFrame {
-        reason: format!("{} frame: {e}", peek.ty),
-        id: peek.id.clone(),
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|e| DecodeError::BadFrame { reason: format!("{} frame: {e}", peek.ty), id: peek.id.clone() })
 }
 
 pub(crate) fn encode_json<T: Serialize>(tag: &'static str, frame: &T) -> Vec<u8> {

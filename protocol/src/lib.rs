@@ -9,7 +9,7 @@ mod codec;
 mod frames;
 
 pub use body::Body;
-pub use codec::{DecodeError, Encoding, BINARY_VERSION};
+pub use codec::{BINARY_VERSION, DecodeError, Encoding};
 pub use frames::*;
 
 use serde::{Deserialize, Serialize};

@@ -18,9 +18,14 @@ fn hello_from_protocol_example() {
 
 #[test]
 fn json_has_type_first_and_omits_absent_optionals() {
-    let f = ServerFrame::Presence(PresenceUpdate { user: "bob".into(), status: PresenceStatus::Offline, last_seen: None });
+    let f =
+        ServerFrame::Presence(PresenceUpdate { user: "bob".into(), status: PresenceStatus::Offline, last_seen: None });
     assert_eq!(f.to_json(), br#"{"type":"presence","user":"bob","status":"offline"}"#);
-    let f = ServerFrame::Presence(PresenceUpdate { user: "bob".into(), status: PresenceStatus::Offline, last_seen: Some(5) });
+    let f = ServerFrame::Presence(PresenceUpdate {
+        user: "bob".into(),
+        status: PresenceStatus::Offline,
+        last_seen: Some(5),
+    });
     assert_eq!(json(&f)["last_seen"], 5);
     let f = ServerFrame::error(ErrorCode::TooLarge, "m", None);
     assert_eq!(f.to_json(), br#"{"type":"error","code":"too_large","message":"m"}"#);
@@ -74,27 +79,37 @@ fn name() -> impl Strategy<Value = String> {
 }
 
 fn body() -> impl Strategy<Value = Body> {
-    prop_oneof![any::<String>().prop_map(Body::from), proptest::collection::vec(any::<u8>(), 0..64).prop_map(Body::from)]
+    prop_oneof![
+        any::<String>().prop_map(Body::from),
+        proptest::collection::vec(any::<u8>(), 0..64).prop_map(Body::from)
+    ]
 }
 
 fn client_frame() -> impl Strategy<Value = ClientFrame> {
     prop_oneof![
         (any::<String>(), proptest::option::of(name()), proptest::option::of(any::<u64>()))
             .prop_map(|(token, device, resume_after)| ClientFrame::Hello(Hello { token, device, resume_after })),
-        (name(), name(), any::<String>())
-            .prop_map(|(id, to, b)| ClientFrame::Send(Send { id, to, body: Body::from(b) })),
+        (name(), name(), any::<String>()).prop_map(|(id, to, b)| ClientFrame::Send(Send {
+            id,
+            to,
+            body: Body::from(b)
+        })),
         any::<u64>().prop_map(|up_to| ClientFrame::Ack(UpTo { up_to })),
         any::<u64>().prop_map(|up_to| ClientFrame::Read(UpTo { up_to })),
         (proptest::option::of(any::<u64>()), proptest::option::of(any::<u32>()))
             .prop_map(|(after, limit)| ClientFrame::Sync(Sync { after, limit })),
         proptest::collection::vec(name(), 0..5).prop_map(|users| ClientFrame::Subscribe(Users { users })),
-        (proptest::collection::vec((name(), proptest::option::of(name())), 0..4), proptest::collection::vec(name(), 0..3))
+        (
+            proptest::collection::vec((name(), proptest::option::of(name())), 0..4),
+            proptest::collection::vec(name(), 0..3)
+        )
             .prop_map(|(u, remove)| ClientFrame::Contacts(Contacts {
                 upsert: u.into_iter().map(|(user, circle)| ContactEntry { user, circle }).collect(),
                 remove,
             })),
-        (name(), proptest::option::of(any::<bool>()), proptest::option::of(any::<bool>()))
-            .prop_map(|(circle, presence, last_seen)| ClientFrame::CirclePolicy(CirclePolicy { circle, presence, last_seen })),
+        (name(), proptest::option::of(any::<bool>()), proptest::option::of(any::<bool>())).prop_map(
+            |(circle, presence, last_seen)| ClientFrame::CirclePolicy(CirclePolicy { circle, presence, last_seen })
+        ),
         proptest::option::of(any::<i64>()).prop_map(|ts| ClientFrame::Ping(Ping { ts })),
     ]
 }
@@ -103,13 +118,14 @@ fn server_frame() -> impl Strategy<Value = ServerFrame> {
     prop_oneof![
         (any::<u64>(), name(), name(), body(), any::<i64>())
             .prop_map(|(seq, msg_id, from, body, ts)| ServerFrame::Message(Message { seq, msg_id, from, body, ts })),
-        (name(), proptest::option::of(any::<i64>())).prop_map(|(user, last_seen)| ServerFrame::Presence(PresenceUpdate {
-            user,
-            status: PresenceStatus::Offline,
-            last_seen,
-        })),
-        (any::<String>(), proptest::option::of(name()))
-            .prop_map(|(m, id)| ServerFrame::Error(ErrorFrame::new(ErrorCode::BadFrame, m, id))),
+        (name(), proptest::option::of(any::<i64>())).prop_map(|(user, last_seen)| ServerFrame::Presence(
+            PresenceUpdate { user, status: PresenceStatus::Offline, last_seen }
+        )),
+        (any::<String>(), proptest::option::of(name())).prop_map(|(m, id)| ServerFrame::Error(ErrorFrame::new(
+            ErrorCode::BadFrame,
+            m,
+            id
+        ))),
         (any::<u64>(), any::<bool>()).prop_map(|(inbox_head, more)| ServerFrame::Synced(Synced { inbox_head, more })),
         (name(), name(), any::<i64>()).prop_map(|(id, msg_id, ts)| ServerFrame::Accepted(Accepted { id, msg_id, ts })),
     ]

@@ -7,7 +7,7 @@ mod bus;
 mod ring;
 
 pub use bus::{Bus, BusError, EdgeReceiver, InProcessBus, PublishError, ShardReceiver};
-pub use ring::{Ring, RING_VERSION, VNODES_PER_SHARD};
+pub use ring::{RING_VERSION, Ring, VNODES_PER_SHARD};
 
 use iris_envelope::{EdgeEnvelope, ShardEnvelope, ShardId, UserKey};
 use std::sync::Arc;

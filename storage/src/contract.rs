@@ -74,7 +74,11 @@ async fn meta_contacts_policies(store: &dyn Store, tenant: &str) -> Result<(), S
     batch.push(WriteOp::Meta { user: carol.clone(), meta: meta.clone() });
     batch.push(WriteOp::Contact { owner: carol.clone(), contact: "dave".into(), circle: "friends".into() });
     batch.push(WriteOp::Contact { owner: carol.clone(), contact: "erin".into(), circle: "contacts".into() });
-    batch.push(WriteOp::Policy { owner: carol.clone(), circle: "friends".into(), policy: CirclePolicy { presence: true, last_seen: false } });
+    batch.push(WriteOp::Policy {
+        owner: carol.clone(),
+        circle: "friends".into(),
+        policy: CirclePolicy { presence: true, last_seen: false },
+    });
     store.commit(batch).await.map_err(|e| e.to_string())?;
     let mut batch = WriteBatch::default();
     batch.push(WriteOp::ContactRemoved { owner: carol.clone(), contact: "erin".into() });
@@ -82,16 +86,26 @@ async fn meta_contacts_policies(store: &dyn Store, tenant: &str) -> Result<(), S
     store.commit(batch).await.map_err(|e| e.to_string())?;
     let rec = store.load_user(&carol).await.map_err(|e| e.to_string())?;
     check(rec.meta == meta, "meta reads back")?;
-    check(rec.contacts.len() == 1 && rec.contacts.get("dave").map(String::as_str) == Some("family"), "contacts move and remove")?;
-    check(rec.policies.get("friends") == Some(&CirclePolicy { presence: true, last_seen: false }), "policies read back")?;
+    check(
+        rec.contacts.len() == 1 && rec.contacts.get("dave").map(String::as_str) == Some("family"),
+        "contacts move and remove",
+    )?;
+    check(
+        rec.policies.get("friends") == Some(&CirclePolicy { presence: true, last_seen: false }),
+        "policies read back",
+    )?;
     Ok(())
 }
 
 async fn receipts(store: &dyn Store, tenant: &str) -> Result<(), String> {
     let alice = UserKey::new(tenant, "alice");
     let mut batch = WriteBatch::default();
-    for (id, state) in [("m-1", ReceiptState::Delivered), ("m-2", ReceiptState::Delivered), ("m-1", ReceiptState::Read)] {
-        batch.push(WriteOp::Receipt { user: alice.clone(), receipt: PendingReceipt { msg_id: id.into(), by: "bob".into(), state } });
+    for (id, state) in [("m-1", ReceiptState::Delivered), ("m-2", ReceiptState::Delivered), ("m-1", ReceiptState::Read)]
+    {
+        batch.push(WriteOp::Receipt {
+            user: alice.clone(),
+            receipt: PendingReceipt { msg_id: id.into(), by: "bob".into(), state },
+        });
     }
     store.commit(batch).await.map_err(|e| e.to_string())?;
     let pending = store.pending_receipts(&alice, 100).await.map_err(|e| e.to_string())?;
@@ -100,7 +114,10 @@ async fn receipts(store: &dyn Store, tenant: &str) -> Result<(), String> {
     let mut batch = WriteBatch::default();
     batch.push(WriteOp::ReceiptsDelivered { user: alice.clone(), msg_ids: vec!["m-1".into(), "m-2".into()] });
     store.commit(batch).await.map_err(|e| e.to_string())?;
-    check(store.pending_receipts(&alice, 100).await.map_err(|e| e.to_string())?.is_empty(), "delivered receipts are gone")?;
+    check(
+        store.pending_receipts(&alice, 100).await.map_err(|e| e.to_string())?.is_empty(),
+        "delivered receipts are gone",
+    )?;
     Ok(())
 }
 
@@ -108,7 +125,10 @@ async fn tenants_do_not_cross(store: &dyn Store, tenant: &str) -> Result<(), Str
     let other = format!("{tenant}-other");
     let mine = UserKey::new(tenant, "bob");
     let theirs = UserKey::new(other.as_str(), "bob");
-    check(store.load_user(&theirs).await.map_err(|e| e.to_string())?.head == 0, "same name in another tenant is empty")?;
+    check(
+        store.load_user(&theirs).await.map_err(|e| e.to_string())?.head == 0,
+        "same name in another tenant is empty",
+    )?;
     let page = store.read_inbox(&theirs, 0, 100, usize::MAX).await.map_err(|e| e.to_string())?;
     check(page.messages.is_empty(), "no messages leak across tenants")?;
     check(store.load_user(&mine).await.map_err(|e| e.to_string())?.head == 25, "own tenant unaffected")?;

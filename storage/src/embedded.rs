@@ -145,7 +145,9 @@ fn apply(s: &Spaces, batch: &mut fjall::OwnedWriteBatch, op: WriteOp, retention_
             batch.insert(&s.contacts, child_key(&owner, &contact), circle.into_bytes())
         }
         WriteOp::ContactRemoved { owner, contact } => batch.remove(&s.contacts, child_key(&owner, &contact)),
-        WriteOp::Policy { owner, circle, policy } => batch.insert(&s.policies, child_key(&owner, &circle), enc(&policy)),
+        WriteOp::Policy { owner, circle, policy } => {
+            batch.insert(&s.policies, child_key(&owner, &circle), enc(&policy))
+        }
         WriteOp::Receipt { user, receipt } => {
             batch.insert(&s.receipts, child_key(&user, &receipt.msg_id), enc(&receipt))
         }
@@ -211,10 +213,7 @@ fn committer(s: Spaces, mut rx: mpsc::Receiver<Request>, cfg: EmbeddedConfig) {
                 Err(_) => break,
             }
         }
-        let result = batch
-            .commit()
-            .and_then(|()| s.db.persist(PersistMode::SyncData))
-            .map_err(backend);
+        let result = batch.commit().and_then(|()| s.db.persist(PersistMode::SyncData)).map_err(backend);
         metrics::histogram!("iris_fsync_batch_size").record(waiting.len() as f64);
         metrics::histogram!("iris_fsync_seconds").record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {

@@ -3,7 +3,14 @@ use iris_envelope::SessionId;
 use proptest::prelude::*;
 
 fn cfg() -> ShardConfig {
-    ShardConfig { shard: ShardId(3), max_cached_users: 1_000, max_contacts: 5, max_subscribers: 100, id_seed: 42, recent_dedup: 0 }
+    ShardConfig {
+        shard: ShardId(3),
+        max_cached_users: 1_000,
+        max_contacts: 5,
+        max_subscribers: 100,
+        id_seed: 42,
+        recent_dedup: 0,
+    }
 }
 
 fn key(u: &str) -> UserKey {
@@ -57,7 +64,9 @@ impl Harness {
         self.outputs()
             .into_iter()
             .filter_map(|o| match o {
-                Output::Edge(EdgeEnvelope { body: EdgeInput::Frame { to, frame, .. }, .. }) => Some((to.as_slice().to_vec(), frame)),
+                Output::Edge(EdgeEnvelope { body: EdgeInput::Frame { to, frame, .. }, .. }) => {
+                    Some((to.as_slice().to_vec(), frame))
+                }
                 _ => None,
             })
             .collect()
@@ -94,7 +103,9 @@ fn send_waits_for_commit_then_accepts_and_delivers() {
     assert_eq!(batches[0].ops.len(), 2, "message and dedup record in one batch");
     let frames = h.frames();
     assert!(matches!(&frames[0], (s, ServerFrame::Accepted(a)) if s == &[SessionId(1)] && a.id == "c-1"));
-    assert!(matches!(&frames[1], (s, ServerFrame::Message(m)) if s == &[SessionId(2)] && m.seq == 1 && m.from == "alice"));
+    assert!(
+        matches!(&frames[1], (s, ServerFrame::Message(m)) if s == &[SessionId(2)] && m.seq == 1 && m.from == "alice")
+    );
 }
 
 #[test]
@@ -133,7 +144,9 @@ fn failed_commit_turns_accepted_into_unavailable_and_resets() {
     h.state.committed(t, Err(StoreError::Backend("disk".into())));
     let frames = h.frames();
     assert_eq!(frames.len(), 1);
-    assert!(matches!(&frames[0].1, ServerFrame::Error(e) if e.code == ErrorCode::Unavailable && e.id.as_deref() == Some("c-1")));
+    assert!(
+        matches!(&frames[0].1, ServerFrame::Error(e) if e.code == ErrorCode::Unavailable && e.id.as_deref() == Some("c-1"))
+    );
     assert!(h.state.needs_reset());
     h.state.reset();
     assert_eq!(h.state.cached_users(), 0, "heads reload from storage");
@@ -186,7 +199,14 @@ fn presence_follows_policy_and_never_leaks() {
     assert_eq!(presence(&f[0].1), Some(("bob", PresenceStatus::Offline, None)));
     h.open("bob", 1);
     // bob adds dave to contacts (default circle: sees presence and last_seen).
-    h.input("bob", ShardInput::Contacts { session: addr("e1", 1), upsert: vec![ContactEntry { user: "dave".into(), circle: None }], remove: vec![] });
+    h.input(
+        "bob",
+        ShardInput::Contacts {
+            session: addr("e1", 1),
+            upsert: vec![ContactEntry { user: "dave".into(), circle: None }],
+            remove: vec![],
+        },
+    );
     h.commit_all();
     let f = h.frames();
     assert!(matches!(f[0].1, ServerFrame::ContactsOk(ContactsOk { count: 1 })));
@@ -203,7 +223,15 @@ fn presence_follows_policy_and_never_leaks() {
     let (_, status, seen) = presence(&f[0].1).unwrap();
     assert_eq!((status, seen.is_some()), (PresenceStatus::Offline, true));
     // Policy change: the default circle loses last_seen.
-    h.input("bob", ShardInput::CirclePolicy { session: addr("e1", 1), circle: DEFAULT_CIRCLE.into(), presence: None, last_seen: Some(false) });
+    h.input(
+        "bob",
+        ShardInput::CirclePolicy {
+            session: addr("e1", 1),
+            circle: DEFAULT_CIRCLE.into(),
+            presence: None,
+            last_seen: Some(false),
+        },
+    );
     h.commit_all();
     let f = h.frames();
     assert!(matches!(f[0].1, ServerFrame::CirclePolicyOk(_)));
@@ -217,7 +245,14 @@ fn presence_follows_policy_and_never_leaks() {
 #[test]
 fn invisible_looks_offline_with_frozen_last_seen_and_is_durable() {
     let mut h = Harness::new();
-    h.input("bob", ShardInput::Contacts { session: addr("e1", 1), upsert: vec![ContactEntry { user: "dave".into(), circle: None }], remove: vec![] });
+    h.input(
+        "bob",
+        ShardInput::Contacts {
+            session: addr("e1", 1),
+            upsert: vec![ContactEntry { user: "dave".into(), circle: None }],
+            remove: vec![],
+        },
+    );
     h.open("bob", 1);
     h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e1", 8) });
     h.frames();
@@ -240,12 +275,27 @@ fn invisible_looks_offline_with_frozen_last_seen_and_is_durable() {
 fn new_circles_allow_nothing_until_set() {
     let mut h = Harness::new();
     h.open("bob", 1);
-    h.input("bob", ShardInput::Contacts { session: addr("e1", 1), upsert: vec![ContactEntry { user: "dave".into(), circle: Some("work".into()) }], remove: vec![] });
+    h.input(
+        "bob",
+        ShardInput::Contacts {
+            session: addr("e1", 1),
+            upsert: vec![ContactEntry { user: "dave".into(), circle: Some("work".into()) }],
+            remove: vec![],
+        },
+    );
     h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e1", 8) });
     h.commit_all();
     let f = h.frames();
     assert_eq!(presence(&f.last().unwrap().1), Some(("bob", PresenceStatus::Offline, None)));
-    h.input("bob", ShardInput::CirclePolicy { session: addr("e1", 1), circle: "work".into(), presence: Some(true), last_seen: None });
+    h.input(
+        "bob",
+        ShardInput::CirclePolicy {
+            session: addr("e1", 1),
+            circle: "work".into(),
+            presence: Some(true),
+            last_seen: None,
+        },
+    );
     h.commit_all();
     let f = h.frames();
     assert_eq!(presence(&f[1].1), Some(("bob", PresenceStatus::Online, None)));
@@ -273,11 +323,18 @@ fn idle_users_are_evicted_above_the_cap() {
     assert!(h.state.users.contains_key(&key("keep")), "users with sessions stay");
 }
 
-fn absorb(batches: Vec<WriteBatch>, stored: &mut HashMap<String, Vec<u64>>, dedup: &mut HashMap<String, DedupRecord>, ids: &mut Vec<String>) {
+fn absorb(
+    batches: Vec<WriteBatch>,
+    stored: &mut HashMap<String, Vec<u64>>,
+    dedup: &mut HashMap<String, DedupRecord>,
+    ids: &mut Vec<String>,
+) {
     for b in batches {
         for op in b.ops {
             match op {
-                WriteOp::Message { user, message } => stored.entry(user.user.to_string()).or_default().push(message.seq),
+                WriteOp::Message { user, message } => {
+                    stored.entry(user.user.to_string()).or_default().push(message.seq)
+                }
                 WriteOp::Dedup { key, record } => {
                     ids.push(key.client_id.to_string());
                     dedup.insert(key.client_id.to_string(), record);

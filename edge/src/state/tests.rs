@@ -31,9 +31,13 @@ fn open() -> SessionState {
     s.authenticated(Ok(Identity { tenant: "acme".into(), user: "alice".into() }));
     let out = drain(&mut s);
     assert!(matches!(&out[0], SessionOutput::Register(u) if &*u.user == "alice"));
-    assert!(matches!(&out[1], SessionOutput::Route { env, .. } if matches!(env.body, ShardInput::SessionOpened { resume_after: Some(4), .. })));
+    assert!(
+        matches!(&out[1], SessionOutput::Route { env, .. } if matches!(env.body, ShardInput::SessionOpened { resume_after: Some(4), .. }))
+    );
     s.welcomed(2, 7);
-    assert!(matches!(&drain(&mut s)[0], SessionOutput::Send(ServerFrame::Welcome(w)) if w.inbox_head == 7 && w.user == "alice"));
+    assert!(
+        matches!(&drain(&mut s)[0], SessionOutput::Send(ServerFrame::Welcome(w)) if w.inbox_head == 7 && w.user == "alice")
+    );
     s
 }
 

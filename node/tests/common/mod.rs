@@ -74,8 +74,12 @@ pub fn start_in(dir: &Path, extra: &str) -> Node {
             }
         }
     };
-    let ws = ready.split_whitespace().find(|w| w.starts_with("ws://")).unwrap().trim_end_matches(',').trim_end_matches(';');
-    let metrics = ready.split_whitespace().find(|w| w.starts_with("http://")).map(|m| m.trim_end_matches(';').trim_end_matches(',').to_string());
+    let ws =
+        ready.split_whitespace().find(|w| w.starts_with("ws://")).unwrap().trim_end_matches(',').trim_end_matches(';');
+    let metrics = ready
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .map(|m| m.trim_end_matches(';').trim_end_matches(',').to_string());
     let key = std::fs::read_to_string(dir.join("auth/dev-hs256.key")).unwrap();
     use base64::Engine;
     let secret = base64::engine::general_purpose::STANDARD.decode(key.trim()).unwrap();

@@ -1,0 +1,76 @@
+//! The command line: token, check-config, and the metrics endpoint.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::process::Command;
+
+#[tokio::test]
+async fn token_command_prints_a_token_the_node_accepts() {
+    let node = start();
+    let out = Command::new(bin())
+        .args(["token", "--user", "alice", "--tenant", "acme", "--ttl", "1h", "--data-dir"])
+        .arg(&node.dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let token = stdout.lines().last().unwrap();
+    let (_, w) = iris_client::Client::hello(&node.ws_url, token, None, iris_client::Encoding::Json).await.unwrap();
+    assert_eq!(w.user, "alice");
+
+    let bad = Command::new(bin()).args(["token", "--user", "a", "--tenant", "t", "--ttl", "5 weeks"]).output().unwrap();
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn check_config_names_the_bad_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[limits]\nmax_body_bytes = 1000\n").unwrap();
+    let out = Command::new(bin()).arg("check-config").arg(&good).output().unwrap();
+    assert!(out.status.success());
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[limits]\nmax_body_bites = 1000\n").unwrap();
+    let out = Command::new(bin()).arg("check-config").arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_body_bites"));
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster-config/single.toml");
+    let out = Command::new(bin()).arg("check-config").arg(example).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn metrics_are_served_with_iris_names() {
+    let node = start();
+    let (mut a, _) = node.login("acme", "alice").await;
+    let (mut b, _) = node.login("acme", "bob").await;
+    a.send("m1", "bob", "hi").await.unwrap();
+    accepted(&mut a, "m1").await;
+    message(&mut b).await;
+    let url = node.metrics_url.clone().unwrap();
+    let addr = url.trim_start_matches("http://").trim_end_matches("/metrics").to_owned();
+    let body = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    })
+    .await
+    .unwrap();
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    for name in [
+        "iris_sessions_connected",
+        "iris_frames_in_total",
+        "iris_frames_out_total",
+        "iris_messages_delivered_total",
+        "iris_messages_accepted_total",
+        "iris_fsync_batch_size",
+        "iris_fsync_seconds",
+        "iris_shard_mailbox_depth",
+    ] {
+        assert!(body.contains(name), "{name} missing from metrics");
+    }
+}
