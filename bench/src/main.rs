@@ -1,0 +1,246 @@
+//! `iris-bench`: load against a running Iris node.
+//!
+//! `chat`: U users in pairs (user 2k sends to 2k+1 and back), a fixed total
+//! send rate (open loop: sends go out on schedule whatever the replies do),
+//! HDR histograms of send→accepted and send→delivered, and the node's group
+//! commit figures (sends per fsync) read from its metrics before and after.
+//! Prints one JSON object on stdout; progress goes to stderr once a second.
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use iris_client::{Client, Encoding, ServerFrame};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "iris-bench", about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// One-to-one chat at a fixed rate.
+    Chat {
+        /// WebSocket URL of the node.
+        #[arg(long, default_value = "ws://127.0.0.1:8080/v1/ws")]
+        url: String,
+        /// Metrics URL of the node (for fsync figures).
+        #[arg(long)]
+        metrics: Option<String>,
+        /// The node's data dir (its dev key signs the tokens).
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// Connected users (even).
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        /// Total sends per second.
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Use the binary codec.
+        #[arg(long)]
+        binary: bool,
+    },
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    accepted: AtomicU64,
+    delivered: AtomicU64,
+    errors: AtomicU64,
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+async fn metric_sums(url: &str) -> anyhow::Result<(f64, f64)> {
+    let addr = url.trim_start_matches("http://").split('/').next().unwrap_or_default().to_owned();
+    let body = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr)?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: bench\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
+    })
+    .await??;
+    let get = |name: &str| {
+        body.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
+    };
+    Ok((get("iris_fsync_batch_size_sum"), get("iris_fsync_batch_size_count")))
+}
+
+async fn user_task(
+    url: String,
+    token: String,
+    peer: String,
+    me: usize,
+    run: u64,
+    ready: Arc<tokio::sync::Barrier>,
+    interval: Duration,
+    until: Instant,
+    start: Instant,
+    encoding: Encoding,
+    counters: Arc<Counters>,
+) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
+    let (mut c, _) = Client::hello(&url, &token, None, encoding).await?;
+    // Nobody sends before everybody is online, or early messages would wait
+    // in storage instead of being delivered live.
+    ready.wait().await;
+    let start_sending = Instant::now();
+    let until = start_sending + until.saturating_duration_since(start);
+    let (mut acc, mut del) = (hist(), hist());
+    let mut pending: HashMap<String, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut n = 0u64;
+    let drain_until = until + Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            _ = tick.tick(), if Instant::now() < until => {
+                let id = format!("{run}-{me}-{n}");
+                n += 1;
+                let now = Instant::now();
+                let body = format!("{}", now.duration_since(start).as_nanos());
+                pending.insert(id.clone(), now);
+                c.send(&id, &peer, &body).await?;
+                counters.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            frame = c.recv() => match frame? {
+                ServerFrame::Accepted(a) => {
+                    if let Some(t) = pending.remove(&a.id) {
+                        acc.saturating_record(t.elapsed().as_micros() as u64);
+                        counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                ServerFrame::Message(m) => {
+                    if let Some(ns) = m.body.as_str().and_then(|b| b.parse::<u128>().ok()) {
+                        let sent = start + Duration::from_nanos(ns as u64);
+                        del.saturating_record(Instant::now().duration_since(sent).as_micros() as u64);
+                        counters.delivered.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                ServerFrame::Error(_) => {
+                    counters.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            },
+            _ = tokio::time::sleep_until(drain_until.into()) => break,
+            // After the load, stop once the connection has been quiet for a
+            // second (the peer's last deliveries have arrived).
+            _ = tokio::time::sleep(Duration::from_secs(1)), if Instant::now() >= until => break,
+        }
+    }
+    Ok((acc, del))
+}
+
+fn summary(h: &Histogram<u64>) -> serde_json::Value {
+    serde_json::json!({
+        "count": h.len(),
+        "p50_us": h.value_at_quantile(0.50),
+        "p99_us": h.value_at_quantile(0.99),
+        "p999_us": h.value_at_quantile(0.999),
+        "max_us": h.max(),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Cmd::Chat { url, metrics, data_dir, users, rate, seconds, binary } = Cli::parse().command;
+    if users < 2 || users % 2 != 0 {
+        bail!("--users must be even and at least 2");
+    }
+    let key = std::fs::read_to_string(data_dir.join("auth/dev-hs256.key")).context("reading the node's dev key")?;
+    let secret = base64::engine::general_purpose::STANDARD.decode(key.trim())?;
+    let signer = iris_auth::Signer::hs256(&secret);
+    let per_user = Duration::from_secs_f64(users as f64 / rate as f64);
+    let before = match &metrics {
+        Some(m) => Some(metric_sums(m).await?),
+        None => None,
+    };
+    let counters = Arc::new(Counters::default());
+    // Client ids must be new in every run, or the node rightly answers
+    // them as retries of the previous run's sends.
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let start = Instant::now();
+    let until = start + Duration::from_secs(seconds) + Duration::from_millis(500);
+    let encoding = if binary { Encoding::Binary } else { Encoding::Json };
+    let mut tasks = Vec::new();
+    let ready = Arc::new(tokio::sync::Barrier::new(users));
+    for u in 0..users {
+        let name = format!("bench-{u}");
+        let peer = format!("bench-{}", u ^ 1);
+        let token = signer.token("bench", &name, 3_600)?;
+        tasks.push(tokio::spawn(user_task(
+            url.clone(),
+            token,
+            peer,
+            u,
+            run,
+            ready.clone(),
+            per_user,
+            until,
+            start,
+            encoding,
+            counters.clone(),
+        )));
+    }
+    let progress = {
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                eprintln!(
+                    "sent {} accepted {} delivered {} errors {}",
+                    counters.sent.load(Ordering::Relaxed),
+                    counters.accepted.load(Ordering::Relaxed),
+                    counters.delivered.load(Ordering::Relaxed),
+                    counters.errors.load(Ordering::Relaxed)
+                );
+            }
+        })
+    };
+    let (mut acc, mut del) = (hist(), hist());
+    for t in tasks {
+        let (a, d) = t.await??;
+        acc.add(a)?;
+        del.add(d)?;
+    }
+    progress.abort();
+    let fsync = match (&metrics, before) {
+        (Some(m), Some((s0, c0))) => {
+            let (s1, c1) = metric_sums(m).await?;
+            let fsyncs = c1 - c0;
+            serde_json::json!({ "fsyncs": fsyncs, "commits_per_fsync": if fsyncs > 0.0 { (s1 - s0) / fsyncs } else { 0.0 } })
+        }
+        _ => serde_json::Value::Null,
+    };
+    let out = serde_json::json!({
+        "scenario": "chat",
+        "users": users,
+        "target_rate": rate,
+        "seconds": seconds,
+        "encoding": if binary { "binary" } else { "json" },
+        "sent": counters.sent.load(Ordering::Relaxed),
+        "accepted": counters.accepted.load(Ordering::Relaxed),
+        "delivered": counters.delivered.load(Ordering::Relaxed),
+        "errors": counters.errors.load(Ordering::Relaxed),
+        "send_to_accepted": summary(&acc),
+        "send_to_delivered": summary(&del),
+        "group_commit": fsync,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
