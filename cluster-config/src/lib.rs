@@ -163,6 +163,9 @@ pub struct Storage {
     /// Most writes sharing one fsync.
     #[serde(default = "d_batch_ops")]
     pub max_batch_ops: usize,
+    /// Write batches waiting for the committer; shards wait beyond it.
+    #[serde(default = "d_queue_batches")]
+    pub queue_batches: usize,
     /// How long retried sends are recognised (at least 7 days = 168 h).
     #[serde(default = "d_dedup_hours")]
     pub dedup_retention_hours: u64,
@@ -259,6 +262,9 @@ fn d_backend() -> String {
 fn d_batch_ops() -> usize {
     8_192
 }
+fn d_queue_batches() -> usize {
+    4_096
+}
 fn d_dedup_hours() -> u64 {
     192
 }
@@ -350,13 +356,14 @@ impl Config {
         check(l.max_list_items >= 1, "limits.max_list_items", "must be at least 1")?;
         check(l.max_page_bytes >= 1_024, "limits.max_page_bytes", "at least 1024")?;
         let c = &self.core;
-        check((1..=65_536).contains(&c.shards), "core.shards", "between 1 and 65536")?;
+        check((1..=4_096).contains(&c.shards), "core.shards", "between 1 and 4096")?;
         check((1..=256).contains(&c.shard_threads), "core.shard_threads", "between 1 and 256")?;
         check(c.bus_queue >= 16, "core.bus_queue", "at least 16")?;
         check(c.max_inflight_writes >= 1, "core.max_inflight_writes", "at least 1")?;
         check(c.max_cached_users >= 16, "core.max_cached_users", "at least 16")?;
         check(self.storage.backend == "embedded", "storage.backend", "this build supports \"embedded\"")?;
         check(self.storage.max_batch_ops >= 1, "storage.max_batch_ops", "at least 1")?;
+        check(self.storage.queue_batches >= 1, "storage.queue_batches", "at least 1")?;
         check(
             self.storage.dedup_retention_hours >= 168,
             "storage.dedup_retention_hours",
@@ -392,6 +399,8 @@ mod tests {
         let e = Config::from_toml("[core]\nshards = 0\n").unwrap_err().to_string();
         assert!(e.starts_with("core.shards"), "{e}");
         let e = Config::from_toml("[limits]\nmax_body_bytes = 2000000\n").unwrap_err().to_string();
+        assert!(e.starts_with("limits.max_frame_bytes"), "{e}");
+        let e = Config::from_toml("[limits]\nmax_frame_bytes = 4096\n").unwrap_err().to_string();
         assert!(e.starts_with("limits.max_frame_bytes"), "{e}");
         let e = Config::from_toml("[storage]\ndedup_retention_hours = 1\n").unwrap_err().to_string();
         assert!(e.contains("dedup_retention_hours"), "{e}");

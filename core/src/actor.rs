@@ -59,7 +59,11 @@ struct ShardActor {
     store: Arc<dyn Store>,
     router: Router,
     page_max_bytes: usize,
+    detached: Arc<Semaphore>,
 }
+
+/// Shard-to-shard publishes that may wait for room at once, per node.
+const DETACHED_PUBLISHES: usize = 65_536;
 
 impl Actor for ShardActor {
     type Context = Context<Self>;
@@ -144,24 +148,35 @@ impl ShardActor {
             match out {
                 Output::Edge(env) => match self.router.try_to_edge(env) {
                     Ok(()) => {}
+                    Err(PublishError::Full(env)) if is_droppable(&env) => {
+                        metrics::counter!("iris_ephemeral_dropped_total").increment(1);
+                    }
                     Err(PublishError::Full(env)) => rest.push(Output::Edge(env)),
                     Err(PublishError::Closed(env)) => tracing::debug!(edge = %env.edge, "edge gone; dropped"),
                 },
-                Output::Shard(env) => match self.router.try_to_shard(env) {
-                    Ok(()) => {}
-                    Err(PublishError::Full(env)) => rest.push(Output::Shard(env)),
-                    Err(PublishError::Closed(_)) => tracing::warn!("shard queue closed; envelope dropped"),
-                },
+                Output::Shard(env) => self.io().to_shard(env),
                 other => rest.push(other),
             }
         }
         if rest.is_empty() {
             return;
         }
-        let io =
-            OutputIo { store: self.store.clone(), router: self.router.clone(), page_max_bytes: self.page_max_bytes };
+        let io = self.io();
         ctx.wait(async move { io.carry_out(rest).await }.into_actor(self));
     }
+
+    fn io(&self) -> OutputIo {
+        OutputIo {
+            store: self.store.clone(),
+            router: self.router.clone(),
+            page_max_bytes: self.page_max_bytes,
+            detached: self.detached.clone(),
+        }
+    }
+}
+
+fn is_droppable(env: &EdgeEnvelope) -> bool {
+    matches!(env.body, EdgeInput::Frame { droppable: true, .. })
 }
 
 /// What the slow path of output handling needs, owned so it can run as a
@@ -170,6 +185,7 @@ struct OutputIo {
     store: Arc<dyn Store>,
     router: Router,
     page_max_bytes: usize,
+    detached: Arc<Semaphore>,
 }
 
 fn frame_to(session: &SessionAddr, frame: ServerFrame) -> EdgeEnvelope {
@@ -189,15 +205,38 @@ impl OutputIo {
         }
     }
 
+    /// Publishes to a shard without ever making this shard wait: a shard
+    /// that waited for room in a partition could wait for itself (or for a
+    /// shard that waits for it). When the partition is full the publish goes
+    /// on in a detached task; at most `DETACHED_PUBLISHES` of those exist per
+    /// node, beyond which the envelope (a receipt) is dropped with a metric.
+    fn to_shard(&self, env: ShardEnvelope) {
+        match self.router.try_to_shard(env) {
+            Ok(()) => {}
+            Err(PublishError::Full(env)) => match self.detached.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let router = self.router.clone();
+                    actix_rt::spawn(async move {
+                        if let Err(e) = router.to_shard(env).await {
+                            tracing::warn!(error = %e, "shard queue closed; envelope dropped");
+                        }
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    metrics::counter!("iris_shard_envelopes_dropped_total").increment(1);
+                    tracing::warn!("shard queues full and too many publishes waiting; receipt dropped");
+                }
+            },
+            Err(PublishError::Closed(_)) => tracing::warn!("shard queue closed; envelope dropped"),
+        }
+    }
+
     async fn carry_out(self, outputs: Vec<Output>) {
         for out in outputs {
             match out {
                 Output::Edge(env) => self.edge(env).await,
-                Output::Shard(env) => {
-                    if let Err(e) = self.router.to_shard(env).await {
-                        tracing::warn!(error = %e, "shard queue closed; envelope dropped");
-                    }
-                }
+                Output::Shard(env) => self.to_shard(env),
                 Output::Replay { user, session, after, limit, inbox_head } => {
                     self.replay(&user, &session, after, limit, inbox_head).await
                 }
@@ -242,9 +281,7 @@ impl OutputIo {
                     owner: user.peer(&m.from),
                     body: ShardInput::Receipt { msg_id: m.msg_id, by: user.user.clone(), state },
                 };
-                if let Err(e) = self.router.to_shard(env).await {
-                    tracing::warn!(error = %e, "receipt dropped");
-                }
+                self.to_shard(env);
             }
             cursor = last;
         }
@@ -335,6 +372,7 @@ pub fn start_shards(
     id_seed: u32,
 ) -> ShardHost {
     let arbiters: Vec<Arbiter> = (0..cfg.threads.max(1)).map(|_| Arbiter::new()).collect();
+    let detached = Arc::new(Semaphore::new(DETACHED_PUBLISHES));
     let mut permits = Vec::new();
     for (i, rx) in receivers.into_iter().enumerate() {
         let shard = ShardId(i as u32);
@@ -347,12 +385,14 @@ pub fn start_shards(
             id_seed,
             recent_dedup: cfg.max_inflight_writes + 1_024,
         });
-        let (store, router, page_max_bytes) = (store.clone(), router.clone(), cfg.page_max_bytes);
+        let (store, router, page_max_bytes, detached) =
+            (store.clone(), router.clone(), cfg.page_max_bytes, detached.clone());
         let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| ShardActor {
             state,
             store,
             router,
             page_max_bytes,
+            detached,
         });
         let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
         permits.push(sem.clone());

@@ -125,6 +125,9 @@ struct UserState {
     away: bool,
     subscribers: Vec<Subscriber>,
     last_ticket: Ticket,
+    /// Durable fields may be ahead of storage (after a failed commit):
+    /// reload them before the next use; sessions and subscribers stay.
+    stale: bool,
 }
 
 impl UserState {
@@ -138,7 +141,16 @@ impl UserState {
             away: false,
             subscribers: Vec::new(),
             last_ticket: 0,
+            stale: false,
         }
+    }
+
+    fn refresh(&mut self, r: UserRecord) {
+        self.head = r.head;
+        self.meta = r.meta;
+        self.contacts = r.contacts;
+        self.policies = r.policies;
+        self.stale = false;
     }
 
     fn policy(&self, circle: &str) -> CirclePolicy {
@@ -191,7 +203,7 @@ pub struct ShardState {
     done_upto: Ticket,
     done_ahead: BTreeSet<Ticket>,
     failed: BTreeSet<Ticket>,
-    queue: VecDeque<(Ticket, Output)>,
+    queue: VecDeque<(Ticket, bool, Output)>,
     ready: VecDeque<Output>,
     id_counter: u32,
     poisoned: bool,
@@ -256,10 +268,13 @@ impl ShardState {
         self.poisoned && self.inflight() == 0
     }
 
-    /// Forgets every cached user so that state is reloaded from storage
-    /// (after a failed commit, the in-memory heads may be ahead of disk).
+    /// Marks every cached user stale so that their durable fields are
+    /// reloaded from storage (after a failed commit, in-memory heads may be
+    /// ahead of disk). Sessions and subscriptions are kept: they are true.
     pub fn reset(&mut self) {
-        self.users.clear();
+        for u in self.users.values_mut() {
+            u.stale = true;
+        }
         self.inflight_dedup.clear();
         self.inflight_order.clear();
         self.recent_dedup.clear();
@@ -270,7 +285,7 @@ impl ShardState {
     /// What must be loaded before `env` can be handled.
     pub fn needs(&self, env: &ShardEnvelope) -> Needs {
         let mut needs = Needs::default();
-        if !self.users.contains_key(&env.owner) {
+        if self.users.get(&env.owner).is_none_or(|u| u.stale) {
             needs.user = Some(env.owner.clone());
         }
         if let ShardInput::Send { from, client_id, .. } = &env.body {
@@ -284,7 +299,12 @@ impl ShardState {
 
     /// Hands over a user record the actor loaded.
     pub fn insert_user(&mut self, user: UserKey, record: UserRecord) {
-        self.users.entry(user).or_insert_with(|| UserState::from_record(record));
+        match self.users.get_mut(&user) {
+            Some(u) => u.refresh(record),
+            None => {
+                self.users.insert(user, UserState::from_record(record));
+            }
+        }
     }
 
     /// Answers an envelope that could not be handled because a load failed.
@@ -299,27 +319,38 @@ impl ShardState {
             _ => None,
         };
         if let Some(o) = out {
-            self.emit(vec![o]);
+            self.emit(vec![o], false);
         }
     }
 
+    /// A UUIDv7: the time, then 12 bits of shard (the version nibble takes
+    /// the top 4 bits of the first byte, so shards are capped at 4,096), 30
+    /// bits of per-start seed (the variant takes 2 bits of the third byte)
+    /// and a 32-bit counter. Unique across shards, restarts and time.
     fn next_msg_id(&mut self, now: Millis) -> Arc<str> {
         self.id_counter = self.id_counter.wrapping_add(1);
+        let shard = self.config.shard.0 & 0x0fff;
+        let seed = self.config.id_seed & 0x3fff_ffff;
         let mut rand = [0u8; 10];
-        rand[..2].copy_from_slice(&(self.config.shard.0 as u16).to_be_bytes());
-        rand[2..6].copy_from_slice(&self.config.id_seed.to_be_bytes());
+        rand[0] = (shard >> 8) as u8;
+        rand[1] = shard as u8;
+        rand[2..6].copy_from_slice(&seed.to_be_bytes());
         rand[6..].copy_from_slice(&self.id_counter.to_be_bytes());
         let id = uuid::Builder::from_unix_timestamp_millis(now.max(0) as u64, &rand).into_uuid();
         Arc::from(id.hyphenated().to_string())
     }
 
-    fn emit(&mut self, outputs: Vec<Output>) {
+    /// Queues outputs behind the newest ticket. `own` says the newest ticket
+    /// is this input's own write: if that write fails, these outputs turn into
+    /// errors; outputs merely ordered behind someone else's write go out as
+    /// they are.
+    fn emit(&mut self, outputs: Vec<Output>, own: bool) {
         let tag = self.next_ticket - 1;
         for o in outputs {
             if tag <= self.done_upto {
                 self.ready.push_back(o);
             } else {
-                self.queue.push_back((tag, o));
+                self.queue.push_back((tag, own, o));
             }
         }
     }
@@ -576,7 +607,7 @@ impl ShardState {
             }
             Some((t, batch))
         };
-        self.emit(out);
+        self.emit(out, written.is_some());
         self.evict_idle();
         written
     }
@@ -595,12 +626,12 @@ impl ShardState {
         } else if ticket > self.done_upto {
             self.done_ahead.insert(ticket);
         }
-        while let Some((t, _)) = self.queue.front() {
+        while let Some((t, _, _)) = self.queue.front() {
             if *t > self.done_upto {
                 break;
             }
-            let (t, o) = self.queue.pop_front().expect("front exists");
-            if self.failed.contains(&t) {
+            let (t, own, o) = self.queue.pop_front().expect("front exists");
+            if own && self.failed.contains(&t) {
                 if let Some(o) = failed_output(o) {
                     self.ready.push_back(o);
                 }
@@ -626,7 +657,7 @@ impl ShardState {
             }
         }
         let upto = self.done_upto;
-        let oldest_queued = self.queue.front().map(|(t, _)| *t).unwrap_or(Ticket::MAX);
+        let oldest_queued = self.queue.front().map(|(t, _, _)| *t).unwrap_or(Ticket::MAX);
         self.failed.retain(|t| *t > upto || *t >= oldest_queued);
     }
 

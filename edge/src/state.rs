@@ -54,8 +54,12 @@ pub enum CloseReason {
     Overloaded,
     /// The node is shutting down.
     Shutdown,
-    /// The client closed, or the connection broke.
+    /// The client closed, or the connection broke (or stopped reading).
     ClientGone,
+    /// A frame larger than the transport reads whole.
+    TooLarge,
+    /// The node could not open the session (storage unavailable).
+    Unavailable,
 }
 
 impl CloseReason {
@@ -68,6 +72,8 @@ impl CloseReason {
             CloseReason::Overloaded => "session fell behind; resume with resume_after",
             CloseReason::Shutdown => "server shutting down",
             CloseReason::ClientGone => "closed",
+            CloseReason::TooLarge => "frame too large",
+            CloseReason::Unavailable => "session could not be opened; retry",
         }
     }
 }
@@ -162,6 +168,11 @@ impl SessionState {
     /// True once closed.
     pub fn is_closed(&self) -> bool {
         self.phase == Phase::Closed
+    }
+
+    /// True once `welcome` was sent.
+    pub fn is_open(&self) -> bool {
+        self.phase == Phase::Open
     }
 
     /// Anything received (WebSocket pings included) keeps the session alive.
@@ -318,9 +329,10 @@ impl SessionState {
         }
     }
 
-    /// The frame was larger than the transport reads whole.
+    /// The frame was larger than the transport reads whole: say so and close.
     pub fn frame_too_large(&mut self) {
         self.out.push_back(err(ErrorCode::TooLarge, "frame exceeds the frame size limit", None));
+        self.close(CloseReason::TooLarge);
     }
 
     fn handle_hello(&mut self, bytes: &[u8], encoding: Encoding) -> &'static str {

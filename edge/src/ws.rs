@@ -32,6 +32,10 @@ pub const WS_PATH: &str = "/v1/ws";
 /// Frames written to the socket before one flush.
 const WRITE_BATCH: usize = 64;
 
+/// A client that does not take a write within this time is gone: its
+/// session closes (and the shard marks it offline) instead of hanging.
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -149,6 +153,8 @@ fn close_code(reason: CloseReason) -> CloseCode {
         CloseReason::Overloaded => CloseCode::Again,
         CloseReason::Shutdown => CloseCode::Away,
         CloseReason::ClientGone => CloseCode::Normal,
+        CloseReason::TooLarge => CloseCode::Size,
+        CloseReason::Unavailable => CloseCode::Again,
     }
 }
 
@@ -169,8 +175,14 @@ impl WsSession {
                 _ = shutdown.changed() => self.state.close_now(CloseReason::Shutdown),
                 event = recv(&mut self.rx) => match event {
                     Some(SessionEvent::Frame(frame)) => {
+                        // An error before welcome means the shard could not
+                        // open the session: say so and close.
+                        let refused = !self.state.is_open() && matches!(*frame, ServerFrame::Error(_));
                         if !self.write_frames(frame).await {
                             return;
+                        }
+                        if refused {
+                            self.state.close_now(CloseReason::Unavailable);
                         }
                     }
                     Some(SessionEvent::Welcome(head)) => self.state.welcomed(now_ms(), head),
@@ -190,7 +202,7 @@ impl WsSession {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
                 self.state.touch(now);
                 // tungstenite queued the pong; push it out now.
-                if self.ws.flush().await.is_err() {
+                if !self.flush().await {
                     self.state.close_now(CloseReason::ClientGone);
                 }
                 None
@@ -202,7 +214,6 @@ impl WsSession {
             }
             Some(Err(WsError::Capacity(_))) => {
                 self.state.frame_too_large();
-                self.state.close_now(CloseReason::Garbage);
                 None
             }
             Some(Err(e)) => {
@@ -227,10 +238,20 @@ impl WsSession {
         }
     }
 
+    /// Queues one message on the socket, within the write deadline.
+    async fn feed(&mut self, msg: Message) -> bool {
+        matches!(tokio::time::timeout(WRITE_DEADLINE, self.ws.feed(msg)).await, Ok(Ok(())))
+    }
+
+    /// Flushes the socket, within the write deadline.
+    async fn flush(&mut self) -> bool {
+        matches!(tokio::time::timeout(WRITE_DEADLINE, self.ws.flush()).await, Ok(Ok(())))
+    }
+
     /// Writes one queued frame and whatever else is queued (bounded), then flushes.
     async fn write_frames(&mut self, first: Arc<ServerFrame>) -> bool {
         let msg = self.encode(&first);
-        if self.ws.feed(msg).await.is_err() {
+        if !self.feed(msg).await {
             return false;
         }
         for _ in 0..WRITE_BATCH {
@@ -238,7 +259,7 @@ impl WsSession {
             match rx.try_recv() {
                 Ok(SessionEvent::Frame(f)) => {
                     let msg = self.encode(&f);
-                    if self.ws.feed(msg).await.is_err() {
+                    if !self.feed(msg).await {
                         return false;
                     }
                 }
@@ -249,7 +270,7 @@ impl WsSession {
                 Err(_) => break,
             }
         }
-        self.ws.flush().await.is_ok()
+        self.flush().await
     }
 
     /// Carries out the state's outputs. False when the socket is gone.
@@ -259,7 +280,7 @@ impl WsSession {
             match out {
                 SessionOutput::Send(frame) => {
                     let msg = self.encode(&frame);
-                    if self.ws.feed(msg).await.is_err() {
+                    if !self.feed(msg).await {
                         return false;
                     }
                     wrote = true;
@@ -276,7 +297,7 @@ impl WsSession {
                         let frame =
                             ServerFrame::error(iris_protocol::ErrorCode::Unavailable, "node is shutting down", None);
                         let msg = self.encode(&frame);
-                        if self.ws.feed(msg).await.is_err() {
+                        if !self.feed(msg).await {
                             return false;
                         }
                         wrote = true;
@@ -295,12 +316,12 @@ impl WsSession {
                 SessionOutput::Close(reason) => {
                     let frame = CloseFrame { code: close_code(reason), reason: reason.as_str().into() };
                     // The peer may already be gone; nothing more to do then.
-                    let _ = self.ws.close(Some(frame)).await;
+                    let _ = tokio::time::timeout(WRITE_DEADLINE, self.ws.close(Some(frame))).await;
                     return false;
                 }
             }
         }
-        if wrote && self.ws.flush().await.is_err() {
+        if wrote && !self.flush().await {
             return false;
         }
         true

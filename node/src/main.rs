@@ -102,7 +102,8 @@ fn main() -> anyhow::Result<()> {
             if !iris_auth::valid_name(user) || !iris_auth::valid_name(tenant) {
                 bail!("--user and --tenant must be 1-128 bytes without control characters");
             }
-            let token = Signer::hs256(&secret_for(&cfg)?).token(tenant, user, parse_ttl(ttl)?)?;
+            let ttl = parse_ttl(ttl)?;
+            let token = Signer::hs256(&secret_for(&cfg)?).token(tenant, user, ttl)?;
             println!("{token}");
             Ok(())
         }
@@ -134,6 +135,7 @@ fn run_node(cfg: Config) -> anyhow::Result<()> {
 
 async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
     let data_dir = cfg.data_dir();
+    check_layout(&data_dir, cfg.core.shards)?;
     let metrics_addr = match cfg.listen.metrics {
         Some(addr) => Some(metrics_http::start(addr).await.with_context(|| format!("metrics listener {addr}"))?),
         None => None,
@@ -142,7 +144,7 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         EmbeddedStore::open(EmbeddedConfig {
             path: data_dir.join("store"),
             max_batch_ops: cfg.storage.max_batch_ops,
-            queue_batches: 4_096,
+            queue_batches: cfg.storage.queue_batches,
             dedup_retention_ms: cfg.storage.dedup_retention_hours as i64 * 3_600_000,
         })
         .with_context(|| format!("opening storage in {}", data_dir.display()))?,
@@ -208,8 +210,15 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
     );
     tracing::info!(ws = %edge.ws_addr, node = %cfg.node_id, data_dir = %data_dir.display(), "node started");
 
-    wait_for_signal().await?;
-    tracing::info!("shutting down: closing sessions, flushing writes");
+    let healthy = tokio::select! {
+        r = wait_for_signal() => { r?; true }
+        _ = store_failed(&store) => false,
+    };
+    if healthy {
+        tracing::info!("shutting down: closing sessions, flushing writes");
+    } else {
+        tracing::error!("storage failed; stopping so that a restart recovers from the journal");
+    }
     edge.begin_shutdown();
     if !edge.drain(Duration::from_secs(5)).await {
         tracing::warn!(left = edge.live_sessions(), "sessions still open after 5 s");
@@ -220,7 +229,42 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
     store.close().await;
     shards.stop();
     tracing::info!("stopped");
+    if !healthy {
+        bail!("storage failed");
+    }
     Ok(())
+}
+
+/// Resolves once the store reports a failed write (checked every second).
+async fn store_failed(store: &EmbeddedStore) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if !store.healthy() {
+            return;
+        }
+    }
+}
+
+/// The data layout a data directory was created with. Changing the shard
+/// count (or the ring) would move users to shards that do not hold their
+/// state, so a node refuses to start on a mismatch.
+fn check_layout(data_dir: &Path, shards: u32) -> anyhow::Result<()> {
+    let path = data_dir.join("layout.toml");
+    let want = format!("shards = {shards}\nring_version = {}\n", iris_router::RING_VERSION);
+    match std::fs::read_to_string(&path) {
+        Ok(have) if have == want => Ok(()),
+        Ok(have) => bail!(
+            "{} was created with a different layout:\n{have}this config asks for:\n{want}core.shards cannot change for existing data",
+            data_dir.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+            std::fs::write(&path, want).with_context(|| format!("writing {}", path.display()))?;
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 fn shell_path(p: &Path) -> String {

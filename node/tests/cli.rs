@@ -20,8 +20,14 @@ async fn token_command_prints_a_token_the_node_accepts() {
     let (_, w) = iris_client::Client::hello(&node.ws_url, token, None, iris_client::Encoding::Json).await.unwrap();
     assert_eq!(w.user, "alice");
 
-    let bad = Command::new(bin()).args(["token", "--user", "a", "--tenant", "t", "--ttl", "5 weeks"]).output().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = Command::new(bin())
+        .args(["token", "--user", "a", "--tenant", "t", "--ttl", "5 weeks", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
+    assert!(!dir.path().join("auth").exists(), "a refused command leaves nothing behind");
 }
 
 #[test]
@@ -39,6 +45,18 @@ fn check_config_names_the_bad_field() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster-config/single.toml");
     let out = Command::new(bin()).arg("check-config").arg(example).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn changing_the_shard_count_of_existing_data_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    drop(start_in(&dir, ""));
+    let config = dir.join("reshard.toml");
+    std::fs::write(&config, "[listen]\nws = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n[core]\nshards = 8\n").unwrap();
+    let out = Command::new(bin()).arg("--data-dir").arg(&dir).arg("--config").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("core.shards"));
 }
 
 #[tokio::test]

@@ -160,7 +160,7 @@ async fn typing_and_ping() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_are_too_large_with_the_id() {
-    let node = start_with("[limits]\nmax_body_bytes = 1000\nmax_frame_bytes = 10000\n");
+    let node = start_with("[limits]\nmax_body_bytes = 1000\n");
     let (mut alice, _) = node.login("acme", "alice").await;
     alice.send("big", "bob", &"x".repeat(1001)).await.unwrap();
     let e = expect(&mut alice, "too_large", is_error(ErrorCode::TooLarge)).await;

@@ -124,10 +124,13 @@ pub(crate) fn split_binary(bytes: &[u8]) -> Result<(u8, &[u8]), DecodeError> {
     }
 }
 
+/// A payload behind a valid header that does not decode is a bad frame of
+/// that type (as with JSON), not garbage: only a frame without a valid
+/// header counts towards closing the session.
 pub(crate) fn decode_binary<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
     match postcard::take_from_bytes::<T>(payload) {
         Ok((v, [])) => Ok(v),
         Ok((_, rest)) => Err(DecodeError::BadFrame { reason: format!("{} trailing bytes", rest.len()), id: None }),
-        Err(_) => Err(DecodeError::Garbage("a binary-codec frame")),
+        Err(e) => Err(DecodeError::BadFrame { reason: format!("payload does not decode: {e}"), id: None }),
     }
 }

@@ -24,7 +24,10 @@ pub struct Hello {
 }
 
 /// Client → server: send a message to another user of the same tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// In JSON, `body` is text; a client that sends binary data over JSON puts
+/// it in base64 and adds `"encoding":"base64"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Send {
     /// The client's id for this send (1–64 characters), the dedup key.
     pub id: String,
@@ -32,6 +35,50 @@ pub struct Send {
     pub to: String,
     /// The message body.
     pub body: Body,
+}
+
+#[derive(Deserialize)]
+struct SendJson {
+    id: String,
+    to: String,
+    body: String,
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct SendBinary {
+    id: String,
+    to: String,
+    body: Body,
+}
+
+/// Decodes `body` as named by an `encoding` field (JSON only).
+fn decode_body<E: serde::de::Error>(body: String, encoding: Option<&str>) -> Result<Body, E> {
+    match encoding {
+        None | Some("utf8") => Ok(Body::from(body)),
+        Some("base64") => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(body.as_bytes())
+                .map(Body::from)
+                .map_err(|_| E::custom("body is not valid base64"))
+        }
+        Some(other) => Err(E::custom(format!("unknown encoding {other:?} (use base64)"))),
+    }
+}
+
+impl<'de> Deserialize<'de> for Send {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let j = SendJson::deserialize(d)?;
+            let body = decode_body(j.body, j.encoding.as_deref())?;
+            Ok(Send { id: j.id, to: j.to, body })
+        } else {
+            let b = SendBinary::deserialize(d)?;
+            Ok(Send { id: b.id, to: b.to, body: b.body })
+        }
+    }
 }
 
 /// Client → server: cumulative acknowledgement (`ack` and `read`).
@@ -132,11 +179,24 @@ pub struct TypingTo {
 }
 
 /// `ping` and `pong`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct Ping {
     /// The client's timestamp, echoed back.
     #[serde(default)]
     pub ts: Option<i64>,
+}
+
+impl Serialize for Ping {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let json = s.is_human_readable();
+        let mut st = s.serialize_struct("Ping", usize::from(!json || self.ts.is_some()))?;
+        match (json, self.ts) {
+            (true, Some(ts)) => st.serialize_field("ts", &ts)?,
+            (true, None) => {}
+            (false, ts) => st.serialize_field("ts", &ts)?,
+        }
+        st.end()
+    }
 }
 
 /// Server → client: the session is open.
@@ -168,7 +228,7 @@ pub struct Accepted {
 }
 
 /// Server → client: a message in the user's inbox.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// The recipient's inbox sequence.
     pub seq: u64,
@@ -197,6 +257,39 @@ impl Serialize for Message {
             st.serialize_field("encoding", "base64")?;
         }
         st.end()
+    }
+}
+
+#[derive(Deserialize)]
+struct MessageJson {
+    seq: u64,
+    msg_id: String,
+    from: String,
+    body: String,
+    ts: i64,
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MessageBinary {
+    seq: u64,
+    msg_id: String,
+    from: String,
+    body: Body,
+    ts: i64,
+}
+
+impl<'de> Deserialize<'de> for Message {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let j = MessageJson::deserialize(d)?;
+            let body = decode_body(j.body, j.encoding.as_deref())?;
+            Ok(Message { seq: j.seq, msg_id: j.msg_id, from: j.from, body, ts: j.ts })
+        } else {
+            let b = MessageBinary::deserialize(d)?;
+            Ok(Message { seq: b.seq, msg_id: b.msg_id, from: b.from, body: b.body, ts: b.ts })
+        }
     }
 }
 

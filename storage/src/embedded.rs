@@ -11,6 +11,7 @@ use crate::keys::*;
 use crate::*;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
@@ -61,6 +62,7 @@ enum Request {
 /// The fjall-backed store.
 pub struct EmbeddedStore {
     spaces: Spaces,
+    failed: Arc<std::sync::atomic::AtomicBool>,
     tx: mpsc::Sender<Request>,
     committer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -69,12 +71,19 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string().into())
 }
 
+/// Version byte in front of every stored record, so that a later layout can
+/// be told apart from this one.
+const RECORD_VERSION: u8 = 1;
+
 fn enc<T: Serialize>(v: &T) -> Vec<u8> {
-    postcard::to_allocvec(v).expect("records always serialize")
+    postcard::to_extend(v, vec![RECORD_VERSION]).expect("records always serialize")
 }
 
 fn dec<T: serde::de::DeserializeOwned>(what: &'static str, b: &[u8]) -> Result<T, StoreError> {
-    postcard::from_bytes(b).map_err(|_| StoreError::Corrupt(what))
+    match b.split_first() {
+        Some((&RECORD_VERSION, rest)) => postcard::from_bytes(rest).map_err(|_| StoreError::Corrupt(what)),
+        _ => Err(StoreError::Corrupt(what)),
+    }
 }
 
 fn dedup_key(k: &DedupKey) -> Vec<u8> {
@@ -103,11 +112,20 @@ impl EmbeddedStore {
         };
         let (tx, rx) = mpsc::channel(config.queue_batches.max(1));
         let worker = spaces.clone();
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failed_flag = failed.clone();
         let handle = std::thread::Builder::new()
             .name("iris-committer".into())
-            .spawn(move || committer(worker, rx, config))
+            .spawn(move || committer(worker, rx, config, failed_flag))
             .map_err(backend)?;
-        Ok(Self { spaces, tx, committer: std::sync::Mutex::new(Some(handle)) })
+        Ok(Self { spaces, failed, tx, committer: std::sync::Mutex::new(Some(handle)) })
+    }
+
+    /// False once a write or sync has failed. fjall then refuses every later
+    /// write (a failed fsync leaves the journal in doubt), so the node should
+    /// stop and recover from the journal on restart.
+    pub fn healthy(&self) -> bool {
+        !self.failed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Finishes the queued writes, syncs, and stops the committer. Writes
@@ -176,8 +194,14 @@ fn sweep_dedup(s: &Spaces, now: i64, max: usize) -> Result<usize, fjall::Error> 
 }
 
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+const SWEEP_STEP: usize = 2_000;
 
-fn committer(s: Spaces, mut rx: mpsc::Receiver<Request>, cfg: EmbeddedConfig) {
+fn committer(
+    s: Spaces,
+    mut rx: mpsc::Receiver<Request>,
+    cfg: EmbeddedConfig,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut last_sweep = Instant::now();
     let mut waiting: Vec<Reply> = Vec::new();
     let mut stop: Option<oneshot::Sender<()>> = None;
@@ -191,7 +215,9 @@ fn committer(s: Spaces, mut rx: mpsc::Receiver<Request>, cfg: EmbeddedConfig) {
             None => break,
         };
         let started = Instant::now();
-        let mut batch = s.db.batch();
+        // With a durability mode set, fjall syncs the journal before it makes
+        // the batch visible: no reader ever sees a write that is not durable.
+        let mut batch = s.db.batch().durability(Some(PersistMode::SyncData));
         let mut ops = first.ops.len();
         for op in first.ops {
             apply(&s, &mut batch, op, cfg.dedup_retention_ms);
@@ -217,18 +243,28 @@ fn committer(s: Spaces, mut rx: mpsc::Receiver<Request>, cfg: EmbeddedConfig) {
         metrics::histogram!("iris_fsync_batch_size").record(waiting.len() as f64);
         metrics::histogram!("iris_fsync_seconds").record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
+            failed.store(true, std::sync::atomic::Ordering::Release);
             tracing::error!(error = %e, "commit failed; callers get errors");
         }
         for reply in waiting.drain(..) {
             // A caller that went away no longer needs the answer.
             let _ = reply.send(result.clone());
         }
-        if last_sweep.elapsed() >= SWEEP_EVERY && rx.is_empty() {
-            last_sweep = Instant::now();
-            match sweep_dedup(&s, now_ms(), 10_000) {
-                Ok(n) if n > 0 => tracing::debug!(removed = n, "expired dedup records"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "dedup sweep failed"),
+        // Expired dedup records go in bounded steps between commits; while a
+        // step finds a full load, the next commit cycle takes another.
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            match sweep_dedup(&s, now_ms(), SWEEP_STEP) {
+                Ok(n) if n == SWEEP_STEP => tracing::debug!(removed = n, "expired dedup records; more to go"),
+                Ok(n) => {
+                    last_sweep = Instant::now();
+                    if n > 0 {
+                        tracing::debug!(removed = n, "expired dedup records");
+                    }
+                }
+                Err(e) => {
+                    last_sweep = Instant::now();
+                    tracing::warn!(error = %e, "dedup sweep failed");
+                }
             }
         }
     }

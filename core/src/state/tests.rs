@@ -149,7 +149,28 @@ fn failed_commit_turns_accepted_into_unavailable_and_resets() {
     );
     assert!(h.state.needs_reset());
     h.state.reset();
-    assert_eq!(h.state.cached_users(), 0, "heads reload from storage");
+    let env = ShardEnvelope { owner: key("bob"), body: ShardInput::Ack { up_to: 0, read: false } };
+    assert!(h.state.needs(&env).user.is_some(), "heads reload from storage");
+}
+
+#[test]
+fn a_failed_write_does_not_swallow_unrelated_outputs() {
+    let mut h = Harness::new();
+    h.send("alice", "bob", "c-1", 1);
+    // bob's session opens while alice's write is in flight: its welcome is
+    // ordered behind that write but does not depend on it.
+    h.input("bob", ShardInput::SessionOpened { session: addr("e1", 5), resume_after: None });
+    let (t, _) = h.pending.pop().unwrap();
+    h.state.committed(t, Err(StoreError::Backend("disk".into())));
+    let outs = h.outputs();
+    assert!(
+        outs.iter().any(|o| matches!(o, Output::Edge(EdgeEnvelope { body: EdgeInput::Welcome { .. }, .. }))),
+        "{outs:?}"
+    );
+    // Sessions survive the reset: bob still gets live messages.
+    h.state.reset();
+    h.input("bob", ShardInput::Ack { up_to: 0, read: false });
+    assert_eq!(h.state.users[&key("bob")].sessions.len(), 1);
 }
 
 #[test]
