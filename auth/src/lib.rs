@@ -1,14 +1,20 @@
 //! Tokens: the JWTs that name a session's user and tenant.
 //!
-//! This build verifies HS256 tokens (the dev key, or a secret file named in
-//! the config). Only the algorithms the verifier is configured for are
-//! accepted, so `alg: none` and algorithm confusion are refused; `exp` is
-//! required; `sub` and `tenant` must be non-empty strings.
+//! Keys come from a JWKS file (EdDSA/Ed25519, RS256, HS256 keys, each with a
+//! `kid`) and/or one HS256 secret (the dev key, or a secret file) used for
+//! tokens without a `kid`. A token must name a known key and use exactly
+//! that key's algorithm, so `alg: none` and algorithm confusion are refused;
+//! `exp` is required, `nbf`, `iss` and `aud` are checked with a leeway;
+//! `sub` and `tenant` must be usable names. [`KeyStore::reload`] swaps in a
+//! re-read JWKS (key rotation by `kid`) without a restart.
 
 use base64::Engine;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Why a token or key was refused. Clients only ever see `unauthorized`.
@@ -32,6 +38,20 @@ pub enum AuthError {
     /// The key file holds no usable key.
     #[error("key file {0} holds no key (expected at least 32 bytes, base64)")]
     BadKey(PathBuf),
+    /// The JWKS file does not parse, or a key in it is unusable.
+    #[error("JWKS {path}: {problem}")]
+    Jwks {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The token names no key this node knows.
+    #[error("unknown key id")]
+    UnknownKey,
+    /// The token's algorithm is not its key's algorithm.
+    #[error("algorithm does not match the key")]
+    AlgorithmMismatch,
 }
 
 /// The claims Iris reads.
@@ -82,18 +102,7 @@ pub struct VerifierConfig {
 impl Verifier {
     /// An HS256 verifier.
     pub fn hs256(secret: &[u8], cfg: &VerifierConfig) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = cfg.leeway_secs;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        if let Some(iss) = &cfg.issuer {
-            validation.set_issuer(&[iss]);
-        }
-        match &cfg.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
-        Self { key: DecodingKey::from_secret(secret), validation }
+        Self { key: DecodingKey::from_secret(secret), validation: validation(Algorithm::HS256, cfg) }
     }
 
     /// Checks a token and returns who it names.
@@ -110,22 +119,149 @@ impl Verifier {
     }
 }
 
+struct Key {
+    key: DecodingKey,
+    alg: Algorithm,
+}
+
+struct Keys {
+    by_kid: HashMap<String, Key>,
+    default: Option<Key>,
+}
+
+/// All keys a node accepts tokens from, swappable at run time.
+pub struct KeyStore {
+    keys: RwLock<Arc<Keys>>,
+    jwks: Option<PathBuf>,
+    hs256: Option<Vec<u8>>,
+    cfg: VerifierConfig,
+}
+
+fn jwks_err(path: &Path, problem: impl std::fmt::Display) -> AuthError {
+    AuthError::Jwks { path: path.to_owned(), problem: problem.to_string() }
+}
+
+fn load_jwks(path: &Path) -> Result<HashMap<String, Key>, AuthError> {
+    let text = std::fs::read_to_string(path).map_err(|e| jwks_err(path, e))?;
+    let set: JwkSet = serde_json::from_str(&text).map_err(|e| jwks_err(path, e))?;
+    let mut out = HashMap::new();
+    for jwk in &set.keys {
+        let kid = jwk.common.key_id.clone().ok_or_else(|| jwks_err(path, "every key needs a kid"))?;
+        let alg = match jwk.common.key_algorithm {
+            Some(a) => Algorithm::try_from(a).map_err(|e| jwks_err(path, format!("{kid}: {e}")))?,
+            None => match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+                AlgorithmParameters::OctetKey(_) => Algorithm::HS256,
+                AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                _ => return Err(jwks_err(path, format!("{kid}: name the key's alg"))),
+            },
+        };
+        if !matches!(alg, Algorithm::HS256 | Algorithm::RS256 | Algorithm::EdDSA | Algorithm::ES256) {
+            return Err(jwks_err(path, format!("{kid}: algorithm {alg:?} is not accepted")));
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| jwks_err(path, format!("{kid}: {e}")))?;
+        out.insert(kid, Key { key, alg });
+    }
+    Ok(out)
+}
+
+impl KeyStore {
+    /// Accepts tokens signed with an HS256 secret (tokens without `kid`)
+    /// and, when a JWKS file is named, with its keys (by `kid`).
+    pub fn new(hs256: Option<Vec<u8>>, jwks: Option<PathBuf>, cfg: VerifierConfig) -> Result<Self, AuthError> {
+        let store =
+            Self { keys: RwLock::new(Arc::new(Keys { by_kid: HashMap::new(), default: None })), jwks, hs256, cfg };
+        store.reload()?;
+        Ok(store)
+    }
+
+    /// Re-reads the JWKS file. On error the old keys stay in use.
+    pub fn reload(&self) -> Result<usize, AuthError> {
+        let by_kid = match &self.jwks {
+            Some(path) => load_jwks(path)?,
+            None => HashMap::new(),
+        };
+        let default = self.hs256.as_ref().map(|s| Key { key: DecodingKey::from_secret(s), alg: Algorithm::HS256 });
+        let n = by_kid.len() + usize::from(default.is_some());
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Keys { by_kid, default });
+        Ok(n)
+    }
+
+    /// Checks a token and returns who it names.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let header = jsonwebtoken::decode_header(token)?;
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let key = match &header.kid {
+            Some(kid) => keys.by_kid.get(kid).ok_or(AuthError::UnknownKey)?,
+            None => keys.default.as_ref().ok_or(AuthError::UnknownKey)?,
+        };
+        if header.alg != key.alg {
+            return Err(AuthError::AlgorithmMismatch);
+        }
+        let validation = validation(key.alg, &self.cfg);
+        let c = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)?.claims;
+        if !valid_name(&c.sub) {
+            return Err(AuthError::MissingClaim("sub"));
+        }
+        if !valid_name(&c.tenant) {
+            return Err(AuthError::MissingClaim("tenant"));
+        }
+        Ok(Identity { tenant: c.tenant, user: c.sub })
+    }
+}
+
+fn validation(alg: Algorithm, cfg: &VerifierConfig) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.leeway = cfg.leeway_secs;
+    validation.validate_nbf = true;
+    validation.set_required_spec_claims(&["exp", "sub"]);
+    if let Some(iss) = &cfg.issuer {
+        validation.set_issuer(&[iss]);
+    }
+    match &cfg.audience {
+        Some(aud) => validation.set_audience(&[aud]),
+        None => validation.validate_aud = false,
+    }
+    validation
+}
+
 /// Signs tokens (the `iris token` command and tests).
 pub struct Signer {
     key: EncodingKey,
+    header: Header,
 }
 
 impl Signer {
-    /// An HS256 signer.
+    /// An HS256 signer (tokens without `kid`).
     pub fn hs256(secret: &[u8]) -> Self {
-        Self { key: EncodingKey::from_secret(secret) }
+        Self { key: EncodingKey::from_secret(secret), header: Header::new(Algorithm::HS256) }
+    }
+
+    /// An EdDSA (Ed25519) signer from a PKCS#8 DER key, naming `kid`.
+    pub fn ed25519(pkcs8_der: &[u8], kid: &str) -> Self {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(kid.into());
+        Self { key: EncodingKey::from_ed_der(pkcs8_der), header }
+    }
+
+    /// An RS256 signer from a PEM key, naming `kid`.
+    pub fn rs256_pem(pem: &[u8], kid: &str) -> Result<Self, AuthError> {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.into());
+        Ok(Self { key: EncodingKey::from_rsa_pem(pem)?, header })
     }
 
     /// A token for `user` in `tenant`, valid for `ttl_secs`.
     pub fn token(&self, tenant: &str, user: &str, ttl_secs: u64) -> Result<String, AuthError> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let claims = Claims { sub: user.into(), tenant: tenant.into(), exp: now + ttl_secs, iat: Some(now) };
-        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)?)
+        self.sign(&claims)
+    }
+
+    /// Signs arbitrary claims (tests of `iss`, `aud`, `nbf`).
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, AuthError> {
+        Ok(jsonwebtoken::encode(&self.header, claims, &self.key)?)
     }
 }
 
@@ -243,5 +379,118 @@ mod tests {
         let b = load_or_create_dev_key(dir.path()).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.len(), 32);
+    }
+}
+
+#[cfg(test)]
+mod keystore_tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    struct Ed {
+        der: Vec<u8>,
+        jwk: serde_json::Value,
+    }
+
+    fn ed25519(kid: &str) -> Ed {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let x = URL_SAFE_NO_PAD.encode(kp.public_key_raw());
+        Ed {
+            der: kp.serialize_der(),
+            jwk: serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": "EdDSA"}),
+        }
+    }
+
+    fn write_jwks(path: &Path, keys: &[&serde_json::Value]) {
+        std::fs::write(path, serde_json::json!({ "keys": keys }).to_string()).unwrap();
+    }
+
+    fn cfg() -> VerifierConfig {
+        VerifierConfig { issuer: None, audience: None, leeway_secs: 5 }
+    }
+
+    #[test]
+    fn eddsa_and_rs256_by_kid_and_hs256_without() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = dir.path().join("jwks.json");
+        let ed = ed25519("ed-1");
+        let rsa: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/fixtures/rs256-test-jwks.json")).unwrap();
+        write_jwks(&jwks, &[&ed.jwk, &rsa["keys"][0]]);
+        let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+        let store = KeyStore::new(Some(secret.clone()), Some(jwks), cfg()).unwrap();
+        let t = Signer::ed25519(&ed.der, "ed-1").token("acme", "alice", 60).unwrap();
+        assert_eq!(store.verify(&t).unwrap().user, "alice");
+        let pem = include_bytes!("../tests/fixtures/rs256-test-key.pem");
+        let t = Signer::rs256_pem(pem, "rsa-1").unwrap().token("acme", "bob", 60).unwrap();
+        assert_eq!(store.verify(&t).unwrap().user, "bob");
+        let t = Signer::hs256(&secret).token("acme", "carol", 60).unwrap();
+        assert_eq!(store.verify(&t).unwrap().user, "carol");
+    }
+
+    #[test]
+    fn unknown_kid_wrong_alg_and_forged_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = dir.path().join("jwks.json");
+        let ed = ed25519("ed-1");
+        write_jwks(&jwks, &[&ed.jwk]);
+        let store = KeyStore::new(None, Some(jwks), cfg()).unwrap();
+        let other = ed25519("ed-1");
+        let forged = Signer::ed25519(&other.der, "ed-1").token("acme", "alice", 60).unwrap();
+        assert!(store.verify(&forged).is_err(), "signed by another key with the same kid");
+        let unknown = Signer::ed25519(&ed.der, "ed-9").token("acme", "alice", 60).unwrap();
+        assert!(matches!(store.verify(&unknown), Err(AuthError::UnknownKey)));
+        // An HS256 token naming the EdDSA key's kid (algorithm confusion).
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("ed-1".into());
+        let claims = Claims { sub: "a".into(), tenant: "t".into(), exp: u64::MAX / 2, iat: None };
+        let confused = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"x")).unwrap();
+        assert!(matches!(store.verify(&confused), Err(AuthError::AlgorithmMismatch)));
+        let no_kid = Signer::hs256(b"0123456789abcdef0123456789abcdef").token("acme", "a", 60).unwrap();
+        assert!(matches!(store.verify(&no_kid), Err(AuthError::UnknownKey)), "no HS256 secret configured");
+    }
+
+    #[test]
+    fn rotation_by_kid_without_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = dir.path().join("jwks.json");
+        let (k1, k2) = (ed25519("k1"), ed25519("k2"));
+        write_jwks(&jwks, &[&k1.jwk]);
+        let store = KeyStore::new(None, Some(jwks.clone()), cfg()).unwrap();
+        let t1 = Signer::ed25519(&k1.der, "k1").token("acme", "a", 60).unwrap();
+        let t2 = Signer::ed25519(&k2.der, "k2").token("acme", "a", 60).unwrap();
+        assert!(store.verify(&t1).is_ok());
+        assert!(store.verify(&t2).is_err());
+        write_jwks(&jwks, &[&k2.jwk]);
+        assert_eq!(store.reload().unwrap(), 1);
+        assert!(store.verify(&t1).is_err(), "k1 retired");
+        assert!(store.verify(&t2).is_ok(), "k2 in service");
+        std::fs::write(&jwks, "{broken").unwrap();
+        assert!(store.reload().is_err());
+        assert!(store.verify(&t2).is_ok(), "a bad file keeps the old keys");
+    }
+
+    #[test]
+    fn iss_aud_nbf_are_checked_with_leeway() {
+        let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+        let cfg = VerifierConfig {
+            issuer: Some("https://auth.example".into()),
+            audience: Some("iris".into()),
+            leeway_secs: 5,
+        };
+        let store = KeyStore::new(Some(secret.clone()), None, cfg).unwrap();
+        let signer = Signer::hs256(&secret);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let claims = |iss: &str, aud: &str, nbf: u64| serde_json::json!({"sub": "a", "tenant": "t", "exp": now + 60, "iss": iss, "aud": aud, "nbf": nbf});
+        assert!(store.verify(&signer.sign(&claims("https://auth.example", "iris", now)).unwrap()).is_ok());
+        assert!(store.verify(&signer.sign(&claims("https://evil", "iris", now)).unwrap()).is_err());
+        assert!(store.verify(&signer.sign(&claims("https://auth.example", "other", now)).unwrap()).is_err());
+        assert!(
+            store.verify(&signer.sign(&claims("https://auth.example", "iris", now + 3)).unwrap()).is_ok(),
+            "within leeway"
+        );
+        assert!(store.verify(&signer.sign(&claims("https://auth.example", "iris", now + 600)).unwrap()).is_err());
+        let expired = serde_json::json!({"sub": "a", "tenant": "t", "exp": now - 60, "iss": "https://auth.example", "aud": "iris"});
+        assert!(store.verify(&signer.sign(&expired).unwrap()).is_err());
     }
 }

@@ -9,15 +9,14 @@
 //! # Ok(()) }
 //! ```
 
-use futures::{SinkExt, StreamExt};
+mod transport;
+
 use iris_protocol::{Body, Hello, Ping, SetPresence, SetStatus, Sync, UpTo, Users};
 pub use iris_protocol::{ClientFrame, Encoding, ServerFrame, Welcome};
 use std::collections::VecDeque;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use transport::Conn;
+pub use transport::{ALPN, QuicConnector, Trust};
 
 /// Client failures.
 #[derive(Debug, thiserror::Error)]
@@ -37,25 +36,25 @@ pub enum ClientError {
     /// The server answered something else.
     #[error("unexpected frame: {0:?}")]
     Unexpected(Box<ServerFrame>),
+    /// TLS or certificate setup failed.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// QUIC failed.
+    #[error("QUIC: {0}")]
+    Quic(String),
+    /// A socket failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
 }
 
-/// One connection to an Iris node.
+/// One connection to an Iris node (WebSocket, wss or QUIC).
 pub struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    conn: Conn,
     encoding: Encoding,
     buffered: VecDeque<ServerFrame>,
 }
 
 impl Client {
-    /// Opens a WebSocket without saying hello.
-    pub async fn connect(url: &str, encoding: Encoding) -> Result<Self, ClientError> {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
-        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-            s.set_nodelay(true).map_err(tokio_tungstenite::tungstenite::Error::Io)?;
-        }
-        Ok(Self { ws, encoding, buffered: VecDeque::new() })
-    }
-
     /// Connects and says hello; returns once `welcome` arrives.
     pub async fn hello(
         url: &str,
@@ -64,11 +63,8 @@ impl Client {
         encoding: Encoding,
     ) -> Result<(Self, Welcome), ClientError> {
         let mut c = Self::connect(url, encoding).await?;
-        c.send_frame(&ClientFrame::Hello(Hello { token: token.into(), device: None, resume_after })).await?;
-        match c.recv_timeout(Duration::from_secs(10)).await? {
-            ServerFrame::Welcome(w) => Ok((c, w)),
-            other => Err(ClientError::Unexpected(Box::new(other))),
-        }
+        let w = c.say_hello(token, resume_after).await?;
+        Ok((c, w))
     }
 
     /// The connection's encoding.
@@ -78,24 +74,18 @@ impl Client {
 
     /// Sends one frame in the connection's encoding.
     pub async fn send_frame(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
-        let msg = match self.encoding {
-            Encoding::Json => Message::text(String::from_utf8(frame.to_json()).expect("JSON is UTF-8")),
-            Encoding::Binary => Message::binary(frame.to_binary()),
-        };
-        self.ws.send(msg).await?;
-        Ok(())
+        let text = self.encoding == Encoding::Json;
+        self.conn.send(frame.encode(self.encoding), text).await
     }
 
-    /// Sends raw text (for tests of hostile input).
+    /// Sends raw text: a WebSocket text frame, or a QUIC frame (hostile-input tests).
     pub async fn send_text(&mut self, text: &str) -> Result<(), ClientError> {
-        self.ws.send(Message::text(text.to_owned())).await?;
-        Ok(())
+        self.conn.send(text.as_bytes().to_vec(), true).await
     }
 
-    /// Sends raw bytes as a binary frame (for tests of hostile input).
+    /// Sends raw bytes: a WebSocket binary frame, or a QUIC frame (hostile-input tests).
     pub async fn send_binary(&mut self, bytes: Vec<u8>) -> Result<(), ClientError> {
-        self.ws.send(Message::binary(bytes)).await?;
-        Ok(())
+        self.conn.send(bytes, false).await
     }
 
     /// `send`.
@@ -144,18 +134,7 @@ impl Client {
     }
 
     async fn next_from_socket(&mut self) -> Result<ServerFrame, ClientError> {
-        loop {
-            match self.ws.next().await {
-                Some(Ok(Message::Text(t))) => return Ok(ServerFrame::from_json(t.as_bytes())?),
-                Some(Ok(Message::Binary(b))) => return Ok(ServerFrame::from_binary(&b)?),
-                Some(Ok(Message::Close(frame))) => {
-                    return Err(ClientError::Closed(frame.map(|f: CloseFrame| f.reason.to_string())));
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(ClientError::Closed(None)),
-            }
-        }
+        self.conn.next().await
     }
 
     /// The next frame (buffered first).
@@ -203,7 +182,14 @@ impl Client {
 
     /// Closes the connection politely.
     pub async fn close(mut self) -> Result<(), ClientError> {
-        self.ws.close(None).await?;
-        Ok(())
+        self.conn.close().await
+    }
+
+    async fn say_hello(&mut self, token: &str, resume_after: Option<u64>) -> Result<Welcome, ClientError> {
+        self.send_frame(&ClientFrame::Hello(Hello { token: token.into(), device: None, resume_after })).await?;
+        match self.recv_timeout(Duration::from_secs(10)).await? {
+            ServerFrame::Welcome(w) => Ok(w),
+            other => Err(ClientError::Unexpected(Box::new(other))),
+        }
     }
 }

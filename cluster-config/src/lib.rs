@@ -74,18 +74,59 @@ pub struct Config {
     /// Token verification.
     #[serde(default)]
     pub auth: Auth,
+    /// Certificates for wss and QUIC.
+    #[serde(default)]
+    pub tls: Tls,
+    /// QUIC transport settings.
+    #[serde(default)]
+    pub quic: Quic,
+}
+
+/// Certificates. Without files, a self-signed dev certificate is created in
+/// `data_dir/tls` (QUIC is always TLS). SIGHUP re-reads the files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// QUIC transport settings, tuned for mobile clients.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quic {
+    /// A connection silent this long is closed; clients send QUIC pings
+    /// more often than this (the Rust client: every 15 s).
+    #[serde(default = "d_quic_idle")]
+    pub idle_timeout_ms: u64,
+    /// Flow-control window per stream.
+    #[serde(default = "d_quic_stream_window")]
+    pub stream_window_bytes: u32,
+    /// Flow-control window per connection.
+    #[serde(default = "d_quic_conn_window")]
+    pub connection_window_bytes: u32,
 }
 
 /// Listening addresses. Port 0 picks a free port (printed at start).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listen {
-    /// WebSocket listener (`/v1/ws`).
-    #[serde(default = "default_ws")]
-    pub ws: SocketAddr,
-    /// Prometheus metrics listener (`/metrics`); absent disables it.
-    #[serde(default = "default_metrics")]
+    /// WebSocket listener (`/v1/ws`); `"off"` disables it.
+    #[serde(default = "default_ws", deserialize_with = "listen_addr")]
+    pub ws: Option<SocketAddr>,
+    /// Prometheus metrics listener (`/metrics`); `"off"` disables it.
+    #[serde(default = "default_metrics", deserialize_with = "listen_addr")]
     pub metrics: Option<SocketAddr>,
+    /// QUIC listener (UDP, ALPN `iris/1`); `"off"` disables it.
+    #[serde(default = "default_quic", deserialize_with = "listen_addr")]
+    pub quic: Option<SocketAddr>,
+    /// WebSocket over TLS (`wss://HOST:PORT/v1/ws`); absent or `"off"` disables it.
+    #[serde(default, deserialize_with = "listen_addr")]
+    pub wss: Option<SocketAddr>,
 }
 
 /// Limits on what one session may do and hold.
@@ -114,6 +155,10 @@ pub struct Limits {
     /// Time allowed between connect and a valid `hello`.
     #[serde(default = "d_hello")]
     pub hello_timeout_ms: u64,
+    /// Sessions one user may hold at once (across devices); more get
+    /// `rate_limited` and are closed.
+    #[serde(default = "d_sessions_per_user")]
+    pub max_sessions_per_user: usize,
     /// Presence subscriptions one session may hold.
     #[serde(default = "d_subs")]
     pub max_subscriptions_per_session: usize,
@@ -172,9 +217,17 @@ pub struct Storage {
 }
 
 /// Token verification.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Auth {
+    /// JWKS file with EdDSA, RS256 or HS256 keys, each with a `kid`;
+    /// SIGHUP re-reads it (key rotation without restart).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Failed token checks allowed per source address per minute; beyond,
+    /// the address gets `unauthorized` without a check until the minute ends.
+    #[serde(default = "d_failed_auth")]
+    pub failed_auth_per_minute: u32,
     /// File holding the HS256 secret (default: a dev key created in
     /// `data_dir/auth/dev-hs256.key` on first start).
     #[serde(default)]
@@ -190,6 +243,15 @@ pub struct Auth {
     pub leeway_secs: u64,
 }
 
+/// A listen address, or `"off"` to disable the listener.
+fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text == "off" {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| serde::de::Error::custom(format!("{text:?} is not HOST:PORT or \"off\"")))
+}
+
 fn default_node_id() -> String {
     "node-1".into()
 }
@@ -199,11 +261,29 @@ fn default_region() -> String {
 fn default_roles() -> Vec<Role> {
     vec![Role::Edge, Role::Core, Role::Router]
 }
-fn default_ws() -> SocketAddr {
-    "127.0.0.1:8080".parse().expect("valid literal")
+fn default_ws() -> Option<SocketAddr> {
+    Some("127.0.0.1:8080".parse().expect("valid literal"))
 }
 fn default_metrics() -> Option<SocketAddr> {
     Some("127.0.0.1:9100".parse().expect("valid literal"))
+}
+fn default_quic() -> Option<SocketAddr> {
+    Some("127.0.0.1:4433".parse().expect("valid literal"))
+}
+fn d_quic_idle() -> u64 {
+    60_000
+}
+fn d_quic_stream_window() -> u32 {
+    256 * 1024
+}
+fn d_quic_conn_window() -> u32 {
+    512 * 1024
+}
+fn d_sessions_per_user() -> usize {
+    16
+}
+fn d_failed_auth() -> u32 {
+    20
 }
 fn d_body() -> usize {
     65_536
@@ -274,7 +354,7 @@ fn d_leeway() -> u64 {
 
 impl Default for Listen {
     fn default() -> Self {
-        Self { ws: default_ws(), metrics: default_metrics() }
+        Self { ws: default_ws(), metrics: default_metrics(), quic: default_quic(), wss: None }
     }
 }
 
@@ -284,7 +364,19 @@ impl Default for Limits {
     }
 }
 
+impl Default for Auth {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
 impl Default for Core {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+impl Default for Quic {
     fn default() -> Self {
         toml::from_str("").expect("defaults parse")
     }
@@ -339,6 +431,11 @@ impl Config {
         let l = &self.limits;
         check(l.max_body_bytes >= 1, "limits.max_body_bytes", "must be at least 1")?;
         check(
+            l.max_frame_bytes >= 1 << 20,
+            "limits.max_frame_bytes",
+            "at least 1048576 (the protocol reads 1 MiB frames whole)",
+        )?;
+        check(
             l.max_frame_bytes >= l.max_body_bytes + 1_024,
             "limits.max_frame_bytes",
             "must exceed max_body_bytes by at least 1024",
@@ -361,6 +458,24 @@ impl Config {
         check(c.bus_queue >= 16, "core.bus_queue", "at least 16")?;
         check(c.max_inflight_writes >= 1, "core.max_inflight_writes", "at least 1")?;
         check(c.max_cached_users >= 16, "core.max_cached_users", "at least 16")?;
+        check(l.max_sessions_per_user >= 1, "limits.max_sessions_per_user", "at least 1")?;
+        check(self.auth.failed_auth_per_minute >= 1, "auth.failed_auth_per_minute", "at least 1")?;
+        check(
+            self.tls.cert_file.is_some() == self.tls.key_file.is_some(),
+            "tls",
+            "name both cert_file and key_file, or neither",
+        )?;
+        check(
+            (1_000..=600_000).contains(&self.quic.idle_timeout_ms),
+            "quic.idle_timeout_ms",
+            "between 1000 and 600000",
+        )?;
+        check(self.quic.stream_window_bytes >= 16 * 1024, "quic.stream_window_bytes", "at least 16384")?;
+        check(
+            self.quic.connection_window_bytes >= self.quic.stream_window_bytes,
+            "quic.connection_window_bytes",
+            "at least stream_window_bytes",
+        )?;
         check(self.storage.backend == "embedded", "storage.backend", "this build supports \"embedded\"")?;
         check(self.storage.max_batch_ops >= 1, "storage.max_batch_ops", "at least 1")?;
         check(self.storage.queue_batches >= 1, "storage.queue_batches", "at least 1")?;
@@ -380,10 +495,19 @@ mod tests {
     #[test]
     fn empty_config_is_the_single_node_default() {
         let c = Config::from_toml("").unwrap();
-        assert_eq!(c.listen.ws.port(), 8080);
+        assert_eq!(c.listen.ws.unwrap().port(), 8080);
+        assert_eq!(c.listen.quic.unwrap().port(), 4433);
         assert_eq!(c.listen.metrics.unwrap().port(), 9100);
         assert_eq!(c.core.shards, 64);
         assert_eq!(c.limits.max_body_bytes, 65_536);
+    }
+
+    #[test]
+    fn listeners_can_be_turned_off() {
+        let c = Config::from_toml("[listen]\nmetrics = \"off\"\nquic = \"off\"\nwss = \"127.0.0.1:8443\"\n").unwrap();
+        assert!(c.listen.metrics.is_none() && c.listen.quic.is_none());
+        assert_eq!(c.listen.wss.unwrap().port(), 8443);
+        assert!(Config::from_toml("[listen]\nws = \"nope\"\n").unwrap_err().to_string().contains("nope"));
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct ShardsConfig {
     pub max_contacts: usize,
     /// Most presence subscribers per user.
     pub max_subscribers: usize,
+    /// Most sessions per user.
+    pub max_sessions: usize,
     /// Most body bytes in one replay or sync page.
     pub page_max_bytes: usize,
 }
@@ -382,6 +384,7 @@ pub fn start_shards(
             max_cached_users: cfg.max_cached_users,
             max_contacts: cfg.max_contacts,
             max_subscribers: cfg.max_subscribers,
+            max_sessions: cfg.max_sessions,
             id_seed,
             recent_dedup: cfg.max_inflight_writes + 1_024,
         });

@@ -44,6 +44,8 @@ pub struct ShardConfig {
     pub max_contacts: usize,
     /// Most presence subscribers one user may have.
     pub max_subscribers: usize,
+    /// Most sessions one user may hold at once.
+    pub max_sessions: usize,
     /// Random bits that make message ids unique across restarts.
     pub id_seed: u32,
     /// Committed dedup records kept in memory for fast retries.
@@ -203,7 +205,8 @@ pub struct ShardState {
     done_upto: Ticket,
     done_ahead: BTreeSet<Ticket>,
     failed: BTreeSet<Ticket>,
-    queue: VecDeque<(Ticket, bool, Output)>,
+    /// Outputs waiting for a ticket: (release after, depends on, output).
+    queue: VecDeque<(Ticket, Option<Ticket>, Output)>,
     ready: VecDeque<Output>,
     id_counter: u32,
     poisoned: bool,
@@ -279,6 +282,9 @@ impl ShardState {
         self.inflight_order.clear();
         self.recent_dedup.clear();
         self.recent_order.clear();
+        // Every output that depended on a failed write has left by now
+        // (nothing is in flight), so the failures can be forgotten.
+        self.failed.clear();
         self.poisoned = false;
     }
 
@@ -319,7 +325,7 @@ impl ShardState {
             _ => None,
         };
         if let Some(o) = out {
-            self.emit(vec![o], false);
+            self.emit(vec![o], None);
         }
     }
 
@@ -344,13 +350,21 @@ impl ShardState {
     /// is this input's own write: if that write fails, these outputs turn into
     /// errors; outputs merely ordered behind someone else's write go out as
     /// they are.
-    fn emit(&mut self, outputs: Vec<Output>, own: bool) {
+    /// Queues outputs behind the newest ticket. `dep` names the write the
+    /// outputs depend on (the input's own write, or the in-flight original
+    /// of a retried send): if it fails, they turn into errors. Outputs
+    /// merely ordered behind someone else's write go out as they are.
+    fn emit(&mut self, outputs: Vec<Output>, dep: Option<Ticket>) {
         let tag = self.next_ticket - 1;
         for o in outputs {
-            if tag <= self.done_upto {
+            if tag <= self.done_upto && dep.is_none_or(|d| !self.failed.contains(&d)) {
                 self.ready.push_back(o);
+            } else if tag <= self.done_upto {
+                if let Some(o) = failed_output(o) {
+                    self.ready.push_back(o);
+                }
             } else {
-                self.queue.push_back((tag, own, o));
+                self.queue.push_back((tag, dep, o));
             }
         }
     }
@@ -372,6 +386,7 @@ impl ShardState {
     ) -> Option<(Ticket, WriteBatch)> {
         let owner = env.owner;
         let mut out = Vec::new();
+        let mut dependent: Vec<(Ticket, Output)> = Vec::new();
         let mut batch = WriteBatch::default();
         let Some(user) = self.users.get_mut(&owner) else {
             debug_assert!(false, "handle called before the owner was loaded");
@@ -379,6 +394,13 @@ impl ShardState {
         };
         let mut presence_changed = false;
         match env.body {
+            ShardInput::SessionOpened { session, resume_after }
+                if !user.sessions.contains(&session) && user.sessions.len() >= self.config.max_sessions =>
+            {
+                let m = format!("at most {} sessions per user", self.config.max_sessions);
+                out.push(reply(&session, ServerFrame::error(ErrorCode::RateLimited, m, None)));
+                let _ = resume_after;
+            }
             ShardInput::SessionOpened { session, resume_after } => {
                 if !user.sessions.contains(&session) {
                     user.sessions.push(session.clone());
@@ -411,21 +433,24 @@ impl ShardState {
             }
             ShardInput::Send { from, client_id, body, reply: to_session } => {
                 let key = DedupKey { sender: owner.peer(&from), client_id: client_id.clone() };
-                let earlier = self
-                    .inflight_dedup
-                    .get(&key)
-                    .map(|(r, _)| r.clone())
-                    .or_else(|| self.recent_dedup.get(&key).cloned())
-                    .or(dedup);
+                let in_flight = self.inflight_dedup.get(&key).map(|(r, t)| (r.clone(), *t));
+                let earlier =
+                    in_flight.clone().map(|(r, _)| r).or_else(|| self.recent_dedup.get(&key).cloned()).or(dedup);
                 if let Some(rec) = earlier {
-                    out.push(reply(
+                    let accepted = reply(
                         &to_session,
                         ServerFrame::Accepted(Accepted {
                             id: client_id.to_string(),
                             msg_id: rec.msg_id.to_string(),
                             ts: rec.ts,
                         }),
-                    ));
+                    );
+                    match in_flight {
+                        // A retry of a send still being written: its answer
+                        // stands or falls with that write.
+                        Some((_, original)) => dependent.push((original, accepted)),
+                        None => out.push(accepted),
+                    }
                 } else if self.poisoned {
                     out.push(reply(
                         &to_session,
@@ -607,7 +632,11 @@ impl ShardState {
             }
             Some((t, batch))
         };
-        self.emit(out, written.is_some());
+        let own = written.as_ref().map(|(t, _)| *t);
+        self.emit(out, own);
+        for (original, o) in dependent {
+            self.emit(vec![o], Some(original));
+        }
         self.evict_idle();
         written
     }
@@ -630,8 +659,8 @@ impl ShardState {
             if *t > self.done_upto {
                 break;
             }
-            let (t, own, o) = self.queue.pop_front().expect("front exists");
-            if own && self.failed.contains(&t) {
+            let (_, dep, o) = self.queue.pop_front().expect("front exists");
+            if dep.is_some_and(|d| self.failed.contains(&d)) {
                 if let Some(o) = failed_output(o) {
                     self.ready.push_back(o);
                 }
@@ -656,9 +685,6 @@ impl ShardState {
                 self.recent_dedup.remove(&k);
             }
         }
-        let upto = self.done_upto;
-        let oldest_queued = self.queue.front().map(|(t, _, _)| *t).unwrap_or(Ticket::MAX);
-        self.failed.retain(|t| *t > upto || *t >= oldest_queued);
     }
 
     /// The next output to carry out.

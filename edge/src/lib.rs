@@ -4,11 +4,15 @@
 //! `state` holds the session state machine (all decisions, unit-tested);
 //! `ws` is the WebSocket shell around it; `presence` is the local map.
 
+pub mod guard;
 pub mod presence;
+pub mod quic;
+pub mod session;
 pub mod state;
+pub mod tls;
 pub mod ws;
 
-use iris_auth::Verifier;
+use iris_auth::KeyStore;
 use iris_envelope::{EdgeId, EdgeInput};
 use iris_protocol::ServerFrame;
 use iris_router::{EdgeReceiver, Router};
@@ -31,14 +35,31 @@ pub struct EdgeConfig {
     pub queue_frames: usize,
     /// Largest frame read whole.
     pub max_frame_bytes: usize,
+    /// Failed token checks allowed per source address per minute.
+    pub failed_auth_per_minute: u32,
+}
+
+/// The listeners an edge serves on (already bound).
+pub struct Listeners {
+    /// Plain WebSocket.
+    pub ws: Option<TcpListener>,
+    /// WebSocket over TLS, with its acceptor.
+    pub wss: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    /// QUIC.
+    pub quic: Option<quinn::Endpoint>,
 }
 
 /// A running edge.
 pub struct EdgeHandle {
     /// Where the WebSocket listener is bound.
-    pub ws_addr: SocketAddr,
-    ctx: Arc<ws::EdgeContext>,
+    pub ws_addr: Option<SocketAddr>,
+    /// Where the wss listener is bound.
+    pub wss_addr: Option<SocketAddr>,
+    /// Where the QUIC endpoint is bound.
+    pub quic_addr: Option<SocketAddr>,
+    ctx: Arc<session::EdgeContext>,
     shutdown: watch::Sender<bool>,
+    quic: Option<quinn::Endpoint>,
 }
 
 impl EdgeHandle {
@@ -52,7 +73,8 @@ impl EdgeHandle {
         self.shutdown.send_replace(true);
     }
 
-    /// Waits (up to `deadline`) until every session has finished.
+    /// Waits (up to `deadline`) until every session has finished, then
+    /// lets the QUIC endpoint send its last packets.
     pub async fn drain(&self, deadline: Duration) -> bool {
         let until = tokio::time::Instant::now() + deadline;
         while self.live_sessions() > 0 {
@@ -60,6 +82,10 @@ impl EdgeHandle {
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if let Some(endpoint) = &self.quic {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            let _ = tokio::time::timeout(left, endpoint.wait_idle()).await;
         }
         true
     }
@@ -90,26 +116,29 @@ pub async fn dispatch(mut rx: EdgeReceiver, presence: Arc<LocalPresence>) {
     }
 }
 
-/// Starts the edge: the WebSocket listener and the dispatcher.
+/// Starts the edge: its listeners and the dispatcher.
 pub fn start_edge(
     cfg: EdgeConfig,
-    listener: TcpListener,
-    verifier: Arc<Verifier>,
+    listeners: Listeners,
+    keys: Arc<KeyStore>,
     router: Router,
     edge_rx: EdgeReceiver,
 ) -> std::io::Result<EdgeHandle> {
-    let ws_addr = listener.local_addr()?;
+    let ws_addr = listeners.ws.as_ref().map(TcpListener::local_addr).transpose()?;
+    let wss_addr = listeners.wss.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
+    let quic_addr = listeners.quic.as_ref().map(quinn::Endpoint::local_addr).transpose()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let presence = Arc::new(LocalPresence::new());
     // Session ids start at a random point so that ids from an earlier run
     // are never mistaken for live ones.
     let start = rand_start();
-    let ctx = Arc::new(ws::EdgeContext {
+    let ctx = Arc::new(session::EdgeContext {
         edge: cfg.edge,
         session_cfg: Arc::new(cfg.session),
         queue_frames: cfg.queue_frames,
         max_frame_bytes: cfg.max_frame_bytes,
-        verifier,
+        keys,
+        guard: guard::AuthGuard::new(cfg.failed_auth_per_minute, 60_000),
         router,
         presence: presence.clone(),
         next_session: AtomicU64::new(start),
@@ -117,8 +146,17 @@ pub fn start_edge(
         shutdown: shutdown_rx,
     });
     tokio::spawn(dispatch(edge_rx, presence));
-    tokio::spawn(ws::serve(listener, ctx.clone()));
-    Ok(EdgeHandle { ws_addr, ctx, shutdown })
+    if let Some(l) = listeners.ws {
+        tokio::spawn(ws::serve(l, ctx.clone(), None));
+    }
+    if let Some((l, acceptor)) = listeners.wss {
+        tokio::spawn(ws::serve(l, ctx.clone(), Some(acceptor)));
+    }
+    let quic = listeners.quic.clone();
+    if let Some(endpoint) = listeners.quic {
+        tokio::spawn(quic::serve(endpoint, ctx.clone()));
+    }
+    Ok(EdgeHandle { ws_addr, wss_addr, quic_addr, ctx, shutdown, quic })
 }
 
 fn rand_start() -> u64 {

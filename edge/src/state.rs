@@ -197,9 +197,14 @@ impl SessionState {
             return;
         }
         match self.phase {
-            Phase::AwaitHello | Phase::Authenticating | Phase::AwaitWelcome => {
+            Phase::AwaitHello | Phase::Authenticating => {
                 self.out.push_back(err(ErrorCode::Unauthorized, "no valid hello in time", None));
                 self.close(CloseReason::Unauthorized);
+            }
+            Phase::AwaitWelcome => {
+                // The token was good; the node could not open the session in time.
+                self.out.push_back(err(ErrorCode::Unavailable, "session could not be opened in time; retry", None));
+                self.close(CloseReason::Unavailable);
             }
             Phase::Open => self.close(CloseReason::Timeout),
             Phase::Closed => {}

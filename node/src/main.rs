@@ -4,10 +4,11 @@ mod metrics_http;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use iris_auth::{Signer, Verifier, VerifierConfig, load_or_create_dev_key, load_secret};
+use iris_auth::{KeyStore, Signer, VerifierConfig, load_or_create_dev_key, load_secret};
 use iris_config::Config;
 use iris_core::{ShardsConfig, start_shards};
-use iris_edge::{EdgeConfig, SessionConfig, start_edge};
+use iris_edge::tls::{CertStore, QuicSettings, ensure_dev_cert, quic_server_config, wss_acceptor};
+use iris_edge::{EdgeConfig, Listeners, SessionConfig, start_edge};
 use iris_envelope::EdgeId;
 use iris_router::{InProcessBus, Ring, Router};
 use iris_storage::embedded::{EmbeddedConfig, EmbeddedStore};
@@ -48,6 +49,9 @@ enum Command {
         /// The file.
         file: PathBuf,
     },
+    /// Write a self-signed certificate for localhost to the data dir (a
+    /// node creates it on first start when no certificate is configured).
+    DevCert,
 }
 
 fn parse_ttl(s: &str) -> anyhow::Result<u64> {
@@ -107,6 +111,13 @@ fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        Some(Command::DevCert) => {
+            let cfg = load_config(&cli)?;
+            let (cert, key) = ensure_dev_cert(&cfg.data_dir())?;
+            println!("certificate {}", cert.display());
+            println!("key {}", key.display());
+            Ok(())
+        }
         None => {
             let cfg = load_config(&cli)?;
             init_tracing();
@@ -125,6 +136,10 @@ fn init_tracing() {
 }
 
 fn run_node(cfg: Config) -> anyhow::Result<()> {
+    // One crypto provider for the whole process: aws-lc-rs.
+    if rustls::crypto::aws_lc_rs::default_provider().install_default().is_err() {
+        tracing::debug!("a crypto provider was already installed");
+    }
     let secret = secret_for(&cfg)?;
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     actix_rt::System::with_tokio_rt(move || {
@@ -161,6 +176,7 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
             max_cached_users: cfg.core.max_cached_users,
             max_contacts: cfg.limits.max_contacts,
             max_subscribers: cfg.limits.max_subscribers_per_user,
+            max_sessions: cfg.limits.max_sessions_per_user,
             page_max_bytes: cfg.limits.max_page_bytes,
         },
         shard_rxs,
@@ -168,18 +184,46 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         router.clone(),
         rand::random(),
     );
-    let verifier = Arc::new(Verifier::hs256(
-        &secret,
-        &VerifierConfig {
+    let keys = Arc::new(KeyStore::new(
+        Some(secret),
+        cfg.auth.jwks_file.clone(),
+        VerifierConfig {
             issuer: cfg.auth.issuer.clone(),
             audience: cfg.auth.audience.clone(),
             leeway_secs: cfg.auth.leeway_secs,
         },
-    ));
+    )?);
+    let (cert_file, key_file) = match (&cfg.tls.cert_file, &cfg.tls.key_file) {
+        (Some(c), Some(k)) => (c.clone(), k.clone()),
+        _ => ensure_dev_cert(&data_dir)?,
+    };
+    let certs = Arc::new(CertStore::load(&cert_file, &key_file)?);
     let l = &cfg.limits;
-    let listener = tokio::net::TcpListener::bind(cfg.listen.ws)
-        .await
-        .with_context(|| format!("WebSocket listener {}", cfg.listen.ws))?;
+    let ws = match cfg.listen.ws {
+        Some(addr) => {
+            Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("WebSocket listener {addr}"))?)
+        }
+        None => None,
+    };
+    let wss = match cfg.listen.wss {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("wss listener {addr}"))?;
+            Some((listener, wss_acceptor(certs.clone())?))
+        }
+        None => None,
+    };
+    let quic = match cfg.listen.quic {
+        Some(addr) => {
+            let settings = QuicSettings {
+                idle_timeout: Duration::from_millis(cfg.quic.idle_timeout_ms),
+                stream_window: cfg.quic.stream_window_bytes,
+                connection_window: cfg.quic.connection_window_bytes,
+            };
+            let server = quic_server_config(certs.clone(), &settings)?;
+            Some(quinn::Endpoint::server(server, addr).with_context(|| format!("QUIC listener {addr}"))?)
+        }
+        None => None,
+    };
     let edge = start_edge(
         EdgeConfig {
             edge: edge_id.clone(),
@@ -196,19 +240,33 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
             },
             queue_frames: l.session_queue_frames,
             max_frame_bytes: l.max_frame_bytes,
+            failed_auth_per_minute: cfg.auth.failed_auth_per_minute,
         },
-        listener,
-        verifier,
+        Listeners { ws, wss, quic },
+        keys.clone(),
         router,
         edge_rxs.remove(&edge_id).expect("bus has this edge"),
     )?;
-    let metrics_text = metrics_addr.map(|a| format!(", metrics http://{a}/metrics")).unwrap_or_default();
+    let mut listening = Vec::new();
+    if let Some(a) = edge.ws_addr {
+        listening.push(format!("ws://{a}/v1/ws"));
+    }
+    if let Some(a) = edge.wss_addr {
+        listening.push(format!("wss://{a}/v1/ws"));
+    }
+    if let Some(a) = edge.quic_addr {
+        listening.push(format!("quic://{a}"));
+    }
+    if let Some(a) = metrics_addr {
+        listening.push(format!("metrics http://{a}/metrics"));
+    }
     println!(
-        "iris ready: ws://{}/v1/ws{metrics_text}; get a token with: iris token --user alice --tenant acme --data-dir {}",
-        edge.ws_addr,
+        "iris ready: {}; get a token with: iris token --user alice --tenant acme --data-dir {}",
+        listening.join(", "),
         shell_path(&data_dir)
     );
-    tracing::info!(ws = %edge.ws_addr, node = %cfg.node_id, data_dir = %data_dir.display(), "node started");
+    tracing::info!(node = %cfg.node_id, data_dir = %data_dir.display(), cert = %cert_file.display(), "node started");
+    tokio::spawn(reload_on_sighup(certs.clone(), keys.clone()));
 
     let healthy = tokio::select! {
         r = wait_for_signal() => { r?; true }
@@ -233,6 +291,25 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         bail!("storage failed");
     }
     Ok(())
+}
+
+/// SIGHUP re-reads the certificate and the JWKS file; sessions stay up.
+async fn reload_on_sighup(certs: Arc<CertStore>, keys: Arc<KeyStore>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reloads need a restart");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match certs.reload() {
+            Ok(()) => tracing::info!("certificate reloaded"),
+            Err(e) => tracing::error!(error = %e, "certificate reload failed; keeping the old one"),
+        }
+        match keys.reload() {
+            Ok(n) => tracing::info!(keys = n, "token keys reloaded"),
+            Err(e) => tracing::error!(error = %e, "key reload failed; keeping the old keys"),
+        }
+    }
 }
 
 /// Resolves once the store reports a failed write (checked every second).

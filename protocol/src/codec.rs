@@ -66,6 +66,13 @@ pub(crate) struct Peek<'a> {
 }
 
 pub(crate) fn peek_json(bytes: &[u8]) -> Result<Peek<'_>, DecodeError> {
+    // serde would read a short JSON array positionally; frames are objects.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return match serde_json::from_slice::<IgnoredAny>(bytes) {
+            Ok(_) => Err(DecodeError::BadFrame { reason: "a frame is a JSON object".into(), id: None }),
+            Err(_) => Err(DecodeError::Garbage("JSON")),
+        };
+    }
     match serde_json::from_slice::<PeekRaw<'_>>(bytes) {
         Ok(raw) => {
             let id = match raw.id {

@@ -27,7 +27,7 @@ pub struct Hello {
 ///
 /// In JSON, `body` is text; a client that sends binary data over JSON puts
 /// it in base64 and adds `"encoding":"base64"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Send {
     /// The client's id for this send (1–64 characters), the dedup key.
     pub id: String,
@@ -65,6 +65,20 @@ fn decode_body<E: serde::de::Error>(body: String, encoding: Option<&str>) -> Res
                 .map_err(|_| E::custom("body is not valid base64"))
         }
         Some(other) => Err(E::custom(format!("unknown encoding {other:?} (use base64)"))),
+    }
+}
+
+impl Serialize for Send {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let flagged = s.is_human_readable() && !self.body.is_utf8();
+        let mut st = s.serialize_struct("Send", if flagged { 4 } else { 3 })?;
+        st.serialize_field("id", &self.id)?;
+        st.serialize_field("to", &self.to)?;
+        st.serialize_field("body", &self.body)?;
+        if flagged {
+            st.serialize_field("encoding", "base64")?;
+        }
+        st.end()
     }
 }
 

@@ -7,6 +7,7 @@
 mod body;
 mod codec;
 mod frames;
+pub mod framing;
 
 pub use body::Body;
 pub use codec::{BINARY_VERSION, DecodeError, Encoding};

@@ -44,6 +44,7 @@ fn unknown_type_keeps_id() {
 fn bad_frame_vs_garbage() {
     assert!(matches!(ClientFrame::from_json(b"not json"), Err(DecodeError::Garbage(_))));
     assert!(matches!(ClientFrame::from_json(b"[1,2]"), Err(DecodeError::BadFrame { .. })));
+    assert!(matches!(ClientFrame::from_json(br#"["ack",5]"#), Err(DecodeError::BadFrame { .. })));
     assert!(matches!(ClientFrame::from_json(br#"{"token":"x"}"#), Err(DecodeError::BadFrame { .. })));
     let e = ClientFrame::from_json(br#"{"type":"send","id":"c-9","to":5}"#).unwrap_err();
     assert_eq!(e.id(), Some("c-9"));
@@ -100,11 +101,7 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
     prop_oneof![
         (any::<String>(), proptest::option::of(name()), proptest::option::of(any::<u64>()))
             .prop_map(|(token, device, resume_after)| ClientFrame::Hello(Hello { token, device, resume_after })),
-        (name(), name(), any::<String>()).prop_map(|(id, to, b)| ClientFrame::Send(Send {
-            id,
-            to,
-            body: Body::from(b)
-        })),
+        (name(), name(), body()).prop_map(|(id, to, body)| ClientFrame::Send(Send { id, to, body })),
         any::<u64>().prop_map(|up_to| ClientFrame::Ack(UpTo { up_to })),
         any::<u64>().prop_map(|up_to| ClientFrame::Read(UpTo { up_to })),
         (proptest::option::of(any::<u64>()), proptest::option::of(any::<u32>()))

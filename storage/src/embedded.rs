@@ -239,7 +239,7 @@ fn committer(
                 Err(_) => break,
             }
         }
-        let result = batch.commit().and_then(|()| s.db.persist(PersistMode::SyncData)).map_err(backend);
+        let result = batch.commit().map_err(backend);
         metrics::histogram!("iris_fsync_batch_size").record(waiting.len() as f64);
         metrics::histogram!("iris_fsync_seconds").record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {

@@ -8,6 +8,7 @@ fn cfg() -> ShardConfig {
         max_cached_users: 1_000,
         max_contacts: 5,
         max_subscribers: 100,
+        max_sessions: 3,
         id_seed: 42,
         recent_dedup: 0,
     }
@@ -395,5 +396,32 @@ proptest! {
         unique.sort();
         unique.dedup();
         prop_assert_eq!(unique.len(), ids.len(), "a client id was stored twice: {:?}", ids);
+    }
+}
+
+#[test]
+fn sessions_per_user_are_limited() {
+    let mut h = Harness::new();
+    for s in 1..=3 {
+        h.open("bob", s);
+    }
+    h.input("bob", ShardInput::SessionOpened { session: addr("e1", 4), resume_after: None });
+    let f = h.frames();
+    assert!(matches!(&f[0], (s, ServerFrame::Error(e)) if s == &[SessionId(4)] && e.code == ErrorCode::RateLimited));
+    assert_eq!(h.state.users[&key("bob")].sessions.len(), 3);
+}
+
+#[test]
+fn a_retry_of_a_failed_in_flight_send_is_not_accepted() {
+    let mut h = Harness::new();
+    h.send("alice", "bob", "c-1", 1);
+    h.send("alice", "bob", "c-1", 1);
+    assert_eq!(h.pending.len(), 1);
+    let (t, _) = h.pending.pop().unwrap();
+    h.state.committed(t, Err(StoreError::Backend("disk".into())));
+    let frames = h.frames();
+    assert_eq!(frames.len(), 2);
+    for (_, f) in frames {
+        assert!(matches!(&f, ServerFrame::Error(e) if e.code == ErrorCode::Unavailable), "{f:?}");
     }
 }

@@ -13,6 +13,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct Node {
     pub child: Child,
     pub ws_url: String,
+    pub quic_addr: Option<std::net::SocketAddr>,
+    pub wss_url: Option<String>,
     pub metrics_url: Option<String>,
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -39,7 +41,11 @@ pub fn start() -> Node {
 /// Starts a node on an existing data directory (for restarts).
 pub fn start_in(dir: &Path, extra: &str) -> Node {
     let config = dir.join("test.toml");
-    let text = format!("[listen]\nws = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\n{extra}\n");
+    let text = if extra.contains("[listen]") {
+        extra.to_owned()
+    } else {
+        format!("[listen]\nws = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\nquic = \"127.0.0.1:0\"\n{extra}\n")
+    };
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(&config, text).unwrap();
     let mut child = Command::new(bin())
@@ -74,16 +80,17 @@ pub fn start_in(dir: &Path, extra: &str) -> Node {
             }
         }
     };
-    let ws =
-        ready.split_whitespace().find(|w| w.starts_with("ws://")).unwrap().trim_end_matches(',').trim_end_matches(';');
-    let metrics = ready
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .map(|m| m.trim_end_matches(';').trim_end_matches(',').to_string());
+    let word = |prefix: &str| {
+        ready.split_whitespace().find(|w| w.starts_with(prefix)).map(|w| w.trim_end_matches([',', ';']).to_string())
+    };
+    let ws = word("ws://").unwrap_or_default();
+    let metrics = word("http://");
+    let quic_addr = word("quic://").map(|q| q.trim_start_matches("quic://").parse().unwrap());
+    let wss_url = word("wss://");
     let key = std::fs::read_to_string(dir.join("auth/dev-hs256.key")).unwrap();
     use base64::Engine;
     let secret = base64::engine::general_purpose::STANDARD.decode(key.trim()).unwrap();
-    Node { child, ws_url: ws.to_string(), metrics_url: metrics, dir: dir.to_path_buf(), _tmp: None, secret }
+    Node { child, ws_url: ws, quic_addr, wss_url, metrics_url: metrics, dir: dir.to_path_buf(), _tmp: None, secret }
 }
 
 impl Node {

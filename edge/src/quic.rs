@@ -1,0 +1,130 @@
+//! QUIC transport: one client-opened bidirectional stream per connection,
+//! carrying frames as a u32 big-endian length and a payload (JSON when it
+//! starts with `{`, else the binary codec). The same session driver and
+//! state machine as WebSocket run on top.
+
+use crate::session::{EdgeContext, Inbound, LiveGuard, Transport, drive};
+use crate::state::CloseReason;
+use iris_protocol::Encoding;
+use iris_protocol::framing::{self, Assembled, FrameAssembler};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Accepts connections until shutdown.
+pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<EdgeContext>) {
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => {
+                    let live = LiveGuard::new(&ctx);
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move {
+                        let _live = live;
+                        handle(incoming, ctx).await;
+                    });
+                }
+                None => break,
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+async fn handle(incoming: quinn::Incoming, ctx: Arc<EdgeContext>) {
+    let peer = incoming.remote_address().ip();
+    let hello_timeout = Duration::from_millis(ctx.session_cfg.hello_timeout_ms);
+    let connecting = match incoming.accept() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "QUIC accept failed");
+            return;
+        }
+    };
+    // Accepting 0.5-RTT lets a resumed client's hello (sent as 0-RTT data)
+    // be answered without waiting for the handshake to finish. 0-RTT data
+    // can be replayed by an attacker: hello is harmless to repeat, and
+    // sends are deduplicated by their client id.
+    let conn = match connecting.into_0rtt() {
+        Ok((conn, _)) => conn,
+        Err(connecting) => match tokio::time::timeout(hello_timeout, connecting).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "QUIC handshake failed");
+                return;
+            }
+            Err(_) => return,
+        },
+    };
+    let (send, recv) = match tokio::time::timeout(hello_timeout, conn.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        _ => {
+            conn.close(close_code(CloseReason::Unauthorized), b"no session stream");
+            return;
+        }
+    };
+    let reader = FrameAssembler::new(ctx.max_frame_bytes);
+    drive(QuicTransport { conn, send, recv, reader }, ctx, peer).await;
+}
+
+fn close_code(reason: CloseReason) -> quinn::VarInt {
+    let code: u32 = match reason {
+        CloseReason::ClientGone => 1000,
+        CloseReason::Timeout | CloseReason::Shutdown => 1001,
+        CloseReason::Garbage => 1002,
+        CloseReason::Unauthorized => 1008,
+        CloseReason::TooLarge => 1009,
+        CloseReason::Overloaded | CloseReason::Unavailable => 1013,
+    };
+    code.into()
+}
+
+/// Reads length-prefixed frames. Cancel-safe: the partial frame lives in
+/// the assembler and `RecvStream::read` is cancel-safe.
+async fn next_frame(assembler: &mut FrameAssembler, recv: &mut quinn::RecvStream) -> Inbound {
+    loop {
+        let n = match recv.read(assembler.buf()).await {
+            Ok(Some(n)) => n,
+            Ok(None) | Err(_) => return Inbound::Gone,
+        };
+        match assembler.filled(n) {
+            Assembled::Need => {}
+            Assembled::TooLarge(_) => return Inbound::TooLarge,
+            Assembled::Frame(frame) => {
+                let encoding = if frame.first() == Some(&b'{') { Encoding::Json } else { Encoding::Binary };
+                return Inbound::Frame(frame, encoding);
+            }
+        }
+    }
+}
+
+struct QuicTransport {
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    reader: FrameAssembler,
+}
+
+impl Transport for QuicTransport {
+    async fn next(&mut self) -> Inbound {
+        next_frame(&mut self.reader, &mut self.recv).await
+    }
+
+    async fn feed(&mut self, frame: Vec<u8>, _encoding: Encoding) -> bool {
+        self.send.write_all(&framing::frame(&frame)).await.is_ok()
+    }
+
+    async fn flush(&mut self) -> bool {
+        // quinn sends written data as soon as congestion control allows.
+        true
+    }
+
+    async fn close(&mut self, reason: CloseReason) {
+        // Let the last frames (an error, typically) reach the client before
+        // the connection closes, but not for long.
+        if self.send.finish().is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), self.send.stopped()).await;
+        }
+        self.conn.close(close_code(reason), reason.as_str().as_bytes());
+    }
+}

@@ -1,0 +1,299 @@
+//! The session driver shared by every transport: one small tokio task per
+//! connection that pumps frames between the transport and its
+//! [`SessionState`], and carries out the state's outputs.
+//!
+//! Why a task per session and not an actix actor per session: memory per
+//! idle session is a headline goal, and an actix actor adds a context, a
+//! mailbox and an address per connection. See docs/adr/0003.
+
+use crate::guard::AuthGuard;
+use crate::presence::{LocalPresence, SessionEvent};
+use crate::state::{CloseReason, SessionConfig, SessionOutput, SessionState};
+use iris_auth::KeyStore;
+use iris_envelope::{EdgeId, SessionAddr, SessionId};
+use iris_protocol::{Encoding, ServerFrame};
+use iris_router::{PublishError, Router};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, watch};
+
+/// Frames written to the transport before one flush.
+const WRITE_BATCH: usize = 64;
+
+/// A client that does not take a write within this time is gone: its
+/// session closes (and the shard marks it offline) instead of hanging.
+pub(crate) const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// What every session of an edge shares.
+pub struct EdgeContext {
+    /// This edge.
+    pub edge: EdgeId,
+    /// Session limits.
+    pub session_cfg: Arc<SessionConfig>,
+    /// Frames queued per session.
+    pub queue_frames: usize,
+    /// Largest frame read whole.
+    pub max_frame_bytes: usize,
+    /// Token verification.
+    pub keys: Arc<KeyStore>,
+    /// Failed-auth limits per source address.
+    pub guard: AuthGuard,
+    /// Where envelopes go.
+    pub router: Router,
+    /// The local presence map.
+    pub presence: Arc<LocalPresence>,
+    pub(crate) next_session: AtomicU64,
+    pub(crate) live: AtomicUsize,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+impl EdgeContext {
+    pub(crate) fn next_id(&self) -> SessionId {
+        SessionId(self.next_session.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Counts a live connection for graceful shutdown.
+pub(crate) struct LiveGuard(Arc<EdgeContext>);
+
+impl LiveGuard {
+    pub(crate) fn new(ctx: &Arc<EdgeContext>) -> Self {
+        ctx.live.fetch_add(1, Ordering::AcqRel);
+        Self(ctx.clone())
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Something a transport received.
+pub(crate) enum Inbound {
+    /// A whole frame, and what the transport says its encoding is.
+    Frame(Vec<u8>, Encoding),
+    /// Proof of life without a frame (a WebSocket ping).
+    Touch,
+    /// A frame over the size limit.
+    TooLarge,
+    /// The client closed or the connection broke.
+    Gone,
+}
+
+/// A connection's byte plumbing. `next` must be cancel-safe.
+pub(crate) trait Transport: Send {
+    /// The next thing from the client.
+    fn next(&mut self) -> impl std::future::Future<Output = Inbound> + Send;
+    /// Queues one encoded frame.
+    fn feed(&mut self, frame: Vec<u8>, encoding: Encoding) -> impl std::future::Future<Output = bool> + Send;
+    /// Pushes queued frames out.
+    fn flush(&mut self) -> impl std::future::Future<Output = bool> + Send;
+    /// Closes with a reason.
+    fn close(&mut self, reason: CloseReason) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// Runs one session over a transport until it ends.
+pub(crate) async fn drive<T: Transport>(transport: T, ctx: Arc<EdgeContext>, peer: IpAddr) {
+    let id = ctx.next_id();
+    let addr = SessionAddr { edge: ctx.edge.clone(), session: id };
+    let state = SessionState::new(ctx.session_cfg.clone(), addr, now_ms());
+    let mut session = Session { t: transport, state, rx: None, ctx, id, peer };
+    session.run().await;
+    session.finish().await;
+}
+
+struct Session<T> {
+    t: T,
+    state: SessionState,
+    rx: Option<mpsc::Receiver<SessionEvent>>,
+    ctx: Arc<EdgeContext>,
+    id: SessionId,
+    peer: IpAddr,
+}
+
+async fn recv(rx: &mut Option<mpsc::Receiver<SessionEvent>>) -> Option<SessionEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<T: Transport> Session<T> {
+    async fn run(&mut self) {
+        let mut shutdown = self.ctx.shutdown.clone();
+        if *shutdown.borrow() {
+            self.state.close_now(CloseReason::Shutdown);
+        }
+        loop {
+            if !self.carry_out().await || self.state.is_closed() {
+                return;
+            }
+            let wait = (self.state.poll_timeout() - now_ms()).clamp(0, 3_600_000) as u64;
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
+            let reading = self.state.wants_input();
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => self.state.close_now(CloseReason::Shutdown),
+                event = recv(&mut self.rx) => match event {
+                    Some(SessionEvent::Frame(frame)) => {
+                        // An error before welcome means the shard could not
+                        // open the session: say so and close.
+                        let refused = !self.state.is_open() && matches!(*frame, ServerFrame::Error(_));
+                        if !self.write_frames(frame).await {
+                            return;
+                        }
+                        if refused {
+                            self.state.close_now(CloseReason::Unavailable);
+                        }
+                    }
+                    Some(SessionEvent::Welcome(head)) => self.state.welcomed(now_ms(), head),
+                    None => self.state.close_now(CloseReason::Overloaded),
+                },
+                inbound = self.t.next(), if reading => self.on_inbound(inbound),
+                _ = tokio::time::sleep_until(deadline) => self.state.handle_timeout(now_ms()),
+            }
+        }
+    }
+
+    fn on_inbound(&mut self, inbound: Inbound) {
+        let now = now_ms();
+        match inbound {
+            Inbound::Frame(bytes, kind) => {
+                let ty = self.state.handle_frame(now, &bytes, kind);
+                metrics::counter!("iris_frames_in_total", "type" => ty).increment(1);
+            }
+            Inbound::Touch => self.state.touch(now),
+            Inbound::TooLarge => self.state.frame_too_large(),
+            Inbound::Gone => self.state.close_now(CloseReason::ClientGone),
+        }
+    }
+
+    fn encode(&self, frame: &ServerFrame) -> (Vec<u8>, Encoding) {
+        metrics::counter!("iris_frames_out_total", "type" => frame.type_name()).increment(1);
+        if let ServerFrame::Message(_) = frame {
+            metrics::counter!("iris_messages_delivered_total").increment(1);
+        }
+        let encoding = self.state.encoding().unwrap_or(Encoding::Json);
+        (frame.encode(encoding), encoding)
+    }
+
+    async fn feed(&mut self, frame: &ServerFrame) -> bool {
+        let (bytes, encoding) = self.encode(frame);
+        matches!(tokio::time::timeout(WRITE_DEADLINE, self.t.feed(bytes, encoding)).await, Ok(true))
+    }
+
+    async fn flush(&mut self) -> bool {
+        matches!(tokio::time::timeout(WRITE_DEADLINE, self.t.flush()).await, Ok(true))
+    }
+
+    /// Writes one queued frame and whatever else is queued (bounded), then flushes.
+    async fn write_frames(&mut self, first: Arc<ServerFrame>) -> bool {
+        if !self.feed(&first).await {
+            return false;
+        }
+        for _ in 0..WRITE_BATCH {
+            let Some(rx) = self.rx.as_mut() else { break };
+            match rx.try_recv() {
+                Ok(SessionEvent::Frame(f)) => {
+                    if !self.feed(&f).await {
+                        return false;
+                    }
+                }
+                Ok(SessionEvent::Welcome(head)) => {
+                    self.state.welcomed(now_ms(), head);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.flush().await
+    }
+
+    /// Carries out the state's outputs. False when the connection is done.
+    async fn carry_out(&mut self) -> bool {
+        let mut wrote = false;
+        while let Some(out) = self.state.poll_output() {
+            match out {
+                SessionOutput::Send(frame) => {
+                    if !self.feed(&frame).await {
+                        return false;
+                    }
+                    wrote = true;
+                }
+                SessionOutput::Route { env, ephemeral: true } => match self.ctx.router.try_to_shard(env) {
+                    Ok(()) => {}
+                    Err(PublishError::Full(_) | PublishError::Closed(_)) => {
+                        metrics::counter!("iris_ephemeral_dropped_total").increment(1);
+                    }
+                },
+                SessionOutput::Route { env, ephemeral: false } => {
+                    let id = match &env.body {
+                        iris_envelope::ShardInput::Send { client_id, .. } => Some(client_id.to_string()),
+                        _ => None,
+                    };
+                    if let Err(e) = self.ctx.router.to_shard(env).await {
+                        tracing::warn!(error = %e, "route failed");
+                        let frame =
+                            ServerFrame::error(iris_protocol::ErrorCode::Unavailable, "node is shutting down", id);
+                        if !self.feed(&frame).await {
+                            return false;
+                        }
+                        wrote = true;
+                    }
+                }
+                SessionOutput::Verify(token) => {
+                    let now = now_ms();
+                    let result = if !self.ctx.guard.allowed(self.peer, now) {
+                        metrics::counter!("iris_auth_throttled_total").increment(1);
+                        Err(())
+                    } else {
+                        self.ctx.keys.verify(&token).map_err(|e| {
+                            // Never log the token; the reason stays server-side.
+                            tracing::debug!(reason = %e, "token refused");
+                            self.ctx.guard.failed(self.peer, now);
+                            metrics::counter!("iris_auth_failures_total").increment(1);
+                        })
+                    };
+                    self.state.authenticated(result);
+                }
+                SessionOutput::Register(user) => {
+                    self.rx = Some(self.ctx.presence.register(self.id, user, self.ctx.queue_frames));
+                }
+                SessionOutput::Close(reason) => {
+                    if wrote {
+                        self.flush().await;
+                    }
+                    // The peer may already be gone; nothing more to do then.
+                    let _ = tokio::time::timeout(WRITE_DEADLINE, self.t.close(reason)).await;
+                    return false;
+                }
+            }
+        }
+        if wrote && !self.flush().await {
+            return false;
+        }
+        true
+    }
+
+    /// Unregisters and tells the shards the session is gone.
+    async fn finish(&mut self) {
+        if !self.state.is_closed() {
+            self.state.close_now(CloseReason::ClientGone);
+        }
+        if self.rx.take().is_some() {
+            self.ctx.presence.unregister(self.id);
+        }
+        for env in self.state.farewell() {
+            if let Err(e) = self.ctx.router.to_shard(env).await {
+                tracing::debug!(error = %e, "farewell not delivered (shutting down)");
+            }
+        }
+    }
+}
