@@ -15,6 +15,9 @@ use std::time::Duration;
 /// The ALPN protocol of Iris over QUIC.
 pub const ALPN: &[u8] = b"iris/1";
 
+/// TLS sessions remembered for resumption (about 1 KiB each).
+const RESUMPTION_CACHE: usize = 50_000;
+
 /// TLS setup failures.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -151,8 +154,8 @@ pub struct QuicSettings {
     pub connection_window: u32,
 }
 
-/// The QUIC server configuration: TLS 1.3 only, ALPN `iris/1`, stateless
-/// session tickets and 0-RTT, one client-opened bidirectional stream per
+/// The QUIC server configuration: TLS 1.3 only, ALPN `iris/1`, session
+/// resumption and 0-RTT, one client-opened bidirectional stream per
 /// connection (a second one is refused by stream flow control), no
 /// unidirectional streams, migration allowed.
 pub fn quic_server_config(certs: Arc<CertStore>, s: &QuicSettings) -> Result<quinn::ServerConfig, TlsError> {
@@ -163,7 +166,10 @@ pub fn quic_server_config(certs: Arc<CertStore>, s: &QuicSettings) -> Result<qui
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.max_early_data_size = u32::MAX;
     tls.send_tls13_tickets = 2;
-    tls.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    // 0-RTT needs stateful resumption (rustls refuses early data with
+    // stateless tickets: a server-side cache is what stops replays of the
+    // handshake itself). Bounded: the oldest sessions are forgotten.
+    tls.session_storage = rustls::server::ServerSessionMemoryCache::new(RESUMPTION_CACHE);
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TlsError::Quic(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
