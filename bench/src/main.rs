@@ -49,6 +49,98 @@ enum Cmd {
         #[arg(long)]
         binary: bool,
     },
+    /// N idle authenticated sessions; the server's RSS per session.
+    Idle {
+        /// WebSocket URL of the node (ignored with --quic).
+        #[arg(long, default_value = "ws://127.0.0.1:8080/v1/ws")]
+        url: String,
+        /// QUIC address of the node; measures QUIC sessions instead.
+        #[arg(long)]
+        quic: Option<std::net::SocketAddr>,
+        /// The node's data dir (dev key and dev certificate).
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// The node's process id (RSS is read from /proc).
+        #[arg(long)]
+        pid: u32,
+        /// Sessions to open.
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+        /// Sessions opened at once.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+    },
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc status")
+}
+
+async fn idle(
+    url: String,
+    quic: Option<std::net::SocketAddr>,
+    data_dir: std::path::PathBuf,
+    pid: u32,
+    sessions: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let key = std::fs::read_to_string(data_dir.join("auth/dev-hs256.key")).context("reading the node's dev key")?;
+    let secret = base64::engine::general_purpose::STANDARD.decode(key.trim())?;
+    let signer = Arc::new(iris_auth::Signer::hs256(&secret));
+    let connector = match quic {
+        Some(addr) => {
+            let trust = iris_client::Trust::from_pem_file(&data_dir.join("tls/dev-cert.pem"))?;
+            Some(Arc::new(iris_client::QuicConnector::new(addr, "localhost", &trust)?))
+        }
+        None => None,
+    };
+    let before = rss_kib(pid)?;
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(sessions);
+    let mut next = 0usize;
+    while next < sessions {
+        let batch: Vec<usize> = (next..(next + concurrency).min(sessions)).collect();
+        next += batch.len();
+        let mut tasks = Vec::new();
+        for i in batch {
+            let (signer, url, connector) = (signer.clone(), url.clone(), connector.clone());
+            tasks.push(tokio::spawn(async move {
+                let token = signer.token("idle", &format!("idle-{i}"), 3_600)?;
+                let client = match connector {
+                    Some(q) => q.hello(&token, None, Encoding::Binary).await?.0,
+                    None => Client::hello(&url, &token, None, Encoding::Binary).await?.0,
+                };
+                anyhow::Ok(client)
+            }));
+        }
+        for t in tasks {
+            held.push(t.await??);
+        }
+        if next % 1_000 < concurrency {
+            eprintln!("{next} sessions open");
+        }
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    // Let the node settle (allocator, queues) before reading its RSS.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(pid)?;
+    let out = serde_json::json!({
+        "scenario": "idle",
+        "transport": if quic.is_some() { "quic" } else { "websocket" },
+        "sessions": sessions,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_session": (after as f64 - before as f64) / sessions as f64,
+        "connect_per_second": sessions as f64 / connect_secs,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    drop(held);
+    Ok(())
 }
 
 #[derive(Default)]
@@ -156,7 +248,14 @@ fn summary(h: &Histogram<u64>) -> serde_json::Value {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Cmd::Chat { url, metrics, data_dir, users, rate, seconds, binary } = Cli::parse().command;
+    let (url, metrics, data_dir, users, rate, seconds, binary) = match Cli::parse().command {
+        Cmd::Chat { url, metrics, data_dir, users, rate, seconds, binary } => {
+            (url, metrics, data_dir, users, rate, seconds, binary)
+        }
+        Cmd::Idle { url, quic, data_dir, pid, sessions, concurrency } => {
+            return idle(url, quic, data_dir, pid, sessions, concurrency).await;
+        }
+    };
     if users < 2 || users % 2 != 0 {
         bail!("--users must be even and at least 2");
     }
