@@ -14,12 +14,12 @@
 //! full, replays, receipts) run under `ctx.wait`, which holds every other
 //! event of the actor until they finish, so outputs leave in order.
 
-use crate::state::{Output, ShardConfig, ShardState, Ticket, message_frame};
+use crate::state::{Found, Output, ShardConfig, ShardState, Ticket, message_frame};
 use actix::prelude::*;
 use iris_envelope::{EdgeEnvelope, EdgeInput, Recipients, SessionAddr, ShardEnvelope, ShardId, ShardInput, UserKey};
 use iris_protocol::{ErrorCode, Receipt, ServerFrame, Synced};
 use iris_router::{PublishError, Router, ShardReceiver};
-use iris_storage::{DedupRecord, Store, StoreError, UserRecord, WriteBatch, WriteOp};
+use iris_storage::{Store, StoreError, UserRecord, WriteBatch, WriteOp};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -71,7 +71,7 @@ impl Actor for ShardActor {
     type Context = Context<Self>;
 }
 
-type Loaded = (Option<Result<(UserKey, UserRecord), StoreError>>, Result<Option<DedupRecord>, StoreError>);
+type Loaded = (Option<Result<(UserKey, UserRecord), StoreError>>, Result<Found, StoreError>);
 
 impl Handler<Deliver> for ShardActor {
     type Result = ResponseActFuture<Self, ()>;
@@ -87,18 +87,26 @@ impl Handler<Deliver> for ShardActor {
                 Some(u) => Some(store.load_user(&u).await.map(|r| (u, r))),
                 None => None,
             };
-            let dedup = match needs.dedup {
-                Some(k) => store.dedup(&k).await,
-                None => Ok(None),
-            };
-            (user, dedup)
+            let found = async {
+                let dedup = match &needs.dedup {
+                    Some(k) => store.dedup(k).await?,
+                    None => None,
+                };
+                let mut events_seen = Vec::with_capacity(needs.events.len());
+                for k in &needs.events {
+                    events_seen.push(store.event_seen(k).await?);
+                }
+                Ok(Found { dedup, events_seen })
+            }
+            .await;
+            (user, found)
         };
         Box::pin(load.into_actor(self).map(move |loaded: Loaded, act, ctx| act.apply(msg, loaded, ctx)))
     }
 }
 
 impl ShardActor {
-    fn apply(&mut self, msg: Deliver, (user, dedup): Loaded, ctx: &mut Context<Self>) {
+    fn apply(&mut self, msg: Deliver, (user, found): Loaded, ctx: &mut Context<Self>) {
         let kind = msg.env.body.kind();
         metrics::counter!("iris_shard_envelopes_total", "kind" => kind).increment(1);
         let loaded = match user {
@@ -109,9 +117,9 @@ impl ShardActor {
             Some(Err(e)) => Err(e),
             None => Ok(()),
         };
-        match loaded.and(dedup) {
-            Ok(dedup) => {
-                if let Some((ticket, batch)) = self.state.handle(now_ms(), msg.env, dedup) {
+        match loaded.and(found) {
+            Ok(found) => {
+                if let Some((ticket, batch)) = self.state.handle(now_ms(), msg.env, found) {
                     self.commit(ticket, batch, msg.permit, ctx);
                 }
             }

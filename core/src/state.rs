@@ -13,17 +13,18 @@
 //! shard's outputs leave in the order its inputs arrived.
 
 use iris_envelope::{
-    EdgeEnvelope, EdgeId, EdgeInput, InboxSeq, Millis, Recipients, SessionAddr, ShardEnvelope, ShardId, ShardInput,
-    UserKey,
+    EdgeEnvelope, EdgeId, EdgeInput, InboxSeq, IngestEvent, Millis, Recipients, ServiceReply, SessionAddr,
+    ShardEnvelope, ShardId, ShardInput, UserKey,
 };
 use iris_protocol::{
     Accepted, Body, ContactEntry, ContactsOk, ErrorCode, Message, PresenceStatus, PresenceUpdate, Receipt,
     ReceiptState, ServerFrame, SetStatus, TypingFrom,
 };
 use iris_storage::{
-    CirclePolicy, DedupKey, DedupRecord, StoreError, StoredMessage, UserMeta, UserRecord, WriteBatch, WriteOp,
+    CirclePolicy, Contact, DedupKey, DedupRecord, EventKey, LogKind, RollupKey, StoreError, StoredMessage, UserMeta,
+    UserRecord, WriteBatch, WriteOp,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// The circle a contact lands in when none is named; it allows everything
@@ -59,6 +60,17 @@ pub struct Needs {
     pub user: Option<UserKey>,
     /// Look up this dedup record and pass it to `handle`.
     pub dedup: Option<DedupKey>,
+    /// Check which of these event keys the store has seen.
+    pub events: Vec<EventKey>,
+}
+
+/// What the actor found in storage for [`Needs`].
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The dedup record of a `Send`, if stored.
+    pub dedup: Option<DedupRecord>,
+    /// For each of [`Needs::events`], whether the store has seen it.
+    pub events_seen: Vec<bool>,
 }
 
 /// Something the actor carries out, in order.
@@ -121,7 +133,8 @@ struct Subscriber {
 struct UserState {
     head: InboxSeq,
     meta: UserMeta,
-    contacts: BTreeMap<String, String>,
+    contacts: BTreeMap<String, Contact>,
+    identities: Vec<String>,
     policies: BTreeMap<String, CirclePolicy>,
     sessions: Vec<SessionAddr>,
     away: bool,
@@ -138,6 +151,7 @@ impl UserState {
             head: r.head,
             meta: r.meta,
             contacts: r.contacts,
+            identities: r.identities,
             policies: r.policies,
             sessions: Vec::new(),
             away: false,
@@ -151,6 +165,7 @@ impl UserState {
         self.head = r.head;
         self.meta = r.meta;
         self.contacts = r.contacts;
+        self.identities = r.identities;
         self.policies = r.policies;
         self.stale = false;
     }
@@ -169,8 +184,8 @@ impl UserState {
             (true, true)
         } else {
             match self.contacts.get(viewer) {
-                Some(circle) => {
-                    let p = self.policy(circle);
+                Some(contact) => {
+                    let p = self.policy(&contact.circle);
                     (p.presence, p.presence && p.last_seen)
                 }
                 None => (false, false),
@@ -200,6 +215,10 @@ pub struct ShardState {
     inflight_order: VecDeque<(Ticket, DedupKey)>,
     recent_dedup: HashMap<DedupKey, DedupRecord>,
     recent_order: VecDeque<DedupKey>,
+    inflight_events: HashMap<EventKey, Ticket>,
+    inflight_events_order: VecDeque<(Ticket, EventKey)>,
+    recent_events: HashSet<EventKey>,
+    recent_events_order: VecDeque<EventKey>,
     next_ticket: Ticket,
     /// Every ticket up to this one has completed.
     done_upto: Ticket,
@@ -244,6 +263,10 @@ impl ShardState {
             inflight_order: VecDeque::new(),
             recent_dedup: HashMap::new(),
             recent_order: VecDeque::new(),
+            inflight_events: HashMap::new(),
+            inflight_events_order: VecDeque::new(),
+            recent_events: HashSet::new(),
+            recent_events_order: VecDeque::new(),
             next_ticket: 1,
             done_upto: 0,
             done_ahead: BTreeSet::new(),
@@ -282,6 +305,10 @@ impl ShardState {
         self.inflight_order.clear();
         self.recent_dedup.clear();
         self.recent_order.clear();
+        self.inflight_events.clear();
+        self.inflight_events_order.clear();
+        self.recent_events.clear();
+        self.recent_events_order.clear();
         // Every output that depended on a failed write has left by now
         // (nothing is in flight), so the failures can be forgotten.
         self.failed.clear();
@@ -291,6 +318,14 @@ impl ShardState {
     /// What must be loaded before `env` can be handled.
     pub fn needs(&self, env: &ShardEnvelope) -> Needs {
         let mut needs = Needs::default();
+        if let ShardInput::Ingest { stream, events, .. } = &env.body {
+            // Event streams have no user state; only their keys matter.
+            needs.events = events
+                .iter()
+                .map(|e| EventKey { tenant: env.owner.tenant.clone(), stream: stream.clone(), key: e.key.clone() })
+                .collect();
+            return needs;
+        }
         if self.users.get(&env.owner).is_none_or(|u| u.stale) {
             needs.user = Some(env.owner.clone());
         }
@@ -318,6 +353,11 @@ impl ShardState {
         let frame = |id: Option<String>| ServerFrame::error(code, message, id);
         let out = match &env.body {
             ShardInput::Send { client_id, reply: r, .. } => Some(reply(r, frame(Some(client_id.to_string())))),
+            ShardInput::ContactsReplace { reply: r, .. }
+            | ShardInput::IdentityVerified { reply: r, .. }
+            | ShardInput::Ingest { reply: r, .. } => {
+                Some(service_reply(r, ServiceReply::Error { code, message: message.to_owned() }))
+            }
             ShardInput::SessionOpened { session, .. }
             | ShardInput::Sync { session, .. }
             | ShardInput::Contacts { session, .. }
@@ -378,12 +418,11 @@ impl ShardState {
     /// Handles one envelope. The owner must be loaded; `dedup` is the stored
     /// record for a `Send` (as [`Needs::dedup`] asked). Returns the writes to
     /// make durable, with their ticket, if any.
-    pub fn handle(
-        &mut self,
-        now: Millis,
-        env: ShardEnvelope,
-        dedup: Option<DedupRecord>,
-    ) -> Option<(Ticket, WriteBatch)> {
+    pub fn handle(&mut self, now: Millis, env: ShardEnvelope, found: Found) -> Option<(Ticket, WriteBatch)> {
+        if let ShardInput::Ingest { stream, events, reply } = env.body {
+            return self.ingest(now, &env.owner.tenant, stream, events, &reply, found.events_seen);
+        }
+        let dedup = found.dedup;
         let owner = env.owner;
         let mut out = Vec::new();
         let mut dependent: Vec<(Ticket, Output)> = Vec::new();
@@ -585,21 +624,57 @@ impl ShardState {
                     Ok(()) => {
                         for ContactEntry { user: contact, circle } in upsert {
                             let circle = circle.unwrap_or_else(|| DEFAULT_CIRCLE.to_owned());
-                            if user.contacts.get(&contact) != Some(&circle) {
-                                user.contacts.insert(contact.clone(), circle.clone());
-                                batch.push(WriteOp::Contact { owner: owner.clone(), contact, circle });
-                            }
+                            // A client frame moves a contact; its channels stay.
+                            let channels = user.contacts.get(&contact).map(|c| c.channels.clone()).unwrap_or_default();
+                            upsert_contact(&owner, user, now, contact, Contact { circle, channels }, &mut batch);
                         }
                         for contact in remove {
-                            if user.contacts.remove(&contact).is_some() {
-                                batch.push(WriteOp::ContactRemoved { owner: owner.clone(), contact });
-                            }
+                            remove_contact(&owner, user, now, contact, &mut batch);
                         }
                         let count = user.contacts.len() as u32;
                         out.push(reply(&session, ServerFrame::ContactsOk(ContactsOk { count })));
                         presence_changed = true;
                     }
                 }
+            }
+            ShardInput::ContactsReplace { list, reply: to } => {
+                if list.len() > self.config.max_contacts {
+                    let message = format!("at most {} contacts", self.config.max_contacts);
+                    out.push(service_reply(&to, ServiceReply::Error { code: ErrorCode::Forbidden, message }));
+                } else {
+                    let mut target: BTreeMap<String, Contact> = BTreeMap::new();
+                    for c in list {
+                        let circle = c.circle.unwrap_or_else(|| DEFAULT_CIRCLE.to_owned());
+                        target.insert(c.user, Contact { circle, channels: c.channels });
+                    }
+                    let gone: Vec<String> =
+                        user.contacts.keys().filter(|k| !target.contains_key(*k)).cloned().collect();
+                    let mut upserted = 0;
+                    for (name, contact) in target {
+                        if upsert_contact(&owner, user, now, name, contact, &mut batch) {
+                            upserted += 1;
+                        }
+                    }
+                    let removed = gone.len() as u32;
+                    for name in gone {
+                        remove_contact(&owner, user, now, name, &mut batch);
+                    }
+                    let count = user.contacts.len() as u32;
+                    out.push(service_reply(&to, ServiceReply::ContactsSynced { upserted, removed, count }));
+                    presence_changed = upserted > 0 || removed > 0;
+                }
+            }
+            ShardInput::IdentityVerified { channel, reply: to } => {
+                if !user.identities.contains(&channel) {
+                    let record = serde_json::json!({
+                        "v": GRAPH_EVENT_VERSION, "type": "identity.verified", "tenant": &*owner.tenant,
+                        "user": &*owner.user, "channel": &channel, "ts": now,
+                    });
+                    batch.push(graph_log(&owner, &record));
+                    batch.push(WriteOp::Identity { user: owner.clone(), channel: channel.clone() });
+                    user.identities.push(channel);
+                }
+                out.push(service_reply(&to, ServiceReply::IdentityVerified));
             }
             ShardInput::CirclePolicy { session, circle, presence, last_seen } => {
                 let current = user.policy(&circle);
@@ -610,6 +685,12 @@ impl ShardState {
                 if policy != current || !user.policies.contains_key(&circle) {
                     user.policies.insert(circle.clone(), policy);
                     batch.push(WriteOp::Policy { owner: owner.clone(), circle: circle.clone(), policy });
+                    let record = serde_json::json!({
+                        "v": GRAPH_EVENT_VERSION, "type": "circle.policy_changed", "tenant": &*owner.tenant,
+                        "owner": &*owner.user, "circle": &circle, "presence": policy.presence,
+                        "last_seen": policy.last_seen, "ts": now,
+                    });
+                    batch.push(graph_log(&owner, &record));
                 }
                 out.push(reply(&session, ServerFrame::CirclePolicyOk(iris_protocol::CirclePolicyOk { circle })));
                 presence_changed = true;
@@ -618,6 +699,7 @@ impl ShardState {
                 let frame = ServerFrame::Typing(TypingFrom { from: from.to_string(), state });
                 frame_to(&user.sessions, frame, true, &mut out);
             }
+            ShardInput::Ingest { .. } => unreachable!("handled above"),
         }
         if presence_changed {
             let user = self.users.get_mut(&owner).expect("loaded above");
@@ -639,6 +721,67 @@ impl ShardState {
         }
         self.evict_idle();
         written
+    }
+
+    /// Takes in a batch of events of one stream: drops duplicates (within
+    /// the batch, in flight, recently committed, or stored), and writes each
+    /// new event, its key and its rollup increment in one batch.
+    fn ingest(
+        &mut self,
+        now: Millis,
+        tenant: &iris_envelope::Tenant,
+        stream: Arc<str>,
+        events: Vec<IngestEvent>,
+        to: &SessionAddr,
+        stored: Vec<bool>,
+    ) -> Option<(Ticket, WriteBatch)> {
+        let mut batch = WriteBatch::default();
+        let (mut accepted, mut duplicates) = (Vec::new(), Vec::new());
+        let mut in_batch: HashSet<EventKey> = HashSet::new();
+        let ticket = self.next_ticket;
+        for (i, e) in events.into_iter().enumerate() {
+            let key = EventKey { tenant: tenant.clone(), stream: stream.clone(), key: e.key.clone() };
+            let seen = stored.get(i).copied().unwrap_or(false)
+                || in_batch.contains(&key)
+                || self.inflight_events.contains_key(&key)
+                || self.recent_events.contains(&key);
+            if seen {
+                duplicates.push(e.index);
+                continue;
+            }
+            accepted.push(e.index);
+            let hour_ms = e.ts.div_euclid(3_600_000) * 3_600_000;
+            // The API validated the payload as JSON; a record is never lost
+            // for want of one.
+            let payload: Box<serde_json::value::RawValue> =
+                serde_json::from_slice(&e.payload).unwrap_or_else(|_| raw_null());
+            let record = serde_json::json!({
+                "v": GRAPH_EVENT_VERSION, "tenant": &**tenant, "stream": &*stream, "type": &*e.event_type,
+                "project": &*e.project, "ts": e.ts, "key": &*e.key, "received": now, "payload": payload,
+            });
+            batch.push(WriteOp::Log {
+                kind: LogKind::Events,
+                tenant: tenant.clone(),
+                record: record.to_string().into_bytes().into(),
+            });
+            batch.push(WriteOp::EventSeen { key: key.clone(), ts: now });
+            let rollup = RollupKey { tenant: tenant.clone(), event_type: e.event_type, project: e.project, hour_ms };
+            batch.push(WriteOp::RollupAdd { key: rollup, by: 1 });
+            in_batch.insert(key);
+        }
+        for key in in_batch {
+            self.inflight_events_order.push_back((ticket, key.clone()));
+            self.inflight_events.insert(key, ticket);
+        }
+        let answer = service_reply(to, ServiceReply::Ingested { accepted, duplicates });
+        if batch.is_empty() {
+            self.emit(vec![answer], None);
+            return None;
+        }
+        let t = self.issue();
+        debug_assert_eq!(t, ticket);
+        self.emit(vec![answer], Some(t));
+        Some((t, batch))
     }
 
     /// Records that a ticket's writes completed (or failed).
@@ -678,6 +821,22 @@ impl ShardState {
                     self.recent_order.push_back(key.clone());
                     self.recent_dedup.insert(key, record);
                 }
+            }
+        }
+        while let Some((t, _)) = self.inflight_events_order.front() {
+            if *t > self.done_upto {
+                break;
+            }
+            let (t, key) = self.inflight_events_order.pop_front().expect("front exists");
+            self.inflight_events.remove(&key);
+            if !self.failed.contains(&t) {
+                self.recent_events_order.push_back(key.clone());
+                self.recent_events.insert(key);
+            }
+        }
+        while self.recent_events_order.len() > self.config.recent_dedup {
+            if let Some(k) = self.recent_events_order.pop_front() {
+                self.recent_events.remove(&k);
             }
         }
         while self.recent_order.len() > self.config.recent_dedup {
@@ -754,6 +913,56 @@ fn notify_subscribers(me: &str, user: &mut UserState, out: &mut Vec<Output>) {
     for (view, sessions) in groups {
         frame_to(&sessions, presence_frame(me, view), false, out);
     }
+}
+
+/// The version of the records in the downstream graph and events logs.
+pub const GRAPH_EVENT_VERSION: u32 = 1;
+
+fn graph_log(owner: &UserKey, record: &serde_json::Value) -> WriteOp {
+    WriteOp::Log { kind: LogKind::Graph, tenant: owner.tenant.clone(), record: record.to_string().into_bytes().into() }
+}
+
+/// Puts a contact in place; writes it and its `contact.upserted` event only
+/// if it changed. Returns whether it did.
+fn upsert_contact(
+    owner: &UserKey,
+    user: &mut UserState,
+    now: Millis,
+    name: String,
+    contact: Contact,
+    batch: &mut WriteBatch,
+) -> bool {
+    if user.contacts.get(&name) == Some(&contact) {
+        return false;
+    }
+    let record = serde_json::json!({
+        "v": GRAPH_EVENT_VERSION, "type": "contact.upserted", "tenant": &*owner.tenant, "owner": &*owner.user,
+        "contact": &name, "circle": &contact.circle, "channels": &contact.channels, "ts": now,
+    });
+    batch.push(graph_log(owner, &record));
+    batch.push(WriteOp::Contact { owner: owner.clone(), contact: name.clone(), record: contact.clone() });
+    user.contacts.insert(name, contact);
+    true
+}
+
+/// Removes a contact with its `contact.removed` event, if it was there.
+fn remove_contact(owner: &UserKey, user: &mut UserState, now: Millis, name: String, batch: &mut WriteBatch) {
+    if user.contacts.remove(&name).is_some() {
+        let record = serde_json::json!({
+            "v": GRAPH_EVENT_VERSION, "type": "contact.removed", "tenant": &*owner.tenant, "owner": &*owner.user,
+            "contact": &name, "ts": now,
+        });
+        batch.push(graph_log(owner, &record));
+        batch.push(WriteOp::ContactRemoved { owner: owner.clone(), contact: name });
+    }
+}
+
+fn raw_null() -> Box<serde_json::value::RawValue> {
+    serde_json::value::RawValue::from_string("null".into()).expect("null is JSON")
+}
+
+fn service_reply(to: &SessionAddr, reply: ServiceReply) -> Output {
+    Output::Edge(EdgeEnvelope { edge: to.edge.clone(), body: EdgeInput::Reply { request: to.session, reply } })
 }
 
 fn plan_contacts(user: &UserState, upsert: &[ContactEntry], remove: &[String], max: usize) -> Result<(), String> {

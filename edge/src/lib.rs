@@ -112,6 +112,10 @@ pub async fn dispatch(mut rx: EdgeReceiver, presence: Arc<LocalPresence>) {
             EdgeInput::Welcome { session, inbox_head } => {
                 presence.deliver(session, SessionEvent::Welcome(inbox_head), false);
             }
+            EdgeInput::Reply { request, .. } => {
+                // Service replies go to the HTTP front end's own queue.
+                tracing::warn!(request = %request, "service reply reached a session edge; dropped");
+            }
         }
     }
 }

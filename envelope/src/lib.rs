@@ -204,6 +204,95 @@ pub enum ShardInput {
         /// Start or stop.
         state: TypingState,
     },
+    /// A service replaces `owner`'s whole contact list; the shard applies
+    /// only the differences (`contact.upserted` / `contact.removed`).
+    ContactsReplace {
+        /// The full list.
+        list: Vec<ContactSpec>,
+        /// Where the answer goes.
+        reply: SessionAddr,
+    },
+    /// A service reports a channel verified for `owner` (`identity.verified`).
+    IdentityVerified {
+        /// The channel, e.g. a phone-number hash.
+        channel: String,
+        /// Where the answer goes.
+        reply: SessionAddr,
+    },
+    /// Analytics events of one stream of `owner.tenant` (`owner` is the
+    /// stream's shard key, see [`stream_owner`]).
+    Ingest {
+        /// The stream.
+        stream: Arc<str>,
+        /// The events.
+        events: Vec<IngestEvent>,
+        /// Where the answer goes.
+        reply: SessionAddr,
+    },
+}
+
+/// One contact in a full contact list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactSpec {
+    /// The contact's user name.
+    pub user: String,
+    /// The circle (default `contacts`).
+    pub circle: Option<String>,
+    /// Verified channel hashes of the contact in the owner's address book.
+    pub channels: Vec<String>,
+}
+
+/// One analytics event, validated by the ingestion API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestEvent {
+    /// Its position in the request's batch.
+    pub index: u32,
+    /// The event type.
+    pub event_type: Arc<str>,
+    /// The project.
+    pub project: Arc<str>,
+    /// When it happened, ms since the epoch.
+    pub ts: Millis,
+    /// The idempotency key (unique within the stream).
+    pub key: Arc<str>,
+    /// The payload, as JSON text.
+    pub payload: Bytes,
+}
+
+/// The shard key of a tenant's event stream. Its name starts with a control
+/// character, which no user name may contain, so it never meets a user.
+pub fn stream_owner(tenant: &Tenant, stream: &str) -> UserKey {
+    UserKey { tenant: tenant.clone(), user: format!("\u{1}events:{stream}").into() }
+}
+
+/// Answers to service requests (HTTP API), sent to the requesting node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ServiceReply {
+    /// A contact list was applied.
+    ContactsSynced {
+        /// Contacts added or changed.
+        upserted: u32,
+        /// Contacts removed.
+        removed: u32,
+        /// Contacts after the change.
+        count: u32,
+    },
+    /// An identity was recorded.
+    IdentityVerified,
+    /// Events were taken in.
+    Ingested {
+        /// Batch indices accepted.
+        accepted: Vec<u32>,
+        /// Batch indices that were duplicates.
+        duplicates: Vec<u32>,
+    },
+    /// The request failed.
+    Error {
+        /// What kind of failure.
+        code: iris_protocol::ErrorCode,
+        /// Why.
+        message: String,
+    },
 }
 
 impl ShardInput {
@@ -223,6 +312,9 @@ impl ShardInput {
             ShardInput::Contacts { .. } => "contacts",
             ShardInput::CirclePolicy { .. } => "circle_policy",
             ShardInput::Typing { .. } => "typing",
+            ShardInput::ContactsReplace { .. } => "contacts_replace",
+            ShardInput::IdentityVerified { .. } => "identity_verified",
+            ShardInput::Ingest { .. } => "ingest",
         }
     }
 
@@ -271,6 +363,13 @@ pub enum EdgeInput {
         frame: ServerFrame,
         /// May be dropped when a session's queue is full (typing).
         droppable: bool,
+    },
+    /// An answer to a service request.
+    Reply {
+        /// The request (a pseudo-session of the HTTP front end).
+        request: SessionId,
+        /// The answer.
+        reply: ServiceReply,
     },
     /// The shard registered the session: send `welcome`.
     Welcome {

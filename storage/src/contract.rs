@@ -15,6 +15,10 @@ fn msg(seq: InboxSeq, from: &str, body: &str) -> StoredMessage {
     }
 }
 
+fn contact(circle: &str) -> Contact {
+    Contact { circle: circle.into(), channels: vec![format!("sha256:{circle}")] }
+}
+
 fn check(ok: bool, what: &str) -> Result<(), String> {
     if ok { Ok(()) } else { Err(what.to_owned()) }
 }
@@ -26,6 +30,53 @@ pub async fn run_all(store: &dyn Store, tenant: &str) -> Result<(), String> {
     meta_contacts_policies(store, tenant).await?;
     receipts(store, tenant).await?;
     tenants_do_not_cross(store, tenant).await?;
+    identities_logs_events_rollups(store, tenant).await?;
+    Ok(())
+}
+
+async fn identities_logs_events_rollups(store: &dyn Store, tenant: &str) -> Result<(), String> {
+    let e = |e: StoreError| e.to_string();
+    let dan = UserKey::new(tenant, "dan");
+    let other = format!("{tenant}-x");
+    let mut batch = WriteBatch::default();
+    batch.push(WriteOp::Identity { user: dan.clone(), channel: "tel:abc".into() });
+    for i in 0..3 {
+        batch.push(WriteOp::Log { kind: LogKind::Graph, tenant: tenant.into(), record: Bytes::from(format!("g{i}")) });
+    }
+    batch.push(WriteOp::Log { kind: LogKind::Graph, tenant: other.as_str().into(), record: Bytes::from("x") });
+    batch.push(WriteOp::Log { kind: LogKind::Events, tenant: tenant.into(), record: Bytes::from("e0") });
+    let key = EventKey { tenant: tenant.into(), stream: "s".into(), key: "k1".into() };
+    batch.push(WriteOp::EventSeen { key: key.clone(), ts: 1 });
+    let hour = 3_600_000 * 10;
+    let rk =
+        |t: &str, h: i64| RollupKey { tenant: tenant.into(), event_type: t.into(), project: "p".into(), hour_ms: h };
+    batch.push(WriteOp::RollupAdd { key: rk("click", hour), by: 2 });
+    batch.push(WriteOp::RollupAdd { key: rk("click", hour), by: 3 });
+    batch.push(WriteOp::RollupAdd { key: rk("view", hour), by: 1 });
+    store.commit(batch).await.map_err(e)?;
+    let mut batch = WriteBatch::default();
+    batch.push(WriteOp::RollupAdd { key: rk("click", hour), by: 4 });
+    batch.push(WriteOp::RollupAdd { key: rk("click", hour + 3_600_000), by: 1 });
+    batch.push(WriteOp::Log { kind: LogKind::Graph, tenant: tenant.into(), record: Bytes::from("g3") });
+    store.commit(batch).await.map_err(e)?;
+
+    check(store.load_user(&dan).await.map_err(e)?.identities == vec!["tel:abc".to_owned()], "identities read back")?;
+    let log = store.read_log(LogKind::Graph, tenant, 0, 100).await.map_err(e)?;
+    let records: Vec<&[u8]> = log.iter().map(|l| l.record.as_ref()).collect();
+    check(records == [&b"g0"[..], b"g1", b"g2", b"g3"], "a tenant's log holds its records in order, only its own")?;
+    check(log.windows(2).all(|w| w[0].seq < w[1].seq), "log seqs increase")?;
+    let tail = store.read_log(LogKind::Graph, tenant, log[1].seq, 100).await.map_err(e)?;
+    check(tail.len() == 2, "reading after a seq")?;
+    check(store.read_log(LogKind::Events, tenant, 0, 100).await.map_err(e)?.len() == 1, "logs are separate by kind")?;
+    check(store.event_seen(&key).await.map_err(e)?, "event key remembered")?;
+    let other_key = EventKey { stream: "t".into(), ..key };
+    check(!store.event_seen(&other_key).await.map_err(e)?, "event keys are per stream")?;
+    let all = store.rollups(tenant, None, 0, i64::MAX).await.map_err(e)?;
+    check(all.contains(&(rk("click", hour), 9)), "rollups add up within and across commits")?;
+    check(all.contains(&(rk("view", hour), 1)) && all.len() == 3, "one counter per type, project and hour")?;
+    let clicks = store.rollups(tenant, Some("click"), hour + 1, i64::MAX).await.map_err(e)?;
+    check(clicks == vec![(rk("click", hour + 3_600_000), 1)], "rollups filter by type and hour range")?;
+    check(store.rollups(&other, None, 0, i64::MAX).await.map_err(e)?.is_empty(), "rollups never cross tenants")?;
     Ok(())
 }
 
@@ -72,8 +123,8 @@ async fn meta_contacts_policies(store: &dyn Store, tenant: &str) -> Result<(), S
     let meta = UserMeta { acked: 3, read: 2, invisible_since: Some(5), last_seen: Some(9) };
     let mut batch = WriteBatch::default();
     batch.push(WriteOp::Meta { user: carol.clone(), meta: meta.clone() });
-    batch.push(WriteOp::Contact { owner: carol.clone(), contact: "dave".into(), circle: "friends".into() });
-    batch.push(WriteOp::Contact { owner: carol.clone(), contact: "erin".into(), circle: "contacts".into() });
+    batch.push(WriteOp::Contact { owner: carol.clone(), contact: "dave".into(), record: contact("friends") });
+    batch.push(WriteOp::Contact { owner: carol.clone(), contact: "erin".into(), record: contact("contacts") });
     batch.push(WriteOp::Policy {
         owner: carol.clone(),
         circle: "friends".into(),
@@ -82,12 +133,12 @@ async fn meta_contacts_policies(store: &dyn Store, tenant: &str) -> Result<(), S
     store.commit(batch).await.map_err(|e| e.to_string())?;
     let mut batch = WriteBatch::default();
     batch.push(WriteOp::ContactRemoved { owner: carol.clone(), contact: "erin".into() });
-    batch.push(WriteOp::Contact { owner: carol.clone(), contact: "dave".into(), circle: "family".into() });
+    batch.push(WriteOp::Contact { owner: carol.clone(), contact: "dave".into(), record: contact("family") });
     store.commit(batch).await.map_err(|e| e.to_string())?;
     let rec = store.load_user(&carol).await.map_err(|e| e.to_string())?;
     check(rec.meta == meta, "meta reads back")?;
     check(
-        rec.contacts.len() == 1 && rec.contacts.get("dave").map(String::as_str) == Some("family"),
+        rec.contacts.len() == 1 && rec.contacts.get("dave").map(|c| c.circle.as_str()) == Some("family"),
         "contacts move and remove",
     )?;
     check(

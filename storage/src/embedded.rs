@@ -10,6 +10,7 @@
 use crate::keys::*;
 use crate::*;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -48,8 +49,11 @@ struct Spaces {
     dedup_exp: Keyspace,
     meta: Keyspace,
     contacts: Keyspace,
+    identities: Keyspace,
     policies: Keyspace,
     receipts: Keyspace,
+    logs: Keyspace,
+    rollups: Keyspace,
 }
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -106,6 +110,9 @@ impl EmbeddedStore {
             dedup_exp: ks("dedup_exp")?,
             meta: ks("meta")?,
             contacts: ks("contacts")?,
+            identities: ks("identities")?,
+            logs: ks("logs")?,
+            rollups: ks("rollups")?,
             policies: ks("policies")?,
             receipts: ks("receipts")?,
             db,
@@ -146,7 +153,15 @@ impl EmbeddedStore {
     }
 }
 
-fn apply(s: &Spaces, batch: &mut fjall::OwnedWriteBatch, op: WriteOp, retention_ms: i64) {
+/// What one commit group accumulates besides plain writes: log seqs to
+/// hand out and rollup increments to fold into read-modify-writes (the
+/// committer is the only writer, so these are race-free).
+struct Group {
+    next_log_seq: u64,
+    rollups: HashMap<Vec<u8>, u64>,
+}
+
+fn apply(s: &Spaces, batch: &mut fjall::OwnedWriteBatch, g: &mut Group, op: WriteOp, retention_ms: i64) {
     match op {
         WriteOp::Message { user, message } => {
             batch.insert(&s.inbox, inbox_key(&user, message.seq), enc(&message));
@@ -159,10 +174,11 @@ fn apply(s: &Spaces, batch: &mut fjall::OwnedWriteBatch, op: WriteOp, retention_
             batch.insert(&s.dedup, k, enc(&record));
         }
         WriteOp::Meta { user, meta } => batch.insert(&s.meta, user_key(&user), enc(&meta)),
-        WriteOp::Contact { owner, contact, circle } => {
-            batch.insert(&s.contacts, child_key(&owner, &contact), circle.into_bytes())
+        WriteOp::Contact { owner, contact, record } => {
+            batch.insert(&s.contacts, child_key(&owner, &contact), enc(&record))
         }
         WriteOp::ContactRemoved { owner, contact } => batch.remove(&s.contacts, child_key(&owner, &contact)),
+        WriteOp::Identity { user, channel } => batch.insert(&s.identities, child_key(&user, &channel), Vec::new()),
         WriteOp::Policy { owner, circle, policy } => {
             batch.insert(&s.policies, child_key(&owner, &circle), enc(&policy))
         }
@@ -174,7 +190,107 @@ fn apply(s: &Spaces, batch: &mut fjall::OwnedWriteBatch, op: WriteOp, retention_
                 batch.remove(&s.receipts, child_key(&user, &id));
             }
         }
+        WriteOp::Log { kind, tenant, record } => {
+            g.next_log_seq += 1;
+            batch.insert(&s.logs, log_key(kind, &tenant, g.next_log_seq), record.to_vec());
+        }
+        WriteOp::EventSeen { key, ts } => {
+            let k = event_key(&key);
+            let mut exp = (ts + retention_ms).to_be_bytes().to_vec();
+            exp.extend_from_slice(&k);
+            batch.insert(&s.dedup_exp, exp, Vec::new());
+            batch.insert(&s.dedup, k, Vec::new());
+        }
+        WriteOp::RollupAdd { key, by } => *g.rollups.entry(rollup_key(&key)).or_default() += by,
     }
+}
+
+/// Writes what the group accumulated: the log head and the rollup sums.
+fn finish_group(
+    s: &Spaces,
+    batch: &mut fjall::OwnedWriteBatch,
+    g: &mut Group,
+    log_head: u64,
+) -> Result<(), StoreError> {
+    if g.next_log_seq != log_head {
+        batch.insert(&s.meta, LOG_HEAD_KEY.to_vec(), g.next_log_seq.to_be_bytes().to_vec());
+    }
+    for (k, by) in g.rollups.drain() {
+        let current = match s.rollups.get(&k).map_err(backend)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt("rollup"))?),
+            None => 0,
+        };
+        batch.insert(&s.rollups, k, (current + by).to_be_bytes().to_vec());
+    }
+    Ok(())
+}
+
+/// Where the last assigned log seq is kept (a key no user key can equal:
+/// user keys never contain control characters).
+const LOG_HEAD_KEY: &[u8] = b"\x01log_head";
+
+fn log_key(kind: LogKind, tenant: &str, seq: u64) -> Vec<u8> {
+    let mut k = log_prefix(kind, tenant);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn log_prefix(kind: LogKind, tenant: &str) -> Vec<u8> {
+    let mut k = vec![match kind {
+        LogKind::Graph => b'g',
+        LogKind::Events => b'e',
+    }];
+    k.extend_from_slice(tenant.as_bytes());
+    k.push(0);
+    k
+}
+
+/// Event dedup keys share the dedup keyspace (and its expiry sweep) under a
+/// prefix byte that no tenant name can start with.
+fn event_key(k: &EventKey) -> Vec<u8> {
+    let mut v = vec![1u8];
+    for part in [&k.tenant, &k.stream] {
+        v.extend_from_slice(part.as_bytes());
+        v.push(0);
+    }
+    v.extend_from_slice(k.key.as_bytes());
+    v
+}
+
+fn rollup_prefix(tenant: &str, event_type: Option<&str>) -> Vec<u8> {
+    let mut v = tenant.as_bytes().to_vec();
+    v.push(0);
+    if let Some(t) = event_type {
+        v.extend_from_slice(t.as_bytes());
+        v.push(0);
+    }
+    v
+}
+
+fn rollup_key(k: &RollupKey) -> Vec<u8> {
+    let mut v = rollup_prefix(&k.tenant, Some(&k.event_type));
+    v.extend_from_slice(k.project.as_bytes());
+    v.push(0);
+    v.extend_from_slice(&(k.hour_ms as u64).to_be_bytes());
+    v
+}
+
+fn parse_rollup_key(tenant: &str, k: &[u8]) -> Option<RollupKey> {
+    let rest = k.strip_prefix(tenant.as_bytes())?.strip_prefix(&[0u8][..])?;
+    let type_end = rest.iter().position(|b| *b == 0)?;
+    let event_type = std::str::from_utf8(&rest[..type_end]).ok()?;
+    let rest = &rest[type_end + 1..];
+    let (project, tail) = rest.split_at(rest.len().checked_sub(9)?);
+    if tail[0] != 0 {
+        return None;
+    }
+    let hour = u64::from_be_bytes(tail[1..].try_into().ok()?);
+    Some(RollupKey {
+        tenant: tenant.into(),
+        event_type: event_type.into(),
+        project: std::str::from_utf8(project).ok()?.into(),
+        hour_ms: hour as i64,
+    })
 }
 
 /// Deletes dedup records past their retention, at most `max` per call.
@@ -204,6 +320,14 @@ fn committer(
 ) {
     let mut last_sweep = Instant::now();
     let mut waiting: Vec<Reply> = Vec::new();
+    let mut log_head = match s.meta.get(LOG_HEAD_KEY) {
+        Ok(Some(v)) => v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
+        Ok(None) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the log head; logs start over at 0");
+            0
+        }
+    };
     let mut stop: Option<oneshot::Sender<()>> = None;
     while stop.is_none() {
         let (first, reply) = match rx.blocking_recv() {
@@ -218,9 +342,10 @@ fn committer(
         // With a durability mode set, fjall syncs the journal before it makes
         // the batch visible: no reader ever sees a write that is not durable.
         let mut batch = s.db.batch().durability(Some(PersistMode::SyncData));
+        let mut group = Group { next_log_seq: log_head, rollups: HashMap::new() };
         let mut ops = first.ops.len();
         for op in first.ops {
-            apply(&s, &mut batch, op, cfg.dedup_retention_ms);
+            apply(&s, &mut batch, &mut group, op, cfg.dedup_retention_ms);
         }
         waiting.push(reply);
         while ops < cfg.max_batch_ops {
@@ -228,7 +353,7 @@ fn committer(
                 Ok(Request::Commit(b, reply)) => {
                     ops += b.ops.len();
                     for op in b.ops {
-                        apply(&s, &mut batch, op, cfg.dedup_retention_ms);
+                        apply(&s, &mut batch, &mut group, op, cfg.dedup_retention_ms);
                     }
                     waiting.push(reply);
                 }
@@ -239,7 +364,10 @@ fn committer(
                 Err(_) => break,
             }
         }
-        let result = batch.commit().map_err(backend);
+        let result = finish_group(&s, &mut batch, &mut group, log_head).and_then(|()| batch.commit().map_err(backend));
+        if result.is_ok() {
+            log_head = group.next_log_seq;
+        }
         metrics::histogram!("iris_fsync_batch_size").record(waiting.len() as f64);
         metrics::histogram!("iris_fsync_seconds").record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
@@ -294,8 +422,12 @@ impl Store for EmbeddedStore {
         for g in s.contacts.prefix(&prefix) {
             let (k, v) = g.into_inner().map_err(backend)?;
             let name = child_of_key(&prefix, &k).ok_or(StoreError::Corrupt("contact key"))?;
-            let circle = std::str::from_utf8(&v).map_err(|_| StoreError::Corrupt("contact"))?;
-            contacts.insert(name.to_owned(), circle.to_owned());
+            contacts.insert(name.to_owned(), dec("contact", &v)?);
+        }
+        let mut identities = Vec::new();
+        for g in s.identities.prefix(&prefix) {
+            let k = g.key().map_err(backend)?;
+            identities.push(child_of_key(&prefix, &k).ok_or(StoreError::Corrupt("identity key"))?.to_owned());
         }
         let mut policies = BTreeMap::new();
         for g in s.policies.prefix(&prefix) {
@@ -303,7 +435,7 @@ impl Store for EmbeddedStore {
             let name = child_of_key(&prefix, &k).ok_or(StoreError::Corrupt("policy key"))?;
             policies.insert(name.to_owned(), dec("policy", &v)?);
         }
-        Ok(UserRecord { head, meta, contacts, policies })
+        Ok(UserRecord { head, meta, contacts, identities, policies })
     }
 
     async fn dedup(&self, key: &DedupKey) -> Result<Option<DedupRecord>, StoreError> {
@@ -358,6 +490,48 @@ impl Store for EmbeddedStore {
         for g in self.spaces.receipts.prefix(user_prefix(user)).take(limit) {
             out.push(dec("receipt", &g.value().map_err(backend)?)?);
         }
+        Ok(out)
+    }
+
+    async fn event_seen(&self, key: &EventKey) -> Result<bool, StoreError> {
+        self.spaces.dedup.contains_key(event_key(key)).map_err(backend)
+    }
+
+    async fn read_log(
+        &self,
+        kind: LogKind,
+        tenant: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let start = log_key(kind, tenant, after.saturating_add(1));
+        let end = log_key(kind, tenant, u64::MAX);
+        let mut out = Vec::new();
+        for g in self.spaces.logs.range(start..=end).take(limit) {
+            let (k, v) = g.into_inner().map_err(backend)?;
+            let seq = seq_of_inbox_key(&k).ok_or(StoreError::Corrupt("log key"))?;
+            out.push(LogEntry { seq, record: Bytes::copy_from_slice(&v) });
+        }
+        Ok(out)
+    }
+
+    async fn rollups(
+        &self,
+        tenant: &str,
+        event_type: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(RollupKey, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for g in self.spaces.rollups.prefix(rollup_prefix(tenant, event_type)) {
+            let (k, v) = g.into_inner().map_err(backend)?;
+            let key = parse_rollup_key(tenant, &k).ok_or(StoreError::Corrupt("rollup key"))?;
+            if key.hour_ms >= from_ms && key.hour_ms < to_ms {
+                let n = u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt("rollup"))?);
+                out.push((key, n));
+            }
+        }
+        out.sort();
         Ok(out)
     }
 

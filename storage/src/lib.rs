@@ -87,10 +87,63 @@ pub struct UserRecord {
     pub head: InboxSeq,
     /// Acks, read marks, presence that must survive.
     pub meta: UserMeta,
-    /// Contact → circle.
-    pub contacts: BTreeMap<String, String>,
+    /// Contact name → circle and verified channels.
+    pub contacts: BTreeMap<String, Contact>,
+    /// Channels (e.g. phone-number hashes) verified for this user.
+    pub identities: Vec<String>,
     /// Circle → policy, for circles whose policy was set.
     pub policies: BTreeMap<String, CirclePolicy>,
+}
+
+/// One contact of a user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// The circle the contact is in.
+    pub circle: String,
+    /// Verified channel hashes the owner's address book has for the contact.
+    pub channels: Vec<String>,
+}
+
+/// The append-only logs downstream jobs read, one per kind, per tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogKind {
+    /// Contact-graph events (`contact.upserted`, `identity.verified`, ...).
+    Graph,
+    /// Ingested analytics events.
+    Events,
+}
+
+/// One entry of a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Position in the tenant's log (strictly increasing, gaps allowed).
+    pub seq: u64,
+    /// The record (JSON).
+    pub record: Bytes,
+}
+
+/// Identifies an ingested event for deduplication.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventKey {
+    /// The tenant.
+    pub tenant: Arc<str>,
+    /// The stream the event belongs to.
+    pub stream: Arc<str>,
+    /// The client's idempotency key.
+    pub key: Arc<str>,
+}
+
+/// One hourly rollup counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RollupKey {
+    /// The tenant.
+    pub tenant: Arc<str>,
+    /// The event type.
+    pub event_type: Arc<str>,
+    /// The project.
+    pub project: Arc<str>,
+    /// Start of the hour, ms since the epoch.
+    pub hour_ms: i64,
 }
 
 /// A receipt waiting for its (offline) sender.
@@ -137,14 +190,44 @@ pub enum WriteOp {
         /// The new record.
         meta: UserMeta,
     },
-    /// Put a contact in a circle.
+    /// Put a contact in a circle (with its verified channels).
     Contact {
         /// The owner.
         owner: UserKey,
         /// The contact's name.
         contact: String,
-        /// The circle.
-        circle: String,
+        /// The circle and channels.
+        record: Contact,
+    },
+    /// Remember a channel verified for a user.
+    Identity {
+        /// The user.
+        user: UserKey,
+        /// The channel (e.g. a phone-number hash).
+        channel: String,
+    },
+    /// Append a record to a tenant's log; the store assigns its seq.
+    Log {
+        /// Which log.
+        kind: LogKind,
+        /// The tenant.
+        tenant: Arc<str>,
+        /// The record (JSON).
+        record: Bytes,
+    },
+    /// Remember an ingested event's idempotency key.
+    EventSeen {
+        /// The key.
+        key: EventKey,
+        /// When it was accepted (retention runs from here).
+        ts: Millis,
+    },
+    /// Add to an hourly rollup counter.
+    RollupAdd {
+        /// The counter.
+        key: RollupKey,
+        /// How much.
+        by: u64,
     },
     /// Remove a contact.
     ContactRemoved {
@@ -238,4 +321,22 @@ pub trait Store: Send + Sync + 'static {
     async fn pending_receipts(&self, user: &UserKey, limit: usize) -> Result<Vec<PendingReceipt>, StoreError>;
     /// Makes a batch durable; resolves once it is synced.
     async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// Was this event key seen (within retention)?
+    async fn event_seen(&self, key: &EventKey) -> Result<bool, StoreError>;
+    /// Reads a tenant's log after `after`, at most `limit` entries.
+    async fn read_log(
+        &self,
+        kind: LogKind,
+        tenant: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError>;
+    /// Hourly rollups of a tenant for `[from_ms, to_ms)`, optionally one type.
+    async fn rollups(
+        &self,
+        tenant: &str,
+        event_type: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(RollupKey, u64)>, StoreError>;
 }

@@ -43,7 +43,7 @@ impl Harness {
             self.state.insert_user(u, UserRecord::default());
         }
         self.now += 1;
-        if let Some(w) = self.state.handle(self.now, env, dedup) {
+        if let Some(w) = self.state.handle(self.now, env, Found { dedup, events_seen: vec![] }) {
             self.pending.push(w);
         }
     }
@@ -424,4 +424,120 @@ fn a_retry_of_a_failed_in_flight_send_is_not_accepted() {
     for (_, f) in frames {
         assert!(matches!(&f, ServerFrame::Error(e) if e.code == ErrorCode::Unavailable), "{f:?}");
     }
+}
+
+fn graph_types(b: &WriteBatch) -> Vec<String> {
+    b.ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Log { kind: LogKind::Graph, record, .. } => {
+                let v: serde_json::Value = serde_json::from_slice(record).unwrap();
+                Some(format!("{} {}", v["type"].as_str().unwrap(), v["contact"].as_str().unwrap_or("")))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn spec(user: &str, circle: Option<&str>, channels: &[&str]) -> iris_envelope::ContactSpec {
+    iris_envelope::ContactSpec {
+        user: user.into(),
+        circle: circle.map(Into::into),
+        channels: channels.iter().map(|c| c.to_string()).collect(),
+    }
+}
+
+#[test]
+fn contact_list_replacement_emits_only_the_differences() {
+    let mut h = Harness::new();
+    let http = addr("http", 77);
+    h.input(
+        "bob",
+        ShardInput::ContactsReplace {
+            list: vec![spec("a", None, &[]), spec("b", Some("work"), &["tel:1"])],
+            reply: http.clone(),
+        },
+    );
+    let b = h.commit_all();
+    assert_eq!(graph_types(&b[0]), vec!["contact.upserted a", "contact.upserted b"]);
+    // Same list again: nothing written, nothing emitted.
+    h.input(
+        "bob",
+        ShardInput::ContactsReplace {
+            list: vec![spec("a", None, &[]), spec("b", Some("work"), &["tel:1"])],
+            reply: http.clone(),
+        },
+    );
+    assert!(h.pending.is_empty());
+    // Move b, drop a, add c.
+    h.input(
+        "bob",
+        ShardInput::ContactsReplace {
+            list: vec![spec("b", Some("family"), &["tel:1"]), spec("c", None, &[])],
+            reply: http.clone(),
+        },
+    );
+    let b = h.commit_all();
+    assert_eq!(graph_types(&b[0]), vec!["contact.upserted b", "contact.upserted c", "contact.removed a"]);
+    let replies: Vec<_> = h
+        .outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Edge(EdgeEnvelope { body: EdgeInput::Reply { reply, .. }, .. }) => Some(reply),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies.last(), Some(&ServiceReply::ContactsSynced { upserted: 2, removed: 1, count: 2 }));
+}
+
+fn event(i: u32, key: &str, ts: i64) -> IngestEvent {
+    IngestEvent { index: i, event_type: "click".into(), project: "p".into(), ts, key: key.into(), payload: "{}".into() }
+}
+
+fn ingest(h: &mut Harness, events: Vec<IngestEvent>, stored: Vec<bool>) -> Option<(Ticket, WriteBatch)> {
+    let tenant: iris_envelope::Tenant = "acme".into();
+    let env = ShardEnvelope {
+        owner: iris_envelope::stream_owner(&tenant, "s"),
+        body: ShardInput::Ingest { stream: "s".into(), events, reply: addr("http", 1) },
+    };
+    assert!(h.state.needs(&env).user.is_none(), "streams have no user state");
+    h.state.handle(1_000, env, Found { dedup: None, events_seen: stored })
+}
+
+#[test]
+fn ingestion_drops_duplicates_within_batches_in_flight_and_stored() {
+    let mut h = Harness::new();
+    let w = ingest(
+        &mut h,
+        vec![event(0, "k1", 3_600_500), event(1, "k1", 3_600_500), event(2, "k2", 10)],
+        vec![false, false, false],
+    )
+    .unwrap();
+    let rollups: Vec<_> =
+        w.1.ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::RollupAdd { key, by } => Some((key.hour_ms, *by)),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(rollups, vec![(3_600_000, 1), (0, 1)], "one increment per new event, in its hour");
+    // In flight: k1 again is a duplicate, k3 is stored already.
+    assert!(ingest(&mut h, vec![event(0, "k1", 1), event(1, "k3", 1)], vec![false, true]).is_none());
+    h.state.committed(w.0, Ok(()));
+    let replies: Vec<_> = h
+        .outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Edge(EdgeEnvelope { body: EdgeInput::Reply { reply, .. }, .. }) => Some(reply),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        replies,
+        vec![
+            ServiceReply::Ingested { accepted: vec![0, 2], duplicates: vec![1] },
+            ServiceReply::Ingested { accepted: vec![], duplicates: vec![0, 1] },
+        ]
+    );
 }
