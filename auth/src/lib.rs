@@ -8,6 +8,8 @@
 //! `sub` and `tenant` must be usable names. [`KeyStore::reload`] swaps in a
 //! re-read JWKS (key rotation by `kid`) without a restart.
 
+pub mod apikeys;
+
 use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -66,6 +68,9 @@ pub struct Claims {
     /// Issued at.
     #[serde(default)]
     pub iat: Option<u64>,
+    /// Space-separated scopes (`service` for server-to-server APIs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// A verified identity.
@@ -75,7 +80,19 @@ pub struct Identity {
     pub tenant: String,
     /// The user.
     pub user: String,
+    /// Scopes the token grants.
+    pub scopes: Vec<String>,
 }
+
+impl Identity {
+    /// Does the token grant this scope?
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// The scope that server-to-server (service) APIs require.
+pub const SERVICE_SCOPE: &str = "service";
 
 /// A name usable as a tenant or user: 1–128 bytes, no control characters.
 pub fn valid_name(s: &str) -> bool {
@@ -115,7 +132,7 @@ impl Verifier {
         if !valid_name(&c.tenant) {
             return Err(AuthError::MissingClaim("tenant"));
         }
-        Ok(Identity { tenant: c.tenant, user: c.sub })
+        Ok(Identity { tenant: c.tenant, user: c.sub, scopes: scopes(c.scope.as_deref()) })
     }
 }
 
@@ -207,7 +224,7 @@ impl KeyStore {
         if !valid_name(&c.tenant) {
             return Err(AuthError::MissingClaim("tenant"));
         }
-        Ok(Identity { tenant: c.tenant, user: c.sub })
+        Ok(Identity { tenant: c.tenant, user: c.sub, scopes: scopes(c.scope.as_deref()) })
     }
 }
 
@@ -224,6 +241,10 @@ fn validation(alg: Algorithm, cfg: &VerifierConfig) -> Validation {
         None => validation.validate_aud = false,
     }
     validation
+}
+
+fn scopes(scope: Option<&str>) -> Vec<String> {
+    scope.map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default()
 }
 
 /// Signs tokens (the `iris token` command and tests).
@@ -255,7 +276,16 @@ impl Signer {
     /// A token for `user` in `tenant`, valid for `ttl_secs`.
     pub fn token(&self, tenant: &str, user: &str, ttl_secs: u64) -> Result<String, AuthError> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let claims = Claims { sub: user.into(), tenant: tenant.into(), exp: now + ttl_secs, iat: Some(now) };
+        let claims =
+            Claims { sub: user.into(), tenant: tenant.into(), exp: now + ttl_secs, iat: Some(now), scope: None };
+        self.sign(&claims)
+    }
+
+    /// A service token for `tenant` (scope `service`), valid for `ttl_secs`.
+    pub fn service_token(&self, tenant: &str, name: &str, ttl_secs: u64) -> Result<String, AuthError> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let scope = Some(SERVICE_SCOPE.to_owned());
+        let claims = Claims { sub: name.into(), tenant: tenant.into(), exp: now + ttl_secs, iat: Some(now), scope };
         self.sign(&claims)
     }
 
@@ -332,7 +362,7 @@ mod tests {
     fn signed_tokens_verify() {
         let t = Signer::hs256(b"0123456789abcdef0123456789abcdef").token("acme", "alice", 60).unwrap();
         let id = verifier(b"0123456789abcdef0123456789abcdef").verify(&t).unwrap();
-        assert_eq!(id, Identity { tenant: "acme".into(), user: "alice".into() });
+        assert_eq!(id, Identity { tenant: "acme".into(), user: "alice".into(), scopes: vec![] });
     }
 
     #[test]
@@ -341,7 +371,7 @@ mod tests {
         let t = Signer::hs256(b"another-key-another-key-another-k").token("acme", "alice", 60).unwrap();
         assert!(verifier(key).verify(&t).is_err());
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let expired = Claims { sub: "a".into(), tenant: "t".into(), exp: now - 100, iat: None };
+        let expired = Claims { sub: "a".into(), tenant: "t".into(), exp: now - 100, iat: None, scope: None };
         let t = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &expired, &EncodingKey::from_secret(key)).unwrap();
         assert!(verifier(key).verify(&t).is_err());
         // alg: none, hand-built.
@@ -443,7 +473,7 @@ mod keystore_tests {
         // An HS256 token naming the EdDSA key's kid (algorithm confusion).
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some("ed-1".into());
-        let claims = Claims { sub: "a".into(), tenant: "t".into(), exp: u64::MAX / 2, iat: None };
+        let claims = Claims { sub: "a".into(), tenant: "t".into(), exp: u64::MAX / 2, iat: None, scope: None };
         let confused = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"x")).unwrap();
         assert!(matches!(store.verify(&confused), Err(AuthError::AlgorithmMismatch)));
         let no_kid = Signer::hs256(b"0123456789abcdef0123456789abcdef").token("acme", "a", 60).unwrap();

@@ -80,6 +80,9 @@ pub struct Config {
     /// QUIC transport settings.
     #[serde(default)]
     pub quic: Quic,
+    /// The service HTTP API.
+    #[serde(default)]
+    pub http: Http,
 }
 
 /// Certificates. Without files, a self-signed dev certificate is created in
@@ -127,6 +130,43 @@ pub struct Listen {
     /// WebSocket over TLS (`wss://HOST:PORT/v1/ws`); absent or `"off"` disables it.
     #[serde(default, deserialize_with = "listen_addr")]
     pub wss: Option<SocketAddr>,
+    /// Service HTTP API (contacts, identity, circles, events, analytics);
+    /// `"off"` disables it.
+    #[serde(default = "default_http", deserialize_with = "listen_addr")]
+    pub http: Option<SocketAddr>,
+    /// The same API over TLS; absent or `"off"` disables it.
+    #[serde(default, deserialize_with = "listen_addr")]
+    pub https: Option<SocketAddr>,
+}
+
+/// The service HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// Largest request body; larger gets 413.
+    #[serde(default = "d_http_body")]
+    pub max_body_bytes: usize,
+    /// Events in one ingestion batch.
+    #[serde(default = "d_http_batch")]
+    pub max_batch_events: usize,
+    /// Bytes of one event's payload.
+    #[serde(default = "d_http_event")]
+    pub max_event_bytes: usize,
+    /// Nesting depth of an event's payload.
+    #[serde(default = "d_http_depth")]
+    pub max_payload_depth: usize,
+    /// Sustained ingested events per second per tenant; beyond, 429.
+    #[serde(default = "d_http_rate")]
+    pub tenant_events_per_second: u32,
+    /// Burst above the sustained rate.
+    #[serde(default = "d_http_burst")]
+    pub tenant_event_burst: u32,
+    /// Requests waiting for shards at once; beyond, 503.
+    #[serde(default = "d_http_pending")]
+    pub max_pending_requests: usize,
+    /// How long a request waits for its shard before 504.
+    #[serde(default = "d_http_timeout")]
+    pub request_timeout_ms: u64,
 }
 
 /// Limits on what one session may do and hold.
@@ -270,6 +310,33 @@ fn default_metrics() -> Option<SocketAddr> {
 fn default_quic() -> Option<SocketAddr> {
     Some("127.0.0.1:4433".parse().expect("valid literal"))
 }
+fn default_http() -> Option<SocketAddr> {
+    Some("127.0.0.1:8090".parse().expect("valid literal"))
+}
+fn d_http_body() -> usize {
+    4 << 20
+}
+fn d_http_batch() -> usize {
+    1_000
+}
+fn d_http_event() -> usize {
+    16 * 1024
+}
+fn d_http_depth() -> usize {
+    16
+}
+fn d_http_rate() -> u32 {
+    100_000
+}
+fn d_http_burst() -> u32 {
+    200_000
+}
+fn d_http_pending() -> usize {
+    10_000
+}
+fn d_http_timeout() -> u64 {
+    10_000
+}
 fn d_quic_idle() -> u64 {
     60_000
 }
@@ -354,7 +421,14 @@ fn d_leeway() -> u64 {
 
 impl Default for Listen {
     fn default() -> Self {
-        Self { ws: default_ws(), metrics: default_metrics(), quic: default_quic(), wss: None }
+        Self {
+            ws: default_ws(),
+            metrics: default_metrics(),
+            quic: default_quic(),
+            wss: None,
+            http: default_http(),
+            https: None,
+        }
     }
 }
 
@@ -377,6 +451,12 @@ impl Default for Core {
 }
 
 impl Default for Quic {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+impl Default for Http {
     fn default() -> Self {
         toml::from_str("").expect("defaults parse")
     }
@@ -476,6 +556,19 @@ impl Config {
             "quic.connection_window_bytes",
             "at least stream_window_bytes",
         )?;
+        let h = &self.http;
+        check(h.max_body_bytes >= 1_024, "http.max_body_bytes", "at least 1024")?;
+        check((1..=100_000).contains(&h.max_batch_events), "http.max_batch_events", "between 1 and 100000")?;
+        check(h.max_event_bytes >= 64, "http.max_event_bytes", "at least 64")?;
+        check(h.max_payload_depth >= 1, "http.max_payload_depth", "at least 1")?;
+        check(h.tenant_events_per_second >= 1, "http.tenant_events_per_second", "at least 1")?;
+        check(
+            h.tenant_event_burst as usize >= h.max_batch_events,
+            "http.tenant_event_burst",
+            "at least max_batch_events",
+        )?;
+        check(h.max_pending_requests >= 1, "http.max_pending_requests", "at least 1")?;
+        check(h.request_timeout_ms >= 100, "http.request_timeout_ms", "at least 100")?;
         check(self.storage.backend == "embedded", "storage.backend", "this build supports \"embedded\"")?;
         check(self.storage.max_batch_ops >= 1, "storage.max_batch_ops", "at least 1")?;
         check(self.storage.queue_batches >= 1, "storage.queue_batches", "at least 1")?;

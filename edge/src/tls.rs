@@ -185,14 +185,19 @@ pub fn quic_server_config(certs: Arc<CertStore>, s: &QuicSettings) -> Result<qui
     Ok(config)
 }
 
-/// The TLS acceptor for wss: TLS 1.2 and 1.3, ALPN http/1.1.
-pub fn wss_acceptor(certs: Arc<CertStore>) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+/// The TLS configuration for wss and https: TLS 1.2 and 1.3, ALPN http/1.1.
+pub fn https_config(certs: Arc<CertStore>) -> Result<rustls::ServerConfig, TlsError> {
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(certs);
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
+    Ok(tls)
+}
+
+/// The TLS acceptor for wss.
+pub fn wss_acceptor(certs: Arc<CertStore>) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(https_config(certs)?)))
 }
 
 #[cfg(test)]

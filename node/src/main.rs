@@ -4,12 +4,14 @@ mod metrics_http;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use iris_auth::apikeys::{ApiKeys, api_key_dir, create_api_key, revoke_api_key};
 use iris_auth::{KeyStore, Signer, VerifierConfig, load_or_create_dev_key, load_secret};
 use iris_config::Config;
 use iris_core::{ShardsConfig, start_shards};
-use iris_edge::tls::{CertStore, QuicSettings, ensure_dev_cert, quic_server_config, wss_acceptor};
+use iris_edge::tls::{CertStore, QuicSettings, ensure_dev_cert, https_config, quic_server_config, wss_acceptor};
 use iris_edge::{EdgeConfig, Listeners, SessionConfig, start_edge};
 use iris_envelope::EdgeId;
+use iris_http::{HttpConfig, HttpFront, HttpListeners, IngestLimits};
 use iris_router::{InProcessBus, Ring, Router};
 use iris_storage::embedded::{EmbeddedConfig, EmbeddedStore};
 use std::path::{Path, PathBuf};
@@ -31,11 +33,30 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum ApiKeyAction {
+    /// Create a key for a tenant; prints the key (shown once) and its id.
+    Create {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a tenant's key by its id (or the key itself).
+    Revoke {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The key's id, as `create` printed it.
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Print a token that a node with the same data dir (or config) accepts.
     Token {
-        /// The user (`sub`).
-        #[arg(long)]
+        /// The user (`sub`); with --service, the service's name.
+        #[arg(long, default_value = "service")]
         user: String,
         /// The tenant.
         #[arg(long)]
@@ -43,6 +64,15 @@ enum Command {
         /// Lifetime: 90s, 30m, 24h, 7d (default 24h).
         #[arg(long, default_value = "24h")]
         ttl: String,
+        /// A service token (scope `service`) for the HTTP API instead of a
+        /// user token.
+        #[arg(long)]
+        service: bool,
+    },
+    /// Manage ingestion API keys (stored hashed in the data dir).
+    ApiKey {
+        #[command(subcommand)]
+        action: ApiKeyAction,
     },
     /// Validate a config file without starting anything.
     CheckConfig {
@@ -101,14 +131,37 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
-        Some(Command::Token { user, tenant, ttl }) => {
+        Some(Command::Token { user, tenant, ttl, service }) => {
             let cfg = load_config(&cli)?;
             if !iris_auth::valid_name(user) || !iris_auth::valid_name(tenant) {
                 bail!("--user and --tenant must be 1-128 bytes without control characters");
             }
             let ttl = parse_ttl(ttl)?;
-            let token = Signer::hs256(&secret_for(&cfg)?).token(tenant, user, ttl)?;
+            let signer = Signer::hs256(&secret_for(&cfg)?);
+            let token =
+                if *service { signer.service_token(tenant, user, ttl)? } else { signer.token(tenant, user, ttl)? };
             println!("{token}");
+            Ok(())
+        }
+        Some(Command::ApiKey { action }) => {
+            let cfg = load_config(&cli)?;
+            let dir = api_key_dir(&cfg.data_dir());
+            match action {
+                ApiKeyAction::Create { tenant } => {
+                    if !iris_auth::valid_name(tenant) {
+                        bail!("--tenant must be 1-128 bytes without control characters");
+                    }
+                    let (key, id) = create_api_key(&dir, tenant)?;
+                    println!("id {id}");
+                    println!("{key}");
+                }
+                ApiKeyAction::Revoke { tenant, id } => {
+                    if !revoke_api_key(&dir, tenant, id)? {
+                        bail!("no key {id} for tenant {tenant}");
+                    }
+                    println!("revoked {id}");
+                }
+            }
             Ok(())
         }
         Some(Command::DevCert) => {
@@ -165,8 +218,9 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         .with_context(|| format!("opening storage in {}", data_dir.display()))?,
     );
     let edge_id = EdgeId(cfg.node_id.as_str().into());
+    let http_edge = EdgeId(format!("{}-http", cfg.node_id).into());
     let (bus, shard_rxs, mut edge_rxs) =
-        InProcessBus::new(cfg.core.shards, std::slice::from_ref(&edge_id), cfg.core.bus_queue);
+        InProcessBus::new(cfg.core.shards, &[edge_id.clone(), http_edge.clone()], cfg.core.bus_queue);
     let router = Router::new(Arc::new(Ring::new(cfg.core.shards)), Arc::new(bus));
     let shards = start_shards(
         &ShardsConfig {
@@ -244,9 +298,44 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         },
         Listeners { ws, wss, quic },
         keys.clone(),
-        router,
+        router.clone(),
         edge_rxs.remove(&edge_id).expect("bus has this edge"),
     )?;
+    let h = &cfg.http;
+    let front = Arc::new(HttpFront::new(
+        HttpConfig {
+            max_body_bytes: h.max_body_bytes,
+            ingest: IngestLimits {
+                max_batch: h.max_batch_events,
+                max_event_bytes: h.max_event_bytes,
+                max_depth: h.max_payload_depth,
+                max_age_ms: 30 * 24 * 3_600_000,
+                max_skew_ms: 3_600_000,
+            },
+            max_contacts: cfg.limits.max_contacts,
+            tenant_events_per_second: h.tenant_events_per_second,
+            tenant_event_burst: h.tenant_event_burst,
+            max_pending: h.max_pending_requests,
+            request_timeout: Duration::from_millis(h.request_timeout_ms),
+        },
+        http_edge.clone(),
+        keys.clone(),
+        ApiKeys::new(api_key_dir(&data_dir)),
+        router,
+        store.clone(),
+    ));
+    let http_listener =
+        |addr: std::net::SocketAddr| std::net::TcpListener::bind(addr).with_context(|| format!("HTTP listener {addr}"));
+    let http_listeners = HttpListeners {
+        http: cfg.listen.http.map(http_listener).transpose()?,
+        https: match cfg.listen.https {
+            Some(addr) => Some((http_listener(addr)?, https_config(certs.clone())?)),
+            None => None,
+        },
+    };
+    let http_on = cfg.listen.http.is_some();
+    let (http, http_addrs) =
+        iris_http::start(front, edge_rxs.remove(&http_edge).expect("bus has this edge"), http_listeners)?;
     let mut listening = Vec::new();
     if let Some(a) = edge.ws_addr {
         listening.push(format!("ws://{a}/v1/ws"));
@@ -256,6 +345,10 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
     }
     if let Some(a) = edge.quic_addr {
         listening.push(format!("quic://{a}"));
+    }
+    for (i, a) in http_addrs.iter().enumerate() {
+        let scheme = if i == 0 && http_on { "api http" } else { "api https" };
+        listening.push(format!("{scheme}://{a}/v1"));
     }
     if let Some(a) = metrics_addr {
         listening.push(format!("metrics http://{a}/metrics"));
@@ -276,6 +369,9 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         tracing::info!("shutting down: closing sessions, flushing writes");
     } else {
         tracing::error!("storage failed; stopping so that a restart recovers from the journal");
+    }
+    if let Some(http) = http {
+        http.stop(true).await;
     }
     edge.begin_shutdown();
     if !edge.drain(Duration::from_secs(5)).await {

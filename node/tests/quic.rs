@@ -35,7 +35,7 @@ async fn expect_closed(c: &mut Client) -> ClientError {
 #[tokio::test]
 async fn quic_and_wss_clients_chat_with_everything_the_protocol_promises() {
     let node = start_with(
-        "[listen]\nws = \"127.0.0.1:0\"\nmetrics = \"off\"\nquic = \"127.0.0.1:0\"\nwss = \"127.0.0.1:0\"\n",
+        "[listen]\nws = \"127.0.0.1:0\"\nmetrics = \"off\"\nquic = \"127.0.0.1:0\"\nwss = \"127.0.0.1:0\"\nhttp = \"off\"\n",
     );
     let q = connector(&node);
     let mut alice = quic_login(&node, &q, "alice", Encoding::Binary).await;

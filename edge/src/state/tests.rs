@@ -28,7 +28,7 @@ fn open() -> SessionState {
     s.handle_frame(1, br#"{"type":"hello","token":"tok","resume_after":4}"#, Encoding::Json);
     assert_eq!(drain(&mut s), vec![SessionOutput::Verify("tok".into())]);
     assert!(!s.wants_input(), "no client frames while authenticating");
-    s.authenticated(Ok(Identity { tenant: "acme".into(), user: "alice".into() }));
+    s.authenticated(Ok(Identity { tenant: "acme".into(), user: "alice".into(), scopes: vec![] }));
     let out = drain(&mut s);
     assert!(matches!(&out[0], SessionOutput::Register(u) if &*u.user == "alice"));
     assert!(

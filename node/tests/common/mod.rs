@@ -16,6 +16,7 @@ pub struct Node {
     pub quic_addr: Option<std::net::SocketAddr>,
     pub wss_url: Option<String>,
     pub metrics_url: Option<String>,
+    pub api_url: Option<String>,
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     secret: Vec<u8>,
@@ -44,7 +45,9 @@ pub fn start_in(dir: &Path, extra: &str) -> Node {
     let text = if extra.contains("[listen]") {
         extra.to_owned()
     } else {
-        format!("[listen]\nws = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\nquic = \"127.0.0.1:0\"\n{extra}\n")
+        format!(
+            "[listen]\nws = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\nquic = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\n{extra}\n"
+        )
     };
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(&config, text).unwrap();
@@ -84,13 +87,28 @@ pub fn start_in(dir: &Path, extra: &str) -> Node {
         ready.split_whitespace().find(|w| w.starts_with(prefix)).map(|w| w.trim_end_matches([',', ';']).to_string())
     };
     let ws = word("ws://").unwrap_or_default();
-    let metrics = word("http://");
+    let labelled = |label: &str| {
+        let head = ready.split("; get a token").next().unwrap_or_default();
+        head.split(", ").find_map(|seg| seg.trim_start_matches("iris ready: ").strip_prefix(label)).map(str::to_owned)
+    };
+    let metrics = labelled("metrics ");
+    let api_url = labelled("api ");
     let quic_addr = word("quic://").map(|q| q.trim_start_matches("quic://").parse().unwrap());
     let wss_url = word("wss://");
     let key = std::fs::read_to_string(dir.join("auth/dev-hs256.key")).unwrap();
     use base64::Engine;
     let secret = base64::engine::general_purpose::STANDARD.decode(key.trim()).unwrap();
-    Node { child, ws_url: ws, quic_addr, wss_url, metrics_url: metrics, dir: dir.to_path_buf(), _tmp: None, secret }
+    Node {
+        child,
+        ws_url: ws,
+        quic_addr,
+        wss_url,
+        metrics_url: metrics,
+        api_url,
+        dir: dir.to_path_buf(),
+        _tmp: None,
+        secret,
+    }
 }
 
 impl Node {
@@ -184,5 +202,67 @@ pub async fn presence_of(c: &mut Client, user: &str) -> iris_protocol::PresenceU
     match expect(c, &format!("presence of {u}"), |f| matches!(f, ServerFrame::Presence(p) if p.user == u)).await {
         ServerFrame::Presence(p) => p,
         _ => unreachable!(),
+    }
+}
+
+/// A minimal HTTP/1.1 client for the service API tests: one request per
+/// connection. Returns the status, the headers (lower-case names) and the
+/// body parsed as JSON (Null when empty).
+pub async fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&serde_json::Value>,
+) -> (u16, Vec<(String, String)>, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    if !body.is_empty() {
+        req.push_str("content-type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut raw)).await.expect("response in time").unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status: u16 = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned())))
+        .collect();
+    let json = if body.trim().is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.into()))
+    };
+    (status, headers, json)
+}
+
+impl Node {
+    pub fn api(&self, path: &str) -> String {
+        format!("{}{}", self.api_url.clone().expect("api listener").trim_end_matches("/v1"), path)
+    }
+
+    pub fn service_token(&self, tenant: &str) -> String {
+        iris_auth::Signer::hs256(&self.secret).service_token(tenant, "backend", 3_600).unwrap()
+    }
+
+    pub fn api_key(&self, tenant: &str) -> String {
+        let out = Command::new(bin())
+            .args(["api-key", "create", "--tenant", tenant, "--data-dir"])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_owned()
     }
 }

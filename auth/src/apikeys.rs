@@ -1,0 +1,127 @@
+//! Ingestion API keys: random secrets handed to an app's backend, stored
+//! only as SHA-256 hashes, one file per key under `data_dir/api-keys/`
+//! (files, so that `iris api-key create|revoke` works while a node runs).
+//! A node caches lookups for a few seconds: a revoked key stops working
+//! within that time.
+
+use crate::AuthError;
+use base64::Engine;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// How long a lookup is trusted.
+const CACHE_MS: i64 = 2_000;
+/// Most cached lookups (hits and misses); beyond, the cache starts over.
+const CACHE_MAX: usize = 10_000;
+/// Prefix of every key (tells keys apart from JWTs in `Authorization`).
+pub const KEY_PREFIX: &str = "iris_";
+
+fn hash_hex(key: &str) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> AuthError + '_ {
+    move |source| AuthError::KeyFile { path: path.to_owned(), source }
+}
+
+/// Where keys of a data directory live.
+pub fn api_key_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("api-keys")
+}
+
+/// Creates a key for `tenant`; returns the key (shown once) and its id.
+pub fn create_api_key(dir: &Path, tenant: &str) -> Result<(String, String), AuthError> {
+    let mut secret = [0u8; 32];
+    rand::fill(&mut secret);
+    let key = format!("{KEY_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
+    let hash = hash_hex(&key);
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let path = dir.join(&hash);
+    std::fs::write(&path, format!("{tenant}\n")).map_err(io_err(&path))?;
+    Ok((key, hash[..16].to_owned()))
+}
+
+/// Revokes the key of `tenant` whose id (or full key) is given. Returns
+/// whether a key was revoked.
+pub fn revoke_api_key(dir: &Path, tenant: &str, id_or_key: &str) -> Result<bool, AuthError> {
+    let prefix = if id_or_key.starts_with(KEY_PREFIX) { hash_hex(id_or_key) } else { id_or_key.to_owned() };
+    if prefix.len() < 16 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(false);
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) {
+            let path = entry.path();
+            let owner = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+            if owner.trim_end() == tenant {
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Looks keys up for a running node.
+pub struct ApiKeys {
+    dir: PathBuf,
+    cache: Mutex<HashMap<String, (Option<String>, i64)>>,
+}
+
+impl ApiKeys {
+    /// Keys under `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// The tenant a key belongs to, if it is a live key.
+    pub fn tenant_of(&self, key: &str, now_ms: i64) -> Option<String> {
+        if !key.starts_with(KEY_PREFIX) || key.len() > 128 {
+            return None;
+        }
+        let hash = hash_hex(key);
+        if let Some((tenant, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&hash) {
+            if now_ms - at < CACHE_MS {
+                return tenant.clone();
+            }
+        }
+        let tenant = std::fs::read_to_string(self.dir.join(&hash)).ok().map(|t| t.trim_end().to_owned());
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(hash, (tenant.clone(), now_ms));
+        tenant
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_lookup_revoke() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, id) = create_api_key(dir.path(), "acme").unwrap();
+        assert!(key.starts_with(KEY_PREFIX));
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(files.len(), 1);
+        let stored = std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap();
+        assert!(!stored.contains(&key[KEY_PREFIX.len()..]), "only the hash is stored");
+        let keys = ApiKeys::new(dir.path().to_path_buf());
+        assert_eq!(keys.tenant_of(&key, 0).as_deref(), Some("acme"));
+        assert_eq!(keys.tenant_of("iris_nope", 0), None);
+        assert!(!revoke_api_key(dir.path(), "globex", &id).unwrap(), "another tenant cannot revoke it");
+        assert!(revoke_api_key(dir.path(), "acme", &id).unwrap());
+        assert_eq!(keys.tenant_of(&key, 1).as_deref(), Some("acme"), "cached for a moment");
+        assert_eq!(keys.tenant_of(&key, CACHE_MS + 1), None, "then gone");
+    }
+}

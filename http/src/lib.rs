@@ -1,0 +1,514 @@
+//! The service HTTP API: contact-graph sync for an app's backend and
+//! multi-tenant event ingestion, served by actix-web.
+//!
+//! Requests become envelopes on the same pipeline as chat: the front end
+//! acts as an edge whose "sessions" are pending requests. It publishes an
+//! envelope carrying its own address, the owner's shard does the work and
+//! answers there once the work is durable.
+
+pub mod validate;
+
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use dashmap::DashMap;
+use iris_auth::apikeys::{ApiKeys, KEY_PREFIX};
+use iris_auth::{KeyStore, SERVICE_SCOPE, valid_name};
+use iris_envelope::{
+    EdgeId, EdgeInput, Millis, ServiceReply, SessionAddr, SessionId, ShardEnvelope, ShardInput, Tenant, UserKey,
+    stream_owner,
+};
+use iris_protocol::{ErrorCode, ServerFrame};
+use iris_router::{EdgeReceiver, Router};
+use iris_storage::{LogKind, Store};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::oneshot;
+pub use validate::IngestLimits;
+
+fn now_ms() -> Millis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Settings of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Ingestion limits.
+    pub ingest: IngestLimits,
+    /// Most contacts in a list.
+    pub max_contacts: usize,
+    /// Sustained events per second per tenant; beyond, 429.
+    pub tenant_events_per_second: u32,
+    /// Burst of events above the sustained rate.
+    pub tenant_event_burst: u32,
+    /// Requests waiting for a shard at once; beyond, 503.
+    pub max_pending: usize,
+    /// How long a request may wait for its shard.
+    pub request_timeout: Duration,
+}
+
+/// An answer from a shard.
+#[derive(Debug)]
+enum Answer {
+    Reply(ServiceReply),
+    Frame(ServerFrame),
+}
+
+/// What every handler shares.
+pub struct HttpFront {
+    cfg: HttpConfig,
+    edge: EdgeId,
+    keys: Arc<KeyStore>,
+    api_keys: ApiKeys,
+    router: Router,
+    store: Arc<dyn Store>,
+    pending: DashMap<u64, oneshot::Sender<Answer>>,
+    next_request: AtomicU64,
+    buckets: DashMap<Tenant, (f64, Millis)>,
+}
+
+/// Most tenants with a rate-limit bucket; beyond, buckets start over.
+const MAX_BUCKETS: usize = 100_000;
+
+/// An HTTP error with a message.
+#[derive(Debug)]
+struct Failure {
+    status: StatusCode,
+    message: String,
+    retry_after_secs: Option<u64>,
+}
+
+impl Failure {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), retry_after_secs: None }
+    }
+
+    fn respond(self) -> HttpResponse {
+        let mut r = HttpResponse::build(self.status);
+        if let Some(s) = self.retry_after_secs {
+            r.insert_header(("Retry-After", s.to_string()));
+        }
+        r.json(json!({ "error": self.message }))
+    }
+}
+
+fn status_for(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::BadFrame | ErrorCode::TooLarge | ErrorCode::UnknownType => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Unavailable | ErrorCode::Internal => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    req.headers().get("authorization")?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+impl HttpFront {
+    /// A front end publishing through `router` and answered on `edge`.
+    pub fn new(
+        cfg: HttpConfig,
+        edge: EdgeId,
+        keys: Arc<KeyStore>,
+        api_keys: ApiKeys,
+        router: Router,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        Self {
+            cfg,
+            edge,
+            keys,
+            api_keys,
+            router,
+            store,
+            pending: DashMap::new(),
+            next_request: AtomicU64::new(1),
+            buckets: DashMap::new(),
+        }
+    }
+
+    /// The tenant of a service token; user tokens are refused.
+    fn service(&self, req: &HttpRequest) -> Result<Tenant, Failure> {
+        let token = bearer(req).ok_or_else(|| Failure::new(StatusCode::UNAUTHORIZED, "a service token is required"))?;
+        let id = self.keys.verify(token).map_err(|_| Failure::new(StatusCode::UNAUTHORIZED, "invalid token"))?;
+        if !id.has_scope(SERVICE_SCOPE) {
+            return Err(Failure::new(StatusCode::FORBIDDEN, "this API needs a token with the service scope"));
+        }
+        Ok(id.tenant.into())
+    }
+
+    /// The tenant of an API key (`X-Api-Key`, or `Authorization: Bearer iris_…`).
+    fn api_key(&self, req: &HttpRequest) -> Result<Tenant, Failure> {
+        let header = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
+        let key = header.or_else(|| bearer(req).filter(|b| b.starts_with(KEY_PREFIX)));
+        let key = key.ok_or_else(|| Failure::new(StatusCode::UNAUTHORIZED, "an API key is required"))?;
+        match self.api_keys.tenant_of(key, now_ms()) {
+            Some(t) => Ok(t.into()),
+            None => Err(Failure::new(StatusCode::UNAUTHORIZED, "invalid API key")),
+        }
+    }
+
+    /// Takes `n` events from the tenant's bucket, or says when to retry.
+    fn take_events(&self, tenant: &Tenant, n: usize, now: Millis) -> Result<(), Failure> {
+        if self.buckets.len() >= MAX_BUCKETS && !self.buckets.contains_key(tenant) {
+            self.buckets.clear();
+        }
+        let rate = f64::from(self.cfg.tenant_events_per_second);
+        let burst = f64::from(self.cfg.tenant_event_burst);
+        let mut b = self.buckets.entry(tenant.clone()).or_insert((burst, now));
+        let (tokens, last) = *b;
+        let tokens = (tokens + (now - last).max(0) as f64 / 1_000.0 * rate).min(burst);
+        if tokens >= n as f64 {
+            *b = (tokens - n as f64, now);
+            Ok(())
+        } else {
+            *b = (tokens, now);
+            let wait = ((n as f64 - tokens) / rate).ceil().max(1.0) as u64;
+            Err(Failure {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: format!("tenant over {} events per second", self.cfg.tenant_events_per_second),
+                retry_after_secs: Some(wait),
+            })
+        }
+    }
+
+    /// Publishes an envelope that answers to a new pending request, and
+    /// waits for the answer.
+    async fn ask(&self, owner: UserKey, body: impl FnOnce(SessionAddr) -> ShardInput) -> Result<Answer, Failure> {
+        if self.pending.len() >= self.cfg.max_pending {
+            return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight; retry"));
+        }
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.insert(id, tx);
+        let reply = SessionAddr { edge: self.edge.clone(), session: SessionId(id) };
+        let env = ShardEnvelope { owner, body: body(reply) };
+        let sent = tokio::time::timeout(self.cfg.request_timeout, self.router.to_shard(env)).await;
+        let answer = match sent {
+            Ok(Ok(())) => tokio::time::timeout(self.cfg.request_timeout, rx).await,
+            _ => {
+                self.pending.remove(&id);
+                return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, "node is busy or shutting down; retry"));
+            }
+        };
+        match answer {
+            Ok(Ok(a)) => Ok(a),
+            _ => {
+                self.pending.remove(&id);
+                Err(Failure::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "no answer in time; the request may have been applied, retry it",
+                ))
+            }
+        }
+    }
+
+    fn resolve(&self, request: SessionId, answer: Answer) {
+        if let Some((_, tx)) = self.pending.remove(&request.0) {
+            // The handler may have timed out and left.
+            let _ = tx.send(answer);
+        }
+    }
+}
+
+/// Hands shard answers to the waiting requests.
+pub async fn dispatch(front: Arc<HttpFront>, mut rx: EdgeReceiver) {
+    while let Some(env) = rx.recv().await {
+        match env.body {
+            EdgeInput::Reply { request, reply } => front.resolve(request, Answer::Reply(reply)),
+            EdgeInput::Frame { to, frame, .. } => {
+                for id in to.as_slice() {
+                    front.resolve(*id, Answer::Frame(frame.clone()));
+                }
+            }
+            EdgeInput::Welcome { .. } => {}
+        }
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
+    serde_json::from_slice(body).map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))
+}
+
+fn reply_error(reply: ServiceReply) -> Failure {
+    match reply {
+        ServiceReply::Error { code, message } => Failure::new(status_for(code), message),
+        other => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected answer {other:?}")),
+    }
+}
+
+fn user_path(tenant: &Tenant, user: &str) -> Result<UserKey, Failure> {
+    if valid_name(user) {
+        Ok(UserKey { tenant: tenant.clone(), user: user.into() })
+    } else {
+        Err(Failure::new(StatusCode::BAD_REQUEST, "not a valid user name"))
+    }
+}
+
+async fn put_contacts(
+    front: web::Data<HttpFront>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let work = async {
+        let tenant = front.service(&req)?;
+        let owner = user_path(&tenant, &path)?;
+        let list = validate::contact_list(parse(&body)?, front.cfg.max_contacts)
+            .map_err(|m| Failure::new(StatusCode::BAD_REQUEST, m))?;
+        match front.ask(owner, |reply| ShardInput::ContactsReplace { list, reply }).await? {
+            Answer::Reply(ServiceReply::ContactsSynced { upserted, removed, count }) => {
+                Ok(HttpResponse::Ok().json(json!({ "upserted": upserted, "removed": removed, "count": count })))
+            }
+            Answer::Reply(other) => Err(reply_error(other)),
+            Answer::Frame(f) => Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {f:?}"))),
+        }
+    };
+    work.await.unwrap_or_else(Failure::respond)
+}
+
+async fn post_verified(front: web::Data<HttpFront>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let work = async {
+        let tenant = front.service(&req)?;
+        let v: validate::Verified = parse(&body)?;
+        validate::verified(&v).map_err(|m| Failure::new(StatusCode::BAD_REQUEST, m))?;
+        let owner = user_path(&tenant, &v.user)?;
+        match front.ask(owner, |reply| ShardInput::IdentityVerified { channel: v.channel, reply }).await? {
+            Answer::Reply(ServiceReply::IdentityVerified) => Ok(HttpResponse::Ok().json(json!({ "ok": true }))),
+            Answer::Reply(other) => Err(reply_error(other)),
+            Answer::Frame(f) => Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {f:?}"))),
+        }
+    };
+    work.await.unwrap_or_else(Failure::respond)
+}
+
+async fn put_circle(
+    front: web::Data<HttpFront>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let work = async {
+        let tenant = front.service(&req)?;
+        let (user, circle) = path.into_inner();
+        let owner = user_path(&tenant, &user)?;
+        if !valid_name(&circle) {
+            return Err(Failure::new(StatusCode::BAD_REQUEST, "not a valid circle name"));
+        }
+        let p: validate::Policy = parse(&body)?;
+        let input =
+            |session| ShardInput::CirclePolicy { session, circle, presence: p.presence, last_seen: p.last_seen };
+        match front.ask(owner, input).await? {
+            Answer::Frame(ServerFrame::CirclePolicyOk(ok)) => {
+                Ok(HttpResponse::Ok().json(json!({ "circle": ok.circle })))
+            }
+            Answer::Frame(ServerFrame::Error(e)) => Err(Failure::new(status_for(e.code), e.message)),
+            other => Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {other:?}"))),
+        }
+    };
+    work.await.unwrap_or_else(Failure::respond)
+}
+
+#[derive(serde::Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn read_log(front: &HttpFront, req: &HttpRequest, kind: LogKind, q: LogQuery) -> Result<HttpResponse, Failure> {
+    let tenant = front.service(req)?;
+    let limit = q.limit.unwrap_or(1_000).clamp(1, 10_000);
+    let entries = front
+        .store
+        .read_log(kind, &tenant, q.after, limit)
+        .await
+        .map_err(|e| Failure::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let next = entries.last().map(|e| e.seq).unwrap_or(q.after);
+    let events: Vec<serde_json::Value> = entries
+        .into_iter()
+        .map(|e| {
+            let event: serde_json::Value = serde_json::from_slice(&e.record).unwrap_or(serde_json::Value::Null);
+            json!({ "seq": e.seq, "event": event })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "events": events, "next": next })))
+}
+
+async fn get_graph_log(front: web::Data<HttpFront>, req: HttpRequest, q: web::Query<LogQuery>) -> HttpResponse {
+    read_log(&front, &req, LogKind::Graph, q.into_inner()).await.unwrap_or_else(Failure::respond)
+}
+
+async fn get_events_log(front: web::Data<HttpFront>, req: HttpRequest, q: web::Query<LogQuery>) -> HttpResponse {
+    read_log(&front, &req, LogKind::Events, q.into_inner()).await.unwrap_or_else(Failure::respond)
+}
+
+async fn post_events(front: web::Data<HttpFront>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    let work = async {
+        let tenant = front.api_key(&req)?;
+        let batch: validate::Batch = parse(&body)?;
+        let limits = &front.cfg.ingest;
+        if batch.events.is_empty() || batch.events.len() > limits.max_batch {
+            return Err(Failure::new(StatusCode::BAD_REQUEST, format!("a batch has 1-{} events", limits.max_batch)));
+        }
+        let now = now_ms();
+        front.take_events(&tenant, batch.events.len(), now)?;
+        let mut errors = Vec::new();
+        let mut by_stream: BTreeMap<Arc<str>, Vec<iris_envelope::IngestEvent>> = BTreeMap::new();
+        for (i, v) in batch.events.iter().enumerate() {
+            match validate::event(i as u32, v, now, limits) {
+                Ok(r) => by_stream.entry(r.stream).or_default().push(r.event),
+                Err(e) => errors.push(json!({ "index": i, "error": e })),
+            }
+        }
+        let asks = by_stream.into_iter().map(|(stream, events)| {
+            let owner = stream_owner(&tenant, &stream);
+            front.ask(owner, move |reply| ShardInput::Ingest { stream, events, reply })
+        });
+        let (mut accepted, mut duplicates) = (0usize, 0usize);
+        for answer in futures_join(asks).await {
+            match answer? {
+                Answer::Reply(ServiceReply::Ingested { accepted: a, duplicates: d }) => {
+                    accepted += a.len();
+                    duplicates += d.len();
+                }
+                Answer::Reply(other) => return Err(reply_error(other)),
+                Answer::Frame(f) => {
+                    return Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {f:?}")));
+                }
+            }
+        }
+        metrics::counter!("iris_events_accepted_total").increment(accepted as u64);
+        metrics::counter!("iris_events_duplicate_total").increment(duplicates as u64);
+        Ok(HttpResponse::Accepted().json(json!({ "accepted": accepted, "duplicates": duplicates, "errors": errors })))
+    };
+    work.await.unwrap_or_else(Failure::respond)
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+async fn futures_join<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut handles: Vec<std::pin::Pin<Box<F>>> = futs.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = handles.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, h) in handles.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match h.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().map(|o| o.expect("all ready")).collect()
+}
+
+#[derive(serde::Deserialize)]
+struct AnalyticsQuery {
+    #[serde(rename = "type", default)]
+    event_type: Option<String>,
+    #[serde(default)]
+    from: Option<i64>,
+    #[serde(default)]
+    to: Option<i64>,
+}
+
+/// Longest range one analytics query may cover.
+const MAX_ANALYTICS_RANGE_MS: i64 = 93 * 24 * 3_600_000;
+
+async fn get_analytics(front: web::Data<HttpFront>, req: HttpRequest, q: web::Query<AnalyticsQuery>) -> HttpResponse {
+    let work = async {
+        let tenant = match front.api_key(&req) {
+            Ok(t) => t,
+            Err(_) => front.service(&req)?,
+        };
+        let now = now_ms();
+        let to = q.to.unwrap_or(now + 3_600_000);
+        let from = q.from.unwrap_or(to - 24 * 3_600_000);
+        if from >= to || to - from > MAX_ANALYTICS_RANGE_MS {
+            return Err(Failure::new(StatusCode::BAD_REQUEST, "from must be before to, at most 93 days apart"));
+        }
+        let rows = front
+            .store
+            .rollups(&tenant, q.event_type.as_deref(), from, to)
+            .await
+            .map_err(|e| Failure::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        let rollups: Vec<serde_json::Value> = rows
+            .into_iter()
+            .map(|(k, n)| json!({ "type": &*k.event_type, "project": &*k.project, "hour": k.hour_ms, "count": n }))
+            .collect();
+        Ok(HttpResponse::Ok().json(json!({ "rollups": rollups })))
+    };
+    work.await.unwrap_or_else(Failure::respond)
+}
+
+async fn not_found() -> HttpResponse {
+    Failure::new(StatusCode::NOT_FOUND, "no such endpoint").respond()
+}
+
+/// The listeners of the HTTP API.
+pub struct HttpListeners {
+    /// Plain HTTP.
+    pub http: Option<std::net::TcpListener>,
+    /// HTTPS, with its TLS configuration.
+    pub https: Option<(std::net::TcpListener, rustls::ServerConfig)>,
+}
+
+/// Starts the HTTP API; returns the server handle and its bound addresses
+/// (no handle when no listener is configured). Must run inside an actix
+/// `System`.
+pub fn start(
+    front: Arc<HttpFront>,
+    edge_rx: EdgeReceiver,
+    listeners: HttpListeners,
+) -> std::io::Result<(Option<actix_web::dev::ServerHandle>, Vec<SocketAddr>)> {
+    if listeners.http.is_none() && listeners.https.is_none() {
+        return Ok((None, Vec::new()));
+    }
+    let data = web::Data::from(front.clone());
+    let max_body = front.cfg.max_body_bytes;
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .route("/v1/contacts/{user}", web::put().to(put_contacts))
+            .route("/v1/identity/verified", web::post().to(post_verified))
+            .route("/v1/circles/{user}/{circle}", web::put().to(put_circle))
+            .route("/v1/graph/events", web::get().to(get_graph_log))
+            .route("/v1/events", web::post().to(post_events))
+            .route("/v1/events/log", web::get().to(get_events_log))
+            .route("/v1/analytics", web::get().to(get_analytics))
+            .default_service(web::to(not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5);
+    let mut addrs = Vec::new();
+    if let Some(l) = listeners.http {
+        addrs.push(l.local_addr()?);
+        server = server.listen(l)?;
+    }
+    if let Some((l, tls)) = listeners.https {
+        addrs.push(l.local_addr()?);
+        server = server.listen_rustls_0_23(l, tls)?;
+    }
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    tokio::spawn(dispatch(front, edge_rx));
+    Ok((Some(handle), addrs))
+}
