@@ -49,6 +49,27 @@ enum Cmd {
         #[arg(long)]
         binary: bool,
     },
+    /// Event ingestion over HTTP: batches posted at a fixed rate.
+    Ingest {
+        /// The node's API base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8090")]
+        api: String,
+        /// An API key (iris api-key create --tenant T).
+        #[arg(long)]
+        key: String,
+        /// Events per second, in total.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Events per batch.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Connections.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// N idle authenticated sessions; the server's RSS per session.
     Idle {
         /// WebSocket URL of the node (ignored with --quic).
@@ -70,6 +91,104 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+}
+
+/// One keep-alive HTTP/1.1 connection posting JSON.
+struct HttpConn {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    host: String,
+}
+
+impl HttpConn {
+    async fn open(host: &str) -> anyhow::Result<Self> {
+        let s = tokio::net::TcpStream::connect(host).await?;
+        s.set_nodelay(true)?;
+        Ok(Self { stream: tokio::io::BufReader::new(s), host: host.to_owned() })
+    }
+
+    /// Posts and returns the status code (the body is read and dropped).
+    async fn post(&mut self, path: &str, key: &str, body: &[u8]) -> anyhow::Result<u16> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {}\r\nx-api-key: {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        );
+        self.stream.get_mut().write_all(head.as_bytes()).await?;
+        self.stream.get_mut().write_all(body).await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status: u16 = line.split_whitespace().nth(1).context("no status")?.parse()?;
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse()?;
+            }
+        }
+        let mut body = vec![0; len];
+        self.stream.read_exact(&mut body).await?;
+        Ok(status)
+    }
+}
+
+async fn ingest(api: String, key: String, rate: u64, batch: usize, connections: usize, seconds: u64) -> anyhow::Result<()> {
+    let host = api.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let batches_per_sec = rate as f64 / batch as f64;
+    let interval = Duration::from_secs_f64(connections as f64 / batches_per_sec);
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (host, key) = (host.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = HttpConn::open(&host).await?;
+            let mut h = hist();
+            let (mut ok, mut other) = (0u64, 0u64);
+            let mut tick = tokio::time::interval(interval);
+            let mut n = 0u64;
+            while Instant::now() < until {
+                tick.tick().await;
+                let events: Vec<serde_json::Value> = (0..batch)
+                    .map(|i| serde_json::json!({"type": "bench", "idempotency_key": format!("{run}-{c}-{n}-{i}"), "payload": {"i": i}}))
+                    .collect();
+                n += 1;
+                let body = serde_json::to_vec(&serde_json::json!({ "events": events }))?;
+                let t = Instant::now();
+                match conn.post("/v1/events", &key, &body).await? {
+                    202 => ok += batch as u64,
+                    _ => other += 1,
+                }
+                h.saturating_record(t.elapsed().as_micros() as u64);
+            }
+            anyhow::Ok((h, ok, other))
+        }));
+    }
+    let mut all = hist();
+    let (mut events, mut refused) = (0u64, 0u64);
+    for t in tasks {
+        let (h, ok, other) = t.await??;
+        all.add(h)?;
+        events += ok;
+        refused += other;
+    }
+    let out = serde_json::json!({
+        "scenario": "ingest",
+        "target_events_per_second": rate,
+        "batch": batch,
+        "connections": connections,
+        "seconds": seconds,
+        "events_accepted": events,
+        "events_per_second": events as f64 / seconds as f64,
+        "refused_batches": refused,
+        "batch_ack": summary(&all),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -254,6 +373,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Idle { url, quic, data_dir, pid, sessions, concurrency } => {
             return idle(url, quic, data_dir, pid, sessions, concurrency).await;
+        }
+        Cmd::Ingest { api, key, rate, batch, connections, seconds } => {
+            return ingest(api, key, rate, batch, connections, seconds).await;
         }
     };
     if users < 2 || users % 2 != 0 {
