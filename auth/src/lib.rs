@@ -178,7 +178,9 @@ fn load_jwks(path: &Path) -> Result<HashMap<String, Key>, AuthError> {
             return Err(jwks_err(path, format!("{kid}: algorithm {alg:?} is not accepted")));
         }
         let key = DecodingKey::from_jwk(jwk).map_err(|e| jwks_err(path, format!("{kid}: {e}")))?;
-        out.insert(kid, Key { key, alg });
+        if out.insert(kid.clone(), Key { key, alg }).is_some() {
+            return Err(jwks_err(path, format!("kid {kid} appears twice")));
+        }
     }
     Ok(out)
 }
@@ -232,7 +234,16 @@ fn validation(alg: Algorithm, cfg: &VerifierConfig) -> Validation {
     let mut validation = Validation::new(alg);
     validation.leeway = cfg.leeway_secs;
     validation.validate_nbf = true;
-    validation.set_required_spec_claims(&["exp", "sub"]);
+    // A configured issuer or audience must be present, not merely
+    // correct when present.
+    let mut required = vec!["exp", "sub"];
+    if cfg.issuer.is_some() {
+        required.push("iss");
+    }
+    if cfg.audience.is_some() {
+        required.push("aud");
+    }
+    validation.set_required_spec_claims(&required);
     if let Some(iss) = &cfg.issuer {
         validation.set_issuer(&[iss]);
     }
@@ -340,13 +351,15 @@ pub fn load_or_create_dev_key(data_dir: &Path) -> Result<Vec<u8>, AuthError> {
         f.write_all(text.as_bytes()).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
-    // Two processes racing on first start: the first rename wins, and both
-    // then read the same file.
-    if !path.exists() {
-        std::fs::rename(&tmp, &path).map_err(io)?;
-    } else {
-        let _ = std::fs::remove_file(&tmp);
+    // Two processes racing on first start: hard_link refuses to replace an
+    // existing file, so the first key stays and both read it.
+    match std::fs::hard_link(&tmp, &path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(e)),
     }
+    // A leftover temp file is harmless; the key is in place either way.
+    let _ = std::fs::remove_file(&tmp);
     read_key(&path)
 }
 
@@ -522,5 +535,9 @@ mod keystore_tests {
         assert!(store.verify(&signer.sign(&claims("https://auth.example", "iris", now + 600)).unwrap()).is_err());
         let expired = serde_json::json!({"sub": "a", "tenant": "t", "exp": now - 60, "iss": "https://auth.example", "aud": "iris"});
         assert!(store.verify(&signer.sign(&expired).unwrap()).is_err());
+        let no_iss = serde_json::json!({"sub": "a", "tenant": "t", "exp": now + 60, "aud": "iris"});
+        assert!(store.verify(&signer.sign(&no_iss).unwrap()).is_err(), "a configured issuer is required");
+        let no_aud = serde_json::json!({"sub": "a", "tenant": "t", "exp": now + 60, "iss": "https://auth.example"});
+        assert!(store.verify(&signer.sign(&no_aud).unwrap()).is_err(), "a configured audience is required");
     }
 }

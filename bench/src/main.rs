@@ -136,7 +136,14 @@ impl HttpConn {
     }
 }
 
-async fn ingest(api: String, key: String, rate: u64, batch: usize, connections: usize, seconds: u64) -> anyhow::Result<()> {
+async fn ingest(
+    api: String,
+    key: String,
+    rate: u64,
+    batch: usize,
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<()> {
     let host = api.trim_start_matches("http://").trim_end_matches('/').to_owned();
     let batches_per_sec = rate as f64 / batch as f64;
     let interval = Duration::from_secs_f64(connections as f64 / batches_per_sec);

@@ -199,6 +199,16 @@ impl QuicConnector {
     /// A connector for `server`, whose certificate must name `server_name`
     /// and be trusted by `trust`. Binds a UDP socket on loopback.
     pub fn new(server: SocketAddr, server_name: &str, trust: &Trust) -> Result<Self, ClientError> {
+        Self::with_keep_alive(server, server_name, trust, Duration::from_secs(15))
+    }
+
+    /// As [`QuicConnector::new`], with QUIC keep-alive pings every `keep_alive`.
+    pub fn with_keep_alive(
+        server: SocketAddr,
+        server_name: &str,
+        trust: &Trust,
+        keep_alive: Duration,
+    ) -> Result<Self, ClientError> {
         let mut tls = (*trust.config).clone();
         tls.alpn_protocols = vec![ALPN.to_vec()];
         tls.enable_early_data = true;
@@ -206,9 +216,9 @@ impl QuicConnector {
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
         // Mobile-friendly: keep NAT bindings and the server's idle timer alive.
-        transport.keep_alive_interval(Some(Duration::from_secs(15)));
+        transport.keep_alive_interval(Some(keep_alive));
         config.transport_config(Arc::new(transport));
-        let bind: SocketAddr = if server.is_ipv4() { "127.0.0.1:0" } else { "[::1]:0" }.parse().expect("literal");
+        let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
         let mut endpoint = quinn::Endpoint::client(bind)?;
         endpoint.set_default_client_config(config);
         Ok(Self { endpoint, server, server_name: server_name.into() })
@@ -231,9 +241,14 @@ impl QuicConnector {
     /// Opens a connection and its session stream. Returns the client and
     /// whether the connection was attempted with 0-RTT.
     pub async fn connect(&self, encoding: Encoding) -> Result<(Client, bool), ClientError> {
+        self.connect_with(encoding, true).await
+    }
+
+    async fn connect_with(&self, encoding: Encoding, early: bool) -> Result<(Client, bool), ClientError> {
         let connecting =
             self.endpoint.connect(self.server, &self.server_name).map_err(|e| ClientError::Quic(e.to_string()))?;
-        let (conn, zero_rtt) = match connecting.into_0rtt() {
+        let attempt = if early { connecting.into_0rtt() } else { Err(connecting) };
+        let (conn, zero_rtt) = match attempt {
             Ok((conn, _accepted)) => (conn, true),
             Err(connecting) => (connecting.await.map_err(|e| ClientError::Quic(e.to_string()))?, false),
         };
@@ -249,9 +264,18 @@ impl QuicConnector {
         resume_after: Option<u64>,
         encoding: Encoding,
     ) -> Result<(Client, Welcome), ClientError> {
-        let (mut c, _) = self.connect(encoding).await?;
-        let w = c.say_hello(token, resume_after).await?;
-        Ok((c, w))
+        let (mut c, zero_rtt) = self.connect(encoding).await?;
+        match c.say_hello(token, resume_after).await {
+            Ok(w) => Ok((c, w)),
+            // The server forgot the session (restart, full cache): the early
+            // data was dropped. Say hello again on a full handshake.
+            Err(ClientError::Quic(_)) if zero_rtt => {
+                let (mut c, _) = self.connect_with(encoding, false).await?;
+                let w = c.say_hello(token, resume_after).await?;
+                Ok((c, w))
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

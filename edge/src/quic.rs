@@ -64,7 +64,8 @@ async fn handle(incoming: quinn::Incoming, ctx: Arc<EdgeContext>) {
         }
     };
     let reader = FrameAssembler::new(ctx.max_frame_bytes);
-    drive(QuicTransport { conn, send, recv, reader }, ctx, peer).await;
+    let seen_datagrams = conn.stats().udp_rx.datagrams;
+    drive(QuicTransport { conn, send, recv, reader, seen_datagrams }, ctx, peer).await;
 }
 
 fn close_code(reason: CloseReason) -> quinn::VarInt {
@@ -72,7 +73,7 @@ fn close_code(reason: CloseReason) -> quinn::VarInt {
         CloseReason::ClientGone => 1000,
         CloseReason::Timeout | CloseReason::Shutdown => 1001,
         CloseReason::Garbage => 1002,
-        CloseReason::Unauthorized => 1008,
+        CloseReason::Unauthorized | CloseReason::Refused => 1008,
         CloseReason::TooLarge => 1009,
         CloseReason::Overloaded | CloseReason::Unavailable => 1013,
     };
@@ -103,6 +104,8 @@ struct QuicTransport {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     reader: FrameAssembler,
+    /// Datagrams received as of the last liveness check.
+    seen_datagrams: u64,
 }
 
 impl Transport for QuicTransport {
@@ -117,6 +120,13 @@ impl Transport for QuicTransport {
     async fn flush(&mut self) -> bool {
         // quinn sends written data as soon as congestion control allows.
         true
+    }
+
+    fn alive(&mut self) -> bool {
+        let now = self.conn.stats().udp_rx.datagrams;
+        let alive = now > self.seen_datagrams;
+        self.seen_datagrams = now;
+        alive
     }
 
     async fn close(&mut self, reason: CloseReason) {

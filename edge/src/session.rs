@@ -97,6 +97,11 @@ pub(crate) trait Transport: Send {
     fn flush(&mut self) -> impl std::future::Future<Output = bool> + Send;
     /// Closes with a reason.
     fn close(&mut self, reason: CloseReason) -> impl std::future::Future<Output = ()> + Send;
+    /// Did the client send anything the session did not see (transport
+    /// keep-alives) since the last call?
+    fn alive(&mut self) -> bool {
+        false
+    }
 }
 
 /// Runs one session over a transport until it ends.
@@ -145,19 +150,31 @@ impl<T: Transport> Session<T> {
                     Some(SessionEvent::Frame(frame)) => {
                         // An error before welcome means the shard could not
                         // open the session: say so and close.
-                        let refused = !self.state.is_open() && matches!(*frame, ServerFrame::Error(_));
+                        let refused = match &*frame {
+                            ServerFrame::Error(e) if !self.state.is_open() => Some(e.code),
+                            _ => None,
+                        };
                         if !self.write_frames(frame).await {
                             return;
                         }
-                        if refused {
-                            self.state.close_now(CloseReason::Unavailable);
+                        match refused {
+                            Some(iris_protocol::ErrorCode::RateLimited) => self.state.close_now(CloseReason::Refused),
+                            Some(_) => self.state.close_now(CloseReason::Unavailable),
+                            None => {}
                         }
                     }
                     Some(SessionEvent::Welcome(head)) => self.state.welcomed(now_ms(), head),
                     None => self.state.close_now(CloseReason::Overloaded),
                 },
                 inbound = self.t.next(), if reading => self.on_inbound(inbound),
-                _ = tokio::time::sleep_until(deadline) => self.state.handle_timeout(now_ms()),
+                _ = tokio::time::sleep_until(deadline) => {
+                    let now = now_ms();
+                    // QUIC keep-alives are proof of life too ("any frame counts").
+                    if self.t.alive() {
+                        self.state.touch(now);
+                    }
+                    self.state.handle_timeout(now);
+                }
             }
         }
     }

@@ -60,6 +60,8 @@ pub enum CloseReason {
     TooLarge,
     /// The node could not open the session (storage unavailable).
     Unavailable,
+    /// The session was refused by a limit (sessions per user).
+    Refused,
 }
 
 impl CloseReason {
@@ -74,6 +76,7 @@ impl CloseReason {
             CloseReason::ClientGone => "closed",
             CloseReason::TooLarge => "frame too large",
             CloseReason::Unavailable => "session could not be opened; retry",
+            CloseReason::Refused => "session refused: limit reached",
         }
     }
 }

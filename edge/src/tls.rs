@@ -69,7 +69,11 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
     let signing = provider().key_provider.load_private_key(key_der)?;
-    Ok(CertifiedKey::new(chain, signing))
+    let ck = CertifiedKey::new(chain, signing);
+    // A reload caught between replacing the two files must not swap in a
+    // key that does not belong to the certificate.
+    ck.keys_match().map_err(|e| pem_err(key, format!("key does not match the certificate: {e}")))?;
+    Ok(ck)
 }
 
 /// Where the dev certificate lives under a data directory.
@@ -98,9 +102,12 @@ pub fn ensure_dev_cert(data_dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> 
         opts.write(true).create(true).truncate(true);
         #[cfg(unix)]
         opts.mode(if private { 0o600 } else { 0o644 });
-        let mut f = opts.open(path).map_err(err)?;
+        // Write beside, then rename: a reader never sees half a file.
+        let tmp = path.with_extension("tmp");
+        let mut f = opts.open(&tmp).map_err(err)?;
         f.write_all(text.as_bytes()).map_err(err)?;
-        f.sync_all().map_err(err)
+        f.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
     };
     write(&key, generated.signing_key.serialize_pem(), true)?;
     write(&cert, generated.cert.pem(), false)?;
@@ -165,7 +172,9 @@ pub fn quic_server_config(certs: Arc<CertStore>, s: &QuicSettings) -> Result<qui
         .with_cert_resolver(certs);
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.max_early_data_size = u32::MAX;
-    tls.send_tls13_tickets = 2;
+    // One ticket per connection: a reconnect needs only one, and the
+    // cache then covers as many clients as it has entries.
+    tls.send_tls13_tickets = 1;
     // 0-RTT needs stateful resumption (rustls refuses early data with
     // stateless tickets: a server-side cache is what stops replays of the
     // handshake itself). Bounded: the oldest sessions are forgotten.
@@ -175,6 +184,8 @@ pub fn quic_server_config(certs: Arc<CertStore>, s: &QuicSettings) -> Result<qui
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(1u32.into());
     transport.max_concurrent_uni_streams(0u32.into());
+    // Iris never reads datagrams; do not advertise or buffer them.
+    transport.datagram_receive_buffer_size(None);
     transport.stream_receive_window(s.stream_window.into());
     transport.receive_window(s.connection_window.into());
     transport.send_window(u64::from(s.connection_window));

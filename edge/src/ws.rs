@@ -106,6 +106,7 @@ fn close_code(reason: CloseReason) -> CloseCode {
         CloseReason::ClientGone => CloseCode::Normal,
         CloseReason::TooLarge => CloseCode::Size,
         CloseReason::Unavailable => CloseCode::Again,
+        CloseReason::Refused => CloseCode::Policy,
     }
 }
 

@@ -238,8 +238,11 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         router.clone(),
         rand::random(),
     );
+    // With a JWKS file, the dev key stays out unless a secret file is
+    // named explicitly: whoever can read the data dir must not mint tokens.
+    let hs256 = if cfg.auth.jwks_file.is_some() && cfg.auth.hs256_secret_file.is_none() { None } else { Some(secret) };
     let keys = Arc::new(KeyStore::new(
-        Some(secret),
+        hs256,
         cfg.auth.jwks_file.clone(),
         VerifierConfig {
             issuer: cfg.auth.issuer.clone(),

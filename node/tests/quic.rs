@@ -276,3 +276,23 @@ async fn sessions_per_user_are_limited() {
     expect(&mut c, "rate_limited", is_error(ErrorCode::RateLimited)).await;
     expect_closed(&mut c).await;
 }
+
+#[tokio::test]
+async fn quic_keep_alives_count_as_proof_of_life() {
+    let node = start_with("[limits]\nheartbeat_ms = 1000\n");
+    let trust = trust(&node);
+    let pinging =
+        QuicConnector::with_keep_alive(node.quic_addr.unwrap(), "localhost", &trust, Duration::from_millis(300))
+            .unwrap();
+    let mut alive = pinging.hello(&node.token("acme", "alice"), None, Encoding::Binary).await.unwrap().0;
+    let silent =
+        QuicConnector::with_keep_alive(node.quic_addr.unwrap(), "localhost", &trust, Duration::from_secs(60)).unwrap();
+    let mut quiet = silent.hello(&node.token("acme", "bob"), None, Encoding::Binary).await.unwrap().0;
+    // The silent session times out after two heartbeats...
+    let started = Instant::now();
+    expect_closed(&mut quiet).await;
+    assert!(started.elapsed() >= Duration::from_millis(1_900));
+    // ...while the one sending only QUIC keep-alives is still open.
+    alive.ping(9).await.unwrap();
+    expect(&mut alive, "pong", |f| matches!(f, ServerFrame::Pong(_))).await;
+}

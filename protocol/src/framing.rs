@@ -5,6 +5,9 @@
 //!
 //! [`buf`]: FrameAssembler::buf
 
+/// How much the payload buffer grows at a time.
+const GROW_BYTES: usize = 16 * 1024;
+
 /// What the bytes read so far amount to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Assembled {
@@ -32,11 +35,19 @@ impl FrameAssembler {
         Self { header: [0; 4], have: 0, payload: Vec::new(), want: None, max }
     }
 
-    /// Where the next read should go (never empty).
+    /// Where the next read should go (never empty). The payload buffer
+    /// grows as bytes arrive, so a peer that announces a large frame and
+    /// sends it slowly pins only what it sent.
     pub fn buf(&mut self) -> &mut [u8] {
         match self.want {
             None => &mut self.header[self.have..],
-            Some(_) => &mut self.payload[self.have..],
+            Some(len) => {
+                if self.payload.len() == self.have {
+                    let grow = (len - self.have).min(GROW_BYTES);
+                    self.payload.resize(self.have + grow, 0);
+                }
+                &mut self.payload[self.have..]
+            }
         }
     }
 
@@ -49,7 +60,7 @@ impl FrameAssembler {
                 return Assembled::TooLarge(len);
             }
             self.want = Some(len);
-            self.payload = vec![0; len];
+            self.payload = Vec::new();
             self.have = 0;
         }
         match self.want {
@@ -116,6 +127,14 @@ mod tests {
             let got = feed(&mut a, &stream, chunk);
             let want: Vec<Assembled> = payloads.into_iter().map(Assembled::Frame).collect();
             prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn large_frames_survive_chunking(len in 0usize..70_000, chunk in 1000usize..40_000) {
+            let mut a = FrameAssembler::new(100_000);
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let got = feed(&mut a, &frame(&payload), chunk);
+            prop_assert_eq!(got, vec![Assembled::Frame(payload)]);
         }
     }
 }
