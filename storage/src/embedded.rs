@@ -75,21 +75,6 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string().into())
 }
 
-/// Version byte in front of every stored record, so that a later layout can
-/// be told apart from this one.
-const RECORD_VERSION: u8 = 1;
-
-fn enc<T: Serialize>(v: &T) -> Vec<u8> {
-    postcard::to_extend(v, vec![RECORD_VERSION]).expect("records always serialize")
-}
-
-fn dec<T: serde::de::DeserializeOwned>(what: &'static str, b: &[u8]) -> Result<T, StoreError> {
-    match b.split_first() {
-        Some((&RECORD_VERSION, rest)) => postcard::from_bytes(rest).map_err(|_| StoreError::Corrupt(what)),
-        _ => Err(StoreError::Corrupt(what)),
-    }
-}
-
 fn dedup_key(k: &DedupKey) -> Vec<u8> {
     child_key(&k.sender, &k.client_id)
 }

@@ -2,7 +2,9 @@
 //! rejects control characters), so NUL separates the parts; seqs are
 //! big-endian so that key order is seq order.
 
+use crate::StoreError;
 use iris_envelope::{InboxSeq, UserKey};
+use serde::Serialize;
 
 pub(crate) fn user_prefix(user: &UserKey) -> Vec<u8> {
     let mut k = Vec::with_capacity(user.tenant.len() + user.user.len() + 2);
@@ -38,4 +40,19 @@ pub(crate) fn seq_of_inbox_key(key: &[u8]) -> Option<InboxSeq> {
 
 pub(crate) fn child_of_key<'a>(prefix: &[u8], key: &'a [u8]) -> Option<&'a str> {
     std::str::from_utf8(key.strip_prefix(prefix)?).ok()
+}
+
+/// Version byte in front of every stored record, so that a later layout can
+/// be told apart from this one.
+pub(crate) const RECORD_VERSION: u8 = 1;
+
+pub(crate) fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_extend(v, vec![RECORD_VERSION]).expect("records always serialize")
+}
+
+pub(crate) fn dec<T: serde::de::DeserializeOwned>(what: &'static str, b: &[u8]) -> Result<T, StoreError> {
+    match b.split_first() {
+        Some((&RECORD_VERSION, rest)) => postcard::from_bytes(rest).map_err(|_| StoreError::Corrupt(what)),
+        _ => Err(StoreError::Corrupt(what)),
+    }
 }

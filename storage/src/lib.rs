@@ -12,6 +12,7 @@
 pub mod contract;
 pub mod embedded;
 mod keys;
+pub mod redis;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -1,0 +1,383 @@
+//! The Redis backend (fred), for small and medium regions and as the shared
+//! store of multi-node tests.
+//!
+//! Layout (every key part is separated by NUL, which names never contain):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `inbox\0T\0U` | sorted set | messages, score = seq |
+//! | `dedup\0T\0SENDER\0ID` | string, TTL | a send's first answer |
+//! | `meta\0T\0U` | string | acks, read, presence that must survive |
+//! | `contacts\0T\0U` | hash | contact → circle and channels |
+//! | `ids\0T\0U` | set | verified channels |
+//! | `policies\0T\0U` | hash | circle → policy |
+//! | `receipts\0T\0U` | hash | msg id → receipt waiting for its sender |
+//! | `log\0K\0T` / `logseq\0K\0T` | sorted set / counter | a tenant's log |
+//! | `event\0T\0S\0KEY` | string, TTL | an ingested event's idempotency key |
+//! | `rollup\0T\0TYPE` / `rolluptypes\0T` | hash / set | hourly counters |
+//!
+//! A batch is one Lua script: it applies atomically, nothing interleaves. Durability is Redis's own (AOF `appendfsync always` for `accepted`
+//! to mean "on disk"; see docs/operations.md).
+
+use crate::keys::{dec, enc};
+use crate::*;
+use bytes::Bytes;
+use fred::prelude::*;
+use fred::types::Key;
+use std::collections::HashMap;
+
+/// Settings of the Redis store.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`.
+    pub url: String,
+    /// How long dedup records and event keys are kept, seconds.
+    pub retention_secs: i64,
+}
+
+/// The Redis-backed store.
+pub struct RedisStore {
+    client: Client,
+    retention_secs: i64,
+}
+
+fn key(parts: &[&[u8]]) -> Key {
+    let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    Key::from(k.into_boxed_slice())
+}
+
+fn user(kind: &str, u: &UserKey) -> Key {
+    key(&[kind.as_bytes(), u.tenant.as_bytes(), u.user.as_bytes()])
+}
+
+fn log_kind(kind: LogKind) -> &'static [u8] {
+    match kind {
+        LogKind::Graph => b"graph",
+        LogKind::Events => b"events",
+    }
+}
+
+fn err(e: fred::error::Error) -> StoreError {
+    use fred::error::ErrorKind as K;
+    match e.kind() {
+        K::IO | K::Timeout | K::Canceled | K::Backpressure => StoreError::Unavailable(e.to_string().into()),
+        _ => StoreError::Backend(e.to_string().into()),
+    }
+}
+
+/// Applies a whole batch atomically (a Lua script runs without anything
+/// interleaving). Each op is a name and its arguments; `log` appends to a
+/// tenant's log under the next seq, so log order is commit order. Keys are
+/// passed as arguments: this targets a single Redis, not Redis Cluster.
+const APPLY_BATCH: &str = r"
+local i = 1
+local n = #ARGV
+while i <= n do
+  local op = ARGV[i]
+  if op == 'zadd' then redis.call('ZADD', ARGV[i+1], ARGV[i+2], ARGV[i+3]); i = i + 4
+  elseif op == 'set' then redis.call('SET', ARGV[i+1], ARGV[i+2]); i = i + 3
+  elseif op == 'setex' then redis.call('SET', ARGV[i+1], ARGV[i+2], 'EX', ARGV[i+3]); i = i + 4
+  elseif op == 'hset' then redis.call('HSET', ARGV[i+1], ARGV[i+2], ARGV[i+3]); i = i + 4
+  elseif op == 'hdel' then redis.call('HDEL', ARGV[i+1], ARGV[i+2]); i = i + 3
+  elseif op == 'sadd' then redis.call('SADD', ARGV[i+1], ARGV[i+2]); i = i + 3
+  elseif op == 'hincrby' then redis.call('HINCRBY', ARGV[i+1], ARGV[i+2], ARGV[i+3]); i = i + 4
+  elseif op == 'log' then
+    local s = redis.call('INCR', ARGV[i+1])
+    redis.call('ZADD', ARGV[i+2], s, struct.pack('>I8', s) .. ARGV[i+3]); i = i + 4
+  else return redis.error_reply('unknown op ' .. tostring(op)) end
+end
+return 1
+";
+
+impl RedisStore {
+    /// Connects (and keeps reconnecting in the background when Redis goes
+    /// away; calls meanwhile fail with `Unavailable`).
+    pub async fn connect(cfg: RedisConfig) -> Result<Self, StoreError> {
+        let config = Config::from_url(&cfg.url).map_err(err)?;
+        let client = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = std::time::Duration::from_secs(5);
+                c.internal_command_timeout = std::time::Duration::from_secs(5);
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = std::time::Duration::from_secs(5);
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .build()
+            .map_err(err)?;
+        client.init().await.map_err(err)?;
+        Ok(Self { client, retention_secs: cfg.retention_secs })
+    }
+
+    async fn hash_all(&self, k: Key) -> Result<HashMap<Bytes, Bytes>, StoreError> {
+        self.client.hgetall(k).await.map_err(err)
+    }
+}
+
+fn rollup_field(project: &str, hour_ms: i64) -> Vec<u8> {
+    let mut f = project.as_bytes().to_vec();
+    f.push(0);
+    f.extend_from_slice(&(hour_ms as u64).to_be_bytes());
+    f
+}
+
+fn parse_rollup_field(f: &[u8]) -> Option<(String, i64)> {
+    let (project, hour) = f.split_at(f.len().checked_sub(9)?);
+    if hour[0] != 0 {
+        return None;
+    }
+    Some((String::from_utf8(project.to_vec()).ok()?, u64::from_be_bytes(hour[1..].try_into().ok()?) as i64))
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn load_user(&self, u: &UserKey) -> Result<UserRecord, StoreError> {
+        let top: Vec<(Bytes, f64)> = self.client.zrevrange(user("inbox", u), 0, 0, true).await.map_err(err)?;
+        let head = top.first().map(|(_, s)| *s as u64).unwrap_or(0);
+        let meta: Option<Bytes> = self.client.get(user("meta", u)).await.map_err(err)?;
+        let meta = match meta {
+            Some(b) => dec("meta", &b)?,
+            None => UserMeta::default(),
+        };
+        let mut contacts = BTreeMap::new();
+        for (k, v) in self.hash_all(user("contacts", u)).await? {
+            let name = String::from_utf8(k.to_vec()).map_err(|_| StoreError::Corrupt("contact key"))?;
+            contacts.insert(name, dec("contact", &v)?);
+        }
+        let ids: Vec<Bytes> = self.client.smembers(user("ids", u)).await.map_err(err)?;
+        let mut identities = Vec::with_capacity(ids.len());
+        for id in ids {
+            identities.push(String::from_utf8(id.to_vec()).map_err(|_| StoreError::Corrupt("identity"))?);
+        }
+        identities.sort();
+        let mut policies = BTreeMap::new();
+        for (k, v) in self.hash_all(user("policies", u)).await? {
+            let name = String::from_utf8(k.to_vec()).map_err(|_| StoreError::Corrupt("policy key"))?;
+            policies.insert(name, dec("policy", &v)?);
+        }
+        Ok(UserRecord { head, meta, contacts, identities, policies })
+    }
+
+    async fn dedup(&self, k: &DedupKey) -> Result<Option<DedupRecord>, StoreError> {
+        let v: Option<Bytes> = self
+            .client
+            .get(key(&[b"dedup", k.sender.tenant.as_bytes(), k.sender.user.as_bytes(), k.client_id.as_bytes()]))
+            .await
+            .map_err(err)?;
+        v.map(|b| dec("dedup", &b)).transpose()
+    }
+
+    async fn read_inbox(
+        &self,
+        u: &UserKey,
+        after: InboxSeq,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<InboxPage, StoreError> {
+        let min = format!("({after}");
+        let rows: Vec<Bytes> = self
+            .client
+            .zrangebyscore(user("inbox", u), min.as_str(), "+inf", false, Some((0, limit as i64 + 1)))
+            .await
+            .map_err(err)?;
+        let mut page = InboxPage::default();
+        let mut bytes = 0usize;
+        for row in rows {
+            if page.messages.len() >= limit || (bytes >= max_bytes && !page.messages.is_empty()) {
+                page.more = true;
+                break;
+            }
+            let m: StoredMessage = dec("inbox", &row)?;
+            bytes += m.body.len();
+            page.messages.push(m);
+        }
+        Ok(page)
+    }
+
+    async fn read_range(
+        &self,
+        u: &UserKey,
+        from: InboxSeq,
+        to: InboxSeq,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        let min = format!("({from}");
+        let rows: Vec<Bytes> = self
+            .client
+            .zrangebyscore(user("inbox", u), min.as_str(), to as i64, false, Some((0, limit as i64)))
+            .await
+            .map_err(err)?;
+        rows.iter().map(|r| dec("inbox", r)).collect()
+    }
+
+    async fn pending_receipts(&self, u: &UserKey, limit: usize) -> Result<Vec<PendingReceipt>, StoreError> {
+        let all = self.hash_all(user("receipts", u)).await?;
+        all.values().take(limit).map(|v| dec("receipt", v)).collect()
+    }
+
+    async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let ttl = Value::from(self.retention_secs.to_string());
+        let mut args: Vec<Value> = Vec::with_capacity(batch.ops.len() * 4);
+        let mut push = |parts: Vec<Value>| args.extend(parts);
+        let b = |v: Vec<u8>| Value::Bytes(Bytes::from(v));
+        let k = |key: Key| Value::Bytes(key.into_bytes());
+        for op in batch.ops {
+            match op {
+                WriteOp::Message { user: u, message } => {
+                    push(vec!["zadd".into(), k(user("inbox", &u)), message.seq.to_string().into(), b(enc(&message))])
+                }
+                WriteOp::Dedup { key: d, record } => {
+                    let rk =
+                        key(&[b"dedup", d.sender.tenant.as_bytes(), d.sender.user.as_bytes(), d.client_id.as_bytes()]);
+                    push(vec!["setex".into(), k(rk), b(enc(&record)), ttl.clone()])
+                }
+                WriteOp::Meta { user: u, meta } => push(vec!["set".into(), k(user("meta", &u)), b(enc(&meta))]),
+                WriteOp::Contact { owner, contact, record } => {
+                    push(vec!["hset".into(), k(user("contacts", &owner)), contact.into(), b(enc(&record))])
+                }
+                WriteOp::ContactRemoved { owner, contact } => {
+                    push(vec!["hdel".into(), k(user("contacts", &owner)), contact.into()])
+                }
+                WriteOp::Identity { user: u, channel } => push(vec!["sadd".into(), k(user("ids", &u)), channel.into()]),
+                WriteOp::Policy { owner, circle, policy } => {
+                    push(vec!["hset".into(), k(user("policies", &owner)), circle.into(), b(enc(&policy))])
+                }
+                WriteOp::Receipt { user: u, receipt } => push(vec![
+                    "hset".into(),
+                    k(user("receipts", &u)),
+                    receipt.msg_id.to_string().into(),
+                    b(enc(&receipt)),
+                ]),
+                WriteOp::ReceiptsDelivered { user: u, msg_ids } => {
+                    for id in msg_ids {
+                        push(vec!["hdel".into(), k(user("receipts", &u)), id.to_string().into()]);
+                    }
+                }
+                WriteOp::Log { kind, tenant, record } => push(vec![
+                    "log".into(),
+                    k(key(&[b"logseq", log_kind(kind), tenant.as_bytes()])),
+                    k(key(&[b"log", log_kind(kind), tenant.as_bytes()])),
+                    Value::Bytes(record),
+                ]),
+                WriteOp::EventSeen { key: e, ts: _ } => {
+                    let ek = key(&[b"event", e.tenant.as_bytes(), e.stream.as_bytes(), e.key.as_bytes()]);
+                    push(vec!["setex".into(), k(ek), "1".into(), ttl.clone()])
+                }
+                WriteOp::RollupAdd { key: r, by } => {
+                    let hk = key(&[b"rollup", r.tenant.as_bytes(), r.event_type.as_bytes()]);
+                    push(vec!["hincrby".into(), k(hk), b(rollup_field(&r.project, r.hour_ms)), by.to_string().into()]);
+                    push(vec![
+                        "sadd".into(),
+                        k(key(&[b"rolluptypes", r.tenant.as_bytes()])),
+                        r.event_type.to_string().into(),
+                    ]);
+                }
+            }
+        }
+        let keys: Vec<Key> = Vec::new();
+        let _: Value = self.client.eval(APPLY_BATCH, keys, args).await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn event_seen(&self, k: &EventKey) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .client
+            .exists(key(&[b"event", k.tenant.as_bytes(), k.stream.as_bytes(), k.key.as_bytes()]))
+            .await
+            .map_err(err)?;
+        Ok(n > 0)
+    }
+
+    async fn read_log(
+        &self,
+        kind: LogKind,
+        tenant: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let min = format!("({after}");
+        let rows: Vec<Bytes> = self
+            .client
+            .zrangebyscore(
+                key(&[b"log", log_kind(kind), tenant.as_bytes()]),
+                min.as_str(),
+                "+inf",
+                false,
+                Some((0, limit as i64)),
+            )
+            .await
+            .map_err(err)?;
+        rows.into_iter()
+            .map(|r| {
+                let seq = u64::from_be_bytes(
+                    r.get(..8).ok_or(StoreError::Corrupt("log"))?.try_into().map_err(|_| StoreError::Corrupt("log"))?,
+                );
+                Ok(LogEntry { seq, record: r.slice(8..) })
+            })
+            .collect()
+    }
+
+    async fn rollups(
+        &self,
+        tenant: &str,
+        event_type: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(RollupKey, u64)>, StoreError> {
+        let types: Vec<String> = match event_type {
+            Some(t) => vec![t.to_owned()],
+            None => self.client.smembers(key(&[b"rolluptypes", tenant.as_bytes()])).await.map_err(err)?,
+        };
+        let mut out = Vec::new();
+        for t in types {
+            let counters: HashMap<Bytes, u64> =
+                self.client.hgetall(key(&[b"rollup", tenant.as_bytes(), t.as_bytes()])).await.map_err(err)?;
+            for (f, n) in counters {
+                let (project, hour_ms) = parse_rollup_field(&f).ok_or(StoreError::Corrupt("rollup field"))?;
+                if hour_ms >= from_ms && hour_ms < to_ms {
+                    out.push((
+                        RollupKey {
+                            tenant: tenant.into(),
+                            event_type: t.as_str().into(),
+                            project: project.into(),
+                            hour_ms,
+                        },
+                        n,
+                    ));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs against the Redis that `scripts/test` starts (IRIS_TEST_REDIS).
+    #[tokio::test]
+    async fn redis_store_passes_the_contract() {
+        let Ok(url) = std::env::var("IRIS_TEST_REDIS") else {
+            panic!("IRIS_TEST_REDIS is not set: run scripts/test, which starts a Redis server on loopback");
+        };
+        let store = RedisStore::connect(RedisConfig { url, retention_secs: 3_600 }).await.unwrap();
+        // A fresh tenant per run: the server may hold earlier runs' data.
+        let tenant =
+            format!("t{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+        crate::contract::run_all(&store, &tenant).await.unwrap();
+    }
+}
