@@ -242,9 +242,12 @@ pub struct Core {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Storage {
-    /// `embedded` (fjall under `data_dir`).
+    /// `embedded` (fjall under `data_dir`) or `redis` (at `redis_url`).
     #[serde(default = "d_backend")]
     pub backend: String,
+    /// The Redis server of the `redis` backend, `redis://HOST:PORT/DB`.
+    #[serde(default)]
+    pub redis_url: Option<String>,
     /// Most writes sharing one fsync.
     #[serde(default = "d_batch_ops")]
     pub max_batch_ops: usize,
@@ -569,7 +572,17 @@ impl Config {
         )?;
         check(h.max_pending_requests >= 1, "http.max_pending_requests", "at least 1")?;
         check(h.request_timeout_ms >= 100, "http.request_timeout_ms", "at least 100")?;
-        check(self.storage.backend == "embedded", "storage.backend", "this build supports \"embedded\"")?;
+        check(
+            matches!(self.storage.backend.as_str(), "embedded" | "redis"),
+            "storage.backend",
+            "\"embedded\" or \"redis\"",
+        )?;
+        check(
+            self.storage.backend != "redis"
+                || self.storage.redis_url.as_deref().is_some_and(|u| u.starts_with("redis://")),
+            "storage.redis_url",
+            "the redis backend needs redis_url = \"redis://HOST:PORT\"",
+        )?;
         check(self.storage.max_batch_ops >= 1, "storage.max_batch_ops", "at least 1")?;
         check(self.storage.queue_batches >= 1, "storage.queue_batches", "at least 1")?;
         check(

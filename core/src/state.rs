@@ -225,7 +225,7 @@ pub struct ShardState {
     done_ahead: BTreeSet<Ticket>,
     failed: BTreeSet<Ticket>,
     /// Outputs waiting for a ticket: (release after, depends on, output).
-    queue: VecDeque<(Ticket, Option<Ticket>, Output)>,
+    queue: VecDeque<(Ticket, Vec<Ticket>, Output)>,
     ready: VecDeque<Output>,
     id_counter: u32,
     poisoned: bool,
@@ -365,7 +365,7 @@ impl ShardState {
             _ => None,
         };
         if let Some(o) = out {
-            self.emit(vec![o], None);
+            self.emit(vec![o], Vec::new());
         }
     }
 
@@ -394,17 +394,18 @@ impl ShardState {
     /// outputs depend on (the input's own write, or the in-flight original
     /// of a retried send): if it fails, they turn into errors. Outputs
     /// merely ordered behind someone else's write go out as they are.
-    fn emit(&mut self, outputs: Vec<Output>, dep: Option<Ticket>) {
+    fn emit(&mut self, outputs: Vec<Output>, deps: Vec<Ticket>) {
         let tag = self.next_ticket - 1;
         for o in outputs {
-            if tag <= self.done_upto && dep.is_none_or(|d| !self.failed.contains(&d)) {
+            let doomed = deps.iter().any(|d| self.failed.contains(d));
+            if tag <= self.done_upto && !doomed {
                 self.ready.push_back(o);
             } else if tag <= self.done_upto {
                 if let Some(o) = failed_output(o) {
                     self.ready.push_back(o);
                 }
             } else {
-                self.queue.push_back((tag, dep, o));
+                self.queue.push_back((tag, deps.clone(), o));
             }
         }
     }
@@ -715,9 +716,9 @@ impl ShardState {
             Some((t, batch))
         };
         let own = written.as_ref().map(|(t, _)| *t);
-        self.emit(out, own);
+        self.emit(out, own.into_iter().collect());
         for (original, o) in dependent {
-            self.emit(vec![o], Some(original));
+            self.emit(vec![o], vec![original]);
         }
         self.evict_idle();
         written
@@ -738,9 +739,14 @@ impl ShardState {
         let mut batch = WriteBatch::default();
         let (mut accepted, mut duplicates) = (Vec::new(), Vec::new());
         let mut in_batch: HashSet<EventKey> = HashSet::new();
+        // Duplicates of events still being written stand or fall with them.
+        let mut deps: Vec<Ticket> = Vec::new();
         let ticket = self.next_ticket;
         for (i, e) in events.into_iter().enumerate() {
             let key = EventKey { tenant: tenant.clone(), stream: stream.clone(), key: e.key.clone() };
+            if let Some(t) = self.inflight_events.get(&key) {
+                deps.push(*t);
+            }
             let seen = stored.get(i).copied().unwrap_or(false)
                 || in_batch.contains(&key)
                 || self.inflight_events.contains_key(&key)
@@ -774,13 +780,16 @@ impl ShardState {
             self.inflight_events.insert(key, ticket);
         }
         let answer = service_reply(to, ServiceReply::Ingested { accepted, duplicates });
+        deps.sort_unstable();
+        deps.dedup();
         if batch.is_empty() {
-            self.emit(vec![answer], None);
+            self.emit(vec![answer], deps);
             return None;
         }
         let t = self.issue();
         debug_assert_eq!(t, ticket);
-        self.emit(vec![answer], Some(t));
+        deps.push(t);
+        self.emit(vec![answer], deps);
         Some((t, batch))
     }
 
@@ -803,7 +812,7 @@ impl ShardState {
                 break;
             }
             let (_, dep, o) = self.queue.pop_front().expect("front exists");
-            if dep.is_some_and(|d| self.failed.contains(&d)) {
+            if dep.iter().any(|d| self.failed.contains(d)) {
                 if let Some(o) = failed_output(o) {
                     self.ready.push_back(o);
                 }
@@ -884,6 +893,18 @@ fn failed_output(o: Output) -> Option<Output> {
                     to,
                     frame: ServerFrame::error(ErrorCode::Unavailable, "storage failed; retry", id),
                     droppable: false,
+                },
+            }))
+        }
+        Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Reply { request, .. } }) => {
+            Some(Output::Edge(EdgeEnvelope {
+                edge,
+                body: EdgeInput::Reply {
+                    request,
+                    reply: ServiceReply::Error {
+                        code: ErrorCode::Unavailable,
+                        message: "storage failed; retry".into(),
+                    },
                 },
             }))
         }

@@ -271,9 +271,18 @@ impl<T: Transport> Session<T> {
                         metrics::counter!("iris_auth_throttled_total").increment(1);
                         Err(())
                     } else {
-                        self.ctx.keys.verify(&token).map_err(|e| {
+                        let verified = self.ctx.keys.verify(&token).map_err(|e| e.to_string()).and_then(|id| {
+                            // Service tokens call the service API; they never
+                            // open a user's session.
+                            if id.has_scope(iris_auth::SERVICE_SCOPE) {
+                                Err("service tokens cannot open sessions".to_owned())
+                            } else {
+                                Ok(id)
+                            }
+                        });
+                        verified.map_err(|reason| {
                             // Never log the token; the reason stays server-side.
-                            tracing::debug!(reason = %e, "token refused");
+                            tracing::debug!(%reason, "token refused");
                             self.ctx.guard.failed(self.peer, now);
                             metrics::counter!("iris_auth_failures_total").increment(1);
                         })

@@ -190,9 +190,11 @@ impl HttpFront {
         self.pending.insert(id, tx);
         let reply = SessionAddr { edge: self.edge.clone(), session: SessionId(id) };
         let env = ShardEnvelope { owner, body: body(reply) };
-        let sent = tokio::time::timeout(self.cfg.request_timeout, self.router.to_shard(env)).await;
+        // One deadline for handing over and for the answer.
+        let deadline = tokio::time::Instant::now() + self.cfg.request_timeout;
+        let sent = tokio::time::timeout_at(deadline, self.router.to_shard(env)).await;
         let answer = match sent {
-            Ok(Ok(())) => tokio::time::timeout(self.cfg.request_timeout, rx).await,
+            Ok(Ok(())) => tokio::time::timeout_at(deadline, rx).await,
             _ => {
                 self.pending.remove(&id);
                 return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, "node is busy or shutting down; retry"));
@@ -433,9 +435,9 @@ async fn get_analytics(front: web::Data<HttpFront>, req: HttpRequest, q: web::Qu
             Err(_) => front.service(&req)?,
         };
         let now = now_ms();
-        let to = q.to.unwrap_or(now + 3_600_000);
-        let from = q.from.unwrap_or(to - 24 * 3_600_000);
-        if from >= to || to - from > MAX_ANALYTICS_RANGE_MS {
+        let to = q.to.unwrap_or(now.saturating_add(3_600_000));
+        let from = q.from.unwrap_or(to.saturating_sub(24 * 3_600_000));
+        if from >= to || to.saturating_sub(from) > MAX_ANALYTICS_RANGE_MS {
             return Err(Failure::new(StatusCode::BAD_REQUEST, "from must be before to, at most 93 days apart"));
         }
         let rows = front

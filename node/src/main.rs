@@ -13,7 +13,9 @@ use iris_edge::{EdgeConfig, Listeners, SessionConfig, start_edge};
 use iris_envelope::EdgeId;
 use iris_http::{HttpConfig, HttpFront, HttpListeners, IngestLimits};
 use iris_router::{InProcessBus, Ring, Router};
+use iris_storage::Store;
 use iris_storage::embedded::{EmbeddedConfig, EmbeddedStore};
+use iris_storage::redis::{RedisConfig, RedisStore};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,9 +57,9 @@ enum ApiKeyAction {
 enum Command {
     /// Print a token that a node with the same data dir (or config) accepts.
     Token {
-        /// The user (`sub`); with --service, the service's name.
-        #[arg(long, default_value = "service")]
-        user: String,
+        /// The user (`sub`); with --service, the service's name (default `service`).
+        #[arg(long, required_unless_present = "service")]
+        user: Option<String>,
         /// The tenant.
         #[arg(long)]
         tenant: String,
@@ -133,6 +135,7 @@ fn main() -> anyhow::Result<()> {
         },
         Some(Command::Token { user, tenant, ttl, service }) => {
             let cfg = load_config(&cli)?;
+            let user = user.as_deref().unwrap_or("service");
             if !iris_auth::valid_name(user) || !iris_auth::valid_name(tenant) {
                 bail!("--user and --tenant must be 1-128 bytes without control characters");
             }
@@ -208,15 +211,23 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         Some(addr) => Some(metrics_http::start(addr).await.with_context(|| format!("metrics listener {addr}"))?),
         None => None,
     };
-    let store = Arc::new(
-        EmbeddedStore::open(EmbeddedConfig {
-            path: data_dir.join("store"),
-            max_batch_ops: cfg.storage.max_batch_ops,
-            queue_batches: cfg.storage.queue_batches,
-            dedup_retention_ms: cfg.storage.dedup_retention_hours as i64 * 3_600_000,
-        })
-        .with_context(|| format!("opening storage in {}", data_dir.display()))?,
-    );
+    let store: Arc<dyn Store> = match cfg.storage.backend.as_str() {
+        "redis" => {
+            let url = cfg.storage.redis_url.clone().unwrap_or_default();
+            let config =
+                RedisConfig { url: url.clone(), retention_secs: cfg.storage.dedup_retention_hours as i64 * 3_600 };
+            Arc::new(RedisStore::connect(config).await.with_context(|| format!("connecting to Redis at {url}"))?)
+        }
+        _ => Arc::new(
+            EmbeddedStore::open(EmbeddedConfig {
+                path: data_dir.join("store"),
+                max_batch_ops: cfg.storage.max_batch_ops,
+                queue_batches: cfg.storage.queue_batches,
+                dedup_retention_ms: cfg.storage.dedup_retention_hours as i64 * 3_600_000,
+            })
+            .with_context(|| format!("opening storage in {}", data_dir.display()))?,
+        ),
+    };
     let edge_id = EdgeId(cfg.node_id.as_str().into());
     let http_edge = EdgeId(format!("{}-http", cfg.node_id).into());
     let (bus, shard_rxs, mut edge_rxs) =
@@ -366,7 +377,7 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
 
     let healthy = tokio::select! {
         r = wait_for_signal() => { r?; true }
-        _ = store_failed(&store) => false,
+        _ = store_failed(&*store) => false,
     };
     if healthy {
         tracing::info!("shutting down: closing sessions, flushing writes");
@@ -412,7 +423,7 @@ async fn reload_on_sighup(certs: Arc<CertStore>, keys: Arc<KeyStore>) {
 }
 
 /// Resolves once the store reports a failed write (checked every second).
-async fn store_failed(store: &EmbeddedStore) {
+async fn store_failed(store: &dyn Store) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;

@@ -188,6 +188,7 @@ async fn tenants_do_not_cross(store: &dyn Store, tenant: &str) -> Result<(), Str
 
 #[cfg(test)]
 mod tests {
+    use crate::Store;
     use crate::embedded::{EmbeddedConfig, EmbeddedStore};
 
     #[tokio::test]

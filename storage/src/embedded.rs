@@ -102,27 +102,26 @@ impl EmbeddedStore {
             receipts: ks("receipts")?,
             db,
         };
+        // Log seqs continue where they stopped; an unreadable head would
+        // restart them and overwrite records, so it refuses to open.
+        let log_head = match spaces.meta.get(LOG_HEAD_KEY).map_err(backend)? {
+            Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt("log head"))?),
+            None => 0,
+        };
         let (tx, rx) = mpsc::channel(config.queue_batches.max(1));
         let worker = spaces.clone();
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let failed_flag = failed.clone();
         let handle = std::thread::Builder::new()
             .name("iris-committer".into())
-            .spawn(move || committer(worker, rx, config, failed_flag))
+            .spawn(move || committer(worker, rx, config, failed_flag, log_head))
             .map_err(backend)?;
         Ok(Self { spaces, failed, tx, committer: std::sync::Mutex::new(Some(handle)) })
     }
 
-    /// False once a write or sync has failed. fjall then refuses every later
-    /// write (a failed fsync leaves the journal in doubt), so the node should
-    /// stop and recover from the journal on restart.
-    pub fn healthy(&self) -> bool {
-        !self.failed.load(std::sync::atomic::Ordering::Acquire)
-    }
-
     /// Finishes the queued writes, syncs, and stops the committer. Writes
     /// submitted afterwards fail with `Unavailable`.
-    pub async fn close(&self) {
+    async fn shutdown(&self) {
         let (done_tx, done_rx) = oneshot::channel();
         if self.tx.send(Request::Stop(done_tx)).await.is_ok() {
             // The committer answers after its final sync.
@@ -302,17 +301,11 @@ fn committer(
     mut rx: mpsc::Receiver<Request>,
     cfg: EmbeddedConfig,
     failed: Arc<std::sync::atomic::AtomicBool>,
+    cfg_log_head: u64,
 ) {
     let mut last_sweep = Instant::now();
     let mut waiting: Vec<Reply> = Vec::new();
-    let mut log_head = match s.meta.get(LOG_HEAD_KEY) {
-        Ok(Some(v)) => v.as_ref().try_into().map(u64::from_be_bytes).unwrap_or(0),
-        Ok(None) => 0,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the log head; logs start over at 0");
-            0
-        }
-    };
+    let mut log_head = cfg_log_head;
     let mut stop: Option<oneshot::Sender<()>> = None;
     while stop.is_none() {
         let (first, reply) = match rx.blocking_recv() {
@@ -518,6 +511,17 @@ impl Store for EmbeddedStore {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// False once a write or sync has failed. fjall then refuses every later
+    /// write (a failed fsync leaves the journal in doubt), so the node should
+    /// stop and recover from the journal on restart.
+    fn healthy(&self) -> bool {
+        !self.failed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    async fn close(&self) {
+        self.shutdown().await;
     }
 
     async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {

@@ -322,6 +322,13 @@ pub trait Store: Send + Sync + 'static {
     async fn pending_receipts(&self, user: &UserKey, limit: usize) -> Result<Vec<PendingReceipt>, StoreError>;
     /// Makes a batch durable; resolves once it is synced.
     async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError>;
+    /// False once the backend has failed for good (the node should stop and
+    /// recover on restart). Backends that recover by themselves stay true.
+    fn healthy(&self) -> bool {
+        true
+    }
+    /// Finishes queued writes and releases the backend.
+    async fn close(&self) {}
     /// Was this event key seen (within retention)?
     async fn event_seen(&self, key: &EventKey) -> Result<bool, StoreError>;
     /// Reads a tenant's log after `after`, at most `limit` entries.
