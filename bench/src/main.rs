@@ -10,6 +10,8 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
+mod peers;
+
 use iris_client::{Client, Encoding, ServerFrame};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,15 +29,18 @@ struct Cli {
 enum Cmd {
     /// One-to-one chat at a fixed rate.
     Chat {
-        /// WebSocket URL of the node.
+        /// The system under test.
+        #[arg(long, value_enum, default_value = "iris")]
+        system: System,
+        /// Iris: the WebSocket URL; MQTT and NATS: HOST:PORT.
         #[arg(long, default_value = "ws://127.0.0.1:8080/v1/ws")]
         url: String,
         /// Metrics URL of the node (for fsync figures).
         #[arg(long)]
         metrics: Option<String>,
-        /// The node's data dir (its dev key signs the tokens).
+        /// Iris: the node's data dir (its dev key signs the tokens).
         #[arg(long)]
-        data_dir: std::path::PathBuf,
+        data_dir: Option<std::path::PathBuf>,
         /// Connected users (even).
         #[arg(long, default_value_t = 100)]
         users: usize,
@@ -72,16 +77,19 @@ enum Cmd {
     },
     /// N idle authenticated sessions; the server's RSS per session.
     Idle {
-        /// WebSocket URL of the node (ignored with --quic).
+        /// The system under test.
+        #[arg(long, value_enum, default_value = "iris")]
+        system: System,
+        /// Iris: the WebSocket URL (ignored with --quic); MQTT and NATS: HOST:PORT.
         #[arg(long, default_value = "ws://127.0.0.1:8080/v1/ws")]
         url: String,
         /// QUIC address of the node; measures QUIC sessions instead.
         #[arg(long)]
         quic: Option<std::net::SocketAddr>,
-        /// The node's data dir (dev key and dev certificate).
+        /// Iris: the node's data dir (dev key and dev certificate).
         #[arg(long)]
-        data_dir: std::path::PathBuf,
-        /// The node's process id (RSS is read from /proc).
+        data_dir: Option<std::path::PathBuf>,
+        /// The server's process id (RSS is read from /proc).
         #[arg(long)]
         pid: u32,
         /// Sessions to open.
@@ -207,23 +215,38 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS in /proc status")
 }
 
+fn signer_for(data_dir: Option<&std::path::Path>) -> anyhow::Result<iris_auth::Signer> {
+    match data_dir {
+        Some(dir) => {
+            let key = std::fs::read_to_string(dir.join("auth/dev-hs256.key")).context("reading the node's dev key")?;
+            let secret = base64::engine::general_purpose::STANDARD.decode(key.trim())?;
+            Ok(iris_auth::Signer::hs256(&secret))
+        }
+        // Peers do not check tokens; any signer will do.
+        None => Ok(iris_auth::Signer::hs256(b"bench-bench-bench-bench-bench-be")),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn idle(
+    system: System,
     url: String,
     quic: Option<std::net::SocketAddr>,
-    data_dir: std::path::PathBuf,
+    data_dir: Option<std::path::PathBuf>,
     pid: u32,
     sessions: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    let key = std::fs::read_to_string(data_dir.join("auth/dev-hs256.key")).context("reading the node's dev key")?;
-    let secret = base64::engine::general_purpose::STANDARD.decode(key.trim())?;
-    let signer = Arc::new(iris_auth::Signer::hs256(&secret));
-    let connector = match quic {
-        Some(addr) => {
+    if system == System::Iris && data_dir.is_none() {
+        bail!("--data-dir is required for Iris");
+    }
+    let signer = Arc::new(signer_for(data_dir.as_deref())?);
+    let connector = match (quic, &data_dir) {
+        (Some(addr), Some(data_dir)) => {
             let trust = iris_client::Trust::from_pem_file(&data_dir.join("tls/dev-cert.pem"))?;
             Some(Arc::new(iris_client::QuicConnector::new(addr, "localhost", &trust)?))
         }
-        None => None,
+        _ => None,
     };
     let before = rss_kib(pid)?;
     let started = Instant::now();
@@ -237,11 +260,11 @@ async fn idle(
             let (signer, url, connector) = (signer.clone(), url.clone(), connector.clone());
             tasks.push(tokio::spawn(async move {
                 let token = signer.token("idle", &format!("idle-{i}"), 3_600)?;
-                let client = match connector {
-                    Some(q) => q.hello(&token, None, Encoding::Binary).await?.0,
-                    None => Client::hello(&url, &token, None, Encoding::Binary).await?.0,
+                let conn = match connector {
+                    Some(q) => Conn::Iris(q.hello(&token, None, Encoding::Binary).await?.0),
+                    None => Conn::open(system, &url, &token, &format!("idle-{i}"), Encoding::Binary).await?,
                 };
-                anyhow::Ok(client)
+                anyhow::Ok(conn)
             }));
         }
         for t in tasks {
@@ -257,7 +280,8 @@ async fn idle(
     let after = rss_kib(pid)?;
     let out = serde_json::json!({
         "scenario": "idle",
-        "transport": if quic.is_some() { "quic" } else { "websocket" },
+        "system": format!("{system:?}").to_lowercase(),
+        "transport": if quic.is_some() { "quic" } else if system == System::Iris { "websocket" } else { "tcp" },
         "sessions": sessions,
         "rss_before_kib": before,
         "rss_after_kib": after,
@@ -298,7 +322,84 @@ async fn metric_sums(url: &str) -> anyhow::Result<(f64, f64)> {
     Ok((get("iris_fsync_batch_size_sum"), get("iris_fsync_batch_size_count")))
 }
 
+/// Which system a scenario runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum System {
+    /// Iris over WebSocket.
+    Iris,
+    /// An MQTT 3.1.1 broker (Mosquitto).
+    Mqtt,
+    /// nats-server.
+    Nats,
+}
+
+/// One load-generator connection to any system.
+enum Conn {
+    Iris(Client),
+    Mqtt(peers::Mqtt),
+    Nats(peers::Nats),
+}
+
+/// What a connection saw.
+enum Seen {
+    Accepted(String),
+    Delivered(Vec<u8>),
+    Error,
+    Other,
+}
+
+impl Conn {
+    async fn open(system: System, url: &str, token: &str, me: &str, encoding: Encoding) -> anyhow::Result<Self> {
+        Ok(match system {
+            System::Iris => Conn::Iris(Client::hello(url, token, None, encoding).await?.0),
+            System::Mqtt => Conn::Mqtt(peers::Mqtt::connect(url, me, &format!("chat/{me}")).await?),
+            System::Nats => Conn::Nats(peers::Nats::connect(url, &format!("chat.{me}")).await?),
+        })
+    }
+
+    /// Sends; returns the key its acknowledgement will carry, if any.
+    async fn send(&mut self, id: &str, n: u64, peer: &str, body: &str) -> anyhow::Result<Option<String>> {
+        match self {
+            Conn::Iris(c) => {
+                c.send(id, peer, body).await?;
+                Ok(Some(id.to_owned()))
+            }
+            Conn::Mqtt(m) => {
+                let pid = (n % 65_535 + 1) as u16;
+                m.publish(&format!("chat/{peer}"), pid, body.as_bytes()).await?;
+                Ok(Some(pid.to_string()))
+            }
+            Conn::Nats(c) => {
+                c.publish(&format!("chat.{peer}"), body.as_bytes()).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Cancel-safe.
+    async fn next(&mut self) -> anyhow::Result<Seen> {
+        Ok(match self {
+            Conn::Iris(c) => match c.recv().await? {
+                ServerFrame::Accepted(a) => Seen::Accepted(a.id),
+                ServerFrame::Message(m) => Seen::Delivered(m.body.0.to_vec()),
+                ServerFrame::Error(_) => Seen::Error,
+                _ => Seen::Other,
+            },
+            Conn::Mqtt(m) => match m.next().await? {
+                peers::PeerEvent::Acked(id) => Seen::Accepted(id.to_string()),
+                peers::PeerEvent::Delivered(b) => Seen::Delivered(b),
+                peers::PeerEvent::Other => Seen::Other,
+            },
+            Conn::Nats(c) => match c.next().await? {
+                peers::PeerEvent::Delivered(b) => Seen::Delivered(b),
+                _ => Seen::Other,
+            },
+        })
+    }
+}
+
 async fn user_task(
+    system: System,
     url: String,
     token: String,
     peer: String,
@@ -311,7 +412,7 @@ async fn user_task(
     encoding: Encoding,
     counters: Arc<Counters>,
 ) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
-    let (mut c, _) = Client::hello(&url, &token, None, encoding).await?;
+    let mut c = Conn::open(system, &url, &token, &format!("bench-{me}"), encoding).await?;
     // Nobody sends before everybody is online, or early messages would wait
     // in storage instead of being delivered live.
     ready.wait().await;
@@ -327,31 +428,32 @@ async fn user_task(
         tokio::select! {
             _ = tick.tick(), if Instant::now() < until => {
                 let id = format!("{run}-{me}-{n}");
-                n += 1;
                 let now = Instant::now();
                 let body = format!("{}", now.duration_since(start).as_nanos());
-                pending.insert(id.clone(), now);
-                c.send(&id, &peer, &body).await?;
+                if let Some(key) = c.send(&id, n, &peer, &body).await? {
+                    pending.insert(key, now);
+                }
+                n += 1;
                 counters.sent.fetch_add(1, Ordering::Relaxed);
             }
-            frame = c.recv() => match frame? {
-                ServerFrame::Accepted(a) => {
-                    if let Some(t) = pending.remove(&a.id) {
+            seen = c.next() => match seen? {
+                Seen::Accepted(key) => {
+                    if let Some(t) = pending.remove(&key) {
                         acc.saturating_record(t.elapsed().as_micros() as u64);
                         counters.accepted.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                ServerFrame::Message(m) => {
-                    if let Some(ns) = m.body.as_str().and_then(|b| b.parse::<u128>().ok()) {
+                Seen::Delivered(body) => {
+                    if let Some(ns) = std::str::from_utf8(&body).ok().and_then(|b| b.parse::<u128>().ok()) {
                         let sent = start + Duration::from_nanos(ns as u64);
                         del.saturating_record(Instant::now().duration_since(sent).as_micros() as u64);
                         counters.delivered.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                ServerFrame::Error(_) => {
+                Seen::Error => {
                     counters.errors.fetch_add(1, Ordering::Relaxed);
                 }
-                _ => {}
+                Seen::Other => {}
             },
             _ = tokio::time::sleep_until(drain_until.into()) => break,
             // After the load, stop once the connection has been quiet for a
@@ -374,12 +476,12 @@ fn summary(h: &Histogram<u64>) -> serde_json::Value {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (url, metrics, data_dir, users, rate, seconds, binary) = match Cli::parse().command {
-        Cmd::Chat { url, metrics, data_dir, users, rate, seconds, binary } => {
-            (url, metrics, data_dir, users, rate, seconds, binary)
+    let (system, url, metrics, data_dir, users, rate, seconds, binary) = match Cli::parse().command {
+        Cmd::Chat { system, url, metrics, data_dir, users, rate, seconds, binary } => {
+            (system, url, metrics, data_dir, users, rate, seconds, binary)
         }
-        Cmd::Idle { url, quic, data_dir, pid, sessions, concurrency } => {
-            return idle(url, quic, data_dir, pid, sessions, concurrency).await;
+        Cmd::Idle { system, url, quic, data_dir, pid, sessions, concurrency } => {
+            return idle(system, url, quic, data_dir, pid, sessions, concurrency).await;
         }
         Cmd::Ingest { api, key, rate, batch, connections, seconds } => {
             return ingest(api, key, rate, batch, connections, seconds).await;
@@ -388,9 +490,10 @@ async fn main() -> anyhow::Result<()> {
     if users < 2 || users % 2 != 0 {
         bail!("--users must be even and at least 2");
     }
-    let key = std::fs::read_to_string(data_dir.join("auth/dev-hs256.key")).context("reading the node's dev key")?;
-    let secret = base64::engine::general_purpose::STANDARD.decode(key.trim())?;
-    let signer = iris_auth::Signer::hs256(&secret);
+    if system == System::Iris && data_dir.is_none() {
+        bail!("--data-dir is required for Iris");
+    }
+    let signer = signer_for(data_dir.as_deref())?;
     let per_user = Duration::from_secs_f64(users as f64 / rate as f64);
     let before = match &metrics {
         Some(m) => Some(metric_sums(m).await?),
@@ -410,6 +513,7 @@ async fn main() -> anyhow::Result<()> {
         let peer = format!("bench-{}", u ^ 1);
         let token = signer.token("bench", &name, 3_600)?;
         tasks.push(tokio::spawn(user_task(
+            system,
             url.clone(),
             token,
             peer,
@@ -457,6 +561,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let out = serde_json::json!({
         "scenario": "chat",
+        "system": format!("{system:?}").to_lowercase(),
         "users": users,
         "target_rate": rate,
         "seconds": seconds,
