@@ -9,6 +9,7 @@
 //! re-read JWKS (key rotation by `kid`) without a restart.
 
 pub mod apikeys;
+pub mod budget;
 
 use base64::Engine;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};

@@ -405,17 +405,28 @@ async fn user_task(
     peer: String,
     me: usize,
     run: u64,
-    ready: Arc<tokio::sync::Barrier>,
+    ready: (tokio::sync::mpsc::Sender<Result<(), String>>, tokio::sync::watch::Receiver<bool>),
     interval: Duration,
     until: Instant,
     start: Instant,
     encoding: Encoding,
     counters: Arc<Counters>,
 ) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
-    let mut c = Conn::open(system, &url, &token, &format!("bench-{me}"), encoding).await?;
+    let opened = Conn::open(system, &url, &token, &format!("bench-{me}"), encoding).await;
+    let report = opened.as_ref().map(|_| ()).map_err(|e| format!("user {me}: {e}"));
+    let mut c = match (ready.0.send(report).await, opened) {
+        (Ok(()), Ok(c)) => c,
+        (_, Err(e)) => return Err(e),
+        (Err(_), Ok(_)) => bail!("the run was abandoned"),
+    };
     // Nobody sends before everybody is online, or early messages would wait
     // in storage instead of being delivered live.
-    ready.wait().await;
+    let mut go = ready.1;
+    while !*go.borrow_and_update() {
+        if go.changed().await.is_err() {
+            bail!("the run was abandoned");
+        }
+    }
     let start_sending = Instant::now();
     let until = start_sending + until.saturating_duration_since(start);
     let (mut acc, mut del) = (hist(), hist());
@@ -507,7 +518,8 @@ async fn main() -> anyhow::Result<()> {
     let until = start + Duration::from_secs(seconds) + Duration::from_millis(500);
     let encoding = if binary { Encoding::Binary } else { Encoding::Json };
     let mut tasks = Vec::new();
-    let ready = Arc::new(tokio::sync::Barrier::new(users));
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(users);
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
     for u in 0..users {
         let name = format!("bench-{u}");
         let peer = format!("bench-{}", u ^ 1);
@@ -519,7 +531,7 @@ async fn main() -> anyhow::Result<()> {
             peer,
             u,
             run,
-            ready.clone(),
+            (ready_tx.clone(), go_rx.clone()),
             per_user,
             until,
             start,
@@ -527,6 +539,18 @@ async fn main() -> anyhow::Result<()> {
             counters.clone(),
         )));
     }
+    // Everyone connects first; one failure abandons the run instead of
+    // leaving the others waiting forever.
+    drop(ready_tx);
+    for _ in 0..users {
+        match tokio::time::timeout(Duration::from_secs(60), ready_rx.recv()).await {
+            Ok(Some(Ok(()))) => {}
+            Ok(Some(Err(e))) => bail!("connecting: {e}"),
+            Ok(None) => bail!("connecting: a user task ended early"),
+            Err(_) => bail!("connecting: not all users were online within 60 s"),
+        }
+    }
+    go_tx.send_replace(true);
     let progress = {
         let counters = counters.clone();
         tokio::spawn(async move {

@@ -199,6 +199,13 @@ pub struct Limits {
     /// `rate_limited` and are closed.
     #[serde(default = "d_sessions_per_user")]
     pub max_sessions_per_user: usize,
+    /// Sends per second per tenant, across all its sessions on a node;
+    /// beyond, sends get `rate_limited`.
+    #[serde(default = "d_tenant_sends")]
+    pub tenant_sends_per_second: u32,
+    /// Burst of sends above the per-tenant rate.
+    #[serde(default = "d_tenant_burst")]
+    pub tenant_send_burst: u32,
     /// Presence subscriptions one session may hold.
     #[serde(default = "d_subs")]
     pub max_subscriptions_per_session: usize,
@@ -348,6 +355,12 @@ fn d_quic_stream_window() -> u32 {
 }
 fn d_quic_conn_window() -> u32 {
     512 * 1024
+}
+fn d_tenant_sends() -> u32 {
+    100_000
+}
+fn d_tenant_burst() -> u32 {
+    200_000
 }
 fn d_sessions_per_user() -> usize {
     16
@@ -542,6 +555,8 @@ impl Config {
         check(c.max_inflight_writes >= 1, "core.max_inflight_writes", "at least 1")?;
         check(c.max_cached_users >= 16, "core.max_cached_users", "at least 16")?;
         check(l.max_sessions_per_user >= 1, "limits.max_sessions_per_user", "at least 1")?;
+        check(l.tenant_sends_per_second >= 1, "limits.tenant_sends_per_second", "at least 1")?;
+        check(l.tenant_send_burst >= 1, "limits.tenant_send_burst", "at least 1")?;
         check(self.auth.failed_auth_per_minute >= 1, "auth.failed_auth_per_minute", "at least 1")?;
         check(
             self.tls.cert_file.is_some() == self.tls.key_file.is_some(),

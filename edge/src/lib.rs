@@ -37,6 +37,8 @@ pub struct EdgeConfig {
     pub max_frame_bytes: usize,
     /// Failed token checks allowed per source address per minute.
     pub failed_auth_per_minute: u32,
+    /// Sends per second per tenant on this edge, and the burst above it.
+    pub tenant_sends: (u32, u32),
 }
 
 /// The listeners an edge serves on (already bound).
@@ -143,6 +145,7 @@ pub fn start_edge(
         max_frame_bytes: cfg.max_frame_bytes,
         keys,
         guard: guard::AuthGuard::new(cfg.failed_auth_per_minute, 60_000),
+        tenant_sends: iris_auth::budget::TenantBudget::new(cfg.tenant_sends.0, cfg.tenant_sends.1),
         router,
         presence: presence.clone(),
         next_session: AtomicU64::new(start),

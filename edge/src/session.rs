@@ -44,6 +44,8 @@ pub struct EdgeContext {
     pub keys: Arc<KeyStore>,
     /// Failed-auth limits per source address.
     pub guard: AuthGuard,
+    /// Sends per second per tenant, across all its sessions here.
+    pub tenant_sends: iris_auth::budget::TenantBudget,
     /// Where envelopes go.
     pub router: Router,
     /// The local presence map.
@@ -255,6 +257,16 @@ impl<T: Transport> Session<T> {
                         iris_envelope::ShardInput::Send { client_id, .. } => Some(client_id.to_string()),
                         _ => None,
                     };
+                    if id.is_some() && self.ctx.tenant_sends.take(&env.owner.tenant, 1, now_ms()).is_err() {
+                        metrics::counter!("iris_tenant_rate_limited_total").increment(1);
+                        let m = format!("tenant over {} sends per second", self.ctx.tenant_sends.per_second());
+                        let frame = ServerFrame::error(iris_protocol::ErrorCode::RateLimited, m, id);
+                        if !self.feed(&frame).await {
+                            return false;
+                        }
+                        wrote = true;
+                        continue;
+                    }
                     if let Err(e) = self.ctx.router.to_shard(env).await {
                         tracing::warn!(error = %e, "route failed");
                         let frame =

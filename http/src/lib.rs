@@ -12,6 +12,7 @@ use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use dashmap::DashMap;
 use iris_auth::apikeys::{ApiKeys, KEY_PREFIX};
+use iris_auth::budget::TenantBudget;
 use iris_auth::{KeyStore, SERVICE_SCOPE, valid_name};
 use iris_envelope::{
     EdgeId, EdgeInput, Millis, ServiceReply, SessionAddr, SessionId, ShardEnvelope, ShardInput, Tenant, UserKey,
@@ -69,11 +70,8 @@ pub struct HttpFront {
     store: Arc<dyn Store>,
     pending: DashMap<u64, oneshot::Sender<Answer>>,
     next_request: AtomicU64,
-    buckets: DashMap<Tenant, (f64, Millis)>,
+    budget: TenantBudget,
 }
-
-/// Most tenants with a rate-limit bucket; beyond, buckets start over.
-const MAX_BUCKETS: usize = 100_000;
 
 /// An HTTP error with a message.
 #[derive(Debug)]
@@ -121,6 +119,7 @@ impl HttpFront {
         router: Router,
         store: Arc<dyn Store>,
     ) -> Self {
+        let budget = TenantBudget::new(cfg.tenant_events_per_second, cfg.tenant_event_burst);
         Self {
             cfg,
             edge,
@@ -130,7 +129,7 @@ impl HttpFront {
             store,
             pending: DashMap::new(),
             next_request: AtomicU64::new(1),
-            buckets: DashMap::new(),
+            budget,
         }
     }
 
@@ -155,28 +154,13 @@ impl HttpFront {
         }
     }
 
-    /// Takes `n` events from the tenant's bucket, or says when to retry.
+    /// Takes `n` events from the tenant's budget, or says when to retry.
     fn take_events(&self, tenant: &Tenant, n: usize, now: Millis) -> Result<(), Failure> {
-        if self.buckets.len() >= MAX_BUCKETS && !self.buckets.contains_key(tenant) {
-            self.buckets.clear();
-        }
-        let rate = f64::from(self.cfg.tenant_events_per_second);
-        let burst = f64::from(self.cfg.tenant_event_burst);
-        let mut b = self.buckets.entry(tenant.clone()).or_insert((burst, now));
-        let (tokens, last) = *b;
-        let tokens = (tokens + (now - last).max(0) as f64 / 1_000.0 * rate).min(burst);
-        if tokens >= n as f64 {
-            *b = (tokens - n as f64, now);
-            Ok(())
-        } else {
-            *b = (tokens, now);
-            let wait = ((n as f64 - tokens) / rate).ceil().max(1.0) as u64;
-            Err(Failure {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                message: format!("tenant over {} events per second", self.cfg.tenant_events_per_second),
-                retry_after_secs: Some(wait),
-            })
-        }
+        self.budget.take(tenant, n, now).map_err(|wait| Failure {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!("tenant over {} events per second", self.budget.per_second()),
+            retry_after_secs: Some(wait),
+        })
     }
 
     /// Publishes an envelope that answers to a new pending request, and

@@ -309,6 +309,7 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
             queue_frames: l.session_queue_frames,
             max_frame_bytes: l.max_frame_bytes,
             failed_auth_per_minute: cfg.auth.failed_auth_per_minute,
+            tenant_sends: (l.tenant_sends_per_second, l.tenant_send_burst),
         },
         Listeners { ws, wss, quic },
         keys.clone(),

@@ -125,3 +125,22 @@ async fn wrong_path_is_refused() {
     let url = node.ws_url.replace("/v1/ws", "/other");
     assert!(Client::connect(&url, Encoding::Json).await.is_err());
 }
+
+#[tokio::test]
+async fn tenants_have_a_send_budget_across_sessions() {
+    let node = start_with("[limits]\ntenant_sends_per_second = 1\ntenant_send_burst = 3\n");
+    let (mut a, _) = node.login("acme", "alice").await;
+    let (mut b, _) = node.login("acme", "bob").await;
+    let (mut other, _) = node.login("globex", "carol").await;
+    for i in 0..2 {
+        a.send(&format!("a{i}"), "x", "m").await.unwrap();
+        accepted(&mut a, &format!("a{i}")).await;
+    }
+    b.send("b0", "x", "m").await.unwrap();
+    accepted(&mut b, "b0").await;
+    b.send("b1", "x", "m").await.unwrap();
+    let e = expect(&mut b, "rate_limited", is_error(ErrorCode::RateLimited)).await;
+    assert!(matches!(e, ServerFrame::Error(e) if e.id.as_deref() == Some("b1")), "the tenant's budget is shared by its sessions");
+    other.send("c0", "x", "m").await.unwrap();
+    accepted(&mut other, "c0").await;
+}
