@@ -3,7 +3,7 @@
 //! subscribe to one's own topic, publish one-to-one and see deliveries.
 //! Reads are cancel-safe: partial packets stay in `buf`.
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -150,7 +150,9 @@ impl Nats {
         stream.set_nodelay(true)?;
         let mut n = Self { stream, buf: BytesMut::with_capacity(256), last_was_pong: false };
         n.stream
-            .write_all(format!("CONNECT {{\"verbose\":false,\"pedantic\":false}}\r\nSUB {subject} 1\r\nPING\r\n").as_bytes())
+            .write_all(
+                format!("CONNECT {{\"verbose\":false,\"pedantic\":false}}\r\nSUB {subject} 1\r\nPING\r\n").as_bytes(),
+            )
             .await?;
         // INFO, then PONG: the subscription is in place.
         loop {

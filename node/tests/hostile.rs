@@ -140,7 +140,10 @@ async fn tenants_have_a_send_budget_across_sessions() {
     accepted(&mut b, "b0").await;
     b.send("b1", "x", "m").await.unwrap();
     let e = expect(&mut b, "rate_limited", is_error(ErrorCode::RateLimited)).await;
-    assert!(matches!(e, ServerFrame::Error(e) if e.id.as_deref() == Some("b1")), "the tenant's budget is shared by its sessions");
+    assert!(
+        matches!(e, ServerFrame::Error(e) if e.id.as_deref() == Some("b1")),
+        "the tenant's budget is shared by its sessions"
+    );
     other.send("c0", "x", "m").await.unwrap();
     accepted(&mut other, "c0").await;
 }
