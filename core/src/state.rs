@@ -434,12 +434,11 @@ impl ShardState {
         };
         let mut presence_changed = false;
         match env.body {
-            ShardInput::SessionOpened { session, resume_after }
+            ShardInput::SessionOpened { session, .. }
                 if !user.sessions.contains(&session) && user.sessions.len() >= self.config.max_sessions =>
             {
                 let m = format!("at most {} sessions per user", self.config.max_sessions);
                 out.push(reply(&session, ServerFrame::error(ErrorCode::RateLimited, m, None)));
-                let _ = resume_after;
             }
             ShardInput::SessionOpened { session, resume_after } => {
                 if !user.sessions.contains(&session) {

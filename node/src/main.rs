@@ -216,7 +216,9 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
             let url = cfg.storage.redis_url.clone().unwrap_or_default();
             let config =
                 RedisConfig { url: url.clone(), retention_secs: cfg.storage.dedup_retention_hours as i64 * 3_600 };
-            Arc::new(RedisStore::connect(config).await.with_context(|| format!("connecting to Redis at {url}"))?)
+            // The URL may carry a password: name only the host part.
+            let host = url.rsplit('@').next().unwrap_or_default().to_owned();
+            Arc::new(RedisStore::connect(config).await.with_context(|| format!("connecting to Redis at {host}"))?)
         }
         _ => Arc::new(
             EmbeddedStore::open(EmbeddedConfig {

@@ -432,18 +432,8 @@ impl Store for EmbeddedStore {
     ) -> Result<InboxPage, StoreError> {
         let start = inbox_key(user, after.saturating_add(1));
         let end = inbox_key(user, u64::MAX);
-        let mut page = InboxPage::default();
-        let mut bytes = 0usize;
-        for g in self.spaces.inbox.range(start..=end) {
-            if page.messages.len() >= limit || (bytes >= max_bytes && !page.messages.is_empty()) {
-                page.more = true;
-                break;
-            }
-            let m: StoredMessage = dec("inbox", &g.value().map_err(backend)?)?;
-            bytes += m.body.len();
-            page.messages.push(m);
-        }
-        Ok(page)
+        let rows = self.spaces.inbox.range(start..=end).map(|g| dec("inbox", &g.value().map_err(backend)?));
+        InboxPage::fill(rows, limit, max_bytes)
     }
 
     async fn read_range(

@@ -167,6 +167,31 @@ pub struct InboxPage {
     pub more: bool,
 }
 
+impl InboxPage {
+    /// Fills a page from messages in seq order: at most `limit` messages,
+    /// and it stops once `max_bytes` of bodies are in (never empty for
+    /// that). `more` says a message was left over, so the source should
+    /// offer one more than `limit`.
+    pub fn fill(
+        rows: impl IntoIterator<Item = Result<StoredMessage, StoreError>>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Self, StoreError> {
+        let mut page = InboxPage::default();
+        let mut bytes = 0usize;
+        for row in rows {
+            if page.messages.len() >= limit || (bytes >= max_bytes && !page.messages.is_empty()) {
+                page.more = true;
+                break;
+            }
+            let m = row?;
+            bytes += m.body.len();
+            page.messages.push(m);
+        }
+        Ok(page)
+    }
+}
+
 /// One write in a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOp {

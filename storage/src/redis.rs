@@ -104,6 +104,13 @@ impl RedisStore {
             .with_connection_config(|c| {
                 c.connection_timeout = std::time::Duration::from_secs(5);
                 c.internal_command_timeout = std::time::Duration::from_secs(5);
+                // A batch script whose reply was lost may have run: sending it
+                // again would append logs and add rollups twice. The shard
+                // sees the failure and answers `unavailable`; clients retry
+                // by id, which dedup makes safe.
+                c.max_command_attempts = 1;
+                // Bounded: beyond this many queued commands, calls fail fast.
+                c.max_command_buffer_len = 100_000;
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = std::time::Duration::from_secs(5);
@@ -186,18 +193,7 @@ impl Store for RedisStore {
             .zrangebyscore(user("inbox", u), min.as_str(), "+inf", false, Some((0, limit as i64 + 1)))
             .await
             .map_err(err)?;
-        let mut page = InboxPage::default();
-        let mut bytes = 0usize;
-        for row in rows {
-            if page.messages.len() >= limit || (bytes >= max_bytes && !page.messages.is_empty()) {
-                page.more = true;
-                break;
-            }
-            let m: StoredMessage = dec("inbox", &row)?;
-            bytes += m.body.len();
-            page.messages.push(m);
-        }
-        Ok(page)
+        InboxPage::fill(rows.iter().map(|r| dec("inbox", r)), limit, max_bytes)
     }
 
     async fn read_range(
