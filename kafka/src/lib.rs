@@ -1,0 +1,287 @@
+//! The Kafka bus (rdkafka): the regional implementation of
+//! [`iris_router::Bus`], beside the in-process one.
+//!
+//! Topics per region R (names from the cluster config; these are defaults):
+//! `iris.R.shard` with one partition per shard (the ring's shard id *is* the
+//! partition), and `iris.R.edge.<edge-id>` with one partition per edge.
+//! Envelopes travel encoded by `iris_envelope::encode` (postcard behind a
+//! version byte), keyed by the owner's shard key.
+//!
+//! Built so far: topic creation and checking, the producer side of the bus,
+//! and a consumer of explicitly assigned shard partitions. Consumer-group
+//! assignment that starts and stops shard actors is the next step.
+
+use async_trait::async_trait;
+use iris_envelope::{EdgeEnvelope, EdgeId, ShardEnvelope, ShardId};
+use iris_router::{Bus, BusError, PublishError};
+use rdkafka::TopicPartitionList;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use std::time::Duration;
+
+/// Kafka failures.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaBusError {
+    /// The client failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// A topic exists with a different partition count than configured.
+    #[error(
+        "topic {topic} has {found} partitions but the config says {expected}; partition counts cannot change under existing data"
+    )]
+    PartitionMismatch {
+        /// The topic.
+        topic: String,
+        /// What the cluster has.
+        found: usize,
+        /// What the config wants.
+        expected: usize,
+    },
+    /// Creating a topic failed.
+    #[error("creating topic {0}: {1}")]
+    Create(String, RDKafkaErrorCode),
+    /// An envelope did not decode.
+    #[error("undecodable envelope on {topic}/{partition} at {offset}: {source}")]
+    Decode {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The offset.
+        offset: i64,
+        /// Why.
+        #[source]
+        source: iris_envelope::EnvelopeError,
+    },
+}
+
+/// Topic names of a region.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    /// The shard topic.
+    pub shard: String,
+    /// Prefix of edge topics (`<prefix><edge-id>`).
+    pub edge_prefix: String,
+}
+
+impl Topics {
+    /// The default names for a region.
+    pub fn for_region(region: &str) -> Self {
+        Self { shard: format!("iris.{region}.shard"), edge_prefix: format!("iris.{region}.edge.") }
+    }
+
+    /// The topic of an edge.
+    pub fn edge(&self, edge: &EdgeId) -> String {
+        format!("{}{}", self.edge_prefix, edge)
+    }
+}
+
+fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+/// Creates missing topics and checks existing ones: creating is idempotent,
+/// and a topic whose partition count differs from `partitions` is an error
+/// (a node must refuse to start rather than misplace users).
+pub async fn ensure_topics(bootstrap: &str, topics: &[(&str, usize)]) -> Result<(), KafkaBusError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|(name, n)| NewTopic::new(name, *n as i32, TopicReplication::Fixed(1))).collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(new.iter(), &opts).await? {
+        match result {
+            Ok(_) => {}
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => return Err(KafkaBusError::Create(name, code)),
+        }
+    }
+    let client = admin.inner();
+    for (name, expected) in topics {
+        let metadata = client.fetch_metadata(Some(name), Duration::from_secs(10))?;
+        let found = metadata.topics().iter().find(|t| t.name() == *name).map(|t| t.partitions().len()).unwrap_or(0);
+        if found != *expected {
+            return Err(KafkaBusError::PartitionMismatch { topic: name.to_string(), found, expected: *expected });
+        }
+    }
+    Ok(())
+}
+
+/// The producer side of the bus: an idempotent producer (acks=all).
+pub struct KafkaBus {
+    producer: FutureProducer,
+    topics: Topics,
+}
+
+impl KafkaBus {
+    /// Connects a producer to `bootstrap`. `linger_ms` trades latency for batching.
+    pub fn new(bootstrap: &str, topics: Topics, linger_ms: u32) -> Result<Self, KafkaBusError> {
+        let producer: FutureProducer = client_config(bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", linger_ms.to_string())
+            .set("queue.buffering.max.messages", "100000")
+            .create()?;
+        Ok(Self { producer, topics })
+    }
+
+    /// Waits until everything queued is delivered (shutdown).
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaBusError> {
+        Ok(self.producer.flush(timeout)?)
+    }
+}
+
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[async_trait]
+impl Bus for KafkaBus {
+    fn try_publish_shard(&self, shard: ShardId, env: ShardEnvelope) -> Result<(), PublishError<ShardEnvelope>> {
+        let payload = iris_envelope::encode(&env);
+        let key = env.owner.shard_key();
+        let record = FutureRecord::to(&self.topics.shard).partition(shard.0 as i32).key(&key).payload(&payload);
+        match self.producer.send_result(record) {
+            // Delivery is confirmed asynchronously; a failure after this point
+            // is logged by librdkafka and retried by the idempotent producer.
+            Ok(_delivery) => Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(PublishError::Full(env)),
+            Err(_) => Err(PublishError::Closed(env)),
+        }
+    }
+
+    async fn publish_shard(&self, shard: ShardId, env: ShardEnvelope) -> Result<(), BusError> {
+        let payload = iris_envelope::encode(&env);
+        let key = env.owner.shard_key();
+        let record = FutureRecord::to(&self.topics.shard).partition(shard.0 as i32).key(&key).payload(&payload);
+        self.producer
+            .send(record, PUBLISH_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| BusError::Closed(format!("shard {}: {e}", shard.0)))
+    }
+
+    fn try_publish_edge(&self, env: EdgeEnvelope) -> Result<(), PublishError<EdgeEnvelope>> {
+        let payload = iris_envelope::encode(&env);
+        let topic = self.topics.edge(&env.edge);
+        let record = FutureRecord::<(), _>::to(&topic).partition(0).payload(&payload);
+        match self.producer.send_result(record) {
+            Ok(_delivery) => Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(PublishError::Full(env)),
+            Err(_) => Err(PublishError::Closed(env)),
+        }
+    }
+
+    async fn publish_edge(&self, env: EdgeEnvelope) -> Result<(), BusError> {
+        let payload = iris_envelope::encode(&env);
+        let topic = self.topics.edge(&env.edge);
+        let record = FutureRecord::<(), _>::to(&topic).partition(0).payload(&payload);
+        self.producer
+            .send(record, PUBLISH_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| BusError::Closed(format!("edge {}: {e}", env.edge)))
+    }
+}
+
+/// Reads envelopes from explicitly assigned partitions of a topic.
+pub struct PartitionReader {
+    consumer: StreamConsumer,
+}
+
+impl PartitionReader {
+    /// A reader of `partitions` of `topic` from their beginning, with a short
+    /// `fetch.wait.max.ms` (chat latency).
+    pub fn new(
+        bootstrap: &str,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+        fetch_wait_ms: u32,
+    ) -> Result<Self, KafkaBusError> {
+        let consumer: StreamConsumer = client_config(bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition_offset(topic, *p, rdkafka::Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        Ok(Self { consumer })
+    }
+
+    /// The next shard envelope, with its partition and offset.
+    pub async fn next_shard(&self) -> Result<(i32, i64, ShardEnvelope), KafkaBusError> {
+        let m = self.consumer.recv().await?;
+        let env = iris_envelope::decode(m.payload().unwrap_or_default()).map_err(|source| KafkaBusError::Decode {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            source,
+        })?;
+        Ok((m.partition(), m.offset(), env))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iris_envelope::{SessionAddr, SessionId, ShardInput, UserKey};
+
+    fn broker() -> String {
+        std::env::var("IRIS_TEST_KAFKA")
+            .expect("IRIS_TEST_KAFKA is not set: run scripts/test, which starts a Kafka-protocol broker (Tansu)")
+    }
+
+    fn unique(name: &str) -> String {
+        let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        format!("test.{name}.{n}")
+    }
+
+    #[tokio::test]
+    async fn topics_are_created_idempotently_and_mismatches_refused() {
+        let b = broker();
+        let t = unique("topics");
+        ensure_topics(&b, &[(&t, 4)]).await.unwrap();
+        ensure_topics(&b, &[(&t, 4)]).await.unwrap();
+        let e = ensure_topics(&b, &[(&t, 8)]).await.unwrap_err();
+        assert!(matches!(e, KafkaBusError::PartitionMismatch { found: 4, expected: 8, .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn shard_envelopes_reach_their_partition_in_order() {
+        let b = broker();
+        let region = unique("region");
+        let topics = Topics::for_region(&region);
+        ensure_topics(&b, &[(&topics.shard, 4)]).await.unwrap();
+        let bus = KafkaBus::new(&b, topics.clone(), 0).unwrap();
+        let owner = UserKey::new("acme", "bob");
+        for i in 0..5 {
+            let env = ShardEnvelope {
+                owner: owner.clone(),
+                body: ShardInput::Send {
+                    from: "alice".into(),
+                    client_id: format!("c-{i}").into(),
+                    body: bytes::Bytes::from_static(b"hi"),
+                    reply: SessionAddr { edge: EdgeId("e1".into()), session: SessionId(1) },
+                },
+            };
+            bus.publish_shard(ShardId(2), env).await.unwrap();
+        }
+        let reader = PartitionReader::new(&b, &unique("group"), &topics.shard, &[2], 5).unwrap();
+        for i in 0..5 {
+            let (partition, _, env) =
+                tokio::time::timeout(Duration::from_secs(20), reader.next_shard()).await.unwrap().unwrap();
+            assert_eq!(partition, 2);
+            assert_eq!(env.owner, owner);
+            assert!(matches!(env.body, ShardInput::Send { ref client_id, .. } if **client_id == *format!("c-{i}")));
+        }
+    }
+}
