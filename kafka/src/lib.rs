@@ -8,8 +8,11 @@
 //! version byte), keyed by the owner's shard key.
 //!
 //! Built so far: topic creation and checking, the producer side of the bus,
-//! and a consumer of explicitly assigned shard partitions. Consumer-group
-//! assignment that starts and stops shard actors is the next step.
+//! the shard consumer group that reports which partitions this node owns
+//! (Kafka's group assignment decides; a member that leaves loses its
+//! partitions to the others), and a reader of explicitly assigned
+//! partitions. Wiring ownership to starting and stopping shard actors, and
+//! committing offsets only after the work is durable, is the next step.
 
 use async_trait::async_trait;
 use iris_envelope::{EdgeEnvelope, EdgeId, ShardEnvelope, ShardId};
@@ -188,6 +191,96 @@ impl Bus for KafkaBus {
     }
 }
 
+/// A change of which shard partitions this node owns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ownership {
+    /// These partitions are now ours: start their shard actors.
+    Assigned(Vec<i32>),
+    /// These partitions are no longer ours: finish in-flight work, stop.
+    Revoked(Vec<i32>),
+}
+
+/// Reports rebalances of the shard consumer group.
+pub struct GroupContext {
+    changes: tokio::sync::mpsc::Sender<Ownership>,
+}
+
+/// Ownership changes queued for the node; rebalances are rare (membership
+/// changes), so this bound is never near.
+const OWNERSHIP_QUEUE: usize = 256;
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<i32> {
+    let mut v: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+    v.sort_unstable();
+    v
+}
+
+impl rdkafka::client::ClientContext for GroupContext {}
+
+impl rdkafka::consumer::ConsumerContext for GroupContext {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        let change = match rebalance {
+            rdkafka::consumer::Rebalance::Assign(tpl) => Ownership::Assigned(partitions(tpl)),
+            rdkafka::consumer::Rebalance::Revoke(tpl) => Ownership::Revoked(partitions(tpl)),
+            rdkafka::consumer::Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "rebalance error");
+                return;
+            }
+        };
+        if let Err(e) = self.changes.try_send(change) {
+            // Losing an ownership change would leave shards unowned or owned
+            // twice: make it loud. (Full cannot happen at rebalance rates.)
+            tracing::error!(error = %e, "ownership change not delivered");
+        }
+    }
+}
+
+/// The core nodes' consumer of the shard topic: one consumer group, in
+/// which Kafka decides which node owns which shard partitions.
+pub struct ShardGroup {
+    consumer: StreamConsumer<GroupContext>,
+}
+
+impl ShardGroup {
+    /// Joins `group` on `topic`. Ownership changes arrive on the returned
+    /// receiver.
+    pub fn join(
+        bootstrap: &str,
+        group: &str,
+        topic: &str,
+        fetch_wait_ms: u32,
+        session_timeout_ms: u32,
+    ) -> Result<(Self, tokio::sync::mpsc::Receiver<Ownership>), KafkaBusError> {
+        let (changes, rx) = tokio::sync::mpsc::channel(OWNERSHIP_QUEUE);
+        let consumer: StreamConsumer<GroupContext> = client_config(bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+            .set("session.timeout.ms", session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string())
+            .create_with_context(GroupContext { changes })?;
+        consumer.subscribe(&[topic])?;
+        Ok((Self { consumer }, rx))
+    }
+
+    /// The next envelope of an owned partition, with its partition and offset.
+    pub async fn next_shard(&self) -> Result<(i32, i64, ShardEnvelope), KafkaBusError> {
+        let m = self.consumer.recv().await?;
+        let env = iris_envelope::decode(m.payload().unwrap_or_default()).map_err(|source| KafkaBusError::Decode {
+            topic: m.topic().to_owned(),
+            partition: m.partition(),
+            offset: m.offset(),
+            source,
+        })?;
+        Ok((m.partition(), m.offset(), env))
+    }
+}
+
 /// Reads envelopes from explicitly assigned partitions of a topic.
 pub struct PartitionReader {
     consumer: StreamConsumer,
@@ -232,6 +325,75 @@ impl PartitionReader {
 
 #[cfg(test)]
 mod tests {
+    /// Two members of a group split the shard partitions; when one leaves,
+    /// the other owns them all.
+    #[tokio::test]
+    async fn the_group_moves_partitions_when_a_member_leaves() {
+        let b = broker();
+        let topic = unique("group-topic");
+        ensure_topics(&b, &[(&topic, 4)]).await.unwrap();
+        let group = unique("group");
+        let (first, mut first_rx) = ShardGroup::join(&b, &group, &topic, 5, 6_000).unwrap();
+        // The consumer only takes part in the group while it is polled.
+        let a = tokio::spawn(async move {
+            loop {
+                if first.next_shard().await.is_err() {
+                    break;
+                }
+            }
+        });
+        let owned_by = |rx: &mut tokio::sync::mpsc::Receiver<Ownership>,
+                        owned: &mut std::collections::BTreeSet<i32>| {
+            while let Ok(change) = rx.try_recv() {
+                match change {
+                    Ownership::Assigned(p) => owned.extend(p),
+                    Ownership::Revoked(p) => p.iter().for_each(|x| {
+                        owned.remove(x);
+                    }),
+                }
+            }
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut a_owned = std::collections::BTreeSet::new();
+        while a_owned.len() != 4 {
+            assert!(std::time::Instant::now() < deadline, "first member never owned all: {a_owned:?}");
+            owned_by(&mut first_rx, &mut a_owned);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (second, mut second_rx) = ShardGroup::join(&b, &group, &topic, 5, 6_000).unwrap();
+        let b_task = tokio::spawn(async move {
+            loop {
+                if second.next_shard().await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut b_owned = std::collections::BTreeSet::new();
+        loop {
+            owned_by(&mut first_rx, &mut a_owned);
+            owned_by(&mut second_rx, &mut b_owned);
+            if !a_owned.is_empty()
+                && !b_owned.is_empty()
+                && a_owned.len() + b_owned.len() == 4
+                && a_owned.is_disjoint(&b_owned)
+            {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no split: {a_owned:?} / {b_owned:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The first member leaves (its consumer is dropped with its task).
+        a.abort();
+        let _ = a.await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while b_owned.len() != 4 {
+            owned_by(&mut second_rx, &mut b_owned);
+            assert!(std::time::Instant::now() < deadline, "partitions never moved: {b_owned:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        b_task.abort();
+    }
+
     use super::*;
     use iris_envelope::{SessionAddr, SessionId, ShardInput, UserKey};
 
