@@ -83,6 +83,26 @@ pub struct Config {
     /// The service HTTP API.
     #[serde(default)]
     pub http: Http,
+    /// A regional cluster (absent: a single node with the in-process bus).
+    #[serde(default)]
+    pub cluster: Option<Cluster>,
+}
+
+/// The regional cluster a node belongs to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Kafka bootstrap servers, `HOST:PORT[,HOST:PORT]`.
+    pub kafka: String,
+    /// Consumer group of the core nodes (default `iris.<region>.core`).
+    #[serde(default)]
+    pub core_group: Option<String>,
+    /// How long a fetch may wait for data: low for chat latency.
+    #[serde(default = "d_fetch_wait")]
+    pub fetch_wait_ms: u32,
+    /// A core node silent this long loses its shards to the others.
+    #[serde(default = "d_session_timeout")]
+    pub session_timeout_ms: u32,
 }
 
 /// Certificates. Without files, a self-signed dev certificate is created in
@@ -320,6 +340,12 @@ fn default_metrics() -> Option<SocketAddr> {
 fn default_quic() -> Option<SocketAddr> {
     Some("127.0.0.1:4433".parse().expect("valid literal"))
 }
+fn d_fetch_wait() -> u32 {
+    5
+}
+fn d_session_timeout() -> u32 {
+    6_000
+}
 fn default_http() -> Option<SocketAddr> {
     Some("127.0.0.1:8090".parse().expect("valid literal"))
 }
@@ -523,7 +549,18 @@ impl Config {
         check(name_ok(&self.region), "region", "1–64 characters of [A-Za-z0-9-_.]")?;
         check(!self.roles.is_empty(), "roles", "name at least one role")?;
         let all = [Role::Edge, Role::Core, Role::Router].iter().all(|r| self.roles.contains(r));
-        check(all, "roles", "this build runs single nodes only: all of edge, core, router")?;
+        check(all || self.cluster.is_some(), "roles", "a node without all of edge, core, router needs [cluster]")?;
+        check(self.roles.contains(&Role::Router), "roles", "every node routes: include \"router\"")?;
+        if let Some(c) = &self.cluster {
+            check(!c.kafka.is_empty(), "cluster.kafka", "name the Kafka bootstrap servers")?;
+            check(
+                self.storage.backend != "embedded",
+                "storage.backend",
+                "a cluster shares its storage: use \"redis\"",
+            )?;
+            check((1..=10_000).contains(&c.fetch_wait_ms), "cluster.fetch_wait_ms", "between 1 and 10000")?;
+            check(c.session_timeout_ms >= 1_000, "cluster.session_timeout_ms", "at least 1000")?;
+        }
         let l = &self.limits;
         check(l.max_body_bytes >= 1, "limits.max_body_bytes", "must be at least 1")?;
         check(
@@ -654,7 +691,7 @@ mod tests {
     #[test]
     fn example_configs_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-        for name in ["single.toml"] {
+        for name in ["single.toml", "region-local.toml"] {
             Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }

@@ -325,15 +325,75 @@ impl OutputIo {
 
 /// The running shards of a node.
 pub struct ShardHost {
-    arbiters: Vec<Arbiter>,
-    permits: Vec<Arc<Semaphore>>,
-    max_inflight: usize,
+    arbiters: std::sync::Mutex<Vec<Arbiter>>,
+    permits: std::sync::Mutex<std::collections::HashMap<ShardId, Arc<Semaphore>>>,
+    cfg: ShardsConfig,
+    store: Arc<dyn Store>,
+    router: Router,
+    id_seed: u32,
+    detached: Arc<Semaphore>,
 }
 
 impl ShardHost {
+    /// Shard threads with no shard yet. Must run inside an actix `System`.
+    pub fn new(cfg: &ShardsConfig, store: Arc<dyn Store>, router: Router, id_seed: u32) -> Self {
+        Self {
+            arbiters: std::sync::Mutex::new((0..cfg.threads.max(1)).map(|_| Arbiter::new()).collect()),
+            permits: std::sync::Mutex::new(std::collections::HashMap::new()),
+            cfg: cfg.clone(),
+            store,
+            router,
+            id_seed,
+            detached: Arc::new(Semaphore::new(DETACHED_PUBLISHES)),
+        }
+    }
+
+    /// Starts the actor of one shard, fed from `rx`. Its state is rebuilt
+    /// from storage as users come up. It stops once `rx`'s senders are gone
+    /// and its in-flight writes have finished.
+    pub fn start(&self, shard: ShardId, rx: ShardReceiver) {
+        let cfg = &self.cfg;
+        let arbiters = self.arbiters.lock().unwrap_or_else(|p| p.into_inner());
+        if arbiters.is_empty() {
+            tracing::warn!(shard = shard.0, "shard threads stopped; shard not started");
+            return;
+        }
+        let arbiter = &arbiters[shard.0 as usize % arbiters.len()];
+        let state = ShardState::new(ShardConfig {
+            shard,
+            max_cached_users: cfg.max_cached_users,
+            max_contacts: cfg.max_contacts,
+            max_subscribers: cfg.max_subscribers,
+            max_sessions: cfg.max_sessions,
+            id_seed: self.id_seed,
+            recent_dedup: cfg.max_inflight_writes + 1_024,
+        });
+        let (store, router, page_max_bytes, detached) =
+            (self.store.clone(), self.router.clone(), cfg.page_max_bytes, self.detached.clone());
+        let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| ShardActor {
+            state,
+            store,
+            router,
+            page_max_bytes,
+            detached,
+        });
+        let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
+        self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(shard, sem.clone());
+        if !arbiter.spawn(pump(rx, addr, sem, shard)) {
+            tracing::error!(shard = shard.0, "arbiter is gone; shard not started");
+        }
+    }
+
+    /// Forgets a shard whose input was closed (revoked): its actor finishes
+    /// what is in flight and stops by itself.
+    pub fn forget(&self, shard: ShardId) {
+        self.permits.lock().unwrap_or_else(|p| p.into_inner()).remove(&shard);
+    }
+
     /// Writes in flight across all shards.
     pub fn inflight(&self) -> usize {
-        self.permits.iter().map(|p| self.max_inflight - p.available_permits()).sum()
+        let max = self.cfg.max_inflight_writes;
+        self.permits.lock().unwrap_or_else(|p| p.into_inner()).values().map(|p| max - p.available_permits()).sum()
     }
 
     /// Waits (up to `deadline`) until no shard has writes in flight.
@@ -349,11 +409,12 @@ impl ShardHost {
     }
 
     /// Stops the shard threads.
-    pub fn stop(self) {
-        for a in &self.arbiters {
+    pub fn stop(&self) {
+        let arbiters = std::mem::take(&mut *self.arbiters.lock().unwrap_or_else(|p| p.into_inner()));
+        for a in &arbiters {
             a.stop();
         }
-        for a in self.arbiters {
+        for a in arbiters {
             if a.join().is_err() {
                 tracing::error!("shard arbiter panicked");
             }
@@ -381,35 +442,9 @@ pub fn start_shards(
     router: Router,
     id_seed: u32,
 ) -> ShardHost {
-    let arbiters: Vec<Arbiter> = (0..cfg.threads.max(1)).map(|_| Arbiter::new()).collect();
-    let detached = Arc::new(Semaphore::new(DETACHED_PUBLISHES));
-    let mut permits = Vec::new();
+    let host = ShardHost::new(cfg, store, router, id_seed);
     for (i, rx) in receivers.into_iter().enumerate() {
-        let shard = ShardId(i as u32);
-        let arbiter = &arbiters[i % arbiters.len()];
-        let state = ShardState::new(ShardConfig {
-            shard,
-            max_cached_users: cfg.max_cached_users,
-            max_contacts: cfg.max_contacts,
-            max_subscribers: cfg.max_subscribers,
-            max_sessions: cfg.max_sessions,
-            id_seed,
-            recent_dedup: cfg.max_inflight_writes + 1_024,
-        });
-        let (store, router, page_max_bytes, detached) =
-            (store.clone(), router.clone(), cfg.page_max_bytes, detached.clone());
-        let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| ShardActor {
-            state,
-            store,
-            router,
-            page_max_bytes,
-            detached,
-        });
-        let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
-        permits.push(sem.clone());
-        if !arbiter.spawn(pump(rx, addr, sem, shard)) {
-            tracing::error!(shard = i, "arbiter is gone; shard not started");
-        }
+        host.start(ShardId(i as u32), rx);
     }
-    ShardHost { arbiters, permits, max_inflight: cfg.max_inflight_writes }
+    host
 }

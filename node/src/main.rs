@@ -1,5 +1,6 @@
 //! `iris`: runs a node, issues dev tokens, checks configs.
 
+mod cluster;
 mod metrics_http;
 
 use anyhow::{Context as _, bail};
@@ -204,7 +205,12 @@ fn run_node(cfg: Config) -> anyhow::Result<()> {
     .block_on(node(cfg, secret))
 }
 
-async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
+async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
+    if !cfg.roles.contains(&iris_config::Role::Edge) {
+        // Not an edge: no client or API listeners.
+        let l = &mut cfg.listen;
+        (l.ws, l.wss, l.quic, l.http, l.https) = (None, None, None, None, None);
+    }
     let data_dir = cfg.data_dir();
     check_layout(&data_dir, cfg.core.shards)?;
     let metrics_addr = match cfg.listen.metrics {
@@ -232,25 +238,30 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
     };
     let edge_id = EdgeId(cfg.node_id.as_str().into());
     let http_edge = EdgeId(format!("{}-http", cfg.node_id).into());
-    let (bus, shard_rxs, mut edge_rxs) =
-        InProcessBus::new(cfg.core.shards, &[edge_id.clone(), http_edge.clone()], cfg.core.bus_queue);
-    let router = Router::new(Arc::new(Ring::new(cfg.core.shards)), Arc::new(bus));
-    let shards = start_shards(
-        &ShardsConfig {
-            shards: cfg.core.shards,
-            threads: cfg.core.shard_threads,
-            max_inflight_writes: cfg.core.max_inflight_writes,
-            max_cached_users: cfg.core.max_cached_users,
-            max_contacts: cfg.limits.max_contacts,
-            max_subscribers: cfg.limits.max_subscribers_per_user,
-            max_sessions: cfg.limits.max_sessions_per_user,
-            page_max_bytes: cfg.limits.max_page_bytes,
-        },
-        shard_rxs,
-        store.clone(),
-        router.clone(),
-        rand::random(),
-    );
+    let shards_cfg = ShardsConfig {
+        shards: cfg.core.shards,
+        threads: cfg.core.shard_threads,
+        max_inflight_writes: cfg.core.max_inflight_writes,
+        max_cached_users: cfg.core.max_cached_users,
+        max_contacts: cfg.limits.max_contacts,
+        max_subscribers: cfg.limits.max_subscribers_per_user,
+        max_sessions: cfg.limits.max_sessions_per_user,
+        page_max_bytes: cfg.limits.max_page_bytes,
+    };
+    let ring = Arc::new(Ring::new(cfg.core.shards));
+    let (router, shards, mut edge_rxs) = match &cfg.cluster {
+        None => {
+            let (bus, shard_rxs, edge_rxs) =
+                InProcessBus::new(cfg.core.shards, &[edge_id.clone(), http_edge.clone()], cfg.core.bus_queue);
+            let router = Router::new(ring, Arc::new(bus));
+            let shards = start_shards(&shards_cfg, shard_rxs, store.clone(), router.clone(), rand::random());
+            (router, Some(Arc::new(shards)), edge_rxs)
+        }
+        Some(cluster) => {
+            cluster::start(&cfg, cluster, &shards_cfg, ring, store.clone(), &[edge_id.clone(), http_edge.clone()])
+                .await?
+        }
+    };
     // With a JWKS file, the dev key stays out unless a secret file is
     // named explicitly: whoever can read the data dir must not mint tokens.
     let hs256 = if cfg.auth.jwks_file.is_some() && cfg.auth.hs256_secret_file.is_none() { None } else { Some(secret) };
@@ -394,11 +405,15 @@ async fn node(cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
     if !edge.drain(Duration::from_secs(5)).await {
         tracing::warn!(left = edge.live_sessions(), "sessions still open after 5 s");
     }
-    if !shards.drain(Duration::from_secs(5)).await {
-        tracing::warn!(inflight = shards.inflight(), "writes still in flight after 5 s");
+    if let Some(shards) = &shards {
+        if !shards.drain(Duration::from_secs(5)).await {
+            tracing::warn!(inflight = shards.inflight(), "writes still in flight after 5 s");
+        }
     }
     store.close().await;
-    shards.stop();
+    if let Some(shards) = &shards {
+        shards.stop();
+    }
     tracing::info!("stopped");
     if !healthy {
         bail!("storage failed");
