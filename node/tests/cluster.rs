@@ -91,3 +91,72 @@ async fn clients_on_different_edges_chat_through_the_core_node() {
     bob_elsewhere.sync(0, None).await.unwrap();
     assert_eq!(message(&mut bob_elsewhere).await.msg_id, acc.msg_id);
 }
+
+/// Sends one message, retrying with the same id until it is accepted
+/// (what a client does while the region moves shards).
+async fn send_until_accepted(c: &mut Client, id: &str, to: &str, body: &str, deadline: Instant) -> String {
+    loop {
+        c.send(id, to, body).await.unwrap();
+        let wanted = id.to_owned();
+        let answer = c
+            .expect(Duration::from_secs(2), "an answer", |f| {
+                matches!(f, ServerFrame::Accepted(a) if a.id == wanted)
+                    || matches!(f, ServerFrame::Error(e) if e.id.as_deref() == Some(wanted.as_str()))
+            })
+            .await;
+        if let Ok(ServerFrame::Accepted(a)) = answer {
+            return a.msg_id;
+        }
+        assert!(Instant::now() < deadline, "{id} never accepted");
+    }
+}
+
+#[tokio::test]
+async fn killing_a_core_node_moves_its_shards_and_loses_nothing_accepted() {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let region = format!("k{n}");
+    let tenant = format!("k{n}");
+    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    for d in &dirs {
+        share_key(d.path(), key);
+    }
+    let mut core1 = start_in(dirs[0].path(), &node_config("core-1", &region, "\"core\", \"router\""));
+    let _core2 = start_in(dirs[1].path(), &node_config("core-2", &region, "\"core\", \"router\""));
+    let edge = start_in(dirs[2].path(), &node_config("edge-a", &region, "\"edge\", \"router\""));
+    let mut alice = login_when_ready(&edge, &tenant, "alice").await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut accepted_ids = Vec::new();
+    for i in 0..40 {
+        if i == 10 {
+            core1.kill9();
+        }
+        // Spread over many recipients so both core nodes own some of them.
+        let to = format!("bob{}", i % 8);
+        let msg_id = send_until_accepted(&mut alice, &format!("k-{i}"), &to, &format!("{i}"), deadline).await;
+        accepted_ids.push((to, i, msg_id));
+    }
+    // Every accepted message is stored once, in order, for its recipient.
+    for r in 0..8 {
+        let to = format!("bob{r}");
+        let mut bob = login_when_ready(&edge, &tenant, &to).await;
+        bob.sync(0, Some(1_000)).await.unwrap();
+        let mut got = Vec::new();
+        loop {
+            match bob
+                .expect(WAIT, "history", |f| matches!(f, ServerFrame::Message(_) | ServerFrame::Synced(_)))
+                .await
+                .unwrap()
+            {
+                ServerFrame::Message(m) => got.push((m.seq, m.msg_id, m.body.as_str().unwrap().to_owned())),
+                _ => break,
+            }
+        }
+        let want: Vec<(String, String)> =
+            accepted_ids.iter().filter(|(t, _, _)| *t == to).map(|(_, i, id)| (id.clone(), i.to_string())).collect();
+        let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert!(seqs.iter().copied().eq(1..=seqs.len() as u64), "{to}: gaps or repeats {seqs:?}");
+        let have: Vec<(String, String)> = got.into_iter().map(|(_, id, body)| (id, body)).collect();
+        assert_eq!(have, want, "{to}: every accepted message once, in order");
+    }
+}
