@@ -263,6 +263,10 @@ pub struct Core {
     /// Users one shard keeps in memory.
     #[serde(default = "d_cached")]
     pub max_cached_users: usize,
+    /// An edge not heard from for this long is dead: shards end its
+    /// sessions (users go offline). Edges renew it every third of this.
+    #[serde(default = "d_lease")]
+    pub edge_lease_ms: u64,
 }
 
 /// Which storage backend, and its settings.
@@ -442,6 +446,9 @@ fn d_bus_queue() -> usize {
 fn d_inflight() -> usize {
     1_024
 }
+fn d_lease() -> u64 {
+    10_000
+}
 fn d_cached() -> usize {
     100_000
 }
@@ -591,6 +598,7 @@ impl Config {
         check(c.bus_queue >= 16, "core.bus_queue", "at least 16")?;
         check(c.max_inflight_writes >= 1, "core.max_inflight_writes", "at least 1")?;
         check(c.max_cached_users >= 16, "core.max_cached_users", "at least 16")?;
+        check((300..=600_000).contains(&c.edge_lease_ms), "core.edge_lease_ms", "between 300 and 600000")?;
         check(l.max_sessions_per_user >= 1, "limits.max_sessions_per_user", "at least 1")?;
         check(l.tenant_sends_per_second >= 1, "limits.tenant_sends_per_second", "at least 1")?;
         check(l.tenant_send_burst >= 1, "limits.tenant_send_burst", "at least 1")?;

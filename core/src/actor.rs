@@ -43,6 +43,8 @@ pub struct ShardsConfig {
     pub max_sessions: usize,
     /// Most body bytes in one replay or sync page.
     pub page_max_bytes: usize,
+    /// An edge silent this long loses its sessions.
+    pub edge_lease_ms: u64,
 }
 
 fn now_ms() -> i64 {
@@ -62,6 +64,7 @@ struct ShardActor {
     router: Router,
     page_max_bytes: usize,
     detached: Arc<Semaphore>,
+    lease_check_ms: u64,
 }
 
 /// Shard-to-shard publishes that may wait for room at once, per node.
@@ -69,6 +72,17 @@ const DETACHED_PUBLISHES: usize = 65_536;
 
 impl Actor for ShardActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Edge leases are checked a few times per lease period.
+        let every = Duration::from_millis((self.lease_check_ms).max(50));
+        ctx.run_interval(every, |act, ctx| {
+            if let Some((ticket, batch)) = act.state.handle_timeout(now_ms()) {
+                act.commit(ticket, batch, None, ctx);
+            }
+            act.flush(ctx);
+        });
+    }
 }
 
 type Loaded = (Option<Result<(UserKey, UserRecord), StoreError>>, Result<Found, StoreError>);
@@ -120,7 +134,7 @@ impl ShardActor {
         match loaded.and(found) {
             Ok(found) => {
                 if let Some((ticket, batch)) = self.state.handle(now_ms(), msg.env, found) {
-                    self.commit(ticket, batch, msg.permit, ctx);
+                    self.commit(ticket, batch, Some(msg.permit), ctx);
                 }
             }
             Err(e) => {
@@ -131,7 +145,13 @@ impl ShardActor {
         self.flush(ctx);
     }
 
-    fn commit(&mut self, ticket: Ticket, batch: WriteBatch, permit: OwnedSemaphorePermit, ctx: &mut Context<Self>) {
+    fn commit(
+        &mut self,
+        ticket: Ticket,
+        batch: WriteBatch,
+        permit: Option<OwnedSemaphorePermit>,
+        ctx: &mut Context<Self>,
+    ) {
         let store = self.store.clone();
         let messages = batch.ops.iter().filter(|op| matches!(op, WriteOp::Message { .. })).count() as u64;
         let fut = async move { store.commit(batch).await };
@@ -367,15 +387,18 @@ impl ShardHost {
             max_sessions: cfg.max_sessions,
             id_seed: self.id_seed,
             recent_dedup: cfg.max_inflight_writes + 1_024,
+            edge_lease_ms: cfg.edge_lease_ms as i64,
         });
         let (store, router, page_max_bytes, detached) =
             (self.store.clone(), self.router.clone(), cfg.page_max_bytes, self.detached.clone());
+        let lease_check_ms = cfg.edge_lease_ms / 4;
         let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| ShardActor {
             state,
             store,
             router,
             page_max_bytes,
             detached,
+            lease_check_ms,
         });
         let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
         self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(shard, sem.clone());

@@ -51,6 +51,8 @@ pub struct ShardConfig {
     pub id_seed: u32,
     /// Committed dedup records kept in memory for fast retries.
     pub recent_dedup: usize,
+    /// An edge not heard from for this long is dead: its sessions end.
+    pub edge_lease_ms: Millis,
 }
 
 /// What the actor must load before handing an envelope to [`ShardState::handle`].
@@ -229,6 +231,8 @@ pub struct ShardState {
     ready: VecDeque<Output>,
     id_counter: u32,
     poisoned: bool,
+    /// When each edge with sessions here was last heard from.
+    leases: HashMap<EdgeId, Millis>,
 }
 
 fn frame_to(sessions: &[SessionAddr], frame: ServerFrame, droppable: bool, out: &mut Vec<Output>) {
@@ -275,6 +279,7 @@ impl ShardState {
             ready: VecDeque::new(),
             id_counter: 0,
             poisoned: false,
+            leases: HashMap::new(),
         }
     }
 
@@ -318,6 +323,9 @@ impl ShardState {
     /// What must be loaded before `env` can be handled.
     pub fn needs(&self, env: &ShardEnvelope) -> Needs {
         let mut needs = Needs::default();
+        if let ShardInput::EdgeAlive { .. } = &env.body {
+            return needs;
+        }
         if let ShardInput::Ingest { stream, events, .. } = &env.body {
             // Event streams have no user state; only their keys matter.
             needs.events = events
@@ -423,6 +431,10 @@ impl ShardState {
         if let ShardInput::Ingest { stream, events, reply } = env.body {
             return self.ingest(now, &env.owner.tenant, stream, events, &reply, found.events_seen);
         }
+        if let ShardInput::EdgeAlive { edge } = env.body {
+            self.leases.insert(edge, now);
+            return None;
+        }
         let dedup = found.dedup;
         let owner = env.owner;
         let mut out = Vec::new();
@@ -444,6 +456,8 @@ impl ShardState {
                 if !user.sessions.contains(&session) {
                     user.sessions.push(session.clone());
                 }
+                // A session opening is proof its edge lives.
+                self.leases.insert(session.edge.clone(), now);
                 presence_changed = user.sessions.len() == 1;
                 out.push(Output::Edge(EdgeEnvelope {
                     edge: session.edge.clone(),
@@ -699,7 +713,7 @@ impl ShardState {
                 let frame = ServerFrame::Typing(TypingFrom { from: from.to_string(), state });
                 frame_to(&user.sessions, frame, true, &mut out);
             }
-            ShardInput::Ingest { .. } => unreachable!("handled above"),
+            ShardInput::Ingest { .. } | ShardInput::EdgeAlive { .. } => unreachable!("handled above"),
         }
         if presence_changed {
             let user = self.users.get_mut(&owner).expect("loaded above");
@@ -790,6 +804,38 @@ impl ShardState {
         deps.push(t);
         self.emit(vec![answer], deps);
         Some((t, batch))
+    }
+
+    /// Ends the sessions of edges whose lease expired (a crashed edge never
+    /// says goodbye): their users go offline with `last_seen`, and
+    /// subscribers hear of it. Returns the writes, like `handle`.
+    pub fn handle_timeout(&mut self, now: Millis) -> Option<(Ticket, WriteBatch)> {
+        let lease = self.config.edge_lease_ms;
+        let dead: Vec<EdgeId> = self.leases.iter().filter(|(_, t)| now - **t > lease).map(|(e, _)| e.clone()).collect();
+        if dead.is_empty() {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut batch = WriteBatch::default();
+        for edge in &dead {
+            self.leases.remove(edge);
+        }
+        for (key, user) in self.users.iter_mut() {
+            let before = user.sessions.len();
+            user.sessions.retain(|s| !dead.contains(&s.edge));
+            if before > 0 && user.sessions.is_empty() {
+                user.away = false;
+                user.meta.last_seen = Some(now);
+                batch.push(WriteOp::Meta { user: key.clone(), meta: user.meta.clone() });
+                notify_subscribers(&key.user, user, &mut out);
+            }
+            // Subscriptions held by sessions of a dead edge end too.
+            user.subscribers.retain(|s| !dead.contains(&s.session.edge));
+        }
+        let written = if batch.is_empty() { None } else { Some((self.issue(), batch)) };
+        let own = written.as_ref().map(|(t, _)| *t);
+        self.emit(out, own.into_iter().collect());
+        written
     }
 
     /// Records that a ticket's writes completed (or failed).

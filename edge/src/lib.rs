@@ -39,6 +39,8 @@ pub struct EdgeConfig {
     pub failed_auth_per_minute: u32,
     /// Sends per second per tenant on this edge, and the burst above it.
     pub tenant_sends: (u32, u32),
+    /// How often this edge renews its lease on every shard.
+    pub lease_heartbeat: Duration,
 }
 
 /// The listeners an edge serves on (already bound).
@@ -122,6 +124,30 @@ pub async fn dispatch(mut rx: EdgeReceiver, presence: Arc<LocalPresence>) {
     }
 }
 
+/// Renews this edge's lease on every shard until shutdown. A shard that
+/// stops hearing from an edge ends that edge's sessions (a crashed edge
+/// never says goodbye). Heartbeats are ephemeral: dropped when a queue is
+/// full, as one missed beat is covered by the next.
+async fn heartbeat(edge: EdgeId, router: Router, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                for s in 0..router.shards() {
+                    let env = iris_envelope::ShardEnvelope {
+                        owner: iris_envelope::UserKey::new("", ""),
+                        body: iris_envelope::ShardInput::EdgeAlive { edge: edge.clone() },
+                    };
+                    if router.try_to_shard_id(iris_envelope::ShardId(s), env).is_err() {
+                        metrics::counter!("iris_ephemeral_dropped_total").increment(1);
+                    }
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Starts the edge: its listeners and the dispatcher.
 pub fn start_edge(
     cfg: EdgeConfig,
@@ -130,6 +156,7 @@ pub fn start_edge(
     router: Router,
     edge_rx: EdgeReceiver,
 ) -> std::io::Result<EdgeHandle> {
+    let cfg_heartbeat = cfg.lease_heartbeat;
     let ws_addr = listeners.ws.as_ref().map(TcpListener::local_addr).transpose()?;
     let wss_addr = listeners.wss.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
     let quic_addr = listeners.quic.as_ref().map(quinn::Endpoint::local_addr).transpose()?;
@@ -153,6 +180,7 @@ pub fn start_edge(
         shutdown: shutdown_rx,
     });
     tokio::spawn(dispatch(edge_rx, presence));
+    tokio::spawn(heartbeat(ctx.edge.clone(), ctx.router.clone(), cfg_heartbeat, ctx.shutdown.clone()));
     if let Some(l) = listeners.ws {
         tokio::spawn(ws::serve(l, ctx.clone(), None));
     }

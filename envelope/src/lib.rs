@@ -219,6 +219,12 @@ pub enum ShardInput {
         /// Where the answer goes.
         reply: SessionAddr,
     },
+    /// An edge is alive: it renews its lease on this shard (the owner is
+    /// ignored; the envelope is addressed to a shard directly).
+    EdgeAlive {
+        /// The edge.
+        edge: EdgeId,
+    },
     /// Analytics events of one stream of `owner.tenant` (`owner` is the
     /// stream's shard key, see [`stream_owner`]).
     Ingest {
@@ -315,12 +321,13 @@ impl ShardInput {
             ShardInput::ContactsReplace { .. } => "contacts_replace",
             ShardInput::IdentityVerified { .. } => "identity_verified",
             ShardInput::Ingest { .. } => "ingest",
+            ShardInput::EdgeAlive { .. } => "edge_alive",
         }
     }
 
-    /// Ephemeral envelopes may be dropped under load (typing).
+    /// Ephemeral envelopes may be dropped under load (typing, heartbeats).
     pub fn is_ephemeral(&self) -> bool {
-        matches!(self, ShardInput::Typing { .. })
+        matches!(self, ShardInput::Typing { .. } | ShardInput::EdgeAlive { .. })
     }
 }
 

@@ -247,6 +247,7 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         max_subscribers: cfg.limits.max_subscribers_per_user,
         max_sessions: cfg.limits.max_sessions_per_user,
         page_max_bytes: cfg.limits.max_page_bytes,
+        edge_lease_ms: cfg.core.edge_lease_ms,
     };
     let ring = Arc::new(Ring::new(cfg.core.shards));
     let (router, shards, mut edge_rxs) = match &cfg.cluster {
@@ -323,6 +324,7 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
             max_frame_bytes: l.max_frame_bytes,
             failed_auth_per_minute: cfg.auth.failed_auth_per_minute,
             tenant_sends: (l.tenant_sends_per_second, l.tenant_send_burst),
+            lease_heartbeat: Duration::from_millis(cfg.core.edge_lease_ms / 3),
         },
         Listeners { ws, wss, quic },
         keys.clone(),

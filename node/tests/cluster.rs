@@ -19,6 +19,7 @@ fn node_config(node_id: &str, region: &str, roles: &str) -> String {
         "node_id = \"{node_id}\"\nregion = \"{region}\"\nroles = [{roles}]\n\
          [listen]\nws = \"127.0.0.1:0\"\nquic = \"off\"\nhttp = \"off\"\nmetrics = \"off\"\n\
          [storage]\nbackend = \"redis\"\nredis_url = \"{}\"\n\
+         [core]\nedge_lease_ms = 1500\n\
          [cluster]\nkafka = \"{}\"\nsession_timeout_ms = 3000\n",
         env("IRIS_TEST_REDIS"),
         env("IRIS_TEST_KAFKA")
@@ -159,4 +160,35 @@ async fn killing_a_core_node_moves_its_shards_and_loses_nothing_accepted() {
         let have: Vec<(String, String)> = got.into_iter().map(|(_, id, body)| (id, body)).collect();
         assert_eq!(have, want, "{to}: every accepted message once, in order");
     }
+}
+
+#[tokio::test]
+async fn a_killed_edge_s_users_go_offline_within_the_lease_and_come_back() {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let region = format!("l{n}");
+    let tenant = format!("l{n}");
+    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    for d in &dirs {
+        share_key(d.path(), key);
+    }
+    let _core = start_in(dirs[0].path(), &node_config("core-1", &region, "\"core\", \"router\""));
+    let edge_a = start_in(dirs[1].path(), &node_config("edge-a", &region, "\"edge\", \"router\""));
+    let mut edge_b = start_in(dirs[2].path(), &node_config("edge-b", &region, "\"edge\", \"router\""));
+    let mut alice = login_when_ready(&edge_a, &tenant, "alice").await;
+    let mut bob = login_when_ready(&edge_b, &tenant, "bob").await;
+    bob.send_text(r#"{"type":"contacts","upsert":[{"user":"alice"}]}"#).await.unwrap();
+    expect(&mut bob, "contacts_ok", |f| matches!(f, ServerFrame::ContactsOk(_))).await;
+    alice.subscribe(&["bob"]).await.unwrap();
+    assert_eq!(presence_of(&mut alice, "bob").await.status, PresenceStatus::Online);
+
+    edge_b.kill9();
+    let killed = Instant::now();
+    let p = presence_of(&mut alice, "bob").await;
+    assert_eq!(p.status, PresenceStatus::Offline);
+    assert!(p.last_seen.is_some());
+    eprintln!("offline {:?} after the edge died (lease 1.5 s)", killed.elapsed());
+    // Bob reconnects to the other edge and is back online.
+    let _bob = login_when_ready(&edge_a, &tenant, "bob").await;
+    assert_eq!(presence_of(&mut alice, "bob").await.status, PresenceStatus::Online);
 }

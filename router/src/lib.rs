@@ -43,6 +43,16 @@ impl Router {
         self.bus.try_publish_shard(shard, env)
     }
 
+    /// The number of shards.
+    pub fn shards(&self) -> u32 {
+        self.ring.shards()
+    }
+
+    /// Publishes to one shard directly (not by owner) if there is room now.
+    pub fn try_to_shard_id(&self, shard: ShardId, env: ShardEnvelope) -> Result<(), PublishError<ShardEnvelope>> {
+        self.bus.try_publish_shard(shard, env)
+    }
+
     /// Publishes to an edge, waiting for room (backpressure).
     pub async fn to_edge(&self, env: EdgeEnvelope) -> Result<(), BusError> {
         self.bus.publish_edge(env).await

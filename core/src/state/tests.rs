@@ -11,6 +11,7 @@ fn cfg() -> ShardConfig {
         max_sessions: 3,
         id_seed: 42,
         recent_dedup: 0,
+        edge_lease_ms: 1_000,
     }
 }
 
@@ -540,4 +541,38 @@ fn ingestion_drops_duplicates_within_batches_in_flight_and_stored() {
             ServiceReply::Ingested { accepted: vec![], duplicates: vec![0, 1] },
         ]
     );
+}
+
+#[test]
+fn an_edge_that_stops_renewing_its_lease_loses_its_sessions() {
+    let mut h = Harness::new();
+    h.input(
+        "bob",
+        ShardInput::Contacts {
+            session: addr("e1", 1),
+            upsert: vec![ContactEntry { user: "dave".into(), circle: None }],
+            remove: vec![],
+        },
+    );
+    h.open("bob", 1);
+    h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e2", 8) });
+    h.commit_all();
+    h.frames();
+    // e2 keeps renewing, e1 does not.
+    let alive = |h: &mut Harness, now: Millis| {
+        let env = ShardEnvelope { owner: key(""), body: ShardInput::EdgeAlive { edge: EdgeId("e2".into()) } };
+        assert!(h.state.needs(&env).user.is_none());
+        assert!(h.state.handle(now, env, Found::default()).is_none());
+    };
+    let opened = h.now;
+    alive(&mut h, opened + 500);
+    assert!(h.state.handle_timeout(opened + 900).is_none(), "within the lease");
+    alive(&mut h, opened + 1_200);
+    let (t, batch) = h.state.handle_timeout(opened + 1_500).expect("e1's lease expired");
+    assert!(matches!(&batch.ops[0], WriteOp::Meta { meta, .. } if meta.last_seen == Some(opened + 1_500)));
+    h.state.committed(t, Ok(()));
+    let f = h.frames();
+    assert_eq!(f.len(), 1, "dave (on the live edge) hears bob went offline: {f:?}");
+    assert_eq!(presence(&f[0].1).map(|p| p.1), Some(PresenceStatus::Offline));
+    assert!(h.state.users[&key("bob")].sessions.is_empty());
 }
