@@ -285,6 +285,9 @@ pub struct Storage {
     /// Write batches waiting for the committer; shards wait beyond it.
     #[serde(default = "d_queue_batches")]
     pub queue_batches: usize,
+    /// How long a `session:{tenant}:{user}` record lives on Redis.
+    #[serde(default = "d_session_ttl")]
+    pub session_ttl_hours: u64,
     /// How long retried sends are recognised (at least 7 days = 168 h).
     #[serde(default = "d_dedup_hours")]
     pub dedup_retention_hours: u64,
@@ -445,6 +448,9 @@ fn d_bus_queue() -> usize {
 }
 fn d_inflight() -> usize {
     1_024
+}
+fn d_session_ttl() -> u64 {
+    24
 }
 fn d_lease() -> u64 {
     10_000
@@ -645,6 +651,7 @@ impl Config {
         )?;
         check(self.storage.max_batch_ops >= 1, "storage.max_batch_ops", "at least 1")?;
         check(self.storage.queue_batches >= 1, "storage.queue_batches", "at least 1")?;
+        check(self.storage.session_ttl_hours >= 1, "storage.session_ttl_hours", "at least 1")?;
         check(
             self.storage.dedup_retention_hours >= 168,
             "storage.dedup_retention_hours",

@@ -45,6 +45,8 @@ pub struct ShardsConfig {
     pub page_max_bytes: usize,
     /// An edge silent this long loses its sessions.
     pub edge_lease_ms: u64,
+    /// The region (recorded with where users are connected).
+    pub region: String,
 }
 
 fn now_ms() -> i64 {
@@ -388,6 +390,7 @@ impl ShardHost {
             id_seed: self.id_seed,
             recent_dedup: cfg.max_inflight_writes + 1_024,
             edge_lease_ms: cfg.edge_lease_ms as i64,
+            region: cfg.region.as_str().into(),
         });
         let (store, router, page_max_bytes, detached) =
             (self.store.clone(), self.router.clone(), cfg.page_max_bytes, self.detached.clone());

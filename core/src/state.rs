@@ -53,6 +53,8 @@ pub struct ShardConfig {
     pub recent_dedup: usize,
     /// An edge not heard from for this long is dead: its sessions end.
     pub edge_lease_ms: Millis,
+    /// The region, recorded with where users are connected.
+    pub region: Arc<str>,
 }
 
 /// What the actor must load before handing an envelope to [`ShardState::handle`].
@@ -458,6 +460,7 @@ impl ShardState {
                 }
                 // A session opening is proof its edge lives.
                 self.leases.insert(session.edge.clone(), now);
+                batch.push(session_write(&owner, user, &self.config.region));
                 presence_changed = user.sessions.len() == 1;
                 out.push(Output::Edge(EdgeEnvelope {
                     edge: session.edge.clone(),
@@ -482,6 +485,9 @@ impl ShardState {
                     user.meta.last_seen = Some(now);
                     batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
                     presence_changed = true;
+                }
+                if user.sessions.len() != before {
+                    batch.push(session_write(&owner, user, &self.config.region));
                 }
             }
             ShardInput::Send { from, client_id, body, reply: to_session } => {
@@ -829,6 +835,9 @@ impl ShardState {
                 batch.push(WriteOp::Meta { user: key.clone(), meta: user.meta.clone() });
                 notify_subscribers(&key.user, user, &mut out);
             }
+            if user.sessions.len() != before {
+                batch.push(session_write(key, user, &self.config.region));
+            }
             // Subscriptions held by sessions of a dead edge end too.
             user.subscribers.retain(|s| !dead.contains(&s.session.edge));
         }
@@ -941,6 +950,18 @@ fn failed_output(o: Output) -> Option<Output> {
                 },
             }))
         }
+        // A session whose opening could not be written is refused with
+        // `unavailable` (the edge closes it; the client retries).
+        Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Welcome { session, .. } }) => {
+            Some(Output::Edge(EdgeEnvelope {
+                edge,
+                body: EdgeInput::Frame {
+                    to: Recipients::Session(session),
+                    frame: ServerFrame::error(ErrorCode::Unavailable, "storage failed; retry", None),
+                    droppable: false,
+                },
+            }))
+        }
         Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Reply { request, .. } }) => {
             Some(Output::Edge(EdgeEnvelope {
                 edge,
@@ -1025,6 +1046,21 @@ fn remove_contact(owner: &UserKey, user: &mut UserState, now: Millis, name: Stri
 
 fn raw_null() -> Box<serde_json::value::RawValue> {
     serde_json::value::RawValue::from_string("null".into()).expect("null is JSON")
+}
+
+/// Where a user is connected now, for `session:{tenant}:{user}`.
+fn session_write(owner: &UserKey, user: &UserState, region: &Arc<str>) -> WriteOp {
+    let mut nodes: Vec<String> = user.sessions.iter().map(|s| s.edge.to_string()).collect();
+    nodes.sort();
+    nodes.dedup();
+    let last_seen = if user.sessions.is_empty() { user.meta.last_seen } else { None };
+    let record = iris_storage::SessionRecord {
+        nodes,
+        region: region.to_string(),
+        sessions: user.sessions.len() as u32,
+        last_seen,
+    };
+    WriteOp::Session { user: owner.clone(), record }
 }
 
 fn service_reply(to: &SessionAddr, reply: ServiceReply) -> Output {

@@ -220,8 +220,11 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = match cfg.storage.backend.as_str() {
         "redis" => {
             let url = cfg.storage.redis_url.clone().unwrap_or_default();
-            let config =
-                RedisConfig { url: url.clone(), retention_secs: cfg.storage.dedup_retention_hours as i64 * 3_600 };
+            let config = RedisConfig {
+                url: url.clone(),
+                retention_secs: cfg.storage.dedup_retention_hours as i64 * 3_600,
+                session_ttl_secs: cfg.storage.session_ttl_hours as i64 * 3_600,
+            };
             // The URL may carry a password: name only the host part.
             let host = url.rsplit('@').next().unwrap_or_default().to_owned();
             Arc::new(RedisStore::connect(config).await.with_context(|| format!("connecting to Redis at {host}"))?)
@@ -248,6 +251,7 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         max_sessions: cfg.limits.max_sessions_per_user,
         page_max_bytes: cfg.limits.max_page_bytes,
         edge_lease_ms: cfg.core.edge_lease_ms,
+        region: cfg.region.clone(),
     };
     let ring = Arc::new(Ring::new(cfg.core.shards));
     let (router, shards, mut edge_rxs) = match &cfg.cluster {

@@ -26,6 +26,25 @@ fn node_config(node_id: &str, region: &str, roles: &str) -> String {
     )
 }
 
+/// GET on the test Redis, by hand (RESP), as another service would read
+/// `session:{tenant}:{user}`.
+fn redis_get(key: &str) -> Option<String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let addr = env("IRIS_TEST_REDIS").trim_start_matches("redis://").to_owned();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "*2\r\n$3\r\nGET\r\n${}\r\n{}\r\n", key.len(), key).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let len: i64 = line.trim_start_matches('$').trim().parse().unwrap();
+    if len < 0 {
+        return None;
+    }
+    let mut body = vec![0u8; len as usize + 2];
+    r.read_exact(&mut body).unwrap();
+    Some(String::from_utf8_lossy(&body[..len as usize]).into_owned())
+}
+
 /// Every node of the region signs and checks tokens with the same key.
 fn share_key(dir: &Path, key: &str) {
     std::fs::create_dir_all(dir.join("auth")).unwrap();
@@ -80,6 +99,11 @@ async fn clients_on_different_edges_chat_through_the_core_node() {
     bob.read(1).await.unwrap();
     let r = expect(&mut alice, "read receipt", |f| matches!(f, ServerFrame::Receipt(_))).await;
     assert!(matches!(r, ServerFrame::Receipt(r) if r.state == ReceiptState::Read && r.by == "bob"));
+
+    // Other services can see where bob is connected.
+    let record: serde_json::Value =
+        serde_json::from_str(&redis_get(&format!("session:{tenant}:bob")).unwrap()).unwrap();
+    assert_eq!((record["nodes"].clone(), record["sessions"].as_u64()), (serde_json::json!(["edge-b"]), Some(1)));
 
     // Presence across edges.
     bob.send_text(r#"{"type":"contacts","upsert":[{"user":"alice"}]}"#).await.unwrap();

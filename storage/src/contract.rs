@@ -77,6 +77,15 @@ async fn identities_logs_events_rollups(store: &dyn Store, tenant: &str) -> Resu
     let clicks = store.rollups(tenant, Some("click"), hour + 1, i64::MAX).await.map_err(e)?;
     check(clicks == vec![(rk("click", hour + 3_600_000), 1)], "rollups filter by type and hour range")?;
     check(store.rollups(&other, None, 0, i64::MAX).await.map_err(e)?.is_empty(), "rollups never cross tenants")?;
+    let record = SessionRecord { nodes: vec!["edge-a".into()], region: "r1".into(), sessions: 2, last_seen: None };
+    let mut batch = WriteBatch::default();
+    batch.push(WriteOp::Session { user: dan.clone(), record: record.clone() });
+    store.commit(batch).await.map_err(e)?;
+    check(store.session(&dan).await.map_err(e)? == Some(record), "session records read back")?;
+    check(
+        store.session(&UserKey::new(other.as_str(), "dan")).await.map_err(e)?.is_none(),
+        "sessions never cross tenants",
+    )?;
     Ok(())
 }
 

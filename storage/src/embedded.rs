@@ -54,6 +54,7 @@ struct Spaces {
     receipts: Keyspace,
     logs: Keyspace,
     rollups: Keyspace,
+    sessions: Keyspace,
 }
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -98,6 +99,7 @@ impl EmbeddedStore {
             identities: ks("identities")?,
             logs: ks("logs")?,
             rollups: ks("rollups")?,
+            sessions: ks("sessions")?,
             policies: ks("policies")?,
             receipts: ks("receipts")?,
             db,
@@ -186,6 +188,7 @@ fn apply(s: &Spaces, batch: &mut fjall::OwnedWriteBatch, g: &mut Group, op: Writ
             batch.insert(&s.dedup, k, Vec::new());
         }
         WriteOp::RollupAdd { key, by } => *g.rollups.entry(rollup_key(&key)).or_default() += by,
+        WriteOp::Session { user, record } => batch.insert(&s.sessions, user_key(&user), enc(&record)),
     }
 }
 
@@ -459,6 +462,13 @@ impl Store for EmbeddedStore {
             out.push(dec("receipt", &g.value().map_err(backend)?)?);
         }
         Ok(out)
+    }
+
+    async fn session(&self, user: &UserKey) -> Result<Option<SessionRecord>, StoreError> {
+        match self.spaces.sessions.get(user_key(user)).map_err(backend)? {
+            Some(v) => Ok(Some(dec("session", &v)?)),
+            None => Ok(None),
+        }
     }
 
     async fn event_seen(&self, key: &EventKey) -> Result<bool, StoreError> {

@@ -96,6 +96,20 @@ pub struct UserRecord {
     pub policies: BTreeMap<String, CirclePolicy>,
 }
 
+/// Where a user is connected, for last-seen and for lookups by other
+/// services (`session:{tenant}:{user}` on Redis, 24 h TTL).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The edges (nodes) holding the user's sessions.
+    pub nodes: Vec<String>,
+    /// The region.
+    pub region: String,
+    /// How many sessions.
+    pub sessions: u32,
+    /// When the last session ended (ms), if none is open.
+    pub last_seen: Option<Millis>,
+}
+
 /// One contact of a user.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contact {
@@ -248,6 +262,13 @@ pub enum WriteOp {
         /// When it was accepted (retention runs from here).
         ts: Millis,
     },
+    /// Record where a user is connected.
+    Session {
+        /// The user.
+        user: UserKey,
+        /// The record.
+        record: SessionRecord,
+    },
     /// Add to an hourly rollup counter.
     RollupAdd {
         /// The counter.
@@ -354,6 +375,8 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Finishes queued writes and releases the backend.
     async fn close(&self) {}
+    /// Where a user is connected, if recorded (and not expired).
+    async fn session(&self, user: &UserKey) -> Result<Option<SessionRecord>, StoreError>;
     /// Was this event key seen (within retention)?
     async fn event_seen(&self, key: &EventKey) -> Result<bool, StoreError>;
     /// Reads a tenant's log after `after`, at most `limit` entries.

@@ -33,12 +33,20 @@ pub struct RedisConfig {
     pub url: String,
     /// How long dedup records and event keys are kept, seconds.
     pub retention_secs: i64,
+    /// How long a `session:{tenant}:{user}` record lives, seconds.
+    pub session_ttl_secs: i64,
 }
 
 /// The Redis-backed store.
 pub struct RedisStore {
     client: Client,
     retention_secs: i64,
+    session_ttl_secs: i64,
+}
+
+/// The documented lookup key other services read: `session:{tenant}:{user}`.
+fn session_key(u: &UserKey) -> Key {
+    Key::from(format!("session:{}:{}", u.tenant, u.user).as_str())
 }
 
 fn key(parts: &[&[u8]]) -> Key {
@@ -119,7 +127,7 @@ impl RedisStore {
             .build()
             .map_err(err)?;
         client.init().await.map_err(err)?;
-        Ok(Self { client, retention_secs: cfg.retention_secs })
+        Ok(Self { client, retention_secs: cfg.retention_secs, session_ttl_secs: cfg.session_ttl_secs })
     }
 
     async fn hash_all(&self, k: Key) -> Result<HashMap<Bytes, Bytes>, StoreError> {
@@ -271,6 +279,16 @@ impl Store for RedisStore {
                     let ek = key(&[b"event", e.tenant.as_bytes(), e.stream.as_bytes(), e.key.as_bytes()]);
                     push(vec!["setex".into(), k(ek), "1".into(), ttl.clone()])
                 }
+                WriteOp::Session { user: u, record } => {
+                    // JSON, so that other services can read it.
+                    let json = serde_json::to_string(&record).map_err(|e| StoreError::Backend(e.to_string().into()))?;
+                    push(vec![
+                        "setex".into(),
+                        k(session_key(&u)),
+                        json.into(),
+                        self.session_ttl_secs.to_string().into(),
+                    ])
+                }
                 WriteOp::RollupAdd { key: r, by } => {
                     let hk = key(&[b"rollup", r.tenant.as_bytes(), r.event_type.as_bytes()]);
                     push(vec!["hincrby".into(), k(hk), b(rollup_field(&r.project, r.hour_ms)), by.to_string().into()]);
@@ -285,6 +303,11 @@ impl Store for RedisStore {
         let keys: Vec<Key> = Vec::new();
         let _: Value = self.client.eval(APPLY_BATCH, keys, args).await.map_err(err)?;
         Ok(())
+    }
+
+    async fn session(&self, u: &UserKey) -> Result<Option<SessionRecord>, StoreError> {
+        let v: Option<String> = self.client.get(session_key(u)).await.map_err(err)?;
+        v.map(|text| serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("session"))).transpose()
     }
 
     async fn event_seen(&self, k: &EventKey) -> Result<bool, StoreError> {
@@ -370,7 +393,8 @@ mod tests {
         let Ok(url) = std::env::var("IRIS_TEST_REDIS") else {
             panic!("IRIS_TEST_REDIS is not set: run scripts/test, which starts a Redis server on loopback");
         };
-        let store = RedisStore::connect(RedisConfig { url, retention_secs: 3_600 }).await.unwrap();
+        let store =
+            RedisStore::connect(RedisConfig { url, retention_secs: 3_600, session_ttl_secs: 60 }).await.unwrap();
         // A fresh tenant per run: the server may hold earlier runs' data.
         let tenant =
             format!("t{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());

@@ -12,6 +12,7 @@ fn cfg() -> ShardConfig {
         id_seed: 42,
         recent_dedup: 0,
         edge_lease_ms: 1_000,
+        region: "r1".into(),
     }
 }
 
@@ -162,8 +163,11 @@ fn a_failed_write_does_not_swallow_unrelated_outputs() {
     // bob's session opens while alice's write is in flight: its welcome is
     // ordered behind that write but does not depend on it.
     h.input("bob", ShardInput::SessionOpened { session: addr("e1", 5), resume_after: None });
-    let (t, _) = h.pending.pop().unwrap();
+    let (t, _) = h.pending.remove(0);
     h.state.committed(t, Err(StoreError::Backend("disk".into())));
+    // The session's own write (where bob is connected) succeeds.
+    let (t2, _) = h.pending.remove(0);
+    h.state.committed(t2, Ok(()));
     let outs = h.outputs();
     assert!(
         outs.iter().any(|o| matches!(o, Output::Edge(EdgeEnvelope { body: EdgeInput::Welcome { .. }, .. }))),
@@ -575,4 +579,18 @@ fn an_edge_that_stops_renewing_its_lease_loses_its_sessions() {
     assert_eq!(f.len(), 1, "dave (on the live edge) hears bob went offline: {f:?}");
     assert_eq!(presence(&f[0].1).map(|p| p.1), Some(PresenceStatus::Offline));
     assert!(h.state.users[&key("bob")].sessions.is_empty());
+}
+
+#[test]
+fn a_session_whose_opening_cannot_be_written_is_refused() {
+    let mut h = Harness::new();
+    h.input("bob", ShardInput::SessionOpened { session: addr("e1", 5), resume_after: None });
+    let (t, batch) = h.pending.pop().unwrap();
+    assert!(matches!(&batch.ops[0], WriteOp::Session { record, .. } if record.sessions == 1 && record.nodes == ["e1"]));
+    h.state.committed(t, Err(StoreError::Backend("disk".into())));
+    let f = h.frames();
+    assert!(
+        matches!(&f[0], (s, ServerFrame::Error(e)) if s == &[SessionId(5)] && e.code == ErrorCode::Unavailable),
+        "{f:?}"
+    );
 }
