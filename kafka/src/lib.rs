@@ -191,6 +191,16 @@ impl Bus for KafkaBus {
     }
 }
 
+/// Decodes a message's envelope, naming where it came from on failure.
+fn decode_message<T: serde::de::DeserializeOwned>(m: &impl Message) -> Result<T, KafkaBusError> {
+    iris_envelope::decode(m.payload().unwrap_or_default()).map_err(|source| KafkaBusError::Decode {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        source,
+    })
+}
+
 /// A change of which shard partitions this node owns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ownership {
@@ -277,13 +287,7 @@ impl ShardGroup {
     /// The next envelope of an owned partition, with its partition and offset.
     pub async fn next_shard(&self) -> Result<(i32, i64, ShardEnvelope), KafkaBusError> {
         let m = self.consumer.recv().await?;
-        let env = iris_envelope::decode(m.payload().unwrap_or_default()).map_err(|source| KafkaBusError::Decode {
-            topic: m.topic().to_owned(),
-            partition: m.partition(),
-            offset: m.offset(),
-            source,
-        })?;
-        Ok((m.partition(), m.offset(), env))
+        Ok((m.partition(), m.offset(), decode_message(&m)?))
     }
 }
 
@@ -322,24 +326,13 @@ impl PartitionReader {
     /// The next edge envelope.
     pub async fn next_edge(&self) -> Result<EdgeEnvelope, KafkaBusError> {
         let m = self.consumer.recv().await?;
-        iris_envelope::decode(m.payload().unwrap_or_default()).map_err(|source| KafkaBusError::Decode {
-            topic: m.topic().to_owned(),
-            partition: m.partition(),
-            offset: m.offset(),
-            source,
-        })
+        decode_message(&m)
     }
 
     /// The next shard envelope, with its partition and offset.
     pub async fn next_shard(&self) -> Result<(i32, i64, ShardEnvelope), KafkaBusError> {
         let m = self.consumer.recv().await?;
-        let env = iris_envelope::decode(m.payload().unwrap_or_default()).map_err(|source| KafkaBusError::Decode {
-            topic: m.topic().to_owned(),
-            partition: m.partition(),
-            offset: m.offset(),
-            source,
-        })?;
-        Ok((m.partition(), m.offset(), env))
+        Ok((m.partition(), m.offset(), decode_message(&m)?))
     }
 }
 

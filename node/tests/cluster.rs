@@ -45,6 +45,33 @@ fn redis_get(key: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&body[..len as usize]).into_owned())
 }
 
+/// A region of separate node processes with their own data dirs, sharing
+/// one token key, one Redis and one Kafka.
+struct Region {
+    tenant: String,
+    nodes: Vec<Node>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Region {
+    /// Starts nodes named by (node id, roles), in order.
+    fn start(nodes: &[(&str, &str)]) -> Self {
+        let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let region = format!("r{n}");
+        let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+        let dirs: Vec<tempfile::TempDir> = nodes.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut started = Vec::new();
+        for ((id, roles), dir) in nodes.iter().zip(&dirs) {
+            share_key(dir.path(), key);
+            started.push(start_in(dir.path(), &node_config(id, &region, roles)));
+        }
+        Self { tenant: format!("t{n}"), nodes: started, _dirs: dirs }
+    }
+}
+
+const CORE: &str = "\"core\", \"router\"";
+const EDGE: &str = "\"edge\", \"router\"";
+
 /// Every node of the region signs and checks tokens with the same key.
 fn share_key(dir: &Path, key: &str) {
     std::fs::create_dir_all(dir.join("auth")).unwrap();
@@ -77,20 +104,10 @@ async fn login_when_ready(node: &Node, tenant: &str, user: &str) -> Client {
 
 #[tokio::test]
 async fn clients_on_different_edges_chat_through_the_core_node() {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let region = format!("t{n}");
-    let tenant = format!("c{n}");
-    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    for d in &dirs {
-        share_key(d.path(), key);
-    }
-    let _core = start_in(dirs[0].path(), &node_config("core-1", &region, "\"core\", \"router\""));
-    let edge_a = start_in(dirs[1].path(), &node_config("edge-a", &region, "\"edge\", \"router\""));
-    let edge_b = start_in(dirs[2].path(), &node_config("edge-b", &region, "\"edge\", \"router\""));
-
-    let mut alice = login_when_ready(&edge_a, &tenant, "alice").await;
-    let mut bob = login_when_ready(&edge_b, &tenant, "bob").await;
+    let region = Region::start(&[("core-1", CORE), ("edge-a", EDGE), ("edge-b", EDGE)]);
+    let (edge_a, edge_b, tenant) = (&region.nodes[1], &region.nodes[2], region.tenant.clone());
+    let mut alice = login_when_ready(edge_a, &tenant, "alice").await;
+    let mut bob = login_when_ready(edge_b, &tenant, "bob").await;
 
     alice.send("x-1", "bob", "across edges").await.unwrap();
     let acc = accepted(&mut alice, "x-1").await;
@@ -112,7 +129,7 @@ async fn clients_on_different_edges_chat_through_the_core_node() {
     assert_eq!(presence_of(&mut alice, "bob").await.status, PresenceStatus::Online);
 
     // History from the other edge.
-    let mut bob_elsewhere = login_when_ready(&edge_a, &tenant, "bob").await;
+    let mut bob_elsewhere = login_when_ready(edge_a, &tenant, "bob").await;
     bob_elsewhere.sync(0, None).await.unwrap();
     assert_eq!(message(&mut bob_elsewhere).await.msg_id, acc.msg_id);
 }
@@ -138,23 +155,14 @@ async fn send_until_accepted(c: &mut Client, id: &str, to: &str, body: &str, dea
 
 #[tokio::test]
 async fn killing_a_core_node_moves_its_shards_and_loses_nothing_accepted() {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let region = format!("k{n}");
-    let tenant = format!("k{n}");
-    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    for d in &dirs {
-        share_key(d.path(), key);
-    }
-    let mut core1 = start_in(dirs[0].path(), &node_config("core-1", &region, "\"core\", \"router\""));
-    let _core2 = start_in(dirs[1].path(), &node_config("core-2", &region, "\"core\", \"router\""));
-    let edge = start_in(dirs[2].path(), &node_config("edge-a", &region, "\"edge\", \"router\""));
-    let mut alice = login_when_ready(&edge, &tenant, "alice").await;
+    let mut region = Region::start(&[("core-1", CORE), ("core-2", CORE), ("edge-a", EDGE)]);
+    let tenant = region.tenant.clone();
+    let mut alice = login_when_ready(&region.nodes[2], &tenant, "alice").await;
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut accepted_ids = Vec::new();
     for i in 0..40 {
         if i == 10 {
-            core1.kill9();
+            region.nodes[0].kill9();
         }
         // Spread over many recipients so both core nodes own some of them.
         let to = format!("bob{}", i % 8);
@@ -164,7 +172,7 @@ async fn killing_a_core_node_moves_its_shards_and_loses_nothing_accepted() {
     // Every accepted message is stored once, in order, for its recipient.
     for r in 0..8 {
         let to = format!("bob{r}");
-        let mut bob = login_when_ready(&edge, &tenant, &to).await;
+        let mut bob = login_when_ready(&region.nodes[2], &tenant, &to).await;
         bob.sync(0, Some(1_000)).await.unwrap();
         let mut got = Vec::new();
         loop {
@@ -188,31 +196,22 @@ async fn killing_a_core_node_moves_its_shards_and_loses_nothing_accepted() {
 
 #[tokio::test]
 async fn a_killed_edge_s_users_go_offline_within_the_lease_and_come_back() {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let region = format!("l{n}");
-    let tenant = format!("l{n}");
-    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    for d in &dirs {
-        share_key(d.path(), key);
-    }
-    let _core = start_in(dirs[0].path(), &node_config("core-1", &region, "\"core\", \"router\""));
-    let edge_a = start_in(dirs[1].path(), &node_config("edge-a", &region, "\"edge\", \"router\""));
-    let mut edge_b = start_in(dirs[2].path(), &node_config("edge-b", &region, "\"edge\", \"router\""));
-    let mut alice = login_when_ready(&edge_a, &tenant, "alice").await;
-    let mut bob = login_when_ready(&edge_b, &tenant, "bob").await;
+    let mut region = Region::start(&[("core-1", CORE), ("edge-a", EDGE), ("edge-b", EDGE)]);
+    let tenant = region.tenant.clone();
+    let mut alice = login_when_ready(&region.nodes[1], &tenant, "alice").await;
+    let mut bob = login_when_ready(&region.nodes[2], &tenant, "bob").await;
     bob.send_text(r#"{"type":"contacts","upsert":[{"user":"alice"}]}"#).await.unwrap();
     expect(&mut bob, "contacts_ok", |f| matches!(f, ServerFrame::ContactsOk(_))).await;
     alice.subscribe(&["bob"]).await.unwrap();
     assert_eq!(presence_of(&mut alice, "bob").await.status, PresenceStatus::Online);
 
-    edge_b.kill9();
+    region.nodes[2].kill9();
     let killed = Instant::now();
     let p = presence_of(&mut alice, "bob").await;
     assert_eq!(p.status, PresenceStatus::Offline);
     assert!(p.last_seen.is_some());
     eprintln!("offline {:?} after the edge died (lease 1.5 s)", killed.elapsed());
     // Bob reconnects to the other edge and is back online.
-    let _bob = login_when_ready(&edge_a, &tenant, "bob").await;
+    let _bob = login_when_ready(&region.nodes[1], &tenant, "bob").await;
     assert_eq!(presence_of(&mut alice, "bob").await.status, PresenceStatus::Online);
 }
