@@ -67,6 +67,9 @@ struct ShardActor {
     page_max_bytes: usize,
     detached: Arc<Semaphore>,
     lease_check_ms: u64,
+    /// Where the count of durable inputs is published (for a bus that
+    /// commits consumed offsets only once their work is durable).
+    progress: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// Shard-to-shard publishes that may wait for room at once, per node.
@@ -171,6 +174,9 @@ impl ShardActor {
     /// Carries out ready outputs: publishes that fit right now go at once;
     /// from the first that must wait, the rest go in order under `ctx.wait`.
     fn flush(&mut self, ctx: &mut Context<Self>) {
+        if let Some(p) = &self.progress {
+            p.store(self.state.inputs_durable(), std::sync::atomic::Ordering::Release);
+        }
         let mut rest: Vec<Output> = Vec::new();
         while let Some(out) = self.state.poll_output() {
             if !rest.is_empty() {
@@ -373,7 +379,7 @@ impl ShardHost {
     /// Starts the actor of one shard, fed from `rx`. Its state is rebuilt
     /// from storage as users come up. It stops once `rx`'s senders are gone
     /// and its in-flight writes have finished.
-    pub fn start(&self, shard: ShardId, rx: ShardReceiver) {
+    pub fn start(&self, shard: ShardId, rx: ShardReceiver, progress: Option<Arc<std::sync::atomic::AtomicU64>>) {
         let cfg = &self.cfg;
         let arbiters = self.arbiters.lock().unwrap_or_else(|p| p.into_inner());
         if arbiters.is_empty() {
@@ -402,6 +408,7 @@ impl ShardHost {
             page_max_bytes,
             detached,
             lease_check_ms,
+            progress,
         });
         let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
         self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(shard, sem.clone());
@@ -470,7 +477,7 @@ pub fn start_shards(
 ) -> ShardHost {
     let host = ShardHost::new(cfg, store, router, id_seed);
     for (i, rx) in receivers.into_iter().enumerate() {
-        host.start(ShardId(i as u32), rx);
+        host.start(ShardId(i as u32), rx, None);
     }
     host
 }

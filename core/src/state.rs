@@ -233,6 +233,9 @@ pub struct ShardState {
     ready: VecDeque<Output>,
     id_counter: u32,
     poisoned: bool,
+    inputs_seen: u64,
+    inputs_durable: u64,
+    durable_marks: VecDeque<(u64, Ticket)>,
     /// When each edge with sessions here was last heard from.
     leases: HashMap<EdgeId, Millis>,
 }
@@ -281,6 +284,9 @@ impl ShardState {
             ready: VecDeque::new(),
             id_counter: 0,
             poisoned: false,
+            inputs_seen: 0,
+            inputs_durable: 0,
+            durable_marks: VecDeque::new(),
             leases: HashMap::new(),
         }
     }
@@ -360,6 +366,7 @@ impl ShardState {
 
     /// Answers an envelope that could not be handled because a load failed.
     pub fn reject(&mut self, env: &ShardEnvelope, code: ErrorCode, message: &str) {
+        self.input_done();
         let frame = |id: Option<String>| ServerFrame::error(code, message, id);
         let out = match &env.body {
             ShardInput::Send { client_id, reply: r, .. } => Some(reply(r, frame(Some(client_id.to_string())))),
@@ -430,6 +437,30 @@ impl ShardState {
     /// record for a `Send` (as [`Needs::dedup`] asked). Returns the writes to
     /// make durable, with their ticket, if any.
     pub fn handle(&mut self, now: Millis, env: ShardEnvelope, found: Found) -> Option<(Ticket, WriteBatch)> {
+        let written = self.handle_input(now, env, found);
+        self.input_done();
+        written
+    }
+
+    /// Counts an input as handled; it is durable once the newest ticket so
+    /// far (its own write, or any write before it) has committed.
+    fn input_done(&mut self) {
+        self.inputs_seen += 1;
+        let tag = self.next_ticket - 1;
+        if tag <= self.done_upto && self.durable_marks.is_empty() {
+            self.inputs_durable = self.inputs_seen;
+        } else {
+            self.durable_marks.push_back((self.inputs_seen, tag));
+        }
+    }
+
+    /// How many inputs, counted in arrival order, have all their writes
+    /// durable: a bus may forget (commit the offsets of) that many.
+    pub fn inputs_durable(&self) -> u64 {
+        self.inputs_durable
+    }
+
+    fn handle_input(&mut self, now: Millis, env: ShardEnvelope, found: Found) -> Option<(Ticket, WriteBatch)> {
         if let ShardInput::Ingest { stream, events, reply } = env.body {
             return self.ingest(now, &env.owner.tenant, stream, events, &reply, found.events_seen);
         }
@@ -860,6 +891,13 @@ impl ShardState {
             }
         } else if ticket > self.done_upto {
             self.done_ahead.insert(ticket);
+        }
+        while let Some((_, t)) = self.durable_marks.front() {
+            if *t > self.done_upto {
+                break;
+            }
+            let (n, _) = self.durable_marks.pop_front().expect("front exists");
+            self.inputs_durable = n;
         }
         while let Some((t, _, _)) = self.queue.front() {
             if *t > self.done_upto {

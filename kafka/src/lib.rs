@@ -253,6 +253,7 @@ impl rdkafka::consumer::ConsumerContext for GroupContext {
 /// which Kafka decides which node owns which shard partitions.
 pub struct ShardGroup {
     consumer: StreamConsumer<GroupContext>,
+    topic: String,
 }
 
 impl ShardGroup {
@@ -268,20 +269,24 @@ impl ShardGroup {
         let (changes, rx) = tokio::sync::mpsc::channel(OWNERSHIP_QUEUE);
         let consumer: StreamConsumer<GroupContext> = client_config(bootstrap)
             .set("group.id", group)
-            // TODO(issue 4): commit offsets only once the work an envelope
-            // caused is durable. Until then auto-commit bounds reprocessing
-            // after a restart; an envelope read but not yet handled when a
-            // node dies can be lost (a send then never got `accepted`, so
-            // its client retries it).
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
+            // Offsets are committed by the node, only up to envelopes whose
+            // work is durable (`ShardGroup::commit`).
+            .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
             .set("session.timeout.ms", session_timeout_ms.to_string())
             .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string())
             .create_with_context(GroupContext { changes })?;
         consumer.subscribe(&[topic])?;
-        Ok((Self { consumer }, rx))
+        Ok((Self { consumer, topic: topic.to_owned() }, rx))
+    }
+
+    /// Records that every envelope of `partition` before `next_offset` is
+    /// done: after a restart or a move, consumption resumes there.
+    pub fn commit(&self, partition: i32, next_offset: i64) -> Result<(), KafkaBusError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, rdkafka::Offset::Offset(next_offset))?;
+        Ok(self.consumer.commit(&tpl, rdkafka::consumer::CommitMode::Async)?)
     }
 
     /// The next envelope of an owned partition, with its partition and offset.
@@ -338,6 +343,53 @@ impl PartitionReader {
 
 #[cfg(test)]
 mod tests {
+    /// A member that takes over a partition resumes after the last
+    /// committed offset: what was committed is not handed out again, what
+    /// was not is.
+    #[tokio::test]
+    async fn consumption_resumes_after_the_committed_offset() {
+        let b = broker();
+        let region = unique("resume");
+        let topics = Topics::for_region(&region);
+        ensure_topics(&b, &[(&topics.shard, 1)]).await.unwrap();
+        let bus = KafkaBus::new(&b, topics.clone(), 0).unwrap();
+        for i in 0..4 {
+            let env =
+                ShardEnvelope { owner: UserKey::new("acme", "bob"), body: ShardInput::Ack { up_to: i, read: false } };
+            bus.publish_shard(ShardId(0), env).await.unwrap();
+        }
+        let group = unique("group");
+        {
+            let (first, _) = ShardGroup::join(&b, &group, &topics.shard, 5, 6_000).unwrap();
+            let mut seen = Vec::new();
+            while seen.len() < 4 {
+                let (_, offset, _) =
+                    tokio::time::timeout(Duration::from_secs(20), first.next_shard()).await.unwrap().unwrap();
+                seen.push(offset);
+            }
+            // Only the first two are done.
+            first.commit(0, seen[2]).unwrap();
+            // Let the asynchronous commit reach the broker before leaving.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let committed = first.consumer.committed(Duration::from_secs(5)).unwrap();
+                let at = committed.find_partition(&topics.shard, 0).map(|e| e.offset());
+                if at == Some(rdkafka::Offset::Offset(seen[2])) {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "commit never landed: {at:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let (second, _) = ShardGroup::join(&b, &group, &topics.shard, 5, 6_000).unwrap();
+        let (_, offset, env) =
+            tokio::time::timeout(Duration::from_secs(30), second.next_shard()).await.unwrap().unwrap();
+        assert!(
+            matches!(env.body, ShardInput::Ack { up_to: 2, .. }),
+            "resumed at the first uncommitted envelope (offset {offset})"
+        );
+    }
+
     /// Two members of a group split the shard partitions; when one leaves,
     /// the other owns them all.
     #[tokio::test]

@@ -74,21 +74,39 @@ async fn edge_pump(reader: PartitionReader, tx: mpsc::Sender<iris_envelope::Edge
     }
 }
 
+/// One owned partition: its actor's input, the offsets handed to it in
+/// order, and how many of those the actor reports durable.
+struct Owned {
+    input: mpsc::Sender<ShardEnvelope>,
+    offsets: std::collections::VecDeque<i64>,
+    handed: u64,
+    progress: Arc<std::sync::atomic::AtomicU64>,
+    /// The newest offset whose work is durable, and the newest committed.
+    durable: Option<i64>,
+    committed: Option<i64>,
+}
+
+/// How often durable offsets are committed.
+const COMMIT_EVERY: Duration = Duration::from_millis(200);
+
 /// Runs the shards this node owns: starts an actor when Kafka assigns its
-/// partition, closes its input when the partition is revoked, and feeds
-/// each owned partition's envelopes to its actor in order.
+/// partition, closes its input when the partition is revoked, feeds each
+/// owned partition's envelopes to its actor in order, and commits offsets
+/// only up to envelopes whose work the actor reports durable.
 async fn core_loop(host: Arc<ShardHost>, members: ShardGroup, mut ownership: mpsc::Receiver<Ownership>, queue: usize) {
-    let mut inputs: HashMap<i32, mpsc::Sender<ShardEnvelope>> = HashMap::new();
+    let mut owned: HashMap<i32, Owned> = HashMap::new();
+    let mut tick = tokio::time::interval(COMMIT_EVERY);
     loop {
         tokio::select! {
             biased;
             change = ownership.recv() => match change {
                 Some(Ownership::Assigned(partitions)) => {
                     for p in partitions {
-                        if let std::collections::hash_map::Entry::Vacant(slot) = inputs.entry(p) {
+                        if let std::collections::hash_map::Entry::Vacant(slot) = owned.entry(p) {
                             let (tx, rx) = mpsc::channel(queue);
-                            host.start(ShardId(p as u32), rx);
-                            slot.insert(tx);
+                            let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                            host.start(ShardId(p as u32), rx, Some(progress.clone()));
+                            slot.insert(Owned { input: tx, offsets: Default::default(), handed: 0, progress, durable: None, committed: None });
                             tracing::info!(shard = p, "shard assigned here");
                         }
                     }
@@ -96,18 +114,42 @@ async fn core_loop(host: Arc<ShardHost>, members: ShardGroup, mut ownership: mps
                 Some(Ownership::Revoked(partitions)) => {
                     for p in partitions {
                         // Dropping the input lets the actor finish and stop.
-                        inputs.remove(&p);
+                        owned.remove(&p);
                         host.forget(ShardId(p as u32));
                         tracing::info!(shard = p, "shard revoked");
                     }
                 }
                 None => return,
             },
+            _ = tick.tick() => {
+                for (p, o) in owned.iter_mut() {
+                    let durable = o.progress.load(std::sync::atomic::Ordering::Acquire);
+                    // `handed - offsets.len()` envelopes are already accounted for.
+                    while (o.handed - o.offsets.len() as u64) < durable {
+                        match o.offsets.pop_front() {
+                            Some(off) => o.durable = Some(off),
+                            None => break,
+                        }
+                    }
+                    // A failed commit is retried on the next tick.
+                    if let Some(off) = o.durable {
+                        if o.committed != Some(off) {
+                            match members.commit(*p, off + 1) {
+                                Ok(()) => o.committed = Some(off),
+                                Err(e) => tracing::warn!(shard = *p, error = %e, "offset commit failed; retried"),
+                            }
+                        }
+                    }
+                }
+            }
             next = members.next_shard() => match next {
-                Ok((p, _, env)) => match inputs.get(&p) {
-                    Some(tx) => {
-                        if tx.send(env).await.is_err() {
+                Ok((p, offset, env)) => match owned.get_mut(&p) {
+                    Some(o) => {
+                        if o.input.send(env).await.is_err() {
                             tracing::warn!(shard = p, "shard input closed; envelope dropped");
+                        } else {
+                            o.handed += 1;
+                            o.offsets.push_back(offset);
                         }
                     }
                     None => tracing::warn!(shard = p, "envelope for a shard not owned here; dropped"),

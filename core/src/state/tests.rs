@@ -594,3 +594,20 @@ fn a_session_whose_opening_cannot_be_written_is_refused() {
         "{f:?}"
     );
 }
+
+#[test]
+fn inputs_count_as_durable_in_order_once_their_writes_commit() {
+    let mut h = Harness::new();
+    h.send("alice", "bob", "c-1", 1); // input 1 writes (ticket 1)
+    h.input("bob", ShardInput::Typing { from: "alice".into(), state: iris_protocol::TypingState::Start }); // input 2, behind ticket 1
+    h.send("alice", "bob", "c-2", 1); // input 3 writes (ticket 2)
+    assert_eq!(h.state.inputs_durable(), 0);
+    let (t1, _) = h.pending.remove(0);
+    h.state.committed(t1, Ok(()));
+    assert_eq!(h.state.inputs_durable(), 2, "inputs 1 and 2 are durable");
+    let (t2, _) = h.pending.remove(0);
+    h.state.committed(t2, Ok(()));
+    assert_eq!(h.state.inputs_durable(), 3);
+    h.input("bob", ShardInput::Typing { from: "alice".into(), state: iris_protocol::TypingState::Stop });
+    assert_eq!(h.state.inputs_durable(), 4, "nothing in flight: durable at once");
+}
