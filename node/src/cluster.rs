@@ -74,16 +74,47 @@ async fn edge_pump(reader: PartitionReader, tx: mpsc::Sender<iris_envelope::Edge
     }
 }
 
-/// One owned partition: its actor's input, the offsets handed to it in
-/// order, and how many of those the actor reports durable.
+/// One owned partition: its actor's input, how many of the envelopes
+/// handed to it the actor reports durable, and the offsets in between.
 struct Owned {
     input: mpsc::Sender<ShardEnvelope>,
-    offsets: std::collections::VecDeque<i64>,
-    handed: u64,
     progress: Arc<std::sync::atomic::AtomicU64>,
+    ledger: OffsetLedger,
+}
+
+/// Maps a count of durable inputs back to Kafka offsets. Pure: the core
+/// loop feeds it and does the committing.
+#[derive(Default)]
+struct OffsetLedger {
+    /// Offsets handed to the actor and not yet durable, in order.
+    pending: std::collections::VecDeque<i64>,
+    handed: u64,
     /// The newest offset whose work is durable, and the newest committed.
     durable: Option<i64>,
     committed: Option<i64>,
+}
+
+impl OffsetLedger {
+    fn handed(&mut self, offset: i64) {
+        self.handed += 1;
+        self.pending.push_back(offset);
+    }
+
+    /// Given how many handed inputs are durable, the offset to commit next
+    /// (the one after the newest durable), if it is not committed yet.
+    fn to_commit(&mut self, durable_inputs: u64) -> Option<i64> {
+        while self.handed - (self.pending.len() as u64) < durable_inputs {
+            match self.pending.pop_front() {
+                Some(off) => self.durable = Some(off),
+                None => break,
+            }
+        }
+        self.durable.filter(|d| self.committed != Some(*d)).map(|d| d + 1)
+    }
+
+    fn committed(&mut self, next: i64) {
+        self.committed = Some(next - 1);
+    }
 }
 
 /// How often durable offsets are committed.
@@ -106,7 +137,7 @@ async fn core_loop(host: Arc<ShardHost>, members: ShardGroup, mut ownership: mps
                             let (tx, rx) = mpsc::channel(queue);
                             let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
                             host.start(ShardId(p as u32), rx, Some(progress.clone()));
-                            slot.insert(Owned { input: tx, offsets: Default::default(), handed: 0, progress, durable: None, committed: None });
+                            slot.insert(Owned { input: tx, progress, ledger: OffsetLedger::default() });
                             tracing::info!(shard = p, "shard assigned here");
                         }
                     }
@@ -124,20 +155,11 @@ async fn core_loop(host: Arc<ShardHost>, members: ShardGroup, mut ownership: mps
             _ = tick.tick() => {
                 for (p, o) in owned.iter_mut() {
                     let durable = o.progress.load(std::sync::atomic::Ordering::Acquire);
-                    // `handed - offsets.len()` envelopes are already accounted for.
-                    while (o.handed - o.offsets.len() as u64) < durable {
-                        match o.offsets.pop_front() {
-                            Some(off) => o.durable = Some(off),
-                            None => break,
-                        }
-                    }
-                    // A failed commit is retried on the next tick.
-                    if let Some(off) = o.durable {
-                        if o.committed != Some(off) {
-                            match members.commit(*p, off + 1) {
-                                Ok(()) => o.committed = Some(off),
-                                Err(e) => tracing::warn!(shard = *p, error = %e, "offset commit failed; retried"),
-                            }
+                    // A failed commit is offered again on the next tick.
+                    if let Some(next) = o.ledger.to_commit(durable) {
+                        match members.commit(*p, next) {
+                            Ok(()) => o.ledger.committed(next),
+                            Err(e) => tracing::warn!(shard = *p, error = %e, "offset commit failed; retried"),
                         }
                     }
                 }
@@ -148,8 +170,7 @@ async fn core_loop(host: Arc<ShardHost>, members: ShardGroup, mut ownership: mps
                         if o.input.send(env).await.is_err() {
                             tracing::warn!(shard = p, "shard input closed; envelope dropped");
                         } else {
-                            o.handed += 1;
-                            o.offsets.push_back(offset);
+                            o.ledger.handed(offset);
                         }
                     }
                     None => tracing::warn!(shard = p, "envelope for a shard not owned here; dropped"),
@@ -160,5 +181,31 @@ async fn core_loop(host: Arc<ShardHost>, members: ShardGroup, mut ownership: mps
                 }
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OffsetLedger;
+
+    #[test]
+    fn commits_only_up_to_durable_inputs_and_retries_a_failed_commit() {
+        let mut l = OffsetLedger::default();
+        assert_eq!(l.to_commit(0), None, "nothing handed, nothing to commit");
+        // Offsets need not be contiguous (skipped undecodable messages).
+        for off in [10, 11, 14, 15] {
+            l.handed(off);
+        }
+        assert_eq!(l.to_commit(0), None);
+        assert_eq!(l.to_commit(2), Some(12), "next after the second input");
+        // The commit failed: the same offset is offered again.
+        assert_eq!(l.to_commit(2), Some(12));
+        l.committed(12);
+        assert_eq!(l.to_commit(2), None, "already committed");
+        assert_eq!(l.to_commit(4), Some(16));
+        l.committed(16);
+        l.handed(16);
+        assert_eq!(l.to_commit(4), None, "the new input is not durable yet");
+        assert_eq!(l.to_commit(5), Some(17));
     }
 }
