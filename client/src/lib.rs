@@ -185,7 +185,8 @@ impl Client {
         self.conn.close().await
     }
 
-    async fn say_hello(&mut self, token: &str, resume_after: Option<u64>) -> Result<Welcome, ClientError> {
+    /// Says hello on a connected client; returns once `welcome` arrives.
+    pub async fn say_hello(&mut self, token: &str, resume_after: Option<u64>) -> Result<Welcome, ClientError> {
         self.send_frame(&ClientFrame::Hello(Hello { token: token.into(), device: None, resume_after })).await?;
         match self.recv_timeout(Duration::from_secs(10)).await? {
             ServerFrame::Welcome(w) => Ok(w),

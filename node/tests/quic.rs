@@ -118,27 +118,11 @@ async fn reconnects_use_tls_resumption() {
     assert!(!zero_rtt, "no ticket yet");
     // The ticket arrives after the handshake; a full session proves it came.
     let mut first = first;
-    first
-        .send_frame(&iris_client::ClientFrame::Hello(iris_protocol::Hello {
-            token: node.token("acme", "alice"),
-            device: None,
-            resume_after: None,
-        }))
-        .await
-        .unwrap();
-    expect(&mut first, "welcome", |f| matches!(f, ServerFrame::Welcome(_))).await;
+    first.say_hello(&node.token("acme", "alice"), None).await.unwrap();
     first.close().await.unwrap();
     let (mut second, zero_rtt) = q.connect(Encoding::Json).await.unwrap();
     assert!(zero_rtt, "the second connection resumes with 0-RTT");
-    second
-        .send_frame(&iris_client::ClientFrame::Hello(iris_protocol::Hello {
-            token: node.token("acme", "alice"),
-            device: None,
-            resume_after: None,
-        }))
-        .await
-        .unwrap();
-    expect(&mut second, "welcome", |f| matches!(f, ServerFrame::Welcome(_))).await;
+    second.say_hello(&node.token("acme", "alice"), None).await.unwrap();
 }
 
 #[tokio::test]

@@ -75,6 +75,18 @@ impl Harness {
             .collect()
     }
 
+    /// `owner` (on session e1/1) adds `contact` in the default circle.
+    fn add_contact(&mut self, owner: &str, contact: &str) {
+        self.input(
+            owner,
+            ShardInput::Contacts {
+                session: addr("e1", 1),
+                upsert: vec![ContactEntry { user: contact.into(), circle: None }],
+                remove: vec![],
+            },
+        );
+    }
+
     fn open(&mut self, user: &str, s: u64) {
         self.input(user, ShardInput::SessionOpened { session: addr("e1", s), resume_after: None });
         self.commit_all();
@@ -226,14 +238,7 @@ fn presence_follows_policy_and_never_leaks() {
     assert_eq!(presence(&f[0].1), Some(("bob", PresenceStatus::Offline, None)));
     h.open("bob", 1);
     // bob adds dave to contacts (default circle: sees presence and last_seen).
-    h.input(
-        "bob",
-        ShardInput::Contacts {
-            session: addr("e1", 1),
-            upsert: vec![ContactEntry { user: "dave".into(), circle: None }],
-            remove: vec![],
-        },
-    );
+    h.add_contact("bob", "dave");
     h.commit_all();
     let f = h.frames();
     assert!(matches!(f[0].1, ServerFrame::ContactsOk(ContactsOk { count: 1 })));
@@ -272,14 +277,7 @@ fn presence_follows_policy_and_never_leaks() {
 #[test]
 fn invisible_looks_offline_with_frozen_last_seen_and_is_durable() {
     let mut h = Harness::new();
-    h.input(
-        "bob",
-        ShardInput::Contacts {
-            session: addr("e1", 1),
-            upsert: vec![ContactEntry { user: "dave".into(), circle: None }],
-            remove: vec![],
-        },
-    );
+    h.add_contact("bob", "dave");
     h.open("bob", 1);
     h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e1", 8) });
     h.frames();
@@ -550,14 +548,7 @@ fn ingestion_drops_duplicates_within_batches_in_flight_and_stored() {
 #[test]
 fn an_edge_that_stops_renewing_its_lease_loses_its_sessions() {
     let mut h = Harness::new();
-    h.input(
-        "bob",
-        ShardInput::Contacts {
-            session: addr("e1", 1),
-            upsert: vec![ContactEntry { user: "dave".into(), circle: None }],
-            remove: vec![],
-        },
-    );
+    h.add_contact("bob", "dave");
     h.open("bob", 1);
     h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e2", 8) });
     h.commit_all();
