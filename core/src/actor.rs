@@ -70,6 +70,28 @@ struct ShardActor {
     /// Where the count of durable inputs is published (for a bus that
     /// commits consumed offsets only once their work is durable).
     progress: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// The lease check; cancelled when the input closes, so that the actor
+    /// stops once its in-flight work is done.
+    lease_timer: Option<SpawnHandle>,
+    /// Shard actors running on this host.
+    running: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The shard's input has closed (its partition was revoked).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Close;
+
+impl Handler<Close> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
+        // A running interval would keep the actor alive forever, checking
+        // leases no edge renews here any more and writing stale records.
+        if let Some(timer) = self.lease_timer.take() {
+            ctx.cancel_future(timer);
+        }
+    }
 }
 
 /// Shard-to-shard publishes that may wait for room at once, per node.
@@ -80,13 +102,18 @@ impl Actor for ShardActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Edge leases are checked a few times per lease period.
+        self.running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let every = Duration::from_millis((self.lease_check_ms).max(50));
-        ctx.run_interval(every, |act, ctx| {
+        self.lease_timer = Some(ctx.run_interval(every, |act, ctx| {
             if let Some((ticket, batch)) = act.state.handle_timeout(now_ms()) {
                 act.commit(ticket, batch, None, ctx);
             }
             act.flush(ctx);
-        });
+        }));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -360,6 +387,7 @@ pub struct ShardHost {
     router: Router,
     id_seed: u32,
     detached: Arc<Semaphore>,
+    running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ShardHost {
@@ -373,6 +401,7 @@ impl ShardHost {
             router,
             id_seed,
             detached: Arc::new(Semaphore::new(DETACHED_PUBLISHES)),
+            running: Arc::default(),
         }
     }
 
@@ -401,6 +430,7 @@ impl ShardHost {
         let (store, router, page_max_bytes, detached) =
             (self.store.clone(), self.router.clone(), cfg.page_max_bytes, self.detached.clone());
         let lease_check_ms = cfg.edge_lease_ms / 4;
+        let running = self.running.clone();
         let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| ShardActor {
             state,
             store,
@@ -409,6 +439,8 @@ impl ShardHost {
             detached,
             lease_check_ms,
             progress,
+            lease_timer: None,
+            running,
         });
         let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
         self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(shard, sem.clone());
@@ -421,6 +453,11 @@ impl ShardHost {
     /// what is in flight and stops by itself.
     pub fn forget(&self, shard: ShardId) {
         self.permits.lock().unwrap_or_else(|p| p.into_inner()).remove(&shard);
+    }
+
+    /// Shard actors running here (a revoked one counts until it stops).
+    pub fn running(&self) -> usize {
+        self.running.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Writes in flight across all shards.
@@ -464,6 +501,10 @@ async fn pump(mut rx: ShardReceiver, addr: Addr<ShardActor>, permits: Arc<Semaph
             break;
         }
     }
+    // The actor finishes what is in flight and stops.
+    if addr.send(Close).await.is_err() {
+        tracing::debug!(shard = shard.0, "shard actor already stopped");
+    }
 }
 
 /// Starts one actor per shard on `threads` arbiters, each fed from its
@@ -480,4 +521,53 @@ pub fn start_shards(
         host.start(ShardId(i as u32), rx, None);
     }
     host
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iris_router::{InProcessBus, Ring};
+    use iris_storage::embedded::{EmbeddedConfig, EmbeddedStore};
+
+    /// Polls until `host` runs `want` shard actors; false at the deadline.
+    async fn runs(host: &ShardHost, want: usize) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while host.running() != want {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    #[test]
+    fn a_shard_whose_input_closes_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        actix::System::new().block_on(async {
+            let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
+            let (bus, _, _) = InProcessBus::new(1, &[], 16);
+            let router = Router::new(Arc::new(Ring::new(1)), Arc::new(bus));
+            let cfg = ShardsConfig {
+                shards: 1,
+                threads: 1,
+                max_inflight_writes: 16,
+                max_cached_users: 16,
+                max_contacts: 16,
+                max_subscribers: 16,
+                max_sessions: 4,
+                page_max_bytes: 1 << 16,
+                edge_lease_ms: 200,
+                region: "test".into(),
+            };
+            let host = ShardHost::new(&cfg, store, router, 1);
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            host.start(ShardId(0), rx, None);
+            assert!(runs(&host, 1).await, "the shard actor started");
+            // The partition is revoked: its input closes.
+            drop(tx);
+            assert!(runs(&host, 0).await, "the shard actor stopped, lease timer and all");
+            host.stop();
+        });
+    }
 }
