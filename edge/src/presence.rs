@@ -1,8 +1,8 @@
-//! The edge's local presence map: which sessions this edge holds, for whom,
-//! and the bounded queue that feeds each one.
+//! The edge's local presence map: which sessions this edge holds, and the
+//! bounded queue that feeds each one.
 
 use dashmap::DashMap;
-use iris_envelope::{InboxSeq, SessionId, UserKey};
+use iris_envelope::{InboxSeq, SessionId};
 use iris_protocol::ServerFrame;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -14,11 +14,6 @@ pub enum SessionEvent {
     Frame(Arc<ServerFrame>),
     /// The shard registered the session.
     Welcome(InboxSeq),
-}
-
-struct Entry {
-    user: UserKey,
-    tx: mpsc::Sender<SessionEvent>,
 }
 
 /// What happened to a delivery.
@@ -34,12 +29,11 @@ pub enum Delivery {
     Unknown,
 }
 
-/// Sessions on this edge, by id and by user. The map holds the only sender
-/// of each session's queue: cutting a session off is dropping its entry.
+/// Sessions on this edge, by id. The map holds the only sender of each
+/// session's queue: cutting a session off is dropping its entry.
 #[derive(Default)]
 pub struct LocalPresence {
-    sessions: DashMap<SessionId, Entry>,
-    by_user: DashMap<UserKey, Vec<SessionId>>,
+    sessions: DashMap<SessionId, mpsc::Sender<SessionEvent>>,
 }
 
 impl LocalPresence {
@@ -49,33 +43,17 @@ impl LocalPresence {
     }
 
     /// Registers a session; returns the receiving end of its queue.
-    pub fn register(&self, id: SessionId, user: UserKey, capacity: usize) -> mpsc::Receiver<SessionEvent> {
+    pub fn register(&self, id: SessionId, capacity: usize) -> mpsc::Receiver<SessionEvent> {
         let (tx, rx) = mpsc::channel(capacity);
-        self.by_user.entry(user.clone()).or_default().push(id);
-        self.sessions.insert(id, Entry { user, tx });
+        self.sessions.insert(id, tx);
         metrics::gauge!("iris_sessions_connected").set(self.sessions.len() as f64);
         rx
     }
 
     /// Forgets a session.
     pub fn unregister(&self, id: SessionId) {
-        if let Some((_, e)) = self.sessions.remove(&id) {
-            self.forget_user_session(&e.user, id);
-        }
+        self.sessions.remove(&id);
         metrics::gauge!("iris_sessions_connected").set(self.sessions.len() as f64);
-    }
-
-    fn forget_user_session(&self, user: &UserKey, id: SessionId) {
-        let empty = match self.by_user.get_mut(user) {
-            Some(mut v) => {
-                v.retain(|s| *s != id);
-                v.is_empty()
-            }
-            None => false,
-        };
-        if empty {
-            self.by_user.remove_if(user, |_, v| v.is_empty());
-        }
     }
 
     /// Queues an event for a session. At the bound: droppable events are
@@ -84,7 +62,7 @@ impl LocalPresence {
     pub fn deliver(&self, id: SessionId, event: SessionEvent, droppable: bool) -> Delivery {
         let result = match self.sessions.get(&id) {
             None => return Delivery::Unknown,
-            Some(e) => e.tx.try_send(event),
+            Some(tx) => tx.try_send(event),
         };
         match result {
             Ok(()) => Delivery::Queued,
@@ -94,11 +72,6 @@ impl LocalPresence {
                 Delivery::CutOff
             }
         }
-    }
-
-    /// Sessions of a user on this edge.
-    pub fn sessions_of(&self, user: &UserKey) -> Vec<SessionId> {
-        self.by_user.get(user).map(|v| v.clone()).unwrap_or_default()
     }
 
     /// Sessions held.
@@ -119,14 +92,13 @@ mod tests {
     #[test]
     fn full_queues_drop_or_cut_off() {
         let map = LocalPresence::new();
-        let user = UserKey::new("t", "u");
-        let mut rx = map.register(SessionId(1), user.clone(), 1);
+        let mut rx = map.register(SessionId(1), 1);
         let f = || SessionEvent::Welcome(1);
         assert_eq!(map.deliver(SessionId(1), f(), false), Delivery::Queued);
         assert_eq!(map.deliver(SessionId(1), f(), true), Delivery::Dropped);
-        assert_eq!(map.sessions_of(&user), vec![SessionId(1)]);
+        assert_eq!(map.len(), 1);
         assert_eq!(map.deliver(SessionId(1), f(), false), Delivery::CutOff);
-        assert!(map.sessions_of(&user).is_empty());
+        assert!(map.is_empty(), "a cut-off session is forgotten");
         assert!(rx.try_recv().is_ok(), "what was queued is still delivered");
         assert!(matches!(rx.try_recv(), Err(mpsc::error::TryRecvError::Disconnected)));
         assert_eq!(map.deliver(SessionId(1), f(), false), Delivery::Unknown);

@@ -301,8 +301,8 @@ impl<T: Transport> Session<T> {
                     };
                     self.state.authenticated(result);
                 }
-                SessionOutput::Register(user) => {
-                    self.rx = Some(self.ctx.presence.register(self.id, user, self.ctx.queue_frames));
+                SessionOutput::Register(_) => {
+                    self.rx = Some(self.ctx.presence.register(self.id, self.ctx.queue_frames));
                 }
                 SessionOutput::Close(reason) => {
                     if wrote {
