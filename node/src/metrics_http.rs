@@ -5,12 +5,18 @@
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 /// Largest request head we read.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
+/// Scrapes served at once; more connections are closed unanswered.
+const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send its whole request head.
+const HEAD_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Installs the recorder and serves it; returns the bound address.
 pub async fn start(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
@@ -34,12 +40,21 @@ pub async fn start(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
             upkeep.run_upkeep();
         }
     });
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(serve(stream, handle.clone()));
-                }
+                Ok((stream, _)) => match slots.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let handle = handle.clone();
+                        tokio::spawn(async move {
+                            serve(stream, handle).await;
+                            drop(permit);
+                        });
+                    }
+                    // At the bound: the connection is closed unanswered.
+                    Err(_) => metrics::counter!("iris_metrics_connections_refused_total").increment(1),
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -53,17 +68,24 @@ pub async fn start(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
 async fn serve(mut stream: TcpStream, handle: PrometheusHandle) {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
-    let head_done = loop {
-        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+    // One deadline for the whole request head, not one per read.
+    let read_head = async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Some(true);
+            }
+            if buf.len() > MAX_REQUEST_BYTES {
+                return Some(false);
+            }
         }
-        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-            break true;
-        }
-        if buf.len() > MAX_REQUEST_BYTES {
-            break false;
-        }
+    };
+    let head_done = match tokio::time::timeout(HEAD_DEADLINE, read_head).await {
+        Ok(Some(done)) => done,
+        Ok(None) | Err(_) => return,
     };
     let (status, body) = if !head_done {
         ("431 Request Header Fields Too Large", "request head too large\n".to_owned())
@@ -76,7 +98,9 @@ async fn serve(mut stream: TcpStream, handle: PrometheusHandle) {
         "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    if let Err(e) = stream.write_all(response.as_bytes()).await {
-        tracing::debug!(error = %e, "metrics write failed");
+    match tokio::time::timeout(HEAD_DEADLINE, stream.write_all(response.as_bytes())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(error = %e, "metrics write failed"),
+        Err(_) => tracing::debug!("metrics client too slow to read; closed"),
     }
 }
