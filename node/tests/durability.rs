@@ -66,13 +66,17 @@ async fn kill_9_loses_nothing_accepted() {
     let node = start_in(&dir, "");
     let (mut sink, w) = node.login_with("acme", "sink", Some(0), Encoding::Binary).await;
     let mut stored = BTreeMap::new();
+    // Bodies in inbox order.
+    let mut order: Vec<String> = Vec::new();
     let mut last = 0;
     loop {
         match sink.recv_timeout(WAIT).await.unwrap() {
             ServerFrame::Message(m) => {
                 assert_eq!(m.seq, last + 1, "gap or repeat in the inbox");
                 last = m.seq;
-                stored.insert(m.body.as_str().unwrap().to_owned(), m.msg_id);
+                let body = m.body.as_str().unwrap().to_owned();
+                order.push(body.clone());
+                stored.insert(body, m.msg_id);
             }
             ServerFrame::Synced(s) if s.more => sink.sync(last, Some(1_000)).await.unwrap(),
             ServerFrame::Synced(_) => break,
@@ -84,6 +88,14 @@ async fn kill_9_loses_nothing_accepted() {
         assert_eq!(stored.get(id), Some(msg_id), "accepted {id} is missing after kill -9");
     }
     // Per-sender order: within one sender, later ids have later seqs.
+    let mut newest: BTreeMap<&str, u32> = BTreeMap::new();
+    for body in &order {
+        let (sender, i) = body.rsplit_once('-').expect("bodies are sender-index");
+        let i: u32 = i.parse().expect("index");
+        if let Some(prev) = newest.insert(sender, i) {
+            assert!(i > prev, "{body} stored after {sender}-{prev}");
+        }
+    }
     eprintln!("accepted {} of {} stored before the kill", accepted.len(), stored.len());
 }
 
