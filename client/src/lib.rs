@@ -18,6 +18,9 @@ use std::time::Duration;
 use transport::Conn;
 pub use transport::{ALPN, QuicConnector, Trust};
 
+/// Most frames `expect` keeps while skipping.
+pub const MAX_BUFFERED: usize = 65_536;
+
 /// Client failures.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -42,6 +45,9 @@ pub enum ClientError {
     /// QUIC failed.
     #[error("QUIC: {0}")]
     Quic(String),
+    /// `expect` skipped more frames than the client keeps.
+    #[error("{0} frames skipped while waiting; none matched")]
+    TooManySkipped(usize),
     /// A socket failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -154,7 +160,9 @@ impl Client {
     }
 
     /// Waits (up to `d`) for the first frame that `pred` accepts; frames it
-    /// skips stay buffered, in order, for later `recv`s.
+    /// skips stay buffered, in order, for later `recv`s. At most
+    /// [`MAX_BUFFERED`] are kept: beyond that `expect` fails with
+    /// `TooManySkipped` (the frames stay, for `recv`).
     pub async fn expect<F>(&mut self, d: Duration, what: &str, mut pred: F) -> Result<ServerFrame, ClientError>
     where
         F: FnMut(&ServerFrame) -> bool,
@@ -164,6 +172,10 @@ impl Client {
         }
         let deadline = tokio::time::Instant::now() + d;
         loop {
+            // Nothing read is dropped: the bound stops further reading.
+            if self.buffered.len() >= MAX_BUFFERED {
+                return Err(ClientError::TooManySkipped(self.buffered.len()));
+            }
             let frame = match tokio::time::timeout_at(deadline, self.next_from_socket()).await {
                 Ok(r) => r?,
                 Err(_) => return Err(ClientError::Timeout(what.into())),
