@@ -254,13 +254,15 @@ impl<T: Transport> Session<T> {
                 },
                 SessionOutput::Route { env, ephemeral: false } => {
                     let id = match &env.body {
-                        iris_envelope::ShardInput::Send { client_id, .. } => Some(client_id.to_string()),
+                        // An Arc clone; a String only on the error paths.
+                        iris_envelope::ShardInput::Send { client_id, .. } => Some(client_id.clone()),
                         _ => None,
                     };
                     if id.is_some() && self.ctx.tenant_sends.take(&env.owner.tenant, 1, now_ms()).is_err() {
                         metrics::counter!("iris_tenant_rate_limited_total").increment(1);
                         let m = format!("tenant over {} sends per second", self.ctx.tenant_sends.per_second());
-                        let frame = ServerFrame::error(iris_protocol::ErrorCode::RateLimited, m, id);
+                        let frame =
+                            ServerFrame::error(iris_protocol::ErrorCode::RateLimited, m, id.map(|c| c.to_string()));
                         if !self.feed(&frame).await {
                             return false;
                         }
@@ -269,8 +271,11 @@ impl<T: Transport> Session<T> {
                     }
                     if let Err(e) = self.ctx.router.to_shard(env).await {
                         tracing::warn!(error = %e, "route failed");
-                        let frame =
-                            ServerFrame::error(iris_protocol::ErrorCode::Unavailable, "node is shutting down", id);
+                        let frame = ServerFrame::error(
+                            iris_protocol::ErrorCode::Unavailable,
+                            "node is shutting down",
+                            id.map(|c| c.to_string()),
+                        );
                         if !self.feed(&frame).await {
                             return false;
                         }
