@@ -26,6 +26,7 @@ fn check(ok: bool, what: &str) -> Result<(), String> {
 /// Runs every contract check; `Err` names the first that failed.
 pub async fn run_all(store: &dyn Store, tenant: &str) -> Result<(), String> {
     inbox_append_and_read(store, tenant).await?;
+    taken_seqs_conflict(store, tenant).await?;
     dedup_records(store, tenant).await?;
     meta_contacts_policies(store, tenant).await?;
     receipts(store, tenant).await?;
@@ -111,6 +112,40 @@ async fn inbox_append_and_read(store: &dyn Store, tenant: &str) -> Result<(), St
     check(page.messages.is_empty() && !page.more, "nothing after the head")?;
     let range = store.read_range(&bob, 3, 6, 100).await.map_err(|e| e.to_string())?;
     check(range.iter().map(|m| m.seq).eq(4..=6), "read_range is (from, to]")?;
+    Ok(())
+}
+
+/// Two owners of one user (overlapping during a shard move) must never both
+/// write a seq: an append at a seq holding another message fails the whole
+/// batch; the same message again (a replay) is fine.
+async fn taken_seqs_conflict(store: &dyn Store, tenant: &str) -> Result<(), String> {
+    let e = |e: StoreError| e.to_string();
+    let eve = UserKey::new(tenant, "eve");
+    let first = msg(1, "alice", "from the old owner");
+    let mut batch = WriteBatch::default();
+    batch.push(WriteOp::Message { user: eve.clone(), message: first.clone() });
+    store.commit(batch.clone()).await.map_err(e)?;
+    store.commit(batch).await.map_err(|e| format!("a replay of the same message must succeed: {e}"))?;
+    let key = DedupKey { sender: UserKey::new(tenant, "carol"), client_id: "late".into() };
+    let mut batch = WriteBatch::default();
+    batch.push(WriteOp::Message { user: eve.clone(), message: msg(2, "carol", "fine on its own") });
+    let clash = StoredMessage { msg_id: "other-owner".into(), ..msg(1, "carol", "from the new owner") };
+    batch.push(WriteOp::Message { user: eve.clone(), message: clash });
+    batch.push(WriteOp::Dedup {
+        key: key.clone(),
+        record: DedupRecord { msg_id: "x".into(), ts: 1, to: "eve".into(), seq: 1 },
+    });
+    match store.commit(batch).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => return Err(format!("an append at a taken seq must fail with Conflict, got {other:?}")),
+    }
+    let inbox = store.read_inbox(&eve, 0, 10, usize::MAX).await.map_err(e)?;
+    check(inbox.messages == vec![first], "a conflicting batch writes nothing, and the first message stands")?;
+    check(store.dedup(&key).await.map_err(e)?.is_none(), "a conflicting batch writes no dedup record")?;
+    let mut batch = WriteBatch::default();
+    batch.push(WriteOp::Message { user: eve.clone(), message: msg(2, "carol", "retried after reload") });
+    store.commit(batch).await.map_err(e)?;
+    check(store.load_user(&eve).await.map_err(e)?.head == 2, "the retry takes the next seq")?;
     Ok(())
 }
 

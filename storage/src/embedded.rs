@@ -192,6 +192,31 @@ fn apply(s: &Spaces, batch: &mut fjall::OwnedWriteBatch, g: &mut Group, op: Writ
     }
 }
 
+/// Checks that every seq `b` appends at is free, or holds the same message
+/// (a replay), both on disk and among the commits already in this group,
+/// and claims them for the group. The committer is the only writer, so the
+/// check and the write cannot interleave with another batch.
+fn claim_seqs(s: &Spaces, taken: &mut HashMap<Vec<u8>, Arc<str>>, b: &WriteBatch) -> Result<(), StoreError> {
+    let mut mine = Vec::new();
+    for op in &b.ops {
+        let WriteOp::Message { user, message } = op else { continue };
+        let key = inbox_key(user, message.seq);
+        let holder = match taken.get(&key) {
+            Some(id) => Some(id.clone()),
+            None => match s.inbox.get(&key).map_err(backend)? {
+                Some(v) => Some(dec::<StoredMessage>("inbox", &v)?.msg_id),
+                None => None,
+            },
+        };
+        if holder.is_some_and(|id| id != message.msg_id) {
+            return Err(StoreError::Conflict(format!("{}/{} seq {}", user.tenant, user.user, message.seq).into()));
+        }
+        mine.push((key, message.msg_id.clone()));
+    }
+    taken.extend(mine);
+    Ok(())
+}
+
 /// Writes what the group accumulated: the log head and the rollup sums.
 fn finish_group(
     s: &Spaces,
@@ -324,26 +349,37 @@ fn committer(
         // the batch visible: no reader ever sees a write that is not durable.
         let mut batch = s.db.batch().durability(Some(PersistMode::SyncData));
         let mut group = Group { next_log_seq: log_head, rollups: HashMap::new() };
-        let mut ops = first.ops.len();
-        for op in first.ops {
-            apply(&s, &mut batch, &mut group, op, cfg.dedup_retention_ms);
-        }
-        waiting.push(reply);
-        while ops < cfg.max_batch_ops {
-            match rx.try_recv() {
-                Ok(Request::Commit(b, reply)) => {
+        let mut taken = HashMap::new();
+        let mut ops = 0;
+        let mut next = Some((first, reply));
+        while let Some((b, reply)) = next.take() {
+            match claim_seqs(&s, &mut taken, &b) {
+                // Only this commit fails; the rest of the group goes on.
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+                Ok(()) => {
                     ops += b.ops.len();
                     for op in b.ops {
                         apply(&s, &mut batch, &mut group, op, cfg.dedup_retention_ms);
                     }
                     waiting.push(reply);
                 }
+            }
+            if ops >= cfg.max_batch_ops {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(Request::Commit(b, reply)) => next = Some((b, reply)),
                 Ok(Request::Stop(done)) => {
                     stop = Some(done);
                     break;
                 }
                 Err(_) => break,
             }
+        }
+        if waiting.is_empty() {
+            continue;
         }
         let result = finish_group(&s, &mut batch, &mut group, log_head).and_then(|()| batch.commit().map_err(backend));
         if result.is_ok() {

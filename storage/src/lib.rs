@@ -6,8 +6,9 @@
 //! in a [`WriteBatch`] that [`Store::commit`] makes durable as a unit; the
 //! future resolves only once the batch is synced, so `accepted` can follow.
 //!
-//! Backends: [`embedded::EmbeddedStore`] (fjall, group commit). Every backend
-//! must pass [`contract::run_all`].
+//! Backends: [`embedded::EmbeddedStore`] (fjall, group commit),
+//! [`redis::RedisStore`] (fred) and [`scylladb::ScyllaStore`] (the scylla
+//! driver). Every backend must pass [`contract::run_all`].
 
 pub mod contract;
 pub mod embedded;
@@ -209,7 +210,9 @@ impl InboxPage {
 /// One write in a batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteOp {
-    /// Append a message to `user`'s inbox.
+    /// Append a message to `user`'s inbox. The seq must be free or hold
+    /// this very message (a replay); a seq holding another message fails
+    /// the whole batch with [`StoreError::Conflict`].
     Message {
         /// The recipient.
         user: UserKey,
@@ -339,6 +342,12 @@ pub enum StoreError {
     /// A stored record does not decode.
     #[error("corrupt record in {0}")]
     Corrupt(&'static str),
+    /// An inbox seq the batch appends at already holds another message:
+    /// another owner of the user wrote it (two owners overlapped during a
+    /// shard move). Nothing of the batch was applied; reload the user's
+    /// head and retry. See docs/adr/0011-inbox-seq-ownership.md.
+    #[error("inbox seq taken by another writer: {0}")]
+    Conflict(Arc<str>),
 }
 
 /// The storage a shard needs. Reads see every committed write.

@@ -73,6 +73,9 @@ fn log_kind(kind: LogKind) -> &'static [u8] {
 
 fn err(e: fred::error::Error) -> StoreError {
     use fred::error::ErrorKind as K;
+    if e.details().contains("CONFLICT seq") {
+        return StoreError::Conflict(e.details().into());
+    }
     match e.kind() {
         K::IO | K::Timeout | K::Canceled | K::Backpressure => StoreError::Unavailable(e.to_string().into()),
         _ => StoreError::Backend(e.to_string().into()),
@@ -80,11 +83,24 @@ fn err(e: fred::error::Error) -> StoreError {
 }
 
 /// Applies a whole batch atomically (a Lua script runs without anything
-/// interleaving). Each op is a name and its arguments; `log` appends to a
-/// tenant's log under the next seq, so log order is commit order. Keys are
-/// passed as arguments: this targets a single Redis, not Redis Cluster.
+/// interleaving). First come the seq checks: their count, then for each
+/// inbox append its key, seq and the index of its message among the
+/// arguments; a seq holding another message fails the script before any
+/// write (`CONFLICT`). Then the ops, each a name and its arguments; `log`
+/// appends to a tenant's log under the next seq, so log order is commit
+/// order. Keys are passed as arguments: this targets a single Redis, not
+/// Redis Cluster.
 const APPLY_BATCH: &str = r"
-local i = 1
+local checks = tonumber(ARGV[1])
+local i = 2
+for c = 1, checks do
+  local held = redis.call('ZRANGEBYSCORE', ARGV[i], ARGV[i+1], ARGV[i+1])
+  local mine = ARGV[tonumber(ARGV[i+2])]
+  for _, m in ipairs(held) do
+    if m ~= mine then return redis.error_reply('CONFLICT seq ' .. ARGV[i+1] .. ' holds another message') end
+  end
+  i = i + 3
+end
 local n = #ARGV
 while i <= n do
   local op = ARGV[i]
@@ -233,75 +249,99 @@ impl Store for RedisStore {
             return Ok(());
         }
         let ttl = Value::from(self.retention_secs.to_string());
+        let appends = batch.ops.iter().filter(|op| matches!(op, WriteOp::Message { .. })).count();
+        // The checks come first; each names its message by argument index
+        // (Lua counts from 1), which is known once the ops are laid out.
+        let mut checks: Vec<(Key, InboxSeq, usize)> = Vec::with_capacity(appends);
+        let first_op = 2 + 3 * appends;
         let mut args: Vec<Value> = Vec::with_capacity(batch.ops.len() * 4);
-        let mut push = |parts: Vec<Value>| args.extend(parts);
+        let push = |args: &mut Vec<Value>, parts: Vec<Value>| args.extend(parts);
         let b = |v: Vec<u8>| Value::Bytes(Bytes::from(v));
         let k = |key: Key| Value::Bytes(key.into_bytes());
         for op in batch.ops {
             match op {
                 WriteOp::Message { user: u, message } => {
-                    push(vec!["zadd".into(), k(user("inbox", &u)), message.seq.to_string().into(), b(enc(&message))])
+                    checks.push((user("inbox", &u), message.seq, first_op + args.len() + 3));
+                    push(
+                        &mut args,
+                        vec!["zadd".into(), k(user("inbox", &u)), message.seq.to_string().into(), b(enc(&message))],
+                    )
                 }
                 WriteOp::Dedup { key: d, record } => {
                     let rk =
                         key(&[b"dedup", d.sender.tenant.as_bytes(), d.sender.user.as_bytes(), d.client_id.as_bytes()]);
-                    push(vec!["setex".into(), k(rk), b(enc(&record)), ttl.clone()])
+                    push(&mut args, vec!["setex".into(), k(rk), b(enc(&record)), ttl.clone()])
                 }
-                WriteOp::Meta { user: u, meta } => push(vec!["set".into(), k(user("meta", &u)), b(enc(&meta))]),
+                WriteOp::Meta { user: u, meta } => {
+                    push(&mut args, vec!["set".into(), k(user("meta", &u)), b(enc(&meta))])
+                }
                 WriteOp::Contact { owner, contact, record } => {
-                    push(vec!["hset".into(), k(user("contacts", &owner)), contact.into(), b(enc(&record))])
+                    push(&mut args, vec!["hset".into(), k(user("contacts", &owner)), contact.into(), b(enc(&record))])
                 }
                 WriteOp::ContactRemoved { owner, contact } => {
-                    push(vec!["hdel".into(), k(user("contacts", &owner)), contact.into()])
+                    push(&mut args, vec!["hdel".into(), k(user("contacts", &owner)), contact.into()])
                 }
-                WriteOp::Identity { user: u, channel } => push(vec!["sadd".into(), k(user("ids", &u)), channel.into()]),
+                WriteOp::Identity { user: u, channel } => {
+                    push(&mut args, vec!["sadd".into(), k(user("ids", &u)), channel.into()])
+                }
                 WriteOp::Policy { owner, circle, policy } => {
-                    push(vec!["hset".into(), k(user("policies", &owner)), circle.into(), b(enc(&policy))])
+                    push(&mut args, vec!["hset".into(), k(user("policies", &owner)), circle.into(), b(enc(&policy))])
                 }
-                WriteOp::Receipt { user: u, receipt } => push(vec![
-                    "hset".into(),
-                    k(user("receipts", &u)),
-                    receipt.msg_id.to_string().into(),
-                    b(enc(&receipt)),
-                ]),
+                WriteOp::Receipt { user: u, receipt } => push(
+                    &mut args,
+                    vec!["hset".into(), k(user("receipts", &u)), receipt.msg_id.to_string().into(), b(enc(&receipt))],
+                ),
                 WriteOp::ReceiptsDelivered { user: u, msg_ids } => {
                     for id in msg_ids {
-                        push(vec!["hdel".into(), k(user("receipts", &u)), id.to_string().into()]);
+                        push(&mut args, vec!["hdel".into(), k(user("receipts", &u)), id.to_string().into()]);
                     }
                 }
-                WriteOp::Log { kind, tenant, record } => push(vec![
-                    "log".into(),
-                    k(key(&[b"logseq", log_kind(kind), tenant.as_bytes()])),
-                    k(key(&[b"log", log_kind(kind), tenant.as_bytes()])),
-                    Value::Bytes(record),
-                ]),
+                WriteOp::Log { kind, tenant, record } => push(
+                    &mut args,
+                    vec![
+                        "log".into(),
+                        k(key(&[b"logseq", log_kind(kind), tenant.as_bytes()])),
+                        k(key(&[b"log", log_kind(kind), tenant.as_bytes()])),
+                        Value::Bytes(record),
+                    ],
+                ),
                 WriteOp::EventSeen { key: e, ts: _ } => {
                     let ek = key(&[b"event", e.tenant.as_bytes(), e.stream.as_bytes(), e.key.as_bytes()]);
-                    push(vec!["setex".into(), k(ek), "1".into(), ttl.clone()])
+                    push(&mut args, vec!["setex".into(), k(ek), "1".into(), ttl.clone()])
                 }
                 WriteOp::Session { user: u, record } => {
                     // JSON, so that other services can read it.
                     let json = serde_json::to_string(&record).map_err(|e| StoreError::Backend(e.to_string().into()))?;
-                    push(vec![
-                        "setex".into(),
-                        k(session_key(&u)),
-                        json.into(),
-                        self.session_ttl_secs.to_string().into(),
-                    ])
+                    push(
+                        &mut args,
+                        vec!["setex".into(), k(session_key(&u)), json.into(), self.session_ttl_secs.to_string().into()],
+                    )
                 }
                 WriteOp::RollupAdd { key: r, by } => {
                     let hk = key(&[b"rollup", r.tenant.as_bytes(), r.event_type.as_bytes()]);
-                    push(vec!["hincrby".into(), k(hk), b(rollup_field(&r.project, r.hour_ms)), by.to_string().into()]);
-                    push(vec![
-                        "sadd".into(),
-                        k(key(&[b"rolluptypes", r.tenant.as_bytes()])),
-                        r.event_type.to_string().into(),
-                    ]);
+                    push(
+                        &mut args,
+                        vec!["hincrby".into(), k(hk), b(rollup_field(&r.project, r.hour_ms)), by.to_string().into()],
+                    );
+                    push(
+                        &mut args,
+                        vec![
+                            "sadd".into(),
+                            k(key(&[b"rolluptypes", r.tenant.as_bytes()])),
+                            r.event_type.to_string().into(),
+                        ],
+                    );
                 }
             }
         }
+        let mut all: Vec<Value> = Vec::with_capacity(1 + 3 * checks.len() + args.len());
+        all.push(checks.len().to_string().into());
+        for (key, seq, index) in checks {
+            all.extend([k(key), seq.to_string().into(), index.to_string().into()]);
+        }
+        all.extend(args);
         let keys: Vec<Key> = Vec::new();
-        let _: Value = self.client.eval(APPLY_BATCH, keys, args).await.map_err(err)?;
+        let _: Value = self.client.eval(APPLY_BATCH, keys, all).await.map_err(err)?;
         Ok(())
     }
 
