@@ -273,7 +273,8 @@ pub struct Core {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Storage {
-    /// `embedded` (fjall under `data_dir`) or `redis` (at `redis_url`).
+    /// `embedded` (fjall under `data_dir`), `redis` (at `redis_url`) or
+    /// `scylla` (as `[storage.scylla]` says).
     #[serde(default = "d_backend")]
     pub backend: String,
     /// The Redis server of the `redis` backend, `redis://HOST:PORT/DB`.
@@ -291,6 +292,235 @@ pub struct Storage {
     /// How long retried sends are recognised (at least 7 days = 168 h).
     #[serde(default = "d_dedup_hours")]
     pub dedup_retention_hours: u64,
+    /// The ScyllaDB (or Cassandra 4+) cluster of the `scylla` backend.
+    #[serde(default)]
+    pub scylla: Option<Scylla>,
+}
+
+/// The statements of the ScyllaDB backend whose consistency can be set,
+/// each with its default. Writes that back an `accepted` default to
+/// LOCAL_QUORUM, and so do the reads a new shard owner recovers from.
+pub const SCYLLA_STATEMENTS: &[(&str, &str)] = &[
+    ("write", "LOCAL_QUORUM"),
+    ("append_checked", "LOCAL_QUORUM"),
+    ("rollup_add", "LOCAL_QUORUM"),
+    ("load_user", "LOCAL_QUORUM"),
+    ("dedup", "LOCAL_QUORUM"),
+    ("read_inbox", "LOCAL_QUORUM"),
+    ("receipts", "LOCAL_QUORUM"),
+    ("session", "LOCAL_ONE"),
+    ("event_seen", "LOCAL_QUORUM"),
+    ("read_log", "LOCAL_QUORUM"),
+    ("rollups", "LOCAL_ONE"),
+    ("migrate", "QUORUM"),
+];
+
+/// Consistency levels as CQL names them.
+pub const CQL_CONSISTENCY_LEVELS: &[&str] =
+    &["ANY", "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM", "EACH_QUORUM", "LOCAL_ONE"];
+
+/// The ScyllaDB backend: where the cluster is, how to reach it, and how
+/// strongly each statement reads and writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scylla {
+    /// Contact points, `host:port` (the driver discovers the rest).
+    pub nodes: Vec<String>,
+    /// The keyspace (`iris migrate` creates it).
+    #[serde(default = "d_keyspace")]
+    pub keyspace: String,
+    /// `SimpleStrategy` (with `replication_factor`) or
+    /// `NetworkTopologyStrategy` (with `datacenters`).
+    #[serde(default = "d_replication_class")]
+    pub replication_class: String,
+    /// Replicas with `SimpleStrategy`.
+    #[serde(default = "d_replication_factor")]
+    pub replication_factor: u32,
+    /// Datacenter → replicas with `NetworkTopologyStrategy`.
+    #[serde(default)]
+    pub datacenters: std::collections::BTreeMap<String, u32>,
+    /// The datacenter whose nodes this region prefers (LOCAL_* levels are
+    /// relative to it).
+    #[serde(default)]
+    pub local_datacenter: Option<String>,
+    /// Statement name (see [`SCYLLA_STATEMENTS`]) → consistency level.
+    #[serde(default)]
+    pub consistency: std::collections::BTreeMap<String, String>,
+    /// Serial consistency of conditional writes: `LOCAL_SERIAL` or `SERIAL`.
+    #[serde(default = "d_serial")]
+    pub serial_consistency: String,
+    /// Client-side timeout of one request, ms.
+    #[serde(default = "d_request_timeout")]
+    pub request_timeout_ms: u64,
+    /// Timeout of opening a connection, ms.
+    #[serde(default = "d_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// `default` (retry idempotent statements on another node, as the
+    /// driver's default policy decides) or `none` (fail at once).
+    #[serde(default = "d_retry")]
+    pub retry: String,
+    /// When inbox appends are conditional (`IF NOT EXISTS`): `recovery`
+    /// (the first append per user after a shard owner loaded it) or
+    /// `always` (every append; closes the window of a zombie owner at the
+    /// cost of a Paxos round per message). See ADR 0011.
+    #[serde(default = "d_checked_appends")]
+    pub checked_appends: String,
+    /// Username for password authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The environment variable holding the password (the password itself
+    /// never appears in a config file or a log).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Connect with TLS, verifying the nodes against this CA bundle (PEM).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl Scylla {
+    /// The consistency level configured for a statement (or its default).
+    pub fn consistency_of(&self, statement: &str) -> &str {
+        self.consistency.get(statement).map(String::as_str).unwrap_or_else(|| {
+            SCYLLA_STATEMENTS.iter().find(|(s, _)| *s == statement).map(|(_, d)| *d).unwrap_or("LOCAL_QUORUM")
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check(!self.nodes.is_empty(), "storage.scylla.nodes", "name at least one host:port")?;
+        for n in &self.nodes {
+            let port = n.rsplit_once(':').and_then(|(h, p)| (!h.is_empty()).then_some(p));
+            check(
+                port.is_some_and(|p| p.parse::<u16>().is_ok_and(|p| p > 0)),
+                "storage.scylla.nodes",
+                format!("{n:?} is not host:port"),
+            )?;
+        }
+        let k = &self.keyspace;
+        check(
+            (1..=48).contains(&k.len())
+                && k.starts_with(|c: char| c.is_ascii_lowercase())
+                && k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "storage.scylla.keyspace",
+            "1–48 characters of [a-z0-9_], starting with a letter",
+        )?;
+        match self.replication_class.as_str() {
+            "SimpleStrategy" => check(
+                (1..=15).contains(&self.replication_factor),
+                "storage.scylla.replication_factor",
+                "between 1 and 15",
+            )?,
+            "NetworkTopologyStrategy" => {
+                check(
+                    !self.datacenters.is_empty(),
+                    "storage.scylla.datacenters",
+                    "NetworkTopologyStrategy needs datacenters = { NAME = REPLICAS }",
+                )?;
+                for (dc, rf) in &self.datacenters {
+                    check(
+                        !dc.is_empty() && dc.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)),
+                        "storage.scylla.datacenters",
+                        format!("{dc:?} is not a datacenter name"),
+                    )?;
+                    check((1..=15).contains(rf), "storage.scylla.datacenters", "replicas between 1 and 15")?;
+                }
+            }
+            other => check(
+                false,
+                "storage.scylla.replication_class",
+                format!("{other:?}: \"SimpleStrategy\" or \"NetworkTopologyStrategy\""),
+            )?,
+        }
+        for (statement, level) in &self.consistency {
+            check(
+                SCYLLA_STATEMENTS.iter().any(|(s, _)| s == statement),
+                "storage.scylla.consistency",
+                format!(
+                    "unknown statement {statement:?}; known: {}",
+                    SCYLLA_STATEMENTS.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ")
+                ),
+            )?;
+            check(
+                CQL_CONSISTENCY_LEVELS.contains(&level.as_str()),
+                "storage.scylla.consistency",
+                format!("{statement} = {level:?}: one of {}", CQL_CONSISTENCY_LEVELS.join(", ")),
+            )?;
+        }
+        check(
+            matches!(self.serial_consistency.as_str(), "SERIAL" | "LOCAL_SERIAL"),
+            "storage.scylla.serial_consistency",
+            "\"SERIAL\" or \"LOCAL_SERIAL\"",
+        )?;
+        check(
+            (10..=600_000).contains(&self.request_timeout_ms),
+            "storage.scylla.request_timeout_ms",
+            "between 10 and 600000",
+        )?;
+        check(
+            (100..=600_000).contains(&self.connect_timeout_ms),
+            "storage.scylla.connect_timeout_ms",
+            "between 100 and 600000",
+        )?;
+        check(matches!(self.retry.as_str(), "default" | "none"), "storage.scylla.retry", "\"default\" or \"none\"")?;
+        check(
+            matches!(self.checked_appends.as_str(), "recovery" | "always"),
+            "storage.scylla.checked_appends",
+            "\"recovery\" or \"always\"",
+        )?;
+        check(
+            self.username.is_some() == self.password_env.is_some(),
+            "storage.scylla.password_env",
+            "name both username and password_env (the variable holding the password), or neither",
+        )?;
+        check(
+            self.tls_cert_file.is_some() == self.tls_key_file.is_some(),
+            "storage.scylla.tls_cert_file",
+            "name both tls_cert_file and tls_key_file, or neither",
+        )?;
+        check(
+            self.tls_cert_file.is_none() || self.tls_ca_file.is_some(),
+            "storage.scylla.tls_ca_file",
+            "a client certificate needs TLS: name tls_ca_file too",
+        )?;
+        Ok(())
+    }
+}
+
+fn d_keyspace() -> String {
+    "iris".into()
+}
+
+fn d_replication_class() -> String {
+    "SimpleStrategy".into()
+}
+
+fn d_replication_factor() -> u32 {
+    3
+}
+
+fn d_serial() -> String {
+    "LOCAL_SERIAL".into()
+}
+
+fn d_request_timeout() -> u64 {
+    2_000
+}
+
+fn d_connect_timeout() -> u64 {
+    5_000
+}
+
+fn d_retry() -> String {
+    "default".into()
+}
+
+fn d_checked_appends() -> String {
+    "recovery".into()
 }
 
 /// Token verification.
@@ -569,7 +799,7 @@ impl Config {
             check(
                 self.storage.backend != "embedded",
                 "storage.backend",
-                "a cluster shares its storage: use \"redis\"",
+                "a cluster shares its storage: use \"redis\" or \"scylla\"",
             )?;
             check((1..=10_000).contains(&c.fetch_wait_ms), "cluster.fetch_wait_ms", "between 1 and 10000")?;
             check(c.session_timeout_ms >= 1_000, "cluster.session_timeout_ms", "at least 1000")?;
@@ -639,10 +869,18 @@ impl Config {
         check(h.max_pending_requests >= 1, "http.max_pending_requests", "at least 1")?;
         check(h.request_timeout_ms >= 100, "http.request_timeout_ms", "at least 100")?;
         check(
-            matches!(self.storage.backend.as_str(), "embedded" | "redis"),
+            matches!(self.storage.backend.as_str(), "embedded" | "redis" | "scylla"),
             "storage.backend",
-            "\"embedded\" or \"redis\"",
+            "\"embedded\", \"redis\" or \"scylla\"",
         )?;
+        match &self.storage.scylla {
+            Some(s) => s.validate()?,
+            None => check(
+                self.storage.backend != "scylla",
+                "storage.scylla",
+                "the scylla backend needs a [storage.scylla] section with nodes = [\"HOST:9042\"]",
+            )?,
+        }
         check(
             self.storage.backend != "redis"
                 || self.storage.redis_url.as_deref().is_some_and(|u| u.starts_with("redis://")),
@@ -689,6 +927,43 @@ mod tests {
         assert!(e.contains("max_body_byte"), "{e}");
         let e = Config::from_toml("nodeid = \"x\"\n").unwrap_err().to_string();
         assert!(e.contains("nodeid"), "{e}");
+    }
+
+    const SCYLLA: &str = "[cluster]\nkafka = \"127.0.0.1:9092\"\n[storage]\nbackend = \"scylla\"\n[storage.scylla]\nnodes = [\"10.0.0.1:9042\"]\n";
+
+    fn cluster(extra: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(&format!("roles = [\"core\", \"router\"]\n{SCYLLA}{extra}"))
+    }
+
+    #[test]
+    fn the_scylla_backend_validates_its_settings() {
+        let c = cluster("").unwrap();
+        let s = c.storage.scylla.as_ref().unwrap();
+        assert_eq!((s.keyspace.as_str(), s.replication_factor, s.checked_appends.as_str()), ("iris", 3, "recovery"));
+        assert_eq!(s.consistency_of("write"), "LOCAL_QUORUM");
+        assert_eq!(s.consistency_of("rollups"), "LOCAL_ONE");
+        let c = cluster("consistency = { read_inbox = \"LOCAL_ONE\" }\n").unwrap();
+        assert_eq!(c.storage.scylla.unwrap().consistency_of("read_inbox"), "LOCAL_ONE");
+        let bad = |extra: &str, field: &str, says: &str| {
+            let e = cluster(extra).unwrap_err().to_string();
+            assert!(e.starts_with(field) && e.contains(says), "{extra:?}: {e}");
+        };
+        bad("consistency = { apend = \"ONE\" }\n", "storage.scylla.consistency", "apend");
+        bad("consistency = { write = \"LOCAL_QUOROM\" }\n", "storage.scylla.consistency", "LOCAL_QUOROM");
+        bad("keyspace = \"iris; DROP\"\n", "storage.scylla.keyspace", "[a-z0-9_]");
+        bad("replication_class = \"NetworkTopologyStrategy\"\n", "storage.scylla.datacenters", "datacenters");
+        bad("replication_class = \"Everywhere\"\n", "storage.scylla.replication_class", "Everywhere");
+        bad("username = \"iris\"\n", "storage.scylla.password_env", "neither");
+        bad("tls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n", "storage.scylla.tls_ca_file", "TLS");
+        bad("retry = \"forever\"\n", "storage.scylla.retry", "none");
+        bad("checked_appends = \"never\"\n", "storage.scylla.checked_appends", "always");
+        bad("request_timeout_ms = 0\n", "storage.scylla.request_timeout_ms", "between");
+        let nts = "replication_class = \"NetworkTopologyStrategy\"\ndatacenters = { eu-west = 3, us-east = 3 }\n";
+        assert_eq!(cluster(nts).unwrap().storage.scylla.unwrap().datacenters.len(), 2);
+        let e = Config::from_toml("[storage]\nbackend = \"scylla\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("storage.scylla"), "{e}");
+        let e = Config::from_toml(&SCYLLA.replace("10.0.0.1:9042", "10.0.0.1")).unwrap_err().to_string();
+        assert!(e.contains("host:port"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use iris_router::{InProcessBus, Ring, Router};
 use iris_storage::Store;
 use iris_storage::embedded::{EmbeddedConfig, EmbeddedStore};
 use iris_storage::redis::{RedisConfig, RedisStore};
+use iris_storage::scylladb::{ScyllaOptions, ScyllaStore};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +86,10 @@ enum Command {
     /// Write a self-signed certificate for localhost to the data dir (a
     /// node creates it on first start when no certificate is configured).
     DevCert,
+    /// Create or upgrade the storage schema named by --config (the scylla
+    /// backend: keyspace, tables, versioned steps). Idempotent; safe to run
+    /// twice or from two nodes at once.
+    Migrate,
 }
 
 fn parse_ttl(s: &str) -> anyhow::Result<u64> {
@@ -114,6 +119,45 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// The ScyllaDB settings with the password read from its variable.
+fn scylla_options(cfg: &Config) -> anyhow::Result<ScyllaOptions> {
+    let settings = cfg.storage.scylla.clone().context("the scylla backend needs [storage.scylla]")?;
+    let password = match &settings.password_env {
+        Some(var) => Some(std::env::var(var).with_context(|| {
+            format!("storage.scylla.password_env names {var}, which is not set in the environment")
+        })?),
+        None => None,
+    };
+    Ok(ScyllaOptions {
+        settings,
+        password,
+        retention_secs: cfg.storage.dedup_retention_hours as i64 * 3_600,
+        session_ttl_secs: cfg.storage.session_ttl_hours as i64 * 3_600,
+    })
+}
+
+fn migrate(cfg: &Config) -> anyhow::Result<()> {
+    if cfg.storage.backend != "scylla" {
+        println!("storage backend {:?} keeps no schema: nothing to migrate", cfg.storage.backend);
+        return Ok(());
+    }
+    if rustls::crypto::aws_lc_rs::default_provider().install_default().is_err() {
+        tracing::debug!("a crypto provider was already installed");
+    }
+    let options = scylla_options(cfg)?;
+    let owner = format!("{}-{}", cfg.node_id, std::process::id());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let applied = runtime
+        .block_on(ScyllaStore::migrate(&options, &owner))
+        .with_context(|| format!("migrating keyspace {}", options.settings.keyspace))?;
+    if applied.is_empty() {
+        println!("keyspace {} is up to date", options.settings.keyspace);
+    } else {
+        println!("keyspace {}: applied schema steps {applied:?}", options.settings.keyspace);
+    }
+    Ok(())
+}
+
 fn secret_for(cfg: &Config) -> anyhow::Result<Vec<u8>> {
     Ok(match &cfg.auth.hs256_secret_file {
         Some(path) => load_secret(path)?,
@@ -134,6 +178,13 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
+        Some(Command::Migrate) => {
+            if cli.config.is_none() {
+                bail!("iris migrate needs --config FILE (the file naming the storage backend)");
+            }
+            init_tracing();
+            migrate(&load_config(&cli)?)
+        }
         Some(Command::Token { user, tenant, ttl, service }) => {
             let cfg = load_config(&cli)?;
             let user = user.as_deref().unwrap_or("service");
@@ -229,6 +280,7 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
             let host = url.rsplit('@').next().unwrap_or_default().to_owned();
             Arc::new(RedisStore::connect(config).await.with_context(|| format!("connecting to Redis at {host}"))?)
         }
+        "scylla" => Arc::new(ScyllaStore::connect(scylla_options(&cfg)?).await.context("opening the ScyllaDB store")?),
         _ => Arc::new(
             EmbeddedStore::open(EmbeddedConfig {
                 path: data_dir.join("store"),

@@ -1,4 +1,4 @@
-//! The command line: token, check-config, and the metrics endpoint.
+//! The command line: token, check-config, migrate, and the metrics endpoint.
 
 mod common;
 
@@ -91,4 +91,57 @@ async fn metrics_are_served_with_iris_names() {
     ] {
         assert!(body.contains(name), "{name} missing from metrics");
     }
+}
+
+#[test]
+fn migrate_is_for_the_scylla_backend_and_names_what_is_wrong() {
+    let out = Command::new(bin()).arg("migrate").output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = dir.path().join("embedded.toml");
+    std::fs::write(&embedded, "").unwrap();
+    let out = Command::new(bin()).arg("migrate").arg("--config").arg(&embedded).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to migrate"));
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../cluster-config/region-scylla.toml");
+    let out = Command::new(bin()).arg("check-config").arg(example).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A password variable that is not set is named, and nothing connects.
+    let text = std::fs::read_to_string(example).unwrap();
+    let secret = dir.path().join("secret.toml");
+    std::fs::write(
+        &secret,
+        text.replace("# username = \"iris\"", "username = \"iris\"")
+            .replace("# password_env = \"IRIS_SCYLLA_PASSWORD\"", "password_env = \"IRIS_TEST_UNSET_PASSWORD\""),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("migrate")
+        .arg("--config")
+        .arg(&secret)
+        .env_remove("IRIS_TEST_UNSET_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("IRIS_TEST_UNSET_PASSWORD"));
+
+    // Nothing listens on the node's port: a clear error, not a hang. (No
+    // ScyllaDB can run here; see README for the live suite.)
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let unreachable = dir.path().join("unreachable.toml");
+    let config = text.replace("127.0.0.1:9042", &format!("127.0.0.1:{port}")) + "\n[listen]\nmetrics = \"off\"\n";
+    std::fs::write(&unreachable, config).unwrap();
+    let out = Command::new(bin()).arg("migrate").arg("--config").arg(&unreachable).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("connecting to ScyllaDB") && err.contains(&port.to_string()), "{err}");
+    let out = Command::new(bin()).arg("--config").arg(&unreachable).output().unwrap();
+    assert!(!out.status.success(), "a node does not start without its store");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ScyllaDB"), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -117,7 +117,10 @@ async fn inbox_append_and_read(store: &dyn Store, tenant: &str) -> Result<(), St
 
 /// Two owners of one user (overlapping during a shard move) must never both
 /// write a seq: an append at a seq holding another message fails the whole
-/// batch; the same message again (a replay) is fine.
+/// batch; the same message again (a replay) is fine. Every backend checks
+/// the first append after a writer (re)loaded the user, which is when a new
+/// owner recovers; embedded and Redis check every append, ScyllaDB checks
+/// every append only with `checked_appends = "always"` (ADR 0011).
 async fn taken_seqs_conflict(store: &dyn Store, tenant: &str) -> Result<(), String> {
     let e = |e: StoreError| e.to_string();
     let eve = UserKey::new(tenant, "eve");
@@ -127,6 +130,8 @@ async fn taken_seqs_conflict(store: &dyn Store, tenant: &str) -> Result<(), Stri
     store.commit(batch.clone()).await.map_err(e)?;
     store.commit(batch).await.map_err(|e| format!("a replay of the same message must succeed: {e}"))?;
     let key = DedupKey { sender: UserKey::new(tenant, "carol"), client_id: "late".into() };
+    // The new owner recovers the user, then appends at the seq it believes free.
+    check(store.load_user(&eve).await.map_err(e)?.head == 1, "the new owner recovers the head")?;
     let mut batch = WriteBatch::default();
     batch.push(WriteOp::Message { user: eve.clone(), message: msg(2, "carol", "fine on its own") });
     let clash = StoredMessage { msg_id: "other-owner".into(), ..msg(1, "carol", "from the new owner") };

@@ -14,6 +14,7 @@ pub mod contract;
 pub mod embedded;
 mod keys;
 pub mod redis;
+pub mod scylladb;
 
 use async_trait::async_trait;
 use bytes::Bytes;
