@@ -68,7 +68,10 @@ pub fn latest_version() -> u32 {
 /// of applied steps and the lock itself.
 pub fn bootstrap(ks: &str) -> [String; 2] {
     [
-        qualify("CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (version int PRIMARY KEY, name text, applied_at timestamp)", ks),
+        qualify(
+            "CREATE TABLE IF NOT EXISTS {ks}.schema_migrations (version int PRIMARY KEY, name text, applied_at timestamp)",
+            ks,
+        ),
         qualify("CREATE TABLE IF NOT EXISTS {ks}.schema_lock (id text PRIMARY KEY, owner text)", ks),
     ]
 }
@@ -250,9 +253,7 @@ impl Stmt {
             Stmt::ReceiptDelivered => "DELETE FROM {ks}.receipts WHERE tenant = ? AND user_id = ? AND msg_id = ?",
             Stmt::Log => "INSERT INTO {ks}.logs (tenant, kind, day, seq, record) VALUES (?, ?, ?, ?, ?)",
             Stmt::LogDay => "INSERT INTO {ks}.log_days (tenant, kind, day) VALUES (?, ?, ?)",
-            Stmt::EventSeen => {
-                "INSERT INTO {ks}.event_keys (tenant, stream, key, ts) VALUES (?, ?, ?, ?) USING TTL ?"
-            }
+            Stmt::EventSeen => "INSERT INTO {ks}.event_keys (tenant, stream, key, ts) VALUES (?, ?, ?, ?) USING TTL ?",
             Stmt::Session => {
                 "INSERT INTO {ks}.sessions (tenant, user_id, nodes, region, sessions, last_seen) \
                  VALUES (?, ?, ?, ?, ?, ?) USING TTL ?"
@@ -484,14 +485,26 @@ pub fn bind(op: WriteOp, ttl: Ttls, log_seq: &mut dyn FnMut() -> i64) -> Vec<Bou
             vec![
                 b(
                     Stmt::Log,
-                    vec![text(&tenant), text(kind_name(kind)), day.clone(), big(seq), Some(CqlValue::Blob(record.to_vec()))],
+                    vec![
+                        text(&tenant),
+                        text(kind_name(kind)),
+                        day.clone(),
+                        big(seq),
+                        Some(CqlValue::Blob(record.to_vec())),
+                    ],
                 ),
                 b(Stmt::LogDay, vec![text(&tenant), text(kind_name(kind)), day]),
             ]
         }
         WriteOp::EventSeen { key, ts } => vec![b(
             Stmt::EventSeen,
-            vec![text(&key.tenant), text(&key.stream), text(&key.key), big(ts), Some(CqlValue::Int(ttl.retention_secs))],
+            vec![
+                text(&key.tenant),
+                text(&key.stream),
+                text(&key.key),
+                big(ts),
+                Some(CqlValue::Int(ttl.retention_secs)),
+            ],
         )],
         WriteOp::Session { user, record } => vec![b(
             Stmt::Session,
@@ -688,7 +701,11 @@ mod tests {
         assert_eq!(MIGRATIONS[0].version, 1);
         for m in MIGRATIONS {
             for s in m.statements {
-                assert!(s.contains("IF NOT EXISTS") && s.contains("{ks}."), "step {} is idempotent and qualified: {s}", m.version);
+                assert!(
+                    s.contains("IF NOT EXISTS") && s.contains("{ks}."),
+                    "step {} is idempotent and qualified: {s}",
+                    m.version
+                );
             }
         }
         let all: Vec<u32> = pending(&BTreeSet::new()).unwrap().iter().map(|m| m.version).collect();
@@ -733,7 +750,8 @@ mod tests {
         for stmt in Stmt::ALL {
             let cql = stmt.cql();
             let table = cql.split("{ks}.").nth(1).unwrap().split([' ', '(']).next().unwrap();
-            let (_, cols) = schema.iter().find(|(t, _)| t == table).unwrap_or_else(|| panic!("{stmt:?}: no table {table}"));
+            let (_, cols) =
+                schema.iter().find(|(t, _)| t == table).unwrap_or_else(|| panic!("{stmt:?}: no table {table}"));
             // Every identifier-like word that is a column somewhere must be a column of this table.
             let all_cols: BTreeSet<&str> = schema.iter().flat_map(|(_, c)| c.iter().map(String::as_str)).collect();
             for word in cql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
@@ -751,23 +769,54 @@ mod tests {
         vec![
             WriteOp::Message {
                 user: u.clone(),
-                message: StoredMessage { seq: 7, msg_id: "m7".into(), from: "alice".into(), body: Bytes::from("hi"), ts: 42 },
+                message: StoredMessage {
+                    seq: 7,
+                    msg_id: "m7".into(),
+                    from: "alice".into(),
+                    body: Bytes::from("hi"),
+                    ts: 42,
+                },
             },
             WriteOp::Dedup {
                 key: DedupKey { sender: UserKey::new("t", "alice"), client_id: "c1".into() },
                 record: DedupRecord { msg_id: "m7".into(), ts: 42, to: "bob".into(), seq: 7 },
             },
-            WriteOp::Meta { user: u.clone(), meta: UserMeta { acked: 3, read: 2, invisible_since: None, last_seen: Some(9) } },
-            WriteOp::Contact { owner: u.clone(), contact: "carol".into(), record: Contact { circle: "family".into(), channels: vec!["tel:1".into()] } },
+            WriteOp::Meta {
+                user: u.clone(),
+                meta: UserMeta { acked: 3, read: 2, invisible_since: None, last_seen: Some(9) },
+            },
+            WriteOp::Contact {
+                owner: u.clone(),
+                contact: "carol".into(),
+                record: Contact { circle: "family".into(), channels: vec!["tel:1".into()] },
+            },
             WriteOp::ContactRemoved { owner: u.clone(), contact: "dan".into() },
             WriteOp::Identity { user: u.clone(), channel: "tel:2".into() },
-            WriteOp::Policy { owner: u.clone(), circle: "family".into(), policy: CirclePolicy { presence: true, last_seen: false } },
-            WriteOp::Receipt { user: u.clone(), receipt: PendingReceipt { msg_id: "m1".into(), by: "carol".into(), state: ReceiptState::Read } },
+            WriteOp::Policy {
+                owner: u.clone(),
+                circle: "family".into(),
+                policy: CirclePolicy { presence: true, last_seen: false },
+            },
+            WriteOp::Receipt {
+                user: u.clone(),
+                receipt: PendingReceipt { msg_id: "m1".into(), by: "carol".into(), state: ReceiptState::Read },
+            },
             WriteOp::ReceiptsDelivered { user: u.clone(), msg_ids: vec!["m1".into(), "m2".into()] },
             WriteOp::Log { kind: LogKind::Graph, tenant: "t".into(), record: Bytes::from("{}") },
             WriteOp::EventSeen { key: EventKey { tenant: "t".into(), stream: "s".into(), key: "k".into() }, ts: 5 },
-            WriteOp::Session { user: u.clone(), record: SessionRecord { nodes: vec!["e1".into()], region: "r".into(), sessions: 2, last_seen: None } },
-            WriteOp::RollupAdd { key: RollupKey { tenant: "t".into(), event_type: "click".into(), project: "p".into(), hour_ms: 3_600_000 }, by: 4 },
+            WriteOp::Session {
+                user: u.clone(),
+                record: SessionRecord { nodes: vec!["e1".into()], region: "r".into(), sessions: 2, last_seen: None },
+            },
+            WriteOp::RollupAdd {
+                key: RollupKey {
+                    tenant: "t".into(),
+                    event_type: "click".into(),
+                    project: "p".into(),
+                    hour_ms: 3_600_000,
+                },
+                by: 4,
+            },
         ]
     }
 
@@ -800,7 +849,16 @@ mod tests {
         let dedup = bind(ops[1].clone(), ttl, &mut seq);
         assert_eq!(
             dedup[0].values,
-            vec![text("t"), text("alice"), text("c1"), text("m7"), big(42), text("bob"), big(7), Some(CqlValue::Int(100))]
+            vec![
+                text("t"),
+                text("alice"),
+                text("c1"),
+                text("m7"),
+                big(42),
+                text("bob"),
+                big(7),
+                Some(CqlValue::Int(100))
+            ]
         );
         let meta = bind(ops[2].clone(), ttl, &mut seq);
         assert_eq!(meta[0].values[4], None, "no invisibility is a null");
@@ -819,15 +877,24 @@ mod tests {
     #[test]
     fn rows_map_back_and_bad_rows_are_corrupt() {
         let m = message((3, "m3".into(), "alice".into(), b"hi".to_vec(), CqlTimestamp(77))).unwrap();
-        assert_eq!(m, StoredMessage { seq: 3, msg_id: "m3".into(), from: "alice".into(), body: Bytes::from("hi"), ts: 77 });
+        assert_eq!(
+            m,
+            StoredMessage { seq: 3, msg_id: "m3".into(), from: "alice".into(), body: Bytes::from("hi"), ts: 77 }
+        );
         assert!(matches!(message((0, "m".into(), "a".into(), vec![], CqlTimestamp(0))), Err(StoreError::Corrupt(_))));
         assert_eq!(meta((None, None, None, None)).unwrap(), UserMeta::default());
-        assert_eq!(meta((Some(4), Some(2), Some(10), None)).unwrap(), UserMeta { acked: 4, read: 2, invisible_since: Some(10), last_seen: None });
+        assert_eq!(
+            meta((Some(4), Some(2), Some(10), None)).unwrap(),
+            UserMeta { acked: 4, read: 2, invisible_since: Some(10), last_seen: None }
+        );
         assert!(meta((Some(-1), None, None, None)).is_err());
         assert_eq!(dedup(("m".into(), 1, "bob".into(), 9)).unwrap().seq, 9);
         assert_eq!(receipt(("m".into(), "b".into(), "read".into())).unwrap().state, ReceiptState::Read);
         assert!(receipt(("m".into(), "b".into(), "seen".into())).is_err());
-        assert_eq!(session((None, None, None, Some(5))).unwrap(), SessionRecord { last_seen: Some(5), ..Default::default() });
+        assert_eq!(
+            session((None, None, None, Some(5))).unwrap(),
+            SessionRecord { last_seen: Some(5), ..Default::default() }
+        );
         let (k, n) = rollup("t", ("click".into(), 3_600_000, "p".into(), scylla::value::Counter(6))).unwrap();
         assert_eq!((k.event_type.as_ref(), k.hour_ms, n), ("click", 3_600_000, 6));
         assert!(rollup("t", ("click".into(), 0, "p".into(), scylla::value::Counter(-1))).is_err());

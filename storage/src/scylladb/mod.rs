@@ -217,7 +217,8 @@ impl ScyllaStore {
                 Ok::<_, StoreError>(p)
             }
         };
-        let (lock, unlock, record) = (prepare(cql::LOCK).await?, prepare(cql::UNLOCK).await?, prepare(cql::RECORD).await?);
+        let (lock, unlock, record) =
+            (prepare(cql::LOCK).await?, prepare(cql::UNLOCK).await?, prepare(cql::RECORD).await?);
         let deadline = Instant::now() + LOCK_WAIT;
         loop {
             let answer = session.execute_unpaged(&lock, (owner,)).await.map_err(unavailable)?;
@@ -311,8 +312,7 @@ impl ScyllaStore {
     /// here leaves the orphan, which the retry's conflict then reports.
     async fn unappend(&self, appended: &[(UserKey, StoredMessage)]) {
         for (user, m) in appended {
-            if let Err(e) =
-                self.session.execute_unpaged(self.stmt(Stmt::Unappend), cql::unappend_values(user, m)).await
+            if let Err(e) = self.session.execute_unpaged(self.stmt(Stmt::Unappend), cql::unappend_values(user, m)).await
             {
                 tracing::warn!(error = %e, seq = m.seq, "taking back a checked append failed");
             }
@@ -321,9 +321,10 @@ impl ScyllaStore {
 }
 
 async fn applied_versions(session: &Session, ks: &str) -> Result<BTreeSet<u32>, StoreError> {
-    let result = session.query_unpaged(cql::qualify(cql::APPLIED, ks), ()).await.map_err(|e| {
-        StoreError::Backend(format!("reading {ks}.schema_migrations: {e}").into())
-    })?;
+    let result = session
+        .query_unpaged(cql::qualify(cql::APPLIED, ks), ())
+        .await
+        .map_err(|e| StoreError::Backend(format!("reading {ks}.schema_migrations: {e}").into()))?;
     let rows = result.into_rows_result().map_err(|_| StoreError::Corrupt("schema_migrations"))?;
     let mut out = BTreeSet::new();
     for r in rows.rows::<(i32,)>().map_err(|_| StoreError::Corrupt("schema_migrations"))? {
@@ -373,19 +374,15 @@ impl Store for ScyllaStore {
         let policies = policies
             .into_iter()
             .map(|(circle, presence, last_seen)| {
-                (
-                    circle,
-                    CirclePolicy { presence: presence.unwrap_or(false), last_seen: last_seen.unwrap_or(false) },
-                )
+                (circle, CirclePolicy { presence: presence.unwrap_or(false), last_seen: last_seen.unwrap_or(false) })
             })
             .collect();
         Ok(UserRecord { head, meta, contacts, identities, policies })
     }
 
     async fn dedup(&self, k: &DedupKey) -> Result<Option<DedupRecord>, StoreError> {
-        let rows = self
-            .rows::<cql::DedupRow>(Stmt::DedupRow, (&*k.sender.tenant, &*k.sender.user, &*k.client_id))
-            .await?;
+        let rows =
+            self.rows::<cql::DedupRow>(Stmt::DedupRow, (&*k.sender.tenant, &*k.sender.user, &*k.client_id)).await?;
         rows.into_iter().next().map(cql::dedup).transpose()
     }
 
@@ -416,7 +413,13 @@ impl Store for ScyllaStore {
         let rows = self
             .rows::<cql::InboxRow>(
                 Stmt::InboxRange,
-                (&*u.tenant, &*u.user, from as i64, to.min(i64::MAX as u64) as i64, limit.min(i32::MAX as usize) as i32),
+                (
+                    &*u.tenant,
+                    &*u.user,
+                    from as i64,
+                    to.min(i64::MAX as u64) as i64,
+                    limit.min(i32::MAX as usize) as i32,
+                ),
             )
             .await?;
         rows.into_iter().map(cql::message).collect()
@@ -514,8 +517,7 @@ impl Store for ScyllaStore {
             }
             for (day,) in &days {
                 let want = (limit - out.len()).min(i32::MAX as usize) as i32;
-                let rows =
-                    self.rows::<(i64, Vec<u8>)>(Stmt::LogPage, (tenant, kind_name, *day, after, want)).await?;
+                let rows = self.rows::<(i64, Vec<u8>)>(Stmt::LogPage, (tenant, kind_name, *day, after, want)).await?;
                 for (seq, record) in rows {
                     out.push(LogEntry {
                         seq: u64::try_from(seq).map_err(|_| StoreError::Corrupt("logs.seq"))?,
