@@ -1,6 +1,7 @@
 //! A region of separate processes on one machine: a core node and two edge
 //! nodes, routing through a real Kafka-protocol broker (Tansu) and sharing
-//! a real Redis, as scripts/test starts them.
+//! a real Redis, as scripts/test starts them (one test runs its own Redis, to
+//! stop and restart it).
 
 mod common;
 
@@ -14,14 +15,14 @@ fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run scripts/test, which starts Redis and Tansu"))
 }
 
-fn node_config(node_id: &str, region: &str, roles: &str) -> String {
+fn node_config(node_id: &str, region: &str, roles: &str, redis_url: &str) -> String {
     format!(
         "node_id = \"{node_id}\"\nregion = \"{region}\"\nroles = [{roles}]\n\
          [listen]\nws = \"127.0.0.1:0\"\nquic = \"off\"\nhttp = \"off\"\nmetrics = \"off\"\n\
          [storage]\nbackend = \"redis\"\nredis_url = \"{}\"\n\
          [core]\nedge_lease_ms = 1500\n\
          [cluster]\nkafka = \"{}\"\nsession_timeout_ms = 3000\n",
-        env("IRIS_TEST_REDIS"),
+        redis_url,
         env("IRIS_TEST_KAFKA")
     )
 }
@@ -54,8 +55,13 @@ struct Region {
 }
 
 impl Region {
-    /// Starts nodes named by (node id, roles), in order.
+    /// Starts nodes named by (node id, roles), in order, on the shared Redis.
     fn start(nodes: &[(&str, &str)]) -> Self {
+        Self::start_on(nodes, &env("IRIS_TEST_REDIS"))
+    }
+
+    /// Starts nodes on the Redis at `redis_url`.
+    fn start_on(nodes: &[(&str, &str)], redis_url: &str) -> Self {
         let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let region = format!("r{n}");
         let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
@@ -63,7 +69,7 @@ impl Region {
         let mut started = Vec::new();
         for ((id, roles), dir) in nodes.iter().zip(&dirs) {
             share_key(dir.path(), key);
-            started.push(start_in(dir.path(), &node_config(id, &region, roles)));
+            started.push(start_in(dir.path(), &node_config(id, &region, roles, redis_url)));
         }
         Self { tenant: format!("t{n}"), nodes: started, _dirs: dirs }
     }
@@ -217,4 +223,152 @@ async fn a_killed_edge_s_users_go_offline_within_the_lease_and_come_back() {
     // Bob reconnects to the other edge and is back online.
     let _bob = login_when_ready(&region.nodes[1], &tenant, "bob").await;
     assert_eq!(presence_of(&mut alice, "bob").await.status, PresenceStatus::Online);
+}
+
+/// Reads `c`'s frames until it has stored every seq up to `want`, dropping
+/// duplicates by seq as the protocol tells clients to; returns the stored
+/// (msg id, body) in seq order.
+async fn collect_until(c: &mut Client, want: u64, deadline: Instant) -> Vec<(u64, String, String)> {
+    let mut got: std::collections::BTreeMap<u64, (String, String)> = Default::default();
+    while (got.len() as u64) < want {
+        assert!(Instant::now() < deadline, "only {} of {want} messages arrived", got.len());
+        if let Ok(ServerFrame::Message(m)) = c.recv_timeout(Duration::from_secs(1)).await {
+            got.entry(m.seq).or_insert((m.msg_id, m.body.as_str().unwrap().to_owned()));
+        }
+    }
+    got.into_iter().map(|(seq, (id, body))| (seq, id, body)).collect()
+}
+
+#[tokio::test]
+async fn clients_of_a_killed_edge_resume_on_the_other_edge_with_nothing_lost() {
+    let mut region = Region::start(&[("core-1", CORE), ("edge-a", EDGE), ("edge-b", EDGE)]);
+    let tenant = region.tenant.clone();
+    let mut alice = login_when_ready(&region.nodes[1], &tenant, "alice").await;
+    let mut bob = login_when_ready(&region.nodes[2], &tenant, "bob").await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut accepted = Vec::new();
+    let mut stored = Vec::new();
+    for i in 0..30 {
+        if i == 10 {
+            // Bob has stored what reached him so far; his edge dies under traffic.
+            stored = collect_until(&mut bob, 10, deadline).await;
+            region.nodes[2].kill9();
+        }
+        accepted.push(send_until_accepted(&mut alice, &format!("k-{i}"), "bob", &i.to_string(), deadline).await);
+    }
+    // Bob reconnects to the surviving edge and resumes after what he stored.
+    let last = stored.last().map(|s| s.0).unwrap_or(0);
+    let mut bob = loop {
+        let token = region.nodes[1].token(&tenant, "bob");
+        match Client::hello(&region.nodes[1].ws_url, &token, Some(last), Encoding::Json).await {
+            Ok((c, _)) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "bob could not reconnect: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let rest = collect_until(&mut bob, 30 - last, deadline).await;
+    let all: Vec<(u64, String, String)> = stored.into_iter().chain(rest.into_iter().filter(|r| r.0 > last)).collect();
+    let seqs: Vec<u64> = all.iter().map(|a| a.0).collect();
+    assert_eq!(seqs, (1..=30).collect::<Vec<u64>>(), "seqs 1..=30 without gaps");
+    let have: Vec<(String, String)> = all.into_iter().map(|(_, id, body)| (id, body)).collect();
+    let want: Vec<(String, String)> = accepted.into_iter().enumerate().map(|(i, id)| (id, i.to_string())).collect();
+    assert_eq!(have, want, "every accepted message reached bob once, in order");
+}
+
+/// A Redis server of one test, persisting every write (AOF, fsync always),
+/// so that stopping and restarting it keeps what it acknowledged.
+struct OwnRedis(std::process::Child);
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn own_redis(port: u16, dir: &Path) -> OwnRedis {
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args(["--appendonly", "yes", "--appendfsync", "always"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (scripts/test installs it)");
+    let deadline = Instant::now() + WAIT;
+    while redis_ping(port).is_err() {
+        assert!(Instant::now() < deadline, "redis did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    OwnRedis(child)
+}
+
+fn redis_ping(port: u16) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(b"PING\r\n")?;
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf)?;
+    if &buf == b"+PONG\r\n" { Ok(()) } else { Err(std::io::Error::other("loading")) }
+}
+
+#[tokio::test]
+async fn redis_stopped_mid_run_gives_no_false_accepted_and_loses_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut redis = Some(own_redis(port, data.path()));
+    let region = Region::start_on(&[("core-1", CORE), ("edge-a", EDGE)], &format!("redis://127.0.0.1:{port}"));
+    let tenant = region.tenant.clone();
+    let mut alice = login_when_ready(&region.nodes[1], &tenant, "alice").await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for i in 0..30 {
+        let id = format!("k-{i}");
+        if i == 10 {
+            drop(redis.take());
+        }
+        loop {
+            alice.send(&id, "bob", &i.to_string()).await.unwrap();
+            let wanted = id.clone();
+            let answer = alice
+                .expect(Duration::from_secs(10), "an answer", |f| {
+                    matches!(f, ServerFrame::Accepted(a) if a.id == wanted)
+                        || matches!(f, ServerFrame::Error(e) if e.id.as_deref() == Some(wanted.as_str()))
+                })
+                .await
+                .expect("every send is answered, Redis or not");
+            match answer {
+                ServerFrame::Accepted(a) => {
+                    assert!(redis.is_some(), "{id} accepted while Redis was down");
+                    accepted.push(a.msg_id);
+                    break;
+                }
+                ServerFrame::Error(e) => {
+                    assert_eq!(e.code, iris_protocol::ErrorCode::Unavailable, "{id}: {e:?}");
+                    refused += 1;
+                    // A few refusals while down, then Redis comes back with its data.
+                    if redis.is_none() && refused >= 3 {
+                        redis = Some(own_redis(port, data.path()));
+                    }
+                    assert!(Instant::now() < deadline, "{id} never accepted");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+    assert!(refused >= 3, "sends were refused while Redis was down");
+    // Everything accepted is in Redis, once, in order.
+    let mut bob = login_when_ready(&region.nodes[1], &tenant, "bob").await;
+    bob.sync(0, Some(1_000)).await.unwrap();
+    let history = collect_until(&mut bob, 30, deadline).await;
+    let seqs: Vec<u64> = history.iter().map(|h| h.0).collect();
+    assert_eq!(seqs, (1..=30).collect::<Vec<u64>>(), "seqs 1..=30 without gaps");
+    let have: Vec<(String, String)> = history.into_iter().map(|(_, id, body)| (id, body)).collect();
+    let want: Vec<(String, String)> = accepted.into_iter().enumerate().map(|(i, id)| (id, i.to_string())).collect();
+    assert_eq!(have, want, "every accepted message stored once, in order");
 }
