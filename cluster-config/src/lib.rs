@@ -365,6 +365,17 @@ pub struct Scylla {
     /// cost of a Paxos round per message). See ADR 0011.
     #[serde(default = "d_checked_appends")]
     pub checked_appends: String,
+    /// Most bytes of values in one batch; a commit beyond it is written in
+    /// several batches, in order (Cassandra's default
+    /// `batch_size_fail_threshold_in_kb` is 50; ScyllaDB's is 1024).
+    #[serde(default = "d_max_batch_bytes")]
+    pub max_batch_bytes: usize,
+    /// Create the keyspace with `tablets = {'enabled': false}` (ScyllaDB
+    /// 2025+ with NetworkTopologyStrategy: counters and the conditional
+    /// writes need vnode keyspaces there). Set false for Cassandra, which
+    /// does not know the option.
+    #[serde(default = "d_true")]
+    pub disable_tablets: bool,
     /// Username for password authentication.
     #[serde(default)]
     pub username: Option<String>,
@@ -468,6 +479,11 @@ impl Scylla {
         )?;
         check(matches!(self.retry.as_str(), "default" | "none"), "storage.scylla.retry", "\"default\" or \"none\"")?;
         check(
+            (1_024..=16 << 20).contains(&self.max_batch_bytes),
+            "storage.scylla.max_batch_bytes",
+            "between 1024 and 16777216",
+        )?;
+        check(
             matches!(self.checked_appends.as_str(), "recovery" | "always"),
             "storage.scylla.checked_appends",
             "\"recovery\" or \"always\"",
@@ -489,6 +505,14 @@ impl Scylla {
         )?;
         Ok(())
     }
+}
+
+fn d_max_batch_bytes() -> usize {
+    49_152
+}
+
+fn d_true() -> bool {
+    true
 }
 
 fn d_keyspace() -> String {

@@ -50,8 +50,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
          PRIMARY KEY ((tenant, stream, key)))",
         // A tenant's log, one partition per kind and day; log_days lists the
         // days that have entries, so that a reader finds the next one.
-        "CREATE TABLE IF NOT EXISTS {ks}.logs (tenant text, kind text, day int, seq bigint, record blob, \
-         PRIMARY KEY ((tenant, kind, day), seq))",
+        "CREATE TABLE IF NOT EXISTS {ks}.logs (tenant text, kind text, day int, seq bigint, writer bigint, \
+         record blob, PRIMARY KEY ((tenant, kind, day), seq, writer))",
         "CREATE TABLE IF NOT EXISTS {ks}.log_days (tenant text, kind text, day int, \
          PRIMARY KEY ((tenant, kind), day))",
         "CREATE TABLE IF NOT EXISTS {ks}.rollups (tenant text, event_type text, hour_ms bigint, project text, \
@@ -96,7 +96,8 @@ pub fn keyspace(s: &iris_config::Scylla) -> String {
     let replication = match s.replication_class.as_str() {
         "NetworkTopologyStrategy" => {
             let dcs: Vec<String> = s.datacenters.iter().map(|(dc, rf)| format!("'{dc}': {rf}")).collect();
-            format!("{{'class': 'NetworkTopologyStrategy', {}}}", dcs.join(", "))
+            let tablets = if s.disable_tablets { " AND tablets = {'enabled': false}" } else { "" };
+            format!("{{'class': 'NetworkTopologyStrategy', {}}}{tablets}", dcs.join(", "))
         }
         _ => format!("{{'class': 'SimpleStrategy', 'replication_factor': {}}}", s.replication_factor),
     };
@@ -251,7 +252,7 @@ impl Stmt {
                 "INSERT INTO {ks}.receipts (tenant, user_id, msg_id, by_user, state) VALUES (?, ?, ?, ?, ?)"
             }
             Stmt::ReceiptDelivered => "DELETE FROM {ks}.receipts WHERE tenant = ? AND user_id = ? AND msg_id = ?",
-            Stmt::Log => "INSERT INTO {ks}.logs (tenant, kind, day, seq, record) VALUES (?, ?, ?, ?, ?)",
+            Stmt::Log => "INSERT INTO {ks}.logs (tenant, kind, day, seq, writer, record) VALUES (?, ?, ?, ?, ?, ?)",
             Stmt::LogDay => "INSERT INTO {ks}.log_days (tenant, kind, day) VALUES (?, ?, ?)",
             Stmt::EventSeen => "INSERT INTO {ks}.event_keys (tenant, stream, key, ts) VALUES (?, ?, ?, ?) USING TTL ?",
             Stmt::Session => {
@@ -330,6 +331,58 @@ impl Stmt {
     pub fn params(self) -> usize {
         self.cql().matches('?').count()
     }
+
+    /// Its table and how many leading values name the row it writes.
+    pub fn row_key(self) -> Option<(&'static str, usize)> {
+        Some(match self {
+            Stmt::Append | Stmt::AppendChecked | Stmt::Unappend => ("inbox", 3),
+            Stmt::Dedup => ("dedup", 3),
+            Stmt::Meta => ("inbox_state", 2),
+            Stmt::Contact | Stmt::ContactRemoved => ("contacts", 3),
+            Stmt::Identity => ("identities", 3),
+            Stmt::Policy => ("circle_policies", 3),
+            Stmt::Receipt | Stmt::ReceiptDelivered => ("receipts", 3),
+            Stmt::Log => ("logs", 5),
+            Stmt::LogDay => ("log_days", 3),
+            Stmt::EventSeen => ("event_keys", 3),
+            Stmt::Session => ("sessions", 2),
+            _ => return None,
+        })
+    }
+}
+
+/// Keeps only the last write to each row (all writes of a batch share one
+/// timestamp, and at equal timestamps a delete wins over an insert and the
+/// larger value over the smaller, so "in order" must be made explicit).
+/// Counter increments are kept as they are: they add up.
+pub fn coalesce(writes: Vec<Bound>) -> Vec<Bound> {
+    // Key values are text and integers, whose debug form is exact.
+    let key = |w: &Bound| w.stmt.row_key().map(|(table, n)| format!("{table}{:?}", &w.values[..n]));
+    let mut last = std::collections::HashMap::new();
+    for (i, w) in writes.iter().enumerate() {
+        if let Some(k) = key(w) {
+            last.insert(k, i);
+        }
+    }
+    writes
+        .into_iter()
+        .enumerate()
+        .filter(|(i, w)| key(w).is_none_or(|k| last.get(&k) == Some(i)))
+        .map(|(_, w)| w)
+        .collect()
+}
+
+/// About how many bytes a write's values take on the wire.
+pub fn size_of(w: &Bound) -> usize {
+    w.values
+        .iter()
+        .map(|v| match v {
+            Some(CqlValue::Text(s)) => s.len() + 4,
+            Some(CqlValue::Blob(b)) => b.len() + 4,
+            Some(CqlValue::List(items)) => items.len() * 16 + 4,
+            _ => 12,
+        })
+        .sum()
 }
 
 /// A write ready to go: a statement and its values (`None` is null).
@@ -373,25 +426,43 @@ pub fn state_name(state: ReceiptState) -> &'static str {
     }
 }
 
-/// Log seqs: time-ordered (microseconds × 1024, plus a counter), strictly
-/// increasing within a process. Entries written by different nodes are
-/// ordered by their clocks (docs/adr/0011-inbox-seq-ownership.md).
-#[derive(Debug, Default)]
-pub struct LogSeqs(AtomicI64);
+/// Log seqs: time-ordered and strictly increasing within a process. A seq
+/// is `(ms << 21) | (counter << 10) | writer`: milliseconds since the
+/// epoch, a per-millisecond counter (borrowing the next millisecond when
+/// 2048 are used) and 10 bits of this process's writer id. Entries of
+/// different processes are ordered by their clocks; they never overwrite
+/// each other, because the full 64-bit writer id is part of the row's key
+/// (docs/adr/0011-inbox-seq-ownership.md).
+#[derive(Debug)]
+pub struct LogSeqs {
+    /// The last `(ms << 11) | counter` handed out.
+    last: AtomicI64,
+    writer: i64,
+}
 
-/// Seq units per microsecond.
-const PER_MICRO: i64 = 1_024;
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+const WRITER_BITS: u32 = 10;
+const COUNTER_BITS: u32 = 11;
+const MS_PER_DAY: i64 = 86_400_000;
 
 impl LogSeqs {
-    /// The next seq at `now_us` (microseconds since the epoch).
-    pub fn next(&self, now_us: i64) -> i64 {
-        let floor = now_us.saturating_mul(PER_MICRO);
-        let mut last = self.0.load(Ordering::Relaxed);
+    /// Seqs of the writer with this id (random per process in the store).
+    pub fn new(writer: i64) -> Self {
+        Self { last: AtomicI64::new(0), writer }
+    }
+
+    /// The writer id, stored with each entry.
+    pub fn writer(&self) -> i64 {
+        self.writer
+    }
+
+    /// The next seq at `now_ms` (milliseconds since the epoch).
+    pub fn next(&self, now_ms: i64) -> i64 {
+        let floor = now_ms.max(0) << COUNTER_BITS;
+        let mut last = self.last.load(Ordering::Relaxed);
         loop {
             let next = floor.max(last + 1);
-            match self.0.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return next,
+            match self.last.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return (next << WRITER_BITS) | (self.writer & ((1 << WRITER_BITS) - 1)),
                 Err(seen) => last = seen,
             }
         }
@@ -400,7 +471,7 @@ impl LogSeqs {
 
 /// The day partition of a log seq.
 pub fn day_of(seq: i64) -> i32 {
-    (seq.max(0) / PER_MICRO / MICROS_PER_DAY) as i32
+    ((seq.max(0) >> (WRITER_BITS + COUNTER_BITS)) / MS_PER_DAY) as i32
 }
 
 /// The retention of dedup records and event keys and the lifetime of
@@ -417,7 +488,7 @@ pub struct Ttls {
 /// (they go in a counter batch of their own); inbox appends as
 /// [`Stmt::Append`], which the store turns into [`Stmt::AppendChecked`]
 /// where it must.
-pub fn bind(op: WriteOp, ttl: Ttls, log_seq: &mut dyn FnMut() -> i64) -> Vec<Bound> {
+pub fn bind(op: WriteOp, ttl: Ttls, log_seq: &mut dyn FnMut() -> (i64, i64)) -> Vec<Bound> {
     let b = |stmt: Stmt, values: Vec<Option<CqlValue>>| Bound { stmt, values };
     match op {
         WriteOp::Message { user, message } => vec![b(Stmt::Append, append_values(&user, &message))],
@@ -480,7 +551,7 @@ pub fn bind(op: WriteOp, ttl: Ttls, log_seq: &mut dyn FnMut() -> i64) -> Vec<Bou
             .map(|id| b(Stmt::ReceiptDelivered, vec![text(&user.tenant), text(&user.user), text(id)]))
             .collect(),
         WriteOp::Log { kind, tenant, record } => {
-            let seq = log_seq();
+            let (seq, writer) = log_seq();
             let day = Some(CqlValue::Int(day_of(seq)));
             vec![
                 b(
@@ -490,6 +561,7 @@ pub fn bind(op: WriteOp, ttl: Ttls, log_seq: &mut dyn FnMut() -> i64) -> Vec<Bou
                         text(kind_name(kind)),
                         day.clone(),
                         big(seq),
+                        big(writer),
                         Some(CqlValue::Blob(record.to_vec())),
                     ],
                 ),
@@ -521,7 +593,7 @@ pub fn bind(op: WriteOp, ttl: Ttls, log_seq: &mut dyn FnMut() -> i64) -> Vec<Bou
         WriteOp::RollupAdd { key, by } => vec![b(
             Stmt::RollupAdd,
             vec![
-                big(by.min(i64::MAX as u64) as i64),
+                Some(CqlValue::Counter(scylla::value::Counter(by.min(i64::MAX as u64) as i64))),
                 text(&key.tenant),
                 text(&key.event_type),
                 big(key.hour_ms),
@@ -740,8 +812,12 @@ mod tests {
         );
         assert_eq!(
             keyspace(&cfg("replication_class = \"NetworkTopologyStrategy\"\ndatacenters = { dc1 = 3, dc2 = 2 }\n")),
-            "CREATE KEYSPACE IF NOT EXISTS chat WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 2}"
+            "CREATE KEYSPACE IF NOT EXISTS chat WITH replication = {'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 2} \
+             AND tablets = {'enabled': false}"
         );
+        let cassandra =
+            "replication_class = \"NetworkTopologyStrategy\"\ndatacenters = { dc1 = 3 }\ndisable_tablets = false\n";
+        assert!(!keyspace(&cfg(cassandra)).contains("tablets"), "Cassandra does not know tablets");
     }
 
     #[test]
@@ -823,11 +899,8 @@ mod tests {
     #[test]
     fn every_write_binds_as_many_values_as_its_statement_has_markers() {
         let ttl = Ttls { retention_secs: 691_200, session_secs: 86_400 };
-        let mut next = 1_700_000_000_000_000i64 * 1_024;
-        let mut seq = || {
-            next += 1;
-            next
-        };
+        let seqs = LogSeqs::new(1);
+        let mut seq = || (seqs.next(1_700_000_000_000), seqs.writer());
         let mut seen = BTreeSet::new();
         for op in all_ops() {
             for b in bind(op, ttl, &mut seq) {
@@ -844,7 +917,7 @@ mod tests {
     #[test]
     fn bindings_carry_the_record_and_the_ttls() {
         let ttl = Ttls { retention_secs: 100, session_secs: 200 };
-        let mut seq = || 5;
+        let mut seq = || (5, 9);
         let ops = all_ops();
         let dedup = bind(ops[1].clone(), ttl, &mut seq);
         assert_eq!(
@@ -868,10 +941,40 @@ mod tests {
         let delivered = bind(ops[8].clone(), ttl, &mut seq);
         assert_eq!(delivered.len(), 2, "one delete per receipt");
         let rollup = bind(ops[12].clone(), ttl, &mut seq);
-        assert_eq!(rollup[0].values[0], big(4), "the increment comes first, as the UPDATE reads");
+        assert_eq!(
+            rollup[0].values[0],
+            Some(CqlValue::Counter(scylla::value::Counter(4))),
+            "the increment comes first, as the UPDATE reads, typed as a counter"
+        );
         let log = bind(ops[9].clone(), ttl, &mut seq);
         assert_eq!((log[0].stmt, log[1].stmt), (Stmt::Log, Stmt::LogDay));
         assert_eq!(log[0].values[2], log[1].values[2], "the entry and its day agree");
+    }
+
+    #[test]
+    fn the_last_write_to_a_row_wins_within_a_commit() {
+        let ttl = Ttls { retention_secs: 1, session_secs: 1 };
+        let mut seq = || (1, 1);
+        let u = UserKey::new("t", "bob");
+        let ops = vec![
+            WriteOp::ContactRemoved { owner: u.clone(), contact: "carol".into() },
+            WriteOp::Contact { owner: u.clone(), contact: "carol".into(), record: Contact::default() },
+            WriteOp::Meta { user: u.clone(), meta: UserMeta { acked: 5, ..Default::default() } },
+            WriteOp::Meta { user: u.clone(), meta: UserMeta { acked: 3, ..Default::default() } },
+            WriteOp::Contact { owner: u.clone(), contact: "dan".into(), record: Contact::default() },
+            WriteOp::ContactRemoved { owner: u.clone(), contact: "dan".into() },
+        ];
+        let writes: Vec<Bound> = ops.into_iter().flat_map(|op| bind(op, ttl, &mut seq)).collect();
+        let kept = coalesce(writes);
+        let stmts: Vec<Stmt> = kept.iter().map(|w| w.stmt).collect();
+        assert_eq!(stmts, vec![Stmt::Contact, Stmt::Meta, Stmt::ContactRemoved], "one write per row, the last");
+        assert_eq!(kept[1].values[2], big(3), "the later meta, even though smaller");
+        for stmt in Stmt::ALL {
+            if let Some((table, n)) = stmt.row_key() {
+                assert!(stmt.cql().contains(&format!("{{ks}}.{table} ")), "{stmt:?} writes {table}");
+                assert!(n <= stmt.params(), "{stmt:?}");
+            }
+        }
     }
 
     #[test]
@@ -920,16 +1023,20 @@ mod tests {
     }
 
     #[test]
-    fn log_seqs_increase_and_fall_in_their_day() {
-        let seqs = LogSeqs::default();
+    fn log_seqs_increase_fall_in_their_day_and_differ_by_writer() {
+        let seqs = LogSeqs::new(5);
         let day = 20_000i64;
-        let now = day * MICROS_PER_DAY + 5;
+        let now = day * MS_PER_DAY + 5;
         let a = seqs.next(now);
         let b = seqs.next(now);
         let c = seqs.next(now - 1_000);
         assert!(a < b && b < c, "strictly increasing even when the clock steps back");
         assert_eq!(day_of(a), day as i32);
-        assert_eq!(day_of(seqs.next((day + 1) * MICROS_PER_DAY)), day as i32 + 1);
+        assert_eq!(day_of(seqs.next((day + 1) * MS_PER_DAY)), day as i32 + 1);
+        let many: Vec<i64> = (0..5_000).map(|_| seqs.next(now + 10)).collect();
+        assert!(many.windows(2).all(|w| w[0] < w[1]), "more than 2048 in a millisecond still increase");
+        let other = LogSeqs::new(6);
+        assert_ne!(LogSeqs::new(5).next(now), other.next(now), "two writers in the same millisecond differ");
     }
 
     #[test]

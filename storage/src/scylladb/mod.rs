@@ -33,8 +33,12 @@ pub const MAX_BATCH_STATEMENTS: usize = 200;
 /// is dropped, which only makes the next appends conditional again.
 const MAX_CONFIRMED: usize = 1_000_000;
 
-/// How long `iris migrate` waits for another migration's lock.
-const LOCK_WAIT: Duration = Duration::from_secs(120);
+/// How long `iris migrate` waits for another migration's lock (longer than
+/// the lock's TTL, so a crashed holder's lock runs out first).
+const LOCK_WAIT: Duration = Duration::from_secs(330);
+
+/// The longest TTL CQL accepts (20 years).
+const MAX_TTL_SECS: i64 = 630_720_000;
 
 /// What the node resolved for the store: the config section plus the
 /// secrets and retention it does not carry.
@@ -71,6 +75,10 @@ pub struct ScyllaStore {
     /// Users this node appended to since it last loaded them: their next
     /// append needs no condition (this node owns them).
     confirmed: DashMap<UserKey, ()>,
+    /// The ticket of each user's latest load: a commit that began before a
+    /// load must not mark the user confirmed after it.
+    loads: DashMap<UserKey, u64>,
+    next_load: std::sync::atomic::AtomicU64,
     always_check: bool,
 }
 
@@ -84,6 +92,14 @@ fn corrupt(what: &'static str) -> impl Fn(scylla::errors::DeserializationError) 
 
 fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// A random writer id for this process's log entries.
+fn random_writer() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(now_us() as u128 ^ ((std::process::id() as u128) << 64));
+    h.finish() as i64
 }
 
 fn retry_policy(s: &iris_config::Scylla) -> Arc<dyn RetryPolicy> {
@@ -133,6 +149,9 @@ async fn connect_session(o: &ScyllaOptions) -> Result<Session, StoreError> {
     let mut b = SessionBuilder::new()
         .known_nodes(&s.nodes)
         .connection_timeout(Duration::from_millis(s.connect_timeout_ms))
+        // Client-side timestamps, increasing within the process: a user's
+        // writes (all from its shard's owner) land in the order made.
+        .timestamp_generator(Arc::new(scylla::policies::timestamp_generator::MonotonicTimestampGenerator::new()))
         .tls_context(tls(s)?);
     if let (Some(user), Some(password)) = (&s.username, &o.password) {
         b = b.user(user, password);
@@ -184,11 +203,13 @@ impl ScyllaStore {
             stmts,
             settings: o.settings.clone(),
             ttl: Ttls {
-                retention_secs: o.retention_secs.clamp(1, i32::MAX as i64) as i32,
-                session_secs: o.session_ttl_secs.clamp(1, i32::MAX as i64) as i32,
+                retention_secs: o.retention_secs.clamp(1, MAX_TTL_SECS) as i32,
+                session_secs: o.session_ttl_secs.clamp(1, MAX_TTL_SECS) as i32,
             },
-            log_seqs: cql::LogSeqs::default(),
+            log_seqs: cql::LogSeqs::new(random_writer()),
             confirmed: DashMap::new(),
+            loads: DashMap::new(),
+            next_load: std::sync::atomic::AtomicU64::new(1),
             always_check: o.settings.checked_appends == "always",
         })
     }
@@ -271,13 +292,37 @@ impl ScyllaStore {
         Ok(out)
     }
 
-    /// Writes bound statements as logged batches of at most
-    /// [`MAX_BATCH_STATEMENTS`].
+    /// Writes bound statements in order, as batches of at most
+    /// [`MAX_BATCH_STATEMENTS`] and `max_batch_bytes`; a chunk of one
+    /// statement goes alone (a batch of one big message would still be
+    /// "too large" to Cassandra). Chunks go one after another and stop at
+    /// the first failure, so a message is always written before its dedup
+    /// record: a failure may leave a message without one (a retry stores it
+    /// again), never a dedup record without its message.
     async fn batch(&self, kind: BatchType, writes: &[Bound], setting: &str) -> Result<(), StoreError> {
-        for chunk in writes.chunks(MAX_BATCH_STATEMENTS) {
+        let consistency = consistency_of(&self.settings, setting)?;
+        let timeout = Some(Duration::from_millis(self.settings.request_timeout_ms));
+        let mut start = 0;
+        while start < writes.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < writes.len() && end - start < MAX_BATCH_STATEMENTS {
+                let size = cql::size_of(&writes[end]);
+                if end > start && bytes + size > self.settings.max_batch_bytes {
+                    break;
+                }
+                bytes += size;
+                end += 1;
+            }
+            let chunk = &writes[start..end];
+            start = end;
+            if let [one] = chunk {
+                self.session.execute_unpaged(self.stmt(one.stmt), &one.values).await.map_err(unavailable)?;
+                continue;
+            }
             let mut batch = Batch::new(kind);
-            batch.set_consistency(consistency_of(&self.settings, setting)?);
-            batch.set_request_timeout(Some(Duration::from_millis(self.settings.request_timeout_ms)));
+            batch.set_consistency(consistency);
+            batch.set_request_timeout(timeout);
             batch.set_retry_policy(Some(retry_policy(&self.settings)));
             // A logged batch carries client-assigned values only: sending
             // it twice writes the same cells. Counter batches are not.
@@ -307,9 +352,10 @@ impl ScyllaStore {
         }
     }
 
-    /// Takes back checked appends of a batch that then failed, so that a
-    /// retry does not find an orphan at its seq. Best effort: a failure
-    /// here leaves the orphan, which the retry's conflict then reports.
+    /// Takes back the checked appends of a commit whose later conditional
+    /// append found its seq taken (nothing else of the commit was sent), so
+    /// that a retry does not find an orphan at its seq. Best effort: a
+    /// failure here leaves the orphan, a message stored twice at worst.
     async fn unappend(&self, appended: &[(UserKey, StoredMessage)]) {
         for (user, m) in appended {
             if let Err(e) = self.session.execute_unpaged(self.stmt(Stmt::Unappend), cql::unappend_values(user, m)).await
@@ -347,6 +393,11 @@ impl Store for ScyllaStore {
     async fn load_user(&self, u: &UserKey) -> Result<UserRecord, StoreError> {
         // A (re)load is a recovery: this node may not have been the owner
         // since its last append, so the next append is conditional.
+        let ticket = self.next_load.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.loads.len() >= MAX_CONFIRMED {
+            self.loads.clear();
+        }
+        self.loads.insert(u.clone(), ticket);
         self.confirmed.remove(u);
         let key = (&*u.tenant, &*u.user);
         let (head, meta, contacts, identities, policies) = futures::try_join!(
@@ -407,7 +458,7 @@ impl Store for ScyllaStore {
         to: InboxSeq,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        if to <= from {
+        if to <= from || limit == 0 {
             return Ok(Vec::new());
         }
         let rows = self
@@ -426,6 +477,9 @@ impl Store for ScyllaStore {
     }
 
     async fn pending_receipts(&self, u: &UserKey, limit: usize) -> Result<Vec<PendingReceipt>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         let rows = self
             .rows::<cql::ReceiptRow>(Stmt::Receipts, (&*u.tenant, &*u.user, limit.min(i32::MAX as usize) as i32))
             .await?;
@@ -439,12 +493,20 @@ impl Store for ScyllaStore {
         let mut checked: Vec<(UserKey, StoredMessage)> = Vec::new();
         let mut logged: Vec<Bound> = Vec::with_capacity(batch.ops.len());
         let mut counters: Vec<Bound> = Vec::new();
-        let mut appended: Vec<UserKey> = Vec::new();
-        let mut next_seq = || self.log_seqs.next(now_us());
+        // Users appended to, with the ticket of their latest load as this
+        // commit began.
+        let mut appended: Vec<(UserKey, Option<u64>)> = Vec::new();
+        let writer = self.log_seqs.writer();
+        let mut next_seq = || (self.log_seqs.next(now_us() / 1_000), writer);
         for op in batch.ops {
             if let WriteOp::Message { user, message } = &op {
-                appended.push(user.clone());
-                if self.always_check || !self.confirmed.contains_key(user) {
+                let first = !appended.iter().any(|(u, _)| u == user);
+                if first {
+                    appended.push((user.clone(), self.loads.get(user).map(|t| *t)));
+                }
+                // Only a user's first append in a commit needs the
+                // condition: once it holds, the seqs after it are ours.
+                if self.always_check || (first && !self.confirmed.contains_key(user)) {
                     checked.push((user.clone(), message.clone()));
                     continue;
                 }
@@ -453,6 +515,7 @@ impl Store for ScyllaStore {
                 if b.stmt == Stmt::RollupAdd { counters.push(b) } else { logged.push(b) }
             }
         }
+        let logged = cql::coalesce(logged);
         // Conditional appends first: if a seq is taken, nothing else is
         // written and the shard reloads the head.
         let mut done: Vec<(UserKey, StoredMessage)> = Vec::with_capacity(checked.len());
@@ -466,16 +529,14 @@ impl Store for ScyllaStore {
                         format!("{}/{} seq {} holds {holder}", user.tenant, user.user, m.seq).into(),
                     ));
                 }
-                Err(e) => {
-                    self.unappend(&done).await;
-                    return Err(e);
-                }
+                // It may have been applied: leave what landed (a message
+                // stored twice at worst, never one lost).
+                Err(e) => return Err(e),
             }
         }
-        if let Err(e) = self.batch(BatchType::Logged, &logged, "write").await {
-            self.unappend(&done).await;
-            return Err(e);
-        }
+        // A failed or timed-out batch may still be applied (the batchlog
+        // replays it), so nothing is taken back after this point.
+        self.batch(BatchType::Logged, &logged, "write").await?;
         // After the logged batch: a failure here loses increments rather
         // than counting them twice on the client's retry (which the event
         // keys, already written, turn into a no-op).
@@ -483,8 +544,12 @@ impl Store for ScyllaStore {
         if self.confirmed.len() >= MAX_CONFIRMED {
             self.confirmed.clear();
         }
-        for u in appended {
-            self.confirmed.insert(u, ());
+        for (u, ticket) in appended {
+            // A load since this commit began may have read a head without
+            // this commit's appends: leave the user unconfirmed then.
+            if self.loads.get(&u).map(|t| *t) == ticket {
+                self.confirmed.insert(u, ());
+            }
         }
         Ok(())
     }
