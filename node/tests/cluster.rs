@@ -258,16 +258,7 @@ async fn clients_of_a_killed_edge_resume_on_the_other_edge_with_nothing_lost() {
     }
     // Bob reconnects to the surviving edge and resumes after what he stored.
     let last = stored.last().map(|s| s.0).unwrap_or(0);
-    let mut bob = loop {
-        let token = region.nodes[1].token(&tenant, "bob");
-        match Client::hello(&region.nodes[1].ws_url, &token, Some(last), Encoding::Json).await {
-            Ok((c, _)) => break c,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "bob could not reconnect: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let (mut bob, _) = region.nodes[1].login_with(&tenant, "bob", Some(last), Encoding::Json).await;
     let rest = collect_until(&mut bob, 30 - last, deadline).await;
     let all: Vec<(u64, String, String)> = stored.into_iter().chain(rest.into_iter().filter(|r| r.0 > last)).collect();
     let seqs: Vec<u64> = all.iter().map(|a| a.0).collect();
@@ -277,49 +268,11 @@ async fn clients_of_a_killed_edge_resume_on_the_other_edge_with_nothing_lost() {
     assert_eq!(have, want, "every accepted message reached bob once, in order");
 }
 
-/// A Redis server of one test, persisting every write (AOF, fsync always),
-/// so that stopping and restarting it keeps what it acknowledged.
-struct OwnRedis(std::process::Child);
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn own_redis(port: u16, dir: &Path) -> OwnRedis {
-    let child = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-        .args(["--appendonly", "yes", "--appendfsync", "always"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server (scripts/test installs it)");
-    let deadline = Instant::now() + WAIT;
-    while redis_ping(port).is_err() {
-        assert!(Instant::now() < deadline, "redis did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    OwnRedis(child)
-}
-
-fn redis_ping(port: u16) -> std::io::Result<()> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.write_all(b"PING\r\n")?;
-    let mut buf = [0u8; 7];
-    s.read_exact(&mut buf)?;
-    if &buf == b"+PONG\r\n" { Ok(()) } else { Err(std::io::Error::other("loading")) }
-}
-
 #[tokio::test]
 async fn redis_stopped_mid_run_gives_no_false_accepted_and_loses_nothing() {
     let data = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut redis = Some(own_redis(port, data.path()));
+    let port = free_port();
+    let mut redis = Some(Redis::start(port, data.path()));
     let region = Region::start_on(&[("core-1", CORE), ("edge-a", EDGE)], &format!("redis://127.0.0.1:{port}"));
     let tenant = region.tenant.clone();
     let mut alice = login_when_ready(&region.nodes[1], &tenant, "alice").await;
@@ -352,7 +305,7 @@ async fn redis_stopped_mid_run_gives_no_false_accepted_and_loses_nothing() {
                     refused += 1;
                     // A few refusals while down, then Redis comes back with its data.
                     if redis.is_none() && refused >= 3 {
-                        redis = Some(own_redis(port, data.path()));
+                        redis = Some(Redis::start(port, data.path()));
                     }
                     assert!(Instant::now() < deadline, "{id} never accepted");
                     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use iris_client::ServerFrame;
 use iris_protocol::ErrorCode;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn redis_url() -> String {
@@ -43,42 +42,11 @@ async fn chat_history_lives_in_redis_across_node_crashes() {
     assert_eq!(w.inbox_head, 3);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A Redis server that dies with the test (a Child is not killed on drop).
-struct Redis(Child);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis(port: u16, dir: &std::path::Path) -> Redis {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server (scripts/test installs it)");
-    let deadline = Instant::now() + WAIT;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "redis did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Redis(child)
-}
-
 #[tokio::test]
 async fn redis_down_means_unavailable_never_a_false_accepted_and_recovery_is_automatic() {
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
-    let redis = start_redis(port, tmp.path());
+    let redis = Redis::start(port, tmp.path());
     let node = start_with(&backend(&format!("redis://127.0.0.1:{port}")));
     let (mut alice, _) = node.login("acme", "alice").await;
     alice.send("before", "bob", "x").await.unwrap();
@@ -99,7 +67,7 @@ async fn redis_down_means_unavailable_never_a_false_accepted_and_recovery_is_aut
     alice.ping(1).await.unwrap();
     expect(&mut alice, "pong", |f| matches!(f, ServerFrame::Pong(_))).await;
 
-    let _redis = start_redis(port, tmp.path());
+    let _redis = Redis::start(port, tmp.path());
     // Retrying the same id succeeds once Redis is back (poll with a deadline).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

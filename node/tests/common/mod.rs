@@ -266,3 +266,52 @@ impl Node {
         String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_owned()
     }
 }
+
+/// A free loopback TCP port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A Redis server of one test, persisting every write (AOF, fsync always),
+/// so that stopping and restarting it keeps what it acknowledged. It dies
+/// with the value (a `Child` is not killed on drop).
+pub struct Redis(Child);
+
+impl Redis {
+    /// Starts one on `port` with its files in `dir`; returns once it answers PING.
+    pub fn start(port: u16, dir: &Path) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test installs it)");
+        let deadline = Instant::now() + WAIT;
+        while redis_ping(port).is_err() {
+            assert!(Instant::now() < deadline, "redis did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Redis(child)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// PING over a fresh connection; an error until Redis answers PONG (it
+/// answers LOADING while it replays its AOF).
+fn redis_ping(port: u16) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.write_all(b"PING\r\n")?;
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf)?;
+    if &buf == b"+PONG\r\n" { Ok(()) } else { Err(std::io::Error::other("not ready")) }
+}

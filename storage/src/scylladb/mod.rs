@@ -80,6 +80,10 @@ pub struct ScyllaStore {
     loads: DashMap<UserKey, u64>,
     next_load: std::sync::atomic::AtomicU64,
     always_check: bool,
+    /// What batches are sent with, resolved once from the settings.
+    retry: Arc<dyn RetryPolicy>,
+    write_consistency: scylla::statement::Consistency,
+    counter_consistency: scylla::statement::Consistency,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -211,6 +215,9 @@ impl ScyllaStore {
             loads: DashMap::new(),
             next_load: std::sync::atomic::AtomicU64::new(1),
             always_check: o.settings.checked_appends == "always",
+            write_consistency: consistency_of(s, "write")?,
+            counter_consistency: consistency_of(s, "rollup_add")?,
+            retry,
         })
     }
 
@@ -299,8 +306,12 @@ impl ScyllaStore {
     /// the first failure, so a message is always written before its dedup
     /// record: a failure may leave a message without one (a retry stores it
     /// again), never a dedup record without its message.
-    async fn batch(&self, kind: BatchType, writes: &[Bound], setting: &str) -> Result<(), StoreError> {
-        let consistency = consistency_of(&self.settings, setting)?;
+    async fn batch(
+        &self,
+        kind: BatchType,
+        writes: &[Bound],
+        consistency: scylla::statement::Consistency,
+    ) -> Result<(), StoreError> {
         let timeout = Some(Duration::from_millis(self.settings.request_timeout_ms));
         let mut start = 0;
         while start < writes.len() {
@@ -323,7 +334,7 @@ impl ScyllaStore {
             let mut batch = Batch::new(kind);
             batch.set_consistency(consistency);
             batch.set_request_timeout(timeout);
-            batch.set_retry_policy(Some(retry_policy(&self.settings)));
+            batch.set_retry_policy(Some(self.retry.clone()));
             // A logged batch carries client-assigned values only: sending
             // it twice writes the same cells. Counter batches are not.
             batch.set_is_idempotent(kind == BatchType::Logged);
@@ -536,11 +547,11 @@ impl Store for ScyllaStore {
         }
         // A failed or timed-out batch may still be applied (the batchlog
         // replays it), so nothing is taken back after this point.
-        self.batch(BatchType::Logged, &logged, "write").await?;
+        self.batch(BatchType::Logged, &logged, self.write_consistency).await?;
         // After the logged batch: a failure here loses increments rather
         // than counting them twice on the client's retry (which the event
         // keys, already written, turn into a no-op).
-        self.batch(BatchType::Counter, &counters, "rollup_add").await?;
+        self.batch(BatchType::Counter, &counters, self.counter_consistency).await?;
         if self.confirmed.len() >= MAX_CONFIRMED {
             self.confirmed.clear();
         }
