@@ -86,6 +86,39 @@ pub struct Config {
     /// A regional cluster (absent: a single node with the in-process bus).
     #[serde(default)]
     pub cluster: Option<Cluster>,
+    /// Federation with other regions (needs `[cluster]`).
+    #[serde(default)]
+    pub federation: Option<Federation>,
+}
+
+/// The federation this region belongs to: users are homed to regions, and
+/// envelopes between regions travel through the global Kafka layer only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Federation {
+    /// Every region of the federation, this one included; the same list in
+    /// every region (the home hash is computed over it).
+    pub regions: Vec<String>,
+    /// Bootstrap servers of the global Kafka cluster (only relays use it).
+    pub global_kafka: String,
+    /// Whether this node runs the relays between the outbound topic, the
+    /// global layer and the regional bus (at least one node per region).
+    #[serde(default = "d_true")]
+    pub relay: bool,
+    /// Partitions of every `iris.global.<region>` topic (same everywhere).
+    #[serde(default = "d_global_partitions")]
+    pub global_partitions: u32,
+    /// Partitions of this region's `iris.<region>.outbound` topic.
+    #[serde(default = "d_outbound_partitions")]
+    pub outbound_partitions: u32,
+    /// Presence updates to other regions cross at most once per user per
+    /// this interval.
+    #[serde(default = "d_presence_interval")]
+    pub presence_interval_ms: u64,
+    /// At most this many presence updates wait for the next interval; more
+    /// are sent at once.
+    #[serde(default = "d_presence_batch")]
+    pub max_presence_batch: usize,
 }
 
 /// The regional cluster a node belongs to.
@@ -601,6 +634,18 @@ fn default_metrics() -> Option<SocketAddr> {
 fn default_quic() -> Option<SocketAddr> {
     Some("127.0.0.1:4433".parse().expect("valid literal"))
 }
+fn d_global_partitions() -> u32 {
+    8
+}
+fn d_outbound_partitions() -> u32 {
+    8
+}
+fn d_presence_interval() -> u64 {
+    1_000
+}
+fn d_presence_batch() -> usize {
+    100_000
+}
 fn d_fetch_wait() -> u32 {
     5
 }
@@ -828,6 +873,31 @@ impl Config {
             check((1..=10_000).contains(&c.fetch_wait_ms), "cluster.fetch_wait_ms", "between 1 and 10000")?;
             check(c.session_timeout_ms >= 1_000, "cluster.session_timeout_ms", "at least 1000")?;
         }
+        if let Some(f) = &self.federation {
+            check(self.cluster.is_some(), "federation", "a federated region is a cluster: add [cluster]")?;
+            check(!f.global_kafka.is_empty(), "federation.global_kafka", "name the global Kafka bootstrap servers")?;
+            check(
+                f.regions.iter().all(|r| name_ok(r)),
+                "federation.regions",
+                "1–64 characters of [A-Za-z0-9-_.] each",
+            )?;
+            let unique: std::collections::BTreeSet<&String> = f.regions.iter().collect();
+            check(unique.len() == f.regions.len(), "federation.regions", "a region is named twice")?;
+            check(f.regions.contains(&self.region), "federation.regions", "must include this node's region")?;
+            check((1..=1_024).contains(&f.global_partitions), "federation.global_partitions", "between 1 and 1024")?;
+            check(
+                (1..=1_024).contains(&f.outbound_partitions),
+                "federation.outbound_partitions",
+                "between 1 and 1024",
+            )?;
+            check(
+                (50..=5_000).contains(&f.presence_interval_ms),
+                "federation.presence_interval_ms",
+                "between 50 and 5000 (staleness across regions must stay under 5 s)",
+            )?;
+            check(f.max_presence_batch >= 1, "federation.max_presence_batch", "at least 1")?;
+            check(!self.node_id.contains('@'), "node_id", "no '@' in a federation (edge ids are node@region)")?;
+        }
         let l = &self.limits;
         check(l.max_body_bytes >= 1, "limits.max_body_bytes", "must be at least 1")?;
         check(
@@ -1005,8 +1075,38 @@ mod tests {
     #[test]
     fn example_configs_are_valid() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-        for name in ["single.toml", "region-local.toml"] {
+        for name in ["single.toml", "region-local.toml", "two-regions/eu.toml", "two-regions/us.toml"] {
             Config::load(&dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
+    }
+
+    #[test]
+    fn federation_needs_a_cluster_and_a_consistent_region_list() {
+        let base = "region = \"eu\"\n[storage]\nbackend = \"redis\"\nredis_url = \"redis://r:6379\"\n[cluster]\nkafka = \"k:9092\"\n";
+        let fed = |extra: &str| {
+            Config::from_toml(&format!(
+                "{base}[federation]\nregions = [\"eu\", \"us\"]\nglobal_kafka = \"g:9092\"\n{extra}"
+            ))
+        };
+        let ok = fed("").unwrap();
+        let f = ok.federation.unwrap();
+        assert!(f.relay);
+        assert_eq!((f.presence_interval_ms, f.global_partitions), (1_000, 8));
+        let e = fed("presence_interval_ms = 10000\n").unwrap_err().to_string();
+        assert!(e.starts_with("federation.presence_interval_ms"), "{e}");
+        let e =
+            Config::from_toml(&format!("{base}[federation]\nregions = [\"us\", \"ap\"]\nglobal_kafka = \"g:9092\"\n"))
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("must include this node's region"), "{e}");
+        let e =
+            Config::from_toml(&format!("{base}[federation]\nregions = [\"eu\", \"eu\"]\nglobal_kafka = \"g:9092\"\n"))
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("twice"), "{e}");
+        let e = Config::from_toml("[federation]\nregions = [\"local\"]\nglobal_kafka = \"g:9092\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("federation"), "{e}");
     }
 }

@@ -133,15 +133,8 @@ async fn heartbeat(edge: EdgeId, router: Router, every: Duration, mut shutdown: 
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                for s in 0..router.shards() {
-                    let env = iris_envelope::ShardEnvelope {
-                        owner: iris_envelope::UserKey::new("", ""),
-                        body: iris_envelope::ShardInput::EdgeAlive { edge: edge.clone() },
-                    };
-                    if router.try_to_shard_id(iris_envelope::ShardId(s), env).is_err() {
-                        metrics::counter!("iris_ephemeral_dropped_total").increment(1);
-                    }
-                }
+                let dropped = router.edge_alive(&edge);
+                metrics::counter!("iris_ephemeral_dropped_total").increment(dropped as u64);
             }
             _ = shutdown.changed() => return,
         }

@@ -61,6 +61,24 @@ impl fmt::Debug for EdgeId {
     }
 }
 
+impl EdgeId {
+    /// The edge's id in a federation: `<node>@<region>`, so that any region
+    /// can tell where an edge lives without asking anyone.
+    pub fn qualified(node: &str, region: &str) -> Self {
+        Self(format!("{node}@{region}").into())
+    }
+
+    /// The node part (names the edge's topic in its region).
+    pub fn node(&self) -> &str {
+        self.0.split_once('@').map_or(&self.0, |(n, _)| n)
+    }
+
+    /// The region, for a qualified id.
+    pub fn region(&self) -> Option<&str> {
+        self.0.split_once('@').map(|(_, r)| r)
+    }
+}
+
 impl fmt::Display for EdgeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -385,6 +403,86 @@ pub enum EdgeInput {
         /// The user's inbox head.
         inbox_head: InboxSeq,
     },
+}
+
+/// Where an envelope crossing regions was first relayed from: its place in
+/// the origin's outbound topic. A relay that replays after a restart sends
+/// the same id again, so the receiving region drops the copy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RelayId {
+    /// The region whose outbound topic it left.
+    pub region: Arc<str>,
+    /// The outbound partition.
+    pub partition: i32,
+    /// The offset in it.
+    pub offset: i64,
+}
+
+/// An envelope on its way to another region, through the origin's durable
+/// outbound topic and the global layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GlobalEnvelope {
+    /// The region that sent it.
+    pub origin: Arc<str>,
+    /// The region it is for.
+    pub dest: Arc<str>,
+    /// How many times it crossed the global layer (loop guard).
+    pub hops: u8,
+    /// Set by the origin's relay when it leaves for the global layer.
+    pub relay: Option<RelayId>,
+    /// When the origin queued it (ms since the epoch; for latency metrics).
+    pub queued_at: Millis,
+    /// What to do in the destination region.
+    pub body: GlobalBody,
+}
+
+/// Work for another region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum GlobalBody {
+    /// For the shard of a user homed there.
+    Shard(ShardEnvelope),
+    /// For an edge there (replies, deliveries, presence to travellers).
+    Edge(EdgeEnvelope),
+    /// An edge of the origin is alive: renew its lease on every shard there.
+    EdgeAlive {
+        /// The edge.
+        edge: EdgeId,
+    },
+    /// A user's explicit home region changed.
+    Home(HomeAssignment),
+}
+
+impl GlobalBody {
+    /// The body's kind, for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GlobalBody::Shard(_) => "shard",
+            GlobalBody::Edge(_) => "edge",
+            GlobalBody::EdgeAlive { .. } => "edge_alive",
+            GlobalBody::Home(_) => "home",
+        }
+    }
+
+    /// The key that keeps related envelopes in order on a partitioned topic.
+    pub fn key(&self) -> Vec<u8> {
+        match self {
+            GlobalBody::Shard(env) => env.owner.shard_key(),
+            GlobalBody::Edge(env) => env.edge.0.as_bytes().to_vec(),
+            GlobalBody::EdgeAlive { edge } => edge.0.as_bytes().to_vec(),
+            GlobalBody::Home(h) => h.user.shard_key(),
+        }
+    }
+}
+
+/// An explicit home region for a user (`None`: back to the hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HomeAssignment {
+    /// The user.
+    pub user: UserKey,
+    /// The region, or `None` to remove the assignment.
+    pub region: Option<Arc<str>>,
+    /// When it was set (ms since the epoch): the newest assignment wins.
+    pub set_at: Millis,
 }
 
 /// Envelope codec version byte (postcard after it).

@@ -438,6 +438,69 @@ async fn get_analytics(front: web::Data<HttpFront>, req: HttpRequest, q: web::Qu
     work.await.unwrap_or_else(Failure::respond)
 }
 
+/// The body of `PUT /v1/homes/{user}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HomeBody {
+    /// The region, or null to fall back to the consistent hash.
+    region: Option<String>,
+}
+
+fn federation(front: &HttpFront) -> Result<&Arc<iris_router::Federation>, Failure> {
+    front
+        .router
+        .federation()
+        .ok_or_else(|| Failure::new(StatusCode::CONFLICT, "this node is not part of a federation: no home regions"))
+}
+
+fn home_json(owner: &UserKey, homes: &iris_router::HomeDirectory) -> serde_json::Value {
+    let (region, explicit) = homes.home_of(owner);
+    json!({ "user": &*owner.user, "region": &*region, "explicit": explicit })
+}
+
+/// `GET /v1/homes/{user}`: the user's home region, and whether it was set
+/// explicitly (else it is the consistent hash over the regions).
+async fn get_home(front: web::Data<HttpFront>, req: HttpRequest, path: web::Path<String>) -> HttpResponse {
+    let work = async {
+        let tenant = front.service(&req)?;
+        let owner = user_path(&tenant, &path)?;
+        let fed = federation(&front)?;
+        Ok(HttpResponse::Ok().json(home_json(&owner, fed.homes())))
+    };
+    work.await.unwrap_or_else(Failure::respond)
+}
+
+/// `PUT /v1/homes/{user}`: sets (or with `"region": null` clears) the
+/// user's explicit home. Answered once it is durable here and queued
+/// durably for every other region.
+async fn put_home(
+    front: web::Data<HttpFront>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let work = async {
+        let tenant = front.service(&req)?;
+        let owner = user_path(&tenant, &path)?;
+        let fed = federation(&front)?;
+        let b: HomeBody = parse(&body)?;
+        if let Some(r) = &b.region {
+            if !fed.homes().knows(r) {
+                let known: Vec<&str> = fed.homes().regions().iter().map(|r| &**r).collect();
+                return Err(Failure::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown region {r:?}; the federation has {}", known.join(", ")),
+                ));
+            }
+        }
+        fed.set_home(owner.clone(), b.region.map(Arc::from))
+            .await
+            .map_err(|e| Failure::new(StatusCode::SERVICE_UNAVAILABLE, format!("not recorded: {e}")))?;
+        Ok(HttpResponse::Ok().json(home_json(&owner, fed.homes())))
+    };
+    work.await.unwrap_or_else(Failure::respond)
+}
+
 async fn not_found() -> HttpResponse {
     Failure::new(StatusCode::NOT_FOUND, "no such endpoint").respond()
 }
@@ -474,6 +537,8 @@ pub fn start(
             .route("/v1/events", web::post().to(post_events))
             .route("/v1/events/log", web::get().to(get_events_log))
             .route("/v1/analytics", web::get().to(get_analytics))
+            .route("/v1/homes/{user}", web::get().to(get_home))
+            .route("/v1/homes/{user}", web::put().to(put_home))
             .default_service(web::to(not_found))
     })
     .workers(1)

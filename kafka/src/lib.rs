@@ -27,6 +27,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::time::Duration;
 
+mod federation;
+pub use federation::{OutboundLink, RelayConfig, follow_homes, relay_in, relay_out};
+
 /// Kafka failures.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaBusError {
@@ -68,19 +71,33 @@ pub enum KafkaBusError {
 pub struct Topics {
     /// The shard topic.
     pub shard: String,
-    /// Prefix of edge topics (`<prefix><edge-id>`).
+    /// Prefix of edge topics (`<prefix><edge-node>`).
     pub edge_prefix: String,
+    /// Envelopes waiting to leave for other regions (regional cluster).
+    pub outbound: String,
+    /// This region's copy of the explicit home assignments (regional cluster).
+    pub homes: String,
 }
 
 impl Topics {
     /// The default names for a region.
     pub fn for_region(region: &str) -> Self {
-        Self { shard: format!("iris.{region}.shard"), edge_prefix: format!("iris.{region}.edge.") }
+        Self {
+            shard: format!("iris.{region}.shard"),
+            edge_prefix: format!("iris.{region}.edge."),
+            outbound: format!("iris.{region}.outbound"),
+            homes: format!("iris.{region}.homes"),
+        }
     }
 
-    /// The topic of an edge.
+    /// The topic of an edge (named by its node; the region is the topic's).
     pub fn edge(&self, edge: &EdgeId) -> String {
-        format!("{}{}", self.edge_prefix, edge)
+        format!("{}{}", self.edge_prefix, edge.node())
+    }
+
+    /// A region's inbound topic on the global cluster.
+    pub fn global(region: &str) -> String {
+        format!("iris.global.{region}")
     }
 }
 

@@ -6,8 +6,11 @@ use anyhow::Context as _;
 use iris_config::{Cluster, Config, Role};
 use iris_core::{ShardHost, ShardsConfig};
 use iris_envelope::{EdgeId, ShardEnvelope, ShardId};
-use iris_kafka::{KafkaBus, Ownership, PartitionReader, ShardGroup, Topics, ensure_topics};
-use iris_router::{EdgeReceiver, Ring, Router};
+use iris_kafka::{
+    KafkaBus, OutboundLink, Ownership, PartitionReader, RelayConfig, ShardGroup, Topics, ensure_topics, follow_homes,
+    relay_in, relay_out,
+};
+use iris_router::{EdgeReceiver, Federation, HomeDirectory, Ring, Router};
 use iris_storage::Store;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,10 +32,17 @@ pub async fn start(
     let topics = Topics::for_region(&cfg.region);
     let mut wanted: Vec<(String, usize)> = vec![(topics.shard.clone(), cfg.core.shards as usize)];
     wanted.extend(edges.iter().map(|e| (topics.edge(e), 1)));
+    if let Some(f) = &cfg.federation {
+        wanted.push((topics.outbound.clone(), f.outbound_partitions as usize));
+        wanted.push((topics.homes.clone(), 1));
+    }
     let refs: Vec<(&str, usize)> = wanted.iter().map(|(t, n)| (t.as_str(), *n)).collect();
     ensure_topics(&cluster.kafka, &refs).await.context("checking the cluster's topics")?;
     let bus = KafkaBus::new(&cluster.kafka, topics.clone(), 0).context("connecting the Kafka producer")?;
-    let router = Router::new(ring, Arc::new(bus));
+    let mut router = Router::new(ring, Arc::new(bus));
+    if let Some(f) = &cfg.federation {
+        router = federate(cfg, cluster, f, &topics, router).await?;
+    }
 
     let mut edge_rxs = HashMap::new();
     for e in edges {
@@ -55,6 +65,58 @@ pub async fn start(
         None
     };
     Ok((router, shards, edge_rxs))
+}
+
+/// Joins the federation: loads the home assignments, sends what belongs to
+/// other regions through the outbound topic, flushes cross-region presence
+/// once per interval, and (on relay nodes) runs the two relays.
+async fn federate(
+    cfg: &Config,
+    cluster: &Cluster,
+    f: &iris_config::Federation,
+    topics: &Topics,
+    router: Router,
+) -> anyhow::Result<Router> {
+    let homes = Arc::new(HomeDirectory::new(&cfg.region, &f.regions));
+    let group = format!("iris.{}.homes.{}", cfg.region, cfg.node_id);
+    follow_homes(&cluster.kafka, &topics.homes, &group, homes.clone(), cluster.fetch_wait_ms)
+        .await
+        .context("loading the home assignments")?;
+    let link = Arc::new(OutboundLink::new(&cluster.kafka, topics).context("connecting the outbound producer")?);
+    let federation = Arc::new(Federation::new(homes, link, f.max_presence_batch));
+    let router = router.with_federation(federation.clone());
+    let every = Duration::from_millis(f.presence_interval_ms);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            federation.flush_presence();
+        }
+    });
+    if f.relay {
+        let relay = RelayConfig {
+            region: cfg.region.clone(),
+            regions: f.regions.clone(),
+            regional: cluster.kafka.clone(),
+            global: f.global_kafka.clone(),
+            global_partitions: f.global_partitions as usize,
+            fetch_wait_ms: cluster.fetch_wait_ms,
+            session_timeout_ms: cluster.session_timeout_ms,
+        };
+        let (out_cfg, in_router) = (relay.clone(), router.clone());
+        tokio::spawn(async move {
+            if let Err(e) = relay_out(out_cfg).await {
+                tracing::error!(error = %e, "outbound relay stopped");
+            }
+        });
+        tokio::spawn(async move {
+            if let Err(e) = relay_in(relay, in_router).await {
+                tracing::error!(error = %e, "inbound relay stopped");
+            }
+        });
+        tracing::info!(global = %f.global_kafka, "relays started");
+    }
+    Ok(router)
 }
 
 /// Moves envelopes from an edge topic into the edge's queue.

@@ -56,6 +56,34 @@ enum ApiKeyAction {
 }
 
 #[derive(Subcommand)]
+enum HomeAction {
+    /// Print the user's home region and whether it was set explicitly.
+    Get {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The user.
+        #[arg(long)]
+        user: String,
+    },
+    /// Set the user's home region (or --clear it back to the hash).
+    Set {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The user.
+        #[arg(long)]
+        user: String,
+        /// The region (one of federation.regions).
+        #[arg(long, required_unless_present = "clear")]
+        region: Option<String>,
+        /// Remove the explicit assignment.
+        #[arg(long, conflicts_with = "region")]
+        clear: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Print a token that a node with the same data dir (or config) accepts.
     Token {
@@ -86,10 +114,57 @@ enum Command {
     /// Write a self-signed certificate for localhost to the data dir (a
     /// node creates it on first start when no certificate is configured).
     DevCert,
+    /// Show or set a user's home region (needs --config naming a federated
+    /// region; the change reaches every region through the global layer).
+    Home {
+        #[command(subcommand)]
+        action: HomeAction,
+    },
     /// Create or upgrade the storage schema named by --config (the scylla
     /// backend: keyspace, tables, versioned steps). Idempotent; safe to run
     /// twice or from two nodes at once.
     Migrate,
+}
+
+/// `iris home get|set`: reads this region's copy of the assignments and,
+/// for `set`, records the change here and queues it for every other region.
+async fn home(cfg: &Config, action: &HomeAction) -> anyhow::Result<()> {
+    let (Some(cluster), Some(fed)) = (&cfg.cluster, &cfg.federation) else {
+        bail!("the config names no [federation]: a single region has no home regions");
+    };
+    let (tenant, user) = match action {
+        HomeAction::Get { tenant, user } | HomeAction::Set { tenant, user, .. } => (tenant, user),
+    };
+    if !iris_auth::valid_name(user) || !iris_auth::valid_name(tenant) {
+        bail!("--user and --tenant must be 1-128 bytes without control characters");
+    }
+    let topics = iris_kafka::Topics::for_region(&cfg.region);
+    iris_kafka::ensure_topics(
+        &cluster.kafka,
+        &[(&topics.homes, 1), (&topics.outbound, fed.outbound_partitions as usize)],
+    )
+    .await
+    .context("checking the region's topics")?;
+    let homes = Arc::new(iris_router::HomeDirectory::new(&cfg.region, &fed.regions));
+    let group = format!("iris.{}.homes.cli", cfg.region);
+    iris_kafka::follow_homes(&cluster.kafka, &topics.homes, &group, homes.clone(), cluster.fetch_wait_ms)
+        .await
+        .context("reading the home assignments")?;
+    let key = iris_envelope::UserKey::new(tenant.as_str(), user.as_str());
+    if let HomeAction::Set { region, clear, .. } = action {
+        let region = if *clear { None } else { region.clone() };
+        if let Some(r) = &region {
+            if !homes.knows(r) {
+                bail!("unknown region {r:?}; federation.regions is {:?}", fed.regions);
+            }
+        }
+        let link = Arc::new(iris_kafka::OutboundLink::new(&cluster.kafka, &topics)?);
+        let federation = iris_router::Federation::new(homes.clone(), link, 1);
+        federation.set_home(key.clone(), region.map(Arc::from)).await.context("recording the assignment")?;
+    }
+    let (region, explicit) = homes.home_of(&key);
+    println!("{tenant}/{user} home {region} ({})", if explicit { "explicit" } else { "hashed" });
+    Ok(())
 }
 
 fn parse_ttl(s: &str) -> anyhow::Result<u64> {
@@ -219,6 +294,14 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Home { action }) => {
+            if cli.config.is_none() {
+                bail!("iris home needs --config FILE (a federated region's config)");
+            }
+            let cfg = load_config(&cli)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(home(&cfg, action))
+        }
         Some(Command::DevCert) => {
             let cfg = load_config(&cli)?;
             let (cert, key) = ensure_dev_cert(&cfg.data_dir())?;
@@ -291,8 +374,15 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
             .with_context(|| format!("opening storage in {}", data_dir.display()))?,
         ),
     };
-    let edge_id = EdgeId(cfg.node_id.as_str().into());
-    let http_edge = EdgeId(format!("{}-http", cfg.node_id).into());
+    // In a federation an edge's id names its region too, so that a shard
+    // anywhere can tell where a session lives.
+    let (edge_id, http_edge) = match &cfg.federation {
+        Some(_) => (
+            EdgeId::qualified(&cfg.node_id, &cfg.region),
+            EdgeId::qualified(&format!("{}-http", cfg.node_id), &cfg.region),
+        ),
+        None => (EdgeId(cfg.node_id.as_str().into()), EdgeId(format!("{}-http", cfg.node_id).into())),
+    };
     let shards_cfg = ShardsConfig {
         shards: cfg.core.shards,
         threads: cfg.core.shard_threads,

@@ -140,25 +140,6 @@ async fn clients_on_different_edges_chat_through_the_core_node() {
     assert_eq!(message(&mut bob_elsewhere).await.msg_id, acc.msg_id);
 }
 
-/// Sends one message, retrying with the same id until it is accepted
-/// (what a client does while the region moves shards).
-async fn send_until_accepted(c: &mut Client, id: &str, to: &str, body: &str, deadline: Instant) -> String {
-    loop {
-        c.send(id, to, body).await.unwrap();
-        let wanted = id.to_owned();
-        let answer = c
-            .expect(Duration::from_secs(2), "an answer", |f| {
-                matches!(f, ServerFrame::Accepted(a) if a.id == wanted)
-                    || matches!(f, ServerFrame::Error(e) if e.id.as_deref() == Some(wanted.as_str()))
-            })
-            .await;
-        if let Ok(ServerFrame::Accepted(a)) = answer {
-            return a.msg_id;
-        }
-        assert!(Instant::now() < deadline, "{id} never accepted");
-    }
-}
-
 #[tokio::test]
 async fn killing_a_core_node_moves_its_shards_and_loses_nothing_accepted() {
     let mut region = Region::start(&[("core-1", CORE), ("core-2", CORE), ("edge-a", EDGE)]);
@@ -223,20 +204,6 @@ async fn a_killed_edge_s_users_go_offline_within_the_lease_and_come_back() {
     // Bob reconnects to the other edge and is back online.
     let _bob = login_when_ready(&region.nodes[1], &tenant, "bob").await;
     assert_eq!(presence_of(&mut alice, "bob").await.status, PresenceStatus::Online);
-}
-
-/// Reads `c`'s frames until it has stored every seq up to `want`, dropping
-/// duplicates by seq as the protocol tells clients to; returns the stored
-/// (msg id, body) in seq order.
-async fn collect_until(c: &mut Client, want: u64, deadline: Instant) -> Vec<(u64, String, String)> {
-    let mut got: std::collections::BTreeMap<u64, (String, String)> = Default::default();
-    while (got.len() as u64) < want {
-        assert!(Instant::now() < deadline, "only {} of {want} messages arrived", got.len());
-        if let Ok(ServerFrame::Message(m)) = c.recv_timeout(Duration::from_secs(1)).await {
-            got.entry(m.seq).or_insert((m.msg_id, m.body.as_str().unwrap().to_owned()));
-        }
-    }
-    got.into_iter().map(|(seq, (id, body))| (seq, id, body)).collect()
 }
 
 #[tokio::test]

@@ -4,26 +4,64 @@
 //! trait.
 
 mod bus;
+mod federation;
 mod ring;
 
 pub use bus::{Bus, BusError, EdgeReceiver, InProcessBus, PublishError, ShardReceiver};
+pub use federation::{Federation, FederationLink, HomeDirectory, MAX_HOPS, PresenceBatch};
 pub use ring::{RING_VERSION, Ring, VNODES_PER_SHARD};
 
-use iris_envelope::{EdgeEnvelope, ShardEnvelope, ShardId, UserKey};
+use iris_envelope::{EdgeEnvelope, EdgeId, ShardEnvelope, ShardId, ShardInput, UserKey};
 use std::sync::Arc;
 
 /// Routes envelopes: shard envelopes to `ring(owner)`, edge envelopes to
-/// their edge. Cheap to clone; shared by sessions and shards.
+/// their edge; in a federation, envelopes for users homed elsewhere and for
+/// edges of other regions to this region's outbound queue. Cheap to clone;
+/// shared by sessions and shards.
 #[derive(Clone)]
 pub struct Router {
     ring: Arc<Ring>,
     bus: Arc<dyn Bus>,
+    federation: Option<Arc<Federation>>,
 }
 
 impl Router {
     /// A router over a ring and a bus.
     pub fn new(ring: Arc<Ring>, bus: Arc<dyn Bus>) -> Self {
-        Self { ring, bus }
+        Self { ring, bus, federation: None }
+    }
+
+    /// The same router, sending what belongs to other regions through `federation`.
+    pub fn with_federation(mut self, federation: Arc<Federation>) -> Self {
+        self.federation = Some(federation);
+        self
+    }
+
+    /// The federation, when this region is part of one.
+    pub fn federation(&self) -> Option<&Arc<Federation>> {
+        self.federation.as_ref()
+    }
+
+    /// The regional bus, bypassing federation (the relay delivers here).
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+
+    /// Renews an edge's lease on every shard of this region and, in a
+    /// federation, of every other region. Returns how many renewals were
+    /// dropped for full queues (the next beat covers them).
+    pub fn edge_alive(&self, edge: &EdgeId) -> u32 {
+        let mut dropped = 0;
+        for s in 0..self.shards() {
+            let env = ShardEnvelope { owner: UserKey::new("", ""), body: ShardInput::EdgeAlive { edge: edge.clone() } };
+            if self.try_to_shard_id(ShardId(s), env).is_err() {
+                dropped += 1;
+            }
+        }
+        if let Some(f) = &self.federation {
+            dropped += f.edge_alive(edge);
+        }
+        dropped
     }
 
     /// The shard that owns a user.
@@ -33,12 +71,18 @@ impl Router {
 
     /// Publishes to the owner's shard, waiting for room (backpressure).
     pub async fn to_shard(&self, env: ShardEnvelope) -> Result<(), BusError> {
+        if let Some((f, home)) = self.federation.as_ref().and_then(|f| f.foreign_home(&env).map(|h| (f, h))) {
+            return f.send_shard(home, env).await;
+        }
         let shard = self.ring.shard_of(&env.owner);
         self.bus.publish_shard(shard, env).await
     }
 
     /// Publishes to the owner's shard only if there is room now.
     pub fn try_to_shard(&self, env: ShardEnvelope) -> Result<(), PublishError<ShardEnvelope>> {
+        if let Some((f, home)) = self.federation.as_ref().and_then(|f| f.foreign_home(&env).map(|h| (f, h))) {
+            return f.try_send_shard(home, env);
+        }
         let shard = self.ring.shard_of(&env.owner);
         self.bus.try_publish_shard(shard, env)
     }
@@ -55,11 +99,17 @@ impl Router {
 
     /// Publishes to an edge, waiting for room (backpressure).
     pub async fn to_edge(&self, env: EdgeEnvelope) -> Result<(), BusError> {
+        if let Some((f, region)) = self.federation.as_ref().and_then(|f| f.foreign_edge(&env.edge).map(|r| (f, r))) {
+            return f.send_edge(region, env).await;
+        }
         self.bus.publish_edge(env).await
     }
 
     /// Publishes to an edge only if there is room now.
     pub fn try_to_edge(&self, env: EdgeEnvelope) -> Result<(), PublishError<EdgeEnvelope>> {
+        if let Some((f, region)) = self.federation.as_ref().and_then(|f| f.foreign_edge(&env.edge).map(|r| (f, r))) {
+            return f.try_send_edge(region, env);
+        }
         self.bus.try_publish_edge(env)
     }
 }

@@ -315,3 +315,89 @@ fn redis_ping(port: u16) -> std::io::Result<()> {
     s.read_exact(&mut buf)?;
     if &buf == b"+PONG\r\n" { Ok(()) } else { Err(std::io::Error::other("not ready")) }
 }
+
+/// A Kafka-protocol broker (Tansu, memory storage) of one test, which the
+/// test may pause (SIGSTOP: unreachable, state kept) and resume. It dies
+/// with the value.
+pub struct Tansu {
+    child: Child,
+    pub addr: String,
+}
+
+impl Tansu {
+    /// Starts one on a free port; returns once it accepts connections.
+    pub fn start() -> Self {
+        let bin = std::env::var("IRIS_TEST_TANSU")
+            .expect("IRIS_TEST_TANSU is not set: run scripts/test, which installs Tansu");
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let deadline = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Tansu { child, addr: format!("127.0.0.1:{port}") }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// Freezes the broker: connections stay open but nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker run again.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends until accepted, retrying with the same id (a retry is never stored
+/// twice); an error answer or silence is retried until `deadline`. Returns
+/// the msg_id.
+pub async fn send_until_accepted(c: &mut Client, id: &str, to: &str, body: &str, deadline: Instant) -> String {
+    loop {
+        c.send(id, to, body).await.unwrap();
+        let wanted = id.to_owned();
+        let answer = c
+            .expect(Duration::from_secs(2), "an answer", |f| {
+                matches!(f, ServerFrame::Accepted(a) if a.id == wanted)
+                    || matches!(f, ServerFrame::Error(e) if e.id.as_deref() == Some(wanted.as_str()))
+            })
+            .await;
+        if let Ok(ServerFrame::Accepted(a)) = answer {
+            return a.msg_id;
+        }
+        assert!(Instant::now() < deadline, "{id} never accepted");
+    }
+}
+
+/// Messages until `want` distinct seqs were seen (duplicates dropped by
+/// seq, as clients do), in seq order: (seq, msg_id, body).
+pub async fn collect_until(c: &mut Client, want: u64, deadline: Instant) -> Vec<(u64, String, String)> {
+    let mut got: std::collections::BTreeMap<u64, (String, String)> = Default::default();
+    while (got.len() as u64) < want {
+        assert!(Instant::now() < deadline, "only {} of {want} messages arrived", got.len());
+        if let Ok(ServerFrame::Message(m)) = c.recv_timeout(Duration::from_secs(1)).await {
+            got.entry(m.seq).or_insert((m.msg_id, m.body.as_str().unwrap().to_owned()));
+        }
+    }
+    got.into_iter().map(|(seq, (id, body))| (seq, id, body)).collect()
+}

@@ -1,0 +1,445 @@
+//! Federation over Kafka: this region's durable outbound topic (the
+//! [`FederationLink`]), the relay that moves it to the global layer and the
+//! relay that brings the global layer's envelopes for this region in, and
+//! the follower of this region's copy of the home assignments.
+//!
+//! Nothing here waits on another region: the outbound topic is regional,
+//! and the relays run beside the node's work, not in its path.
+
+use crate::{KafkaBusError, PUBLISH_TIMEOUT, Topics, client_config, ensure_topics};
+use async_trait::async_trait;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use iris_envelope::{GlobalBody, GlobalEnvelope, HomeAssignment, RelayId, ShardEnvelope, ShardId};
+use iris_router::{BusError, FederationLink, HomeDirectory, PublishError, Router};
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// This region's way out: envelopes for other regions are written to the
+/// regional outbound topic (acks=all), where they wait for the relay.
+pub struct OutboundLink {
+    producer: FutureProducer,
+    outbound: String,
+    homes: String,
+}
+
+impl OutboundLink {
+    /// A producer on the regional cluster.
+    pub fn new(bootstrap: &str, topics: &Topics) -> Result<Self, KafkaBusError> {
+        let producer: FutureProducer = client_config(bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set("queue.buffering.max.messages", "100000")
+            .create()?;
+        Ok(Self { producer, outbound: topics.outbound.clone(), homes: topics.homes.clone() })
+    }
+}
+
+#[async_trait]
+impl FederationLink for OutboundLink {
+    fn try_send(&self, env: GlobalEnvelope) -> Result<(), PublishError<GlobalEnvelope>> {
+        let payload = iris_envelope::encode(&env);
+        let key = env.body.key();
+        match self.producer.send_result(FutureRecord::to(&self.outbound).key(&key).payload(&payload)) {
+            Ok(_delivery) => Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(PublishError::Full(env)),
+            Err(_) => Err(PublishError::Closed(env)),
+        }
+    }
+
+    async fn send(&self, env: GlobalEnvelope) -> Result<(), BusError> {
+        let payload = iris_envelope::encode(&env);
+        let key = env.body.key();
+        self.producer
+            .send(FutureRecord::to(&self.outbound).key(&key).payload(&payload), PUBLISH_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| BusError::Closed(format!("outbound: {e}")))
+    }
+
+    async fn record_home(&self, a: &HomeAssignment) -> Result<(), BusError> {
+        let payload = iris_envelope::encode(a);
+        let key = a.user.shard_key();
+        self.producer
+            .send(FutureRecord::to(&self.homes).partition(0).key(&key).payload(&payload), PUBLISH_TIMEOUT)
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| BusError::Closed(format!("homes: {e}")))
+    }
+}
+
+/// Reads this region's home assignments into `homes`: everything already
+/// written before it returns (a node must not route on a partial view),
+/// then, in a background task, what arrives later.
+pub async fn follow_homes(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    homes: Arc<HomeDirectory>,
+    fetch_wait_ms: u32,
+) -> Result<(), KafkaBusError> {
+    let consumer: StreamConsumer = client_config(bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)?;
+    consumer.assign(&tpl)?;
+    let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
+    let mut next = 0;
+    while next < high {
+        let m = consumer.recv().await?;
+        next = m.offset() + 1;
+        apply_home(&homes, &m);
+    }
+    tracing::info!(assignments = high, "home assignments loaded");
+    tokio::spawn(async move {
+        loop {
+            match consumer.recv().await {
+                Ok(m) => apply_home(&homes, &m),
+                Err(e) => {
+                    tracing::warn!(error = %e, "home assignments read failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+fn apply_home(homes: &HomeDirectory, m: &impl Message) {
+    match iris_envelope::decode::<HomeAssignment>(m.payload().unwrap_or_default()) {
+        Ok(a) => {
+            homes.apply(&a);
+        }
+        Err(e) => tracing::error!(offset = m.offset(), error = %e, "undecodable home assignment skipped"),
+    }
+}
+
+/// Where a relay runs.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// This region.
+    pub region: String,
+    /// Every region of the federation (their inbound topics are created).
+    pub regions: Vec<String>,
+    /// Regional bootstrap servers.
+    pub regional: String,
+    /// Global bootstrap servers.
+    pub global: String,
+    /// Partitions of every `iris.global.<region>` topic.
+    pub global_partitions: usize,
+    /// Fetch wait (low for latency).
+    pub fetch_wait_ms: u32,
+    /// A relay silent this long loses its partitions to another relay.
+    pub session_timeout_ms: u32,
+}
+
+/// Envelopes the outbound relay has handed to the global producer and not
+/// seen confirmed; reading pauses at this bound.
+const MAX_IN_FLIGHT: usize = 4_096;
+/// How often relays commit what is done.
+const COMMIT_EVERY: Duration = Duration::from_millis(100);
+
+fn group_consumer(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    fetch_wait_ms: u32,
+    session_timeout_ms: u32,
+) -> Result<StreamConsumer, KafkaBusError> {
+    let consumer: StreamConsumer = client_config(bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+        .set("session.timeout.ms", session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string())
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    Ok(consumer)
+}
+
+fn commit_done(consumer: &StreamConsumer, topic: &str, done: &mut HashMap<i32, i64>) {
+    if done.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (p, next) in done.iter() {
+        if tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(*next)).is_err() {
+            return;
+        }
+    }
+    // A failed commit is retried with the next tick's (newer) offsets.
+    match consumer.commit(&tpl, CommitMode::Async) {
+        Ok(()) => done.clear(),
+        Err(e) => tracing::warn!(error = %e, "relay offset commit failed; retried"),
+    }
+}
+
+/// Creates the global inbound topics, retrying while the global layer is
+/// unreachable (the region keeps serving its own users meanwhile).
+async fn ensure_global(cfg: &RelayConfig) {
+    let names: Vec<String> = cfg.regions.iter().map(|r| Topics::global(r)).collect();
+    let wanted: Vec<(&str, usize)> = names.iter().map(|n| (n.as_str(), cfg.global_partitions)).collect();
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match ensure_topics(&cfg.global, &wanted).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "global topics not ready; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The outbound relay: moves this region's outbound topic to the global
+/// layer, in order per outbound partition, committing an envelope only once
+/// the global cluster confirmed it. While the global layer is unreachable
+/// the producer retries without end and reading pauses at a bound: the
+/// backlog stays in the outbound topic, durable, and drains in order when
+/// the link returns.
+pub async fn relay_out(cfg: RelayConfig) -> Result<(), KafkaBusError> {
+    ensure_global(&cfg).await;
+    let topics = Topics::for_region(&cfg.region);
+    let group = format!("iris.{}.relay.out", cfg.region);
+    let consumer = group_consumer(&cfg.regional, &group, &topics.outbound, cfg.fetch_wait_ms, cfg.session_timeout_ms)?;
+    let producer: FutureProducer = client_config(&cfg.global)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        // Never give up on an envelope: an outage only delays it.
+        .set("message.timeout.ms", "0")
+        .set("queue.buffering.max.messages", (MAX_IN_FLIGHT * 2).to_string())
+        .create()?;
+    let local: Arc<str> = cfg.region.as_str().into();
+    let global_partitions = cfg.global_partitions as i32;
+    let mut in_flight = FuturesOrdered::new();
+    let mut done: HashMap<i32, i64> = HashMap::new();
+    let mut tick = tokio::time::interval(COMMIT_EVERY);
+    loop {
+        tokio::select! {
+            Some((p, off, outcome)) = in_flight.next() => {
+                let outcome: Result<(), String> = outcome;
+                if let Err(e) = outcome {
+                    metrics::counter!("iris_federation_dropped_total", "reason" => "produce").increment(1);
+                    tracing::error!(partition = p, offset = off, error = %e, "envelope could not leave for the global layer");
+                }
+                done.insert(p, off + 1);
+            }
+            m = consumer.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbound read failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let (p, off) = (m.partition(), m.offset());
+                let env = match iris_envelope::decode::<GlobalEnvelope>(m.payload().unwrap_or_default()) {
+                    Ok(env) => env,
+                    Err(e) => {
+                        metrics::counter!("iris_federation_dropped_total", "reason" => "undecodable").increment(1);
+                        tracing::error!(partition = p, offset = off, error = %e, "undecodable outbound envelope skipped");
+                        in_flight.push_back(futures::future::Either::Left(futures::future::ready((p, off, Ok(())))));
+                        continue;
+                    }
+                };
+                let mut env = env;
+                env.hops = env.hops.saturating_add(1);
+                env.relay = Some(RelayId { region: local.clone(), partition: p, offset: off });
+                let payload = iris_envelope::encode(&env);
+                let key = env.body.key();
+                let topic = Topics::global(&env.dest);
+                let record = FutureRecord::to(&topic).partition(p % global_partitions).key(&key).payload(&payload);
+                match producer.send_result(record) {
+                    Ok(delivery) => {
+                        in_flight.push_back(futures::future::Either::Right(async move {
+                            let outcome = match delivery.await {
+                                Ok(Ok(_)) => Ok(()),
+                                Ok(Err((e, _))) => Err(e.to_string()),
+                                Err(_) => Err("producer closed".to_owned()),
+                            };
+                            (p, off, outcome)
+                        }));
+                        metrics::counter!("iris_federation_relayed_total", "direction" => "out", "kind" => env.body.kind()).increment(1);
+                    }
+                    Err((e, _)) => {
+                        // Only a full local queue can land here (bounded
+                        // above it); anything else is a bug: say it loudly.
+                        metrics::counter!("iris_federation_dropped_total", "reason" => "produce").increment(1);
+                        tracing::error!(partition = p, offset = off, error = %e, "global producer refused an envelope");
+                        in_flight.push_back(futures::future::Either::Left(futures::future::ready((p, off, Ok(())))));
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                metrics::gauge!("iris_federation_in_flight").set(in_flight.len() as f64);
+                commit_done(&consumer, &topics.outbound, &mut done);
+            }
+        }
+    }
+}
+
+/// Drops copies of envelopes already relayed: per (relaying region,
+/// outbound partition), offsets arrive in increasing order, so anything at
+/// or below the highest seen is a replay. Pure.
+#[derive(Default)]
+pub struct ReplayFilter {
+    seen: HashMap<(Arc<str>, i32), i64>,
+}
+
+impl ReplayFilter {
+    /// Whether an envelope with this relay id is new (and records it).
+    pub fn admit(&mut self, id: &RelayId) -> bool {
+        let slot = self.seen.entry((id.region.clone(), id.partition)).or_insert(-1);
+        if id.offset <= *slot {
+            return false;
+        }
+        *slot = id.offset;
+        true
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The inbound relay: consumes this region's topic on the global layer and
+/// hands each envelope to the regional bus (shards, edges), applies home
+/// assignments, and renews foreign edges' leases. Copies of envelopes
+/// already handed on are dropped; an envelope for a user whose home moved
+/// is sent on once more (at most [`iris_router::MAX_HOPS`] crossings).
+pub async fn relay_in(cfg: RelayConfig, router: Router) -> Result<(), KafkaBusError> {
+    ensure_global(&cfg).await;
+    let federation = router.federation().cloned().expect("relay_in needs a federated router");
+    let group = format!("iris.{}.relay.in", cfg.region);
+    let topic = Topics::global(&cfg.region);
+    let consumer = group_consumer(&cfg.global, &group, &topic, cfg.fetch_wait_ms, cfg.session_timeout_ms)?;
+    let link = OutboundLink::new(&cfg.regional, &Topics::for_region(&cfg.region))?;
+    let mut replays = ReplayFilter::default();
+    let mut done: HashMap<i32, i64> = HashMap::new();
+    let mut tick = tokio::time::interval(COMMIT_EVERY);
+    loop {
+        let m = tokio::select! {
+            m = consumer.recv() => m,
+            _ = tick.tick() => {
+                commit_done(&consumer, &topic, &mut done);
+                continue;
+            }
+        };
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "global inbound read failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (p, off) = (m.partition(), m.offset());
+        done.insert(p, off + 1);
+        let env = match iris_envelope::decode::<GlobalEnvelope>(m.payload().unwrap_or_default()) {
+            Ok(env) => env,
+            Err(e) => {
+                metrics::counter!("iris_federation_dropped_total", "reason" => "undecodable").increment(1);
+                tracing::error!(partition = p, offset = off, error = %e, "undecodable global envelope skipped");
+                continue;
+            }
+        };
+        if let Some(id) = &env.relay {
+            if !replays.admit(id) {
+                metrics::counter!("iris_federation_replays_dropped_total").increment(1);
+                continue;
+            }
+        }
+        let kind = env.body.kind();
+        metrics::counter!("iris_federation_relayed_total", "direction" => "in", "kind" => kind).increment(1);
+        metrics::histogram!("iris_federation_transit_seconds", "kind" => kind)
+            .record((now_ms() - env.queued_at).max(0) as f64 / 1_000.0);
+        deliver(&router, &federation, &link, env).await;
+    }
+}
+
+/// Hands one envelope from the global layer to this region, retrying while
+/// the regional bus refuses (nothing is committed past it until then).
+async fn deliver(router: &Router, federation: &Arc<iris_router::Federation>, link: &OutboundLink, env: GlobalEnvelope) {
+    let mut wait = Duration::from_millis(50);
+    loop {
+        let outcome = match &env.body {
+            GlobalBody::Shard(se) => {
+                let (home, _) = federation.homes().home_of(&se.owner);
+                if home == *federation.homes().local() {
+                    let shard = router.shard_of(&se.owner);
+                    router.bus().publish_shard(shard, se.clone()).await
+                } else {
+                    match federation.forward(env.clone(), home).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => {
+                            metrics::counter!("iris_federation_dropped_total", "reason" => "hops").increment(1);
+                            tracing::error!(origin = %env.origin, hops = env.hops, "envelope dropped: it crossed regions too often");
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+            GlobalBody::Edge(ee) => router.bus().publish_edge(ee.clone()).await,
+            GlobalBody::EdgeAlive { edge } => {
+                for s in 0..router.shards() {
+                    let alive = ShardEnvelope {
+                        owner: iris_envelope::UserKey::new("", ""),
+                        body: iris_envelope::ShardInput::EdgeAlive { edge: edge.clone() },
+                    };
+                    // Ephemeral: the next beat covers a dropped one.
+                    let _ = router.bus().try_publish_shard(ShardId(s), alive);
+                }
+                Ok(())
+            }
+            GlobalBody::Home(a) => {
+                let r = link.record_home(a).await;
+                if r.is_ok() {
+                    federation.homes().apply(a);
+                }
+                r
+            }
+        };
+        match outcome {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "regional bus refused a relayed envelope; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replays_are_dropped_per_relay_partition() {
+        let mut f = ReplayFilter::default();
+        let id = |r: &str, p, o| RelayId { region: r.into(), partition: p, offset: o };
+        assert!(f.admit(&id("eu", 0, 5)));
+        assert!(f.admit(&id("eu", 0, 6)));
+        assert!(!f.admit(&id("eu", 0, 6)), "a copy");
+        assert!(!f.admit(&id("eu", 0, 3)), "a replay from before");
+        assert!(f.admit(&id("eu", 1, 0)), "another partition");
+        assert!(f.admit(&id("us", 0, 0)), "another region");
+        assert!(f.admit(&id("eu", 0, 7)));
+    }
+}
