@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use base64::Engine;
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
+mod federation;
 mod peers;
 
 use iris_client::{Client, Encoding, ServerFrame};
@@ -53,6 +54,28 @@ enum Cmd {
         /// Use the binary codec.
         #[arg(long)]
         binary: bool,
+    },
+    /// The latency two federated regions add: one message at a time,
+    /// first to a user homed here, then to one homed in the other region.
+    CrossRegion {
+        /// Region A's name.
+        #[arg(long)]
+        region_a: String,
+        /// Region A's WebSocket URL.
+        #[arg(long)]
+        url_a: String,
+        /// Region B's name.
+        #[arg(long)]
+        region_b: String,
+        /// Region B's WebSocket URL.
+        #[arg(long)]
+        url_b: String,
+        /// A data dir holding the dev key both regions accept.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// Messages in all (half on each path).
+        #[arg(long, default_value_t = 400)]
+        messages: usize,
     },
     /// Event ingestion over HTTP: batches posted at a fixed rate.
     Ingest {
@@ -493,6 +516,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Idle { system, url, quic, data_dir, pid, sessions, concurrency } => {
             return idle(system, url, quic, data_dir, pid, sessions, concurrency).await;
+        }
+        Cmd::CrossRegion { region_a, url_a, region_b, url_b, data_dir, messages } => {
+            let regions = federation::Regions { a: (region_a, url_a), b: (region_b, url_b) };
+            return federation::cross_region(regions, signer_for(Some(&data_dir))?, messages).await;
         }
         Cmd::Ingest { api, key, rate, batch, connections, seconds } => {
             return ingest(api, key, rate, batch, connections, seconds).await;

@@ -179,7 +179,8 @@ fn commit_done(consumer: &StreamConsumer, topic: &str, done: &mut HashMap<i32, i
             return;
         }
     }
-    // A failed commit is retried with the next tick's (newer) offsets.
+    // Asynchronous: a commit that fails later is overtaken by the next
+    // tick's, which covers the same partitions with newer offsets.
     match consumer.commit(&tpl, CommitMode::Async) {
         Ok(()) => done.clear(),
         Err(e) => tracing::warn!(error = %e, "relay offset commit failed; retried"),
@@ -233,8 +234,10 @@ pub async fn relay_out(cfg: RelayConfig) -> Result<(), KafkaBusError> {
             Some((p, off, outcome)) = in_flight.next() => {
                 let outcome: Result<(), String> = outcome;
                 if let Err(e) = outcome {
-                    metrics::counter!("iris_federation_dropped_total", "reason" => "produce").increment(1);
-                    tracing::error!(partition = p, offset = off, error = %e, "envelope could not leave for the global layer");
+                    // Never commit past it: stop, and the restarted relay
+                    // reads again from the last commit (the receiving
+                    // region drops the copies by relay id).
+                    return Err(KafkaBusError::Relay(format!("partition {p} offset {off}: {e}")));
                 }
                 done.insert(p, off + 1);
             }
@@ -277,11 +280,7 @@ pub async fn relay_out(cfg: RelayConfig) -> Result<(), KafkaBusError> {
                         metrics::counter!("iris_federation_relayed_total", "direction" => "out", "kind" => env.body.kind()).increment(1);
                     }
                     Err((e, _)) => {
-                        // Only a full local queue can land here (bounded
-                        // above it); anything else is a bug: say it loudly.
-                        metrics::counter!("iris_federation_dropped_total", "reason" => "produce").increment(1);
-                        tracing::error!(partition = p, offset = off, error = %e, "global producer refused an envelope");
-                        in_flight.push_back(futures::future::Either::Left(futures::future::ready((p, off, Ok(())))));
+                        return Err(KafkaBusError::Relay(format!("partition {p} offset {off}: {e}")));
                     }
                 }
             }
@@ -372,11 +371,16 @@ pub async fn relay_in(cfg: RelayConfig, router: Router) -> Result<(), KafkaBusEr
     }
 }
 
+/// Tries to hand an envelope for an edge over this many times before it is
+/// given up (its edge is gone: the region must not stall behind it).
+const EDGE_ATTEMPTS: u32 = 3;
+
 /// Hands one envelope from the global layer to this region, retrying while
-/// the regional bus refuses (nothing is committed past it until then).
+/// the regional bus refuses (nothing is committed past it until then),
+/// except for an edge that stays unreachable: its sessions are gone with it.
 async fn deliver(router: &Router, federation: &Arc<iris_router::Federation>, link: &OutboundLink, env: GlobalEnvelope) {
     let mut wait = Duration::from_millis(50);
-    loop {
+    for attempt in 1.. {
         let outcome = match &env.body {
             GlobalBody::Shard(se) => {
                 let (home, _) = federation.homes().home_of(&se.owner);
@@ -407,6 +411,11 @@ async fn deliver(router: &Router, federation: &Arc<iris_router::Federation>, lin
                 }
                 Ok(())
             }
+            GlobalBody::Home(a) if a.region.as_deref().is_some_and(|r| !federation.homes().knows(r)) => {
+                metrics::counter!("iris_federation_dropped_total", "reason" => "unknown_region").increment(1);
+                tracing::error!(origin = %env.origin, "home assignment to a region this federation does not have; dropped");
+                Ok(())
+            }
             GlobalBody::Home(a) => {
                 let r = link.record_home(a).await;
                 if r.is_ok() {
@@ -417,6 +426,11 @@ async fn deliver(router: &Router, federation: &Arc<iris_router::Federation>, lin
         };
         match outcome {
             Ok(()) => return,
+            Err(e) if matches!(env.body, GlobalBody::Edge(_)) && attempt >= EDGE_ATTEMPTS => {
+                metrics::counter!("iris_federation_dropped_total", "reason" => "edge_gone").increment(1);
+                tracing::warn!(error = %e, "edge unreachable; relayed envelope for it dropped");
+                return;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "regional bus refused a relayed envelope; retrying");
                 tokio::time::sleep(wait).await;

@@ -28,7 +28,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::time::Duration;
 
 mod federation;
-pub use federation::{OutboundLink, RelayConfig, follow_homes, relay_in, relay_out};
+pub use federation::{OutboundLink, RelayConfig, ReplayFilter, follow_homes, relay_in, relay_out};
 
 /// Kafka failures.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,9 @@ pub enum KafkaBusError {
     /// Creating a topic failed.
     #[error("creating topic {0}: {1}")]
     Create(String, RDKafkaErrorCode),
+    /// A relay stopped rather than commit past an envelope it could not move.
+    #[error("relay stopped: {0}")]
+    Relay(String),
     /// An envelope did not decode.
     #[error("undecodable envelope on {topic}/{partition} at {offset}: {source}")]
     Decode {
@@ -111,9 +114,24 @@ fn client_config(bootstrap: &str) -> ClientConfig {
 /// and a topic whose partition count differs from `partitions` is an error
 /// (a node must refuse to start rather than misplace users).
 pub async fn ensure_topics(bootstrap: &str, topics: &[(&str, usize)]) -> Result<(), KafkaBusError> {
+    ensure_topics_compacting(bootstrap, topics, &[]).await
+}
+
+/// [`ensure_topics`], creating the topics named in `compacted` with
+/// `cleanup.policy=compact` (state keyed by id, kept past retention).
+pub async fn ensure_topics_compacting(
+    bootstrap: &str,
+    topics: &[(&str, usize)],
+    compacted: &[&str],
+) -> Result<(), KafkaBusError> {
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
-    let new: Vec<NewTopic<'_>> =
-        topics.iter().map(|(name, n)| NewTopic::new(name, *n as i32, TopicReplication::Fixed(1))).collect();
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(name, n)| {
+            let t = NewTopic::new(name, *n as i32, TopicReplication::Fixed(1));
+            if compacted.contains(name) { t.set("cleanup.policy", "compact") } else { t }
+        })
+        .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(new.iter(), &opts).await? {
         match result {

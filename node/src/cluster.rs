@@ -7,8 +7,8 @@ use iris_config::{Cluster, Config, Role};
 use iris_core::{ShardHost, ShardsConfig};
 use iris_envelope::{EdgeId, ShardEnvelope, ShardId};
 use iris_kafka::{
-    KafkaBus, OutboundLink, Ownership, PartitionReader, RelayConfig, ShardGroup, Topics, ensure_topics, follow_homes,
-    relay_in, relay_out,
+    KafkaBus, OutboundLink, Ownership, PartitionReader, RelayConfig, ShardGroup, Topics, ensure_topics_compacting,
+    follow_homes, relay_in, relay_out,
 };
 use iris_router::{EdgeReceiver, Federation, HomeDirectory, Ring, Router};
 use iris_storage::Store;
@@ -37,7 +37,10 @@ pub async fn start(
         wanted.push((topics.homes.clone(), 1));
     }
     let refs: Vec<(&str, usize)> = wanted.iter().map(|(t, n)| (t.as_str(), *n)).collect();
-    ensure_topics(&cluster.kafka, &refs).await.context("checking the cluster's topics")?;
+    // The home assignments are state keyed by user: compacted, never expired.
+    ensure_topics_compacting(&cluster.kafka, &refs, &[topics.homes.as_str()])
+        .await
+        .context("checking the cluster's topics")?;
     let bus = KafkaBus::new(&cluster.kafka, topics.clone(), 0).context("connecting the Kafka producer")?;
     let mut router = Router::new(ring, Arc::new(bus));
     if let Some(f) = &cfg.federation {
@@ -104,14 +107,22 @@ async fn federate(
             session_timeout_ms: cluster.session_timeout_ms,
         };
         let (out_cfg, in_router) = (relay.clone(), router.clone());
+        // A relay that stops (it never commits past what it could not move)
+        // starts again from its last commit.
         tokio::spawn(async move {
-            if let Err(e) = relay_out(out_cfg).await {
-                tracing::error!(error = %e, "outbound relay stopped");
+            loop {
+                if let Err(e) = relay_out(out_cfg.clone()).await {
+                    tracing::error!(error = %e, "outbound relay stopped; restarting in 1 s");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
         tokio::spawn(async move {
-            if let Err(e) = relay_in(relay, in_router).await {
-                tracing::error!(error = %e, "inbound relay stopped");
+            loop {
+                if let Err(e) = relay_in(relay.clone(), in_router.clone()).await {
+                    tracing::error!(error = %e, "inbound relay stopped; restarting in 1 s");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
         tracing::info!(global = %f.global_kafka, "relays started");

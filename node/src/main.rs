@@ -139,12 +139,10 @@ async fn home(cfg: &Config, action: &HomeAction) -> anyhow::Result<()> {
         bail!("--user and --tenant must be 1-128 bytes without control characters");
     }
     let topics = iris_kafka::Topics::for_region(&cfg.region);
-    iris_kafka::ensure_topics(
-        &cluster.kafka,
-        &[(&topics.homes, 1), (&topics.outbound, fed.outbound_partitions as usize)],
-    )
-    .await
-    .context("checking the region's topics")?;
+    let wanted = [(topics.homes.as_str(), 1), (topics.outbound.as_str(), fed.outbound_partitions as usize)];
+    iris_kafka::ensure_topics_compacting(&cluster.kafka, &wanted, &[topics.homes.as_str()])
+        .await
+        .context("checking the region's topics")?;
     let homes = Arc::new(iris_router::HomeDirectory::new(&cfg.region, &fed.regions));
     let group = format!("iris.{}.homes.cli", cfg.region);
     iris_kafka::follow_homes(&cluster.kafka, &topics.homes, &group, homes.clone(), cluster.fetch_wait_ms)

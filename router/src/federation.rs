@@ -138,14 +138,17 @@ pub trait FederationLink: Send + Sync + 'static {
 /// crosses at most once per interval: a newer update for the same user and
 /// the same sessions replaces the one waiting. Pure; the owner flushes.
 pub struct PresenceBatch {
-    waiting: HashMap<(EdgeId, String, Vec<SessionId>), EdgeEnvelope>,
+    /// Each held update with the arrival number of the first update of its
+    /// key, so that a flush keeps the order in which keys first changed.
+    waiting: HashMap<(EdgeId, String, Vec<SessionId>), (u64, EdgeEnvelope)>,
+    arrivals: u64,
     max: usize,
 }
 
 impl PresenceBatch {
     /// A batch holding at most `max` distinct updates.
     pub fn new(max: usize) -> Self {
-        Self { waiting: HashMap::new(), max }
+        Self { waiting: HashMap::new(), arrivals: 0, max }
     }
 
     /// Takes a presence update. At the bound the update is handed back, to
@@ -158,13 +161,17 @@ impl PresenceBatch {
         if self.waiting.len() >= self.max && !self.waiting.contains_key(&key) {
             return Some(env);
         }
-        self.waiting.insert(key, env);
+        self.arrivals += 1;
+        let arrival = self.arrivals;
+        self.waiting.entry(key).and_modify(|held| held.1 = env.clone()).or_insert((arrival, env));
         None
     }
 
-    /// Everything waiting, to send now.
+    /// Everything waiting, in the order the keys first arrived, to send now.
     pub fn drain(&mut self) -> Vec<EdgeEnvelope> {
-        self.waiting.drain().map(|(_, e)| e).collect()
+        let mut held: Vec<(u64, EdgeEnvelope)> = self.waiting.drain().map(|(_, h)| h).collect();
+        held.sort_unstable_by_key(|h| h.0);
+        held.into_iter().map(|h| h.1).collect()
     }
 
     /// How many updates wait.
@@ -291,11 +298,16 @@ impl Federation {
     /// region at once and queued durably for every other region.
     pub async fn set_home(&self, user: UserKey, region: Option<Arc<str>>) -> Result<HomeAssignment, BusError> {
         let a = HomeAssignment { user, region, set_at: now_ms() };
-        self.link.record_home(&a).await?;
-        self.homes.apply(&a);
+        // Other regions first: the assignment is keyed by the user, so it
+        // travels ahead of every envelope for the user that this region
+        // routes by it afterwards. (Recorded here first, a node of this
+        // region could send the user's envelopes to the new home before the
+        // new home knows it is one, and they would bounce.)
         for r in self.homes.regions.iter().filter(|r| **r != self.homes.local) {
             self.link.send(self.wrap(r.clone(), GlobalBody::Home(a.clone()))).await?;
         }
+        self.link.record_home(&a).await?;
+        self.homes.apply(&a);
         Ok(a)
     }
 
