@@ -6,11 +6,11 @@
 //! Nothing here waits on another region: the outbound topic is regional,
 //! and the relays run beside the node's work, not in its path.
 
-use crate::{KafkaBusError, PUBLISH_TIMEOUT, Topics, client_config, ensure_topics};
+use crate::{KafkaBusError, PUBLISH_TIMEOUT, Topics, client_config, ensure_topics, group_config};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use iris_envelope::{GlobalBody, GlobalEnvelope, HomeAssignment, RelayId, ShardEnvelope, ShardId};
+use iris_envelope::{GlobalBody, GlobalEnvelope, HomeAssignment, RelayId};
 use iris_router::{BusError, FederationLink, HomeDirectory, PublishError, Router};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -157,14 +157,7 @@ fn group_consumer(
     fetch_wait_ms: u32,
     session_timeout_ms: u32,
 ) -> Result<StreamConsumer, KafkaBusError> {
-    let consumer: StreamConsumer = client_config(bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
-        .set("session.timeout.ms", session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string())
-        .create()?;
+    let consumer: StreamConsumer = group_config(bootstrap, group, fetch_wait_ms, session_timeout_ms).create()?;
     consumer.subscribe(&[topic])?;
     Ok(consumer)
 }
@@ -401,14 +394,9 @@ async fn deliver(router: &Router, federation: &Arc<iris_router::Federation>, lin
             }
             GlobalBody::Edge(ee) => router.bus().publish_edge(ee.clone()).await,
             GlobalBody::EdgeAlive { edge } => {
-                for s in 0..router.shards() {
-                    let alive = ShardEnvelope {
-                        owner: iris_envelope::UserKey::new("", ""),
-                        body: iris_envelope::ShardInput::EdgeAlive { edge: edge.clone() },
-                    };
-                    // Ephemeral: the next beat covers a dropped one.
-                    let _ = router.bus().try_publish_shard(ShardId(s), alive);
-                }
+                // Ephemeral: the next beat covers a dropped one.
+                let dropped = router.renew_lease_here(edge);
+                metrics::counter!("iris_ephemeral_dropped_total").increment(dropped as u64);
                 Ok(())
             }
             GlobalBody::Home(a) if a.region.as_deref().is_some_and(|r| !federation.homes().knows(r)) => {

@@ -110,6 +110,20 @@ fn client_config(bootstrap: &str) -> ClientConfig {
     c
 }
 
+/// A consumer-group member that commits its offsets itself (never
+/// automatically), starts at the earliest offset when the group has none,
+/// and is thrown out after `session_timeout_ms` of silence.
+fn group_config(bootstrap: &str, group: &str, fetch_wait_ms: u32, session_timeout_ms: u32) -> ClientConfig {
+    let mut c = client_config(bootstrap);
+    c.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+        .set("session.timeout.ms", session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string());
+    c
+}
+
 /// Creates missing topics and checks existing ones: creating is idempotent,
 /// and a topic whose partition count differs from `partitions` is an error
 /// (a node must refuse to start rather than misplace users).
@@ -302,15 +316,9 @@ impl ShardGroup {
         session_timeout_ms: u32,
     ) -> Result<(Self, tokio::sync::mpsc::Receiver<Ownership>), KafkaBusError> {
         let (changes, rx) = tokio::sync::mpsc::channel(OWNERSHIP_QUEUE);
-        let consumer: StreamConsumer<GroupContext> = client_config(bootstrap)
-            .set("group.id", group)
-            // Offsets are committed by the node, only up to envelopes whose
-            // work is durable (`ShardGroup::commit`).
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
-            .set("session.timeout.ms", session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string())
+        // Offsets are committed by the node, only up to envelopes whose work
+        // is durable (`ShardGroup::commit`).
+        let consumer: StreamConsumer<GroupContext> = group_config(bootstrap, group, fetch_wait_ms, session_timeout_ms)
             .create_with_context(GroupContext { changes })?;
         consumer.subscribe(&[topic])?;
         Ok((Self { consumer, topic: topic.to_owned() }, rx))

@@ -51,15 +51,23 @@ impl Router {
     /// federation, of every other region. Returns how many renewals were
     /// dropped for full queues (the next beat covers them).
     pub fn edge_alive(&self, edge: &EdgeId) -> u32 {
+        let mut dropped = self.renew_lease_here(edge);
+        if let Some(f) = &self.federation {
+            dropped += f.edge_alive(edge);
+        }
+        dropped
+    }
+
+    /// Renews an edge's lease on every shard of this region only (the relay
+    /// does this for edges of other regions). Returns how many renewals were
+    /// dropped for full queues.
+    pub fn renew_lease_here(&self, edge: &EdgeId) -> u32 {
         let mut dropped = 0;
         for s in 0..self.shards() {
             let env = ShardEnvelope { owner: UserKey::new("", ""), body: ShardInput::EdgeAlive { edge: edge.clone() } };
             if self.try_to_shard_id(ShardId(s), env).is_err() {
                 dropped += 1;
             }
-        }
-        if let Some(f) = &self.federation {
-            dropped += f.edge_alive(edge);
         }
         dropped
     }
