@@ -5,9 +5,15 @@
 //! waits until the actor has handled the previous one), so a shard handles
 //! its inputs strictly in order. Before handing an input over the pump takes
 //! a permit from the shard's in-flight-writes semaphore; the permit is held
-//! until the input's writes are durable, so a shard never has more than
-//! `max_inflight_writes` commits outstanding and backpressure reaches the
-//! bus, then the sessions, then the sockets.
+//! until the input's writes are durable and its outputs released, so a
+//! shard never has more than `max_inflight_writes` inputs outstanding (an
+//! input that writes nothing still waits, with its outputs, behind the
+//! newest write) and backpressure reaches the bus, then the sessions, then
+//! the sockets.
+//!
+//! Edge leases are judged against the pump's [`InputClock`], not the wall
+//! clock alone: a shard that is behind on its input has not yet read the
+//! heartbeats waiting in it, so it expires no lease until it has caught up.
 //!
 //! Commits run as spawned futures (many in flight, sharing fsyncs in the
 //! store's group commit); outputs that need I/O (publishing when a queue is
@@ -75,6 +81,37 @@ struct ShardActor {
     lease_timer: Option<SpawnHandle>,
     /// Shard actors running on this host.
     running: Arc<std::sync::atomic::AtomicUsize>,
+    /// Permits of handled inputs, by their arrival count, returned once
+    /// that many inputs are durable (their outputs released).
+    held: std::collections::VecDeque<(u64, OwnedSemaphorePermit)>,
+    /// When the pump last saw the input empty.
+    clock: Arc<InputClock>,
+}
+
+/// When a shard's pump last had nothing waiting in its input. The lease
+/// check reads it: heartbeats sent before that instant have been handed to
+/// the actor, later ones may still wait in the queue.
+#[derive(Debug, Default)]
+pub struct InputClock {
+    caught_up_ms: std::sync::atomic::AtomicI64,
+    idle: std::sync::atomic::AtomicBool,
+}
+
+impl InputClock {
+    fn mark(&self, rx_empty: bool, idle: bool) {
+        use std::sync::atomic::Ordering;
+        if rx_empty {
+            self.caught_up_ms.store(now_ms(), Ordering::Release);
+        }
+        self.idle.store(idle, Ordering::Release);
+    }
+
+    /// The newest instant at which every input that had arrived was handed
+    /// on: now while the pump waits for input.
+    fn caught_up(&self, now: i64) -> i64 {
+        use std::sync::atomic::Ordering;
+        if self.idle.load(Ordering::Acquire) { now } else { self.caught_up_ms.load(Ordering::Acquire) }
+    }
 }
 
 /// The shard's input has closed (its partition was revoked).
@@ -105,8 +142,9 @@ impl Actor for ShardActor {
         self.running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let every = Duration::from_millis((self.lease_check_ms).max(50));
         self.lease_timer = Some(ctx.run_interval(every, |act, ctx| {
-            if let Some((ticket, batch)) = act.state.handle_timeout(now_ms()) {
-                act.commit(ticket, batch, None, ctx);
+            let now = now_ms();
+            if let Some((ticket, batch)) = act.state.handle_timeout(now, act.clock.caught_up(now)) {
+                act.commit(ticket, batch, ctx);
             }
             act.flush(ctx);
         }));
@@ -138,10 +176,10 @@ impl Handler<Deliver> for ShardActor {
                     Some(k) => store.dedup(k).await?,
                     None => None,
                 };
-                let mut events_seen = Vec::with_capacity(needs.events.len());
-                for k in &needs.events {
-                    events_seen.push(store.event_seen(k).await?);
-                }
+                // One batch's idempotency keys are looked up concurrently
+                // (one round trip's wait on Redis or ScyllaDB, not one each).
+                let events_seen =
+                    futures::future::try_join_all(needs.events.iter().map(|k| store.event_seen(k))).await?;
                 Ok(Found { dedup, events_seen })
             }
             .await;
@@ -166,7 +204,7 @@ impl ShardActor {
         match loaded.and(found) {
             Ok(found) => {
                 if let Some((ticket, batch)) = self.state.handle(now_ms(), msg.env, found) {
-                    self.commit(ticket, batch, Some(msg.permit), ctx);
+                    self.commit(ticket, batch, ctx);
                 }
             }
             Err(e) => {
@@ -174,16 +212,11 @@ impl ShardActor {
                 self.state.reject(&msg.env, ErrorCode::Unavailable, "storage unavailable; retry");
             }
         }
+        self.held.push_back((self.state.inputs_seen(), msg.permit));
         self.flush(ctx);
     }
 
-    fn commit(
-        &mut self,
-        ticket: Ticket,
-        batch: WriteBatch,
-        permit: Option<OwnedSemaphorePermit>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn commit(&mut self, ticket: Ticket, batch: WriteBatch, ctx: &mut Context<Self>) {
         let store = self.store.clone();
         let messages = batch.ops.iter().filter(|op| matches!(op, WriteOp::Message { .. })).count() as u64;
         let fut = async move { store.commit(batch).await };
@@ -193,7 +226,6 @@ impl ShardActor {
                 Err(e) => tracing::error!(error = %e, ticket, "commit failed"),
             }
             act.state.committed(ticket, result);
-            drop(permit);
             act.flush(ctx);
         }));
     }
@@ -201,8 +233,14 @@ impl ShardActor {
     /// Carries out ready outputs: publishes that fit right now go at once;
     /// from the first that must wait, the rest go in order under `ctx.wait`.
     fn flush(&mut self, ctx: &mut Context<Self>) {
+        let durable = self.state.inputs_durable();
         if let Some(p) = &self.progress {
-            p.store(self.state.inputs_durable(), std::sync::atomic::Ordering::Release);
+            p.store(durable, std::sync::atomic::Ordering::Release);
+        }
+        // Outputs of durable inputs are released below (and, when they must
+        // wait for room, carried out before the actor's next event).
+        while self.held.front().is_some_and(|(n, _)| *n <= durable) {
+            self.held.pop_front();
         }
         let mut rest: Vec<Output> = Vec::new();
         while let Some(out) = self.state.poll_output() {
@@ -431,6 +469,8 @@ impl ShardHost {
             (self.store.clone(), self.router.clone(), cfg.page_max_bytes, self.detached.clone());
         let lease_check_ms = cfg.edge_lease_ms / 4;
         let running = self.running.clone();
+        let clock = Arc::new(InputClock::default());
+        let pump_clock = clock.clone();
         let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| ShardActor {
             state,
             store,
@@ -441,10 +481,12 @@ impl ShardHost {
             progress,
             lease_timer: None,
             running,
+            held: std::collections::VecDeque::new(),
+            clock,
         });
         let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
         self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(shard, sem.clone());
-        if !arbiter.spawn(pump(rx, addr, sem, shard)) {
+        if !arbiter.spawn(pump(rx, addr, sem, shard, pump_clock)) {
             tracing::error!(shard = shard.0, "arbiter is gone; shard not started");
         }
     }
@@ -492,9 +534,19 @@ impl ShardHost {
     }
 }
 
-async fn pump(mut rx: ShardReceiver, addr: Addr<ShardActor>, permits: Arc<Semaphore>, shard: ShardId) {
+async fn pump(
+    mut rx: ShardReceiver,
+    addr: Addr<ShardActor>,
+    permits: Arc<Semaphore>,
+    shard: ShardId,
+    clock: Arc<InputClock>,
+) {
     let depth = metrics::gauge!("iris_shard_mailbox_depth", "shard" => shard.0.to_string());
-    while let Some(env) = rx.recv().await {
+    loop {
+        let empty = rx.is_empty();
+        clock.mark(empty, empty);
+        let Some(env) = rx.recv().await else { break };
+        clock.mark(rx.is_empty(), false);
         depth.set(rx.len() as f64);
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
         if addr.send(Deliver { env, permit }).await.is_err() {

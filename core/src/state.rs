@@ -238,6 +238,9 @@ pub struct ShardState {
     durable_marks: VecDeque<(u64, Ticket)>,
     /// When each edge with sessions here was last heard from.
     leases: HashMap<EdgeId, Millis>,
+    /// When the lease check last found the input behind (see
+    /// `handle_timeout`).
+    stalled_at: Option<Millis>,
 }
 
 fn frame_to(sessions: &[SessionAddr], frame: ServerFrame, droppable: bool, out: &mut Vec<Output>) {
@@ -288,6 +291,7 @@ impl ShardState {
             inputs_durable: 0,
             durable_marks: VecDeque::new(),
             leases: HashMap::new(),
+            stalled_at: None,
         }
     }
 
@@ -452,6 +456,11 @@ impl ShardState {
         } else {
             self.durable_marks.push_back((self.inputs_seen, tag));
         }
+    }
+
+    /// How many inputs have been handled (or rejected) so far.
+    pub fn inputs_seen(&self) -> u64 {
+        self.inputs_seen
     }
 
     /// How many inputs, counted in arrival order, have all their writes
@@ -846,8 +855,21 @@ impl ShardState {
     /// Ends the sessions of edges whose lease expired (a crashed edge never
     /// says goodbye): their users go offline with `last_seen`, and
     /// subscribers hear of it. Returns the writes, like `handle`.
-    pub fn handle_timeout(&mut self, now: Millis) -> Option<(Ticket, WriteBatch)> {
+    ///
+    /// `caught_up` is the newest instant at which the shard's input held
+    /// nothing unread. A shard further behind than a quarter lease may
+    /// have heartbeats waiting in its input, or dropped at its full queue,
+    /// so it ends no lease until it has run caught up for a whole lease:
+    /// a busy shard never ends a live edge's sessions, and a crashed edge's
+    /// users go offline one lease after the backlog clears.
+    pub fn handle_timeout(&mut self, now: Millis, caught_up: Millis) -> Option<(Ticket, WriteBatch)> {
         let lease = self.config.edge_lease_ms;
+        if now - caught_up > lease / 4 {
+            self.stalled_at = Some(now);
+        }
+        if self.stalled_at.is_some_and(|at| now - at <= lease) {
+            return None;
+        }
         let dead: Vec<EdgeId> = self.leases.iter().filter(|(_, t)| now - **t > lease).map(|(e, _)| e.clone()).collect();
         if dead.is_empty() {
             return None;

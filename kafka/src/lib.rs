@@ -337,6 +337,22 @@ impl ShardGroup {
         let m = self.consumer.recv().await?;
         Ok((m.partition(), m.offset(), decode_message(&m)?))
     }
+
+    /// Stops fetching `partition` (its shard is full) while the others go
+    /// on. librdkafka drops what it had prefetched for it; after `resume`,
+    /// fetching restarts after the last envelope returned by `next_shard`.
+    pub fn pause(&self, partition: i32) -> Result<(), KafkaBusError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, partition);
+        Ok(self.consumer.pause(&tpl)?)
+    }
+
+    /// Fetches `partition` again after `pause` (harmless when not paused).
+    pub fn resume(&self, partition: i32) -> Result<(), KafkaBusError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, partition);
+        Ok(self.consumer.resume(&tpl)?)
+    }
 }
 
 /// Reads envelopes from explicitly assigned partitions of a topic.

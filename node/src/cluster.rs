@@ -153,7 +153,83 @@ struct Owned {
     input: mpsc::Sender<ShardEnvelope>,
     progress: Arc<std::sync::atomic::AtomicU64>,
     ledger: OffsetLedger,
+    /// Envelopes read while the actor's input was full, in order. The
+    /// partition is paused from the first of them until they are all in,
+    /// so this holds at most what the consumer had already fetched.
+    waiting: std::collections::VecDeque<(i64, ShardEnvelope)>,
 }
+
+/// Stops and restarts the fetching of one partition.
+trait Pauser {
+    fn pause(&self, partition: i32);
+    fn resume(&self, partition: i32);
+}
+
+impl Pauser for ShardGroup {
+    fn pause(&self, partition: i32) {
+        if let Err(e) = ShardGroup::pause(self, partition) {
+            tracing::warn!(shard = partition, error = %e, "pausing a full shard's partition failed");
+        }
+    }
+
+    fn resume(&self, partition: i32) {
+        if let Err(e) = ShardGroup::resume(self, partition) {
+            tracing::warn!(shard = partition, error = %e, "resuming a shard's partition failed");
+        }
+    }
+}
+
+impl Owned {
+    fn new(input: mpsc::Sender<ShardEnvelope>, progress: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Self { input, progress, ledger: OffsetLedger::default(), waiting: Default::default() }
+    }
+
+    /// Hands an envelope to the shard without waiting: a full shard gets
+    /// its partition paused and the envelope held, so that one busy shard
+    /// never stops the others, the offset commits or ownership changes.
+    fn offer(&mut self, pauser: &dyn Pauser, partition: i32, offset: i64, env: ShardEnvelope) {
+        if !self.waiting.is_empty() {
+            self.waiting.push_back((offset, env));
+            return;
+        }
+        match self.input.try_send(env) {
+            Ok(()) => self.ledger.handed(offset),
+            Err(mpsc::error::TrySendError::Full(env)) => {
+                pauser.pause(partition);
+                self.waiting.push_back((offset, env));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::warn!(shard = partition, "shard input closed; envelope dropped")
+            }
+        }
+    }
+
+    /// Moves held envelopes in while the shard has room, and resumes the
+    /// partition once none is left.
+    fn drain(&mut self, pauser: &dyn Pauser, partition: i32) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        while let Some((offset, env)) = self.waiting.pop_front() {
+            match self.input.try_send(env) {
+                Ok(()) => self.ledger.handed(offset),
+                Err(mpsc::error::TrySendError::Full(env)) => {
+                    self.waiting.push_front((offset, env));
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::warn!(shard = partition, "shard input closed; held envelopes dropped");
+                    self.waiting.clear();
+                    return;
+                }
+            }
+        }
+        pauser.resume(partition);
+    }
+}
+
+/// How often a paused partition's shard is offered its held envelopes.
+const RETRY_HELD: Duration = Duration::from_millis(2);
 
 /// Maps a count of durable inputs back to Kafka offsets. Pure: the core
 /// loop feeds it and does the committing.
@@ -210,7 +286,10 @@ async fn core_loop(host: Arc<ShardHost>, members: ShardGroup, mut ownership: mps
                             let (tx, rx) = mpsc::channel(queue);
                             let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
                             host.start(ShardId(p as u32), rx, Some(progress.clone()));
-                            slot.insert(Owned { input: tx, progress, ledger: OffsetLedger::default() });
+                            // A partition paused under an earlier owner
+                            // here must not stay paused.
+                            Pauser::resume(&members, p);
+                            slot.insert(Owned::new(tx, progress));
                             tracing::info!(shard = p, "shard assigned here");
                         }
                     }
@@ -237,15 +316,14 @@ async fn core_loop(host: Arc<ShardHost>, members: ShardGroup, mut ownership: mps
                     }
                 }
             }
+            _ = tokio::time::sleep(RETRY_HELD), if owned.values().any(|o| !o.waiting.is_empty()) => {
+                for (p, o) in owned.iter_mut() {
+                    o.drain(&members, *p);
+                }
+            }
             next = members.next_shard() => match next {
                 Ok((p, offset, env)) => match owned.get_mut(&p) {
-                    Some(o) => {
-                        if o.input.send(env).await.is_err() {
-                            tracing::warn!(shard = p, "shard input closed; envelope dropped");
-                        } else {
-                            o.ledger.handed(offset);
-                        }
-                    }
+                    Some(o) => o.offer(&members, p, offset, env),
                     None => tracing::warn!(shard = p, "envelope for a shard not owned here; dropped"),
                 },
                 Err(e) => {
@@ -259,7 +337,60 @@ async fn core_loop(host: Arc<ShardHost>, members: ShardGroup, mut ownership: mps
 
 #[cfg(test)]
 mod tests {
-    use super::OffsetLedger;
+    use super::{OffsetLedger, Owned, Pauser};
+    use iris_envelope::{EdgeId, ShardEnvelope, ShardInput, UserKey};
+    use std::cell::RefCell;
+    use std::sync::Arc;
+    use tokio::sync::mpsc;
+
+    #[derive(Default)]
+    struct Recorded(RefCell<Vec<(&'static str, i32)>>);
+
+    impl Pauser for Recorded {
+        fn pause(&self, p: i32) {
+            self.0.borrow_mut().push(("pause", p));
+        }
+        fn resume(&self, p: i32) {
+            self.0.borrow_mut().push(("resume", p));
+        }
+    }
+
+    fn env(n: usize) -> ShardEnvelope {
+        ShardEnvelope {
+            owner: UserKey::new("t", format!("u{n}")),
+            body: ShardInput::EdgeAlive { edge: EdgeId("e".into()) },
+        }
+    }
+
+    #[test]
+    fn a_full_shard_pauses_its_partition_and_gets_its_envelopes_in_order_once_there_is_room() {
+        let (tx, mut rx) = mpsc::channel(2);
+        let mut o = Owned::new(tx, Arc::default());
+        let kafka = Recorded::default();
+        for off in 10..15 {
+            o.offer(&kafka, 3, off, env(off as usize));
+        }
+        assert_eq!(*kafka.0.borrow(), vec![("pause", 3)], "paused once, at the first that did not fit");
+        assert_eq!(o.waiting.len(), 3);
+        o.drain(&kafka, 3);
+        assert_eq!(o.waiting.len(), 3, "still no room");
+        // The shard takes one: one held envelope moves in, the rest wait.
+        assert_eq!(rx.try_recv().unwrap().owner.user.as_ref(), "u10");
+        o.drain(&kafka, 3);
+        assert_eq!(o.waiting.len(), 2);
+        let mut seen = vec!["u11".to_string()];
+        assert_eq!(rx.try_recv().unwrap().owner.user.as_ref(), "u11");
+        while !o.waiting.is_empty() {
+            o.drain(&kafka, 3);
+            while let Ok(e) = rx.try_recv() {
+                seen.push(e.owner.user.to_string());
+            }
+        }
+        assert_eq!(seen, ["u11", "u12", "u13", "u14"], "in offset order");
+        assert_eq!(*kafka.0.borrow(), vec![("pause", 3), ("resume", 3)]);
+        // All five offsets were handed, so all five can be committed.
+        assert_eq!(o.ledger.to_commit(5), Some(15));
+    }
 
     #[test]
     fn commits_only_up_to_durable_inputs_and_retries_a_failed_commit() {

@@ -561,15 +561,41 @@ fn an_edge_that_stops_renewing_its_lease_loses_its_sessions() {
     };
     let opened = h.now;
     alive(&mut h, opened + 500);
-    assert!(h.state.handle_timeout(opened + 900).is_none(), "within the lease");
+    assert!(h.state.handle_timeout(opened + 900, opened + 900).is_none(), "within the lease");
     alive(&mut h, opened + 1_200);
-    let (t, batch) = h.state.handle_timeout(opened + 1_500).expect("e1's lease expired");
+    let (t, batch) = h.state.handle_timeout(opened + 1_500, opened + 1_500).expect("e1's lease expired");
     assert!(matches!(&batch.ops[0], WriteOp::Meta { meta, .. } if meta.last_seen == Some(opened + 1_500)));
     h.state.committed(t, Ok(()));
     let f = h.frames();
     assert_eq!(f.len(), 1, "dave (on the live edge) hears bob went offline: {f:?}");
     assert_eq!(presence(&f[0].1).map(|p| p.1), Some(PresenceStatus::Offline));
     assert!(h.state.users[&key("bob")].sessions.is_empty());
+}
+
+#[test]
+fn a_shard_behind_on_its_input_ends_no_lease_until_it_has_run_caught_up_for_one() {
+    let mut h = Harness::new();
+    h.open("bob", 1); // on e1, lease 1 s
+    let opened = h.now;
+    // The shard falls behind: e1's heartbeats wait in (or were dropped
+    // at) its input. Its last renewal is long past, but nothing expires.
+    for late in [1_500, 3_000, 6_000] {
+        assert!(h.state.handle_timeout(opened + late, opened + 400).is_none(), "behind at +{late}: no lease ends");
+    }
+    // Caught up again at +6.1 s: one whole lease of grace from the last
+    // time it was seen behind, in which a live edge's next beat lands.
+    assert!(h.state.handle_timeout(opened + 6_900, opened + 6_900).is_none(), "grace after the backlog");
+    let (_, batch) = h.state.handle_timeout(opened + 7_100, opened + 7_100).expect("e1 stayed silent for a lease");
+    assert!(matches!(&batch.ops[0], WriteOp::Meta { meta, .. } if meta.last_seen == Some(opened + 7_100)));
+    assert!(h.state.users[&key("bob")].sessions.is_empty());
+}
+
+#[test]
+fn a_shard_behind_by_less_than_a_quarter_lease_still_ends_a_silent_edge_s_sessions() {
+    let mut h = Harness::new();
+    h.open("bob", 1);
+    let opened = h.now;
+    assert!(h.state.handle_timeout(opened + 1_100, opened + 1_000).is_some(), "100 ms behind is not a stall");
 }
 
 #[test]
