@@ -16,7 +16,7 @@ use iris_auth::KeyStore;
 use iris_envelope::{EdgeId, EdgeInput};
 use iris_protocol::ServerFrame;
 use iris_router::{EdgeReceiver, Router};
-pub use presence::{Delivery, LocalPresence, SessionEvent};
+pub use presence::{Delivery, LocalPresence, QueueReceiver, SessionEvent, TryRecvError};
 pub use state::{CloseReason, SessionConfig, SessionState};
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! starts with `{`, else the binary codec). The same session driver and
 //! state machine as WebSocket run on top.
 
-use crate::session::{EdgeContext, Inbound, LiveGuard, Transport, drive};
+use crate::session::{EdgeContext, Inbound, LiveGuard, Transport, spawn_session};
 use crate::state::CloseReason;
 use iris_protocol::Encoding;
 use iris_protocol::framing::{self, Assembled, FrameAssembler};
@@ -19,10 +19,7 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<EdgeContext>) {
                 Some(incoming) => {
                     let live = LiveGuard::new(&ctx);
                     let ctx = ctx.clone();
-                    tokio::spawn(async move {
-                        let _live = live;
-                        handle(incoming, ctx).await;
-                    });
+                    tokio::spawn(handle(incoming, ctx, live));
                 }
                 None => break,
             },
@@ -31,7 +28,8 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<EdgeContext>) {
     }
 }
 
-async fn handle(incoming: quinn::Incoming, ctx: Arc<EdgeContext>) {
+/// Runs the QUIC handshake and starts the session.
+async fn handle(incoming: quinn::Incoming, ctx: Arc<EdgeContext>, live: LiveGuard) {
     let peer = incoming.remote_address().ip();
     let hello_timeout = Duration::from_millis(ctx.session_cfg.hello_timeout_ms);
     let connecting = match incoming.accept() {
@@ -65,7 +63,7 @@ async fn handle(incoming: quinn::Incoming, ctx: Arc<EdgeContext>) {
     };
     let reader = FrameAssembler::new(ctx.max_frame_bytes);
     let seen_datagrams = conn.stats().udp_rx.datagrams;
-    drive(QuicTransport { conn, send, recv, reader, seen_datagrams }, ctx, peer).await;
+    spawn_session(QuicTransport { conn, send, recv, reader, seen_datagrams }, ctx, peer, live);
 }
 
 fn close_code(reason: CloseReason) -> quinn::VarInt {

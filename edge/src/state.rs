@@ -228,7 +228,19 @@ impl SessionState {
 
     /// The next output to carry out.
     pub fn poll_output(&mut self) -> Option<SessionOutput> {
-        self.out.pop_front()
+        let out = self.out.pop_front();
+        // An idle session holds no output buffer: a burst (the opening,
+        // a replay) grows it, and it is given back once drained rather than
+        // kept at its peak for the connection's life.
+        if out.is_none() && self.out.capacity() > 0 {
+            self.out = VecDeque::new();
+        }
+        out
+    }
+
+    /// Are outputs waiting for `poll_output`?
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
     }
 
     /// Envelopes that tell shards the session is gone (after close).

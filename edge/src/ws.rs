@@ -1,6 +1,6 @@
 //! WebSocket transport (ws and wss): tokio-tungstenite with small buffers.
 
-use crate::session::{EdgeContext, Inbound, LiveGuard, Transport, drive};
+use crate::session::{EdgeContext, Inbound, LiveGuard, Transport, spawn_session};
 use crate::state::CloseReason;
 use futures::{SinkExt, StreamExt};
 use iris_protocol::Encoding;
@@ -29,17 +29,21 @@ pub async fn serve(listener: TcpListener, ctx: Arc<EdgeContext>, tls: Option<Tls
                 Ok((stream, peer)) => {
                     let live = LiveGuard::new(&ctx);
                     let (ctx, tls) = (ctx.clone(), tls.clone());
+                    // This task does the setup and hands the session to a
+                    // task of its own (`spawn_session`).
                     tokio::spawn(async move {
-                        let _live = live;
                         if let Err(e) = stream.set_nodelay(true) {
                             tracing::debug!(error = %e, "set_nodelay failed");
                         }
                         match tls {
-                            None => run(stream, ctx, peer.ip()).await,
+                            None => upgrade(stream, ctx, peer.ip(), live).await,
                             Some(acceptor) => {
                                 let hello_timeout = Duration::from_millis(ctx.session_cfg.hello_timeout_ms);
                                 match tokio::time::timeout(hello_timeout, acceptor.accept(stream)).await {
-                                    Ok(Ok(tls_stream)) => run(tls_stream, ctx, peer.ip()).await,
+                                    // Boxed: rustls's connection state is large,
+                                    // and a plain session should not be sized
+                                    // for it.
+                                    Ok(Ok(tls_stream)) => upgrade(Box::new(tls_stream), ctx, peer.ip(), live).await,
                                     Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                                     Err(_) => tracing::debug!("TLS handshake timed out"),
                                 }
@@ -69,7 +73,8 @@ fn check_path(req: &Request, resp: Response) -> Result<Response, ErrorResponse> 
     }
 }
 
-async fn run<S>(stream: S, ctx: Arc<EdgeContext>, peer: IpAddr)
+/// Runs the WebSocket upgrade and starts the session.
+async fn upgrade<S>(stream: S, ctx: Arc<EdgeContext>, peer: IpAddr, live: LiveGuard)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -89,7 +94,7 @@ where
         }
         Err(_) => return,
     };
-    drive(WsTransport { ws }, ctx, peer).await;
+    spawn_session(WsTransport { ws }, ctx, peer, live);
 }
 
 struct WsTransport<S> {
