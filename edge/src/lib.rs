@@ -11,6 +11,7 @@ pub mod session;
 pub mod state;
 pub mod tls;
 pub mod ws;
+mod wsproto;
 
 use iris_auth::KeyStore;
 use iris_envelope::{EdgeId, EdgeInput};

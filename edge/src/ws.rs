@@ -1,21 +1,21 @@
-//! WebSocket transport (ws and wss): tokio-tungstenite with small buffers.
+//! WebSocket transport (ws and wss): the [`wsproto`](crate::wsproto) codec
+//! driven on readiness. An idle session holds its socket and a few words:
+//! bytes are read into a stack chunk only when the socket is readable, and
+//! write buffers exist only between a write and its flush.
 
 use crate::session::{EdgeContext, Inbound, LiveGuard, Transport, spawn_session};
 use crate::state::CloseReason;
-use futures::{SinkExt, StreamExt};
+use crate::wsproto::{self, Event, Reader, Upgrade};
 use iris_protocol::Encoding;
+use std::mem::MaybeUninit;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::StatusCode;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// The WebSocket path.
 pub const WS_PATH: &str = "/v1/ws";
@@ -63,55 +63,113 @@ pub async fn serve(listener: TcpListener, ctx: Arc<EdgeContext>, tls: Option<Tls
     }
 }
 
-fn check_path(req: &Request, resp: Response) -> Result<Response, ErrorResponse> {
-    if req.uri().path() == WS_PATH {
-        Ok(resp)
-    } else {
-        let mut r = ErrorResponse::new(Some(format!("not found: the WebSocket endpoint is {WS_PATH}")));
-        *r.status_mut() = StatusCode::NOT_FOUND;
-        Err(r)
-    }
+/// Reads once from `io` into a stack chunk and hands the bytes to `sink`.
+/// The chunk lives only during this poll, never in a session's future.
+fn poll_read_into<S: AsyncRead + Unpin>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Poll<std::io::Result<usize>> {
+    let mut chunk = [MaybeUninit::<u8>::uninit(); 4096];
+    let mut buf = ReadBuf::uninit(&mut chunk);
+    ready!(Pin::new(io).poll_read(cx, &mut buf))?;
+    sink(buf.filled());
+    Poll::Ready(Ok(buf.filled().len()))
 }
 
-/// Runs the WebSocket upgrade and starts the session.
-async fn upgrade<S>(stream: S, ctx: Arc<EdgeContext>, peer: IpAddr, live: LiveGuard)
+/// Reads the upgrade request and answers it; on success starts the session.
+async fn upgrade<S>(mut stream: S, ctx: Arc<EdgeContext>, peer: IpAddr, live: LiveGuard)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let config = WebSocketConfig::default()
-        .read_buffer_size(512)
-        .write_buffer_size(0)
-        .max_write_buffer_size(ctx.max_frame_bytes * 2)
-        .max_message_size(Some(ctx.max_frame_bytes))
-        .max_frame_size(Some(ctx.max_frame_bytes));
     let hello_timeout = Duration::from_millis(ctx.session_cfg.hello_timeout_ms);
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(config));
-    let ws = match tokio::time::timeout(hello_timeout, handshake).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "handshake failed");
+    let handshake = async {
+        let mut request = Vec::new();
+        loop {
+            let n = std::future::poll_fn(|cx| poll_read_into(&mut stream, cx, &mut |b| request.extend_from_slice(b)))
+                .await
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            match wsproto::parse_upgrade(&request, WS_PATH) {
+                Upgrade::Incomplete => continue,
+                Upgrade::Refuse { response } => {
+                    // Best effort: the client may be gone already.
+                    let _ = stream.write_all(&response).await;
+                    let _ = stream.shutdown().await;
+                    return None;
+                }
+                Upgrade::Accept { response, consumed } => {
+                    stream.write_all(&response).await.ok()?;
+                    stream.flush().await.ok()?;
+                    let mut reader = Reader::new(ctx.max_frame_bytes);
+                    reader.push(&request[consumed..]);
+                    return Some(reader);
+                }
+            }
+        }
+    };
+    let reader = match tokio::time::timeout(hello_timeout, handshake).await {
+        Ok(Some(reader)) => reader,
+        Ok(None) => return,
+        Err(_) => {
+            tracing::debug!("WebSocket handshake timed out");
             return;
         }
-        Err(_) => return,
     };
-    spawn_session(WsTransport { ws }, ctx, peer, live);
+    spawn_session(WsTransport { io: stream, reader, out: Vec::new(), sent: 0, closing: false }, ctx, peer, live);
 }
 
 struct WsTransport<S> {
-    ws: WebSocketStream<S>,
+    io: S,
+    reader: Reader,
+    /// Frames written and not yet flushed; empty (no allocation) otherwise.
+    out: Vec<u8>,
+    /// How much of `out` the socket has taken (writes may be cancelled).
+    sent: usize,
+    /// A close frame has been written: nothing may follow it.
+    closing: bool,
 }
 
-fn close_code(reason: CloseReason) -> CloseCode {
+fn close_code(reason: CloseReason) -> u16 {
     match reason {
-        CloseReason::Unauthorized => CloseCode::Policy,
-        CloseReason::Garbage => CloseCode::Protocol,
-        CloseReason::Timeout => CloseCode::Away,
-        CloseReason::Overloaded => CloseCode::Again,
-        CloseReason::Shutdown => CloseCode::Away,
-        CloseReason::ClientGone => CloseCode::Normal,
-        CloseReason::TooLarge => CloseCode::Size,
-        CloseReason::Unavailable => CloseCode::Again,
-        CloseReason::Refused => CloseCode::Policy,
+        CloseReason::Unauthorized => 1008,
+        CloseReason::Garbage => 1002,
+        CloseReason::Timeout => 1001,
+        CloseReason::Overloaded => 1013,
+        CloseReason::Shutdown => 1001,
+        CloseReason::ClientGone => 1000,
+        CloseReason::TooLarge => 1009,
+        CloseReason::Unavailable => 1013,
+        CloseReason::Refused => 1008,
+    }
+}
+
+impl<S> WsTransport<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    /// Writes what is in `out`, then forgets it. Cancel-safe: `sent`
+    /// records what the socket took, so a retry writes only the rest.
+    async fn push_out(&mut self) -> bool {
+        while self.sent < self.out.len() {
+            match self.io.write(&self.out[self.sent..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => self.sent += n,
+            }
+        }
+        self.out = Vec::new();
+        self.sent = 0;
+        self.io.flush().await.is_ok()
+    }
+
+    /// Says goodbye with `code` (best effort) and reports the client gone.
+    async fn fail(&mut self, code: u16, reason: &str) -> Inbound {
+        self.closing = true;
+        wsproto::encode_close(&mut self.out, code, reason);
+        let _ = tokio::time::timeout(crate::session::WRITE_DEADLINE, self.push_out()).await;
+        Inbound::Gone
     }
 }
 
@@ -121,43 +179,55 @@ where
 {
     async fn next(&mut self) -> Inbound {
         loop {
-            return match self.ws.next().await {
-                Some(Ok(Message::Text(t))) => Inbound::Frame(t.as_bytes().to_vec(), Encoding::Json),
-                Some(Ok(Message::Binary(b))) => Inbound::Frame(b.to_vec(), Encoding::Binary),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
-                    // tungstenite queued the pong; it goes out with the next
-                    // flush, which the session does after every turn.
-                    if self.ws.flush().await.is_err() {
+            match self.reader.next_event() {
+                Ok(Some(Event::Text(bytes))) => return Inbound::Frame(bytes, Encoding::Json),
+                Ok(Some(Event::Binary(bytes))) => return Inbound::Frame(bytes, Encoding::Binary),
+                Ok(Some(Event::Ping(payload))) => {
+                    wsproto::encode(&mut self.out, wsproto::OP_PONG, &payload);
+                    if !self.push_out().await {
                         return Inbound::Gone;
                     }
-                    Inbound::Touch
+                    return Inbound::Touch;
                 }
-                Some(Ok(Message::Frame(_))) => continue,
-                Some(Ok(Message::Close(_))) | None => Inbound::Gone,
-                Some(Err(WsError::Capacity(_))) => Inbound::TooLarge,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "websocket read failed");
-                    Inbound::Gone
+                Ok(Some(Event::Pong)) => return Inbound::Touch,
+                // Answer the client's close; the session then ends.
+                Ok(Some(Event::Close(_))) => return self.fail(1000, "").await,
+                Ok(None) => {}
+                Err(wsproto::WsError::TooLarge) => return Inbound::TooLarge,
+                Err(e) => {
+                    tracing::debug!(error = ?e, "websocket protocol error");
+                    return self.fail(e.close_code(), "protocol error").await;
                 }
-            };
+            }
+            let (io, reader) = (&mut self.io, &mut self.reader);
+            match std::future::poll_fn(|cx| poll_read_into(io, cx, &mut |b| reader.push(b))).await {
+                Ok(0) | Err(_) => return Inbound::Gone,
+                Ok(_) => {}
+            }
         }
     }
 
     async fn feed(&mut self, frame: Vec<u8>, encoding: Encoding) -> bool {
-        let msg = match encoding {
-            Encoding::Json => Message::text(String::from_utf8(frame).expect("JSON is UTF-8")),
-            Encoding::Binary => Message::binary(frame),
+        let opcode = match encoding {
+            Encoding::Json => wsproto::OP_TEXT,
+            Encoding::Binary => wsproto::OP_BINARY,
         };
-        self.ws.feed(msg).await.is_ok()
+        wsproto::encode(&mut self.out, opcode, &frame);
+        true
     }
 
     async fn flush(&mut self) -> bool {
-        self.ws.flush().await.is_ok()
+        self.push_out().await
     }
 
     async fn close(&mut self, reason: CloseReason) {
-        let frame = CloseFrame { code: close_code(reason), reason: reason.as_str().into() };
+        if std::mem::replace(&mut self.closing, true) {
+            return;
+        }
+        wsproto::encode_close(&mut self.out, close_code(reason), reason.as_str());
         // The peer may already be gone; nothing more to do then.
-        let _ = self.ws.close(Some(frame)).await;
+        if self.push_out().await {
+            let _ = self.io.shutdown().await;
+        }
     }
 }
