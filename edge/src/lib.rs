@@ -76,6 +76,7 @@ impl EdgeHandle {
     /// Stops accepting and closes every session with a close reason.
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
+        self.ctx.presence.close_all();
     }
 
     /// Waits (up to `deadline`) until every session has finished, then

@@ -152,6 +152,9 @@ pub enum Delivery {
 #[derive(Default)]
 pub struct LocalPresence {
     sessions: DashMap<SessionId, QueueSender>,
+    /// Sessions whose token was accepted (the `iris_sessions_connected`
+    /// gauge); the map also holds sessions still in their opening.
+    accepted: std::sync::atomic::AtomicUsize,
 }
 
 impl LocalPresence {
@@ -161,17 +164,35 @@ impl LocalPresence {
     }
 
     /// Registers a session; returns the receiving end of its queue.
+    ///
+    /// A session registers as soon as it starts, before its `hello`: its
+    /// queue is also how it hears of shutdown ([`LocalPresence::close_all`]),
+    /// so that an idle session waits on one thing only.
     pub fn register(&self, id: SessionId, capacity: usize) -> QueueReceiver {
         let (tx, rx) = queue(capacity);
         self.sessions.insert(id, tx);
-        metrics::gauge!("iris_sessions_connected").set(self.sessions.len() as f64);
         rx
     }
 
-    /// Forgets a session.
-    pub fn unregister(&self, id: SessionId) {
+    /// Counts a registered session whose token was accepted.
+    pub fn accepted(&self) {
+        let n = self.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        metrics::gauge!("iris_sessions_connected").set(n as f64);
+    }
+
+    /// Forgets a session (`was_accepted`: it had been counted by `accepted`).
+    pub fn unregister(&self, id: SessionId, was_accepted: bool) {
         self.sessions.remove(&id);
-        metrics::gauge!("iris_sessions_connected").set(self.sessions.len() as f64);
+        if was_accepted {
+            let n = self.accepted.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) - 1;
+            metrics::gauge!("iris_sessions_connected").set(n as f64);
+        }
+    }
+
+    /// Closes every session's queue (shutdown): each session gets what is
+    /// already queued, then the end of its queue, and closes.
+    pub fn close_all(&self) {
+        self.sessions.clear();
     }
 
     /// Queues an event for a session. At the bound: droppable events are
@@ -186,7 +207,8 @@ impl LocalPresence {
             Ok(()) => Delivery::Queued,
             Err(SendError::Full) if droppable => Delivery::Dropped,
             Err(_) => {
-                self.unregister(id);
+                // The session itself still counts until it has finished.
+                self.sessions.remove(&id);
                 Delivery::CutOff
             }
         }
@@ -240,7 +262,7 @@ mod tests {
                         }
                     }
                 }
-                map.unregister(SessionId(7));
+                map.unregister(SessionId(7), false);
             })
         };
         let mut seen = Vec::new();

@@ -123,7 +123,8 @@ pub(crate) fn spawn_session<T: Transport + 'static>(
     let id = ctx.next_id();
     let addr = SessionAddr { edge: ctx.edge.clone(), session: id };
     let state = SessionState::new(ctx.session_cfg.clone(), addr, now_ms());
-    let mut session = Session { t: transport, state, rx: None, ctx, id, peer };
+    let rx = Some(ctx.presence.register(id, ctx.queue_frames));
+    let mut session = Session { t: transport, state, rx, ctx, id, peer, accepted: false };
     tokio::spawn(async move {
         let _live = live;
         session.run().await;
@@ -138,6 +139,8 @@ struct Session<T> {
     ctx: Arc<EdgeContext>,
     id: SessionId,
     peer: IpAddr,
+    /// Counted in the presence map's accepted sessions.
+    accepted: bool,
 }
 
 async fn recv(rx: &mut Option<QueueReceiver>) -> Option<SessionEvent> {
@@ -149,8 +152,9 @@ async fn recv(rx: &mut Option<QueueReceiver>) -> Option<SessionEvent> {
 
 impl<T: Transport> Session<T> {
     async fn run(&mut self) {
-        let mut shutdown = self.ctx.shutdown.clone();
-        if *shutdown.borrow() {
+        // Shutdown closes the session's queue (`LocalPresence::close_all`);
+        // one that started after that sees the flag here.
+        if *self.ctx.shutdown.borrow() {
             self.state.close_now(CloseReason::Shutdown);
         }
         // The task keeps its future's largest state for the connection's
@@ -170,7 +174,6 @@ impl<T: Transport> Session<T> {
             let reading = self.state.wants_input();
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => self.state.close_now(CloseReason::Shutdown),
                 event = recv(&mut self.rx) => match event {
                     Some(SessionEvent::Frame(frame)) => {
                         // An error before welcome means the shard could not
@@ -189,6 +192,7 @@ impl<T: Transport> Session<T> {
                         }
                     }
                     Some(SessionEvent::Welcome(head)) => self.state.welcomed(now_ms(), head),
+                    None if *self.ctx.shutdown.borrow() => self.state.close_now(CloseReason::Shutdown),
                     None => self.state.close_now(CloseReason::Overloaded),
                 },
                 inbound = self.t.next(), if reading => self.on_inbound(inbound),
@@ -330,7 +334,11 @@ impl<T: Transport> Session<T> {
                     self.state.authenticated(result);
                 }
                 SessionOutput::Register(_) => {
-                    self.rx = Some(self.ctx.presence.register(self.id, self.ctx.queue_frames));
+                    // In the map since the session started; now it counts.
+                    if !self.accepted {
+                        self.accepted = true;
+                        self.ctx.presence.accepted();
+                    }
                 }
                 SessionOutput::Close(reason) => {
                     if wrote {
@@ -354,7 +362,7 @@ impl<T: Transport> Session<T> {
             self.state.close_now(CloseReason::ClientGone);
         }
         if self.rx.take().is_some() {
-            self.ctx.presence.unregister(self.id);
+            self.ctx.presence.unregister(self.id, self.accepted);
         }
         for env in self.state.farewell() {
             if let Err(e) = self.ctx.router.to_shard(env).await {

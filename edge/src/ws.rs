@@ -182,21 +182,23 @@ where
             match self.reader.next_event() {
                 Ok(Some(Event::Text(bytes))) => return Inbound::Frame(bytes, Encoding::Json),
                 Ok(Some(Event::Binary(bytes))) => return Inbound::Frame(bytes, Encoding::Binary),
+                // The rare paths are boxed: this future is part of every
+                // idle session's task, sized by its largest state.
                 Ok(Some(Event::Ping(payload))) => {
                     wsproto::encode(&mut self.out, wsproto::OP_PONG, &payload);
-                    if !self.push_out().await {
+                    if !Box::pin(self.push_out()).await {
                         return Inbound::Gone;
                     }
                     return Inbound::Touch;
                 }
                 Ok(Some(Event::Pong)) => return Inbound::Touch,
                 // Answer the client's close; the session then ends.
-                Ok(Some(Event::Close(_))) => return self.fail(1000, "").await,
+                Ok(Some(Event::Close(_))) => return Box::pin(self.fail(1000, "")).await,
                 Ok(None) => {}
                 Err(wsproto::WsError::TooLarge) => return Inbound::TooLarge,
                 Err(e) => {
                     tracing::debug!(error = ?e, "websocket protocol error");
-                    return self.fail(e.close_code(), "protocol error").await;
+                    return Box::pin(self.fail(e.close_code(), "protocol error")).await;
                 }
             }
             let (io, reader) = (&mut self.io, &mut self.reader);
