@@ -14,18 +14,81 @@ def load(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def median_of(rows, key):
+    return statistics.median(key(r) for r in rows)
+
+
+def charts(a, suffix, idle, chat):
+    """PNG charts, when matplotlib is there (bench/run installs it for the
+    full run); without it the tables are the whole result."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("summarize: matplotlib not available; no charts", flush=True)
+        return []
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for peer in PEERS:
+        sizes = sorted({r["sessions"] for r in idle if r["peer"] == peer})
+        if sizes:
+            ys = [median_of([r for r in idle if r["peer"] == peer and r["sessions"] == n], lambda r: r["kib_per_session"])
+                  for n in sizes]
+            ax.plot(sizes, ys, marker="o", label=peer)
+    ax.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="goal (1 KiB)")
+    ax.set_xlabel("idle sessions (N)")
+    ax.set_ylabel("server RSS per session (KiB), median")
+    ax.set_title(f"Memory per idle session, {a.date}")
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    path = os.path.join(a.out, f"{a.date}-idle-memory{suffix}.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    written.append(path)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for peer in PEERS:
+        rates = sorted({r["target_rate"] for r in chat if r["peer"] == peer})
+        if not rates:
+            continue
+        p50 = [median_of([r for r in chat if r["peer"] == peer and r["target_rate"] == x],
+                         lambda r: r["send_to_delivered"]["p50_us"] / 1000) for x in rates]
+        p99 = [median_of([r for r in chat if r["peer"] == peer and r["target_rate"] == x],
+                         lambda r: r["send_to_delivered"]["p99_us"] / 1000) for x in rates]
+        line, = ax.plot(rates, p99, marker="o", label=f"{peer} p99")
+        ax.plot(rates, p50, marker=".", linestyle=":", color=line.get_color(), label=f"{peer} p50")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("target send rate (msgs/s)")
+    ax.set_ylabel("send to delivered (ms), median of runs")
+    ax.set_title(f"One-to-one chat latency vs rate, {a.date}")
+    ax.legend(fontsize=8)
+    path = os.path.join(a.out, f"{a.date}-chat-latency{suffix}.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    written.append(path)
+    plt.close(fig)
+    return written
+
+
+PEERS = ("iris", "mosquitto", "nats")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--idle", required=True)
     p.add_argument("--chat", required=True)
+    p.add_argument("--storm", required=True)
     p.add_argument("--date", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--quick", default="0")
     a = p.parse_args()
-    idle, chat = load(a.idle), load(a.chat)
+    idle, chat, storm = load(a.idle), load(a.chat), load(a.storm)
     suffix = "-quick" if a.quick == "1" else ""
     machine = {"cpus": os.cpu_count(), "kernel": platform.release(), "machine": platform.machine()}
-    for name, rows in (("idle", idle), ("chat", chat)):
+    for name, rows in (("idle", idle), ("chat", chat), ("storm", storm)):
         with open(os.path.join(a.out, f"{a.date}-{name}{suffix}.json"), "w") as f:
             json.dump({"date": a.date, "machine": machine, "rows": rows}, f, indent=1)
 
@@ -33,26 +96,47 @@ def main():
     lines.append(f"Machine: {machine['cpus']} CPUs, Linux {machine['kernel']}, {machine['machine']}; "
                  "load generator on the same machine. Reproduce: `bench/run" + (" --quick" if suffix else "") + "`.")
     lines += ["", "## Idle sessions: server RSS per session (median of runs)", "",
-              "| system | sessions | KiB per session | sessions/s connect | Iris / system |", "|---|---|---|---|---|"]
-    per = {}
-    for peer in ("iris", "mosquitto", "nats"):
-        rows = [r for r in idle if r["peer"] == peer]
-        if rows:
-            per[peer] = (statistics.median(r["kib_per_session"] for r in rows),
-                         statistics.median(r["connect_per_second"] for r in rows), rows[0]["sessions"])
-    for peer, (kib, cps, n) in per.items():
-        ratio = per["iris"][0] / kib if "iris" in per and kib > 0 else float("nan")
-        lines.append(f"| {peer} | {n} | {kib:.2f} | {cps:.0f} | {ratio:.2f} |")
-    lines += ["", "## Chat: one-to-one at a fixed rate", "",
-              "| system | target rate | delivered | accepted p99 (ms) | delivered p50 (ms) | delivered p99 (ms) |",
+              "| system | sessions | runs | KiB per session | sessions/s connect | Iris / system |",
               "|---|---|---|---|---|---|"]
-    for r in chat:
-        acc = r["send_to_accepted"]
-        dl = r["send_to_delivered"]
-        acc_p99 = f"{acc['p99_us'] / 1000:.2f}" if acc["count"] else "n/a"
-        lines.append(f"| {r['peer']} | {r['target_rate']} | {r['delivered']}/{r['sent']} | {acc_p99} | "
-                     f"{dl['p50_us'] / 1000:.2f} | {dl['p99_us'] / 1000:.2f} |")
+    for n in sorted({r["sessions"] for r in idle}):
+        per = {}
+        for peer in PEERS:
+            rows = [r for r in idle if r["peer"] == peer and r["sessions"] == n]
+            if rows:
+                per[peer] = (median_of(rows, lambda r: r["kib_per_session"]),
+                             median_of(rows, lambda r: r["connect_per_second"]), len(rows))
+        for peer, (kib, cps, runs) in per.items():
+            ratio = per["iris"][0] / kib if "iris" in per and kib > 0 else float("nan")
+            lines.append(f"| {peer} | {n} | {runs} | {kib:.2f} | {cps:.0f} | {ratio:.2f} |")
+    lines += ["", "## Chat: one-to-one at a fixed rate (median of runs)", "",
+              "| system | target rate | runs | delivered/sent (all runs) | accepted p99 (ms) | delivered p50 (ms) | "
+              "delivered p99 (ms) | delivered p99 per run (ms) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for peer in PEERS:
+        for rate in sorted({r["target_rate"] for r in chat if r["peer"] == peer}):
+            rows = [r for r in chat if r["peer"] == peer and r["target_rate"] == rate]
+            acc = [r["send_to_accepted"] for r in rows if r["send_to_accepted"]["count"]]
+            acc_p99 = f"{statistics.median(x['p99_us'] for x in acc) / 1000:.2f}" if acc else "n/a"
+            dl50 = median_of(rows, lambda r: r["send_to_delivered"]["p50_us"]) / 1000
+            dl99 = median_of(rows, lambda r: r["send_to_delivered"]["p99_us"]) / 1000
+            each = ", ".join(f"{r['send_to_delivered']['p99_us'] / 1000:.2f}" for r in rows)
+            lines.append(f"| {peer} | {rate} | {len(rows)} | {sum(r['delivered'] for r in rows)}/"
+                         f"{sum(r['sent'] for r in rows)} | {acc_p99} | {dl50:.2f} | {dl99:.2f} | {each} |")
     lines += ["", "Durability: Iris accepted = synced to disk; Mosquitto QoS 1 in memory; NATS no ack, in memory.", ""]
+    if storm:
+        lines += ["## Storm: every session dropped at once and resumed (Iris)", "",
+                  "| sessions | runs | all resumed in (s), median | per run (s) | messages accepted during the storm | delivered | lost |",
+                  "|---|---|---|---|---|---|---|"]
+        for n in sorted({r["sessions"] for r in storm}):
+            rows = [r for r in storm if r["sessions"] == n]
+            each = ", ".join(f"{r['all_resumed_s']:.2f}" for r in rows)
+            lines.append(f"| {n} | {len(rows)} | {median_of(rows, lambda r: r['all_resumed_s']):.2f} | {each} | "
+                         f"{sum(r['messages_accepted'] for r in rows)} | {sum(r['messages_delivered'] for r in rows)} | "
+                         f"{sum(r['lost'] for r in rows)} |")
+        lines.append("")
+    for path in charts(a, suffix, idle, chat):
+        lines.append(f"![{os.path.basename(path)}]({os.path.basename(path)})")
+    lines.append("")
     with open(os.path.join(a.out, f"{a.date}-summary{suffix}.md"), "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))

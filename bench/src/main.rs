@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 mod federation;
 mod peers;
+mod storm;
 
 use iris_client::{Client, Encoding, ServerFrame};
 use std::collections::HashMap;
@@ -97,6 +98,25 @@ enum Cmd {
         /// Seconds of load.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+    },
+    /// Iris: N sessions dropped at once and resumed, with messages sent
+    /// to them meanwhile; time until all resumed, and nothing lost.
+    Storm {
+        /// The WebSocket URL.
+        #[arg(long, default_value = "ws://127.0.0.1:8080/v1/ws")]
+        url: String,
+        /// The node's data dir (dev key).
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// Sessions.
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+        /// Resumes in flight at once.
+        #[arg(long, default_value_t = 1_000)]
+        concurrency: usize,
+        /// Messages sent (one at a time, each until accepted) during the storm.
+        #[arg(long, default_value_t = 1_000)]
+        messages: usize,
     },
     /// N idle authenticated sessions; the server's RSS per session.
     Idle {
@@ -520,6 +540,10 @@ async fn main() -> anyhow::Result<()> {
         Cmd::CrossRegion { region_a, url_a, region_b, url_b, data_dir, messages } => {
             let regions = federation::Regions { a: (region_a, url_a), b: (region_b, url_b) };
             return federation::cross_region(regions, signer_for(Some(&data_dir))?, messages).await;
+        }
+        Cmd::Storm { url, data_dir, sessions, concurrency, messages } => {
+            let target = storm::Target { url, signer: signer_for(Some(&data_dir))? };
+            return storm::storm(target, sessions, concurrency, messages).await;
         }
         Cmd::Ingest { api, key, rate, batch, connections, seconds } => {
             return ingest(api, key, rate, batch, connections, seconds).await;
