@@ -98,12 +98,13 @@ pub async fn storm(t: Target, sessions: usize, concurrency: usize, messages: usi
     //    flight) with resume_after, and counts distinct message seqs.
     let delivered = Arc::new(AtomicU64::new(0));
     let resumed_at = Arc::new(AtomicU64::new(0));
+    let resumed_count = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut users = Vec::with_capacity(sessions);
     for i in 0..sessions {
-        let (t, heads, delivered, resumed_at, semaphore) =
-            (t.clone(), heads.clone(), delivered.clone(), resumed_at.clone(), semaphore.clone());
+        let (t, heads, delivered, resumed_at, resumed_count, semaphore) =
+            (t.clone(), heads.clone(), delivered.clone(), resumed_at.clone(), resumed_count.clone(), semaphore.clone());
         let mut stop = stop_rx.clone();
         users.push(tokio::spawn(async move {
             let token = t.signer.token("storm", &name(i), 3_600)?;
@@ -136,6 +137,7 @@ pub async fn storm(t: Target, sessions: usize, concurrency: usize, messages: usi
                             synced = true;
                             let at = started.elapsed().as_micros() as u64;
                             resumed_at.fetch_max(at, Ordering::Relaxed);
+                            resumed_count.fetch_add(1, Ordering::Relaxed);
                         }
                         _ => {}
                     },
@@ -146,9 +148,12 @@ pub async fn storm(t: Target, sessions: usize, concurrency: usize, messages: usi
     }
     let accepted = send_task.await??;
     let sent_done = started.elapsed();
-    // 5. Wait (bounded) until everything accepted has arrived.
+    // 5. Wait (bounded) until every session has resumed and everything
+    //    accepted has arrived.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while delivered.load(Ordering::Relaxed) < accepted && Instant::now() < deadline {
+    while (delivered.load(Ordering::Relaxed) < accepted || resumed_count.load(Ordering::Relaxed) < sessions as u64)
+        && Instant::now() < deadline
+    {
         if users.iter().any(|u| u.is_finished()) {
             break;
         }
