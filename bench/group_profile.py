@@ -10,8 +10,11 @@ GROUPS = [
     ("kernel: scheduling and futex", r"\[k\] .*(sched|futex|schedule|wake|finish_task|switch|pick_next|enqueue|dequeue|try_to_wake)"),
     ("kernel: other", r"\[k\] "),
     ("JSON (serde_json, protocol codec)", r"serde_json|serde::|iris_protocol|peek_json|decode_json|encode_json"),
-    ("storage (fjall, lsm, committer)", r"fjall|lsm_tree|iris_storage|committer|value_log|xxhash|crc|lz4"),
-    ("memory allocation", r"malloc|free|realloc|_int_|alloc::|cfree|tcache|memcpy|memmove|memset"),
+    ("storage: memtable skiplist search (crossbeam_skiplist, key compares)", r"crossbeam_skiplist|byteview"),
+    ("storage: other (fjall, lsm-tree, committer)", r"fjall|lsm_tree|iris_storage|committer|value_log|xxhash|crc|lz4"),
+    ("libc memcmp (callers not sampled; the skiplist's key compares are the likely ones)", r"memcmp"),
+    ("libc memcpy/memmove/memset", r"memcpy|memmove|memset"),
+    ("memory allocation", r"malloc|free|realloc|_int_|alloc::|cfree|tcache"),
     ("tokio runtime and channels", r"tokio::|mio::|parking_lot|std::sync|futures_|AtomicWaker"),
     ("actix (shard actors)", r"actix"),
     ("hashing and maps", r"hashbrown|dashmap|siphash|ahash|Hash"),
@@ -22,6 +25,7 @@ GROUPS = [
 def main():
     totals = {}
     other = 0.0
+    others = []
     for line in sys.stdin:
         m = re.match(r"\s*([0-9.]+)%\s+(.*)$", line)
         if not m:
@@ -33,9 +37,12 @@ def main():
                 break
         else:
             other += pct
+            others.append((pct, sym.strip()))
     for name, pct in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"{pct:6.1f}%  {name}")
-    print(f"{other:6.1f}%  other")
+    print(f"{other:6.1f}%  other, largest:")
+    for pct, sym in sorted(others, reverse=True)[:8]:
+        print(f"        {pct:5.2f}%  {sym[:110]}")
 
 
 if __name__ == "__main__":
