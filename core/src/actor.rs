@@ -95,22 +95,35 @@ struct ShardActor {
 pub struct InputClock {
     caught_up_ms: std::sync::atomic::AtomicI64,
     idle: std::sync::atomic::AtomicBool,
+    held_upstream: std::sync::atomic::AtomicBool,
 }
 
 impl InputClock {
     fn mark(&self, rx_empty: bool, idle: bool) {
         use std::sync::atomic::Ordering;
-        if rx_empty {
+        let upstream = self.held_upstream.load(Ordering::Acquire);
+        if rx_empty && !upstream {
             self.caught_up_ms.store(now_ms(), Ordering::Release);
         }
-        self.idle.store(idle, Ordering::Release);
+        self.idle.store(idle && !upstream, Ordering::Release);
+    }
+
+    /// Tells the clock that inputs for this shard are held before its
+    /// queue (a Kafka partition paused because the queue was full): an
+    /// empty queue then does not mean caught up.
+    pub fn set_held_upstream(&self, held: bool) {
+        self.held_upstream.store(held, std::sync::atomic::Ordering::Release);
     }
 
     /// The newest instant at which every input that had arrived was handed
-    /// on: now while the pump waits for input.
+    /// on: now while the pump waits for input and nothing is held upstream.
     fn caught_up(&self, now: i64) -> i64 {
         use std::sync::atomic::Ordering;
-        if self.idle.load(Ordering::Acquire) { now } else { self.caught_up_ms.load(Ordering::Acquire) }
+        if self.idle.load(Ordering::Acquire) && !self.held_upstream.load(Ordering::Acquire) {
+            now
+        } else {
+            self.caught_up_ms.load(Ordering::Acquire)
+        }
     }
 }
 
@@ -446,12 +459,19 @@ impl ShardHost {
     /// Starts the actor of one shard, fed from `rx`. Its state is rebuilt
     /// from storage as users come up. It stops once `rx`'s senders are gone
     /// and its in-flight writes have finished.
-    pub fn start(&self, shard: ShardId, rx: ShardReceiver, progress: Option<Arc<std::sync::atomic::AtomicU64>>) {
+    /// Returns the shard's input clock, for a feeder that holds inputs
+    /// before the queue (see [`InputClock::set_held_upstream`]).
+    pub fn start(
+        &self,
+        shard: ShardId,
+        rx: ShardReceiver,
+        progress: Option<Arc<std::sync::atomic::AtomicU64>>,
+    ) -> Arc<InputClock> {
         let cfg = &self.cfg;
         let arbiters = self.arbiters.lock().unwrap_or_else(|p| p.into_inner());
         if arbiters.is_empty() {
             tracing::warn!(shard = shard.0, "shard threads stopped; shard not started");
-            return;
+            return Arc::new(InputClock::default());
         }
         let arbiter = &arbiters[shard.0 as usize % arbiters.len()];
         let state = ShardState::new(ShardConfig {
@@ -486,9 +506,10 @@ impl ShardHost {
         });
         let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
         self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(shard, sem.clone());
-        if !arbiter.spawn(pump(rx, addr, sem, shard, pump_clock)) {
+        if !arbiter.spawn(pump(rx, addr, sem, shard, pump_clock.clone())) {
             tracing::error!(shard = shard.0, "arbiter is gone; shard not started");
         }
+        pump_clock
     }
 
     /// Forgets a shard whose input was closed (revoked): its actor finishes

@@ -4,5 +4,5 @@
 pub mod actor;
 pub mod state;
 
-pub use actor::{ShardHost, ShardsConfig, start_shards};
+pub use actor::{InputClock, ShardHost, ShardsConfig, start_shards};
 pub use state::{DEFAULT_CIRCLE, Output, ShardConfig, ShardState};

@@ -104,6 +104,10 @@ pub(crate) trait Transport: Send {
     fn alive(&mut self) -> bool {
         false
     }
+    /// Has the transport queued bytes of its own (a pong) to flush?
+    fn wants_flush(&self) -> bool {
+        false
+    }
 }
 
 /// Runs one session over a transport until it ends, in a task of its own
@@ -164,6 +168,9 @@ impl<T: Transport> Session<T> {
         // batch of deliveries) are boxed and exist only while they run.
         loop {
             if self.state.has_output() && !Box::pin(self.carry_out()).await {
+                return;
+            }
+            if self.t.wants_flush() && !Box::pin(self.flush()).await {
                 return;
             }
             if self.state.is_closed() {

@@ -164,11 +164,13 @@ where
         self.io.flush().await.is_ok()
     }
 
-    /// Says goodbye with `code` (best effort) and reports the client gone.
-    async fn fail(&mut self, code: u16, reason: &str) -> Inbound {
-        self.closing = true;
-        wsproto::encode_close(&mut self.out, code, reason);
-        let _ = tokio::time::timeout(crate::session::WRITE_DEADLINE, self.push_out()).await;
+    /// Queues a close frame with `code` and reports the client gone. The
+    /// frame goes out with the session's close (`Transport::close`);
+    /// nothing is written here, so `next` stays cancel-safe.
+    fn fail(&mut self, code: u16, reason: &str) -> Inbound {
+        if !std::mem::replace(&mut self.closing, true) {
+            wsproto::encode_close(&mut self.out, code, reason);
+        }
         Inbound::Gone
     }
 }
@@ -177,28 +179,29 @@ impl<S> Transport for WsTransport<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    // Cancel-safe: the only await is the read, whose bytes are taken
+    // inside one poll. Replies (pong, close) are queued in `out` and
+    // written by the session outside its select (`wants_flush`, `close`).
     async fn next(&mut self) -> Inbound {
         loop {
+            if self.closing {
+                return Inbound::Gone;
+            }
             match self.reader.next_event() {
                 Ok(Some(Event::Text(bytes))) => return Inbound::Frame(bytes, Encoding::Json),
                 Ok(Some(Event::Binary(bytes))) => return Inbound::Frame(bytes, Encoding::Binary),
-                // The rare paths are boxed: this future is part of every
-                // idle session's task, sized by its largest state.
                 Ok(Some(Event::Ping(payload))) => {
                     wsproto::encode(&mut self.out, wsproto::OP_PONG, &payload);
-                    if !Box::pin(self.push_out()).await {
-                        return Inbound::Gone;
-                    }
                     return Inbound::Touch;
                 }
                 Ok(Some(Event::Pong)) => return Inbound::Touch,
                 // Answer the client's close; the session then ends.
-                Ok(Some(Event::Close(_))) => return Box::pin(self.fail(1000, "")).await,
+                Ok(Some(Event::Close(_))) => return self.fail(1000, ""),
                 Ok(None) => {}
                 Err(wsproto::WsError::TooLarge) => return Inbound::TooLarge,
                 Err(e) => {
                     tracing::debug!(error = ?e, "websocket protocol error");
-                    return Box::pin(self.fail(e.close_code(), "protocol error")).await;
+                    return self.fail(e.close_code(), "protocol error");
                 }
             }
             let (io, reader) = (&mut self.io, &mut self.reader);
@@ -210,6 +213,10 @@ where
     }
 
     async fn feed(&mut self, frame: Vec<u8>, encoding: Encoding) -> bool {
+        if self.closing {
+            // Nothing may follow a close frame.
+            return false;
+        }
         let opcode = match encoding {
             Encoding::Json => wsproto::OP_TEXT,
             Encoding::Binary => wsproto::OP_BINARY,
@@ -222,11 +229,16 @@ where
         self.push_out().await
     }
 
+    fn wants_flush(&self) -> bool {
+        !self.out.is_empty() && !self.closing
+    }
+
     async fn close(&mut self, reason: CloseReason) {
-        if std::mem::replace(&mut self.closing, true) {
-            return;
+        // A close already queued (answering the client's, or a protocol
+        // error) goes out now; otherwise ours, with the session's reason.
+        if !std::mem::replace(&mut self.closing, true) {
+            wsproto::encode_close(&mut self.out, close_code(reason), reason.as_str());
         }
-        wsproto::encode_close(&mut self.out, close_code(reason), reason.as_str());
         // The peer may already be gone; nothing more to do then.
         if self.push_out().await {
             let _ = self.io.shutdown().await;

@@ -304,7 +304,12 @@ fn close_code(payload: &[u8]) -> Result<Option<u16>, WsError> {
             if std::str::from_utf8(&payload[2..]).is_err() {
                 return Err(WsError::BadText);
             }
-            Ok(Some(u16::from_be_bytes([payload[0], payload[1]])))
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            // Codes a peer may send (RFC 6455 7.4, and the IANA registry).
+            if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+                return Err(WsError::Protocol("a close code a peer may not send"));
+            }
+            Ok(Some(code))
         }
     }
 }
@@ -478,6 +483,7 @@ mod tests {
             (client(true, OP_PING, &[0; 126]), 1002),
             (client(true, OP_CONTINUATION, b"a"), 1002),
             (client(true, OP_CLOSE, &[3]), 1002),
+            (client(true, OP_CLOSE, &[0x03, 0xed]), 1002),
             (client(true, OP_TEXT, &[0xff, 0xfe]), 1007),
             ([client(false, OP_TEXT, b"a"), client(true, OP_TEXT, b"b")].concat(), 1002),
         ];

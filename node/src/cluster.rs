@@ -155,9 +155,17 @@ struct Owned {
     ledger: OffsetLedger,
     /// Envelopes read while the actor's input was full, in order. The
     /// partition is paused from the first of them until they are all in,
-    /// so this holds at most what the consumer had already fetched.
+    /// so this holds at most what the consumer had already fetched (and
+    /// `MAX_HELD` if pausing failed).
     waiting: std::collections::VecDeque<(i64, ShardEnvelope)>,
+    /// The shard's input clock, told while envelopes are held here so that
+    /// an empty queue is not taken for caught up (edge leases).
+    clock: Arc<iris_core::InputClock>,
 }
+
+/// Held envelopes beyond which the core loop waits for the shard instead
+/// (only reached if pausing the partition failed).
+const MAX_HELD: usize = 4_096;
 
 /// Stops and restarts the fetching of one partition.
 trait Pauser {
@@ -180,14 +188,19 @@ impl Pauser for ShardGroup {
 }
 
 impl Owned {
-    fn new(input: mpsc::Sender<ShardEnvelope>, progress: Arc<std::sync::atomic::AtomicU64>) -> Self {
-        Self { input, progress, ledger: OffsetLedger::default(), waiting: Default::default() }
+    fn new(
+        input: mpsc::Sender<ShardEnvelope>,
+        progress: Arc<std::sync::atomic::AtomicU64>,
+        clock: Arc<iris_core::InputClock>,
+    ) -> Self {
+        Self { input, progress, ledger: OffsetLedger::default(), waiting: Default::default(), clock }
     }
 
     /// Hands an envelope to the shard without waiting: a full shard gets
     /// its partition paused and the envelope held, so that one busy shard
     /// never stops the others, the offset commits or ownership changes.
     fn offer(&mut self, pauser: &dyn Pauser, partition: i32, offset: i64, env: ShardEnvelope) {
+        self.drain(pauser, partition);
         if !self.waiting.is_empty() {
             self.waiting.push_back((offset, env));
             return;
@@ -195,6 +208,7 @@ impl Owned {
         match self.input.try_send(env) {
             Ok(()) => self.ledger.handed(offset),
             Err(mpsc::error::TrySendError::Full(env)) => {
+                self.clock.set_held_upstream(true);
                 pauser.pause(partition);
                 self.waiting.push_back((offset, env));
             }
@@ -225,6 +239,20 @@ impl Owned {
             }
         }
         pauser.resume(partition);
+        self.clock.set_held_upstream(false);
+    }
+
+    /// The bound on held envelopes: waits for the shard to take them all.
+    async fn drain_waiting(&mut self, pauser: &(dyn Pauser + Sync), partition: i32) {
+        while let Some((offset, env)) = self.waiting.pop_front() {
+            if self.input.send(env).await.is_err() {
+                self.waiting.clear();
+                return;
+            }
+            self.ledger.handed(offset);
+        }
+        pauser.resume(partition);
+        self.clock.set_held_upstream(false);
     }
 }
 
@@ -276,6 +304,10 @@ const COMMIT_EVERY: Duration = Duration::from_millis(200);
 async fn core_loop(host: Arc<ShardHost>, members: ShardGroup, mut ownership: mpsc::Receiver<Ownership>, queue: usize) {
     let mut owned: HashMap<i32, Owned> = HashMap::new();
     let mut tick = tokio::time::interval(COMMIT_EVERY);
+    // A persistent interval: a sleep re-created on every turn would never
+    // fire while other partitions keep `next_shard` ready.
+    let mut retry = tokio::time::interval(RETRY_HELD);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             biased;
@@ -285,11 +317,11 @@ async fn core_loop(host: Arc<ShardHost>, members: ShardGroup, mut ownership: mps
                         if let std::collections::hash_map::Entry::Vacant(slot) = owned.entry(p) {
                             let (tx, rx) = mpsc::channel(queue);
                             let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
-                            host.start(ShardId(p as u32), rx, Some(progress.clone()));
+                            let clock = host.start(ShardId(p as u32), rx, Some(progress.clone()));
                             // A partition paused under an earlier owner
                             // here must not stay paused.
                             Pauser::resume(&members, p);
-                            slot.insert(Owned::new(tx, progress));
+                            slot.insert(Owned::new(tx, progress, clock));
                             tracing::info!(shard = p, "shard assigned here");
                         }
                     }
@@ -316,14 +348,20 @@ async fn core_loop(host: Arc<ShardHost>, members: ShardGroup, mut ownership: mps
                     }
                 }
             }
-            _ = tokio::time::sleep(RETRY_HELD), if owned.values().any(|o| !o.waiting.is_empty()) => {
+            _ = retry.tick(), if owned.values().any(|o| !o.waiting.is_empty()) => {
                 for (p, o) in owned.iter_mut() {
                     o.drain(&members, *p);
                 }
             }
             next = members.next_shard() => match next {
                 Ok((p, offset, env)) => match owned.get_mut(&p) {
-                    Some(o) => o.offer(&members, p, offset, env),
+                    Some(o) => {
+                        o.offer(&members, p, offset, env);
+                        if o.waiting.len() > MAX_HELD {
+                            tracing::warn!(shard = p, "too many envelopes held for a full shard; waiting for it");
+                            o.drain_waiting(&members, p).await;
+                        }
+                    }
                     None => tracing::warn!(shard = p, "envelope for a shard not owned here; dropped"),
                 },
                 Err(e) => {
@@ -365,7 +403,7 @@ mod tests {
     #[test]
     fn a_full_shard_pauses_its_partition_and_gets_its_envelopes_in_order_once_there_is_room() {
         let (tx, mut rx) = mpsc::channel(2);
-        let mut o = Owned::new(tx, Arc::default());
+        let mut o = Owned::new(tx, Arc::default(), Arc::default());
         let kafka = Recorded::default();
         for off in 10..15 {
             o.offer(&kafka, 3, off, env(off as usize));
