@@ -81,14 +81,15 @@ def main():
     p.add_argument("--idle", required=True)
     p.add_argument("--chat", required=True)
     p.add_argument("--storm", required=True)
+    p.add_argument("--presence", default="/dev/null")
     p.add_argument("--date", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--quick", default="0")
     a = p.parse_args()
-    idle, chat, storm = load(a.idle), load(a.chat), load(a.storm)
+    idle, chat, storm, presence = load(a.idle), load(a.chat), load(a.storm), load(a.presence)
     suffix = "-quick" if a.quick == "1" else ""
     machine = {"cpus": os.cpu_count(), "kernel": platform.release(), "machine": platform.machine()}
-    for name, rows in (("idle", idle), ("chat", chat), ("storm", storm)):
+    for name, rows in (("idle", idle), ("chat", chat), ("storm", storm), ("presence", presence)):
         with open(os.path.join(a.out, f"{a.date}-{name}{suffix}.json"), "w") as f:
             json.dump({"date": a.date, "machine": machine, "rows": rows}, f, indent=1)
 
@@ -133,6 +134,15 @@ def main():
             lines.append(f"| {n} | {len(rows)} | {median_of(rows, lambda r: r['all_resumed_s']):.2f} | {each} | "
                          f"{sum(r['messages_accepted'] for r in rows)} | {sum(r['messages_delivered'] for r in rows)} | "
                          f"{sum(r['lost'] for r in rows)} |")
+        lines.append("")
+    if presence:
+        lines += ["## Presence: one user, K subscribers, a status change (Iris)", "",
+                  "| subscribers | rounds | all saw it (ms), median of rounds | per round (ms) | each subscriber p50 / p99 (ms) |",
+                  "|---|---|---|---|---|"]
+        for r in presence:
+            each = ", ".join(f"{x:.1f}" for x in r["all_seen_ms_per_round"])
+            lines.append(f"| {r['subscribers']} | {r['rounds']} | {r['all_seen_ms_median']:.2f} | {each} | "
+                         f"{r['each_p50_us'] / 1000:.2f} / {r['each_p99_us'] / 1000:.2f} |")
         lines.append("")
     for path in charts(a, suffix, idle, chat):
         lines.append(f"![{os.path.basename(path)}]({os.path.basename(path)})")

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 mod federation;
 mod peers;
+mod presence;
 mod storm;
 
 use iris_client::{Client, Encoding, ServerFrame};
@@ -117,6 +118,22 @@ enum Cmd {
         /// Messages sent (one at a time, each until accepted) during the storm.
         #[arg(long, default_value_t = 1_000)]
         messages: usize,
+    },
+    /// Iris: one user with K subscribers changes status; time until all
+    /// K have seen it.
+    Presence {
+        /// The WebSocket URL.
+        #[arg(long, default_value = "ws://127.0.0.1:8080/v1/ws")]
+        url: String,
+        /// The node's data dir (dev key).
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// Subscribers (each its own session and user).
+        #[arg(long, default_value_t = 1_000)]
+        subscribers: usize,
+        /// Status changes, alternating away and online.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
     },
     /// N idle authenticated sessions; the server's RSS per session.
     Idle {
@@ -544,6 +561,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Storm { url, data_dir, sessions, concurrency, messages } => {
             let target = storm::Target { url, signer: signer_for(Some(&data_dir))? };
             return storm::storm(target, sessions, concurrency, messages).await;
+        }
+        Cmd::Presence { url, data_dir, subscribers, rounds } => {
+            return presence::presence(url, signer_for(Some(&data_dir))?, subscribers, rounds).await;
         }
         Cmd::Ingest { api, key, rate, batch, connections, seconds } => {
             return ingest(api, key, rate, batch, connections, seconds).await;
