@@ -73,7 +73,7 @@ def charts(a, suffix, idle, chat):
     return written
 
 
-PEERS = ("iris", "mosquitto", "nats")
+PEERS = ("iris", "iris-quic", "mosquitto", "nats")
 
 
 def main():

@@ -56,6 +56,10 @@ enum Cmd {
         /// Use the binary codec.
         #[arg(long)]
         binary: bool,
+        /// Iris over QUIC at this address (the node's dev certificate from
+        /// --data-dir) instead of WebSocket.
+        #[arg(long)]
+        quic: Option<std::net::SocketAddr>,
     },
     /// The latency two federated regions add: one message at a time,
     /// first to a user homed here, then to one homed in the other region.
@@ -471,8 +475,12 @@ async fn user_task(
     start: Instant,
     encoding: Encoding,
     counters: Arc<Counters>,
+    quic: Option<Arc<iris_client::QuicConnector>>,
 ) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
-    let opened = Conn::open(system, &url, &token, &format!("bench-{me}"), encoding).await;
+    let opened = match &quic {
+        Some(q) => q.hello(&token, None, encoding).await.map(|(c, _)| Conn::Iris(c)).map_err(anyhow::Error::from),
+        None => Conn::open(system, &url, &token, &format!("bench-{me}"), encoding).await,
+    };
     let report = opened.as_ref().map(|_| ()).map_err(|e| format!("user {me}: {e}"));
     let mut c = match (ready.0.send(report).await, opened) {
         (Ok(()), Ok(c)) => c,
@@ -547,9 +555,9 @@ fn summary(h: &Histogram<u64>) -> serde_json::Value {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (system, url, metrics, data_dir, users, rate, seconds, binary) = match Cli::parse().command {
-        Cmd::Chat { system, url, metrics, data_dir, users, rate, seconds, binary } => {
-            (system, url, metrics, data_dir, users, rate, seconds, binary)
+    let (system, url, metrics, data_dir, users, rate, seconds, binary, quic) = match Cli::parse().command {
+        Cmd::Chat { system, url, metrics, data_dir, users, rate, seconds, binary, quic } => {
+            (system, url, metrics, data_dir, users, rate, seconds, binary, quic)
         }
         Cmd::Idle { system, url, quic, data_dir, pid, sessions, concurrency } => {
             return idle(system, url, quic, data_dir, pid, sessions, concurrency).await;
@@ -576,6 +584,14 @@ async fn main() -> anyhow::Result<()> {
         bail!("--data-dir is required for Iris");
     }
     let signer = signer_for(data_dir.as_deref())?;
+    let quic = match (quic, &data_dir) {
+        (Some(addr), Some(dir)) if system == System::Iris => {
+            let trust = iris_client::Trust::from_pem_file(&dir.join("tls/dev-cert.pem"))?;
+            Some(Arc::new(iris_client::QuicConnector::new(addr, "localhost", &trust)?))
+        }
+        (Some(_), _) => bail!("--quic is for Iris, with --data-dir"),
+        (None, _) => None,
+    };
     let per_user = Duration::from_secs_f64(users as f64 / rate as f64);
     let before = match &metrics {
         Some(m) => Some(metric_sums(m).await?),
@@ -608,6 +624,7 @@ async fn main() -> anyhow::Result<()> {
             start,
             encoding,
             counters.clone(),
+            quic.clone(),
         )));
     }
     // Everyone connects first; one failure abandons the run instead of
@@ -661,6 +678,7 @@ async fn main() -> anyhow::Result<()> {
         "target_rate": rate,
         "seconds": seconds,
         "encoding": if binary { "binary" } else { "json" },
+        "transport": if quic.is_some() { "quic" } else if system == System::Iris { "websocket" } else { "tcp" },
         "sent": counters.sent.load(Ordering::Relaxed),
         "accepted": counters.accepted.load(Ordering::Relaxed),
         "delivered": counters.delivered.load(Ordering::Relaxed),
