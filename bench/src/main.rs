@@ -279,6 +279,39 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS in /proc status")
 }
 
+/// A QUIC connector (one endpoint for many connections) that trusts the
+/// node's development certificate in `data_dir`.
+fn quic_connector(
+    addr: std::net::SocketAddr,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Arc<iris_client::QuicConnector>> {
+    let trust = iris_client::Trust::from_pem_file(&data_dir.join("tls/dev-cert.pem"))?;
+    Ok(Arc::new(iris_client::QuicConnector::new(addr, "localhost", &trust)?))
+}
+
+/// Opens `n` connections (each made by `open(i)`), `concurrency` at a
+/// time, in order, with a progress line every 1,000.
+async fn open_all<F, Fut, T>(n: usize, concurrency: usize, open: F) -> anyhow::Result<Vec<T>>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut out = Vec::with_capacity(n);
+    let mut next = 0;
+    while next < n {
+        let batch: Vec<_> = (next..(next + concurrency.max(1)).min(n)).map(|i| tokio::spawn(open(i))).collect();
+        next += batch.len();
+        for t in batch {
+            out.push(t.await??);
+        }
+        if next % 1_000 < concurrency.max(1) {
+            eprintln!("{next} sessions open");
+        }
+    }
+    Ok(out)
+}
+
 fn signer_for(data_dir: Option<&std::path::Path>) -> anyhow::Result<iris_auth::Signer> {
     match data_dir {
         Some(dir) => {
@@ -306,38 +339,23 @@ async fn idle(
     }
     let signer = Arc::new(signer_for(data_dir.as_deref())?);
     let connector = match (quic, &data_dir) {
-        (Some(addr), Some(data_dir)) => {
-            let trust = iris_client::Trust::from_pem_file(&data_dir.join("tls/dev-cert.pem"))?;
-            Some(Arc::new(iris_client::QuicConnector::new(addr, "localhost", &trust)?))
-        }
+        (Some(addr), Some(data_dir)) => Some(quic_connector(addr, data_dir)?),
         _ => None,
     };
     let before = rss_kib(pid)?;
     let started = Instant::now();
-    let mut held = Vec::with_capacity(sessions);
-    let mut next = 0usize;
-    while next < sessions {
-        let batch: Vec<usize> = (next..(next + concurrency).min(sessions)).collect();
-        next += batch.len();
-        let mut tasks = Vec::new();
-        for i in batch {
-            let (signer, url, connector) = (signer.clone(), url.clone(), connector.clone());
-            tasks.push(tokio::spawn(async move {
-                let token = signer.token("idle", &format!("idle-{i}"), 3_600)?;
-                let conn = match connector {
-                    Some(q) => Conn::Iris(q.hello(&token, None, Encoding::Binary).await?.0),
-                    None => Conn::open(system, &url, &token, &format!("idle-{i}"), Encoding::Binary).await?,
-                };
-                anyhow::Ok(conn)
-            }));
+    let held = open_all(sessions, concurrency, |i| {
+        let (signer, url, connector) = (signer.clone(), url.clone(), connector.clone());
+        async move {
+            let token = signer.token("idle", &format!("idle-{i}"), 3_600)?;
+            let conn = match connector {
+                Some(q) => Conn::Iris(q.hello(&token, None, Encoding::Binary).await?.0),
+                None => Conn::open(system, &url, &token, &format!("idle-{i}"), Encoding::Binary).await?,
+            };
+            anyhow::Ok(conn)
         }
-        for t in tasks {
-            held.push(t.await??);
-        }
-        if next % 1_000 < concurrency {
-            eprintln!("{next} sessions open");
-        }
-    }
+    })
+    .await?;
     let connect_secs = started.elapsed().as_secs_f64();
     // Let the node settle (allocator, queues) before reading its RSS.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -585,10 +603,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let signer = signer_for(data_dir.as_deref())?;
     let quic = match (quic, &data_dir) {
-        (Some(addr), Some(dir)) if system == System::Iris => {
-            let trust = iris_client::Trust::from_pem_file(&dir.join("tls/dev-cert.pem"))?;
-            Some(Arc::new(iris_client::QuicConnector::new(addr, "localhost", &trust)?))
-        }
+        (Some(addr), Some(dir)) if system == System::Iris => Some(quic_connector(addr, dir)?),
         (Some(_), _) => bail!("--quic is for Iris, with --data-dir"),
         (None, _) => None,
     };

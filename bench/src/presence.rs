@@ -34,45 +34,43 @@ pub async fn presence(url: String, signer: iris_auth::Signer, subscribers: usize
     let signer = Arc::new(signer);
     let (round_tx, _) = tokio::sync::broadcast::channel::<(usize, PresenceStatus)>(rounds + 1);
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::channel::<(usize, Instant)>(subscribers.max(1));
+    let watchers = crate::open_all(subscribers, 64, |i| {
+        let (url, signer) = (url.clone(), signer.clone());
+        async move {
+            let token = signer.token("presence", &watcher(i), 3_600)?;
+            let (mut c, _) = Client::hello(&url, &token, None, Encoding::Binary).await?;
+            c.subscribe(&[STAR]).await?;
+            c.expect(
+                Duration::from_secs(30),
+                "the star online",
+                |f| matches!(f, ServerFrame::Presence(p) if p.user == STAR && p.status == PresenceStatus::Online),
+            )
+            .await?;
+            anyhow::Ok(c)
+        }
+    })
+    .await?;
     let mut tasks = Vec::with_capacity(subscribers);
-    let mut next = 0;
-    while next < subscribers {
-        let end = (next + 64).min(subscribers);
-        let mut batch = Vec::new();
-        for i in next..end {
-            let (url, signer) = (url.clone(), signer.clone());
-            batch.push(tokio::spawn(async move {
-                let token = signer.token("presence", &watcher(i), 3_600)?;
-                let (mut c, _) = Client::hello(&url, &token, None, Encoding::Binary).await?;
-                c.subscribe(&[STAR]).await?;
+    for (i, mut c) in watchers.into_iter().enumerate() {
+        let mut rounds_rx = round_tx.subscribe();
+        let seen_tx = seen_tx.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Ok((round, want)) = rounds_rx.recv().await {
                 c.expect(
                     Duration::from_secs(30),
-                    "the star online",
-                    |f| matches!(f, ServerFrame::Presence(p) if p.user == STAR && p.status == PresenceStatus::Online),
+                    "the star's new status",
+                    |f| matches!(f, ServerFrame::Presence(p) if p.user == STAR && p.status == want),
                 )
-                .await?;
-                anyhow::Ok(c)
-            }));
-        }
-        for (i, t) in (next..end).zip(batch) {
-            let mut c = t.await??;
-            let mut rounds_rx = round_tx.subscribe();
-            let seen_tx = seen_tx.clone();
-            tasks.push(tokio::spawn(async move {
-                while let Ok((round, want)) = rounds_rx.recv().await {
-                    c.expect(
-                        Duration::from_secs(30),
-                        "the star's new status",
-                        |f| matches!(f, ServerFrame::Presence(p) if p.user == STAR && p.status == want),
-                    )
-                    .await
-                    .with_context(|| format!("watcher {i}, round {round}"))?;
-                    seen_tx.send((round, Instant::now())).await.ok();
+                .await
+                .with_context(|| format!("watcher {i}, round {round}"))?;
+                // The main task counts every watcher; once it has given up
+                // there is nobody left to tell.
+                if seen_tx.send((round, Instant::now())).await.is_err() {
+                    break;
                 }
-                anyhow::Ok(())
-            }));
-        }
-        next = end;
+            }
+            anyhow::Ok(())
+        }));
     }
     drop(seen_tx);
     eprintln!("presence: {subscribers} subscribers watching");

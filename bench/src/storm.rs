@@ -21,26 +21,6 @@ fn name(i: usize) -> String {
     format!("storm-{i}")
 }
 
-/// Opens `n` sessions, `concurrency` at a time; each result is produced by
-/// `open(i)`.
-async fn open_all<F, Fut, T>(n: usize, concurrency: usize, open: F) -> anyhow::Result<Vec<T>>
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
-    T: Send + 'static,
-{
-    let mut out = Vec::with_capacity(n);
-    let mut next = 0;
-    while next < n {
-        let batch: Vec<_> = (next..(next + concurrency).min(n)).map(|i| tokio::spawn(open(i))).collect();
-        next += batch.len();
-        for t in batch {
-            out.push(t.await??);
-        }
-    }
-    Ok(out)
-}
-
 pub async fn storm(t: Target, sessions: usize, concurrency: usize, messages: usize) -> anyhow::Result<()> {
     if sessions == 0 {
         bail!("--sessions must be at least 1");
@@ -49,7 +29,7 @@ pub async fn storm(t: Target, sessions: usize, concurrency: usize, messages: usi
     // 1. Everyone online; remember each inbox head to resume from.
     let heads = {
         let t = t.clone();
-        open_all(sessions, 64, move |i| {
+        crate::open_all(sessions, 64, move |i| {
             let t = t.clone();
             async move {
                 let token = t.signer.token("storm", &name(i), 3_600)?;

@@ -6,7 +6,7 @@
 //! Nothing here waits on another region: the outbound topic is regional,
 //! and the relays run beside the node's work, not in its path.
 
-use crate::{KafkaBusError, PUBLISH_TIMEOUT, Topics, client_config, ensure_topics, group_config};
+use crate::{KafkaBusError, PUBLISH_TIMEOUT, Topics, client_config, ensure_topics, group_config, reader_config};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
@@ -85,12 +85,7 @@ pub async fn follow_homes(
     homes: Arc<HomeDirectory>,
     fetch_wait_ms: u32,
 ) -> Result<(), KafkaBusError> {
-    let consumer: StreamConsumer = client_config(bootstrap)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
-        .create()?;
+    let consumer: StreamConsumer = reader_config(bootstrap, group, fetch_wait_ms).create()?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)?;
     consumer.assign(&tpl)?;

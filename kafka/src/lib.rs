@@ -110,16 +110,23 @@ fn client_config(bootstrap: &str) -> ClientConfig {
     c
 }
 
-/// A consumer-group member that commits its offsets itself (never
-/// automatically), starts at the earliest offset when the group has none,
-/// and is thrown out after `session_timeout_ms` of silence.
-fn group_config(bootstrap: &str, group: &str, fetch_wait_ms: u32, session_timeout_ms: u32) -> ClientConfig {
+/// A consumer that commits its offsets itself (never automatically),
+/// starts at the earliest offset when it has none, and waits at most
+/// `fetch_wait_ms` for a fetch to fill (chat latency).
+pub(crate) fn reader_config(bootstrap: &str, group: &str, fetch_wait_ms: u32) -> ClientConfig {
     let mut c = client_config(bootstrap);
     c.set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
-        .set("session.timeout.ms", session_timeout_ms.to_string())
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string());
+    c
+}
+
+/// A consumer-group member (`reader_config`) that is thrown out after
+/// `session_timeout_ms` of silence.
+fn group_config(bootstrap: &str, group: &str, fetch_wait_ms: u32, session_timeout_ms: u32) -> ClientConfig {
+    let mut c = reader_config(bootstrap, group, fetch_wait_ms);
+    c.set("session.timeout.ms", session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string());
     c
 }
@@ -372,12 +379,7 @@ impl PartitionReader {
         fetch_wait_ms: u32,
         from_end: bool,
     ) -> Result<Self, KafkaBusError> {
-        let consumer: StreamConsumer = client_config(bootstrap)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
-            .create()?;
+        let consumer: StreamConsumer = reader_config(bootstrap, group, fetch_wait_ms).create()?;
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
             let start = if from_end { rdkafka::Offset::End } else { rdkafka::Offset::Beginning };
