@@ -73,7 +73,7 @@ def charts(a, suffix, idle, chat):
     return written
 
 
-PEERS = ("iris", "iris-quic", "mosquitto", "nats")
+PEERS = ("iris", "iris-quic", "mosquitto", "nats", "ejabberd")
 
 
 def main():
@@ -123,7 +123,8 @@ def main():
             each = ", ".join(f"{r['send_to_delivered']['p99_us'] / 1000:.2f}" for r in rows)
             lines.append(f"| {peer} | {rate} | {len(rows)} | {sum(r['delivered'] for r in rows)}/"
                          f"{sum(r['sent'] for r in rows)} | {acc_p99} | {dl50:.2f} | {dl99:.2f} | {each} |")
-    lines += ["", "Durability: Iris accepted = synced to disk; Mosquitto QoS 1 in memory; NATS no ack, in memory.", ""]
+    lines += ["", "Durability: Iris accepted = synced to disk; Mosquitto QoS 1 in memory; NATS no ack, in memory; "
+              "ejabberd no ack (no XEP-0198), routed in memory (Mnesia offline storage only for users not online).", ""]
     if storm:
         lines += ["## Storm: every session dropped at once and resumed (Iris)", "",
                   "| sessions | runs | all resumed in (s), median | per run (s) | messages accepted during the storm | delivered | lost |",

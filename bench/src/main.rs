@@ -35,7 +35,7 @@ enum Cmd {
         /// The system under test.
         #[arg(long, value_enum, default_value = "iris")]
         system: System,
-        /// Iris: the WebSocket URL; MQTT and NATS: HOST:PORT.
+        /// Iris: the WebSocket URL; MQTT, NATS and XMPP: HOST:PORT.
         #[arg(long, default_value = "ws://127.0.0.1:8080/v1/ws")]
         url: String,
         /// Metrics URL of the node (for fsync figures).
@@ -144,7 +144,7 @@ enum Cmd {
         /// The system under test.
         #[arg(long, value_enum, default_value = "iris")]
         system: System,
-        /// Iris: the WebSocket URL (ignored with --quic); MQTT and NATS: HOST:PORT.
+        /// Iris: the WebSocket URL (ignored with --quic); MQTT, NATS and XMPP: HOST:PORT.
         #[arg(long, default_value = "ws://127.0.0.1:8080/v1/ws")]
         url: String,
         /// QUIC address of the node; measures QUIC sessions instead.
@@ -342,6 +342,9 @@ async fn idle(
         (Some(addr), Some(data_dir)) => Some(quic_connector(addr, data_dir)?),
         _ => None,
     };
+    // Let a server that has just started settle too (an Erlang VM collects
+    // its start-up garbage in the first seconds), so both readings match.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let before = rss_kib(pid)?;
     let started = Instant::now();
     let held = open_all(sessions, concurrency, |i| {
@@ -404,6 +407,20 @@ async fn metric_sums(url: &str) -> anyhow::Result<(f64, f64)> {
     Ok((get("iris_fsync_batch_size_sum"), get("iris_fsync_batch_size_count")))
 }
 
+/// Connects to Iris over WebSocket (`ws://HOST:PORT/...`) from the next
+/// loopback source address and says hello.
+pub(crate) async fn iris_hello(
+    url: &str,
+    token: &str,
+    resume_after: Option<u64>,
+    encoding: Encoding,
+) -> anyhow::Result<(Client, iris_protocol::Welcome)> {
+    let host = url.strip_prefix("ws://").and_then(|r| r.split('/').next()).context("a ws:// URL")?;
+    let mut c = Client::connect_over(url, peers::connect_tcp(host).await?, encoding).await?;
+    let welcome = c.say_hello(token, resume_after).await?;
+    Ok((c, welcome))
+}
+
 /// Which system a scenario runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum System {
@@ -413,6 +430,8 @@ enum System {
     Mqtt,
     /// nats-server.
     Nats,
+    /// An XMPP server (ejabberd).
+    Xmpp,
 }
 
 /// One load-generator connection to any system.
@@ -420,6 +439,7 @@ enum Conn {
     Iris(Client),
     Mqtt(peers::Mqtt),
     Nats(peers::Nats),
+    Xmpp(peers::Xmpp),
 }
 
 /// What a connection saw.
@@ -433,9 +453,10 @@ enum Seen {
 impl Conn {
     async fn open(system: System, url: &str, token: &str, me: &str, encoding: Encoding) -> anyhow::Result<Self> {
         Ok(match system {
-            System::Iris => Conn::Iris(Client::hello(url, token, None, encoding).await?.0),
+            System::Iris => Conn::Iris(iris_hello(url, token, None, encoding).await?.0),
             System::Mqtt => Conn::Mqtt(peers::Mqtt::connect(url, me, &format!("chat/{me}")).await?),
             System::Nats => Conn::Nats(peers::Nats::connect(url, &format!("chat.{me}")).await?),
+            System::Xmpp => Conn::Xmpp(peers::Xmpp::connect(url, me).await?),
         })
     }
 
@@ -455,6 +476,10 @@ impl Conn {
                 c.publish(&format!("chat.{peer}"), body.as_bytes()).await?;
                 Ok(None)
             }
+            Conn::Xmpp(x) => {
+                x.publish(peer, body.as_bytes()).await?;
+                Ok(None)
+            }
         }
     }
 
@@ -470,10 +495,16 @@ impl Conn {
             Conn::Mqtt(m) => match m.next().await? {
                 peers::PeerEvent::Acked(id) => Seen::Accepted(id.to_string()),
                 peers::PeerEvent::Delivered(b) => Seen::Delivered(b),
+                peers::PeerEvent::Refused => Seen::Error,
                 peers::PeerEvent::Other => Seen::Other,
             },
             Conn::Nats(c) => match c.next().await? {
                 peers::PeerEvent::Delivered(b) => Seen::Delivered(b),
+                _ => Seen::Other,
+            },
+            Conn::Xmpp(x) => match x.next().await? {
+                peers::PeerEvent::Delivered(b) => Seen::Delivered(b),
+                peers::PeerEvent::Refused => Seen::Error,
                 _ => Seen::Other,
             },
         })

@@ -1,12 +1,15 @@
 //! Minimal protocol adapters for the systems Iris is compared with: MQTT
-//! 3.1.1 (Mosquitto) and NATS (nats-server). Just enough to connect,
-//! subscribe to one's own topic, publish one-to-one and see deliveries.
-//! Reads are cancel-safe: partial packets stay in `buf`.
+//! 3.1.1 (Mosquitto), NATS (nats-server) and XMPP (ejabberd). Just enough
+//! to connect, receive one's own one-to-one messages, send them and see
+//! deliveries. Reads are cancel-safe: partial packets stay in `buf`.
 
 use anyhow::{Context, bail};
+use base64::Engine;
 use bytes::{Buf, BytesMut};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// What a peer connection reports.
 #[derive(Debug)]
@@ -15,8 +18,40 @@ pub enum PeerEvent {
     Acked(u16),
     /// A message arrived on the subscription.
     Delivered(Vec<u8>),
+    /// The server bounced a message (an XMPP `<message type='error'>`).
+    Refused,
     /// Anything else.
     Other,
+}
+
+/// How many loopback source addresses connections are spread over
+/// (127.0.0.1 to 127.0.0.8), so that no one address runs short of
+/// ephemeral ports however many sessions a scenario opens.
+pub const SOURCES: usize = 8;
+
+/// The next source address in turn.
+pub fn next_source() -> IpAddr {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let i = NEXT.fetch_add(1, Ordering::Relaxed) % SOURCES;
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + i as u8))
+}
+
+/// A TCP connection to `addr` (HOST:PORT) from the next loopback source
+/// address when `addr` is on loopback, with TCP_NODELAY on.
+pub async fn connect_tcp(addr: &str) -> anyhow::Result<TcpStream> {
+    let target: SocketAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(_) => tokio::net::lookup_host(addr).await?.next().with_context(|| format!("no address for {addr}"))?,
+    };
+    let stream = if target.ip().is_loopback() && target.is_ipv4() {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(next_source(), 0))?;
+        socket.connect(target).await?
+    } else {
+        TcpStream::connect(target).await?
+    };
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 fn remaining_length(mut n: usize, out: &mut Vec<u8>) {
@@ -54,8 +89,7 @@ pub struct Mqtt {
 impl Mqtt {
     /// Connects (clean session) and subscribes to `topic` at QoS 1.
     pub async fn connect(addr: &str, client_id: &str, topic: &str) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        let stream = connect_tcp(addr).await?;
         let mut m = Self { stream, buf: BytesMut::with_capacity(256) };
         let mut body = Vec::new();
         mqtt_str("MQTT", &mut body);
@@ -146,8 +180,7 @@ pub struct Nats {
 impl Nats {
     /// Connects and subscribes to `subject`.
     pub async fn connect(addr: &str, subject: &str) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
+        let stream = connect_tcp(addr).await?;
         let mut n = Self { stream, buf: BytesMut::with_capacity(256), last_was_pong: false };
         n.stream
             .write_all(
@@ -211,5 +244,250 @@ impl Nats {
                 bail!("NATS connection closed");
             }
         }
+    }
+}
+
+/// An XMPP client connection (RFC 6120): plain TCP, in-band registration
+/// (XEP-0077) of `user` with the password `user` when it is new, SASL
+/// PLAIN, a bound resource and initial presence, so that one-to-one
+/// `<message/>` stanzas to `user@host` are delivered live (and stored
+/// offline otherwise).
+pub struct Xmpp {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// The XMPP domain the benchmark's ejabberd serves.
+pub const XMPP_DOMAIN: &str = "localhost";
+
+fn stream_header() -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream to='{XMPP_DOMAIN}' xmlns='jabber:client' \
+         xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+    )
+}
+
+/// XML character data, escaped.
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn xml_unescape(s: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(s);
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&apos;", "'")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+        .into_bytes()
+}
+
+/// The length of the first whole top-level item in `buf`: the stream
+/// header, an XML declaration, a whole stanza, or the stream's end tag.
+/// `None` while it is incomplete. Text holds no raw `<`, and `>` inside a
+/// quoted attribute value does not end a tag.
+fn xmpp_item(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    let mut depth = 0usize;
+    loop {
+        let at = i + buf[i..].iter().position(|&b| b == b'<')?;
+        let mut quote = None;
+        let mut end = None;
+        for (k, &b) in buf[at..].iter().enumerate() {
+            match (quote, b) {
+                (None, b'"' | b'\'') => quote = Some(b),
+                (Some(q), b) if b == q => quote = None,
+                (None, b'>') => {
+                    end = Some(at + k);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let end = end?;
+        let tag = &buf[at..=end];
+        if tag.starts_with(b"<?") || tag.starts_with(b"<stream:stream") {
+            if depth == 0 {
+                return Some(end + 1);
+            }
+        } else if tag.starts_with(b"</") {
+            if depth <= 1 {
+                return Some(end + 1);
+            }
+            depth -= 1;
+        } else if tag.ends_with(b"/>") {
+            if depth == 0 {
+                return Some(end + 1);
+            }
+        } else {
+            depth += 1;
+        }
+        i = end + 1;
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The text between `<open>` and `</close>` in `stanza`.
+fn between<'a>(stanza: &'a [u8], open: &[u8], close: &[u8]) -> Option<&'a [u8]> {
+    let start = stanza.windows(open.len()).position(|w| w == open)? + open.len();
+    let len = stanza[start..].windows(close.len()).position(|w| w == close)?;
+    Some(&stanza[start..start + len])
+}
+
+impl Xmpp {
+    /// Connects as `user` (registered first if new) and goes online.
+    pub async fn connect(addr: &str, user: &str) -> anyhow::Result<Self> {
+        let stream = connect_tcp(addr).await?;
+        let mut x = Self { stream, buf: BytesMut::with_capacity(1024) };
+        x.stream.write_all(stream_header().as_bytes()).await?;
+        x.expect(b"<stream:features").await?;
+        let name = xml_escape(user);
+        x.stream
+            .write_all(
+                format!(
+                    "<iq type='set' id='reg'><query xmlns='jabber:iq:register'>\
+                     <username>{name}</username><password>{name}</password></query></iq>"
+                )
+                .as_bytes(),
+            )
+            .await?;
+        let reg = x.expect(b"<iq").await?;
+        // A conflict is an account that exists already: log in to it.
+        if contains(&reg, b"type='error'") && !contains(&reg, b"<conflict") {
+            bail!("XMPP registration of {user} refused: {}", String::from_utf8_lossy(&reg));
+        }
+        let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{user}"));
+        x.stream
+            .write_all(
+                format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{plain}</auth>").as_bytes(),
+            )
+            .await?;
+        let auth = x.expect_any().await?;
+        if !auth.starts_with(b"<success") {
+            bail!("XMPP authentication of {user} failed: {}", String::from_utf8_lossy(&auth));
+        }
+        x.stream.write_all(stream_header().as_bytes()).await?;
+        x.expect(b"<stream:features").await?;
+        x.stream
+            .write_all(
+                b"<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>\
+                  <resource>bench</resource></bind></iq>",
+            )
+            .await?;
+        let bound = x.expect(b"<iq").await?;
+        if !contains(&bound, b"type='result'") {
+            bail!("XMPP bind for {user} failed: {}", String::from_utf8_lossy(&bound));
+        }
+        // Available: messages to the bare JID now come here, not offline.
+        x.stream.write_all(b"<presence/>").await?;
+        Ok(x)
+    }
+
+    /// Sends a one-to-one chat message to `user@domain` (XMPP has no
+    /// per-message acknowledgement without XEP-0198).
+    pub async fn publish(&mut self, user: &str, payload: &[u8]) -> anyhow::Result<()> {
+        let body = xml_escape(&String::from_utf8_lossy(payload));
+        let to = xml_escape(user);
+        self.stream
+            .write_all(format!("<message to='{to}@{XMPP_DOMAIN}' type='chat'><body>{body}</body></message>").as_bytes())
+            .await?;
+        Ok(())
+    }
+
+    /// The next whole top-level item (cancel-safe).
+    async fn item(&mut self) -> anyhow::Result<BytesMut> {
+        loop {
+            let blank = self.buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+            self.buf.advance(blank);
+            if let Some(n) = xmpp_item(&self.buf) {
+                let item = self.buf.split_to(n);
+                if item.starts_with(b"<stream:error") || item.starts_with(b"</stream:stream") {
+                    bail!("XMPP stream ended: {}", String::from_utf8_lossy(&item));
+                }
+                return Ok(item);
+            }
+            if self.buf.len() > 1 << 20 {
+                bail!("XMPP stanza over 1 MiB");
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                bail!("XMPP connection closed");
+            }
+        }
+    }
+
+    /// The next item other than the stream header or an XML declaration.
+    async fn expect_any(&mut self) -> anyhow::Result<BytesMut> {
+        loop {
+            let item = self.item().await?;
+            if !item.starts_with(b"<?") && !item.starts_with(b"<stream:stream") {
+                return Ok(item);
+            }
+        }
+    }
+
+    /// The next item, which must start with `start`.
+    async fn expect(&mut self, start: &[u8]) -> anyhow::Result<BytesMut> {
+        let item = self.expect_any().await?;
+        if !item.starts_with(start) {
+            bail!("XMPP: expected {}, got {}", String::from_utf8_lossy(start), String::from_utf8_lossy(&item));
+        }
+        Ok(item)
+    }
+
+    /// The next stanza: a message's body, a bounce, or anything else.
+    pub async fn next(&mut self) -> anyhow::Result<PeerEvent> {
+        let item = self.item().await?;
+        if !item.starts_with(b"<message") {
+            return Ok(PeerEvent::Other);
+        }
+        let open_tag = &item[..item.iter().position(|&b| b == b'>').unwrap_or(item.len())];
+        if contains(open_tag, b"type='error'") || contains(open_tag, b"type=\"error\"") {
+            return Ok(PeerEvent::Refused);
+        }
+        Ok(match between(&item, b"<body>", b"</body>") {
+            Some(body) => PeerEvent::Delivered(xml_unescape(body)),
+            None => PeerEvent::Other,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xmpp_items_split_at_stanza_boundaries() {
+        let header = b"<?xml version='1.0'?><stream:stream id='1' xmlns='jabber:client'>";
+        assert_eq!(xmpp_item(header), Some(21));
+        assert_eq!(xmpp_item(&header[21..]), Some(header.len() - 21));
+        let msg = b"<message from='a' note='x>y'><body>1&lt;2</body></message><presence/>";
+        let n = xmpp_item(msg).unwrap();
+        assert_eq!(&msg[..n], &b"<message from='a' note='x>y'><body>1&lt;2</body></message>"[..]);
+        assert_eq!(xmpp_item(&msg[n..]), Some(11));
+        assert_eq!(between(&msg[..n], b"<body>", b"</body>").map(xml_unescape), Some(b"1<2".to_vec()));
+        // Incomplete: no item yet.
+        assert_eq!(xmpp_item(b"<message><body>12"), None);
+        assert_eq!(xmpp_item(b"<message a='>"), None);
+        assert_eq!(xmpp_item(b"</stream:stream>"), Some(16));
+    }
+
+    #[test]
+    fn xml_escape_round_trips() {
+        let s = "a<b>&'\"c";
+        assert_eq!(xml_unescape(xml_escape(s).as_bytes()), s.as_bytes());
     }
 }

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
-use iris_client::{Client, ClientFrame, Encoding, ServerFrame};
+use iris_client::{ClientFrame, Encoding, ServerFrame};
 use iris_protocol::{ContactEntry, Contacts, PresenceStatus, SetStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ pub async fn presence(url: String, signer: iris_auth::Signer, subscribers: usize
         bail!("--subscribers and --rounds must be at least 1");
     }
     let token = signer.token("presence", STAR, 3_600)?;
-    let (mut star, _) = Client::hello(&url, &token, None, Encoding::Binary).await?;
+    let (mut star, _) = crate::iris_hello(&url, &token, None, Encoding::Binary).await?;
     // Every watcher is a contact (the `contacts` circle sees presence), at
     // most 1,000 names per frame (`max_list_items`).
     let names: Vec<String> = (0..subscribers).map(watcher).collect();
@@ -38,7 +38,7 @@ pub async fn presence(url: String, signer: iris_auth::Signer, subscribers: usize
         let (url, signer) = (url.clone(), signer.clone());
         async move {
             let token = signer.token("presence", &watcher(i), 3_600)?;
-            let (mut c, _) = Client::hello(&url, &token, None, Encoding::Binary).await?;
+            let (mut c, _) = crate::iris_hello(&url, &token, None, Encoding::Binary).await?;
             c.subscribe(&[STAR]).await?;
             c.expect(
                 Duration::from_secs(30),

@@ -33,7 +33,7 @@ pub async fn storm(t: Target, sessions: usize, concurrency: usize, messages: usi
             let t = t.clone();
             async move {
                 let token = t.signer.token("storm", &name(i), 3_600)?;
-                let (c, w) = Client::hello(&t.url, &token, None, Encoding::Binary).await?;
+                let (c, w) = crate::iris_hello(&t.url, &token, None, Encoding::Binary).await?;
                 anyhow::Ok((c, w.inbox_head))
             }
         })
@@ -43,7 +43,7 @@ pub async fn storm(t: Target, sessions: usize, concurrency: usize, messages: usi
     let (clients, heads): (Vec<Client>, Vec<u64>) = heads.into_iter().unzip();
     let heads = Arc::new(heads);
     let token = t.signer.token("storm", "storm-sender", 3_600)?;
-    let (mut sender, _) = Client::hello(&t.url, &token, None, Encoding::Binary).await?;
+    let (mut sender, _) = crate::iris_hello(&t.url, &token, None, Encoding::Binary).await?;
 
     // 2. The storm: every connection drops at once (no close frame).
     drop(clients);
@@ -92,7 +92,7 @@ pub async fn storm(t: Target, sessions: usize, concurrency: usize, messages: usi
                 let _permit = semaphore.acquire().await?;
                 let mut attempt = 0;
                 loop {
-                    match Client::hello(&t.url, &token, Some(heads[i]), Encoding::Binary).await {
+                    match crate::iris_hello(&t.url, &token, Some(heads[i]), Encoding::Binary).await {
                         Ok((c, _)) => break c,
                         // Refused under load: the client backs off and retries.
                         Err(e) if attempt < 20 => {
@@ -168,7 +168,7 @@ pub async fn storm(t: Target, sessions: usize, concurrency: usize, messages: usi
 }
 
 /// Waits before another attempt: 50 ms doubling, at most 2 s.
-async fn backoff(attempt: u32, e: &iris_client::ClientError) {
+async fn backoff(attempt: u32, e: &anyhow::Error) {
     if attempt == 1 {
         eprintln!("storm: a resume failed ({e}); retrying");
     }

@@ -156,6 +156,14 @@ impl Client {
         Ok(Client::from_conn(Conn::Ws(ws), encoding))
     }
 
+    /// Opens a WebSocket over a TCP connection made by the caller (a load
+    /// generator that picks its source addresses, say).
+    pub async fn connect_over(url: &str, tcp: TcpStream, encoding: Encoding) -> Result<Self, ClientError> {
+        tcp.set_nodelay(true)?;
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)).await?;
+        Ok(Client::from_conn(Conn::Ws(ws), encoding))
+    }
+
     /// Opens a wss connection (`wss://host:port/v1/ws`) trusting `trust`.
     pub async fn connect_wss(url: &str, trust: &Trust, encoding: Encoding) -> Result<Self, ClientError> {
         let uri: tokio_tungstenite::tungstenite::http::Uri = url.parse().map_err(tls_err)?;
