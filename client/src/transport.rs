@@ -203,6 +203,18 @@ pub struct QuicConnector {
     server_name: String,
 }
 
+/// A UDP socket with 4 MiB buffers (as the kernel allows): one socket
+/// carries all of a connector's connections, and a burst of handshakes
+/// overflows the default 208 KiB, costing a 333 ms probe timeout per
+/// dropped datagram.
+fn udp_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(bind)?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    state.set_recv_buffer_size((&socket).into(), 4 << 20)?;
+    state.set_send_buffer_size((&socket).into(), 4 << 20)?;
+    Ok(socket)
+}
+
 impl QuicConnector {
     /// A connector for `server`, whose certificate must name `server_name`
     /// and be trusted by `trust`. Binds a UDP socket on loopback.
@@ -225,9 +237,19 @@ impl QuicConnector {
         let mut transport = quinn::TransportConfig::default();
         // Mobile-friendly: keep NAT bindings and the server's idle timer alive.
         transport.keep_alive_interval(Some(keep_alive));
+        // The server opens no streams (PROTOCOL.md: one client-opened
+        // stream), so none are allowed; quinn sets up state for each
+        // stream it allows in advance.
+        transport.max_concurrent_bidi_streams(0u32.into());
+        transport.max_concurrent_uni_streams(0u32.into());
+        // Small frames: one datagram per send call, 1,200-byte datagrams,
+        // and no transmit buffer sized for ten (ADR 0014).
+        transport.enable_segmentation_offload(false);
+        transport.mtu_discovery_config(None);
         config.transport_config(Arc::new(transport));
         let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
-        let mut endpoint = quinn::Endpoint::client(bind)?;
+        let runtime = quinn::default_runtime().ok_or_else(|| ClientError::Quic("no async runtime".into()))?;
+        let mut endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, udp_socket(bind)?, runtime)?;
         endpoint.set_default_client_config(config);
         Ok(Self { endpoint, server, server_name: server_name.into() })
     }
@@ -240,7 +262,7 @@ impl QuicConnector {
     /// Moves every connection of this connector to a new UDP socket (what a
     /// phone does when it switches from Wi-Fi to cellular).
     pub fn rebind(&self) -> Result<SocketAddr, ClientError> {
-        let socket = std::net::UdpSocket::bind(SocketAddr::new(self.endpoint.local_addr()?.ip(), 0))?;
+        let socket = udp_socket(SocketAddr::new(self.endpoint.local_addr()?.ip(), 0))?;
         let addr = socket.local_addr()?;
         self.endpoint.rebind(socket)?;
         Ok(addr)

@@ -191,6 +191,15 @@ pub fn quic_server_config(certs: Arc<CertStore>, s: &QuicSettings) -> Result<qui
     transport.send_window(u64::from(s.connection_window));
     let idle = quinn::IdleTimeout::try_from(s.idle_timeout).map_err(|e| TlsError::Quic(e.to_string()))?;
     transport.max_idle_timeout(Some(idle));
+    // Memory per idle connection (ADR 0014). quinn keeps each connection's
+    // transmit buffer at its high-water mark for the connection's life;
+    // with segmentation offload the handshake's flight reserves room for
+    // ten datagrams (about 13 KB), without it one. Chat frames are small,
+    // so batching datagrams in one syscall buys little here.
+    transport.enable_segmentation_offload(false);
+    // No path MTU probes: datagrams stay at 1,200 bytes, so the buffer
+    // never grows to a probe's size.
+    transport.mtu_discovery_config(None);
     config.transport_config(Arc::new(transport));
     config.migration(true);
     Ok(config)

@@ -446,7 +446,17 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
                 connection_window: cfg.quic.connection_window_bytes,
             };
             let server = quic_server_config(certs.clone(), &settings)?;
-            Some(quinn::Endpoint::server(server, addr).with_context(|| format!("QUIC listener {addr}"))?)
+            let (endpoint, granted) =
+                iris_edge::quic::endpoint(server, addr).with_context(|| format!("QUIC listener {addr}"))?;
+            if granted < iris_edge::quic::SOCKET_BUFFER_BYTES {
+                tracing::warn!(
+                    granted,
+                    wanted = iris_edge::quic::SOCKET_BUFFER_BYTES,
+                    "the QUIC socket's receive buffer is smaller than wanted (raise net.core.rmem_max): \
+                     handshake bursts may drop datagrams"
+                );
+            }
+            Some(endpoint)
         }
         None => None,
     };
