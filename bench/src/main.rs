@@ -526,9 +526,22 @@ async fn user_task(
     counters: Arc<Counters>,
     quic: Option<Arc<iris_client::QuicConnector>>,
 ) -> anyhow::Result<(Histogram<u64>, Histogram<u64>)> {
-    let opened = match &quic {
-        Some(q) => q.hello(&token, None, encoding).await.map(|(c, _)| Conn::Iris(c)).map_err(anyhow::Error::from),
-        None => Conn::open(system, &url, &token, &format!("bench-{me}"), encoding).await,
+    // A connect refused under the opening burst (Mosquitto has reset one
+    // in a few hundred) is retried twice, as a client would.
+    let mut attempt = 0;
+    let opened = loop {
+        let opened = match &quic {
+            Some(q) => q.hello(&token, None, encoding).await.map(|(c, _)| Conn::Iris(c)).map_err(anyhow::Error::from),
+            None => Conn::open(system, &url, &token, &format!("bench-{me}"), encoding).await,
+        };
+        match opened {
+            Err(e) if attempt < 2 => {
+                attempt += 1;
+                eprintln!("user {me}: connecting failed ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            opened => break opened,
+        }
     };
     let report = opened.as_ref().map(|_| ()).map_err(|e| format!("user {me}: {e}"));
     let mut c = match (ready.0.send(report).await, opened) {

@@ -341,6 +341,11 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Whether `tag` has the attribute `name` with `value`, in either quoting.
+fn attr_is(tag: &[u8], name: &str, value: &str) -> bool {
+    contains(tag, format!("{name}='{value}'").as_bytes()) || contains(tag, format!("{name}=\"{value}\"").as_bytes())
+}
+
 /// The text between `<open>` and `</close>` in `stanza`.
 fn between<'a>(stanza: &'a [u8], open: &[u8], close: &[u8]) -> Option<&'a [u8]> {
     let start = stanza.windows(open.len()).position(|w| w == open)? + open.len();
@@ -367,7 +372,7 @@ impl Xmpp {
             .await?;
         let reg = x.expect(b"<iq").await?;
         // A conflict is an account that exists already: log in to it.
-        if contains(&reg, b"type='error'") && !contains(&reg, b"<conflict") {
+        if attr_is(&reg, "type", "error") && !contains(&reg, b"<conflict") {
             bail!("XMPP registration of {user} refused: {}", String::from_utf8_lossy(&reg));
         }
         let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{user}"));
@@ -389,11 +394,14 @@ impl Xmpp {
             )
             .await?;
         let bound = x.expect(b"<iq").await?;
-        if !contains(&bound, b"type='result'") {
+        if !attr_is(&bound, "type", "result") {
             bail!("XMPP bind for {user} failed: {}", String::from_utf8_lossy(&bound));
         }
         // Available: messages to the bare JID now come here, not offline.
+        // The server reflects initial presence to its sender (RFC 6121
+        // 4.2.2); once it has, the session is online for the chat's start.
         x.stream.write_all(b"<presence/>").await?;
+        x.expect(b"<presence").await?;
         Ok(x)
     }
 
@@ -455,7 +463,7 @@ impl Xmpp {
             return Ok(PeerEvent::Other);
         }
         let open_tag = &item[..item.iter().position(|&b| b == b'>').unwrap_or(item.len())];
-        if contains(open_tag, b"type='error'") || contains(open_tag, b"type=\"error\"") {
+        if attr_is(open_tag, "type", "error") {
             return Ok(PeerEvent::Refused);
         }
         Ok(match between(&item, b"<body>", b"</body>") {
@@ -483,6 +491,13 @@ mod tests {
         assert_eq!(xmpp_item(b"<message><body>12"), None);
         assert_eq!(xmpp_item(b"<message a='>"), None);
         assert_eq!(xmpp_item(b"</stream:stream>"), Some(16));
+        // Nested elements and self-closing ones inside, double quotes.
+        let features = b"<stream:features><mechanisms xmlns=\"m\"><mechanism>PLAIN</mechanism></mechanisms>\
+                         <register xmlns='r'/></stream:features><iq/>";
+        assert_eq!(xmpp_item(features), Some(features.len() - 5));
+        assert!(attr_is(b"<message type=\"error\">", "type", "error"));
+        assert!(attr_is(b"<message type='error'>", "type", "error"));
+        assert!(!attr_is(b"<message type='chat'>", "type", "error"));
     }
 
     #[test]

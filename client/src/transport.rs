@@ -3,6 +3,7 @@
 use crate::{Client, ClientError};
 use futures::{SinkExt, StreamExt};
 use iris_protocol::framing::{self, Assembled, FrameAssembler};
+use iris_protocol::quic;
 use iris_protocol::{Encoding, ServerFrame, Welcome};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -20,8 +21,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// The largest frame the client reads whole.
 const MAX_FRAME_BYTES: usize = 16 << 20;
 
-/// The ALPN of Iris over QUIC.
-pub const ALPN: &[u8] = b"iris/1";
+pub use iris_protocol::ALPN;
 
 /// Which certificates the client trusts (the node's dev certificate, or a
 /// private CA), as a rustls client configuration (aws-lc-rs provider).
@@ -203,18 +203,6 @@ pub struct QuicConnector {
     server_name: String,
 }
 
-/// A UDP socket with 4 MiB buffers (as the kernel allows): one socket
-/// carries all of a connector's connections, and a burst of handshakes
-/// overflows the default 208 KiB, costing a 333 ms probe timeout per
-/// dropped datagram.
-fn udp_socket(bind: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = std::net::UdpSocket::bind(bind)?;
-    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
-    state.set_recv_buffer_size((&socket).into(), 4 << 20)?;
-    state.set_send_buffer_size((&socket).into(), 4 << 20)?;
-    Ok(socket)
-}
-
 impl QuicConnector {
     /// A connector for `server`, whose certificate must name `server_name`
     /// and be trusted by `trust`. Binds a UDP socket on loopback.
@@ -242,14 +230,13 @@ impl QuicConnector {
         // stream it allows in advance.
         transport.max_concurrent_bidi_streams(0u32.into());
         transport.max_concurrent_uni_streams(0u32.into());
-        // Small frames: one datagram per send call, 1,200-byte datagrams,
-        // and no transmit buffer sized for ten (ADR 0014).
-        transport.enable_segmentation_offload(false);
-        transport.mtu_discovery_config(None);
+        // Memory per connection (ADR 0014): the load generator holds many.
+        iris_protocol::quic::lean_transport(&mut transport);
         config.transport_config(Arc::new(transport));
         let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
         let runtime = quinn::default_runtime().ok_or_else(|| ClientError::Quic("no async runtime".into()))?;
-        let mut endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), None, udp_socket(bind)?, runtime)?;
+        let mut endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), None, quic::udp_socket(bind)?.0, runtime)?;
         endpoint.set_default_client_config(config);
         Ok(Self { endpoint, server, server_name: server_name.into() })
     }
@@ -262,7 +249,8 @@ impl QuicConnector {
     /// Moves every connection of this connector to a new UDP socket (what a
     /// phone does when it switches from Wi-Fi to cellular).
     pub fn rebind(&self) -> Result<SocketAddr, ClientError> {
-        let socket = udp_socket(SocketAddr::new(self.endpoint.local_addr()?.ip(), 0))?;
+        // One socket carries all of the connector's connections (ADR 0014).
+        let (socket, _) = quic::udp_socket(SocketAddr::new(self.endpoint.local_addr()?.ip(), 0))?;
         let addr = socket.local_addr()?;
         self.endpoint.rebind(socket)?;
         Ok(addr)

@@ -10,32 +10,17 @@ use iris_protocol::framing::{self, Assembled, FrameAssembler};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Bytes asked for as the QUIC socket's receive and send buffers. One UDP
-/// socket carries every connection, and a burst of handshakes (each client
-/// Initial is one or two 1,200-byte datagrams) overflows Linux's default of
-/// 208 KiB: the dropped datagrams then wait out a 333 ms probe timeout.
-/// The kernel caps the figure at `net.core.rmem_max` / `wmem_max`.
-pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
-
-/// Binds the QUIC listener's UDP socket with large buffers
-/// ([`SOCKET_BUFFER_BYTES`]) and starts the endpoint. Returns the endpoint
-/// and the receive buffer the kernel granted (Linux reports twice the
-/// usable size).
-pub fn endpoint(server: quinn::ServerConfig, addr: std::net::SocketAddr) -> std::io::Result<(quinn::Endpoint, usize)> {
-    let socket = std::net::UdpSocket::bind(addr)?;
-    let granted = size_buffers(&socket)?;
+/// Binds the QUIC listener's UDP socket, asking for large buffers
+/// ([`iris_protocol::quic::SOCKET_BUFFER_BYTES`], ADR 0014), and starts the
+/// endpoint. Returns the endpoint and the buffers the kernel granted.
+pub fn endpoint(
+    server: quinn::ServerConfig,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<(quinn::Endpoint, iris_protocol::quic::SocketBuffers)> {
+    let (socket, buffers) = iris_protocol::quic::udp_socket(addr)?;
     let runtime = quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
     let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime)?;
-    Ok((endpoint, granted))
-}
-
-/// Asks for [`SOCKET_BUFFER_BYTES`] of receive and send buffer on `socket`;
-/// returns the receive buffer granted.
-pub fn size_buffers(socket: &std::net::UdpSocket) -> std::io::Result<usize> {
-    let state = quinn::udp::UdpSocketState::new(socket.into())?;
-    state.set_recv_buffer_size(socket.into(), SOCKET_BUFFER_BYTES)?;
-    state.set_send_buffer_size(socket.into(), SOCKET_BUFFER_BYTES)?;
-    state.recv_buffer_size(socket.into())
+    Ok((endpoint, buffers))
 }
 
 /// Accepts connections until shutdown.

@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// The ALPN protocol of Iris over QUIC.
-pub const ALPN: &[u8] = b"iris/1";
+pub use iris_protocol::ALPN;
 
 /// TLS sessions remembered for resumption (about 1 KiB each).
 const RESUMPTION_CACHE: usize = 50_000;
@@ -191,15 +190,8 @@ pub fn quic_server_config(certs: Arc<CertStore>, s: &QuicSettings) -> Result<qui
     transport.send_window(u64::from(s.connection_window));
     let idle = quinn::IdleTimeout::try_from(s.idle_timeout).map_err(|e| TlsError::Quic(e.to_string()))?;
     transport.max_idle_timeout(Some(idle));
-    // Memory per idle connection (ADR 0014). quinn keeps each connection's
-    // transmit buffer at its high-water mark for the connection's life;
-    // with segmentation offload the handshake's flight reserves room for
-    // ten datagrams (about 13 KB), without it one. Chat frames are small,
-    // so batching datagrams in one syscall buys little here.
-    transport.enable_segmentation_offload(false);
-    // No path MTU probes: datagrams stay at 1,200 bytes, so the buffer
-    // never grows to a probe's size.
-    transport.mtu_discovery_config(None);
+    // Memory per idle connection (ADR 0014).
+    iris_protocol::quic::lean_transport(&mut transport);
     config.transport_config(Arc::new(transport));
     config.migration(true);
     Ok(config)

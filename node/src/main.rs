@@ -446,14 +446,15 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
                 connection_window: cfg.quic.connection_window_bytes,
             };
             let server = quic_server_config(certs.clone(), &settings)?;
-            let (endpoint, granted) =
+            let (endpoint, buffers) =
                 iris_edge::quic::endpoint(server, addr).with_context(|| format!("QUIC listener {addr}"))?;
-            if granted < iris_edge::quic::SOCKET_BUFFER_BYTES {
+            if !buffers.as_wanted() {
                 tracing::warn!(
-                    granted,
-                    wanted = iris_edge::quic::SOCKET_BUFFER_BYTES,
-                    "the QUIC socket's receive buffer is smaller than wanted (raise net.core.rmem_max): \
-                     handshake bursts may drop datagrams"
+                    recv = ?buffers.recv,
+                    send = ?buffers.send,
+                    wanted = iris_protocol::quic::SOCKET_BUFFER_BYTES,
+                    "the QUIC socket's buffers are smaller than wanted (raise net.core.rmem_max and \
+                     net.core.wmem_max): handshake bursts may drop datagrams"
                 );
             }
             Some(endpoint)

@@ -8,12 +8,17 @@ mod body;
 mod codec;
 mod frames;
 pub mod framing;
+#[cfg(feature = "quic")]
+pub mod quic;
 
 pub use body::Body;
 pub use codec::{BINARY_VERSION, DecodeError, Encoding};
 pub use frames::*;
 
 use serde::{Deserialize, Serialize};
+
+/// The ALPN protocol of Iris over QUIC.
+pub const ALPN: &[u8] = b"iris/1";
 
 /// The most characters a client id (`send.id`) may have.
 pub const MAX_CLIENT_ID_CHARS: usize = 64;
