@@ -37,7 +37,8 @@ def charts(a, suffix, idle, chat):
                   for n in sizes]
             ax.plot(sizes, ys, marker="o", label=peer)
     ax.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="goal (1 KiB)")
-    ax.set_xlabel("idle sessions (N)")
+    ax.set_xscale("log")
+    ax.set_xlabel("idle sessions (N, log scale)")
     ax.set_ylabel("server RSS per session (KiB), median")
     ax.set_title(f"Memory per idle session, {a.date}")
     ax.set_ylim(bottom=0)
