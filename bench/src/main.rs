@@ -162,6 +162,11 @@ enum Cmd {
         /// Sessions opened at once.
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
+        /// QUIC: seconds between the client's keep-alive PINGs (below the
+        /// node's QUIC idle timeout, 60 s by default). Every connection
+        /// sends them, so with many connections they cost real CPU.
+        #[arg(long, default_value_t = 15)]
+        keep_alive_secs: u64,
     },
 }
 
@@ -284,9 +289,17 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 fn quic_connector(
     addr: std::net::SocketAddr,
     data_dir: &std::path::Path,
+    keep_alive: Duration,
 ) -> anyhow::Result<Arc<iris_client::QuicConnector>> {
     let trust = iris_client::Trust::from_pem_file(&data_dir.join("tls/dev-cert.pem"))?;
-    Ok(Arc::new(iris_client::QuicConnector::new(addr, "localhost", &trust)?))
+    Ok(Arc::new(iris_client::QuicConnector::with_keep_alive(addr, "localhost", &trust, keep_alive)?))
+}
+
+/// How the idle scenario opens its sessions.
+struct IdleOpts {
+    sessions: usize,
+    concurrency: usize,
+    keep_alive: Duration,
 }
 
 /// Opens `n` connections (each made by `open(i)`), `concurrency` at a
@@ -324,22 +337,21 @@ fn signer_for(data_dir: Option<&std::path::Path>) -> anyhow::Result<iris_auth::S
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn idle(
     system: System,
     url: String,
     quic: Option<std::net::SocketAddr>,
     data_dir: Option<std::path::PathBuf>,
     pid: u32,
-    sessions: usize,
-    concurrency: usize,
+    opts: IdleOpts,
 ) -> anyhow::Result<()> {
+    let IdleOpts { sessions, concurrency, keep_alive } = opts;
     if system == System::Iris && data_dir.is_none() {
         bail!("--data-dir is required for Iris");
     }
     let signer = Arc::new(signer_for(data_dir.as_deref())?);
     let connector = match (quic, &data_dir) {
-        (Some(addr), Some(data_dir)) => Some(quic_connector(addr, data_dir)?),
+        (Some(addr), Some(data_dir)) => Some(quic_connector(addr, data_dir, keep_alive)?),
         _ => None,
     };
     // Let a server that has just started settle too (an Erlang VM collects
@@ -347,7 +359,7 @@ async fn idle(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = rss_kib(pid)?;
     let started = Instant::now();
-    let held = open_all(sessions, concurrency, |i| {
+    let mut held = open_all(sessions, concurrency, |i| {
         let (signer, url, connector) = (signer.clone(), url.clone(), connector.clone());
         async move {
             let token = signer.token("idle", &format!("idle-{i}"), 3_600)?;
@@ -363,6 +375,12 @@ async fn idle(
     // Let the node settle (allocator, queues) before reading its RSS.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(pid)?;
+    // The figure means something only if the sessions are still there:
+    // the oldest and the newest Iris sessions must answer a ping.
+    let (checked, alive) = if system == System::Iris { answering(&mut held).await } else { (0, 0) };
+    if alive < checked {
+        bail!("only {alive} of {checked} sessions checked after the reading answered a ping");
+    }
     let out = serde_json::json!({
         "scenario": "idle",
         "system": format!("{system:?}").to_lowercase(),
@@ -372,10 +390,37 @@ async fn idle(
         "rss_after_kib": after,
         "kib_per_session": (after as f64 - before as f64) / sessions as f64,
         "connect_per_second": sessions as f64 / connect_secs,
+        "sessions_checked_alive": checked,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     drop(held);
     Ok(())
+}
+
+/// Pings the first and the last 500 Iris sessions of `held`; returns how
+/// many were pinged and how many answered within 10 s each.
+async fn answering(held: &mut [Conn]) -> (usize, usize) {
+    let n = held.len();
+    let picks: std::collections::BTreeSet<usize> = (0..n.min(500)).chain(n.saturating_sub(500)..n).collect();
+    let mut alive = 0;
+    for &i in &picks {
+        let Conn::Iris(c) = &mut held[i] else { continue };
+        if c.ping(i as i64).await.is_err() {
+            continue;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match c.recv_timeout(left).await {
+                Ok(ServerFrame::Pong(p)) if p.ts == Some(i as i64) => {
+                    alive += 1;
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    }
+    (picks.len(), alive)
 }
 
 #[derive(Default)]
@@ -621,8 +666,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Chat { system, url, metrics, data_dir, users, rate, seconds, binary, quic } => {
             (system, url, metrics, data_dir, users, rate, seconds, binary, quic)
         }
-        Cmd::Idle { system, url, quic, data_dir, pid, sessions, concurrency } => {
-            return idle(system, url, quic, data_dir, pid, sessions, concurrency).await;
+        Cmd::Idle { system, url, quic, data_dir, pid, sessions, concurrency, keep_alive_secs } => {
+            let opts = IdleOpts { sessions, concurrency, keep_alive: Duration::from_secs(keep_alive_secs) };
+            return idle(system, url, quic, data_dir, pid, opts).await;
         }
         Cmd::CrossRegion { region_a, url_a, region_b, url_b, data_dir, messages } => {
             let regions = federation::Regions { a: (region_a, url_a), b: (region_b, url_b) };
@@ -647,7 +693,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let signer = signer_for(data_dir.as_deref())?;
     let quic = match (quic, &data_dir) {
-        (Some(addr), Some(dir)) if system == System::Iris => Some(quic_connector(addr, dir)?),
+        (Some(addr), Some(dir)) if system == System::Iris => Some(quic_connector(addr, dir, Duration::from_secs(15))?),
         (Some(_), _) => bail!("--quic is for Iris, with --data-dir"),
         (None, _) => None,
     };
