@@ -27,10 +27,10 @@ pub enum PeerEvent {
 /// How many loopback source addresses connections are spread over
 /// (127.0.0.1 to 127.0.0.8), so that no one address runs short of
 /// ephemeral ports however many sessions a scenario opens.
-pub const SOURCES: usize = 8;
+const SOURCES: usize = 8;
 
 /// The next source address in turn.
-pub fn next_source() -> IpAddr {
+fn next_source() -> IpAddr {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let i = NEXT.fetch_add(1, Ordering::Relaxed) % SOURCES;
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + i as u8))
