@@ -75,6 +75,9 @@ impl FederationLink for OutboundLink {
     }
 }
 
+/// How long the end of the home assignments may stay unknown at start.
+const WATERMARK_WAIT: Duration = Duration::from_secs(10);
+
 /// Reads this region's home assignments into `homes`: everything already
 /// written before it returns (a node must not route on a partial view),
 /// then, in a background task, what arrives later.
@@ -89,7 +92,19 @@ pub async fn follow_homes(
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)?;
     consumer.assign(&tpl)?;
-    let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(10))?;
+    // A partition that just got its leader may still answer "not leader"
+    // for a moment: asked again until WATERMARK_WAIT has passed.
+    let deadline = std::time::Instant::now() + WATERMARK_WAIT;
+    let high = loop {
+        match consumer.fetch_watermarks(topic, 0, Duration::from_secs(10)) {
+            Ok((_, high)) => break high,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "home assignments' end not known yet; asking again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let mut next = 0;
     while next < high {
         let m = consumer.recv().await?;

@@ -48,6 +48,9 @@ pub enum KafkaBusError {
         /// What the config wants.
         expected: usize,
     },
+    /// A topic's partitions had no leader within the wait.
+    #[error("topic {0} has partitions without a leader")]
+    Leaderless(String),
     /// Creating a topic failed.
     #[error("creating topic {0}: {1}")]
     Create(String, RDKafkaErrorCode),
@@ -131,6 +134,12 @@ fn group_config(bootstrap: &str, group: &str, fetch_wait_ms: u32, session_timeou
     c
 }
 
+/// How long a created topic may take to appear in the brokers' metadata.
+const TOPIC_VISIBLE_WAIT: Duration = Duration::from_secs(10);
+
+/// Asks CreateTopics for the brokers' `default.replication.factor` (KIP-464).
+const BROKER_DEFAULT_REPLICATION: i32 = -1;
+
 /// Creates missing topics and checks existing ones: creating is idempotent,
 /// and a topic whose partition count differs from `partitions` is an error
 /// (a node must refuse to start rather than misplace users).
@@ -149,7 +158,9 @@ pub async fn ensure_topics_compacting(
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|(name, n)| {
-            let t = NewTopic::new(name, *n as i32, TopicReplication::Fixed(1));
+            // Replication is the brokers' `default.replication.factor`
+            // (-1 asks for it): 3 on a production cluster, 1 on one broker.
+            let t = NewTopic::new(name, *n as i32, TopicReplication::Fixed(BROKER_DEFAULT_REPLICATION));
             if compacted.contains(name) { t.set("cleanup.policy", "compact") } else { t }
         })
         .collect();
@@ -163,10 +174,27 @@ pub async fn ensure_topics_compacting(
     }
     let client = admin.inner();
     for (name, expected) in topics {
-        let metadata = client.fetch_metadata(Some(name), Duration::from_secs(10))?;
-        let found = metadata.topics().iter().find(|t| t.name() == *name).map(|t| t.partitions().len()).unwrap_or(0);
-        if found != *expected {
-            return Err(KafkaBusError::PartitionMismatch { topic: name.to_string(), found, expected: *expected });
+        // A topic just created may not be in every broker's metadata yet
+        // (Kafka propagates it from the controller): an absent topic is
+        // asked for again until TOPIC_VISIBLE_WAIT has passed.
+        let deadline = std::time::Instant::now() + TOPIC_VISIBLE_WAIT;
+        loop {
+            let metadata = client.fetch_metadata(Some(name), Duration::from_secs(10))?;
+            let topic = metadata.topics().iter().find(|t| t.name() == *name && t.error().is_none());
+            let found = topic.map(|t| t.partitions().len()).unwrap_or(0);
+            // Ready once every partition has a leader: a consumer that
+            // asks before then is told "not leader".
+            let led = topic.is_some_and(|t| t.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none()));
+            if found == *expected && led {
+                break;
+            }
+            if found == *expected && std::time::Instant::now() >= deadline {
+                return Err(KafkaBusError::Leaderless(name.to_string()));
+            }
+            if found != 0 || std::time::Instant::now() >= deadline {
+                return Err(KafkaBusError::PartitionMismatch { topic: name.to_string(), found, expected: *expected });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     Ok(())
@@ -334,8 +362,21 @@ impl ShardGroup {
     /// Records that every envelope of `partition` before `next_offset` is
     /// done: after a restart or a move, consumption resumes there.
     pub fn commit(&self, partition: i32, next_offset: i64) -> Result<(), KafkaBusError> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, partition, rdkafka::Offset::Offset(next_offset))?;
+        self.commit_all(&[(partition, next_offset)])
+    }
+
+    /// [`ShardGroup::commit`] for several partitions in one request: the
+    /// group coordinator answers a member's requests in order, so one
+    /// commit per partition per tick would queue its heartbeats behind
+    /// them (and cost it its session under load).
+    pub fn commit_all(&self, offsets: &[(i32, i64)]) -> Result<(), KafkaBusError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for (partition, next_offset) in offsets {
+            tpl.add_partition_offset(&self.topic, *partition, rdkafka::Offset::Offset(*next_offset))?;
+        }
         Ok(self.consumer.commit(&tpl, rdkafka::consumer::CommitMode::Async)?)
     }
 
@@ -525,7 +566,7 @@ mod tests {
 
     fn broker() -> String {
         std::env::var("IRIS_TEST_KAFKA")
-            .expect("IRIS_TEST_KAFKA is not set: run scripts/test, which starts a Kafka-protocol broker (Tansu)")
+            .expect("IRIS_TEST_KAFKA is not set: run scripts/test, which starts Apache Kafka (scripts/kafka)")
     }
 
     fn unique(name: &str) -> String {

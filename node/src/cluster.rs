@@ -337,15 +337,24 @@ async fn core_loop(host: Arc<ShardHost>, members: ShardGroup, mut ownership: mps
                 None => return,
             },
             _ = tick.tick() => {
+                let mut offsets = Vec::new();
                 for (p, o) in owned.iter_mut() {
                     let durable = o.progress.load(std::sync::atomic::Ordering::Acquire);
-                    // A failed commit is offered again on the next tick.
                     if let Some(next) = o.ledger.to_commit(durable) {
-                        match members.commit(*p, next) {
-                            Ok(()) => o.ledger.committed(next),
-                            Err(e) => tracing::warn!(shard = *p, error = %e, "offset commit failed; retried"),
+                        offsets.push((*p, next));
+                    }
+                }
+                // One request for every partition that moved; a failed
+                // commit is offered again on the next tick.
+                match members.commit_all(&offsets) {
+                    Ok(()) => {
+                        for (p, next) in offsets {
+                            if let Some(o) = owned.get_mut(&p) {
+                                o.ledger.committed(next);
+                            }
                         }
                     }
+                    Err(e) => tracing::warn!(partitions = offsets.len(), error = %e, "offset commit failed; retried"),
                 }
             }
             _ = retry.tick(), if owned.values().any(|o| !o.waiting.is_empty()) => {
