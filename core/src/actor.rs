@@ -353,8 +353,8 @@ impl OutputIo {
             match out {
                 Output::Edge(env) => self.edge(env).await,
                 Output::Shard(env) => self.to_shard(env),
-                Output::Replay { user, session, after, limit, inbox_head } => {
-                    self.replay(&user, &session, after, limit, inbox_head).await
+                Output::Replay { user, session, after, limit, inbox_head, always_synced } => {
+                    self.replay(&user, &session, after, limit, inbox_head, always_synced).await
                 }
                 Output::Receipts { user, from, to, state } => self.receipts(&user, from, to, state).await,
                 Output::FlushReceipts { user, session } => self.flush_receipts(&user, &session).await,
@@ -362,7 +362,15 @@ impl OutputIo {
         }
     }
 
-    async fn replay(&self, user: &UserKey, session: &SessionAddr, after: u64, limit: u32, inbox_head: u64) {
+    async fn replay(
+        &self,
+        user: &UserKey,
+        session: &SessionAddr,
+        after: u64,
+        limit: u32,
+        inbox_head: u64,
+        always_synced: bool,
+    ) {
         match self.store.read_inbox(user, after, limit as usize, self.page_max_bytes).await {
             Ok(page) => {
                 let last = page.messages.last().map(|m| m.seq).unwrap_or(after);
@@ -370,8 +378,12 @@ impl OutputIo {
                 for m in page.messages {
                     self.edge(frame_to(session, message_frame(m))).await;
                 }
-                let synced = ServerFrame::Synced(Synced { inbox_head: inbox_head.max(last), more });
-                self.edge(frame_to(session, synced)).await;
+                // A replay nobody asked for ends silently unless the client
+                // must continue with `sync` (PROTOCOL: synced with more).
+                if always_synced || more {
+                    let synced = ServerFrame::Synced(Synced { inbox_head: inbox_head.max(last), more });
+                    self.edge(frame_to(session, synced)).await;
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "replay read failed");

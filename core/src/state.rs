@@ -96,6 +96,10 @@ pub enum Output {
         limit: u32,
         /// The head to report in `synced`.
         inbox_head: InboxSeq,
+        /// Whether `synced` ends the page whatever it held (a `sync` or a
+        /// `hello` replay), or only when more pages wait (a replay after a
+        /// shard moved, which the client did not ask for).
+        always_synced: bool,
     },
     /// Read `user`'s messages in `(from, to]` and send `state` receipts to
     /// their senders' shards.
@@ -474,7 +478,9 @@ impl ShardState {
             return self.ingest(now, &env.owner.tenant, stream, events, &reply, found.events_seen);
         }
         if let ShardInput::EdgeAlive { edge } = env.body {
-            self.leases.insert(edge, now);
+            let mut out = Vec::new();
+            self.heard_from(edge, now, &mut out);
+            self.emit(out, Vec::new());
             return None;
         }
         let dedup = found.dedup;
@@ -498,8 +504,6 @@ impl ShardState {
                 if !user.sessions.contains(&session) {
                     user.sessions.push(session.clone());
                 }
-                // A session opening is proof its edge lives.
-                self.leases.insert(session.edge.clone(), now);
                 batch.push(session_write(&owner, user, &self.config.region));
                 presence_changed = user.sessions.len() == 1;
                 out.push(Output::Edge(EdgeEnvelope {
@@ -513,9 +517,34 @@ impl ShardState {
                         after,
                         limit: iris_protocol::MAX_PAGE_LIMIT,
                         inbox_head: user.head,
+                        always_synced: true,
                     });
                 }
-                out.push(Output::FlushReceipts { user: owner.clone(), session });
+                out.push(Output::FlushReceipts { user: owner.clone(), session: session.clone() });
+                // A session opening is proof its edge lives.
+                self.heard_from(session.edge, now, &mut out);
+            }
+            ShardInput::SessionResumed { session, after } => {
+                // The session was admitted when it opened: no session limit
+                // here, and no welcome. It hears what it missed while no
+                // owner knew it.
+                if !user.sessions.contains(&session) {
+                    user.sessions.push(session.clone());
+                    presence_changed = user.sessions.len() == 1;
+                    batch.push(session_write(&owner, user, &self.config.region));
+                }
+                if after < user.head {
+                    out.push(Output::Replay {
+                        user: owner.clone(),
+                        session: session.clone(),
+                        after,
+                        limit: iris_protocol::MAX_PAGE_LIMIT,
+                        inbox_head: user.head,
+                        always_synced: false,
+                    });
+                }
+                out.push(Output::FlushReceipts { user: owner.clone(), session: session.clone() });
+                self.heard_from(session.edge, now, &mut out);
             }
             ShardInput::SessionClosed { session } => {
                 let before = user.sessions.len();
@@ -637,6 +666,7 @@ impl ShardState {
                     after,
                     limit: limit.clamp(1, iris_protocol::MAX_PAGE_LIMIT),
                     inbox_head: user.head,
+                    always_synced: true,
                 });
             }
             ShardInput::SetPresence { session: _, status } => {
@@ -850,6 +880,21 @@ impl ShardState {
         deps.push(t);
         self.emit(vec![answer], deps);
         Some((t, batch))
+    }
+
+    /// Renews `edge`'s lease. The first time this shard (since it started
+    /// here, or since the edge's lease ran out) hears from an edge, it asks
+    /// the edge to register its sessions and subscriptions here again
+    /// ([`EdgeInput::Resync`]): a shard that moved, or restarted, starts
+    /// knowing no session, and an edge's sessions must not go without
+    /// deliveries until they reconnect.
+    fn heard_from(&mut self, edge: EdgeId, now: Millis, out: &mut Vec<Output>) {
+        if self.leases.insert(edge.clone(), now).is_none() {
+            out.push(Output::Edge(EdgeEnvelope {
+                edge,
+                body: EdgeInput::Resync { region: self.config.region.clone(), shard: self.config.shard },
+            }));
+        }
     }
 
     /// Ends the sessions of edges whose lease expired (a crashed edge never

@@ -100,6 +100,8 @@ impl EdgeHandle {
 /// Hands envelopes for this edge to their sessions. Never blocks: a full
 /// session queue drops a droppable frame or cuts the session off.
 pub async fn dispatch(mut rx: EdgeReceiver, presence: Arc<LocalPresence>) {
+    // Resyncs are broadcast to every session: the sessions themselves know
+    // their users and subscriptions.
     while let Some(env) = rx.recv().await {
         match env.body {
             EdgeInput::Frame { to, frame, droppable } => {
@@ -121,6 +123,14 @@ pub async fn dispatch(mut rx: EdgeReceiver, presence: Arc<LocalPresence>) {
             EdgeInput::Reply { request, .. } => {
                 // Service replies go to the HTTP front end's own queue.
                 tracing::warn!(request = %request, "service reply reached a session edge; dropped");
+            }
+            EdgeInput::Resync { region, shard } => {
+                let cut = presence.broadcast(&SessionEvent::Resync(region, shard));
+                metrics::counter!("iris_edge_resyncs_total").increment(1);
+                if cut > 0 {
+                    metrics::counter!("iris_sessions_cut_off_total").increment(cut as u64);
+                    tracing::info!(cut, "sessions fell behind during a resync; cut off");
+                }
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use dashmap::DashMap;
 use futures::task::AtomicWaker;
-use iris_envelope::{InboxSeq, SessionId};
+use iris_envelope::{InboxSeq, SessionId, ShardId};
 use iris_protocol::ServerFrame;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -132,6 +132,9 @@ pub enum SessionEvent {
     Frame(Arc<ServerFrame>),
     /// The shard registered the session.
     Welcome(InboxSeq),
+    /// A shard asks the sessions whose users (or subscriptions) it owns to
+    /// register again: (its region, its shard).
+    Resync(Arc<str>, ShardId),
 }
 
 /// What happened to a delivery.
@@ -214,6 +217,15 @@ impl LocalPresence {
         }
     }
 
+    /// Queues an event for every session (a resync). A session whose queue
+    /// is full is cut off, as for any delivery that must not be dropped: it
+    /// reconnects and resumes, which registers it anew. Returns how many
+    /// sessions were cut off.
+    pub fn broadcast(&self, event: &SessionEvent) -> usize {
+        let ids: Vec<SessionId> = self.sessions.iter().map(|e| *e.key()).collect();
+        ids.into_iter().filter(|id| self.deliver(*id, event.clone(), false) == Delivery::CutOff).count()
+    }
+
     /// Sessions held.
     pub fn len(&self) -> usize {
         self.sessions.len()
@@ -269,7 +281,7 @@ mod tests {
         while let Some(ev) = rx.recv().await {
             match ev {
                 SessionEvent::Welcome(seq) => seen.push(seq),
-                SessionEvent::Frame(_) => panic!("no frames sent"),
+                SessionEvent::Frame(_) | SessionEvent::Resync(..) => panic!("no frames sent"),
             }
         }
         sender.await.unwrap();

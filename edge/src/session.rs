@@ -199,6 +199,7 @@ impl<T: Transport> Session<T> {
                         }
                     }
                     Some(SessionEvent::Welcome(head)) => self.state.welcomed(now_ms(), head),
+                    Some(SessionEvent::Resync(region, shard)) => self.resync(&region, shard),
                     None if *self.ctx.shutdown.borrow() => self.state.close_now(CloseReason::Shutdown),
                     None => self.state.close_now(CloseReason::Overloaded),
                 },
@@ -237,7 +238,15 @@ impl<T: Transport> Session<T> {
         (frame.encode(encoding), encoding)
     }
 
+    fn resync(&mut self, region: &str, shard: iris_envelope::ShardId) {
+        let router = &self.ctx.router;
+        self.state.resync(|user| router.owns(user, region, shard));
+    }
+
     async fn feed(&mut self, frame: &ServerFrame) -> bool {
+        if let ServerFrame::Message(m) = frame {
+            self.state.sent_message(m.seq);
+        }
         let (bytes, encoding) = self.encode(frame);
         matches!(tokio::time::timeout(WRITE_DEADLINE, self.t.feed(bytes, encoding)).await, Ok(true))
     }
@@ -261,6 +270,10 @@ impl<T: Transport> Session<T> {
                 }
                 Ok(SessionEvent::Welcome(head)) => {
                     self.state.welcomed(now_ms(), head);
+                    break;
+                }
+                Ok(SessionEvent::Resync(region, shard)) => {
+                    self.resync(&region, shard);
                     break;
                 }
                 Err(_) => break,

@@ -118,6 +118,9 @@ pub struct SessionState {
     user: Option<UserKey>,
     encoding: Option<Encoding>,
     resume_after: Option<InboxSeq>,
+    /// The highest seq this session was sent, or what it had at welcome:
+    /// where a shard that lost track of the session resumes it.
+    sent_upto: InboxSeq,
     garbage_streak: u8,
     opened_at: Millis,
     last_rx: Millis,
@@ -142,6 +145,7 @@ impl SessionState {
             user: None,
             encoding: None,
             resume_after: None,
+            sent_upto: 0,
             garbage_streak: 0,
             opened_at: now,
             last_rx: now,
@@ -289,6 +293,9 @@ impl SessionState {
         let user = self.user.as_ref().expect("authenticated before welcome");
         self.phase = Phase::Open;
         self.last_rx = now;
+        // Without resume_after, what the inbox held before is history the
+        // client may `sync`; with it, the replay raises this as it arrives.
+        self.sent_upto = self.resume_after.unwrap_or(inbox_head);
         self.out.push_back(SessionOutput::Send(ServerFrame::Welcome(Welcome {
             user: user.user.to_string(),
             session: format!("{}:{}", self.addr.edge, self.addr.session),
@@ -297,6 +304,32 @@ impl SessionState {
             heartbeat_ms: self.cfg.heartbeat_ms,
             inbox_head,
         })));
+    }
+
+    /// A message frame with this seq was written to the client.
+    pub fn sent_message(&mut self, seq: InboxSeq) {
+        self.sent_upto = self.sent_upto.max(seq);
+    }
+
+    /// A shard lost track of this edge's sessions (it moved or restarted)
+    /// and asked them to register again: `owns` says whether that shard
+    /// owns a user. The session resumes there if its user is one of them
+    /// (missed messages are replayed after [`SessionState::sent_message`]'s
+    /// mark), and makes again each of its subscriptions to users there.
+    /// A session still opening needs nothing: its opening is on its way.
+    pub fn resync(&mut self, owns: impl Fn(&UserKey) -> bool) {
+        if self.phase != Phase::Open {
+            return;
+        }
+        let user = self.user.clone().expect("open sessions are authenticated");
+        if owns(&user) {
+            self.route(user.clone(), ShardInput::SessionResumed { session: self.addr.clone(), after: self.sent_upto });
+        }
+        let targets: Vec<UserKey> =
+            self.subscriptions.iter().map(|t| user.peer(t)).filter(|target| owns(target)).collect();
+        for target in targets {
+            self.route(target, ShardInput::Subscribe { viewer: user.user.clone(), session: self.addr.clone() });
+        }
     }
 
     fn route(&mut self, owner: UserKey, body: ShardInput) {

@@ -253,6 +253,17 @@ pub enum ShardInput {
         /// Where the answer goes.
         reply: SessionAddr,
     },
+    /// An open session of `owner` registers again with a shard that asked
+    /// its edge to (a new owner after a shard moved, see
+    /// [`EdgeInput::Resync`]): no welcome; what the session has not been
+    /// sent, above `after`, is replayed. (Appended last: envelopes of
+    /// earlier versions keep their variant indices.)
+    SessionResumed {
+        /// The session.
+        session: SessionAddr,
+        /// The highest seq the session was sent (or its inbox head at welcome).
+        after: InboxSeq,
+    },
 }
 
 /// One contact in a full contact list.
@@ -340,6 +351,7 @@ impl ShardInput {
             ShardInput::IdentityVerified { .. } => "identity_verified",
             ShardInput::Ingest { .. } => "ingest",
             ShardInput::EdgeAlive { .. } => "edge_alive",
+            ShardInput::SessionResumed { .. } => "session_resumed",
         }
     }
 
@@ -402,6 +414,16 @@ pub enum EdgeInput {
         session: SessionId,
         /// The user's inbox head.
         inbox_head: InboxSeq,
+    },
+    /// A shard heard from this edge for the first time since it started
+    /// (its owner changed, or it restarted): every open session whose user
+    /// the shard owns registers again ([`ShardInput::SessionResumed`]), and
+    /// every subscription to a user it owns is made again. (Appended last.)
+    Resync {
+        /// The shard's region.
+        region: Arc<str>,
+        /// The shard.
+        shard: ShardId,
     },
 }
 

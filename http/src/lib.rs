@@ -214,7 +214,8 @@ pub async fn dispatch(front: Arc<HttpFront>, mut rx: EdgeReceiver) {
                     front.resolve(*id, Answer::Frame(frame.clone()));
                 }
             }
-            EdgeInput::Welcome { .. } => {}
+            // The front end holds no sessions to open or register again.
+            EdgeInput::Welcome { .. } | EdgeInput::Resync { .. } => {}
         }
     }
 }

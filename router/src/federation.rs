@@ -217,6 +217,10 @@ impl Federation {
     }
 
     /// The region a shard envelope must go to, when it is not this one.
+    pub(crate) fn home_of(&self, user: &UserKey) -> Arc<str> {
+        self.homes.home_of(user).0
+    }
+
     pub(crate) fn foreign_home(&self, env: &ShardEnvelope) -> Option<Arc<str>> {
         let (home, _) = self.homes.home_of(&env.owner);
         (home != self.homes.local).then_some(home)

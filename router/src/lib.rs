@@ -77,6 +77,18 @@ impl Router {
         self.ring.shard_of(user)
     }
 
+    /// Whether `shard` of `region` owns `user`: the user is homed there and
+    /// the ring places them on that shard. (Regions of a federation share
+    /// the ring's shard count; where they did not, a travelling user's
+    /// session would merely register again more often than needed.)
+    pub fn owns(&self, user: &UserKey, region: &str, shard: ShardId) -> bool {
+        let home_here = match &self.federation {
+            Some(f) => &*f.home_of(user) == region,
+            None => true,
+        };
+        home_here && self.ring.shard_of(user) == shard
+    }
+
     /// Publishes to the owner's shard, waiting for room (backpressure).
     pub async fn to_shard(&self, env: ShardEnvelope) -> Result<(), BusError> {
         if let Some((f, home)) = self.federation.as_ref().and_then(|f| f.foreign_home(&env).map(|h| (f, h))) {

@@ -628,3 +628,66 @@ fn inputs_count_as_durable_in_order_once_their_writes_commit() {
     h.input("bob", ShardInput::Typing { from: "alice".into(), state: iris_protocol::TypingState::Stop });
     assert_eq!(h.state.inputs_durable(), 4, "nothing in flight: durable at once");
 }
+
+fn resyncs(outputs: &[Output]) -> Vec<(String, ShardId)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Resync { shard, .. } }) => {
+                Some((edge.0.to_string(), *shard))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_shard_asks_each_edge_it_first_hears_from_to_register_again_once() {
+    let mut h = Harness::new();
+    h.input("", ShardInput::EdgeAlive { edge: EdgeId("e1".into()) });
+    h.input("", ShardInput::EdgeAlive { edge: EdgeId("e1".into()) });
+    h.input("bob", ShardInput::SessionOpened { session: addr("e2", 5), resume_after: None });
+    h.input("bob", ShardInput::SessionOpened { session: addr("e2", 6), resume_after: None });
+    h.commit_all();
+    let asked = resyncs(&h.outputs());
+    assert_eq!(asked, vec![("e1".to_string(), ShardId(3)), ("e2".to_string(), ShardId(3))], "once per edge");
+    // An edge whose lease ran out is asked again when it is heard from.
+    let expired = h.state.handle_timeout(h.now + 5_000, h.now + 5_000).expect("bob went offline");
+    h.pending.push(expired);
+    h.commit_all();
+    h.outputs();
+    h.now += 5_000;
+    h.input("", ShardInput::EdgeAlive { edge: EdgeId("e1".into()) });
+    assert_eq!(resyncs(&h.outputs()), vec![("e1".to_string(), ShardId(3))]);
+}
+
+#[test]
+fn a_resumed_session_gets_what_it_missed_and_live_traffic_without_a_welcome() {
+    let mut h = Harness::new();
+    // The previous owner stored three messages for bob; this shard starts
+    // knowing no session of his.
+    h.state.insert_user(key("bob"), UserRecord { head: 3, ..Default::default() });
+    h.input("bob", ShardInput::SessionResumed { session: addr("e1", 7), after: 1 });
+    h.commit_all();
+    let out = h.outputs();
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Edge(EdgeEnvelope { body: EdgeInput::Welcome { .. }, .. }))),
+        "no second welcome"
+    );
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Replay { after: 1, inbox_head: 3, always_synced: false, session, .. } if *session == addr("e1", 7)
+        )),
+        "seqs 2 and 3, unasked: {out:?}"
+    );
+    h.send("alice", "bob", "c-1", 1);
+    h.commit_all();
+    let frames = h.frames();
+    assert!(frames.iter().any(|(to, f)| to == &[SessionId(7)] && matches!(f, ServerFrame::Message(m) if m.seq == 4)));
+    // Registering again what is registered changes nothing and writes nothing.
+    h.input("bob", ShardInput::SessionResumed { session: addr("e1", 7), after: 4 });
+    assert!(h.pending.is_empty(), "nothing to write");
+    let again = h.outputs();
+    assert!(!again.iter().any(|o| matches!(o, Output::Replay { .. })), "nothing missed: {again:?}");
+}

@@ -164,3 +164,28 @@ fn binary_codec_sessions_decode_binary() {
     assert_eq!(s.encoding(), Some(Encoding::Binary));
     assert_eq!(drain(&mut s), vec![SessionOutput::Verify("t".into())]);
 }
+
+#[test]
+fn a_resync_registers_the_session_and_its_subscriptions_with_the_shard_that_owns_them() {
+    // Opened with resume_after 4 at inbox head 7: the replay's seqs count.
+    let mut s = open();
+    s.handle_frame(3, br#"{"type":"subscribe","users":["carol","dave"]}"#, Encoding::Json);
+    drain(&mut s);
+    s.sent_message(6);
+    s.sent_message(5);
+    // The shard owns alice (this session's user) and dave, not carol.
+    s.resync(|u| &*u.user == "alice" || &*u.user == "dave");
+    let routed: Vec<(String, ShardInput)> = drain(&mut s)
+        .into_iter()
+        .filter_map(|o| match o {
+            SessionOutput::Route { env, .. } => Some((env.owner.user.to_string(), env.body)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(routed.len(), 2, "{routed:?}");
+    assert!(matches!(&routed[0], (u, ShardInput::SessionResumed { after: 6, .. }) if u == "alice"));
+    assert!(matches!(&routed[1], (u, ShardInput::Subscribe { viewer, .. }) if u == "dave" && &**viewer == "alice"));
+    // A shard that owns none of them asks for nothing.
+    s.resync(|_| false);
+    assert!(drain(&mut s).is_empty());
+}
