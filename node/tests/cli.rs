@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use std::io::{Read, Write};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 #[tokio::test]
 async fn token_command_prints_a_token_the_node_accepts() {
@@ -129,8 +129,7 @@ fn migrate_is_for_the_scylla_backend_and_names_what_is_wrong() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("IRIS_TEST_UNSET_PASSWORD"));
 
-    // Nothing listens on the node's port: a clear error, not a hang. (No
-    // ScyllaDB can run here; see README for the live suite.)
+    // Nothing listens on the node's port: a clear error, not a hang.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
@@ -144,4 +143,43 @@ fn migrate_is_for_the_scylla_backend_and_names_what_is_wrong() {
     let out = Command::new(bin()).arg("--config").arg(&unreachable).output().unwrap();
     assert!(!out.status.success(), "a node does not start without its store");
     assert!(String::from_utf8_lossy(&out.stderr).contains("ScyllaDB"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `iris migrate` against a live CQL node (Apache Cassandra, which
+/// scripts/test starts as IRIS_TEST_SCYLLA): two processes at once on a new
+/// keyspace both succeed, exactly one applies the schema steps, and a third
+/// run finds nothing to do.
+#[test]
+fn migrate_runs_from_two_processes_at_once_and_then_finds_nothing_to_do() {
+    let node = std::env::var("IRIS_TEST_SCYLLA")
+        .expect("IRIS_TEST_SCYLLA is not set: run scripts/test, which starts Apache Cassandra (scripts/cassandra)");
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scylla.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "roles = [\"core\", \"router\"]\n[listen]\nmetrics = \"off\"\n[cluster]\nkafka = \"127.0.0.1:9\"\n\
+             [storage]\nbackend = \"scylla\"\n[storage.scylla]\nnodes = [\"{node}\"]\nkeyspace = \"iris_m{n}\"\n\
+             replication_factor = 1\n"
+        ),
+    )
+    .unwrap();
+    let run =
+        || Command::new(bin()).arg("migrate").arg("--config").arg(&config).stdout(Stdio::piped()).spawn().unwrap();
+    let (a, b) = (run(), run());
+    let outs: Vec<String> = [a, b]
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            assert!(out.status.success(), "a concurrent migrate failed");
+            String::from_utf8(out.stdout).unwrap()
+        })
+        .collect();
+    let applied = outs.iter().filter(|o| o.contains("applied schema steps")).count();
+    let current = outs.iter().filter(|o| o.contains("is up to date")).count();
+    assert_eq!((applied, current), (1, 1), "one applies, the other waits and finds nothing: {outs:?}");
+    let out = run().wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is up to date"), "{}", String::from_utf8_lossy(&out.stdout));
 }

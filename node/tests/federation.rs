@@ -17,7 +17,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run scripts/test, which starts Redis and Tansu"))
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run scripts/test, which starts Redis and Apache Kafka"))
 }
 
 const ALL: &str = "\"edge\", \"core\", \"router\"";
@@ -33,7 +34,7 @@ struct Federation {
     b: String,
     homes: HomeDirectory,
     dirs: Vec<tempfile::TempDir>,
-    global: Tansu,
+    global: Kafka,
 }
 
 /// One node of a federated region.
@@ -67,7 +68,7 @@ impl Federation {
     fn start(a_nodes: &[Spec], b_nodes: &[Spec]) -> Self {
         let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let (a, b) = (format!("a{n}"), format!("b{n}"));
-        let global = Tansu::start();
+        let global = Kafka::start(1);
         let mut dirs = Vec::new();
         let mut start = |region: &str, nodes: &[Spec], db: u32| -> Vec<Node> {
             nodes

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// How long a starting node may take to report ready.
+pub const READY_WAIT: Duration = Duration::from_secs(30);
+
 pub struct Node {
     pub child: Child,
     pub ws_url: String,
@@ -71,7 +74,9 @@ pub fn start_in(dir: &Path, extra: &str) -> Node {
             }
         }
     });
-    let deadline = Instant::now() + WAIT;
+    // A clustered node checks its topics and joins groups before it is
+    // ready; on two cores beside starting brokers that can take a while.
+    let deadline = Instant::now() + READY_WAIT;
     let ready = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
@@ -316,56 +321,82 @@ fn redis_ping(port: u16) -> std::io::Result<()> {
     if &buf == b"+PONG\r\n" { Ok(()) } else { Err(std::io::Error::other("not ready")) }
 }
 
-/// A Kafka-protocol broker (Tansu, memory storage) of one test, which the
-/// test may pause (SIGSTOP: unreachable, state kept) and resume. It dies
-/// with the value.
-pub struct Tansu {
-    child: Child,
+/// Apache Kafka brokers of one test, started by `scripts/kafka` in a
+/// directory of their own (one broker, or a KRaft cluster of several with
+/// replication factor 3 and `min.insync.replicas = 2`). The test may pause
+/// them (SIGSTOP: unreachable, state kept), kill one with -9 and restart it.
+/// They are stopped with the value, and by the script's watchdog if the
+/// test process dies first: no JVM outlives its test.
+pub struct Kafka {
+    dir: tempfile::TempDir,
+    /// The bootstrap servers, `HOST:PORT[,HOST:PORT]`.
     pub addr: String,
 }
 
-impl Tansu {
-    /// Starts one on a free port; returns once it accepts connections.
-    pub fn start() -> Self {
-        let bin = std::env::var("IRIS_TEST_TANSU")
-            .expect("IRIS_TEST_TANSU is not set: run scripts/test, which installs Tansu");
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu starts");
-        let deadline = Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Tansu { child, addr: format!("127.0.0.1:{port}") }
+fn kafka_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka")
+}
+
+fn run_kafka_script(args: &[&str]) -> String {
+    let out = Command::new(kafka_script()).args(args).stderr(Stdio::inherit()).output().expect("scripts/kafka runs");
+    assert!(out.status.success(), "scripts/kafka {args:?} failed");
+    String::from_utf8(out.stdout).unwrap().lines().last().unwrap_or_default().to_owned()
+}
+
+impl Kafka {
+    /// Starts `brokers` brokers; returns once every one answers metadata.
+    pub fn start(brokers: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_str().unwrap().to_owned();
+        let owner = std::process::id().to_string();
+        let addr = run_kafka_script(&["start", &path, "--brokers", &brokers.to_string(), "--owner", &owner]);
+        Kafka { dir, addr }
     }
 
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
-        assert!(ok, "kill {sig} failed");
+    fn path(&self) -> &str {
+        self.dir.path().to_str().unwrap()
     }
 
-    /// Freezes the broker: connections stay open but nothing is answered.
+    /// Freezes every broker: connections stay open but nothing is answered.
     pub fn pause(&self) {
-        self.signal("-STOP");
+        run_kafka_script(&["pause", self.path()]);
     }
 
-    /// Lets a paused broker run again.
+    /// Lets paused brokers run again.
     pub fn resume(&self) {
-        self.signal("-CONT");
+        run_kafka_script(&["resume", self.path()]);
+    }
+
+    /// Kills broker `i` (1-based) with SIGKILL.
+    pub fn kill9(&self, i: usize) {
+        run_kafka_script(&["kill", self.path(), &i.to_string()]);
+    }
+
+    /// Starts a killed broker again on its port and data.
+    pub fn restart(&self, i: usize) {
+        run_kafka_script(&["restart", self.path(), &i.to_string()]);
     }
 }
 
-impl Drop for Tansu {
+impl Drop for Kafka {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if std::thread::panicking() {
+            // What the brokers said last, for the failing test's report.
+            for i in 1.. {
+                let Ok(log) = std::fs::read_to_string(self.dir.path().join(format!("broker-{i}/kafka.log"))) else {
+                    break;
+                };
+                let lines: Vec<&str> = log.lines().collect();
+                eprintln!("--- broker {i}, last lines of its log ---");
+                for line in &lines[lines.len().saturating_sub(40)..] {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        match Command::new(kafka_script()).args(["stop", self.path()]).status() {
+            Ok(s) if s.success() => {}
+            other => eprintln!("scripts/kafka stop {}: {other:?} (the watchdog stops the brokers)", self.path()),
+        }
     }
 }
 
