@@ -11,6 +11,7 @@ use base64::Engine;
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 mod federation;
+mod floor;
 mod peers;
 mod presence;
 mod storm;
@@ -35,7 +36,9 @@ enum Cmd {
         /// The system under test.
         #[arg(long, value_enum, default_value = "iris")]
         system: System,
-        /// Iris: the WebSocket URL; MQTT, NATS and XMPP: HOST:PORT.
+        /// Iris: the WebSocket URL; MQTT, NATS and XMPP: HOST:PORT. Several,
+        /// comma-separated (the edges of a region): user u connects to the
+        /// (u mod n)-th, so each pair of correspondents spans two of them.
         #[arg(long, default_value = "ws://127.0.0.1:8080/v1/ws")]
         url: String,
         /// Metrics URL of the node (for fsync figures).
@@ -60,6 +63,30 @@ enum Cmd {
         /// --data-dir) instead of WebSocket.
         #[arg(long)]
         quic: Option<std::net::SocketAddr>,
+    },
+    /// The floor under a region: the broker alone. An rdkafka producer
+    /// (idempotent, acks=all) sends messages of a chat message's size at a
+    /// fixed rate to a topic that a consumer in the same process reads;
+    /// send-to-consumed latency, as `chat` reports send-to-delivered.
+    KafkaFloor {
+        /// Bootstrap servers.
+        #[arg(long)]
+        bootstrap: String,
+        /// Messages per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Payload bytes (a chat envelope: about 150).
+        #[arg(long, default_value_t = 150)]
+        bytes: usize,
+        /// Partitions of the topic.
+        #[arg(long, default_value_t = 16)]
+        partitions: usize,
+        /// Producer linger, ms (Iris's producer uses 0).
+        #[arg(long, default_value_t = 0)]
+        linger_ms: u32,
     },
     /// The latency two federated regions add: one message at a time,
     /// first to a user homed here, then to one homed in the other region.
@@ -684,6 +711,10 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Ingest { api, key, rate, batch, connections, seconds } => {
             return ingest(api, key, rate, batch, connections, seconds).await;
         }
+        Cmd::KafkaFloor { bootstrap, rate, seconds, bytes, partitions, linger_ms } => {
+            let load = floor::Load { rate, seconds, bytes, partitions, linger_ms };
+            return floor::kafka_floor(&bootstrap, load).await;
+        }
     };
     if users < 2 || users % 2 != 0 {
         bail!("--users must be even and at least 2");
@@ -712,13 +743,17 @@ async fn main() -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(users);
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let urls: Vec<String> = url.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+    if urls.is_empty() {
+        bail!("--url names no address");
+    }
     for u in 0..users {
         let name = format!("bench-{u}");
         let peer = format!("bench-{}", u ^ 1);
         let token = signer.token("bench", &name, 3_600)?;
         tasks.push(tokio::spawn(user_task(
             system,
-            url.clone(),
+            urls[u % urls.len()].clone(),
             token,
             peer,
             u,
@@ -784,6 +819,7 @@ async fn main() -> anyhow::Result<()> {
         "seconds": seconds,
         "encoding": if binary { "binary" } else { "json" },
         "transport": if quic.is_some() { "quic" } else if system == System::Iris { "websocket" } else { "tcp" },
+        "endpoints": urls.len(),
         "sent": counters.sent.load(Ordering::Relaxed),
         "accepted": counters.accepted.load(Ordering::Relaxed),
         "delivered": counters.delivered.load(Ordering::Relaxed),
