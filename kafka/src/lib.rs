@@ -109,7 +109,10 @@ impl Topics {
 
 fn client_config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap);
+    // Nagle off: librdkafka leaves it on, and a small request then waits
+    // for the previous one's ACK (measured here: one hop p50 5.5 ms with
+    // it, 0.4 ms without, at 1,000 msgs/s).
+    c.set("bootstrap.servers", bootstrap).set("socket.nagle.disable", "true");
     c
 }
 
@@ -245,11 +248,10 @@ impl Bus for KafkaBus {
         let payload = iris_envelope::encode(&env);
         let key = env.owner.shard_key();
         let record = FutureRecord::to(&self.topics.shard).partition(shard.0 as i32).key(&key).payload(&payload);
-        self.producer
-            .send(record, PUBLISH_TIMEOUT)
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| BusError::Closed(format!("shard {}: {e}", shard.0)))
+        let started = std::time::Instant::now();
+        let sent = self.producer.send(record, PUBLISH_TIMEOUT).await;
+        metrics::histogram!("iris_bus_publish_seconds", "topic" => "shard").record(started.elapsed().as_secs_f64());
+        sent.map(|_| ()).map_err(|(e, _)| BusError::Closed(format!("shard {}: {e}", shard.0)))
     }
 
     fn try_publish_edge(&self, env: EdgeEnvelope) -> Result<(), PublishError<EdgeEnvelope>> {
@@ -272,6 +274,19 @@ impl Bus for KafkaBus {
             .await
             .map(|_| ())
             .map_err(|(e, _)| BusError::Closed(format!("edge {}: {e}", env.edge)))
+    }
+}
+
+/// Records how long a message took from its producer to this consumer
+/// (its create time, set by the producing node's clock: across machines
+/// this includes their clock difference).
+fn record_hop(m: &impl Message, hop: &'static str) {
+    if let Some(created) = m.timestamp().to_millis() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(created);
+        metrics::histogram!("iris_bus_hop_seconds", "hop" => hop).record((now - created).max(0) as f64 / 1_000.0);
     }
 }
 
@@ -383,6 +398,7 @@ impl ShardGroup {
     /// The next envelope of an owned partition, with its partition and offset.
     pub async fn next_shard(&self) -> Result<(i32, i64, ShardEnvelope), KafkaBusError> {
         let m = self.consumer.recv().await?;
+        record_hop(&m, "shard");
         Ok((m.partition(), m.offset(), decode_message(&m)?))
     }
 
@@ -433,6 +449,7 @@ impl PartitionReader {
     /// The next edge envelope.
     pub async fn next_edge(&self) -> Result<EdgeEnvelope, KafkaBusError> {
         let m = self.consumer.recv().await?;
+        record_hop(&m, "edge");
         decode_message(&m)
     }
 
