@@ -130,12 +130,19 @@ pub struct Cluster {
     /// Consumer group of the core nodes (default `iris.<region>.core`).
     #[serde(default)]
     pub core_group: Option<String>,
-    /// How long a fetch may wait for data: low for chat latency.
+    /// How long a fetch may wait for data. Apache Kafka answers as soon as
+    /// data arrives, so this costs no latency; it bounds how often an idle
+    /// consumer asks (and how long a resumed partition waits for the fetch
+    /// in flight).
     #[serde(default = "d_fetch_wait")]
     pub fetch_wait_ms: u32,
     /// A core node silent this long loses its shards to the others.
     #[serde(default = "d_session_timeout")]
     pub session_timeout_ms: u32,
+    /// How long the producer waits to fill a batch (librdkafka
+    /// `linger.ms`): a little latency for fewer, larger requests.
+    #[serde(default = "d_linger")]
+    pub linger_ms: u32,
 }
 
 /// Certificates. Without files, a self-signed dev certificate is created in
@@ -647,7 +654,10 @@ fn d_presence_batch() -> usize {
     100_000
 }
 fn d_fetch_wait() -> u32 {
-    5
+    100
+}
+fn d_linger() -> u32 {
+    0
 }
 fn d_session_timeout() -> u32 {
     6_000
@@ -872,6 +882,7 @@ impl Config {
             )?;
             check((1..=10_000).contains(&c.fetch_wait_ms), "cluster.fetch_wait_ms", "between 1 and 10000")?;
             check(c.session_timeout_ms >= 1_000, "cluster.session_timeout_ms", "at least 1000")?;
+            check(c.linger_ms <= 1_000, "cluster.linger_ms", "at most 1000")?;
         }
         if let Some(f) = &self.federation {
             check(self.cluster.is_some(), "federation", "a federated region is a cluster: add [cluster]")?;
