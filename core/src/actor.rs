@@ -20,6 +20,7 @@
 //! full, replays, receipts) run under `ctx.wait`, which holds every other
 //! event of the actor until they finish, so outputs leave in order.
 
+use crate::commits::CommitQueue;
 use crate::state::{Found, Output, ShardConfig, ShardState, Ticket, message_frame};
 use actix::prelude::*;
 use iris_envelope::{EdgeEnvelope, EdgeInput, Recipients, SessionAddr, ShardEnvelope, ShardId, ShardInput, UserKey};
@@ -86,7 +87,15 @@ struct ShardActor {
     held: std::collections::VecDeque<(u64, OwnedSemaphorePermit)>,
     /// When the pump last saw the input empty.
     clock: Arc<InputClock>,
+    /// Writes waiting for a commit, merged while earlier ones run.
+    commits: CommitQueue,
 }
+
+/// Commits one shard runs at once; what arrives meanwhile goes together in
+/// the next (group commit: one store round trip for many inputs).
+const COMMITS_IN_FLIGHT: usize = 2;
+/// Most writes in one merged commit.
+const MAX_COMMIT_OPS: usize = 512;
 
 /// When a shard's pump last had nothing waiting in its input. The lease
 /// check reads it: heartbeats sent before that instant have been handed to
@@ -230,17 +239,35 @@ impl ShardActor {
     }
 
     fn commit(&mut self, ticket: Ticket, batch: WriteBatch, ctx: &mut Context<Self>) {
-        let store = self.store.clone();
-        let messages = batch.ops.iter().filter(|op| matches!(op, WriteOp::Message { .. })).count() as u64;
-        let fut = async move { store.commit(batch).await };
-        ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
-            match &result {
-                Ok(()) => metrics::counter!("iris_messages_accepted_total").increment(messages),
-                Err(e) => tracing::error!(error = %e, ticket, "commit failed"),
-            }
-            act.state.committed(ticket, result);
-            act.flush(ctx);
-        }));
+        self.commits.push(ticket, batch);
+        self.start_commits(ctx);
+    }
+
+    /// Starts the commits the queue allows; each one's end is reported to
+    /// the state for every ticket it held, and starts the next.
+    fn start_commits(&mut self, ctx: &mut Context<Self>) {
+        while let Some(commit) = self.commits.poll() {
+            let store = self.store.clone();
+            let messages = commit.batch.ops.iter().filter(|op| matches!(op, WriteOp::Message { .. })).count() as u64;
+            let started = std::time::Instant::now();
+            let batch = commit.batch;
+            let tickets = commit.tickets;
+            metrics::histogram!("iris_shard_commit_inputs").record(tickets.len() as f64);
+            let fut = async move { store.commit(batch).await };
+            ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
+                metrics::histogram!("iris_shard_commit_seconds").record(started.elapsed().as_secs_f64());
+                match &result {
+                    Ok(()) => metrics::counter!("iris_messages_accepted_total").increment(messages),
+                    Err(e) => tracing::error!(error = %e, ?tickets, "commit failed"),
+                }
+                act.commits.finished();
+                for ticket in tickets {
+                    act.state.committed(ticket, result.clone());
+                }
+                act.start_commits(ctx);
+                act.flush(ctx);
+            }));
+        }
     }
 
     /// Carries out ready outputs: publishes that fit right now go at once;
@@ -256,7 +283,7 @@ impl ShardActor {
             self.held.pop_front();
         }
         let mut rest: Vec<Output> = Vec::new();
-        while let Some(out) = self.state.poll_output() {
+        for out in self.state.poll_outputs() {
             if !rest.is_empty() {
                 rest.push(out);
                 continue;
@@ -292,7 +319,7 @@ impl ShardActor {
 }
 
 fn is_droppable(env: &EdgeEnvelope) -> bool {
-    matches!(env.body, EdgeInput::Frame { droppable: true, .. })
+    env.body.is_droppable()
 }
 
 /// What the slow path of output handling needs, owned so it can run as a
@@ -515,6 +542,7 @@ impl ShardHost {
             running,
             held: std::collections::VecDeque::new(),
             clock,
+            commits: CommitQueue::new(COMMITS_IN_FLIGHT, MAX_COMMIT_OPS),
         });
         let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
         self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(shard, sem.clone());

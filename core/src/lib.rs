@@ -2,6 +2,7 @@
 //! them (`actor`). A user belongs to exactly one shard, chosen by the ring.
 
 pub mod actor;
+pub mod commits;
 pub mod state;
 
 pub use actor::{InputClock, ShardHost, ShardsConfig, start_shards};

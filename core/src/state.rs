@@ -262,6 +262,39 @@ fn frame_to(sessions: &[SessionAddr], frame: ServerFrame, droppable: bool, out: 
     }
 }
 
+/// Merges each run of consecutive edge outputs into one envelope per edge
+/// (in the order the edges first appear, each edge's inputs in their
+/// order), so that outputs released together cost one bus record per edge.
+/// Any other output ends a run: a replay's frames must not be overtaken.
+/// Edges of other regions are left alone (federation batches their
+/// presence itself).
+pub fn coalesce_edge_outputs(outputs: Vec<Output>, region: &str) -> Vec<Output> {
+    let mut out = Vec::with_capacity(outputs.len());
+    let mut run: Vec<(EdgeId, Vec<EdgeInput>)> = Vec::new();
+    let end_run = |run: &mut Vec<(EdgeId, Vec<EdgeInput>)>, out: &mut Vec<Output>| {
+        for (edge, mut parts) in run.drain(..) {
+            let body = if parts.len() == 1 { parts.pop().expect("one part") } else { EdgeInput::Batch(parts) };
+            out.push(Output::Edge(EdgeEnvelope { edge, body }));
+        }
+    };
+    for o in outputs {
+        match o {
+            Output::Edge(env) if env.edge.region().is_none_or(|r| r == region) => {
+                match run.iter_mut().find(|(e, _)| *e == env.edge) {
+                    Some((_, parts)) => parts.extend(env.body.into_parts()),
+                    None => run.push((env.edge, env.body.into_parts())),
+                }
+            }
+            other => {
+                end_run(&mut run, &mut out);
+                out.push(other);
+            }
+        }
+    }
+    end_run(&mut run, &mut out);
+    out
+}
+
 fn reply(session: &SessionAddr, frame: ServerFrame) -> Output {
     Output::Edge(EdgeEnvelope {
         edge: session.edge.clone(),
@@ -1017,6 +1050,13 @@ impl ShardState {
     /// The next output to carry out.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.ready.pop_front()
+    }
+
+    /// Every output ready now, edge outputs merged per edge
+    /// ([`coalesce_edge_outputs`]).
+    pub fn poll_outputs(&mut self) -> Vec<Output> {
+        let ready: Vec<Output> = self.ready.drain(..).collect();
+        coalesce_edge_outputs(ready, &self.config.region)
     }
 
     fn evict_idle(&mut self) {

@@ -100,39 +100,46 @@ impl EdgeHandle {
 /// Hands envelopes for this edge to their sessions. Never blocks: a full
 /// session queue drops a droppable frame or cuts the session off.
 pub async fn dispatch(mut rx: EdgeReceiver, presence: Arc<LocalPresence>) {
-    // Resyncs are broadcast to every session: the sessions themselves know
-    // their users and subscriptions.
     while let Some(env) = rx.recv().await {
-        match env.body {
-            EdgeInput::Frame { to, frame, droppable } => {
-                let frame: Arc<ServerFrame> = Arc::new(frame);
-                for id in to.as_slice() {
-                    match presence.deliver(*id, SessionEvent::Frame(frame.clone()), droppable) {
-                        Delivery::Queued | Delivery::Unknown => {}
-                        Delivery::Dropped => metrics::counter!("iris_ephemeral_dropped_total").increment(1),
-                        Delivery::CutOff => {
-                            metrics::counter!("iris_sessions_cut_off_total").increment(1);
-                            tracing::info!(session = %id, "session fell behind; cut off");
-                        }
+        for part in env.body.into_parts() {
+            handle_part(part, &presence);
+        }
+    }
+}
+
+/// One input for this edge. Resyncs are broadcast to every session: the
+/// sessions themselves know their users and subscriptions.
+fn handle_part(part: EdgeInput, presence: &LocalPresence) {
+    match part {
+        EdgeInput::Frame { to, frame, droppable } => {
+            let frame: Arc<ServerFrame> = Arc::new(frame);
+            for id in to.as_slice() {
+                match presence.deliver(*id, SessionEvent::Frame(frame.clone()), droppable) {
+                    Delivery::Queued | Delivery::Unknown => {}
+                    Delivery::Dropped => metrics::counter!("iris_ephemeral_dropped_total").increment(1),
+                    Delivery::CutOff => {
+                        metrics::counter!("iris_sessions_cut_off_total").increment(1);
+                        tracing::info!(session = %id, "session fell behind; cut off");
                     }
                 }
             }
-            EdgeInput::Welcome { session, inbox_head } => {
-                presence.deliver(session, SessionEvent::Welcome(inbox_head), false);
-            }
-            EdgeInput::Reply { request, .. } => {
-                // Service replies go to the HTTP front end's own queue.
-                tracing::warn!(request = %request, "service reply reached a session edge; dropped");
-            }
-            EdgeInput::Resync { region, shard } => {
-                let cut = presence.broadcast(&SessionEvent::Resync(region, shard));
-                metrics::counter!("iris_edge_resyncs_total").increment(1);
-                if cut > 0 {
-                    metrics::counter!("iris_sessions_cut_off_total").increment(cut as u64);
-                    tracing::info!(cut, "sessions fell behind during a resync; cut off");
-                }
+        }
+        EdgeInput::Welcome { session, inbox_head } => {
+            presence.deliver(session, SessionEvent::Welcome(inbox_head), false);
+        }
+        EdgeInput::Reply { request, .. } => {
+            // Service replies go to the HTTP front end's own queue.
+            tracing::warn!(request = %request, "service reply reached a session edge; dropped");
+        }
+        EdgeInput::Resync { region, shard } => {
+            let cut = presence.broadcast(&SessionEvent::Resync(region, shard));
+            metrics::counter!("iris_edge_resyncs_total").increment(1);
+            if cut > 0 {
+                metrics::counter!("iris_sessions_cut_off_total").increment(cut as u64);
+                tracing::info!(cut, "sessions fell behind during a resync; cut off");
             }
         }
+        EdgeInput::Batch(_) => tracing::warn!("a batch inside a batch; dropped"),
     }
 }
 

@@ -425,6 +425,30 @@ pub enum EdgeInput {
         /// The shard.
         shard: ShardId,
     },
+    /// Several of the above for the same edge, in order: one bus record
+    /// instead of one each (a shard's outputs released together). Never
+    /// nested. (Appended last.)
+    Batch(Vec<EdgeInput>),
+}
+
+impl EdgeInput {
+    /// The inputs this one stands for, in order (a batch unpacked).
+    pub fn into_parts(self) -> Vec<EdgeInput> {
+        match self {
+            EdgeInput::Batch(parts) => parts,
+            one => vec![one],
+        }
+    }
+
+    /// May be dropped when its edge's queue is full (typing; a batch only
+    /// if everything in it may be).
+    pub fn is_droppable(&self) -> bool {
+        match self {
+            EdgeInput::Frame { droppable, .. } => *droppable,
+            EdgeInput::Batch(parts) => parts.iter().all(EdgeInput::is_droppable),
+            _ => false,
+        }
+    }
 }
 
 /// Where an envelope crossing regions was first relayed from: its place in

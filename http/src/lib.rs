@@ -207,15 +207,17 @@ impl HttpFront {
 /// Hands shard answers to the waiting requests.
 pub async fn dispatch(front: Arc<HttpFront>, mut rx: EdgeReceiver) {
     while let Some(env) = rx.recv().await {
-        match env.body {
-            EdgeInput::Reply { request, reply } => front.resolve(request, Answer::Reply(reply)),
-            EdgeInput::Frame { to, frame, .. } => {
-                for id in to.as_slice() {
-                    front.resolve(*id, Answer::Frame(frame.clone()));
+        for part in env.body.into_parts() {
+            match part {
+                EdgeInput::Reply { request, reply } => front.resolve(request, Answer::Reply(reply)),
+                EdgeInput::Frame { to, frame, .. } => {
+                    for id in to.as_slice() {
+                        front.resolve(*id, Answer::Frame(frame.clone()));
+                    }
                 }
+                // The front end holds no sessions to open or register again.
+                EdgeInput::Welcome { .. } | EdgeInput::Resync { .. } | EdgeInput::Batch(_) => {}
             }
-            // The front end holds no sessions to open or register again.
-            EdgeInput::Welcome { .. } | EdgeInput::Resync { .. } => {}
         }
     }
 }

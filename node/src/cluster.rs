@@ -41,7 +41,8 @@ pub async fn start(
     ensure_topics_compacting(&cluster.kafka, &refs, &[topics.homes.as_str()])
         .await
         .context("checking the cluster's topics")?;
-    let bus = KafkaBus::new(&cluster.kafka, topics.clone(), 0).context("connecting the Kafka producer")?;
+    let bus =
+        KafkaBus::new(&cluster.kafka, topics.clone(), cluster.linger_ms).context("connecting the Kafka producer")?;
     let mut router = Router::new(ring, Arc::new(bus));
     if let Some(f) = &cfg.federation {
         router = federate(cfg, cluster, f, &topics, router).await?;

@@ -26,6 +26,18 @@ pub async fn start(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
             &[0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.5],
         )?
         .set_buckets_for_metric(
+            Matcher::Prefix("iris_bus_".into()),
+            &[0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.5, 1.0, 5.0],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("iris_shard_commit_seconds".into()),
+            &[0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.5],
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("iris_shard_commit_inputs".into()),
+            &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+        )?
+        .set_buckets_for_metric(
             Matcher::Full("iris_fsync_batch_size".into()),
             &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0],
         )?

@@ -691,3 +691,62 @@ fn a_resumed_session_gets_what_it_missed_and_live_traffic_without_a_welcome() {
     let again = h.outputs();
     assert!(!again.iter().any(|o| matches!(o, Output::Replay { .. })), "nothing missed: {again:?}");
 }
+
+#[test]
+fn outputs_released_together_go_as_one_envelope_per_edge_without_overtaking_a_replay() {
+    let frame = |edge: &str, s: u64| {
+        Output::Edge(EdgeEnvelope {
+            edge: EdgeId(edge.into()),
+            body: EdgeInput::Frame {
+                to: Recipients::Session(SessionId(s)),
+                frame: ServerFrame::Pong(iris_protocol::Ping { ts: Some(s as i64) }),
+                droppable: false,
+            },
+        })
+    };
+    let replay = Output::Replay {
+        user: key("bob"),
+        session: addr("e1", 9),
+        after: 0,
+        limit: 10,
+        inbox_head: 0,
+        always_synced: true,
+    };
+    let foreign = |s: u64| {
+        Output::Edge(EdgeEnvelope {
+            edge: EdgeId::qualified("n1", "elsewhere"),
+            body: EdgeInput::Welcome { session: SessionId(s), inbox_head: 0 },
+        })
+    };
+    let out = coalesce_edge_outputs(
+        vec![frame("e1", 1), frame("e2", 2), frame("e1", 3), replay.clone(), frame("e1", 4), foreign(5), foreign(6)],
+        "r1",
+    );
+    let sessions = |o: &Output| -> Vec<u64> {
+        match o {
+            Output::Edge(env) => env
+                .body
+                .clone()
+                .into_parts()
+                .iter()
+                .map(|p| match p {
+                    EdgeInput::Frame { to, .. } => to.as_slice()[0].0,
+                    EdgeInput::Welcome { session, .. } => session.0,
+                    _ => 0,
+                })
+                .collect(),
+            _ => vec![],
+        }
+    };
+    assert_eq!(out.len(), 6, "{out:?}");
+    assert_eq!(sessions(&out[0]), vec![1, 3], "e1's two, in order, in one envelope");
+    assert_eq!(sessions(&out[1]), vec![2]);
+    assert_eq!(out[2], replay, "the replay is not overtaken");
+    assert_eq!(sessions(&out[3]), vec![4]);
+    assert_eq!((sessions(&out[4]), sessions(&out[5])), (vec![5], vec![6]), "another region's edge: left alone");
+    assert!(matches!(&out[0], Output::Edge(EdgeEnvelope { body: EdgeInput::Batch(_), .. })));
+    assert!(
+        matches!(&out[1], Output::Edge(EdgeEnvelope { body: EdgeInput::Frame { .. }, .. })),
+        "one alone is not wrapped"
+    );
+}
