@@ -1,0 +1,303 @@
+//! `chaos`: runs a region of real processes under a seeded schedule of
+//! faults while clients chat, records what every client saw, and checks it.
+//!
+//!   chaos run --seed S --minutes M [--faults LIST] [--out DIR]
+//!   chaos schedule --seed S --minutes M [--faults LIST]   (the schedule only)
+//!   chaos check HISTORY.jsonl                              (checks a record again)
+//!   chaos clean                                            (removes leftover namespaces)
+//!
+//! Needs root (network namespaces), iproute2, nftables, redis-server, Java
+//! and Maven (Apache Kafka through scripts/kafka), and libfaketime for the
+//! skew fault: `chaos/run` installs what is missing, builds, and runs this.
+
+mod checker;
+mod cluster;
+mod history;
+mod nemesis;
+mod net;
+mod workload;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use history::{Recorder, What};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "chaos", about = "Fault harness for an Iris region")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// One run: start the region, run the workload and the faults, check.
+    Run {
+        /// The seed of the schedule and the workload.
+        #[arg(long)]
+        seed: u64,
+        /// Minutes of faults (the run lasts about a minute longer: start,
+        /// settling, the liveness window and the final reads).
+        #[arg(long, default_value_t = 2.0)]
+        minutes: f64,
+        /// Fault kinds, comma-separated, or `all` (or `none`).
+        #[arg(long, default_value = "all")]
+        faults: String,
+        /// Where the record and the report go (a directory per run).
+        #[arg(long, default_value = "chaos/results")]
+        out: PathBuf,
+        /// The iris binary.
+        #[arg(long)]
+        iris: PathBuf,
+        /// Active users per tenant (two tenants).
+        #[arg(long, default_value_t = 5)]
+        users: usize,
+    },
+    /// Prints the schedule a seed gives, without running it.
+    Schedule {
+        /// The seed.
+        #[arg(long)]
+        seed: u64,
+        /// Minutes of faults.
+        #[arg(long, default_value_t = 2.0)]
+        minutes: f64,
+        /// Fault kinds.
+        #[arg(long, default_value = "all")]
+        faults: String,
+    },
+    /// Checks a recorded history again.
+    Check {
+        /// The history (JSON lines).
+        history: PathBuf,
+    },
+    /// Removes every run's leftover namespaces and bridges.
+    Clean,
+}
+
+/// The bounds the checker holds the region to: once healed, the region
+/// settles within a group session plus two leases (and then some), and
+/// every session opens within 5 s.
+fn bounds(tuning: &cluster::Tuning) -> checker::Bounds {
+    checker::Bounds { settle_ms: tuning.session_timeout_ms as u64 + 2 * tuning.edge_lease_ms + 10_000, hello_ms: 5_000 }
+}
+
+const TUNING: cluster::Tuning = cluster::Tuning { shards: 16, edge_lease_ms: 3_000, session_timeout_ms: 6_000 };
+
+fn kinds_of(faults: &str) -> anyhow::Result<Vec<nemesis::Kind>> {
+    if faults == "none" { Ok(Vec::new()) } else { nemesis::Kind::parse_list(faults) }
+}
+
+fn targets() -> nemesis::Targets {
+    nemesis::Targets {
+        cores: cluster::CORES.iter().map(|s| s.to_string()).collect(),
+        edges: cluster::EDGES.iter().map(|s| s.to_string()).collect(),
+        brokers: cluster::BROKERS.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Run { seed, minutes, faults, out, iris, users } => {
+            let kinds = kinds_of(&faults)?;
+            let ok = run(seed, minutes, &kinds, &faults, &out, &iris, users)?;
+            if !ok {
+                eprintln!(
+                    "chaos: invariants broken; replay with: chaos/run --seed {seed} --minutes {minutes} --faults {faults}"
+                );
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Cmd::Schedule { seed, minutes, faults } => {
+            let s = nemesis::schedule(seed, &kinds_of(&faults)?, &targets(), (minutes * 60_000.0) as u64);
+            for f in s {
+                println!("{:>7} ms  {:>6} ms  {}", f.at_ms, f.for_ms, f.describe());
+            }
+            Ok(())
+        }
+        Cmd::Check { history } => {
+            let events = history::read(&history)?;
+            let verdicts = checker::check(&events, &bounds(&TUNING));
+            for v in &verdicts {
+                println!(
+                    "{} {}: {} checked, {} broken",
+                    if v.holds() { "ok  " } else { "FAIL" },
+                    v.name,
+                    v.checked,
+                    v.violations
+                );
+                for e in &v.examples {
+                    println!("       {e}");
+                }
+            }
+            if verdicts.iter().any(|v| !v.holds()) {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Cmd::Clean => {
+            net::remove_all();
+            Ok(())
+        }
+    }
+}
+
+fn run(
+    seed: u64,
+    minutes: f64,
+    kinds: &[nemesis::Kind],
+    faults: &str,
+    out: &Path,
+    iris: &Path,
+    users: usize,
+) -> anyhow::Result<bool> {
+    anyhow::ensure!(unsafe { libc::geteuid() } == 0, "chaos needs root (network namespaces)");
+    let repo = std::env::current_dir()?;
+    anyhow::ensure!(repo.join("scripts/kafka").exists(), "run chaos from the repository's top directory");
+    let length_ms = (minutes * 60_000.0) as u64;
+    let schedule = nemesis::schedule(seed, kinds, &targets(), length_ms);
+    let dir = out.join(format!("seed-{seed}"));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let work = tempdir_under("/tmp", &format!("iris-chaos-{seed}-"))?;
+    let run_no = (std::process::id() % 250 + 1) as u8;
+    eprintln!(
+        "chaos: seed {seed}, {} faults over {minutes} min, run {run_no}, work {}",
+        schedule.len(),
+        work.display()
+    );
+    let mut region = cluster::Cluster::start(run_no, &work, iris, &repo, TUNING.clone())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
+    let rec = Recorder::create(&dir.join("history.jsonl"))?;
+    let access = workload::Access {
+        edges: cluster::EDGES.iter().map(|e| (e.to_string(), region.edge_url(e))).collect(),
+        signer: Arc::new(iris_auth::Signer::hs256(&region.key)),
+    };
+    let pop = workload::Population { tenants: vec!["ta".into(), "tb".into()], active: users, offline: 2 };
+
+    // The region serves before the clock starts.
+    runtime.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+        let startup = Recorder::create(&work.join("startup.jsonl"))?;
+        for e in 0..access.edges.len() {
+            while !workload::opens(&startup, &access, e, "ta", "warm-up").await {
+                if tokio::time::Instant::now() >= deadline {
+                    bail!("edge {} did not open a session within 180 s", access.edges[e].0);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    eprintln!("chaos: region serving; workload and faults start");
+
+    let start = tokio::time::Instant::now();
+    let faults_end = start + Duration::from_millis(length_ms);
+    let bounds = bounds(&TUNING);
+    // After the last fault: settling, then a liveness window of 30 s.
+    let work_end = faults_end + Duration::from_millis(bounds.settle_ms) + Duration::from_secs(30);
+    let mut tasks = Vec::new();
+    for (ti, tenant) in pop.tenants.iter().enumerate() {
+        for u in 0..pop.active {
+            let s = seed.wrapping_mul(1_000).wrapping_add((ti * 100 + u) as u64);
+            tasks.push(runtime.spawn(workload::chatter(
+                rec.clone(),
+                access.clone(),
+                pop.clone(),
+                tenant.clone(),
+                u,
+                s,
+                work_end,
+            )));
+        }
+    }
+    for e in 0..access.edges.len() {
+        tasks.push(runtime.spawn(workload::prober(rec.clone(), access.clone(), e, work_end)));
+    }
+
+    // The nemesis, on this thread: each fault at its time, one at a time.
+    let mut crashes = Vec::new();
+    for f in &schedule {
+        let at = start + Duration::from_millis(f.at_ms);
+        std::thread::sleep(at.saturating_duration_since(tokio::time::Instant::now()));
+        rec.record(What::FaultStart { fault: f.describe() });
+        eprintln!("chaos: {:>6.1} s  {}", f.at_ms as f64 / 1000.0, f.describe());
+        region.begin(f).with_context(|| format!("starting fault {}", f.describe()))?;
+        std::thread::sleep(Duration::from_millis(f.for_ms));
+        region.end(f).with_context(|| format!("ending fault {}", f.describe()))?;
+        rec.record(What::FaultEnd { fault: f.describe() });
+        crashes.extend(region.exited());
+    }
+    std::thread::sleep(faults_end.saturating_duration_since(tokio::time::Instant::now()));
+    // Every fault ended itself; this makes sure no cut outlives the run's
+    // fault window, whatever happened to an end.
+    region.net.heal_all()?;
+    rec.record(What::Healed);
+    eprintln!("chaos: faults over; settling, then the liveness window");
+    runtime.block_on(async {
+        for t in tasks {
+            t.await.context("a client task failed")?;
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
+    crashes.extend(region.exited());
+
+    // Every inbox, read whole.
+    eprintln!("chaos: reading every inbox");
+    let read_all = runtime.block_on(async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let mut missing = Vec::new();
+        for (t, u) in pop.everyone() {
+            if !workload::read_inbox(&rec, &access, &t, &u, deadline).await {
+                missing.push(format!("{t}/{u}"));
+            }
+        }
+        missing
+    });
+    rec.flush()?;
+    drop(region);
+
+    let events = history::read(&dir.join("history.jsonl"))?;
+    let mut verdicts = checker::check(&events, &bounds);
+    verdicts.push(checker::Verdict::from_problems(
+        "every_inbox_read",
+        "every user's inbox could be read at the end",
+        &read_all,
+    ));
+    verdicts.push(checker::Verdict::from_problems("no_node_crashed", "no node exited by itself", &crashes));
+    let ok = verdicts.iter().all(checker::Verdict::holds);
+    report::write(&dir, seed, minutes, faults, &schedule, &verdicts, &events)?;
+    if !ok {
+        // The processes' own logs, for whoever replays the seed.
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        for entry in std::fs::read_dir(&work)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                std::fs::copy(&path, logs.join(path.file_name().expect("a file")))?;
+            }
+        }
+        for b in 1..=3 {
+            let log = work.join(format!("kafka/broker-{b}/kafka.log"));
+            if log.exists() {
+                std::fs::copy(&log, logs.join(format!("kafka-{b}.log")))?;
+            }
+        }
+    }
+    let _cleaned = std::fs::remove_dir_all(&work);
+    eprintln!("chaos: {} -> {}", if ok { "every invariant holds" } else { "INVARIANTS BROKEN" }, dir.display());
+    Ok(ok)
+}
+
+fn tempdir_under(parent: &str, prefix: &str) -> anyhow::Result<PathBuf> {
+    let n: u64 = rand::random();
+    let p = Path::new(parent).join(format!("{prefix}{n:x}"));
+    std::fs::create_dir_all(&p)?;
+    Ok(p)
+}
+
+mod report;

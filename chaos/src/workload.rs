@@ -1,0 +1,248 @@
+//! The clients: users of two tenants chatting with retries by id, moving to
+//! the other edge when one fails and resuming after the last seq they saw;
+//! probes that open a fresh session on each edge every second; and, at the
+//! end, a full read of every inbox. Everything they do and see is recorded.
+
+use crate::history::{Recorder, What};
+use iris_client::{Client, Encoding, ServerFrame};
+use rand::{Rng, SeedableRng};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Who takes part.
+#[derive(Debug, Clone)]
+pub struct Population {
+    /// Tenants.
+    pub tenants: Vec<String>,
+    /// Users of each tenant who send and receive.
+    pub active: usize,
+    /// Users of each tenant who only receive, and connect only at the end.
+    pub offline: usize,
+}
+
+impl Population {
+    /// Every (tenant, user).
+    pub fn everyone(&self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        for t in &self.tenants {
+            for i in 0..self.active {
+                v.push((t.clone(), format!("u{i}")));
+            }
+            for i in 0..self.offline {
+                v.push((t.clone(), format!("off{i}")));
+            }
+        }
+        v
+    }
+}
+
+/// How a client reaches the region.
+#[derive(Clone)]
+pub struct Access {
+    /// The edges' names and WebSocket URLs.
+    pub edges: Vec<(String, String)>,
+    /// Signs users' tokens.
+    pub signer: Arc<iris_auth::Signer>,
+}
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens a session on one edge, recording the attempt and its outcome.
+async fn hello(
+    rec: &Recorder,
+    access: &Access,
+    edge: usize,
+    tenant: &str,
+    user: &str,
+    resume_after: Option<u64>,
+) -> Option<Client> {
+    let (name, url) = &access.edges[edge];
+    rec.record(What::Hello { tenant: tenant.into(), user: user.into(), edge: name.clone() });
+    let started = Instant::now();
+    let token = access.signer.token(tenant, user, 3_600).expect("tokens sign");
+    let result = tokio::time::timeout(HELLO_TIMEOUT, Client::hello(url, &token, resume_after, Encoding::Json)).await;
+    let took_ms = started.elapsed().as_millis() as u64;
+    let (client, error) = match result {
+        Ok(Ok((c, _))) => (Some(c), None),
+        Ok(Err(e)) => (None, Some(e.to_string())),
+        Err(_) => (None, Some(format!("no welcome within {HELLO_TIMEOUT:?}"))),
+    };
+    rec.record(What::HelloDone {
+        tenant: tenant.into(),
+        user: user.into(),
+        edge: name.clone(),
+        ok: client.is_some(),
+        took_ms,
+        error,
+    });
+    client
+}
+
+fn record_delivery(rec: &Recorder, tenant: &str, user: &str, m: &iris_protocol::Message, last_seq: &mut u64) {
+    *last_seq = (*last_seq).max(m.seq);
+    rec.record(What::Delivered {
+        tenant: tenant.into(),
+        user: user.into(),
+        seq: m.seq,
+        msg_id: m.msg_id.clone(),
+        from: m.from.clone(),
+        body: m.body.as_str().unwrap_or_default().to_owned(),
+    });
+}
+
+/// Whether a session opens on `edge` (then closed again).
+pub async fn opens(rec: &Recorder, access: &Access, edge: usize, tenant: &str, user: &str) -> bool {
+    match hello(rec, access, edge, tenant, user, None).await {
+        Some(c) => {
+            let _closed = c.close().await;
+            true
+        }
+        None => false,
+    }
+}
+
+/// One active user until `until`: sends one message at a time to a random
+/// user of its tenant, retrying with the same id until it is accepted.
+pub async fn chatter(
+    rec: Recorder,
+    access: Access,
+    pop: Population,
+    tenant: String,
+    me: usize,
+    seed: u64,
+    until: Instant,
+) {
+    let user = format!("u{me}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut edge = rng.random_range(0..access.edges.len());
+    let peers: Vec<String> = (0..pop.active)
+        .filter(|i| *i != me)
+        .map(|i| format!("u{i}"))
+        .chain((0..pop.offline).map(|i| format!("off{i}")))
+        .collect();
+    let mut last_seq = 0u64;
+    let mut conn: Option<Client> = None;
+    let mut n = 1u64;
+    let mut to = peers[rng.random_range(0..peers.len())].clone();
+    while Instant::now() < until {
+        let Some(c) = conn.as_mut() else {
+            // Resume after what was seen; a first session asks for nothing.
+            let resume = (last_seq > 0).then_some(last_seq);
+            conn = hello(&rec, &access, edge, &tenant, &user, resume).await;
+            if conn.is_none() {
+                edge = (edge + 1) % access.edges.len();
+                tokio::time::sleep(Duration::from_millis(rng.random_range(100..500))).await;
+            }
+            continue;
+        };
+        let id = format!("{user}-{n}");
+        let body = format!("{tenant}/{user}#{n}");
+        rec.record(What::Send {
+            tenant: tenant.clone(),
+            from: user.clone(),
+            to: to.clone(),
+            id: id.clone(),
+            body: body.clone(),
+        });
+        if c.send(&id, &to, &body).await.is_err() {
+            conn = None;
+            edge = (edge + 1) % access.edges.len();
+            continue;
+        }
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let answered = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match c.recv_timeout(left).await {
+                Ok(ServerFrame::Accepted(a)) if a.id == id => {
+                    rec.record(What::Accepted {
+                        tenant: tenant.clone(),
+                        from: user.clone(),
+                        id: id.clone(),
+                        msg_id: a.msg_id,
+                    });
+                    break Some(true);
+                }
+                Ok(ServerFrame::Error(e)) if e.id.as_deref() == Some(id.as_str()) => break Some(false),
+                Ok(ServerFrame::Message(m)) => record_delivery(&rec, &tenant, &user, &m, &mut last_seq),
+                Ok(_) => {}
+                Err(iris_client::ClientError::Timeout(_)) => break Some(false),
+                Err(_) => break None,
+            }
+        };
+        match answered {
+            Some(true) => {
+                n += 1;
+                to = peers[rng.random_range(0..peers.len())].clone();
+                tokio::time::sleep(Duration::from_millis(rng.random_range(20..120))).await;
+            }
+            // Refused or unanswered: the same id again, after a pause.
+            Some(false) => tokio::time::sleep(Duration::from_millis(rng.random_range(100..400))).await,
+            // The connection broke: the other edge, the same id.
+            None => {
+                conn = None;
+                edge = (edge + 1) % access.edges.len();
+            }
+        }
+    }
+    if let Some(c) = conn {
+        // Best effort: the run is over.
+        let _closed = c.close().await;
+    }
+}
+
+/// Opens (and closes) a fresh session on one edge every second until
+/// `until`: the liveness record of that edge.
+pub async fn prober(rec: Recorder, access: Access, edge: usize, until: Instant) {
+    let user = format!("probe-{}", access.edges[edge].0);
+    while Instant::now() < until {
+        let next = Instant::now() + Duration::from_secs(1);
+        if let Some(c) = hello(&rec, &access, edge, "ta", &user, None).await {
+            let _closed = c.close().await;
+        }
+        tokio::time::sleep_until(next.min(until)).await;
+    }
+}
+
+/// Reads one user's whole inbox (any edge that answers, until `deadline`).
+pub async fn read_inbox(rec: &Recorder, access: &Access, tenant: &str, user: &str, deadline: Instant) -> bool {
+    let mut edge = 0;
+    while Instant::now() < deadline {
+        let Some(mut c) = hello(rec, access, edge, tenant, user, None).await else {
+            edge = (edge + 1) % access.edges.len();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        let mut msgs = Vec::new();
+        let mut after = 0u64;
+        let complete = 'pages: loop {
+            if c.sync(after, Some(1_000)).await.is_err() {
+                break 'pages false;
+            }
+            loop {
+                match c.recv_timeout(ANSWER_TIMEOUT).await {
+                    Ok(ServerFrame::Message(m)) => {
+                        after = after.max(m.seq);
+                        msgs.push((m.seq, m.msg_id, m.from, m.body.as_str().unwrap_or_default().to_owned()));
+                    }
+                    Ok(ServerFrame::Synced(s)) if s.more => continue 'pages,
+                    Ok(ServerFrame::Synced(_)) => break 'pages true,
+                    Ok(_) => {}
+                    Err(_) => break 'pages false,
+                }
+            }
+        };
+        let _closed = c.close().await;
+        if complete {
+            // A live message may have come between the pages: keep each
+            // seq once, in seq order.
+            msgs.sort_by_key(|m| m.0);
+            msgs.dedup_by_key(|m| m.0);
+            rec.record(What::Inbox { tenant: tenant.into(), user: user.into(), msgs });
+            return true;
+        }
+        edge = (edge + 1) % access.edges.len();
+    }
+    false
+}
