@@ -36,8 +36,9 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ip -n NETNS ARGS…`: an ip command inside a namespace.
 fn in_ns(netns: &str, args: &[&str]) -> anyhow::Result<()> {
-    let mut all = vec!["netns", "exec", netns];
+    let mut all = vec!["-n", netns];
     all.extend_from_slice(args);
     ip(&all)
 }

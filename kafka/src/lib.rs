@@ -207,18 +207,74 @@ pub async fn ensure_topics_compacting(
 pub struct KafkaBus {
     producer: FutureProducer,
     topics: Topics,
+    watch: DeliveryWatch,
+}
+
+/// How long librdkafka keeps trying to deliver a message before it reports
+/// it failed (its default is 300 s): a partition that cannot be written
+/// shows as failures in `iris_bus_delivery_failures_total` within this,
+/// not after five minutes of silence.
+const MESSAGE_TIMEOUT_MS: u32 = 30_000;
+
+/// Deliveries not awaited by their publisher (fire and forget) that are
+/// watched at once; beyond this a delivery goes unwatched, counted.
+const WATCHED_DELIVERIES: usize = 65_536;
+
+/// Watches the outcome of deliveries nobody awaits, so that a failure is
+/// counted and logged instead of vanishing with its dropped future.
+#[derive(Clone)]
+struct DeliveryWatch(tokio::sync::mpsc::Sender<(&'static str, rdkafka::producer::DeliveryFuture)>);
+
+impl DeliveryWatch {
+    fn start() -> Self {
+        use futures::StreamExt;
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<(&'static str, rdkafka::producer::DeliveryFuture)>(WATCHED_DELIVERIES);
+        tokio::spawn(async move {
+            let mut pending = futures::stream::FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    next = rx.recv() => match next {
+                        Some((topic, delivery)) => pending.push(async move { (topic, delivery.await) }),
+                        None if pending.is_empty() => return,
+                        None => {}
+                    },
+                    Some((topic, outcome)) = pending.next(), if !pending.is_empty() => {
+                        let failure = match outcome {
+                            Ok(Ok(_)) => None,
+                            Ok(Err((e, _))) => Some(e.to_string()),
+                            Err(_) => Some("the producer went away".to_owned()),
+                        };
+                        if let Some(e) = failure {
+                            metrics::counter!("iris_bus_delivery_failures_total", "topic" => topic).increment(1);
+                            tracing::warn!(topic, error = %e, "a publish was not delivered");
+                        }
+                    }
+                }
+            }
+        });
+        Self(tx)
+    }
+
+    fn watch(&self, topic: &'static str, delivery: rdkafka::producer::DeliveryFuture) {
+        if self.0.try_send((topic, delivery)).is_err() {
+            metrics::counter!("iris_bus_deliveries_unwatched_total").increment(1);
+        }
+    }
 }
 
 impl KafkaBus {
-    /// Connects a producer to `bootstrap`. `linger_ms` trades latency for batching.
+    /// Connects a producer to `bootstrap`. `linger_ms` trades latency for
+    /// batching. Runs inside a tokio runtime (it watches deliveries).
     pub fn new(bootstrap: &str, topics: Topics, linger_ms: u32) -> Result<Self, KafkaBusError> {
         let producer: FutureProducer = client_config(bootstrap)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", linger_ms.to_string())
+            .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
             .set("queue.buffering.max.messages", "100000")
             .create()?;
-        Ok(Self { producer, topics })
+        Ok(Self { producer, topics, watch: DeliveryWatch::start() })
     }
 
     /// Waits until everything queued is delivered (shutdown).
@@ -236,9 +292,12 @@ impl Bus for KafkaBus {
         let key = env.owner.shard_key();
         let record = FutureRecord::to(&self.topics.shard).partition(shard.0 as i32).key(&key).payload(&payload);
         match self.producer.send_result(record) {
-            // Delivery is confirmed asynchronously; a failure after this point
-            // is logged by librdkafka and retried by the idempotent producer.
-            Ok(_delivery) => Ok(()),
+            // Delivery is confirmed asynchronously (the idempotent producer
+            // retries); a failure after this point is counted by the watch.
+            Ok(delivery) => {
+                self.watch.watch("shard", delivery);
+                Ok(())
+            }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(PublishError::Full(env)),
             Err(_) => Err(PublishError::Closed(env)),
         }
@@ -259,7 +318,10 @@ impl Bus for KafkaBus {
         let topic = self.topics.edge(&env.edge);
         let record = FutureRecord::<(), _>::to(&topic).partition(0).payload(&payload);
         match self.producer.send_result(record) {
-            Ok(_delivery) => Ok(()),
+            Ok(delivery) => {
+                self.watch.watch("edge", delivery);
+                Ok(())
+            }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(PublishError::Full(env)),
             Err(_) => Err(PublishError::Closed(env)),
         }
