@@ -197,6 +197,11 @@ pub struct Listen {
     /// The same API over TLS; absent or `"off"` disables it.
     #[serde(default, deserialize_with = "listen_addr")]
     pub https: Option<SocketAddr>,
+    /// On SIGTERM, how long `/readyz` (on the metrics listener) answers 503
+    /// `draining` before sessions are closed, so that a load balancer stops
+    /// sending new sessions first. 0: close at once.
+    #[serde(default)]
+    pub drain_ms: u64,
 }
 
 /// The service HTTP API.
@@ -792,6 +797,7 @@ impl Default for Listen {
             wss: None,
             http: default_http(),
             https: None,
+            drain_ms: 0,
         }
     }
 }
@@ -873,6 +879,7 @@ impl Config {
         let all = [Role::Edge, Role::Core, Role::Router].iter().all(|r| self.roles.contains(r));
         check(all || self.cluster.is_some(), "roles", "a node without all of edge, core, router needs [cluster]")?;
         check(self.roles.contains(&Role::Router), "roles", "every node routes: include \"router\"")?;
+        check(self.listen.drain_ms <= 600_000, "listen.drain_ms", "at most 600000 (ten minutes)")?;
         if let Some(c) = &self.cluster {
             check(!c.kafka.is_empty(), "cluster.kafka", "name the Kafka bootstrap servers")?;
             check(

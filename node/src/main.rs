@@ -345,8 +345,11 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
     }
     let data_dir = cfg.data_dir();
     check_layout(&data_dir, cfg.core.shards)?;
+    let health = Arc::new(metrics_http::Health::default());
     let metrics_addr = match cfg.listen.metrics {
-        Some(addr) => Some(metrics_http::start(addr).await.with_context(|| format!("metrics listener {addr}"))?),
+        Some(addr) => {
+            Some(metrics_http::start(addr, health.clone()).await.with_context(|| format!("metrics listener {addr}"))?)
+        }
         None => None,
     };
     let store: Arc<dyn Store> = match cfg.storage.backend.as_str() {
@@ -544,12 +547,23 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         shell_path(&data_dir)
     );
     tracing::info!(node = %cfg.node_id, data_dir = %data_dir.display(), cert = %cert_file.display(), "node started");
+    health.ready();
     tokio::spawn(reload_on_sighup(certs.clone(), keys.clone()));
 
     let healthy = tokio::select! {
         r = wait_for_signal() => { r?; true }
         _ = store_failed(&*store) => false,
     };
+    health.draining();
+    if healthy && cfg.listen.drain_ms > 0 {
+        // Not a wait for a condition: the time a load balancer needs to
+        // see /readyz fail and send new sessions elsewhere.
+        tracing::info!(drain_ms = cfg.listen.drain_ms, "draining: /readyz answers 503 before sessions close");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(cfg.listen.drain_ms)) => {}
+            r = wait_for_signal() => r?,
+        }
+    }
     if healthy {
         tracing::info!("shutting down: closing sessions, flushing writes");
     } else {

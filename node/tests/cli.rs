@@ -1,4 +1,5 @@
-//! The command line: token, check-config, migrate, and the metrics endpoint.
+//! The command line: token, check-config, migrate, and the operator's
+//! listener (metrics, liveness, readiness and draining).
 
 mod common;
 
@@ -91,6 +92,66 @@ async fn metrics_are_served_with_iris_names() {
     ] {
         assert!(body.contains(name), "{name} missing from metrics");
     }
+}
+
+/// `GET path` on the operator's listener: status code and body.
+async fn get(metrics_url: &str, path: &str) -> (u16, String) {
+    let addr = metrics_url.trim_start_matches("http://").trim_end_matches("/metrics").to_owned();
+    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+    let raw = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        raw
+    })
+    .await
+    .unwrap();
+    let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("a status line");
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn readyz_answers_503_while_a_terminated_node_drains_and_sessions_work_until_it_closes_them() {
+    let mut node = start_with(
+        "[listen]\nws = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\nquic = \"off\"\nhttp = \"off\"\ndrain_ms = 4000\n",
+    );
+    let url = node.metrics_url.clone().unwrap();
+    assert_eq!(get(&url, "/healthz").await, (200, "ok\n".to_owned()));
+    assert_eq!(get(&url, "/readyz").await, (200, "ready\n".to_owned()));
+    let (status, body) = get(&url, "/nowhere").await;
+    assert_eq!(status, 404, "{body}");
+    let (mut a, _) = node.login("acme", "alice").await;
+
+    // SAFETY: a signal to our own child process.
+    unsafe {
+        libc::kill(node.child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = get(&url, "/readyz").await;
+        if status == 503 {
+            assert_eq!(body, "draining\n");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "/readyz still {status} {body:?} after SIGTERM");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(&url, "/healthz").await.0, 200, "alive while draining");
+    // The session opened before is still served while the node drains.
+    a.send("d1", "bob", "during the drain").await.unwrap();
+    accepted(&mut a, "d1").await;
+    // Then the node closes its sessions and exits cleanly.
+    let deadline = std::time::Instant::now() + WAIT + std::time::Duration::from_secs(4);
+    let status = loop {
+        if let Some(status) = node.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "node did not stop after draining");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]

@@ -222,9 +222,11 @@ resource "aws_lb_target_group" "stream" {
   # with 1001; clients resume).
   deregistration_delay = 30
   health_check {
-    protocol = "HTTP"
-    port     = tostring(local.ports.metrics)
-    path     = "/metrics"
+    protocol            = "HTTP"
+    port                = tostring(local.ports.metrics)
+    path                = "/readyz"
+    interval            = 10
+    unhealthy_threshold = 2
   }
   tags = local.tags
 }
@@ -238,9 +240,11 @@ resource "aws_lb_target_group" "quic" {
   vpc_id               = aws_vpc.this.id
   deregistration_delay = 30
   health_check {
-    protocol = "HTTP"
-    port     = tostring(local.ports.metrics)
-    path     = "/metrics"
+    protocol            = "HTTP"
+    port                = tostring(local.ports.metrics)
+    path                = "/readyz"
+    interval            = 10
+    unhealthy_threshold = 2
   }
   tags = local.tags
 }
