@@ -316,12 +316,28 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn init_tracing() {
+    use std::io::IsTerminal;
     // The binary reads the environment once, here.
     let filter = std::env::var("IRIS_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt()
+    let json = match std::env::var("IRIS_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") | Err(_) => false,
+        Ok(other) => {
+            eprintln!("IRIS_LOG_FORMAT={other:?} is not a log format (json or text); using text");
+            false
+        }
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!("{filter},fjall=warn,lsm_tree=warn")))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        // One JSON object per line, for log shippers: time, level, target,
+        // the message and its fields, and the spans it happened in.
+        builder.json().with_current_span(true).with_span_list(false).init();
+    } else {
+        // Colour only for a person at a terminal, never in files or pipes.
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
 fn run_node(cfg: Config) -> anyhow::Result<()> {

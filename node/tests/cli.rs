@@ -154,6 +154,70 @@ async fn readyz_answers_503_while_a_terminated_node_drains_and_sessions_work_unt
     assert!(status.success(), "{status:?}");
 }
 
+/// Starts a node with `IRIS_LOG_FORMAT` set (or not) and its stderr piped;
+/// returns its log lines up to and including `node started`.
+fn log_lines_until_started(format: Option<&str>) -> Vec<String> {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("test.toml");
+    std::fs::write(&config, "[listen]\nws = \"127.0.0.1:0\"\nmetrics = \"off\"\nquic = \"off\"\nhttp = \"off\"\n")
+        .unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.arg("--data-dir").arg(dir.path()).arg("--config").arg(&config).env("IRIS_LOG", "info");
+    cmd.env_remove("IRIS_LOG_FORMAT").stdout(Stdio::null()).stderr(Stdio::piped());
+    if let Some(f) = format {
+        cmd.env("IRIS_LOG_FORMAT", f);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + READY_WAIT;
+    let mut lines = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let done = line.contains("node started");
+                lines.push(line);
+                if done {
+                    break;
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no `node started` log line in time; got {lines:?}");
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+#[test]
+fn logs_are_json_lines_when_asked_and_plain_text_without_colour_in_a_pipe() {
+    let json = log_lines_until_started(Some("json"));
+    let started: serde_json::Value = serde_json::from_str(json.last().unwrap()).expect("a JSON object per line");
+    assert_eq!(started["level"], "INFO", "{started}");
+    assert_eq!(started["fields"]["message"], "node started", "{started}");
+    assert!(started["timestamp"].is_string(), "{started}");
+    assert!(started["fields"]["data_dir"].is_string(), "fields are kept: {started}");
+    for line in &json {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    let text = log_lines_until_started(None);
+    assert!(text.last().unwrap().contains("INFO"), "{text:?}");
+    assert!(text.iter().all(|l| !l.contains('\u{1b}')), "no colour codes when stderr is not a terminal: {text:?}");
+}
+
 #[test]
 fn migrate_is_for_the_scylla_backend_and_names_what_is_wrong() {
     let out = Command::new(bin()).arg("migrate").output().unwrap();
