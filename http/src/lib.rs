@@ -6,6 +6,7 @@
 //! envelope carrying its own address, the owner's shard does the work and
 //! answers there once the work is durable.
 
+pub mod demo;
 pub mod validate;
 
 use actix_web::http::StatusCode;
@@ -71,6 +72,8 @@ pub struct HttpFront {
     pending: DashMap<u64, oneshot::Sender<Answer>>,
     next_request: AtomicU64,
     budget: TenantBudget,
+    /// The chat demo at `/demo`, only with the development key.
+    demo: Option<web::Data<demo::DemoConfig>>,
 }
 
 /// An HTTP error with a message.
@@ -130,7 +133,15 @@ impl HttpFront {
             pending: DashMap::new(),
             next_request: AtomicU64::new(1),
             budget,
+            demo: None,
         }
+    }
+
+    /// Serves the chat demo and its token endpoint at `/demo`. The node
+    /// calls this only when it runs with its development key.
+    pub fn with_demo(mut self, demo: demo::DemoConfig) -> Self {
+        self.demo = Some(web::Data::new(demo));
+        self
     }
 
     /// The tenant of a service token; user tokens are refused.
@@ -529,7 +540,9 @@ pub fn start(
     }
     let data = web::Data::from(front.clone());
     let max_body = front.cfg.max_body_bytes;
+    let demo = front.demo.clone();
     let mut server = HttpServer::new(move || {
+        let demo = demo.clone();
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(max_body))
@@ -542,6 +555,12 @@ pub fn start(
             .route("/v1/analytics", web::get().to(get_analytics))
             .route("/v1/homes/{user}", web::get().to(get_home))
             .route("/v1/homes/{user}", web::put().to(put_home))
+            // Without the dev key the demo's routes do not exist: 404.
+            .configure(move |cfg| {
+                if let Some(d) = demo {
+                    demo::routes(cfg, d);
+                }
+            })
             .default_service(web::to(not_found))
     })
     .workers(1)

@@ -12,6 +12,7 @@ use iris_core::{ShardsConfig, start_shards};
 use iris_edge::tls::{CertStore, QuicSettings, ensure_dev_cert, https_config, quic_server_config, wss_acceptor};
 use iris_edge::{EdgeConfig, Listeners, SessionConfig, start_edge};
 use iris_envelope::EdgeId;
+use iris_http::demo::DemoConfig;
 use iris_http::{HttpConfig, HttpFront, HttpListeners, IngestLimits};
 use iris_router::{InProcessBus, Ring, Router};
 use iris_storage::Store;
@@ -426,6 +427,12 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
                 .await?
         }
     };
+    // Development mode: a single node with no production key configured,
+    // so tokens are checked against the dev key in the data dir. Only then
+    // is the chat demo (which mints demo tokens) served; never in a region,
+    // whatever its keys.
+    let dev_key = (cfg.cluster.is_none() && cfg.auth.jwks_file.is_none() && cfg.auth.hs256_secret_file.is_none())
+        .then(|| secret.clone());
     // With a JWKS file, the dev key stays out unless a secret file is
     // named explicitly: whoever can read the data dir must not mint tokens.
     let hs256 = if cfg.auth.jwks_file.is_some() && cfg.auth.hs256_secret_file.is_none() { None } else { Some(secret) };
@@ -506,7 +513,7 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         edge_rxs.remove(&edge_id).expect("bus has this edge"),
     )?;
     let h = &cfg.http;
-    let front = Arc::new(HttpFront::new(
+    let front = HttpFront::new(
         HttpConfig {
             max_body_bytes: h.max_body_bytes,
             ingest: IngestLimits {
@@ -527,7 +534,12 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         ApiKeys::new(api_key_dir(&data_dir)),
         router,
         store.clone(),
-    ));
+    );
+    let demo_on = dev_key.is_some();
+    let front = Arc::new(match dev_key {
+        Some(key) => front.with_demo(DemoConfig::with_dev_key(&key, edge.ws_addr.map(|a| a.port()))),
+        None => front,
+    });
     let http_listener =
         |addr: std::net::SocketAddr| std::net::TcpListener::bind(addr).with_context(|| format!("HTTP listener {addr}"));
     let http_listeners = HttpListeners {
@@ -556,6 +568,9 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
     }
     if let Some(a) = metrics_addr {
         listening.push(format!("metrics http://{a}/metrics"));
+    }
+    if let (true, Some(a)) = (demo_on && http_on, http_addrs.first()) {
+        listening.push(format!("demo http://{a}/demo"));
     }
     println!(
         "iris ready: {}; get a token with: iris token --user alice --tenant acme --data-dir {}",
