@@ -26,6 +26,7 @@ import {
 } from './protocol.js';
 import { ReceiptBook } from './receipts.js';
 import {
+  backoffDelay,
   DEFAULT_BACKOFF,
   initialReconnectState,
   onClosed,
@@ -79,7 +80,11 @@ export interface IrisClientOptions {
   maxOutbox?: number;
   /** Largest body in bytes; default 65,536 (the node's `max_body_bytes`). Larger rejects with `body_too_large`. */
   maxBodyBytes?: number;
-  /** Send `ack` for messages once the `message` handlers ran; default true. */
+  /**
+   * Send `ack` for messages once the `message` handlers ran; default true.
+   * With false, only what the app passes to {@link IrisClient.ack} is
+   * acknowledged, and the stored resume point never passes it.
+   */
   autoAck?: boolean;
   /** Replace a token this long before its `exp`, ms; default 60,000. */
   tokenRefreshMarginMs?: number;
@@ -87,9 +92,9 @@ export interface IrisClientOptions {
   openTimeoutMs?: number;
   /** Resend a message not `accepted` after this long on an open session, ms (same id, so safe); default 10,000. */
   sendRetryMs?: number;
-  /** Sends per second on average, to stay below the node's frame rate (200/s); default 150. */
+  /** Frames per second on average (sends and every other frame), to stay below the node's frame rate (200/s); default 150. */
   sendsPerSecond?: number;
-  /** Sends at once before `sendsPerSecond` applies (the node allows bursts of 400); default 300. */
+  /** Frames at once before `sendsPerSecond` applies (the node allows bursts of 400); default 300. */
   sendBurst?: number;
   /** Most seqs remembered above a gap; default 10,000. */
   maxAhead?: number;
@@ -108,9 +113,9 @@ export type PendingSend = Promise<Accepted> & { readonly id: string };
 
 /** The result of {@link IrisClient.sync}. */
 export interface SyncPage {
-  /** Messages with `seq > after`, oldest first. */
+  /** The messages `after + 1`, `after + 2`, … without a gap, oldest first. */
   messages: Message[];
-  /** More messages follow: call again with `after` = the last seq. */
+  /** More messages follow: call again with `after` = the last seq (or `after` again if `messages` is empty). */
   more: boolean;
   /** The inbox head when the server took the request. */
   inbox_head: number;
@@ -148,6 +153,8 @@ const MAX_LIST_ITEMS = 1_000;
 const MAX_WAITING = 64;
 /** Most explicit `sync` calls queued behind the one in flight. */
 const MAX_SYNC_QUEUE = 16;
+/** How long resume point saves and `ack`s are coalesced, ms (browsers run every socket message as its own task). */
+const FLUSH_MS = 50;
 /**
  * Most sends on the wire without an answer; the rest of the outbox follows
  * as answers come, in order. Well below the node's frame burst (400), so a
@@ -160,12 +167,21 @@ interface Waiter<T> {
   reject(e: IrisError): void;
 }
 
-interface SyncRequest {
-  after: number;
-  limit: number | undefined;
-  /** Absent for the client's own replay and catch-up pages. */
-  waiter?: Waiter<SyncPage>;
-  collected: Map<number, Message>;
+/**
+ * A request answered without an id (`contacts`, `circle_policy`, `sync`):
+ * one is on the wire at a time, so an answer or an id-less error belongs to
+ * the first.
+ */
+interface Request {
+  frame: ClientFrame;
+  /** Absent for the client's own replay pages. */
+  waiter?: Waiter<any>;
+  /** `sync`: its `after`. */
+  after?: number;
+  /** `sync` with a waiter: what came while it was on the wire. */
+  collected?: Map<number, Message>;
+  /** When it was written, ms; 0 while it waits. */
+  at: number;
 }
 
 /**
@@ -185,9 +201,9 @@ export class IrisClient {
   private readonly waitingSends = new Map<string, Waiter<Accepted>>();
   private readonly sentAt = new Map<string, number>();
   private readonly subscriptions = new Set<string>();
-  private readonly contactWaiters: Waiter<number>[] = [];
-  private readonly policyWaiters: (Waiter<string> & { circle: string })[] = [];
-  private readonly syncQueue: SyncRequest[] = [];
+  private readonly requests: Request[] = [];
+  /** Frames other than `send` waiting for the frame budget. */
+  private readonly queue: ClientFrame[] = [];
   private readonly connectWaiters: Waiter<Welcome>[] = [];
 
   private outbox: Outbox;
@@ -203,12 +219,15 @@ export class IrisClient {
   private lastErrorCode: string | undefined;
   private welcome: Welcome | undefined;
   private status: OwnStatus | undefined;
-  private syncInFlight: SyncRequest | undefined;
+  private requestRetries = 0;
+  private ackWanted = 0;
   private ackSent = 0;
+  /** No `send` is written before this time, ms (a refused one waits for its retry). */
+  private holdUntil = 0;
+  private sendRetries = 0;
   private readWanted = 0;
   private readSent = 0;
   private savedSeq = -1;
-  private flushScheduled = false;
   private lastReceivedAt = 0;
   private readonly sendBudget: TokenBucket;
   private timers: {
@@ -217,6 +236,8 @@ export class IrisClient {
     tick?: ReturnType<typeof setInterval>;
     refresh?: ReturnType<typeof setTimeout>;
     pump?: ReturnType<typeof setTimeout>;
+    flush?: ReturnType<typeof setTimeout>;
+    request?: ReturnType<typeof setTimeout>;
   } = {};
 
   constructor(private readonly opts: IrisClientOptions) {
@@ -356,12 +377,16 @@ export class IrisClient {
     if (this.state === 'open') this.sendRead();
   }
 
-  /** Acknowledges messages up to `upTo` (default: the resume point); only needed with `autoAck: false`. */
+  /**
+   * Acknowledges messages up to `upTo` (default: the resume point) once the
+   * app stored them; only needed with `autoAck: false`. Kept and sent after
+   * a reconnect if offline.
+   */
   ack(upTo: number = this.seq.resumePoint): void {
     checkSeq(upTo);
-    if (upTo <= this.ackSent || this.state !== 'open') return;
-    this.ackSent = upTo;
-    this.write({ type: 'ack', up_to: upTo });
+    if (upTo <= this.ackWanted) return;
+    this.ackWanted = upTo;
+    this.scheduleFlush();
   }
 
   /**
@@ -375,12 +400,9 @@ export class IrisClient {
     if (opts.limit !== undefined && !(Number.isInteger(opts.limit) && opts.limit >= 1 && opts.limit <= 1_000)) {
       return Promise.reject(new IrisError('invalid_argument', 'limit must be an integer in 1..1000'));
     }
-    if (this.state !== 'open') return Promise.reject(new IrisError('disconnected', 'no session is open'));
-    if (this.syncQueue.length >= MAX_SYNC_QUEUE) return Promise.reject(new IrisError('busy', 'too many sync requests queued'));
-    return new Promise<SyncPage>((resolve, reject) => {
-      this.syncQueue.push({ after, limit: opts.limit, waiter: { resolve, reject }, collected: new Map() });
-      this.nextSync();
-    });
+    const frame: ClientFrame = { type: 'sync', after };
+    if (opts.limit !== undefined) frame.limit = opts.limit;
+    return this.request(frame, MAX_SYNC_QUEUE, { after, collected: new Map() });
   }
 
   /** Sets this user's status on all their sessions; set again after every reconnect. */
@@ -423,12 +445,10 @@ export class IrisClient {
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.request(this.contactWaiters, () => {
-      const frame: ClientFrame = { type: 'contacts' };
-      if (upsert.length) frame.upsert = upsert.map((c) => (c.circle === undefined ? { user: c.user } : { user: c.user, circle: c.circle }));
-      if (remove.length) frame.remove = remove;
-      this.write(frame);
-    });
+    const frame: ClientFrame = { type: 'contacts' };
+    if (upsert.length) frame.upsert = upsert.map((c) => (c.circle === undefined ? { user: c.user } : { user: c.user, circle: c.circle }));
+    if (remove.length) frame.remove = remove;
+    return this.request(frame, MAX_WAITING);
   }
 
   /** Sets what members of a circle may see of this user; fields left out keep their value. */
@@ -437,12 +457,7 @@ export class IrisClient {
     const frame: ClientFrame = { type: 'circle_policy', circle };
     if (typeof policy.presence === 'boolean') frame.presence = policy.presence;
     if (typeof policy.last_seen === 'boolean') frame.last_seen = policy.last_seen;
-    if (this.state !== 'open') return Promise.reject(new IrisError('disconnected', 'no session is open'));
-    if (this.policyWaiters.length >= MAX_WAITING) return Promise.reject(new IrisError('busy', 'too many policy changes waiting'));
-    return new Promise<string>((resolve, reject) => {
-      this.policyWaiters.push({ resolve, reject, circle });
-      this.write(frame);
-    });
+    return this.request(frame, MAX_WAITING);
   }
 
   /** Tells `to` this user is typing (or stopped); dropped while offline, as typing is ephemeral. */
@@ -477,13 +492,36 @@ export class IrisClient {
     if (this.outbox.size > 0) this.saveOutbox();
   }
 
-  private request<T>(waiters: Waiter<T>[], write: () => void): Promise<T> {
+  /** Queues a request answered without an id; `max` bounds those of its type waiting. */
+  private request<T>(frame: ClientFrame, max: number, extra?: Partial<Request>): Promise<T> {
     if (this.state !== 'open') return Promise.reject(new IrisError('disconnected', 'no session is open'));
-    if (waiters.length >= MAX_WAITING) return Promise.reject(new IrisError('busy', 'too many requests waiting'));
+    if (this.requests.filter((r) => r.waiter && r.frame.type === frame.type).length >= max) {
+      return Promise.reject(new IrisError('busy', 'too many requests waiting'));
+    }
     return new Promise<T>((resolve, reject) => {
-      waiters.push({ resolve, reject });
-      write();
+      this.requests.push({ frame, waiter: { resolve, reject }, at: 0, ...extra });
+      this.nextRequest();
     });
+  }
+
+  /** Writes the first request unless it is on the wire or waits for its retry. */
+  private nextRequest(): void {
+    const r = this.requests[0];
+    if (!r || r.at || this.timers.request || this.state !== 'open') return;
+    r.at = Date.now();
+    this.write(r.frame);
+  }
+
+  /** Settles the first request if it is of this type. */
+  private answer(type: ClientFrame['type'], value: unknown, err?: IrisError): boolean {
+    const r = this.requests[0];
+    if (r?.frame.type !== type) return false;
+    this.requests.shift();
+    this.requestRetries = 0;
+    if (err) r.waiter?.reject(err);
+    else r.waiter?.resolve(value);
+    this.nextRequest();
+    return true;
   }
 
   private async attempt(): Promise<void> {
@@ -575,6 +613,7 @@ export class IrisClient {
         const entry = this.outbox.remove(f.id);
         if (!entry) return; // the answer to a retry of a message already accepted
         this.sentAt.delete(f.id);
+        this.sendRetries = 0;
         this.saveOutbox();
         this.waitingSends.get(f.id)?.resolve(f);
         this.waitingSends.delete(f.id);
@@ -590,13 +629,11 @@ export class IrisClient {
       case 'typing':
         return this.events.emit('typing', f);
       case 'contacts_ok':
-        this.contactWaiters.shift()?.resolve(f.count);
+        this.answer('contacts', f.count);
         return;
-      case 'circle_policy_ok': {
-        const i = this.policyWaiters.findIndex((w) => w.circle === f.circle);
-        if (i >= 0) this.policyWaiters.splice(i, 1)[0]!.resolve(f.circle);
+      case 'circle_policy_ok':
+        this.answer('circle_policy', f.circle);
         return;
-      }
       case 'error':
         return this.onError(f);
       case 'pong':
@@ -611,8 +648,9 @@ export class IrisClient {
     this.reconnectState = onOpened(this.reconnectState, Date.now());
     this.setState('open');
     // The replay that `resume_after` asked for is the first page in flight.
-    this.syncInFlight = { after: this.seq.resumePoint, limit: undefined, collected: new Map() };
-    this.ackSent = Math.min(this.ackSent, this.seq.resumePoint);
+    this.requests.unshift({ frame: { type: 'sync', after: this.seq.resumePoint }, after: this.seq.resumePoint, at: Date.now() });
+    // An ack written just before the last socket dropped may be lost: send it again.
+    this.ackSent = 0;
     this.startTimers(w.heartbeat_ms);
     this.events.emit('welcome', w);
     for (const c of this.connectWaiters.splice(0)) c.resolve(w);
@@ -621,41 +659,42 @@ export class IrisClient {
     if (this.subscriptions.size > 0) this.write({ type: 'subscribe', users: [...this.subscriptions] });
     if (this.status) this.write({ type: 'presence', status: this.status });
     if (this.readWanted > 0) this.sendRead();
+    this.scheduleFlush();
   }
 
   private onMessage(m: Message): void {
     const verdict = this.seq.receive(m.seq);
-    const page = this.syncInFlight;
-    if (page && m.seq > page.after && verdict !== 'deferred') page.collected.set(m.seq, m);
+    const r = this.requests[0];
+    // A long page is not a request without an answer.
+    if (r?.at && r.frame.type === 'sync') r.at = Date.now();
+    if (r?.collected && m.seq > r.after!) r.collected.set(m.seq, m);
     if (verdict !== 'new') return;
     this.events.emit('message', m);
     this.scheduleFlush();
   }
 
   private onSynced(s: Synced): void {
-    const page = this.syncInFlight;
-    this.syncInFlight = undefined;
     this.events.emit('synced', s);
-    if (page?.waiter) {
-      const messages = [...page.collected.values()].sort((a, b) => a.seq - b.seq);
-      page.waiter.resolve({ messages, more: s.more, inbox_head: s.inbox_head });
-    } else if (page && s.more) {
-      // The client's own replay continues from its resume point.
-      this.syncInFlight = { after: this.seq.resumePoint, limit: undefined, collected: new Map() };
-      this.write({ type: 'sync', after: this.seq.resumePoint, limit: 1_000 });
+    this.flush();
+    const r = this.requests[0];
+    if (r?.frame.type !== 'sync') return;
+    if (r.collected) {
+      // Only the run without a gap: a live message above it is not part of the page.
+      const messages: Message[] = [];
+      for (let n = r.after! + 1; r.collected.has(n); n++) messages.push(r.collected.get(n)!);
+      this.answer('sync', { messages, more: s.more, inbox_head: s.inbox_head });
       return;
     }
-    this.nextSync();
-  }
-
-  private nextSync(): void {
-    if (this.syncInFlight || this.state !== 'open') return;
-    const next = this.syncQueue.shift();
-    if (!next) return;
-    this.syncInFlight = next;
-    const frame: ClientFrame = { type: 'sync', after: next.after };
-    if (next.limit !== undefined) frame.limit = next.limit;
-    this.write(frame);
+    this.requests.shift();
+    this.requestRetries = 0;
+    const point = this.seq.resumePoint;
+    if (s.more && point > r.after!) {
+      // The client's own replay continues from its resume point.
+      this.requests.unshift({ frame: { type: 'sync', after: point, limit: 1_000 }, after: point, at: 0 });
+    } else if (s.more) {
+      this.events.emit('error', new IrisError('internal', `the replay made no progress past seq ${point}; it continues after the next reconnect`));
+    }
+    this.nextRequest();
   }
 
   private onError(f: ErrorFrame): void {
@@ -663,9 +702,12 @@ export class IrisClient {
     const err = new IrisError(f.code as IrisError['code'], f.message, { ...(f.id !== undefined ? { id: f.id } : {}), fromServer: true });
     if (f.id !== undefined && this.outbox.get(f.id)) {
       if (isRetryableSendError(f.code)) {
-        // Resent on the next tick with the same id; the server answers a
-        // retry with the original msg_id.
-        this.sentAt.set(f.id, 0);
+        // Resent with the same id after a backoff (the server answers a
+        // retry with the original msg_id); no later message is written
+        // before it, so that they are stored in order.
+        this.sentAt.delete(f.id);
+        this.holdUntil = Date.now() + 100 + backoffDelay(this.policy, this.sendRetries++, this.random());
+        this.pump();
         return;
       }
       this.outbox.remove(f.id);
@@ -676,59 +718,72 @@ export class IrisClient {
       this.pump();
       return;
     }
-    if (f.code === 'unavailable' && /history/.test(f.message) && this.syncInFlight) {
-      // The page could not be read: ask again.
-      const page = this.syncInFlight;
-      const frame: ClientFrame = { type: 'sync', after: page.waiter ? page.after : this.seq.resumePoint };
-      if (page.limit !== undefined) frame.limit = page.limit;
-      this.write(frame);
-      return;
-    }
-    if (f.code === 'forbidden' && this.contactWaiters.length > 0) {
-      this.contactWaiters.shift()!.reject(err);
-      return;
-    }
-    if (f.code === 'unavailable' && (this.contactWaiters.length > 0 || this.policyWaiters.length > 0)) {
-      // The protocol gives these answers no id: the oldest waiting change failed.
-      (this.contactWaiters.shift() ?? this.policyWaiters.shift())!.reject(err);
-      return;
+    // Decided by code and by the one request on the wire (answers to
+    // requests carry no id). An id-less `rate_limited` may be about any
+    // frame (an ack, a ping), so it is not taken for the request's answer:
+    // a request left unanswered for heartbeat_ms ends the session instead.
+    const r = this.requests[0];
+    if (r?.at && f.id === undefined) {
+      if (f.code === 'unavailable' && r.frame.type === 'sync') {
+        // The page could not be read: ask again after a backoff.
+        r.at = 0;
+        this.timers.request = setTimeout(() => {
+          this.timers.request = undefined;
+          this.nextRequest();
+        }, 100 + backoffDelay(this.policy, this.requestRetries++, this.random()));
+        return;
+      }
+      if ((f.code === 'unavailable' || (f.code === 'forbidden' && r.frame.type === 'contacts')) && this.answer(r.frame.type, 0, err)) return;
     }
     this.events.emit('error', err);
   }
 
-  /** Sends the oldest unsent outbox entries while fewer than MAX_IN_FLIGHT wait for an answer. */
+  /**
+   * Writes the queued frames, then the oldest unsent outbox entries while
+   * fewer than MAX_IN_FLIGHT wait for an answer, as far as the frame budget
+   * allows; otherwise comes back when it will.
+   */
   private pump(): void {
     if (this.state !== 'open') return;
-    for (const e of this.outbox.entries()) {
-      if (this.sentAt.size >= MAX_IN_FLIGHT) break;
-      if (!this.sentAt.has(e.id) && !this.transmit(e)) break;
+    const now = Date.now();
+    while (this.queue.length > 0 && this.sendBudget.take(now)) this.raw(this.queue.shift()!);
+    let blocked = this.queue.length > 0;
+    const hold = this.holdUntil - now;
+    if (!blocked && hold <= 0) {
+      for (const e of this.outbox.entries()) {
+        if (this.sentAt.size >= MAX_IN_FLIGHT) break;
+        if (!this.sentAt.has(e.id) && !this.transmit(e, now)) {
+          blocked = true;
+          break;
+        }
+      }
+    }
+    if (blocked || hold > 0) {
+      clearTimeout(this.timers.pump);
+      this.timers.pump = setTimeout(() => this.pump(), blocked ? this.sendBudget.waitMs(now) : hold);
     }
   }
 
-  /** Writes a `send` if the budget allows; otherwise schedules a pump for when it will. */
-  private transmit(e: OutboxEntry): boolean {
-    const now = Date.now();
-    if (!this.sendBudget.take(now)) {
-      if (this.timers.pump === undefined) {
-        this.timers.pump = setTimeout(() => {
-          this.timers.pump = undefined;
-          this.pump();
-        }, this.sendBudget.waitMs(now));
-      }
-      return false;
-    }
+  /** Writes a `send` if the budget allows. */
+  private transmit(e: OutboxEntry, now: number): boolean {
+    if (!this.sendBudget.take(now)) return false;
     const frame: ClientFrame = { type: 'send', id: e.id, to: e.to, body: e.body };
     if (e.encoding) frame.encoding = e.encoding;
     this.sentAt.set(e.id, now);
-    this.write(frame);
+    this.raw(frame);
     return true;
   }
 
+  /** Queues a frame behind the frame budget (typing is dropped when frames wait: it is ephemeral). */
   private write(frame: ClientFrame): void {
-    const ws = this.ws;
-    if (!ws || this.state !== 'open') return;
+    if (!this.ws || this.state !== 'open' || (frame.type === 'typing' && this.queue.length > 0)) return;
+    this.queue.push(frame);
+    this.pump();
+  }
+
+  private raw(frame: ClientFrame): void {
     try {
-      ws.send(JSON.stringify(frame));
+      this.ws?.send(JSON.stringify(frame));
     } catch {
       // The socket is closing; its close event brings the reconnect, and
       // what must be resent is still in the outbox.
@@ -741,22 +796,26 @@ export class IrisClient {
     this.write({ type: 'read', up_to: this.readWanted });
   }
 
-  /** Coalesces the resume point's save and the `ack` of a burst of messages into one. */
+  /** Coalesces the resume point's save and the `ack` of the messages of FLUSH_MS (or up to `synced`) into one. */
   private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    queueMicrotask(() => {
-      this.flushScheduled = false;
-      const point = this.seq.resumePoint;
-      if (point > this.savedSeq) {
-        this.savedSeq = point;
-        this.guardStore(() => this.store.saveLastSeq(point));
-      }
-      if ((this.opts.autoAck ?? true) && point > this.ackSent && this.state === 'open') {
-        this.ackSent = point;
-        this.write({ type: 'ack', up_to: point });
-      }
-    });
+    if (this.timers.flush === undefined) this.timers.flush = setTimeout(() => this.flush(), FLUSH_MS);
+  }
+
+  private flush(): void {
+    clearTimeout(this.timers.flush);
+    this.timers.flush = undefined;
+    const auto = this.opts.autoAck ?? true;
+    if (auto) this.ackWanted = Math.max(this.ackWanted, this.seq.resumePoint);
+    // resume_after is what the app has stored: with autoAck false, what it acknowledged.
+    const point = auto ? this.seq.resumePoint : Math.min(this.seq.resumePoint, this.ackWanted);
+    if (point > this.savedSeq) {
+      this.savedSeq = point;
+      this.guardStore(() => this.store.saveLastSeq(point));
+    }
+    if (this.ackWanted > this.ackSent && this.state === 'open') {
+      this.ackSent = this.ackWanted;
+      this.write({ type: 'ack', up_to: this.ackSent });
+    }
   }
 
   private saveOutbox(): void {
@@ -803,16 +862,18 @@ export class IrisClient {
 
   private tick(hb: number): void {
     const now = Date.now();
-    if (now - this.lastReceivedAt > hb) {
+    const r = this.requests[0];
+    const stuck = now - this.lastReceivedAt > hb ? 'no answer to ping' : r?.at && now - r.at > hb ? 'no answer to a request' : '';
+    if (stuck) {
       this.dropSocket();
-      this.afterClose(1006, 'no answer to ping', undefined);
+      this.afterClose(1006, stuck, undefined);
       return;
     }
     this.write({ type: 'ping' });
     const retryMs = this.opts.sendRetryMs ?? 10_000;
     for (const e of this.outbox.entries()) {
       const at = this.sentAt.get(e.id);
-      if (at !== undefined && now - at >= retryMs && !this.transmit(e)) break;
+      if (at !== undefined && now - at >= retryMs && !this.transmit(e, now)) break;
     }
     this.pump();
   }
@@ -825,7 +886,10 @@ export class IrisClient {
     clearInterval(this.timers.tick);
     clearTimeout(this.timers.refresh);
     clearTimeout(this.timers.pump);
-    this.timers.pump = undefined;
+    clearTimeout(this.timers.request);
+    this.timers.request = undefined;
+    this.queue.length = 0;
+    this.holdUntil = 0;
     if (ws) {
       ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
       try {
@@ -837,12 +901,7 @@ export class IrisClient {
   }
 
   private failWaiting(err: IrisError): void {
-    for (const w of this.contactWaiters.splice(0)) w.reject(err);
-    for (const w of this.policyWaiters.splice(0)) w.reject(err);
-    const page = this.syncInFlight;
-    this.syncInFlight = undefined;
-    page?.waiter?.reject(err);
-    for (const r of this.syncQueue.splice(0)) r.waiter?.reject(err);
+    for (const r of this.requests.splice(0)) r.waiter?.reject(err);
   }
 
   private afterClose(code: number, reason: string, lastErrorCode: string | undefined): void {
@@ -873,6 +932,7 @@ export class IrisClient {
   }
 
   private stop(err: IrisError, report: boolean): void {
+    this.flush();
     this.dropSocket();
     clearTimeout(this.timers.reconnect);
     this.setState('closed');

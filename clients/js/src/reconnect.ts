@@ -100,7 +100,9 @@ export function onClosed(
   const delay = backoffDelay(policy, attempt, random);
   const reconnect = (floorMs: number, refreshToken = false): CloseAction => ({
     kind: 'reconnect',
-    delayMs: Math.max(delay, floorMs),
+    // Jittered above the floor too, so that clients refused together do
+    // not come back together.
+    delayMs: floorMs + delay,
     refreshToken,
   });
 

@@ -60,6 +60,11 @@ test('close codes: refused tokens, client bugs, overload and behind', () => {
   // 1013 could not be opened: at least 1 s.
   r = onClosed(s, input({ code: 1013, lastErrorCode: 'unavailable', reason: 'session could not be opened; retry' }), P, 0, 0);
   assert.equal(r.action.delayMs, 1_000);
+  // Jittered above the floor, so that clients refused together spread out.
+  r = onClosed(s, input({ code: 1013, lastErrorCode: 'rate_limited', reason: 'session could not be opened; retry' }), P, 0, 0.5);
+  assert.equal(r.action.delayMs, 5_050);
+  r = onClosed(s, input({ code: 1013, lastErrorCode: 'unavailable', reason: 'session could not be opened; retry' }), P, 0, 0.999);
+  assert.equal(r.action.delayMs, 1_099);
   // 1013 fell behind: resume at once (jittered).
   r = onClosed(s, input({ code: 1013, reason: 'session fell behind; resume with resume_after' }), P, 0, 0);
   assert.equal(r.action.delayMs, 0);
