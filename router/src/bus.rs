@@ -107,3 +107,141 @@ impl Bus for InProcessBus {
         tx.send(env).await.map_err(|_| BusError::Closed(format!("edge {edge}")))
     }
 }
+
+/// What the consuming side of a bus reports to the node that owns shards.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// These shard partitions are now this node's.
+    Assigned(Vec<ShardId>),
+    /// These are no longer this node's.
+    Revoked(Vec<ShardId>),
+    /// An envelope of an owned partition, at its offset.
+    Record {
+        /// The partition.
+        shard: ShardId,
+        /// Its offset (increasing within the partition, not necessarily by one).
+        offset: i64,
+        /// The envelope.
+        env: ShardEnvelope,
+    },
+    /// A record that could not be decoded (a poisoned record): skipped.
+    Unreadable {
+        /// The partition.
+        shard: ShardId,
+        /// Its offset.
+        offset: i64,
+        /// Why it could not be read.
+        error: String,
+    },
+    /// Reading failed for now (the broker is away); try again shortly.
+    Failed(String),
+    /// The source is gone for good (shutting down).
+    Closed,
+}
+
+/// The consuming side of a bus for the shard partitions: which partitions
+/// this node owns, their envelopes in offset order, pausing one partition
+/// while its shard is full, and committing how far each is done. The
+/// in-process bus ([`InProcessSource`]) and Kafka (`iris_kafka::KafkaSource`)
+/// both implement it and both pass [`crate::contract`]; the node feeds it
+/// through [`crate::feed::Feed`].
+#[async_trait]
+pub trait ShardSource: Send + 'static {
+    /// The next event. Cancel-safe: nothing is lost if the future is dropped.
+    async fn next(&mut self) -> SourceEvent;
+    /// Stops delivering records of `shard` until [`ShardSource::resume`]:
+    /// after resuming, delivery goes on after the last record returned.
+    fn pause(&mut self, shard: ShardId) -> Result<(), BusError>;
+    /// Delivers `shard`'s records again (harmless when not paused).
+    fn resume(&mut self, shard: ShardId) -> Result<(), BusError>;
+    /// Records that every record of each partition before its offset is done.
+    fn commit(&mut self, offsets: &[(ShardId, i64)]) -> Result<(), BusError>;
+}
+
+/// The in-process bus's shard receivers as a [`ShardSource`]: every
+/// partition is this node's from the start, offsets count from zero, and
+/// commits are only remembered (an in-process queue does not outlive its
+/// process). Used by the bus contract and the simulator; a single node
+/// hands its receivers straight to its shards instead (nothing to commit,
+/// nothing to pause: the queue's bound makes publishers wait).
+pub struct InProcessSource {
+    receivers: Vec<ShardReceiver>,
+    next_offset: Vec<i64>,
+    paused: Vec<bool>,
+    committed: std::sync::Arc<std::sync::Mutex<HashMap<ShardId, i64>>>,
+    assigned: bool,
+    turn: usize,
+}
+
+impl InProcessSource {
+    /// A source over the receivers [`InProcessBus::new`] returned.
+    pub fn new(receivers: Vec<ShardReceiver>) -> Self {
+        let n = receivers.len();
+        Self {
+            receivers,
+            next_offset: vec![0; n],
+            paused: vec![false; n],
+            committed: Default::default(),
+            assigned: false,
+            turn: 0,
+        }
+    }
+
+    /// The offsets committed so far, readable after the source moved away.
+    pub fn commits(&self) -> std::sync::Arc<std::sync::Mutex<HashMap<ShardId, i64>>> {
+        self.committed.clone()
+    }
+}
+
+#[async_trait]
+impl ShardSource for InProcessSource {
+    async fn next(&mut self) -> SourceEvent {
+        if !self.assigned {
+            self.assigned = true;
+            return SourceEvent::Assigned((0..self.receivers.len() as u32).map(ShardId).collect());
+        }
+        std::future::poll_fn(|cx| {
+            let n = self.receivers.len();
+            let mut closed = 0;
+            for i in 0..n {
+                // Round robin, so that a busy partition cannot starve the others.
+                let k = (self.turn + i) % n;
+                if self.paused[k] {
+                    continue;
+                }
+                match self.receivers[k].poll_recv(cx) {
+                    std::task::Poll::Ready(Some(env)) => {
+                        self.turn = k + 1;
+                        let offset = self.next_offset[k];
+                        self.next_offset[k] += 1;
+                        return std::task::Poll::Ready(SourceEvent::Record { shard: ShardId(k as u32), offset, env });
+                    }
+                    std::task::Poll::Ready(None) => closed += 1,
+                    std::task::Poll::Pending => {}
+                }
+            }
+            if n > 0 && closed == n { std::task::Poll::Ready(SourceEvent::Closed) } else { std::task::Poll::Pending }
+        })
+        .await
+    }
+
+    fn pause(&mut self, shard: ShardId) -> Result<(), BusError> {
+        let p = self.paused.get_mut(shard.0 as usize).ok_or_else(|| BusError::Closed(format!("shard {}", shard.0)))?;
+        *p = true;
+        Ok(())
+    }
+
+    fn resume(&mut self, shard: ShardId) -> Result<(), BusError> {
+        let p = self.paused.get_mut(shard.0 as usize).ok_or_else(|| BusError::Closed(format!("shard {}", shard.0)))?;
+        *p = false;
+        Ok(())
+    }
+
+    fn commit(&mut self, offsets: &[(ShardId, i64)]) -> Result<(), BusError> {
+        let mut c = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        for (s, next) in offsets {
+            c.insert(*s, *next);
+        }
+        Ok(())
+    }
+}

@@ -4,10 +4,14 @@
 //! trait.
 
 mod bus;
+pub mod contract;
 mod federation;
+pub mod feed;
 mod ring;
 
-pub use bus::{Bus, BusError, EdgeReceiver, InProcessBus, PublishError, ShardReceiver};
+pub use bus::{
+    Bus, BusError, EdgeReceiver, InProcessBus, InProcessSource, PublishError, ShardReceiver, ShardSource, SourceEvent,
+};
 pub use federation::{Federation, FederationLink, HomeDirectory, MAX_HOPS, PresenceBatch};
 pub use ring::{RING_VERSION, Ring, VNODES_PER_SHARD};
 
