@@ -17,14 +17,17 @@
 //!
 //! Commits run as spawned futures (many in flight, sharing fsyncs in the
 //! store's group commit); outputs that need I/O (publishing when a queue is
-//! full, replays, receipts) run under `ctx.wait`, which holds every other
-//! event of the actor until they finish, so outputs leave in order.
+//! full, the reads of replays and receipts) run under `ctx.wait`, which
+//! holds every other event of the actor until they finish, so outputs leave
+//! in order. A read's answer goes back into the state
+//! ([`ShardState::read_done`]), which decides what follows; this shell
+//! decides nothing about it.
 
 use crate::commits::CommitQueue;
-use crate::state::{Found, Output, ShardConfig, ShardState, Ticket, message_frame};
+use crate::state::{Found, Output, Query, ReadResult, ShardConfig, ShardState, Ticket};
 use actix::prelude::*;
-use iris_envelope::{EdgeEnvelope, EdgeInput, Recipients, SessionAddr, ShardEnvelope, ShardId, ShardInput, UserKey};
-use iris_protocol::{ErrorCode, Receipt, ServerFrame, Synced};
+use iris_envelope::{EdgeEnvelope, ShardEnvelope, ShardId, UserKey};
+use iris_protocol::ErrorCode;
 use iris_router::{PublishError, Router, ShardReceiver};
 use iris_storage::{Store, StoreError, UserRecord, WriteBatch, WriteOp};
 use std::sync::Arc;
@@ -71,7 +74,6 @@ struct ShardActor {
     state: ShardState,
     store: Arc<dyn Store>,
     router: Router,
-    page_max_bytes: usize,
     detached: Arc<Semaphore>,
     lease_check_ms: u64,
     /// Where the count of durable inputs is published (for a bus that
@@ -304,17 +306,53 @@ impl ShardActor {
         if rest.is_empty() {
             return;
         }
+        self.carry_out(rest.into(), ctx);
+    }
+
+    /// Carries out outputs in order while the actor waits (no other input
+    /// is handled meanwhile). A read is made here and its answer goes back
+    /// into the state, whose follow-up outputs go first.
+    fn carry_out(&mut self, mut rest: std::collections::VecDeque<Output>, ctx: &mut Context<Self>) {
         let io = self.io();
-        ctx.wait(async move { io.carry_out(rest).await }.into_actor(self));
+        let fut = async move {
+            while let Some(out) = rest.pop_front() {
+                match out {
+                    Output::Edge(env) => io.edge(env).await,
+                    Output::Shard(env) => io.to_shard(env),
+                    Output::Read(read) => return Some((read, rest)),
+                }
+            }
+            None
+        };
+        ctx.wait(fut.into_actor(self).then(|next, act, _| {
+            let store = act.store.clone();
+            let query = next.as_ref().map(|(read, _)| owned_query(act.state.query(read)));
+            async move {
+                let result = match query {
+                    Some(q) => Some(q.run(&*store).await),
+                    None => None,
+                };
+                (next, result)
+            }
+            .into_actor(act)
+            .map(|(next, result), act, ctx| {
+                let (Some((read, mut rest)), Some(result)) = (next, result) else { return };
+                let outcome = act.state.read_done(read, result);
+                if let Some((ticket, batch)) = outcome.commit {
+                    act.commit(ticket, batch, ctx);
+                }
+                for o in outcome.outputs.into_iter().rev() {
+                    rest.push_front(o);
+                }
+                if !rest.is_empty() {
+                    act.carry_out(rest, ctx);
+                }
+            })
+        }));
     }
 
     fn io(&self) -> OutputIo {
-        OutputIo {
-            store: self.store.clone(),
-            router: self.router.clone(),
-            page_max_bytes: self.page_max_bytes,
-            detached: self.detached.clone(),
-        }
+        OutputIo { router: self.router.clone(), detached: self.detached.clone() }
     }
 }
 
@@ -325,21 +363,42 @@ fn is_droppable(env: &EdgeEnvelope) -> bool {
 /// What the slow path of output handling needs, owned so it can run as a
 /// future while the actor waits.
 struct OutputIo {
-    store: Arc<dyn Store>,
     router: Router,
-    page_max_bytes: usize,
     detached: Arc<Semaphore>,
 }
 
-fn frame_to(session: &SessionAddr, frame: ServerFrame) -> EdgeEnvelope {
-    EdgeEnvelope {
-        edge: session.edge.clone(),
-        body: EdgeInput::Frame { to: Recipients::Session(session.session), frame, droppable: false },
+/// A [`Query`] owned, to run while the actor waits.
+enum OwnedQuery {
+    Inbox { user: UserKey, after: u64, limit: usize, max_bytes: usize },
+    Range { user: UserKey, from: u64, to: u64, limit: usize },
+    PendingReceipts { user: UserKey, limit: usize },
+}
+
+fn owned_query(q: Query<'_>) -> OwnedQuery {
+    match q {
+        Query::Inbox { user, after, limit, max_bytes } => {
+            OwnedQuery::Inbox { user: user.clone(), after, limit, max_bytes }
+        }
+        Query::Range { user, from, to, limit } => OwnedQuery::Range { user: user.clone(), from, to, limit },
+        Query::PendingReceipts { user, limit } => OwnedQuery::PendingReceipts { user: user.clone(), limit },
     }
 }
 
-const RECEIPT_PAGE: usize = 1_000;
-const PENDING_RECEIPTS_MAX: usize = 10_000;
+impl OwnedQuery {
+    async fn run(self, store: &dyn Store) -> ReadResult {
+        match self {
+            OwnedQuery::Inbox { user, after, limit, max_bytes } => {
+                ReadResult::Inbox(store.read_inbox(&user, after, limit, max_bytes).await)
+            }
+            OwnedQuery::Range { user, from, to, limit } => {
+                ReadResult::Range(store.read_range(&user, from, to, limit).await)
+            }
+            OwnedQuery::PendingReceipts { user, limit } => {
+                ReadResult::PendingReceipts(store.pending_receipts(&user, limit).await)
+            }
+        }
+    }
+}
 
 impl OutputIo {
     async fn edge(&self, env: EdgeEnvelope) {
@@ -372,98 +431,6 @@ impl OutputIo {
                 }
             },
             Err(PublishError::Closed(_)) => tracing::warn!("shard queue closed; envelope dropped"),
-        }
-    }
-
-    async fn carry_out(self, outputs: Vec<Output>) {
-        for out in outputs {
-            match out {
-                Output::Edge(env) => self.edge(env).await,
-                Output::Shard(env) => self.to_shard(env),
-                Output::Replay { user, session, after, limit, inbox_head, always_synced } => {
-                    self.replay(&user, &session, after, limit, inbox_head, always_synced).await
-                }
-                Output::Receipts { user, from, to, state } => self.receipts(&user, from, to, state).await,
-                Output::FlushReceipts { user, session } => self.flush_receipts(&user, &session).await,
-            }
-        }
-    }
-
-    async fn replay(
-        &self,
-        user: &UserKey,
-        session: &SessionAddr,
-        after: u64,
-        limit: u32,
-        inbox_head: u64,
-        always_synced: bool,
-    ) {
-        match self.store.read_inbox(user, after, limit as usize, self.page_max_bytes).await {
-            Ok(page) => {
-                let last = page.messages.last().map(|m| m.seq).unwrap_or(after);
-                let more = page.more;
-                for m in page.messages {
-                    self.edge(frame_to(session, message_frame(m))).await;
-                }
-                // A replay nobody asked for ends silently unless the client
-                // must continue with `sync` (PROTOCOL: synced with more).
-                if always_synced || more {
-                    let synced = ServerFrame::Synced(Synced { inbox_head: inbox_head.max(last), more });
-                    self.edge(frame_to(session, synced)).await;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "replay read failed");
-                let frame = ServerFrame::error(ErrorCode::Unavailable, "history unavailable; retry sync", None);
-                self.edge(frame_to(session, frame)).await;
-            }
-        }
-    }
-
-    async fn receipts(&self, user: &UserKey, from: u64, to: u64, state: iris_protocol::ReceiptState) {
-        let mut cursor = from;
-        while cursor < to {
-            let page = match self.store.read_range(user, cursor, to, RECEIPT_PAGE).await {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(error = %e, "receipt read failed; receipts dropped");
-                    return;
-                }
-            };
-            let Some(last) = page.last().map(|m| m.seq) else { return };
-            for m in page {
-                let env = ShardEnvelope {
-                    owner: user.peer(&m.from),
-                    body: ShardInput::Receipt { msg_id: m.msg_id, by: user.user.clone(), state },
-                };
-                self.to_shard(env);
-            }
-            cursor = last;
-        }
-    }
-
-    async fn flush_receipts(&self, user: &UserKey, session: &SessionAddr) {
-        let pending = match self.store.pending_receipts(user, PENDING_RECEIPTS_MAX).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "pending receipts unreadable; kept for next time");
-                return;
-            }
-        };
-        if pending.is_empty() {
-            return;
-        }
-        let mut ids = Vec::with_capacity(pending.len());
-        for r in pending {
-            let frame =
-                ServerFrame::Receipt(Receipt { msg_id: r.msg_id.to_string(), by: r.by.to_string(), state: r.state });
-            self.edge(frame_to(session, frame)).await;
-            ids.push(r.msg_id);
-        }
-        let mut batch = WriteBatch::default();
-        batch.push(WriteOp::ReceiptsDelivered { user: user.clone(), msg_ids: ids });
-        if let Err(e) = self.store.commit(batch).await {
-            tracing::warn!(error = %e, "could not forget delivered receipts; they may repeat");
         }
     }
 }
@@ -523,9 +490,9 @@ impl ShardHost {
             recent_dedup: cfg.max_inflight_writes + 1_024,
             edge_lease_ms: cfg.edge_lease_ms as i64,
             region: cfg.region.as_str().into(),
+            page_max_bytes: cfg.page_max_bytes,
         });
-        let (store, router, page_max_bytes, detached) =
-            (self.store.clone(), self.router.clone(), cfg.page_max_bytes, self.detached.clone());
+        let (store, router, detached) = (self.store.clone(), self.router.clone(), self.detached.clone());
         let lease_check_ms = cfg.edge_lease_ms / 4;
         let running = self.running.clone();
         let clock = Arc::new(InputClock::default());
@@ -534,7 +501,6 @@ impl ShardHost {
             state,
             store,
             router,
-            page_max_bytes,
             detached,
             lease_check_ms,
             progress,

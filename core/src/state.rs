@@ -18,7 +18,7 @@ use iris_envelope::{
 };
 use iris_protocol::{
     Accepted, Body, ContactEntry, ContactsOk, ErrorCode, Message, PresenceStatus, PresenceUpdate, Receipt,
-    ReceiptState, ServerFrame, SetStatus, TypingFrom,
+    ReceiptState, ServerFrame, SetStatus, Synced, TypingFrom,
 };
 use iris_storage::{
     CirclePolicy, Contact, DedupKey, DedupRecord, EventKey, LogKind, RollupKey, StoreError, StoredMessage, UserMeta,
@@ -55,6 +55,8 @@ pub struct ShardConfig {
     pub edge_lease_ms: Millis,
     /// The region, recorded with where users are connected.
     pub region: Arc<str>,
+    /// About how many bytes one replay page holds at most.
+    pub page_max_bytes: usize,
 }
 
 /// What the actor must load before handing an envelope to [`ShardState::handle`].
@@ -84,6 +86,16 @@ pub enum Output {
     Edge(EdgeEnvelope),
     /// Publish to another shard.
     Shard(ShardEnvelope),
+    /// Read from the store; the result comes back with the request through
+    /// [`ShardState::read_done`], which decides what follows from it.
+    Read(Read),
+}
+
+/// A read the shell makes for the shard ([`Output::Read`]): what to ask
+/// the store is [`ShardState::query`]; the answer goes back, with the
+/// request, to [`ShardState::read_done`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Read {
     /// Read a page of `user`'s inbox, send it to `session`, then `synced`.
     Replay {
         /// Whose inbox.
@@ -121,6 +133,67 @@ pub enum Output {
         session: SessionAddr,
     },
 }
+
+/// What the store is asked for a [`Read`].
+#[derive(Debug, PartialEq)]
+pub enum Query<'a> {
+    /// `Store::read_inbox`.
+    Inbox {
+        /// Whose inbox.
+        user: &'a UserKey,
+        /// Messages above this seq.
+        after: InboxSeq,
+        /// At most this many.
+        limit: usize,
+        /// And at most about this many bytes.
+        max_bytes: usize,
+    },
+    /// `Store::read_range`.
+    Range {
+        /// Whose inbox.
+        user: &'a UserKey,
+        /// Exclusive lower bound.
+        from: InboxSeq,
+        /// Inclusive upper bound.
+        to: InboxSeq,
+        /// At most this many.
+        limit: usize,
+    },
+    /// `Store::pending_receipts`.
+    PendingReceipts {
+        /// Whose.
+        user: &'a UserKey,
+        /// At most this many.
+        limit: usize,
+    },
+}
+
+/// The store's answer to a [`Query`].
+#[derive(Debug)]
+pub enum ReadResult {
+    /// For [`Query::Inbox`].
+    Inbox(Result<iris_storage::InboxPage, StoreError>),
+    /// For [`Query::Range`].
+    Range(Result<Vec<StoredMessage>, StoreError>),
+    /// For [`Query::PendingReceipts`].
+    PendingReceipts(Result<Vec<iris_storage::PendingReceipt>, StoreError>),
+}
+
+/// What follows from a read: outputs to carry out at once, before anything
+/// else ready (they answer a request already in the output order), and a
+/// write to make durable.
+#[derive(Debug, Default)]
+pub struct ReadOutcome {
+    /// In order.
+    pub outputs: Vec<Output>,
+    /// To commit, like [`ShardState::handle`]'s.
+    pub commit: Option<(Ticket, WriteBatch)>,
+}
+
+/// Messages read per page when fanning receipts out to their senders.
+pub const RECEIPT_PAGE: usize = 1_000;
+/// Pending receipts delivered to a session at most, per session opened.
+pub const PENDING_RECEIPTS_MAX: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct View {
@@ -544,16 +617,16 @@ impl ShardState {
                     body: EdgeInput::Welcome { session: session.session, inbox_head: user.head },
                 }));
                 if let Some(after) = resume_after {
-                    out.push(Output::Replay {
+                    out.push(Output::Read(Read::Replay {
                         user: owner.clone(),
                         session: session.clone(),
                         after,
                         limit: iris_protocol::MAX_PAGE_LIMIT,
                         inbox_head: user.head,
                         always_synced: true,
-                    });
+                    }));
                 }
-                out.push(Output::FlushReceipts { user: owner.clone(), session: session.clone() });
+                out.push(Output::Read(Read::FlushReceipts { user: owner.clone(), session: session.clone() }));
                 // A session opening is proof its edge lives.
                 self.heard_from(session.edge, now, &mut out);
             }
@@ -567,16 +640,16 @@ impl ShardState {
                     batch.push(session_write(&owner, user, &self.config.region));
                 }
                 if after < user.head {
-                    out.push(Output::Replay {
+                    out.push(Output::Read(Read::Replay {
                         user: owner.clone(),
                         session: session.clone(),
                         after,
                         limit: iris_protocol::MAX_PAGE_LIMIT,
                         inbox_head: user.head,
                         always_synced: false,
-                    });
+                    }));
                 }
-                out.push(Output::FlushReceipts { user: owner.clone(), session: session.clone() });
+                out.push(Output::Read(Read::FlushReceipts { user: owner.clone(), session: session.clone() }));
                 self.heard_from(session.edge, now, &mut out);
             }
             ShardInput::SessionClosed { session } => {
@@ -656,12 +729,12 @@ impl ShardState {
                 let up = up_to.min(user.head);
                 if read {
                     if up > user.meta.read {
-                        out.push(Output::Receipts {
+                        out.push(Output::Read(Read::Receipts {
                             user: owner.clone(),
                             from: user.meta.read,
                             to: up,
                             state: ReceiptState::Read,
-                        });
+                        }));
                         user.meta.read = up;
                         user.meta.acked = user.meta.acked.max(up);
                         batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
@@ -670,12 +743,12 @@ impl ShardState {
                     // Messages already read got their (stronger) receipt.
                     let from = user.meta.acked.max(user.meta.read);
                     if up > from {
-                        out.push(Output::Receipts {
+                        out.push(Output::Read(Read::Receipts {
                             user: owner.clone(),
                             from,
                             to: up,
                             state: ReceiptState::Delivered,
-                        });
+                        }));
                     }
                     user.meta.acked = up;
                     batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
@@ -693,14 +766,14 @@ impl ShardState {
                 }
             }
             ShardInput::Sync { session, after, limit } => {
-                out.push(Output::Replay {
+                out.push(Output::Read(Read::Replay {
                     user: owner.clone(),
                     session,
                     after,
                     limit: limit.clamp(1, iris_protocol::MAX_PAGE_LIMIT),
                     inbox_head: user.head,
                     always_synced: true,
-                });
+                }));
             }
             ShardInput::SetPresence { session: _, status } => {
                 match status {
@@ -1047,6 +1120,92 @@ impl ShardState {
         }
     }
 
+    /// What the shell must ask the store for `read`.
+    pub fn query<'a>(&self, read: &'a Read) -> Query<'a> {
+        match read {
+            Read::Replay { user, after, limit, .. } => {
+                Query::Inbox { user, after: *after, limit: *limit as usize, max_bytes: self.config.page_max_bytes }
+            }
+            Read::Receipts { user, from, to, .. } => Query::Range { user, from: *from, to: *to, limit: RECEIPT_PAGE },
+            Read::FlushReceipts { user, .. } => Query::PendingReceipts { user, limit: PENDING_RECEIPTS_MAX },
+        }
+    }
+
+    /// Takes the store's answer to a [`Read`] and decides what follows: the
+    /// frames of a replay page and its `synced`; receipts to the senders'
+    /// shards and the next page's read; a returning sender's pending
+    /// receipts, and forgetting them through the ticket order like every
+    /// other write.
+    pub fn read_done(&mut self, read: Read, result: ReadResult) -> ReadOutcome {
+        let mut o = ReadOutcome::default();
+        match (read, result) {
+            (Read::Replay { session, after, inbox_head, always_synced, .. }, ReadResult::Inbox(r)) => {
+                let to = std::slice::from_ref(&session);
+                match r {
+                    Ok(page) => {
+                        let last = page.messages.last().map(|m| m.seq).unwrap_or(after);
+                        let more = page.more;
+                        for m in page.messages {
+                            frame_to(to, message_frame(m), false, &mut o.outputs);
+                        }
+                        // A replay nobody asked for ends silently unless the
+                        // client must go on with `sync` (PROTOCOL: synced
+                        // with more).
+                        if always_synced || more {
+                            let synced = ServerFrame::Synced(Synced { inbox_head: inbox_head.max(last), more });
+                            frame_to(to, synced, false, &mut o.outputs);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replay read failed");
+                        let frame = ServerFrame::error(ErrorCode::Unavailable, "history unavailable; retry sync", None);
+                        frame_to(to, frame, false, &mut o.outputs);
+                    }
+                }
+            }
+            (Read::Receipts { user, to, state, .. }, ReadResult::Range(r)) => match r {
+                Ok(page) => {
+                    let Some(last) = page.last().map(|m| m.seq) else { return o };
+                    for m in page {
+                        o.outputs.push(Output::Shard(ShardEnvelope {
+                            owner: user.peer(&m.from),
+                            body: ShardInput::Receipt { msg_id: m.msg_id, by: user.user.clone(), state },
+                        }));
+                    }
+                    if last < to {
+                        o.outputs.push(Output::Read(Read::Receipts { user, from: last, to, state }));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "receipt read failed; receipts dropped"),
+            },
+            (Read::FlushReceipts { user, session }, ReadResult::PendingReceipts(r)) => match r {
+                Ok(pending) if !pending.is_empty() => {
+                    let to = std::slice::from_ref(&session);
+                    let mut ids = Vec::with_capacity(pending.len());
+                    for r in pending {
+                        let frame = ServerFrame::Receipt(Receipt {
+                            msg_id: r.msg_id.to_string(),
+                            by: r.by.to_string(),
+                            state: r.state,
+                        });
+                        frame_to(to, frame, false, &mut o.outputs);
+                        ids.push(r.msg_id);
+                    }
+                    let mut batch = WriteBatch::default();
+                    batch.push(WriteOp::ReceiptsDelivered { user, msg_ids: ids });
+                    o.commit = Some((self.issue(), batch));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pending receipts unreadable; kept for next time"),
+            },
+            (read, result) => {
+                debug_assert!(false, "{read:?} answered with {result:?}");
+                tracing::error!(?read, "a read answered with the wrong kind of result; dropped");
+            }
+        }
+        o
+    }
+
     /// The next output to carry out.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.ready.pop_front()
@@ -1226,8 +1385,8 @@ fn plan_contacts(user: &UserState, upsert: &[ContactEntry], remove: &[String], m
     if count > max { Err(format!("at most {max} contacts")) } else { Ok(()) }
 }
 
-/// Builds the frames of a replay page (used by the actor after reading).
-pub fn message_frame(m: StoredMessage) -> ServerFrame {
+/// The frame of one replayed message.
+fn message_frame(m: StoredMessage) -> ServerFrame {
     ServerFrame::Message(Message {
         seq: m.seq,
         msg_id: m.msg_id.to_string(),

@@ -26,6 +26,7 @@ fn owner(seed: u32) -> ShardState {
         recent_dedup: 1_024,
         edge_lease_ms: 60_000,
         region: "r".into(),
+        page_max_bytes: 1 << 16,
     })
 }
 

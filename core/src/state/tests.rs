@@ -13,6 +13,7 @@ fn cfg() -> ShardConfig {
         recent_dedup: 0,
         edge_lease_ms: 1_000,
         region: "r1".into(),
+        page_max_bytes: 1 << 16,
     }
 }
 
@@ -207,7 +208,7 @@ fn ack_and_read_emit_receipt_ranges_once() {
         .outputs()
         .into_iter()
         .filter_map(|o| match o {
-            Output::Receipts { from, to, state, .. } => Some((from, to, state)),
+            Output::Read(Read::Receipts { from, to, state, .. }) => Some((from, to, state)),
             _ => None,
         })
         .collect();
@@ -677,7 +678,7 @@ fn a_resumed_session_gets_what_it_missed_and_live_traffic_without_a_welcome() {
     assert!(
         out.iter().any(|o| matches!(
             o,
-            Output::Replay { after: 1, inbox_head: 3, always_synced: false, session, .. } if *session == addr("e1", 7)
+            Output::Read(Read::Replay { after: 1, inbox_head: 3, always_synced: false, session, .. }) if *session == addr("e1", 7)
         )),
         "seqs 2 and 3, unasked: {out:?}"
     );
@@ -689,7 +690,7 @@ fn a_resumed_session_gets_what_it_missed_and_live_traffic_without_a_welcome() {
     h.input("bob", ShardInput::SessionResumed { session: addr("e1", 7), after: 4 });
     assert!(h.pending.is_empty(), "nothing to write");
     let again = h.outputs();
-    assert!(!again.iter().any(|o| matches!(o, Output::Replay { .. })), "nothing missed: {again:?}");
+    assert!(!again.iter().any(|o| matches!(o, Output::Read(Read::Replay { .. }))), "nothing missed: {again:?}");
 }
 
 #[test]
@@ -704,14 +705,14 @@ fn outputs_released_together_go_as_one_envelope_per_edge_without_overtaking_a_re
             },
         })
     };
-    let replay = Output::Replay {
+    let replay = Output::Read(Read::Replay {
         user: key("bob"),
         session: addr("e1", 9),
         after: 0,
         limit: 10,
         inbox_head: 0,
         always_synced: true,
-    };
+    });
     let foreign = |s: u64| {
         Output::Edge(EdgeEnvelope {
             edge: EdgeId::qualified("n1", "elsewhere"),
@@ -749,4 +750,108 @@ fn outputs_released_together_go_as_one_envelope_per_edge_without_overtaking_a_re
         matches!(&out[1], Output::Edge(EdgeEnvelope { body: EdgeInput::Frame { .. }, .. })),
         "one alone is not wrapped"
     );
+}
+
+fn stored(seq: u64, from: &str) -> StoredMessage {
+    StoredMessage { seq, msg_id: format!("m{seq}").into(), from: from.into(), body: "hi".into(), ts: 5 }
+}
+
+fn frames_of(outputs: &[Output]) -> Vec<ServerFrame> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Edge(EdgeEnvelope { body: EdgeInput::Frame { frame, .. }, .. }) => Some(frame.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_replay_page_read_becomes_its_messages_then_synced_or_a_retryable_error() {
+    let mut s = ShardState::new(cfg());
+    let read = Read::Replay {
+        user: key("bob"),
+        session: addr("e1", 7),
+        after: 1,
+        limit: 2,
+        inbox_head: 9,
+        always_synced: false,
+    };
+    assert_eq!(
+        s.query(&read),
+        Query::Inbox { user: &key("bob"), after: 1, limit: 2, max_bytes: 1 << 16 },
+        "the page size is the shard's decision"
+    );
+    let page = iris_storage::InboxPage { messages: vec![stored(2, "alice"), stored(3, "alice")], more: true };
+    let o = s.read_done(read.clone(), ReadResult::Inbox(Ok(page)));
+    assert!(o.commit.is_none());
+    let f = frames_of(&o.outputs);
+    assert!(
+        matches!(&f[..], [ServerFrame::Message(a), ServerFrame::Message(b), ServerFrame::Synced(Synced { inbox_head: 9, more: true })]
+        if a.seq == 2 && b.seq == 3),
+        "{f:?}"
+    );
+    // An unasked replay that read everything ends silently.
+    let page = iris_storage::InboxPage { messages: vec![stored(2, "alice")], more: false };
+    assert_eq!(frames_of(&s.read_done(read.clone(), ReadResult::Inbox(Ok(page))).outputs).len(), 1);
+    let o = s.read_done(read, ReadResult::Inbox(Err(StoreError::Unavailable("down".into()))));
+    assert!(
+        matches!(&frames_of(&o.outputs)[..], [ServerFrame::Error(e)] if e.code == ErrorCode::Unavailable),
+        "the client is told to retry its sync"
+    );
+}
+
+#[test]
+fn receipts_go_to_each_sender_s_shard_page_by_page() {
+    let mut s = ShardState::new(cfg());
+    let read = Read::Receipts { user: key("bob"), from: 0, to: 5, state: ReceiptState::Read };
+    assert!(matches!(s.query(&read), Query::Range { from: 0, to: 5, limit: RECEIPT_PAGE, .. }));
+    let o = s.read_done(read, ReadResult::Range(Ok(vec![stored(1, "alice"), stored(2, "carol")])));
+    let owners: Vec<String> =
+        o.outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Shard(ShardEnvelope {
+                    owner,
+                    body: ShardInput::Receipt { by, state: ReceiptState::Read, .. },
+                }) if &**by == "bob" => Some(owner.user.to_string()),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(owners, ["alice", "carol"]);
+    // The page ended before `to`: the next page is read from where it ended.
+    assert_eq!(
+        o.outputs.last(),
+        Some(&Output::Read(Read::Receipts { user: key("bob"), from: 2, to: 5, state: ReceiptState::Read }))
+    );
+    let last = Read::Receipts { user: key("bob"), from: 2, to: 5, state: ReceiptState::Read };
+    let o = s.read_done(last.clone(), ReadResult::Range(Ok(vec![stored(5, "alice")])));
+    assert!(!o.outputs.iter().any(|o| matches!(o, Output::Read(_))), "done at `to`");
+    assert!(s.read_done(last.clone(), ReadResult::Range(Ok(vec![]))).outputs.is_empty());
+    assert!(s.read_done(last, ReadResult::Range(Err(StoreError::Unavailable("down".into())))).outputs.is_empty());
+}
+
+#[test]
+fn pending_receipts_are_delivered_then_forgotten_through_the_ticket_order() {
+    let mut h = Harness::new();
+    let read = Read::FlushReceipts { user: key("alice"), session: addr("e1", 1) };
+    assert_eq!(h.state.query(&read), Query::PendingReceipts { user: &key("alice"), limit: PENDING_RECEIPTS_MAX });
+    let pending =
+        vec![iris_storage::PendingReceipt { msg_id: "m1".into(), by: "bob".into(), state: ReceiptState::Delivered }];
+    let o = h.state.read_done(read.clone(), ReadResult::PendingReceipts(Ok(pending)));
+    assert!(matches!(&frames_of(&o.outputs)[..], [ServerFrame::Receipt(r)] if r.msg_id == "m1" && r.by == "bob"));
+    let (ticket, batch) = o.commit.expect("forgetting them is a write");
+    assert!(
+        matches!(&batch.ops[..], [WriteOp::ReceiptsDelivered { user, msg_ids }] if *user == key("alice") && msg_ids.len() == 1)
+    );
+    // Like any write, it holds back what later inputs release until it commits.
+    h.input("carol", ShardInput::SessionOpened { session: addr("e1", 3), resume_after: None });
+    h.commit_all();
+    assert!(h.outputs().is_empty(), "the welcome waits for the receipts' write: {ticket}");
+    h.state.committed(ticket, Ok(()));
+    assert!(!h.outputs().is_empty(), "and goes once it is durable");
+    // Nothing pending, or unreadable: no write, no frame.
+    assert!(h.state.read_done(read.clone(), ReadResult::PendingReceipts(Ok(vec![]))).commit.is_none());
+    let o = h.state.read_done(read, ReadResult::PendingReceipts(Err(StoreError::Unavailable("down".into()))));
+    assert!(o.outputs.is_empty() && o.commit.is_none(), "kept for next time");
 }
