@@ -10,7 +10,8 @@
 //! tagged with the newest ticket issued so far and released only once that
 //! ticket (and all before it) committed. So `accepted` and `message` never go
 //! out before the message is synced, replays read only committed data, and a
-//! shard's outputs leave in the order its inputs arrived.
+//! shard's outputs leave in the order its inputs arrived. The ledger that
+//! keeps this order is [`tickets`] (its own tests beside it).
 
 use iris_envelope::{
     EdgeEnvelope, EdgeId, EdgeInput, InboxSeq, IngestEvent, Millis, Recipients, ServiceReply, SessionAddr,
@@ -24,15 +25,17 @@ use iris_storage::{
     CirclePolicy, Contact, DedupKey, DedupRecord, EventKey, LogKind, RollupKey, StoreError, StoredMessage, UserMeta,
     UserRecord, WriteBatch, WriteOp,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// The circle a contact lands in when none is named; it allows everything
 /// until its owner changes it.
 pub const DEFAULT_CIRCLE: &str = "contacts";
 
-/// A commit ticket: orders writes and the outputs that wait for them.
-pub type Ticket = u64;
+pub use tickets::Ticket;
+use tickets::TicketLedger;
+
+mod tickets;
 
 /// Limits of one shard.
 #[derive(Debug, Clone)]
@@ -300,19 +303,8 @@ pub struct ShardState {
     inflight_events_order: VecDeque<(Ticket, EventKey)>,
     recent_events: HashSet<EventKey>,
     recent_events_order: VecDeque<EventKey>,
-    next_ticket: Ticket,
-    /// Every ticket up to this one has completed.
-    done_upto: Ticket,
-    done_ahead: BTreeSet<Ticket>,
-    failed: BTreeSet<Ticket>,
-    /// Outputs waiting for a ticket: (release after, depends on, output).
-    queue: VecDeque<(Ticket, Vec<Ticket>, Output)>,
-    ready: VecDeque<Output>,
+    tickets: TicketLedger<Output>,
     id_counter: u32,
-    poisoned: bool,
-    inputs_seen: u64,
-    inputs_durable: u64,
-    durable_marks: VecDeque<(u64, Ticket)>,
     /// When each edge with sessions here was last heard from.
     leases: HashMap<EdgeId, Millis>,
     /// When the lease check last found the input behind (see
@@ -389,17 +381,8 @@ impl ShardState {
             inflight_events_order: VecDeque::new(),
             recent_events: HashSet::new(),
             recent_events_order: VecDeque::new(),
-            next_ticket: 1,
-            done_upto: 0,
-            done_ahead: BTreeSet::new(),
-            failed: BTreeSet::new(),
-            queue: VecDeque::new(),
-            ready: VecDeque::new(),
+            tickets: TicketLedger::new(failed_output),
             id_counter: 0,
-            poisoned: false,
-            inputs_seen: 0,
-            inputs_durable: 0,
-            durable_marks: VecDeque::new(),
             leases: HashMap::new(),
             stalled_at: None,
         }
@@ -407,7 +390,7 @@ impl ShardState {
 
     /// Writes issued but not yet committed.
     pub fn inflight(&self) -> u64 {
-        self.next_ticket - 1 - self.done_upto - self.done_ahead.len() as u64
+        self.tickets.inflight()
     }
 
     /// Users held in memory.
@@ -418,7 +401,7 @@ impl ShardState {
     /// True after a failed commit, until every in-flight write has completed
     /// and the actor has called [`ShardState::reset`].
     pub fn needs_reset(&self) -> bool {
-        self.poisoned && self.inflight() == 0
+        self.tickets.poisoned() && self.tickets.inflight() == 0
     }
 
     /// Marks every cached user stale so that their durable fields are
@@ -438,8 +421,7 @@ impl ShardState {
         self.recent_events_order.clear();
         // Every output that depended on a failed write has left by now
         // (nothing is in flight), so the failures can be forgotten.
-        self.failed.clear();
-        self.poisoned = false;
+        self.tickets.forget_failures();
     }
 
     /// What must be loaded before `env` can be handled.
@@ -526,25 +508,11 @@ impl ShardState {
     /// of a retried send): if it fails, they turn into errors. Outputs
     /// merely ordered behind someone else's write go out as they are.
     fn emit(&mut self, outputs: Vec<Output>, deps: Vec<Ticket>) {
-        let tag = self.next_ticket - 1;
-        for o in outputs {
-            let doomed = deps.iter().any(|d| self.failed.contains(d));
-            if tag <= self.done_upto && !doomed {
-                self.ready.push_back(o);
-            } else if tag <= self.done_upto {
-                if let Some(o) = failed_output(o) {
-                    self.ready.push_back(o);
-                }
-            } else {
-                self.queue.push_back((tag, deps.clone(), o));
-            }
-        }
+        self.tickets.emit(outputs, &deps);
     }
 
     fn issue(&mut self) -> Ticket {
-        let t = self.next_ticket;
-        self.next_ticket += 1;
-        t
+        self.tickets.issue()
     }
 
     /// Handles one envelope. The owner must be loaded; `dedup` is the stored
@@ -559,24 +527,18 @@ impl ShardState {
     /// Counts an input as handled; it is durable once the newest ticket so
     /// far (its own write, or any write before it) has committed.
     fn input_done(&mut self) {
-        self.inputs_seen += 1;
-        let tag = self.next_ticket - 1;
-        if tag <= self.done_upto && self.durable_marks.is_empty() {
-            self.inputs_durable = self.inputs_seen;
-        } else {
-            self.durable_marks.push_back((self.inputs_seen, tag));
-        }
+        self.tickets.input_done();
     }
 
     /// How many inputs have been handled (or rejected) so far.
     pub fn inputs_seen(&self) -> u64 {
-        self.inputs_seen
+        self.tickets.inputs_seen()
     }
 
     /// How many inputs, counted in arrival order, have all their writes
     /// durable: a bus may forget (commit the offsets of) that many.
     pub fn inputs_durable(&self) -> u64 {
-        self.inputs_durable
+        self.tickets.inputs_durable()
     }
 
     fn handle_input(&mut self, now: Millis, env: ShardEnvelope, found: Found) -> Option<(Ticket, WriteBatch)> {
@@ -685,7 +647,7 @@ impl ShardState {
                         Some((_, original)) => dependent.push((original, accepted)),
                         None => out.push(accepted),
                     }
-                } else if self.poisoned {
+                } else if self.tickets.poisoned() {
                     out.push(reply(
                         &to_session,
                         ServerFrame::error(
@@ -705,8 +667,9 @@ impl ShardState {
                     let record = DedupRecord { msg_id: msg_id.clone(), ts: now, to: owner.user.clone(), seq };
                     batch.push(WriteOp::Message { user: owner.clone(), message });
                     batch.push(WriteOp::Dedup { key: key.clone(), record: record.clone() });
-                    self.inflight_order.push_back((self.next_ticket, key.clone()));
-                    self.inflight_dedup.insert(key, (record, self.next_ticket));
+                    let ticket = self.tickets.next();
+                    self.inflight_order.push_back((ticket, key.clone()));
+                    self.inflight_dedup.insert(key, (record, ticket));
                     out.push(reply(
                         &to_session,
                         ServerFrame::Accepted(Accepted {
@@ -936,7 +899,7 @@ impl ShardState {
         let mut in_batch: HashSet<EventKey> = HashSet::new();
         // Duplicates of events still being written stand or fall with them.
         let mut deps: Vec<Ticket> = Vec::new();
-        let ticket = self.next_ticket;
+        let ticket = self.tickets.next();
         for (i, e) in events.into_iter().enumerate() {
             let key = EventKey { tenant: tenant.clone(), stream: stream.clone(), key: e.key.clone() };
             if let Some(t) = self.inflight_events.get(&key) {
@@ -1053,57 +1016,27 @@ impl ShardState {
 
     /// Records that a ticket's writes completed (or failed).
     pub fn committed(&mut self, ticket: Ticket, result: Result<(), StoreError>) {
-        if result.is_err() {
-            self.failed.insert(ticket);
-            self.poisoned = true;
-        }
-        if ticket == self.done_upto + 1 {
-            self.done_upto = ticket;
-            while self.done_ahead.remove(&(self.done_upto + 1)) {
-                self.done_upto += 1;
-            }
-        } else if ticket > self.done_upto {
-            self.done_ahead.insert(ticket);
-        }
-        while let Some((_, t)) = self.durable_marks.front() {
-            if *t > self.done_upto {
-                break;
-            }
-            let (n, _) = self.durable_marks.pop_front().expect("front exists");
-            self.inputs_durable = n;
-        }
-        while let Some((t, _, _)) = self.queue.front() {
-            if *t > self.done_upto {
-                break;
-            }
-            let (_, dep, o) = self.queue.pop_front().expect("front exists");
-            if dep.iter().any(|d| self.failed.contains(d)) {
-                if let Some(o) = failed_output(o) {
-                    self.ready.push_back(o);
-                }
-            } else {
-                self.ready.push_back(o);
-            }
-        }
+        self.tickets.committed(ticket, result.is_ok());
+        let done = self.tickets.done_upto();
         while let Some((t, _)) = self.inflight_order.front() {
-            if *t > self.done_upto {
+            if *t > done {
                 break;
             }
             let (t, key) = self.inflight_order.pop_front().expect("front exists");
             if let Some((record, _)) = self.inflight_dedup.remove(&key) {
-                if !self.failed.contains(&t) {
+                if !self.tickets.failed(t) {
                     self.recent_order.push_back(key.clone());
                     self.recent_dedup.insert(key, record);
                 }
             }
         }
         while let Some((t, _)) = self.inflight_events_order.front() {
-            if *t > self.done_upto {
+            if *t > done {
                 break;
             }
             let (t, key) = self.inflight_events_order.pop_front().expect("front exists");
             self.inflight_events.remove(&key);
-            if !self.failed.contains(&t) {
+            if !self.tickets.failed(t) {
                 self.recent_events_order.push_back(key.clone());
                 self.recent_events.insert(key);
             }
@@ -1208,13 +1141,13 @@ impl ShardState {
 
     /// The next output to carry out.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.ready.pop_front()
+        self.tickets.poll()
     }
 
     /// Every output ready now, edge outputs merged per edge
     /// ([`coalesce_edge_outputs`]).
     pub fn poll_outputs(&mut self) -> Vec<Output> {
-        let ready: Vec<Output> = self.ready.drain(..).collect();
+        let ready: Vec<Output> = self.tickets.drain();
         coalesce_edge_outputs(ready, &self.config.region)
     }
 
@@ -1223,7 +1156,7 @@ impl ShardState {
             return;
         }
         let target = self.config.max_cached_users * 9 / 10;
-        let done = self.done_upto;
+        let done = self.tickets.done_upto();
         let mut excess = self.users.len() - target;
         self.users.retain(|_, u| {
             if excess > 0 && u.sessions.is_empty() && u.subscribers.is_empty() && u.last_ticket <= done {

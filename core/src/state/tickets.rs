@@ -1,0 +1,257 @@
+//! The ticket ledger: the order in which a shard's writes become durable
+//! and its outputs may leave. Pure; reusable by any state machine whose
+//! outputs must wait for writes.
+//!
+//! Every write gets a ticket, in issue order. Every output is tagged with
+//! the newest ticket issued when it was made, and is released only once
+//! that ticket and every one before it committed. So an acknowledgement
+//! never leaves before its write is synced, and outputs leave in the order
+//! they were made even when commits finish out of order. An output may also
+//! depend on particular tickets (the write it acknowledges, or the one a
+//! duplicate waits on): if any of those failed, it is replaced by what its
+//! failure looks like (`on_failure`), or dropped.
+//!
+//! Inputs are counted the same way: an input is durable once the newest
+//! ticket at its end committed, so a bus can forget (commit the offsets of)
+//! exactly the inputs whose work is durable.
+
+use std::collections::{BTreeSet, VecDeque};
+
+/// A commit ticket.
+pub type Ticket = u64;
+
+/// See the module docs.
+pub struct TicketLedger<O> {
+    next: Ticket,
+    /// Every ticket up to here committed (or failed).
+    done_upto: Ticket,
+    /// Tickets beyond `done_upto` that finished early.
+    done_ahead: BTreeSet<Ticket>,
+    /// Tickets whose write failed (until [`TicketLedger::forget_failures`]).
+    failed: BTreeSet<Ticket>,
+    /// A write failed since the last `forget_failures`.
+    poisoned: bool,
+    /// Outputs waiting: (tag, dependencies, output).
+    waiting: VecDeque<(Ticket, Vec<Ticket>, O)>,
+    ready: VecDeque<O>,
+    inputs_seen: u64,
+    inputs_durable: u64,
+    /// (inputs seen, newest ticket then) for inputs not yet durable.
+    durable_marks: VecDeque<(u64, Ticket)>,
+    on_failure: fn(O) -> Option<O>,
+}
+
+impl<O> TicketLedger<O> {
+    /// An empty ledger; `on_failure` turns an output whose write failed into
+    /// what the client sees instead (or drops it).
+    pub fn new(on_failure: fn(O) -> Option<O>) -> Self {
+        Self {
+            next: 1,
+            done_upto: 0,
+            done_ahead: BTreeSet::new(),
+            failed: BTreeSet::new(),
+            poisoned: false,
+            waiting: VecDeque::new(),
+            ready: VecDeque::new(),
+            inputs_seen: 0,
+            inputs_durable: 0,
+            durable_marks: VecDeque::new(),
+            on_failure,
+        }
+    }
+
+    /// A new ticket for a write.
+    pub fn issue(&mut self) -> Ticket {
+        let t = self.next;
+        self.next += 1;
+        t
+    }
+
+    /// The ticket the next [`TicketLedger::issue`] returns.
+    pub fn next(&self) -> Ticket {
+        self.next
+    }
+
+    /// Every ticket up to this one is done (committed or failed).
+    pub fn done_upto(&self) -> Ticket {
+        self.done_upto
+    }
+
+    /// Whether `ticket`'s write failed.
+    pub fn failed(&self, ticket: Ticket) -> bool {
+        self.failed.contains(&ticket)
+    }
+
+    /// A write failed and not every write since has finished: in-memory
+    /// state may be ahead of storage.
+    pub fn poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Writes issued and not finished.
+    pub fn inflight(&self) -> u64 {
+        self.next - 1 - self.done_upto - self.done_ahead.len() as u64
+    }
+
+    /// Forgets failed tickets once nothing is in flight (every output that
+    /// depended on them has left).
+    pub fn forget_failures(&mut self) {
+        debug_assert_eq!(self.inflight(), 0);
+        self.failed.clear();
+        self.poisoned = false;
+    }
+
+    /// Queues outputs made now: released once the newest ticket so far is
+    /// done; replaced by their failure if any of `deps` failed.
+    pub fn emit(&mut self, outputs: Vec<O>, deps: &[Ticket]) {
+        let tag = self.next - 1;
+        for o in outputs {
+            if tag > self.done_upto {
+                self.waiting.push_back((tag, deps.to_vec(), o));
+            } else if deps.iter().any(|d| self.failed.contains(d)) {
+                if let Some(o) = (self.on_failure)(o) {
+                    self.ready.push_back(o);
+                }
+            } else {
+                self.ready.push_back(o);
+            }
+        }
+    }
+
+    /// Counts an input as handled: durable once the newest ticket so far is.
+    pub fn input_done(&mut self) {
+        self.inputs_seen += 1;
+        let tag = self.next - 1;
+        if tag <= self.done_upto && self.durable_marks.is_empty() {
+            self.inputs_durable = self.inputs_seen;
+        } else {
+            self.durable_marks.push_back((self.inputs_seen, tag));
+        }
+    }
+
+    /// Inputs handled so far.
+    pub fn inputs_seen(&self) -> u64 {
+        self.inputs_seen
+    }
+
+    /// Inputs, in arrival order, whose writes are all durable.
+    pub fn inputs_durable(&self) -> u64 {
+        self.inputs_durable
+    }
+
+    /// Records that `ticket`'s write finished; `ok` false if it failed.
+    /// Releases what waited for it (and for the tickets before it).
+    pub fn committed(&mut self, ticket: Ticket, ok: bool) {
+        if !ok {
+            self.failed.insert(ticket);
+            self.poisoned = true;
+        }
+        if ticket == self.done_upto + 1 {
+            self.done_upto = ticket;
+            while self.done_ahead.remove(&(self.done_upto + 1)) {
+                self.done_upto += 1;
+            }
+        } else if ticket > self.done_upto {
+            self.done_ahead.insert(ticket);
+        }
+        while let Some((_, t)) = self.durable_marks.front() {
+            if *t > self.done_upto {
+                break;
+            }
+            let (n, _) = self.durable_marks.pop_front().expect("front exists");
+            self.inputs_durable = n;
+        }
+        while let Some((t, _, _)) = self.waiting.front() {
+            if *t > self.done_upto {
+                break;
+            }
+            let (_, deps, o) = self.waiting.pop_front().expect("front exists");
+            if deps.iter().any(|d| self.failed.contains(d)) {
+                if let Some(o) = (self.on_failure)(o) {
+                    self.ready.push_back(o);
+                }
+            } else {
+                self.ready.push_back(o);
+            }
+        }
+    }
+
+    /// The next output released, if any.
+    pub fn poll(&mut self) -> Option<O> {
+        self.ready.pop_front()
+    }
+
+    /// Every output released now.
+    pub fn drain(&mut self) -> Vec<O> {
+        self.ready.drain(..).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(o: &'static str) -> Option<&'static str> {
+        match o {
+            "ack" => Some("error"),
+            _ => None,
+        }
+    }
+
+    fn ledger() -> TicketLedger<&'static str> {
+        TicketLedger::new(failure)
+    }
+
+    #[test]
+    fn outputs_wait_for_every_write_before_them_and_leave_in_order() {
+        let mut l = ledger();
+        l.emit(vec!["free"], &[]);
+        assert_eq!(l.drain(), ["free"], "nothing in flight: released at once");
+        let a = l.issue();
+        l.emit(vec!["a"], &[a]);
+        let b = l.issue();
+        l.emit(vec!["b"], &[b]);
+        l.emit(vec!["after-b"], &[]);
+        assert_eq!(l.inflight(), 2);
+        l.committed(b, true);
+        assert!(l.drain().is_empty(), "b finished first, but a is still in flight");
+        l.committed(a, true);
+        assert_eq!(l.drain(), ["a", "b", "after-b"]);
+        assert_eq!(l.inflight(), 0);
+    }
+
+    #[test]
+    fn an_output_whose_write_failed_is_replaced_by_its_failure_and_the_others_go() {
+        let mut l = ledger();
+        let a = l.issue();
+        l.emit(vec!["ack", "frame"], &[a]);
+        let b = l.issue();
+        l.emit(vec!["ack"], &[b]);
+        l.committed(a, false);
+        l.committed(b, true);
+        assert_eq!(l.drain(), ["error", "ack"], "a's ack becomes an error, its frame is dropped, b's ack goes");
+        assert!(l.poisoned() && l.failed(a) && !l.failed(b));
+        // A duplicate waiting on a failed write, made after it finished.
+        l.emit(vec!["ack"], &[a]);
+        assert_eq!(l.drain(), ["error"]);
+        l.forget_failures();
+        assert!(!l.poisoned() && !l.failed(a));
+    }
+
+    #[test]
+    fn inputs_are_durable_in_arrival_order() {
+        let mut l = ledger();
+        l.input_done();
+        assert_eq!(l.inputs_durable(), 1, "no write: durable at once");
+        let a = l.issue();
+        l.input_done();
+        l.input_done(); // writes nothing, but arrived after a's write
+        let b = l.issue();
+        l.input_done();
+        assert_eq!((l.inputs_seen(), l.inputs_durable()), (4, 1));
+        l.committed(b, true);
+        assert_eq!(l.inputs_durable(), 1, "b's input waits for a");
+        l.committed(a, true);
+        assert_eq!(l.inputs_durable(), 4);
+    }
+}
