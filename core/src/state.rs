@@ -35,7 +35,28 @@ pub const DEFAULT_CIRCLE: &str = "contacts";
 pub use tickets::Ticket;
 use tickets::TicketLedger;
 
+mod contacts;
+mod inbox;
+mod ingest;
+mod presence;
+mod receipts;
+mod sessions;
 mod tickets;
+
+/// What handling one input produces, gathered by the domain handlers
+/// (`sessions`, `inbox`, `receipts`, `presence`, `contacts`) and then
+/// ordered behind the input's write by [`ShardState::handle`].
+#[derive(Default)]
+struct Effects {
+    /// Outputs, released once the input's write (and every one before) is durable.
+    out: Vec<Output>,
+    /// The input's writes: one ticket.
+    batch: WriteBatch,
+    /// Outputs that stand or fall with an earlier write (a retried send).
+    dependent: Vec<(Ticket, Output)>,
+    /// The owner's presence as others see it may have changed.
+    presence_changed: bool,
+}
 
 /// Limits of one shard.
 #[derive(Debug, Clone)]
@@ -482,31 +503,10 @@ impl ShardState {
         }
     }
 
-    /// A UUIDv7: the time, then 12 bits of shard (the version nibble takes
-    /// the top 4 bits of the first byte, so shards are capped at 4,096), 30
-    /// bits of per-start seed (the variant takes 2 bits of the third byte)
-    /// and a 32-bit counter. Unique across shards, restarts and time.
-    fn next_msg_id(&mut self, now: Millis) -> Arc<str> {
-        self.id_counter = self.id_counter.wrapping_add(1);
-        let shard = self.config.shard.0 & 0x0fff;
-        let seed = self.config.id_seed & 0x3fff_ffff;
-        let mut rand = [0u8; 10];
-        rand[0] = (shard >> 8) as u8;
-        rand[1] = shard as u8;
-        rand[2..6].copy_from_slice(&seed.to_be_bytes());
-        rand[6..].copy_from_slice(&self.id_counter.to_be_bytes());
-        let id = uuid::Builder::from_unix_timestamp_millis(now.max(0) as u64, &rand).into_uuid();
-        Arc::from(id.hyphenated().to_string())
-    }
-
-    /// Queues outputs behind the newest ticket. `own` says the newest ticket
-    /// is this input's own write: if that write fails, these outputs turn into
-    /// errors; outputs merely ordered behind someone else's write go out as
-    /// they are.
-    /// Queues outputs behind the newest ticket. `dep` names the write the
-    /// outputs depend on (the input's own write, or the in-flight original
-    /// of a retried send): if it fails, they turn into errors. Outputs
-    /// merely ordered behind someone else's write go out as they are.
+    /// Queues outputs behind the newest ticket. `deps` names the writes the
+    /// outputs stand or fall with (the input's own write, or the in-flight
+    /// original of a retried send): if one fails, they turn into errors.
+    /// Outputs merely ordered behind someone else's write go out as they are.
     fn emit(&mut self, outputs: Vec<Output>, deps: Vec<Ticket>) {
         self.tickets.emit(outputs, &deps);
     }
@@ -553,313 +553,40 @@ impl ShardState {
         }
         let dedup = found.dedup;
         let owner = env.owner;
-        let mut out = Vec::new();
-        let mut dependent: Vec<(Ticket, Output)> = Vec::new();
-        let mut batch = WriteBatch::default();
-        let Some(user) = self.users.get_mut(&owner) else {
+        if !self.users.contains_key(&owner) {
             debug_assert!(false, "handle called before the owner was loaded");
             return None;
-        };
-        let mut presence_changed = false;
+        }
+        let mut fx = Effects::default();
         match env.body {
-            ShardInput::SessionOpened { session, .. }
-                if !user.sessions.contains(&session) && user.sessions.len() >= self.config.max_sessions =>
-            {
-                let m = format!("at most {} sessions per user", self.config.max_sessions);
-                out.push(reply(&session, ServerFrame::error(ErrorCode::RateLimited, m, None)));
-            }
             ShardInput::SessionOpened { session, resume_after } => {
-                if !user.sessions.contains(&session) {
-                    user.sessions.push(session.clone());
-                }
-                batch.push(session_write(&owner, user, &self.config.region));
-                presence_changed = user.sessions.len() == 1;
-                out.push(Output::Edge(EdgeEnvelope {
-                    edge: session.edge.clone(),
-                    body: EdgeInput::Welcome { session: session.session, inbox_head: user.head },
-                }));
-                if let Some(after) = resume_after {
-                    out.push(Output::Read(Read::Replay {
-                        user: owner.clone(),
-                        session: session.clone(),
-                        after,
-                        limit: iris_protocol::MAX_PAGE_LIMIT,
-                        inbox_head: user.head,
-                        always_synced: true,
-                    }));
-                }
-                out.push(Output::Read(Read::FlushReceipts { user: owner.clone(), session: session.clone() }));
-                // A session opening is proof its edge lives.
-                self.heard_from(session.edge, now, &mut out);
+                self.session_opened(now, &owner, session, resume_after, &mut fx)
             }
-            ShardInput::SessionResumed { session, after } => {
-                // The session was admitted when it opened: no session limit
-                // here, and no welcome. It hears what it missed while no
-                // owner knew it.
-                if !user.sessions.contains(&session) {
-                    user.sessions.push(session.clone());
-                    presence_changed = user.sessions.len() == 1;
-                    batch.push(session_write(&owner, user, &self.config.region));
-                }
-                if after < user.head {
-                    out.push(Output::Read(Read::Replay {
-                        user: owner.clone(),
-                        session: session.clone(),
-                        after,
-                        limit: iris_protocol::MAX_PAGE_LIMIT,
-                        inbox_head: user.head,
-                        always_synced: false,
-                    }));
-                }
-                out.push(Output::Read(Read::FlushReceipts { user: owner.clone(), session: session.clone() }));
-                self.heard_from(session.edge, now, &mut out);
+            ShardInput::SessionResumed { session, after } => self.session_resumed(now, &owner, session, after, &mut fx),
+            ShardInput::SessionClosed { session } => self.session_closed(now, &owner, session, &mut fx),
+            ShardInput::Send { from, client_id, body, reply } => {
+                self.send(now, &owner, from, client_id, body, reply, dedup, &mut fx)
             }
-            ShardInput::SessionClosed { session } => {
-                let before = user.sessions.len();
-                user.sessions.retain(|s| *s != session);
-                if before > 0 && user.sessions.is_empty() {
-                    user.away = false;
-                    user.meta.last_seen = Some(now);
-                    batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
-                    presence_changed = true;
-                }
-                if user.sessions.len() != before {
-                    batch.push(session_write(&owner, user, &self.config.region));
-                }
-            }
-            ShardInput::Send { from, client_id, body, reply: to_session } => {
-                let key = DedupKey { sender: owner.peer(&from), client_id: client_id.clone() };
-                let in_flight = self.inflight_dedup.get(&key).map(|(r, t)| (r.clone(), *t));
-                let earlier =
-                    in_flight.clone().map(|(r, _)| r).or_else(|| self.recent_dedup.get(&key).cloned()).or(dedup);
-                if let Some(rec) = earlier {
-                    let accepted = reply(
-                        &to_session,
-                        ServerFrame::Accepted(Accepted {
-                            id: client_id.to_string(),
-                            msg_id: rec.msg_id.to_string(),
-                            ts: rec.ts,
-                        }),
-                    );
-                    match in_flight {
-                        // A retry of a send still being written: its answer
-                        // stands or falls with that write.
-                        Some((_, original)) => dependent.push((original, accepted)),
-                        None => out.push(accepted),
-                    }
-                } else if self.tickets.poisoned() {
-                    out.push(reply(
-                        &to_session,
-                        ServerFrame::error(
-                            ErrorCode::Unavailable,
-                            "storage failed; retry",
-                            Some(client_id.to_string()),
-                        ),
-                    ));
-                } else {
-                    let user = self.users.get_mut(&owner).expect("loaded above");
-                    user.head += 1;
-                    let seq = user.head;
-                    let sessions = user.sessions.clone();
-                    let msg_id = self.next_msg_id(now);
-                    let message =
-                        StoredMessage { seq, msg_id: msg_id.clone(), from: from.clone(), body: body.clone(), ts: now };
-                    let record = DedupRecord { msg_id: msg_id.clone(), ts: now, to: owner.user.clone(), seq };
-                    batch.push(WriteOp::Message { user: owner.clone(), message });
-                    batch.push(WriteOp::Dedup { key: key.clone(), record: record.clone() });
-                    let ticket = self.tickets.next();
-                    self.inflight_order.push_back((ticket, key.clone()));
-                    self.inflight_dedup.insert(key, (record, ticket));
-                    out.push(reply(
-                        &to_session,
-                        ServerFrame::Accepted(Accepted {
-                            id: client_id.to_string(),
-                            msg_id: msg_id.to_string(),
-                            ts: now,
-                        }),
-                    ));
-                    let frame = ServerFrame::Message(Message {
-                        seq,
-                        msg_id: msg_id.to_string(),
-                        from: from.to_string(),
-                        body: Body(body),
-                        ts: now,
-                    });
-                    frame_to(&sessions, frame, false, &mut out);
-                }
-            }
-            ShardInput::Ack { up_to, read } => {
-                let up = up_to.min(user.head);
-                if read {
-                    if up > user.meta.read {
-                        out.push(Output::Read(Read::Receipts {
-                            user: owner.clone(),
-                            from: user.meta.read,
-                            to: up,
-                            state: ReceiptState::Read,
-                        }));
-                        user.meta.read = up;
-                        user.meta.acked = user.meta.acked.max(up);
-                        batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
-                    }
-                } else if up > user.meta.acked {
-                    // Messages already read got their (stronger) receipt.
-                    let from = user.meta.acked.max(user.meta.read);
-                    if up > from {
-                        out.push(Output::Read(Read::Receipts {
-                            user: owner.clone(),
-                            from,
-                            to: up,
-                            state: ReceiptState::Delivered,
-                        }));
-                    }
-                    user.meta.acked = up;
-                    batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
-                }
-            }
-            ShardInput::Receipt { msg_id, by, state } => {
-                if user.sessions.is_empty() {
-                    batch.push(WriteOp::Receipt {
-                        user: owner.clone(),
-                        receipt: iris_storage::PendingReceipt { msg_id, by, state },
-                    });
-                } else {
-                    let frame = ServerFrame::Receipt(Receipt { msg_id: msg_id.to_string(), by: by.to_string(), state });
-                    frame_to(&user.sessions, frame, false, &mut out);
-                }
-            }
-            ShardInput::Sync { session, after, limit } => {
-                out.push(Output::Read(Read::Replay {
-                    user: owner.clone(),
-                    session,
-                    after,
-                    limit: limit.clamp(1, iris_protocol::MAX_PAGE_LIMIT),
-                    inbox_head: user.head,
-                    always_synced: true,
-                }));
-            }
-            ShardInput::SetPresence { session: _, status } => {
-                match status {
-                    SetStatus::Invisible => {
-                        if user.meta.invisible_since.is_none() {
-                            user.meta.invisible_since = Some(now);
-                            batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
-                        }
-                    }
-                    SetStatus::Online | SetStatus::Away => {
-                        user.away = status == SetStatus::Away;
-                        if user.meta.invisible_since.take().is_some() {
-                            batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
-                        }
-                    }
-                }
-                presence_changed = true;
-            }
-            ShardInput::Subscribe { viewer, session } => {
-                let view = user.view_for(&owner.user, &viewer);
-                let known = user.subscribers.iter().any(|s| s.viewer == viewer && s.session == session);
-                if !known && user.subscribers.len() >= self.config.max_subscribers {
-                    out.push(reply(
-                        &session,
-                        ServerFrame::error(
-                            ErrorCode::RateLimited,
-                            format!("too many subscribers for {}", owner.user),
-                            None,
-                        ),
-                    ));
-                } else {
-                    if !known {
-                        user.subscribers.push(Subscriber { viewer, session: session.clone(), last: view });
-                    }
-                    out.push(reply(&session, presence_frame(&owner.user, view)));
-                }
-            }
-            ShardInput::Unsubscribe { viewer, session } => {
-                user.subscribers.retain(|s| !(s.viewer == viewer && s.session == session));
-            }
+            ShardInput::Ack { up_to, read } => self.ack(&owner, up_to, read, &mut fx),
+            ShardInput::Receipt { msg_id, by, state } => self.receipt(&owner, msg_id, by, state, &mut fx),
+            ShardInput::Sync { session, after, limit } => self.sync(&owner, session, after, limit, &mut fx),
+            ShardInput::SetPresence { session: _, status } => self.set_presence(now, &owner, status, &mut fx),
+            ShardInput::Subscribe { viewer, session } => self.subscribe(&owner, viewer, session, &mut fx),
+            ShardInput::Unsubscribe { viewer, session } => self.unsubscribe(&owner, viewer, session),
             ShardInput::Contacts { session, upsert, remove } => {
-                match plan_contacts(user, &upsert, &remove, self.config.max_contacts) {
-                    Err(message) => out.push(reply(&session, ServerFrame::error(ErrorCode::Forbidden, message, None))),
-                    Ok(()) => {
-                        for ContactEntry { user: contact, circle } in upsert {
-                            let circle = circle.unwrap_or_else(|| DEFAULT_CIRCLE.to_owned());
-                            // A client frame moves a contact; its channels stay.
-                            let channels = user.contacts.get(&contact).map(|c| c.channels.clone()).unwrap_or_default();
-                            upsert_contact(&owner, user, now, contact, Contact { circle, channels }, &mut batch);
-                        }
-                        for contact in remove {
-                            remove_contact(&owner, user, now, contact, &mut batch);
-                        }
-                        let count = user.contacts.len() as u32;
-                        out.push(reply(&session, ServerFrame::ContactsOk(ContactsOk { count })));
-                        presence_changed = true;
-                    }
-                }
+                self.contacts(now, &owner, session, upsert, remove, &mut fx)
             }
-            ShardInput::ContactsReplace { list, reply: to } => {
-                if list.len() > self.config.max_contacts {
-                    let message = format!("at most {} contacts", self.config.max_contacts);
-                    out.push(service_reply(&to, ServiceReply::Error { code: ErrorCode::Forbidden, message }));
-                } else {
-                    let mut target: BTreeMap<String, Contact> = BTreeMap::new();
-                    for c in list {
-                        let circle = c.circle.unwrap_or_else(|| DEFAULT_CIRCLE.to_owned());
-                        target.insert(c.user, Contact { circle, channels: c.channels });
-                    }
-                    let gone: Vec<String> =
-                        user.contacts.keys().filter(|k| !target.contains_key(*k)).cloned().collect();
-                    let mut upserted = 0;
-                    for (name, contact) in target {
-                        if upsert_contact(&owner, user, now, name, contact, &mut batch) {
-                            upserted += 1;
-                        }
-                    }
-                    let removed = gone.len() as u32;
-                    for name in gone {
-                        remove_contact(&owner, user, now, name, &mut batch);
-                    }
-                    let count = user.contacts.len() as u32;
-                    out.push(service_reply(&to, ServiceReply::ContactsSynced { upserted, removed, count }));
-                    presence_changed = upserted > 0 || removed > 0;
-                }
-            }
-            ShardInput::IdentityVerified { channel, reply: to } => {
-                if !user.identities.contains(&channel) {
-                    let record = serde_json::json!({
-                        "v": GRAPH_EVENT_VERSION, "type": "identity.verified", "tenant": &*owner.tenant,
-                        "user": &*owner.user, "channel": &channel, "ts": now,
-                    });
-                    batch.push(graph_log(&owner, &record));
-                    batch.push(WriteOp::Identity { user: owner.clone(), channel: channel.clone() });
-                    user.identities.push(channel);
-                }
-                out.push(service_reply(&to, ServiceReply::IdentityVerified));
+            ShardInput::ContactsReplace { list, reply } => self.contacts_replace(now, &owner, list, reply, &mut fx),
+            ShardInput::IdentityVerified { channel, reply } => {
+                self.identity_verified(now, &owner, channel, reply, &mut fx)
             }
             ShardInput::CirclePolicy { session, circle, presence, last_seen } => {
-                let current = user.policy(&circle);
-                let policy = CirclePolicy {
-                    presence: presence.unwrap_or(current.presence),
-                    last_seen: last_seen.unwrap_or(current.last_seen),
-                };
-                if policy != current || !user.policies.contains_key(&circle) {
-                    user.policies.insert(circle.clone(), policy);
-                    batch.push(WriteOp::Policy { owner: owner.clone(), circle: circle.clone(), policy });
-                    let record = serde_json::json!({
-                        "v": GRAPH_EVENT_VERSION, "type": "circle.policy_changed", "tenant": &*owner.tenant,
-                        "owner": &*owner.user, "circle": &circle, "presence": policy.presence,
-                        "last_seen": policy.last_seen, "ts": now,
-                    });
-                    batch.push(graph_log(&owner, &record));
-                }
-                out.push(reply(&session, ServerFrame::CirclePolicyOk(iris_protocol::CirclePolicyOk { circle })));
-                presence_changed = true;
+                self.circle_policy(now, &owner, session, circle, presence, last_seen, &mut fx)
             }
-            ShardInput::Typing { from, state } => {
-                let frame = ServerFrame::Typing(TypingFrom { from: from.to_string(), state });
-                frame_to(&user.sessions, frame, true, &mut out);
-            }
+            ShardInput::Typing { from, state } => self.typing(&owner, from, state, &mut fx),
             ShardInput::Ingest { .. } | ShardInput::EdgeAlive { .. } => unreachable!("handled above"),
         }
+        let Effects { mut out, batch, dependent, presence_changed } = fx;
         if presence_changed {
             let user = self.users.get_mut(&owner).expect("loaded above");
             notify_subscribers(&owner.user, user, &mut out);
@@ -879,138 +606,6 @@ impl ShardState {
             self.emit(vec![o], vec![original]);
         }
         self.evict_idle();
-        written
-    }
-
-    /// Takes in a batch of events of one stream: drops duplicates (within
-    /// the batch, in flight, recently committed, or stored), and writes each
-    /// new event, its key and its rollup increment in one batch.
-    fn ingest(
-        &mut self,
-        now: Millis,
-        tenant: &iris_envelope::Tenant,
-        stream: Arc<str>,
-        events: Vec<IngestEvent>,
-        to: &SessionAddr,
-        stored: Vec<bool>,
-    ) -> Option<(Ticket, WriteBatch)> {
-        let mut batch = WriteBatch::default();
-        let (mut accepted, mut duplicates) = (Vec::new(), Vec::new());
-        let mut in_batch: HashSet<EventKey> = HashSet::new();
-        // Duplicates of events still being written stand or fall with them.
-        let mut deps: Vec<Ticket> = Vec::new();
-        let ticket = self.tickets.next();
-        for (i, e) in events.into_iter().enumerate() {
-            let key = EventKey { tenant: tenant.clone(), stream: stream.clone(), key: e.key.clone() };
-            if let Some(t) = self.inflight_events.get(&key) {
-                deps.push(*t);
-            }
-            let seen = stored.get(i).copied().unwrap_or(false)
-                || in_batch.contains(&key)
-                || self.inflight_events.contains_key(&key)
-                || self.recent_events.contains(&key);
-            if seen {
-                duplicates.push(e.index);
-                continue;
-            }
-            accepted.push(e.index);
-            let hour_ms = e.ts.div_euclid(3_600_000) * 3_600_000;
-            // The API validated the payload as JSON; a record is never lost
-            // for want of one.
-            let payload: Box<serde_json::value::RawValue> =
-                serde_json::from_slice(&e.payload).unwrap_or_else(|_| raw_null());
-            let record = serde_json::json!({
-                "v": GRAPH_EVENT_VERSION, "tenant": &**tenant, "stream": &*stream, "type": &*e.event_type,
-                "project": &*e.project, "ts": e.ts, "key": &*e.key, "received": now, "payload": payload,
-            });
-            batch.push(WriteOp::Log {
-                kind: LogKind::Events,
-                tenant: tenant.clone(),
-                record: record.to_string().into_bytes().into(),
-            });
-            batch.push(WriteOp::EventSeen { key: key.clone(), ts: now });
-            let rollup = RollupKey { tenant: tenant.clone(), event_type: e.event_type, project: e.project, hour_ms };
-            batch.push(WriteOp::RollupAdd { key: rollup, by: 1 });
-            in_batch.insert(key);
-        }
-        for key in in_batch {
-            self.inflight_events_order.push_back((ticket, key.clone()));
-            self.inflight_events.insert(key, ticket);
-        }
-        let answer = service_reply(to, ServiceReply::Ingested { accepted, duplicates });
-        deps.sort_unstable();
-        deps.dedup();
-        if batch.is_empty() {
-            self.emit(vec![answer], deps);
-            return None;
-        }
-        let t = self.issue();
-        debug_assert_eq!(t, ticket);
-        deps.push(t);
-        self.emit(vec![answer], deps);
-        Some((t, batch))
-    }
-
-    /// Renews `edge`'s lease. The first time this shard (since it started
-    /// here, or since the edge's lease ran out) hears from an edge, it asks
-    /// the edge to register its sessions and subscriptions here again
-    /// ([`EdgeInput::Resync`]): a shard that moved, or restarted, starts
-    /// knowing no session, and an edge's sessions must not go without
-    /// deliveries until they reconnect.
-    fn heard_from(&mut self, edge: EdgeId, now: Millis, out: &mut Vec<Output>) {
-        if self.leases.insert(edge.clone(), now).is_none() {
-            out.push(Output::Edge(EdgeEnvelope {
-                edge,
-                body: EdgeInput::Resync { region: self.config.region.clone(), shard: self.config.shard },
-            }));
-        }
-    }
-
-    /// Ends the sessions of edges whose lease expired (a crashed edge never
-    /// says goodbye): their users go offline with `last_seen`, and
-    /// subscribers hear of it. Returns the writes, like `handle`.
-    ///
-    /// `caught_up` is the newest instant at which the shard's input held
-    /// nothing unread. A shard further behind than a quarter lease may
-    /// have heartbeats waiting in its input, or dropped at its full queue,
-    /// so it ends no lease until it has run caught up for a whole lease:
-    /// a busy shard never ends a live edge's sessions, and a crashed edge's
-    /// users go offline one lease after the backlog clears.
-    pub fn handle_timeout(&mut self, now: Millis, caught_up: Millis) -> Option<(Ticket, WriteBatch)> {
-        let lease = self.config.edge_lease_ms;
-        if now - caught_up > lease / 4 {
-            self.stalled_at = Some(now);
-        }
-        if self.stalled_at.is_some_and(|at| now - at <= lease) {
-            return None;
-        }
-        let dead: Vec<EdgeId> = self.leases.iter().filter(|(_, t)| now - **t > lease).map(|(e, _)| e.clone()).collect();
-        if dead.is_empty() {
-            return None;
-        }
-        let mut out = Vec::new();
-        let mut batch = WriteBatch::default();
-        for edge in &dead {
-            self.leases.remove(edge);
-        }
-        for (key, user) in self.users.iter_mut() {
-            let before = user.sessions.len();
-            user.sessions.retain(|s| !dead.contains(&s.edge));
-            if before > 0 && user.sessions.is_empty() {
-                user.away = false;
-                user.meta.last_seen = Some(now);
-                batch.push(WriteOp::Meta { user: key.clone(), meta: user.meta.clone() });
-                notify_subscribers(&key.user, user, &mut out);
-            }
-            if user.sessions.len() != before {
-                batch.push(session_write(key, user, &self.config.region));
-            }
-            // Subscriptions held by sessions of a dead edge end too.
-            user.subscribers.retain(|s| !dead.contains(&s.session.edge));
-        }
-        let written = if batch.is_empty() { None } else { Some((self.issue(), batch)) };
-        let own = written.as_ref().map(|(t, _)| *t);
-        self.emit(out, own.into_iter().collect());
         written
     }
 
@@ -1051,92 +646,6 @@ impl ShardState {
                 self.recent_dedup.remove(&k);
             }
         }
-    }
-
-    /// What the shell must ask the store for `read`.
-    pub fn query<'a>(&self, read: &'a Read) -> Query<'a> {
-        match read {
-            Read::Replay { user, after, limit, .. } => {
-                Query::Inbox { user, after: *after, limit: *limit as usize, max_bytes: self.config.page_max_bytes }
-            }
-            Read::Receipts { user, from, to, .. } => Query::Range { user, from: *from, to: *to, limit: RECEIPT_PAGE },
-            Read::FlushReceipts { user, .. } => Query::PendingReceipts { user, limit: PENDING_RECEIPTS_MAX },
-        }
-    }
-
-    /// Takes the store's answer to a [`Read`] and decides what follows: the
-    /// frames of a replay page and its `synced`; receipts to the senders'
-    /// shards and the next page's read; a returning sender's pending
-    /// receipts, and forgetting them through the ticket order like every
-    /// other write.
-    pub fn read_done(&mut self, read: Read, result: ReadResult) -> ReadOutcome {
-        let mut o = ReadOutcome::default();
-        match (read, result) {
-            (Read::Replay { session, after, inbox_head, always_synced, .. }, ReadResult::Inbox(r)) => {
-                let to = std::slice::from_ref(&session);
-                match r {
-                    Ok(page) => {
-                        let last = page.messages.last().map(|m| m.seq).unwrap_or(after);
-                        let more = page.more;
-                        for m in page.messages {
-                            frame_to(to, message_frame(m), false, &mut o.outputs);
-                        }
-                        // A replay nobody asked for ends silently unless the
-                        // client must go on with `sync` (PROTOCOL: synced
-                        // with more).
-                        if always_synced || more {
-                            let synced = ServerFrame::Synced(Synced { inbox_head: inbox_head.max(last), more });
-                            frame_to(to, synced, false, &mut o.outputs);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "replay read failed");
-                        let frame = ServerFrame::error(ErrorCode::Unavailable, "history unavailable; retry sync", None);
-                        frame_to(to, frame, false, &mut o.outputs);
-                    }
-                }
-            }
-            (Read::Receipts { user, to, state, .. }, ReadResult::Range(r)) => match r {
-                Ok(page) => {
-                    let Some(last) = page.last().map(|m| m.seq) else { return o };
-                    for m in page {
-                        o.outputs.push(Output::Shard(ShardEnvelope {
-                            owner: user.peer(&m.from),
-                            body: ShardInput::Receipt { msg_id: m.msg_id, by: user.user.clone(), state },
-                        }));
-                    }
-                    if last < to {
-                        o.outputs.push(Output::Read(Read::Receipts { user, from: last, to, state }));
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "receipt read failed; receipts dropped"),
-            },
-            (Read::FlushReceipts { user, session }, ReadResult::PendingReceipts(r)) => match r {
-                Ok(pending) if !pending.is_empty() => {
-                    let to = std::slice::from_ref(&session);
-                    let mut ids = Vec::with_capacity(pending.len());
-                    for r in pending {
-                        let frame = ServerFrame::Receipt(Receipt {
-                            msg_id: r.msg_id.to_string(),
-                            by: r.by.to_string(),
-                            state: r.state,
-                        });
-                        frame_to(to, frame, false, &mut o.outputs);
-                        ids.push(r.msg_id);
-                    }
-                    let mut batch = WriteBatch::default();
-                    batch.push(WriteOp::ReceiptsDelivered { user, msg_ids: ids });
-                    o.commit = Some((self.issue(), batch));
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "pending receipts unreadable; kept for next time"),
-            },
-            (read, result) => {
-                debug_assert!(false, "{read:?} answered with {result:?}");
-                tracing::error!(?read, "a read answered with the wrong kind of result; dropped");
-            }
-        }
-        o
     }
 
     /// The next output to carry out.

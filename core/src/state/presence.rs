@@ -1,0 +1,95 @@
+//! Presence: a user's status, who subscribed to it and what each viewer
+//! may see (circle policies), and typing.
+
+use super::*;
+
+impl ShardState {
+    /// The user sets online, away or invisible.
+    pub(super) fn set_presence(&mut self, now: Millis, owner: &UserKey, status: SetStatus, fx: &mut Effects) {
+        let user = self.users.get_mut(owner).expect("loaded before handling");
+        match status {
+            SetStatus::Invisible => {
+                if user.meta.invisible_since.is_none() {
+                    user.meta.invisible_since = Some(now);
+                    fx.batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
+                }
+            }
+            SetStatus::Online | SetStatus::Away => {
+                user.away = status == SetStatus::Away;
+                if user.meta.invisible_since.take().is_some() {
+                    fx.batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
+                }
+            }
+        }
+        fx.presence_changed = true;
+    }
+
+    /// `viewer` subscribes to `owner`'s presence (bounded per user).
+    pub(super) fn subscribe(&mut self, owner: &UserKey, viewer: Arc<str>, session: SessionAddr, fx: &mut Effects) {
+        let user = self.users.get_mut(owner).expect("loaded before handling");
+        let view = user.view_for(&owner.user, &viewer);
+        let known = user.subscribers.iter().any(|s| s.viewer == viewer && s.session == session);
+        if !known && user.subscribers.len() >= self.config.max_subscribers {
+            fx.out.push(reply(
+                &session,
+                ServerFrame::error(ErrorCode::RateLimited, format!("too many subscribers for {}", owner.user), None),
+            ));
+        } else {
+            if !known {
+                user.subscribers.push(Subscriber { viewer, session: session.clone(), last: view });
+            }
+            fx.out.push(reply(&session, presence_frame(&owner.user, view)));
+        }
+    }
+
+    /// `viewer` stops following `owner`.
+    pub(super) fn unsubscribe(&mut self, owner: &UserKey, viewer: Arc<str>, session: SessionAddr) {
+        let user = self.users.get_mut(owner).expect("loaded before handling");
+        user.subscribers.retain(|s| !(s.viewer == viewer && s.session == session));
+    }
+
+    /// What a circle of `owner`'s contacts may see.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn circle_policy(
+        &mut self,
+        now: Millis,
+        owner: &UserKey,
+        session: SessionAddr,
+        circle: String,
+        presence: Option<bool>,
+        last_seen: Option<bool>,
+        fx: &mut Effects,
+    ) {
+        let user = self.users.get_mut(owner).expect("loaded before handling");
+        let current = user.policy(&circle);
+        let policy = CirclePolicy {
+            presence: presence.unwrap_or(current.presence),
+            last_seen: last_seen.unwrap_or(current.last_seen),
+        };
+        if policy != current || !user.policies.contains_key(&circle) {
+            user.policies.insert(circle.clone(), policy);
+            fx.batch.push(WriteOp::Policy { owner: owner.clone(), circle: circle.clone(), policy });
+            let record = serde_json::json!({
+                "v": GRAPH_EVENT_VERSION, "type": "circle.policy_changed", "tenant": &*owner.tenant,
+                "owner": &*owner.user, "circle": &circle, "presence": policy.presence,
+                "last_seen": policy.last_seen, "ts": now,
+            });
+            fx.batch.push(graph_log(owner, &record));
+        }
+        fx.out.push(reply(&session, ServerFrame::CirclePolicyOk(iris_protocol::CirclePolicyOk { circle })));
+        fx.presence_changed = true;
+    }
+
+    /// `from` is typing to `owner` (dropped rather than queued).
+    pub(super) fn typing(
+        &mut self,
+        owner: &UserKey,
+        from: Arc<str>,
+        state: iris_protocol::TypingState,
+        fx: &mut Effects,
+    ) {
+        let user = self.users.get_mut(owner).expect("loaded before handling");
+        let frame = ServerFrame::Typing(TypingFrom { from: from.to_string(), state });
+        frame_to(&user.sessions, frame, true, &mut fx.out);
+    }
+}
