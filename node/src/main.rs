@@ -362,6 +362,8 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
     }
     let data_dir = cfg.data_dir();
     check_layout(&data_dir, cfg.core.shards)?;
+    // The one clock every component reads the time from (ADR 0019).
+    let clock = iris_clock::system();
     let health = Arc::new(metrics_http::Health::default());
     let metrics_addr = match cfg.listen.metrics {
         Some(addr) => {
@@ -444,6 +446,7 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
             audience: cfg.auth.audience.clone(),
             leeway_secs: cfg.auth.leeway_secs,
         },
+        clock.clone(),
     )?);
     let (cert_file, key_file) = match (&cfg.tls.cert_file, &cfg.tls.key_file) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
