@@ -3,6 +3,7 @@
 //! partitions, and this node's edge topics read into its edge queues.
 
 use anyhow::Context as _;
+use iris_clock::SharedClock;
 use iris_config::{Cluster, Config, Role};
 use iris_core::{ShardHost, ShardsConfig};
 use iris_envelope::{EdgeId, ShardEnvelope, ShardId};
@@ -21,6 +22,8 @@ use tokio::sync::mpsc;
 pub type Started = (Router, Option<Arc<ShardHost>>, HashMap<EdgeId, EdgeReceiver>);
 
 /// Joins the cluster: topics, the bus, edge queues, and (core role) shards.
+/// `clock` and `shard_seed` are the node's, for [`ShardHost::new`].
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     cfg: &Config,
     cluster: &Cluster,
@@ -28,6 +31,8 @@ pub async fn start(
     ring: Arc<Ring>,
     store: Arc<dyn Store>,
     edges: &[EdgeId],
+    clock: &SharedClock,
+    shard_seed: u64,
 ) -> anyhow::Result<Started> {
     let topics = Topics::for_region(&cfg.region);
     let mut wanted: Vec<(String, usize)> = vec![(topics.shard.clone(), cfg.core.shards as usize)];
@@ -59,7 +64,7 @@ pub async fn start(
     }
 
     let shards = if cfg.roles.contains(&Role::Core) {
-        let host = Arc::new(ShardHost::new(shards_cfg, store, router.clone(), rand::random()));
+        let host = Arc::new(ShardHost::new(shards_cfg, store, router.clone(), clock.clone(), shard_seed));
         let group = cluster.core_group.clone().unwrap_or_else(|| format!("iris.{}.core", cfg.region));
         let (members, ownership) =
             ShardGroup::join(&cluster.kafka, &group, &topics.shard, cluster.fetch_wait_ms, cluster.session_timeout_ms)?;

@@ -7,6 +7,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use iris_auth::apikeys::{ApiKeys, api_key_dir, create_api_key, revoke_api_key};
 use iris_auth::{KeyStore, Signer, VerifierConfig, load_or_create_dev_key, load_secret};
+use iris_clock::Seed;
 use iris_config::Config;
 use iris_core::{ShardsConfig, start_shards};
 use iris_edge::tls::{CertStore, QuicSettings, ensure_dev_cert, https_config, quic_server_config, wss_acceptor};
@@ -341,6 +342,9 @@ fn init_tracing() {
     }
 }
 
+/// The label of the shards' seed under the node's (`Seed::derive`).
+const SHARD_SEED: &str = "core.shards";
+
 fn run_node(cfg: Config) -> anyhow::Result<()> {
     // One crypto provider for the whole process: aws-lc-rs.
     if rustls::crypto::aws_lc_rs::default_provider().install_default().is_err() {
@@ -362,8 +366,17 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
     }
     let data_dir = cfg.data_dir();
     check_layout(&data_dir, cfg.core.shards)?;
-    // The one clock every component reads the time from (ADR 0019).
+    // The one clock every component reads the time from, and the one seed
+    // every random choice derives from (ADR 0019). A drawn seed has 63 bits
+    // so that it can be written back into a config (TOML integers are i64).
     let clock = iris_clock::system();
+    let root = Seed::new(cfg.seed.unwrap_or_else(|| rand::random::<u64>() >> 1));
+    if cfg.seed.is_some() {
+        tracing::warn!(seed = %root, "root seed fixed by the config: for reproducing a run, not for production");
+    }
+    tracing::debug!(seed = %root, "root seed");
+    // Nodes started from one config file with one seed still differ.
+    let seed = root.child(&cfg.node_id);
     let health = Arc::new(metrics_http::Health::default());
     let metrics_addr = match cfg.listen.metrics {
         Some(addr) => {
@@ -421,11 +434,19 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
             let (bus, shard_rxs, edge_rxs) =
                 InProcessBus::new(cfg.core.shards, &[edge_id.clone(), http_edge.clone()], cfg.core.bus_queue);
             let router = Router::new(ring, Arc::new(bus));
-            let shards = start_shards(&shards_cfg, shard_rxs, store.clone(), router.clone(), rand::random());
+            let shards = start_shards(
+                &shards_cfg,
+                shard_rxs,
+                store.clone(),
+                router.clone(),
+                clock.clone(),
+                seed.derive(SHARD_SEED),
+            );
             (router, Some(Arc::new(shards)), edge_rxs)
         }
         Some(cluster) => {
-            cluster::start(&cfg, cluster, &shards_cfg, ring, store.clone(), &[edge_id.clone(), http_edge.clone()])
+            let edges = [edge_id.clone(), http_edge.clone()];
+            cluster::start(&cfg, cluster, &shards_cfg, ring, store.clone(), &edges, &clock, seed.derive(SHARD_SEED))
                 .await?
         }
     };
