@@ -50,7 +50,7 @@ pub async fn start(
         KafkaBus::new(&cluster.kafka, topics.clone(), cluster.linger_ms).context("connecting the Kafka producer")?;
     let mut router = Router::new(ring, Arc::new(bus));
     if let Some(f) = &cfg.federation {
-        router = federate(cfg, cluster, f, &topics, router).await?;
+        router = federate(cfg, cluster, f, &topics, router, clock).await?;
     }
 
     let mut edge_rxs = HashMap::new();
@@ -85,6 +85,7 @@ async fn federate(
     f: &iris_config::Federation,
     topics: &Topics,
     router: Router,
+    clock: &SharedClock,
 ) -> anyhow::Result<Router> {
     let homes = Arc::new(HomeDirectory::new(&cfg.region, &f.regions));
     let group = format!("iris.{}.homes.{}", cfg.region, cfg.node_id);
@@ -92,7 +93,7 @@ async fn federate(
         .await
         .context("loading the home assignments")?;
     let link = Arc::new(OutboundLink::new(&cluster.kafka, topics).context("connecting the outbound producer")?);
-    let federation = Arc::new(Federation::new(homes, link, f.max_presence_batch));
+    let federation = Arc::new(Federation::new(homes, link, f.max_presence_batch, clock.clone()));
     let router = router.with_federation(federation.clone());
     let every = Duration::from_millis(f.presence_interval_ms);
     tokio::spawn(async move {

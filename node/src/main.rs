@@ -159,7 +159,8 @@ async fn home(cfg: &Config, action: &HomeAction) -> anyhow::Result<()> {
             }
         }
         let link = Arc::new(iris_kafka::OutboundLink::new(&cluster.kafka, &topics)?);
-        let federation = iris_router::Federation::new(homes.clone(), link, 1);
+        // A command, not a node: the assignment is stamped by the system clock.
+        let federation = iris_router::Federation::new(homes.clone(), link, 1, iris_clock::system());
         federation.set_home(key.clone(), region.map(Arc::from)).await.context("recording the assignment")?;
     }
     let (region, explicit) = homes.home_of(&key);
