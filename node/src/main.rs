@@ -531,6 +531,8 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
             failed_auth_per_minute: cfg.auth.failed_auth_per_minute,
             tenant_sends: (l.tenant_sends_per_second, l.tenant_send_burst),
             lease_heartbeat: Duration::from_millis(cfg.core.edge_lease_ms / 3),
+            clock: clock.clone(),
+            seed: seed.derive("edge.sessions"),
         },
         Listeners { ws, wss, quic },
         keys.clone(),
