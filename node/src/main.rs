@@ -561,10 +561,11 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         ApiKeys::new(api_key_dir(&data_dir)),
         router,
         store.clone(),
+        clock.clone(),
     );
     let demo_on = dev_key.is_some();
     let front = Arc::new(match dev_key {
-        Some(key) => front.with_demo(DemoConfig::with_dev_key(&key, edge.ws_addr.map(|a| a.port()))),
+        Some(key) => front.with_demo(DemoConfig::with_dev_key(&key, edge.ws_addr.map(|a| a.port()), clock.clone())),
         None => front,
     });
     let http_listener =
