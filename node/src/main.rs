@@ -404,6 +404,7 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
                 max_batch_ops: cfg.storage.max_batch_ops,
                 queue_batches: cfg.storage.queue_batches,
                 dedup_retention_ms: cfg.storage.dedup_retention_hours as i64 * 3_600_000,
+                clock: clock.clone(),
             })
             .with_context(|| format!("opening storage in {}", data_dir.display()))?,
         ),
