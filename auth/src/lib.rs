@@ -7,18 +7,23 @@
 //! `exp` is required, `nbf`, `iss` and `aud` are checked with a leeway;
 //! `sub` and `tenant` must be usable names. [`KeyStore::reload`] swaps in a
 //! re-read JWKS (key rotation by `kid`) without a restart.
+//!
+//! Time comes from the [`Clock`](iris_clock::Clock) a verifier or signer
+//! is given, never from the system directly: `exp` and `nbf` are checked
+//! here against it (the JWT library would read the wall clock itself), so
+//! that tests and the simulator can expire tokens by moving a `ManualClock`.
 
 pub mod apikeys;
 pub mod budget;
 
 use base64::Engine;
+use iris_clock::SharedClock;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Why a token or key was refused. Clients only ever see `unauthorized`.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +109,8 @@ pub fn valid_name(s: &str) -> bool {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    leeway_secs: u64,
+    clock: SharedClock,
 }
 
 /// Settings of a verifier.
@@ -118,22 +125,53 @@ pub struct VerifierConfig {
 }
 
 impl Verifier {
-    /// An HS256 verifier.
-    pub fn hs256(secret: &[u8], cfg: &VerifierConfig) -> Self {
-        Self { key: DecodingKey::from_secret(secret), validation: validation(Algorithm::HS256, cfg) }
+    /// An HS256 verifier judging `exp` and `nbf` by `clock`.
+    pub fn hs256(secret: &[u8], cfg: &VerifierConfig, clock: SharedClock) -> Self {
+        Self {
+            key: DecodingKey::from_secret(secret),
+            validation: validation(Algorithm::HS256, cfg),
+            leeway_secs: cfg.leeway_secs,
+            clock,
+        }
     }
 
     /// Checks a token and returns who it names.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?;
-        let c = data.claims;
-        if !valid_name(&c.sub) {
+        let c = jsonwebtoken::decode::<Verified>(token, &self.key, &self.validation)?.claims;
+        c.check(self.clock.now_secs(), self.leeway_secs)
+    }
+}
+
+/// The claims a verifier reads, `nbf` included (checked here, not by the
+/// JWT library, which would read the wall clock).
+#[derive(Deserialize)]
+struct Verified {
+    sub: String,
+    tenant: String,
+    exp: u64,
+    #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+impl Verified {
+    /// Checks the times against `now` (as the JWT library would, with the
+    /// same leeway both ways) and the names.
+    fn check(self, now: u64, leeway: u64) -> Result<Identity, AuthError> {
+        if self.exp < now.saturating_sub(leeway) {
+            return Err(AuthError::Invalid(jsonwebtoken::errors::ErrorKind::ExpiredSignature.into()));
+        }
+        if self.nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+            return Err(AuthError::Invalid(jsonwebtoken::errors::ErrorKind::ImmatureSignature.into()));
+        }
+        if !valid_name(&self.sub) {
             return Err(AuthError::MissingClaim("sub"));
         }
-        if !valid_name(&c.tenant) {
+        if !valid_name(&self.tenant) {
             return Err(AuthError::MissingClaim("tenant"));
         }
-        Ok(Identity { tenant: c.tenant, user: c.sub, scopes: scopes(c.scope.as_deref()) })
+        Ok(Identity { tenant: self.tenant, user: self.sub, scopes: scopes(self.scope.as_deref()) })
     }
 }
 
@@ -153,6 +191,7 @@ pub struct KeyStore {
     jwks: Option<PathBuf>,
     hs256: Option<Vec<u8>>,
     cfg: VerifierConfig,
+    clock: SharedClock,
 }
 
 fn jwks_err(path: &Path, problem: impl std::fmt::Display) -> AuthError {
@@ -188,10 +227,16 @@ fn load_jwks(path: &Path) -> Result<HashMap<String, Key>, AuthError> {
 
 impl KeyStore {
     /// Accepts tokens signed with an HS256 secret (tokens without `kid`)
-    /// and, when a JWKS file is named, with its keys (by `kid`).
-    pub fn new(hs256: Option<Vec<u8>>, jwks: Option<PathBuf>, cfg: VerifierConfig) -> Result<Self, AuthError> {
-        let store =
-            Self { keys: RwLock::new(Arc::new(Keys { by_kid: HashMap::new(), default: None })), jwks, hs256, cfg };
+    /// and, when a JWKS file is named, with its keys (by `kid`); judges
+    /// `exp` and `nbf` by `clock`.
+    pub fn new(
+        hs256: Option<Vec<u8>>,
+        jwks: Option<PathBuf>,
+        cfg: VerifierConfig,
+        clock: SharedClock,
+    ) -> Result<Self, AuthError> {
+        let keys = RwLock::new(Arc::new(Keys { by_kid: HashMap::new(), default: None }));
+        let store = Self { keys, jwks, hs256, cfg, clock };
         store.reload()?;
         Ok(store)
     }
@@ -220,21 +265,18 @@ impl KeyStore {
             return Err(AuthError::AlgorithmMismatch);
         }
         let validation = validation(key.alg, &self.cfg);
-        let c = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)?.claims;
-        if !valid_name(&c.sub) {
-            return Err(AuthError::MissingClaim("sub"));
-        }
-        if !valid_name(&c.tenant) {
-            return Err(AuthError::MissingClaim("tenant"));
-        }
-        Ok(Identity { tenant: c.tenant, user: c.sub, scopes: scopes(c.scope.as_deref()) })
+        let c = jsonwebtoken::decode::<Verified>(token, &key.key, &validation)?.claims;
+        c.check(self.clock.now_secs(), self.cfg.leeway_secs)
     }
 }
 
 fn validation(alg: Algorithm, cfg: &VerifierConfig) -> Validation {
     let mut validation = Validation::new(alg);
+    // `exp` and `nbf` are checked against the injected clock
+    // (`Verified::check`); the library would read the system's.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
     validation.leeway = cfg.leeway_secs;
-    validation.validate_nbf = true;
     // A configured issuer or audience must be present, not merely
     // correct when present.
     let mut required = vec!["exp", "sub"];
@@ -259,35 +301,49 @@ fn scopes(scope: Option<&str>) -> Vec<String> {
     scope.map(|s| s.split_whitespace().map(str::to_owned).collect()).unwrap_or_default()
 }
 
-/// Signs tokens (the `iris token` command and tests).
+/// Signs tokens (the `iris token` command, the dev-mode demo and tests).
+/// Its `iat` and `exp` come from the system clock unless it is given
+/// another ([`Signer::with_clock`]).
 pub struct Signer {
     key: EncodingKey,
     header: Header,
+    clock: SharedClock,
 }
 
 impl Signer {
     /// An HS256 signer (tokens without `kid`).
     pub fn hs256(secret: &[u8]) -> Self {
-        Self { key: EncodingKey::from_secret(secret), header: Header::new(Algorithm::HS256) }
+        Self {
+            key: EncodingKey::from_secret(secret),
+            header: Header::new(Algorithm::HS256),
+            clock: iris_clock::system(),
+        }
     }
 
     /// An EdDSA (Ed25519) signer from a PKCS#8 DER key, naming `kid`.
     pub fn ed25519(pkcs8_der: &[u8], kid: &str) -> Self {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(kid.into());
-        Self { key: EncodingKey::from_ed_der(pkcs8_der), header }
+        Self { key: EncodingKey::from_ed_der(pkcs8_der), header, clock: iris_clock::system() }
     }
 
     /// An RS256 signer from a PEM key, naming `kid`.
     pub fn rs256_pem(pem: &[u8], kid: &str) -> Result<Self, AuthError> {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(kid.into());
-        Ok(Self { key: EncodingKey::from_rsa_pem(pem)?, header })
+        Ok(Self { key: EncodingKey::from_rsa_pem(pem)?, header, clock: iris_clock::system() })
+    }
+
+    /// The same signer, reading the time from `clock` (a node's demo
+    /// endpoint signs by the node's clock).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// A token for `user` in `tenant`, valid for `ttl_secs`.
     pub fn token(&self, tenant: &str, user: &str, ttl_secs: u64) -> Result<String, AuthError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = self.clock.now_secs();
         let claims =
             Claims { sub: user.into(), tenant: tenant.into(), exp: now + ttl_secs, iat: Some(now), scope: None };
         self.sign(&claims)
@@ -295,7 +351,7 @@ impl Signer {
 
     /// A service token for `tenant` (scope `service`), valid for `ttl_secs`.
     pub fn service_token(&self, tenant: &str, name: &str, ttl_secs: u64) -> Result<String, AuthError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = self.clock.now_secs();
         let scope = Some(SERVICE_SCOPE.to_owned());
         let claims = Claims { sub: name.into(), tenant: tenant.into(), exp: now + ttl_secs, iat: Some(now), scope };
         self.sign(&claims)
@@ -367,9 +423,36 @@ pub fn load_or_create_dev_key(data_dir: &Path) -> Result<Vec<u8>, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iris_clock::{Clock, ManualClock};
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     fn verifier(secret: &[u8]) -> Verifier {
-        Verifier::hs256(secret, &VerifierConfig { leeway_secs: 0, ..Default::default() })
+        Verifier::hs256(secret, &VerifierConfig { leeway_secs: 0, ..Default::default() }, iris_clock::system())
+    }
+
+    #[test]
+    fn expiry_and_not_before_follow_the_given_clock() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let clock = Arc::new(ManualClock::new(1_000_000_000_000));
+        let signer = Signer::hs256(key).with_clock(clock.clone());
+        let verifier = Verifier::hs256(key, &VerifierConfig { leeway_secs: 5, ..Default::default() }, clock.clone());
+        let t = signer.token("acme", "alice", 60).unwrap();
+        assert!(verifier.verify(&t).is_ok());
+        clock.advance_ms(65_000);
+        assert!(verifier.verify(&t).is_ok(), "expired, but within leeway");
+        clock.advance_ms(1_000);
+        let refused = verifier.verify(&t);
+        assert!(
+            matches!(&refused, Err(AuthError::Invalid(e)) if *e.kind() == jsonwebtoken::errors::ErrorKind::ExpiredSignature),
+            "{refused:?}"
+        );
+        // Not before: refused until the clock reaches it (less the leeway).
+        let now = clock.now_secs();
+        let early =
+            signer.sign(&serde_json::json!({"sub": "a", "tenant": "t", "exp": now + 600, "nbf": now + 100})).unwrap();
+        assert!(verifier.verify(&early).is_err());
+        clock.advance_ms(95_000);
+        assert!(verifier.verify(&early).is_ok());
     }
 
     #[test]
@@ -430,6 +513,7 @@ mod tests {
 mod keystore_tests {
     use super::*;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use std::time::{SystemTime, UNIX_EPOCH};
 
     struct Ed {
         der: Vec<u8>,
@@ -462,7 +546,7 @@ mod keystore_tests {
             serde_json::from_str(include_str!("../tests/fixtures/rs256-test-jwks.json")).unwrap();
         write_jwks(&jwks, &[&ed.jwk, &rsa["keys"][0]]);
         let secret = b"0123456789abcdef0123456789abcdef".to_vec();
-        let store = KeyStore::new(Some(secret.clone()), Some(jwks), cfg()).unwrap();
+        let store = KeyStore::new(Some(secret.clone()), Some(jwks), cfg(), iris_clock::system()).unwrap();
         let t = Signer::ed25519(&ed.der, "ed-1").token("acme", "alice", 60).unwrap();
         assert_eq!(store.verify(&t).unwrap().user, "alice");
         let pem = include_bytes!("../tests/fixtures/rs256-test-key.pem");
@@ -478,7 +562,7 @@ mod keystore_tests {
         let jwks = dir.path().join("jwks.json");
         let ed = ed25519("ed-1");
         write_jwks(&jwks, &[&ed.jwk]);
-        let store = KeyStore::new(None, Some(jwks), cfg()).unwrap();
+        let store = KeyStore::new(None, Some(jwks), cfg(), iris_clock::system()).unwrap();
         let other = ed25519("ed-1");
         let forged = Signer::ed25519(&other.der, "ed-1").token("acme", "alice", 60).unwrap();
         assert!(store.verify(&forged).is_err(), "signed by another key with the same kid");
@@ -500,7 +584,7 @@ mod keystore_tests {
         let jwks = dir.path().join("jwks.json");
         let (k1, k2) = (ed25519("k1"), ed25519("k2"));
         write_jwks(&jwks, &[&k1.jwk]);
-        let store = KeyStore::new(None, Some(jwks.clone()), cfg()).unwrap();
+        let store = KeyStore::new(None, Some(jwks.clone()), cfg(), iris_clock::system()).unwrap();
         let t1 = Signer::ed25519(&k1.der, "k1").token("acme", "a", 60).unwrap();
         let t2 = Signer::ed25519(&k2.der, "k2").token("acme", "a", 60).unwrap();
         assert!(store.verify(&t1).is_ok());
@@ -515,6 +599,19 @@ mod keystore_tests {
     }
 
     #[test]
+    fn the_store_expires_tokens_by_its_clock() {
+        let secret = b"0123456789abcdef0123456789abcdef".to_vec();
+        let clock = Arc::new(iris_clock::ManualClock::new(2_000_000_000_000));
+        let store = KeyStore::new(Some(secret.clone()), None, cfg(), clock.clone()).unwrap();
+        let t = Signer::hs256(&secret).with_clock(clock.clone()).token("acme", "a", 60).unwrap();
+        assert!(store.verify(&t).is_ok());
+        clock.advance_ms(60_000 + 5_000);
+        assert!(store.verify(&t).is_ok(), "at exp plus the leeway");
+        clock.advance_ms(1_000);
+        assert!(store.verify(&t).is_err(), "past it");
+    }
+
+    #[test]
     fn iss_aud_nbf_are_checked_with_leeway() {
         let secret = b"0123456789abcdef0123456789abcdef".to_vec();
         let cfg = VerifierConfig {
@@ -522,7 +619,7 @@ mod keystore_tests {
             audience: Some("iris".into()),
             leeway_secs: 5,
         };
-        let store = KeyStore::new(Some(secret.clone()), None, cfg).unwrap();
+        let store = KeyStore::new(Some(secret.clone()), None, cfg, iris_clock::system()).unwrap();
         let signer = Signer::hs256(&secret);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         let claims = |iss: &str, aud: &str, nbf: u64| serde_json::json!({"sub": "a", "tenant": "t", "exp": now + 60, "iss": iss, "aud": aud, "nbf": nbf});

@@ -89,6 +89,13 @@ pub struct Config {
     /// Federation with other regions (needs `[cluster]`).
     #[serde(default)]
     pub federation: Option<Federation>,
+    /// The root seed every random choice of the node derives from (ADR
+    /// 0019). Unset, as production wants it, it is drawn afresh at every
+    /// start and logged at debug level; set it only to reproduce a run: a
+    /// fixed seed makes every start pick the same session ids and
+    /// message-id seeds.
+    #[serde(default)]
+    pub seed: Option<u64>,
 }
 
 /// The federation this region belongs to: users are homed to regions, and
@@ -1014,6 +1021,12 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_seed_is_drawn_unless_configured() {
+        assert_eq!(Config::from_toml("").unwrap().seed, None);
+        assert_eq!(Config::from_toml("seed = 9223372036854775807\n").unwrap().seed, Some(i64::MAX as u64));
+    }
 
     #[test]
     fn empty_config_is_the_single_node_default() {

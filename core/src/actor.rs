@@ -15,6 +15,10 @@
 //! clock alone: a shard that is behind on its input has not yet read the
 //! heartbeats waiting in it, so it expires no lease until it has caught up.
 //!
+//! The time handed to the state comes from the [`SharedClock`] the host was
+//! given, never from the system directly (ADR 0019); `Instant`s here only
+//! time commits for a metric.
+//!
 //! Commits run as spawned futures (many in flight, sharing fsyncs in the
 //! store's group commit); outputs that need I/O (publishing when a queue is
 //! full, the reads of replays and receipts) run under `ctx.wait`, which
@@ -26,12 +30,13 @@
 use crate::commits::CommitQueue;
 use crate::state::{Found, Output, Query, ReadResult, ShardConfig, ShardState, Ticket};
 use actix::prelude::*;
+use iris_clock::{Clock, SharedClock};
 use iris_envelope::{EdgeEnvelope, ShardEnvelope, ShardId, UserKey};
 use iris_protocol::ErrorCode;
 use iris_router::{PublishError, Router, ShardReceiver};
 use iris_storage::{Store, StoreError, UserRecord, WriteBatch, WriteOp};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Settings for all shards of a node.
@@ -57,10 +62,6 @@ pub struct ShardsConfig {
     pub edge_lease_ms: u64,
     /// The region (recorded with where users are connected).
     pub region: String,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 #[derive(Message)]
@@ -89,6 +90,8 @@ struct ShardActor {
     held: std::collections::VecDeque<(u64, OwnedSemaphorePermit)>,
     /// When the pump last saw the input empty.
     clock: Arc<InputClock>,
+    /// Where the time handed to the state comes from.
+    time: SharedClock,
     /// Writes waiting for a commit, merged while earlier ones run.
     commits: CommitQueue,
 }
@@ -110,11 +113,11 @@ pub struct InputClock {
 }
 
 impl InputClock {
-    fn mark(&self, rx_empty: bool, idle: bool) {
+    fn mark(&self, rx_empty: bool, idle: bool, time: &dyn Clock) {
         use std::sync::atomic::Ordering;
         let upstream = self.held_upstream.load(Ordering::Acquire);
         if rx_empty && !upstream {
-            self.caught_up_ms.store(now_ms(), Ordering::Release);
+            self.caught_up_ms.store(time.now_ms(), Ordering::Release);
         }
         self.idle.store(idle && !upstream, Ordering::Release);
     }
@@ -166,7 +169,7 @@ impl Actor for ShardActor {
         self.running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let every = Duration::from_millis((self.lease_check_ms).max(50));
         self.lease_timer = Some(ctx.run_interval(every, |act, ctx| {
-            let now = now_ms();
+            let now = act.time.now_ms();
             if let Some((ticket, batch)) = act.state.handle_timeout(now, act.clock.caught_up(now)) {
                 act.commit(ticket, batch, ctx);
             }
@@ -227,7 +230,7 @@ impl ShardActor {
         };
         match loaded.and(found) {
             Ok(found) => {
-                if let Some((ticket, batch)) = self.state.handle(now_ms(), msg.env, found) {
+                if let Some((ticket, batch)) = self.state.handle(self.time.now_ms(), msg.env, found) {
                     self.commit(ticket, batch, ctx);
                 }
             }
@@ -442,6 +445,7 @@ pub struct ShardHost {
     cfg: ShardsConfig,
     store: Arc<dyn Store>,
     router: Router,
+    clock: SharedClock,
     id_seed: u32,
     detached: Arc<Semaphore>,
     running: Arc<std::sync::atomic::AtomicUsize>,
@@ -449,14 +453,19 @@ pub struct ShardHost {
 
 impl ShardHost {
     /// Shard threads with no shard yet. Must run inside an actix `System`.
-    pub fn new(cfg: &ShardsConfig, store: Arc<dyn Store>, router: Router, id_seed: u32) -> Self {
+    /// The shards read the time from `clock`; `seed` (drawn afresh at every
+    /// start, or derived from the node's root seed) goes into the message
+    /// ids they make, which keeps them apart from an earlier run's.
+    pub fn new(cfg: &ShardsConfig, store: Arc<dyn Store>, router: Router, clock: SharedClock, seed: u64) -> Self {
         Self {
             arbiters: std::sync::Mutex::new((0..cfg.threads.max(1)).map(|_| Arbiter::new()).collect()),
             permits: std::sync::Mutex::new(std::collections::HashMap::new()),
             cfg: cfg.clone(),
             store,
             router,
-            id_seed,
+            clock,
+            // The state takes 30 bits of it (`ShardConfig::id_seed`).
+            id_seed: (seed ^ (seed >> 32)) as u32,
             detached: Arc::new(Semaphore::new(DETACHED_PUBLISHES)),
             running: Arc::default(),
         }
@@ -497,6 +506,7 @@ impl ShardHost {
         let running = self.running.clone();
         let clock = Arc::new(InputClock::default());
         let pump_clock = clock.clone();
+        let (time, pump_time) = (self.clock.clone(), self.clock.clone());
         let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| ShardActor {
             state,
             store,
@@ -508,11 +518,12 @@ impl ShardHost {
             running,
             held: std::collections::VecDeque::new(),
             clock,
+            time,
             commits: CommitQueue::new(COMMITS_IN_FLIGHT, MAX_COMMIT_OPS),
         });
         let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
         self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(shard, sem.clone());
-        if !arbiter.spawn(pump(rx, addr, sem, shard, pump_clock.clone())) {
+        if !arbiter.spawn(pump(rx, addr, sem, shard, pump_clock.clone(), pump_time)) {
             tracing::error!(shard = shard.0, "arbiter is gone; shard not started");
         }
         pump_clock
@@ -567,13 +578,14 @@ async fn pump(
     permits: Arc<Semaphore>,
     shard: ShardId,
     clock: Arc<InputClock>,
+    time: SharedClock,
 ) {
     let depth = metrics::gauge!("iris_shard_mailbox_depth", "shard" => shard.0.to_string());
     loop {
         let empty = rx.is_empty();
-        clock.mark(empty, empty);
+        clock.mark(empty, empty, &*time);
         let Some(env) = rx.recv().await else { break };
-        clock.mark(rx.is_empty(), false);
+        clock.mark(rx.is_empty(), false, &*time);
         depth.set(rx.len() as f64);
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
         if addr.send(Deliver { env, permit }).await.is_err() {
@@ -587,15 +599,17 @@ async fn pump(
 }
 
 /// Starts one actor per shard on `threads` arbiters, each fed from its
-/// partition receiver. Must run inside an actix `System`.
+/// partition receiver. Must run inside an actix `System`. `clock` and
+/// `seed` are as for [`ShardHost::new`].
 pub fn start_shards(
     cfg: &ShardsConfig,
     receivers: Vec<ShardReceiver>,
     store: Arc<dyn Store>,
     router: Router,
-    id_seed: u32,
+    clock: SharedClock,
+    seed: u64,
 ) -> ShardHost {
-    let host = ShardHost::new(cfg, store, router, id_seed);
+    let host = ShardHost::new(cfg, store, router, clock, seed);
     for (i, rx) in receivers.into_iter().enumerate() {
         host.start(ShardId(i as u32), rx, None);
     }
@@ -639,7 +653,7 @@ mod tests {
                 edge_lease_ms: 200,
                 region: "test".into(),
             };
-            let host = ShardHost::new(&cfg, store, router, 1);
+            let host = ShardHost::new(&cfg, store, router, iris_clock::system(), 1);
             let (tx, rx) = tokio::sync::mpsc::channel(16);
             host.start(ShardId(0), rx, None);
             assert!(runs(&host, 1).await, "the shard actor started");

@@ -14,6 +14,7 @@ pub mod ws;
 mod wsproto;
 
 use iris_auth::KeyStore;
+use iris_clock::SharedClock;
 use iris_envelope::{EdgeId, EdgeInput};
 use iris_protocol::ServerFrame;
 use iris_router::{EdgeReceiver, Router};
@@ -42,6 +43,12 @@ pub struct EdgeConfig {
     pub tenant_sends: (u32, u32),
     /// How often this edge renews its lease on every shard.
     pub lease_heartbeat: Duration,
+    /// Where sessions read the time from (ADR 0019).
+    pub clock: SharedClock,
+    /// Where session ids start: drawn afresh at every start (or derived
+    /// from the node's root seed), so that ids from an earlier run are not
+    /// mistaken for live ones.
+    pub seed: u64,
 }
 
 /// The listeners an edge serves on (already bound).
@@ -174,9 +181,7 @@ pub fn start_edge(
     let quic_addr = listeners.quic.as_ref().map(quinn::Endpoint::local_addr).transpose()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
     let presence = Arc::new(LocalPresence::new());
-    // Session ids start at a random point so that ids from an earlier run
-    // are never mistaken for live ones.
-    let start = rand_start();
+    let start = session_id_start(cfg.seed);
     let ctx = Arc::new(session::EdgeContext {
         edge: cfg.edge,
         session_cfg: Arc::new(cfg.session),
@@ -190,6 +195,7 @@ pub fn start_edge(
         next_session: AtomicU64::new(start),
         live: AtomicUsize::new(0),
         shutdown: shutdown_rx,
+        clock: cfg.clock,
     });
     tokio::spawn(dispatch(edge_rx, presence));
     tokio::spawn(heartbeat(ctx.edge.clone(), ctx.router.clone(), cfg_heartbeat, ctx.shutdown.clone()));
@@ -206,9 +212,8 @@ pub fn start_edge(
     Ok(EdgeHandle { ws_addr, wss_addr, quic_addr, ctx, shutdown, quic })
 }
 
-fn rand_start() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
-    h.finish() >> 16
+/// The first session id, from the edge's seed (a value already mixed by
+/// `Seed::derive`): 48 bits, leaving room to count up without wrapping.
+fn session_id_start(seed: u64) -> u64 {
+    seed >> 16
 }

@@ -10,13 +10,14 @@ use crate::guard::AuthGuard;
 use crate::presence::{LocalPresence, QueueReceiver, SessionEvent};
 use crate::state::{CloseReason, SessionConfig, SessionOutput, SessionState};
 use iris_auth::KeyStore;
+use iris_clock::SharedClock;
 use iris_envelope::{EdgeId, SessionAddr, SessionId};
 use iris_protocol::{Encoding, ServerFrame};
 use iris_router::{PublishError, Router};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Frames written to the transport before one flush.
@@ -25,10 +26,6 @@ const WRITE_BATCH: usize = 64;
 /// A client that does not take a write within this time is gone: its
 /// session closes (and the shard marks it offline) instead of hanging.
 pub(crate) const WRITE_DEADLINE: Duration = Duration::from_secs(10);
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 /// What every session of an edge shares.
 pub struct EdgeContext {
@@ -53,9 +50,15 @@ pub struct EdgeContext {
     pub(crate) next_session: AtomicU64,
     pub(crate) live: AtomicUsize,
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// Where the time handed to every session's state comes from.
+    pub clock: SharedClock,
 }
 
 impl EdgeContext {
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     pub(crate) fn next_id(&self) -> SessionId {
         SessionId(self.next_session.fetch_add(1, Ordering::Relaxed))
     }
@@ -126,7 +129,7 @@ pub(crate) fn spawn_session<T: Transport + 'static>(
 ) {
     let id = ctx.next_id();
     let addr = SessionAddr { edge: ctx.edge.clone(), session: id };
-    let state = SessionState::new(ctx.session_cfg.clone(), addr, now_ms());
+    let state = SessionState::new(ctx.session_cfg.clone(), addr, ctx.now_ms());
     let rx = Some(ctx.presence.register(id, ctx.queue_frames));
     let mut session = Session { t: transport, state, rx, ctx, id, peer, accepted: false };
     tokio::spawn(async move {
@@ -176,7 +179,7 @@ impl<T: Transport> Session<T> {
             if self.state.is_closed() {
                 return;
             }
-            let wait = (self.state.poll_timeout() - now_ms()).clamp(0, 3_600_000) as u64;
+            let wait = (self.state.poll_timeout() - self.ctx.now_ms()).clamp(0, 3_600_000) as u64;
             let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
             let reading = self.state.wants_input();
             tokio::select! {
@@ -198,14 +201,14 @@ impl<T: Transport> Session<T> {
                             None => {}
                         }
                     }
-                    Some(SessionEvent::Welcome(head)) => self.state.welcomed(now_ms(), head),
+                    Some(SessionEvent::Welcome(head)) => self.state.welcomed(self.ctx.now_ms(), head),
                     Some(SessionEvent::Resync(region, shard)) => self.resync(&region, shard),
                     None if *self.ctx.shutdown.borrow() => self.state.close_now(CloseReason::Shutdown),
                     None => self.state.close_now(CloseReason::Overloaded),
                 },
                 inbound = self.t.next(), if reading => self.on_inbound(inbound),
                 _ = tokio::time::sleep_until(deadline) => {
-                    let now = now_ms();
+                    let now = self.ctx.now_ms();
                     // QUIC keep-alives are proof of life too ("any frame counts").
                     if self.t.alive() {
                         self.state.touch(now);
@@ -217,7 +220,7 @@ impl<T: Transport> Session<T> {
     }
 
     fn on_inbound(&mut self, inbound: Inbound) {
-        let now = now_ms();
+        let now = self.ctx.now_ms();
         match inbound {
             Inbound::Frame(bytes, kind) => {
                 let ty = self.state.handle_frame(now, &bytes, kind);
@@ -269,7 +272,7 @@ impl<T: Transport> Session<T> {
                     }
                 }
                 Ok(SessionEvent::Welcome(head)) => {
-                    self.state.welcomed(now_ms(), head);
+                    self.state.welcomed(self.ctx.now_ms(), head);
                     break;
                 }
                 Ok(SessionEvent::Resync(region, shard)) => {
@@ -305,7 +308,7 @@ impl<T: Transport> Session<T> {
                         iris_envelope::ShardInput::Send { client_id, .. } => Some(client_id.clone()),
                         _ => None,
                     };
-                    if id.is_some() && self.ctx.tenant_sends.take(&env.owner.tenant, 1, now_ms()).is_err() {
+                    if id.is_some() && self.ctx.tenant_sends.take(&env.owner.tenant, 1, self.ctx.now_ms()).is_err() {
                         metrics::counter!("iris_tenant_rate_limited_total").increment(1);
                         let m = format!("tenant over {} sends per second", self.ctx.tenant_sends.per_second());
                         let frame =
@@ -330,7 +333,7 @@ impl<T: Transport> Session<T> {
                     }
                 }
                 SessionOutput::Verify(token) => {
-                    let now = now_ms();
+                    let now = self.ctx.now_ms();
                     let result = if !self.ctx.guard.allowed(self.peer, now) {
                         metrics::counter!("iris_auth_throttled_total").increment(1);
                         Err(())

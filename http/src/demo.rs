@@ -11,6 +11,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use iris_auth::{Signer, valid_name};
+use iris_clock::SharedClock;
 use serde_json::json;
 
 /// The page, built by `clients/js/scripts/build-demo.mjs` and committed,
@@ -32,10 +33,10 @@ pub struct DemoConfig {
 }
 
 impl DemoConfig {
-    /// A demo signing with the node's development key (`DATA_DIR/auth/dev-hs256.key`),
-    /// whose page connects to the WebSocket listener on `ws_port`.
-    pub fn with_dev_key(dev_key: &[u8], ws_port: Option<u16>) -> Self {
-        Self { signer: Signer::hs256(dev_key), ws_port }
+    /// A demo signing with the node's development key (`DATA_DIR/auth/dev-hs256.key`)
+    /// by the node's clock, whose page connects to the WebSocket listener on `ws_port`.
+    pub fn with_dev_key(dev_key: &[u8], ws_port: Option<u16>, clock: SharedClock) -> Self {
+        Self { signer: Signer::hs256(dev_key).with_clock(clock), ws_port }
     }
 }
 

@@ -5,6 +5,9 @@
 //! acts as an edge whose "sessions" are pending requests. It publishes an
 //! envelope carrying its own address, the owner's shard does the work and
 //! answers there once the work is durable.
+//!
+//! The time (API-key cache ages, tenant budgets, event ages, analytics
+//! ranges) comes from the clock the front end is given (ADR 0019).
 
 pub mod demo;
 pub mod validate;
@@ -15,6 +18,7 @@ use dashmap::DashMap;
 use iris_auth::apikeys::{ApiKeys, KEY_PREFIX};
 use iris_auth::budget::TenantBudget;
 use iris_auth::{KeyStore, SERVICE_SCOPE, valid_name};
+use iris_clock::SharedClock;
 use iris_envelope::{
     EdgeId, EdgeInput, Millis, ServiceReply, SessionAddr, SessionId, ShardEnvelope, ShardInput, Tenant, UserKey,
     stream_owner,
@@ -27,13 +31,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::oneshot;
 pub use validate::IngestLimits;
-
-fn now_ms() -> Millis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
@@ -72,6 +72,7 @@ pub struct HttpFront {
     pending: DashMap<u64, oneshot::Sender<Answer>>,
     next_request: AtomicU64,
     budget: TenantBudget,
+    clock: SharedClock,
     /// The chat demo at `/demo`, only with the development key.
     demo: Option<web::Data<demo::DemoConfig>>,
 }
@@ -113,7 +114,8 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
 }
 
 impl HttpFront {
-    /// A front end publishing through `router` and answered on `edge`.
+    /// A front end publishing through `router` and answered on `edge`,
+    /// reading the time from `clock`.
     pub fn new(
         cfg: HttpConfig,
         edge: EdgeId,
@@ -121,6 +123,7 @@ impl HttpFront {
         api_keys: ApiKeys,
         router: Router,
         store: Arc<dyn Store>,
+        clock: SharedClock,
     ) -> Self {
         let budget = TenantBudget::new(cfg.tenant_events_per_second, cfg.tenant_event_burst);
         Self {
@@ -133,6 +136,7 @@ impl HttpFront {
             pending: DashMap::new(),
             next_request: AtomicU64::new(1),
             budget,
+            clock,
             demo: None,
         }
     }
@@ -142,6 +146,10 @@ impl HttpFront {
     pub fn with_demo(mut self, demo: demo::DemoConfig) -> Self {
         self.demo = Some(web::Data::new(demo));
         self
+    }
+
+    fn now_ms(&self) -> Millis {
+        self.clock.now_ms()
     }
 
     /// The tenant of a service token; user tokens are refused.
@@ -159,7 +167,7 @@ impl HttpFront {
         let header = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
         let key = header.or_else(|| bearer(req).filter(|b| b.starts_with(KEY_PREFIX)));
         let key = key.ok_or_else(|| Failure::new(StatusCode::UNAUTHORIZED, "an API key is required"))?;
-        match self.api_keys.tenant_of(key, now_ms()) {
+        match self.api_keys.tenant_of(key, self.now_ms()) {
             Some(t) => Ok(t.into()),
             None => Err(Failure::new(StatusCode::UNAUTHORIZED, "invalid API key")),
         }
@@ -359,7 +367,7 @@ async fn post_events(front: web::Data<HttpFront>, req: HttpRequest, body: web::B
         if batch.events.is_empty() || batch.events.len() > limits.max_batch {
             return Err(Failure::new(StatusCode::BAD_REQUEST, format!("a batch has 1-{} events", limits.max_batch)));
         }
-        let now = now_ms();
+        let now = front.now_ms();
         front.take_events(&tenant, batch.events.len(), now)?;
         let mut errors = Vec::new();
         let mut by_stream: BTreeMap<Arc<str>, Vec<iris_envelope::IngestEvent>> = BTreeMap::new();
@@ -432,7 +440,7 @@ async fn get_analytics(front: web::Data<HttpFront>, req: HttpRequest, q: web::Qu
             Ok(t) => t,
             Err(_) => front.service(&req)?,
         };
-        let now = now_ms();
+        let now = front.now_ms();
         let to = q.to.unwrap_or(now.saturating_add(3_600_000));
         let from = q.from.unwrap_or(to.saturating_sub(24 * 3_600_000));
         if from >= to || to.saturating_sub(from) > MAX_ANALYTICS_RANGE_MS {

@@ -315,15 +315,12 @@ impl ReplayFilter {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 /// The inbound relay: consumes this region's topic on the global layer and
 /// hands each envelope to the regional bus (shards, edges), applies home
 /// assignments, and renews foreign edges' leases. Copies of envelopes
 /// already handed on are dropped; an envelope for a user whose home moved
 /// is sent on once more (at most [`iris_router::MAX_HOPS`] crossings).
+/// Transit times are measured by the federation's clock, which stamped them.
 pub async fn relay_in(cfg: RelayConfig, router: Router) -> Result<(), KafkaBusError> {
     ensure_global(&cfg).await;
     let federation = router.federation().cloned().expect("relay_in needs a federated router");
@@ -369,7 +366,7 @@ pub async fn relay_in(cfg: RelayConfig, router: Router) -> Result<(), KafkaBusEr
         let kind = env.body.kind();
         metrics::counter!("iris_federation_relayed_total", "direction" => "in", "kind" => kind).increment(1);
         metrics::histogram!("iris_federation_transit_seconds", "kind" => kind)
-            .record((now_ms() - env.queued_at).max(0) as f64 / 1_000.0);
+            .record((federation.clock().now_ms() - env.queued_at).max(0) as f64 / 1_000.0);
         deliver(&router, &federation, &link, env).await;
     }
 }

@@ -343,13 +343,13 @@ impl Bus for KafkaBus {
 
 /// Records how long a message took from its producer to this consumer
 /// (its create time, set by the producing node's clock: across machines
-/// this includes their clock difference).
+/// this includes their clock difference). Deliberately the system clock,
+/// not an injected one: librdkafka stamps the create time with it, and the
+/// figure is a metric that decides nothing.
 fn record_hop(m: &impl Message, hop: &'static str) {
+    use iris_clock::Clock;
     if let Some(created) = m.timestamp().to_millis() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(created);
+        let now = iris_clock::SystemClock.now_ms();
         metrics::histogram!("iris_bus_hop_seconds", "hop" => hop).record((now - created).max(0) as f64 / 1_000.0);
     }
 }

@@ -3,6 +3,7 @@
 //! partitions, and this node's edge topics read into its edge queues.
 
 use anyhow::Context as _;
+use iris_clock::SharedClock;
 use iris_config::{Cluster, Config, Role};
 use iris_core::{ShardHost, ShardsConfig};
 use iris_envelope::EdgeId;
@@ -21,6 +22,8 @@ use tokio::sync::mpsc;
 pub type Started = (Router, Option<Arc<ShardHost>>, HashMap<EdgeId, EdgeReceiver>);
 
 /// Joins the cluster: topics, the bus, edge queues, and (core role) shards.
+/// `clock` and `shard_seed` are the node's, for [`ShardHost::new`].
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     cfg: &Config,
     cluster: &Cluster,
@@ -28,6 +31,8 @@ pub async fn start(
     ring: Arc<Ring>,
     store: Arc<dyn Store>,
     edges: &[EdgeId],
+    clock: &SharedClock,
+    shard_seed: u64,
 ) -> anyhow::Result<Started> {
     let topics = Topics::for_region(&cfg.region);
     let mut wanted: Vec<(String, usize)> = vec![(topics.shard.clone(), cfg.core.shards as usize)];
@@ -45,7 +50,7 @@ pub async fn start(
         KafkaBus::new(&cluster.kafka, topics.clone(), cluster.linger_ms).context("connecting the Kafka producer")?;
     let mut router = Router::new(ring, Arc::new(bus));
     if let Some(f) = &cfg.federation {
-        router = federate(cfg, cluster, f, &topics, router).await?;
+        router = federate(cfg, cluster, f, &topics, router, clock).await?;
     }
 
     let mut edge_rxs = HashMap::new();
@@ -59,7 +64,7 @@ pub async fn start(
     }
 
     let shards = if cfg.roles.contains(&Role::Core) {
-        let host = Arc::new(ShardHost::new(shards_cfg, store, router.clone(), rand::random()));
+        let host = Arc::new(ShardHost::new(shards_cfg, store, router.clone(), clock.clone(), shard_seed));
         let group = cluster.core_group.clone().unwrap_or_else(|| format!("iris.{}.core", cfg.region));
         let source = KafkaSource::join(
             &cluster.kafka,
@@ -87,6 +92,7 @@ async fn federate(
     f: &iris_config::Federation,
     topics: &Topics,
     router: Router,
+    clock: &SharedClock,
 ) -> anyhow::Result<Router> {
     let homes = Arc::new(HomeDirectory::new(&cfg.region, &f.regions));
     let group = format!("iris.{}.homes.{}", cfg.region, cfg.node_id);
@@ -94,7 +100,7 @@ async fn federate(
         .await
         .context("loading the home assignments")?;
     let link = Arc::new(OutboundLink::new(&cluster.kafka, topics).context("connecting the outbound producer")?);
-    let federation = Arc::new(Federation::new(homes, link, f.max_presence_batch));
+    let federation = Arc::new(Federation::new(homes, link, f.max_presence_batch, clock.clone()));
     let router = router.with_federation(federation.clone());
     let every = Duration::from_millis(f.presence_interval_ms);
     tokio::spawn(async move {

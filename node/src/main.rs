@@ -7,6 +7,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use iris_auth::apikeys::{ApiKeys, api_key_dir, create_api_key, revoke_api_key};
 use iris_auth::{KeyStore, Signer, VerifierConfig, load_or_create_dev_key, load_secret};
+use iris_clock::Seed;
 use iris_config::Config;
 use iris_core::{ShardsConfig, start_shards};
 use iris_edge::tls::{CertStore, QuicSettings, ensure_dev_cert, https_config, quic_server_config, wss_acceptor};
@@ -158,7 +159,8 @@ async fn home(cfg: &Config, action: &HomeAction) -> anyhow::Result<()> {
             }
         }
         let link = Arc::new(iris_kafka::OutboundLink::new(&cluster.kafka, &topics)?);
-        let federation = iris_router::Federation::new(homes.clone(), link, 1);
+        // A command, not a node: the assignment is stamped by the system clock.
+        let federation = iris_router::Federation::new(homes.clone(), link, 1, iris_clock::system());
         federation.set_home(key.clone(), region.map(Arc::from)).await.context("recording the assignment")?;
     }
     let (region, explicit) = homes.home_of(&key);
@@ -341,6 +343,9 @@ fn init_tracing() {
     }
 }
 
+/// The label of the shards' seed under the node's (`Seed::derive`).
+const SHARD_SEED: &str = "core.shards";
+
 fn run_node(cfg: Config) -> anyhow::Result<()> {
     // One crypto provider for the whole process: aws-lc-rs.
     if rustls::crypto::aws_lc_rs::default_provider().install_default().is_err() {
@@ -362,6 +367,17 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
     }
     let data_dir = cfg.data_dir();
     check_layout(&data_dir, cfg.core.shards)?;
+    // The one clock every component reads the time from, and the one seed
+    // every random choice derives from (ADR 0019). A drawn seed has 63 bits
+    // so that it can be written back into a config (TOML integers are i64).
+    let clock = iris_clock::system();
+    let root = Seed::new(cfg.seed.unwrap_or_else(|| rand::random::<u64>() >> 1));
+    if cfg.seed.is_some() {
+        tracing::warn!(seed = %root, "root seed fixed by the config: for reproducing a run, not for production");
+    }
+    tracing::debug!(seed = %root, "root seed");
+    // Nodes started from one config file with one seed still differ.
+    let seed = root.child(&cfg.node_id);
     let health = Arc::new(metrics_http::Health::default());
     let metrics_addr = match cfg.listen.metrics {
         Some(addr) => {
@@ -388,6 +404,7 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
                 max_batch_ops: cfg.storage.max_batch_ops,
                 queue_batches: cfg.storage.queue_batches,
                 dedup_retention_ms: cfg.storage.dedup_retention_hours as i64 * 3_600_000,
+                clock: clock.clone(),
             })
             .with_context(|| format!("opening storage in {}", data_dir.display()))?,
         ),
@@ -419,11 +436,19 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
             let (bus, shard_rxs, edge_rxs) =
                 InProcessBus::new(cfg.core.shards, &[edge_id.clone(), http_edge.clone()], cfg.core.bus_queue);
             let router = Router::new(ring, Arc::new(bus));
-            let shards = start_shards(&shards_cfg, shard_rxs, store.clone(), router.clone(), rand::random());
+            let shards = start_shards(
+                &shards_cfg,
+                shard_rxs,
+                store.clone(),
+                router.clone(),
+                clock.clone(),
+                seed.derive(SHARD_SEED),
+            );
             (router, Some(Arc::new(shards)), edge_rxs)
         }
         Some(cluster) => {
-            cluster::start(&cfg, cluster, &shards_cfg, ring, store.clone(), &[edge_id.clone(), http_edge.clone()])
+            let edges = [edge_id.clone(), http_edge.clone()];
+            cluster::start(&cfg, cluster, &shards_cfg, ring, store.clone(), &edges, &clock, seed.derive(SHARD_SEED))
                 .await?
         }
     };
@@ -444,6 +469,7 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
             audience: cfg.auth.audience.clone(),
             leeway_secs: cfg.auth.leeway_secs,
         },
+        clock.clone(),
     )?);
     let (cert_file, key_file) = match (&cfg.tls.cert_file, &cfg.tls.key_file) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
@@ -506,6 +532,8 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
             failed_auth_per_minute: cfg.auth.failed_auth_per_minute,
             tenant_sends: (l.tenant_sends_per_second, l.tenant_send_burst),
             lease_heartbeat: Duration::from_millis(cfg.core.edge_lease_ms / 3),
+            clock: clock.clone(),
+            seed: seed.derive("edge.sessions"),
         },
         Listeners { ws, wss, quic },
         keys.clone(),
@@ -534,10 +562,11 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         ApiKeys::new(api_key_dir(&data_dir)),
         router,
         store.clone(),
+        clock.clone(),
     );
     let demo_on = dev_key.is_some();
     let front = Arc::new(match dev_key {
-        Some(key) => front.with_demo(DemoConfig::with_dev_key(&key, edge.ws_addr.map(|a| a.port()))),
+        Some(key) => front.with_demo(DemoConfig::with_dev_key(&key, edge.ws_addr.map(|a| a.port()), clock.clone())),
         None => front,
     });
     let http_listener =

@@ -3,12 +3,14 @@
 //! instead of the regional bus. Nothing here calls another region: the
 //! queue is local (a regional Kafka topic), and the relay moves it on.
 //!
-//! See docs/adr/0012-federation.md.
+//! See docs/adr/0012-federation.md. The times it stamps (`queued_at`,
+//! `set_at`) come from the clock it is given (ADR 0019).
 
 use crate::bus::{BusError, PublishError};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use hashring::HashRing;
+use iris_clock::SharedClock;
 use iris_envelope::{
     EdgeEnvelope, EdgeId, EdgeInput, GlobalBody, GlobalEnvelope, HomeAssignment, Millis, SessionId, ShardEnvelope,
     UserKey,
@@ -195,16 +197,19 @@ pub struct Federation {
     homes: Arc<HomeDirectory>,
     link: Arc<dyn FederationLink>,
     presence: Mutex<PresenceBatch>,
-}
-
-fn now_ms() -> Millis {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
+    clock: SharedClock,
 }
 
 impl Federation {
-    /// A federation view; `max_presence` bounds the held-back updates.
-    pub fn new(homes: Arc<HomeDirectory>, link: Arc<dyn FederationLink>, max_presence: usize) -> Self {
-        Self { homes, link, presence: Mutex::new(PresenceBatch::new(max_presence)) }
+    /// A federation view; `max_presence` bounds the held-back updates;
+    /// envelopes and assignments are stamped by `clock`.
+    pub fn new(
+        homes: Arc<HomeDirectory>,
+        link: Arc<dyn FederationLink>,
+        max_presence: usize,
+        clock: SharedClock,
+    ) -> Self {
+        Self { homes, link, presence: Mutex::new(PresenceBatch::new(max_presence)), clock }
     }
 
     /// The home directory.
@@ -212,8 +217,18 @@ impl Federation {
         &self.homes
     }
 
+    /// The clock envelopes are stamped by (the relay measures their
+    /// transit by it too).
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    fn now_ms(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
     fn wrap(&self, dest: Arc<str>, body: GlobalBody) -> GlobalEnvelope {
-        GlobalEnvelope { origin: self.homes.local.clone(), dest, hops: 0, relay: None, queued_at: now_ms(), body }
+        GlobalEnvelope { origin: self.homes.local.clone(), dest, hops: 0, relay: None, queued_at: self.now_ms(), body }
     }
 
     /// The region a shard envelope must go to, when it is not this one.
@@ -301,7 +316,7 @@ impl Federation {
     /// Sets (or with `None` clears) a user's explicit home: recorded in this
     /// region at once and queued durably for every other region.
     pub async fn set_home(&self, user: UserKey, region: Option<Arc<str>>) -> Result<HomeAssignment, BusError> {
-        let a = HomeAssignment { user, region, set_at: now_ms() };
+        let a = HomeAssignment { user, region, set_at: self.now_ms() };
         // Other regions first: the assignment is keyed by the user, so it
         // travels ahead of every envelope for the user that this region
         // routes by it afterwards. (Recorded here first, a node of this
@@ -414,5 +429,39 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert!(out.contains(&presence("e@us", "bob", PresenceStatus::Offline)), "the newest of bob's");
         assert!(b.is_empty());
+    }
+
+    /// Keeps what it is sent.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<GlobalEnvelope>>, Mutex<Vec<HomeAssignment>>);
+
+    #[async_trait]
+    impl FederationLink for Recorder {
+        fn try_send(&self, env: GlobalEnvelope) -> Result<(), PublishError<GlobalEnvelope>> {
+            self.0.lock().unwrap().push(env);
+            Ok(())
+        }
+        async fn send(&self, env: GlobalEnvelope) -> Result<(), BusError> {
+            self.0.lock().unwrap().push(env);
+            Ok(())
+        }
+        async fn record_home(&self, a: &HomeAssignment) -> Result<(), BusError> {
+            self.1.lock().unwrap().push(a.clone());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn envelopes_and_assignments_are_stamped_by_the_given_clock() {
+        let clock = Arc::new(iris_clock::ManualClock::new(5_000));
+        let link = Arc::new(Recorder::default());
+        let f = Federation::new(Arc::new(HomeDirectory::new("eu", &regions())), link.clone(), 16, clock.clone());
+        assert_eq!(f.edge_alive(&EdgeId::qualified("e", "eu")), 0);
+        clock.advance_ms(1_000);
+        let a = f.set_home(UserKey::new("acme", "bob"), Some("us".into())).await.unwrap();
+        assert_eq!(a.set_at, 6_000);
+        assert_eq!(link.1.lock().unwrap().as_slice(), &[a]);
+        let stamps: Vec<Millis> = link.0.lock().unwrap().iter().map(|e| e.queued_at).collect();
+        assert_eq!(stamps, [5_000, 5_000, 6_000, 6_000], "two leases, then the assignment for us and ap");
     }
 }

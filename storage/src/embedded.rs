@@ -6,14 +6,19 @@
 //! (`PersistMode::SyncData`) and only then answers every waiting caller. While
 //! one sync runs, the next group gathers, so sends share fsyncs under load
 //! with no added delay when idle.
+//!
+//! Dedup records expire by the clock in [`EmbeddedConfig`], the one the
+//! shards stamp them by (ADR 0019); `Instant`s here only pace the sweep and
+//! time commits for metrics.
 
 use crate::keys::*;
 use crate::*;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use iris_clock::SharedClock;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Settings of the embedded store.
@@ -27,16 +32,19 @@ pub struct EmbeddedConfig {
     pub queue_batches: usize,
     /// How long dedup records are kept.
     pub dedup_retention_ms: i64,
+    /// What dedup records' expiry is judged by: the clock that stamps them.
+    pub clock: SharedClock,
 }
 
 impl EmbeddedConfig {
-    /// Defaults for a data directory.
+    /// Defaults for a data directory, on the system clock.
     pub fn new(path: impl AsRef<Path>) -> Self {
         Self {
             path: path.as_ref().to_path_buf(),
             max_batch_ops: 8_192,
             queue_batches: 4_096,
             dedup_retention_ms: 8 * 24 * 3_600_000,
+            clock: iris_clock::system(),
         }
     }
 }
@@ -78,10 +86,6 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 
 fn dedup_key(k: &DedupKey) -> Vec<u8> {
     child_key(&k.sender, &k.client_id)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 impl EmbeddedStore {
@@ -398,7 +402,7 @@ fn committer(
         // Expired dedup records go in bounded steps between commits; while a
         // step finds a full load, the next commit cycle takes another.
         if last_sweep.elapsed() >= SWEEP_EVERY {
-            match sweep_dedup(&s, now_ms(), SWEEP_STEP) {
+            match sweep_dedup(&s, cfg.clock.now_ms(), SWEEP_STEP) {
                 Ok(n) if n == SWEEP_STEP => tracing::debug!(removed = n, "expired dedup records; more to go"),
                 Ok(n) => {
                     last_sweep = Instant::now();
