@@ -70,25 +70,13 @@ async fn handle(incoming: quinn::Incoming, ctx: Arc<EdgeContext>, live: LiveGuar
     let (send, recv) = match tokio::time::timeout(hello_timeout, conn.accept_bi()).await {
         Ok(Ok(streams)) => streams,
         _ => {
-            conn.close(close_code(CloseReason::Unauthorized), b"no session stream");
+            conn.close(CloseReason::Unauthorized.code().into(), b"no session stream");
             return;
         }
     };
     let reader = FrameAssembler::new(ctx.max_frame_bytes);
     let seen_datagrams = conn.stats().udp_rx.datagrams;
     spawn_session(QuicTransport { conn, send, recv, reader, seen_datagrams }, ctx, peer, live);
-}
-
-fn close_code(reason: CloseReason) -> quinn::VarInt {
-    let code: u32 = match reason {
-        CloseReason::ClientGone => 1000,
-        CloseReason::Timeout | CloseReason::Shutdown => 1001,
-        CloseReason::Garbage => 1002,
-        CloseReason::Unauthorized | CloseReason::Refused => 1008,
-        CloseReason::TooLarge => 1009,
-        CloseReason::Overloaded | CloseReason::Unavailable => 1013,
-    };
-    code.into()
 }
 
 /// Reads length-prefixed frames. Cancel-safe: the partial frame lives in
@@ -146,6 +134,6 @@ impl Transport for QuicTransport {
         if self.send.finish().is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(1), self.send.stopped()).await;
         }
-        self.conn.close(close_code(reason), reason.as_str().as_bytes());
+        self.conn.close(reason.code().into(), reason.as_str().as_bytes());
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::guard::AuthGuard;
 use crate::presence::{LocalPresence, QueueReceiver, SessionEvent};
-use crate::state::{CloseReason, SessionConfig, SessionOutput, SessionState};
+use crate::state::{AuthRefusal, CloseReason, RouteRefusal, SessionConfig, SessionOutput, SessionState};
 use iris_auth::KeyStore;
 use iris_clock::SharedClock;
 use iris_envelope::{EdgeId, SessionAddr, SessionId};
@@ -186,25 +186,13 @@ impl<T: Transport> Session<T> {
                 biased;
                 event = recv(&mut self.rx) => match event {
                     Some(SessionEvent::Frame(frame)) => {
-                        // An error before welcome means the shard could not
-                        // open the session: say so and close.
-                        let refused = match &*frame {
-                            ServerFrame::Error(e) if !self.state.is_open() => Some(e.code),
-                            _ => None,
-                        };
                         if !Box::pin(self.write_frames(frame)).await {
                             return;
-                        }
-                        match refused {
-                            Some(iris_protocol::ErrorCode::RateLimited) => self.state.close_now(CloseReason::Refused),
-                            Some(_) => self.state.close_now(CloseReason::Unavailable),
-                            None => {}
                         }
                     }
                     Some(SessionEvent::Welcome(head)) => self.state.welcomed(self.ctx.now_ms(), head),
                     Some(SessionEvent::Resync(region, shard)) => self.resync(&region, shard),
-                    None if *self.ctx.shutdown.borrow() => self.state.close_now(CloseReason::Shutdown),
-                    None => self.state.close_now(CloseReason::Overloaded),
+                    None => self.state.queue_closed(*self.ctx.shutdown.borrow()),
                 },
                 inbound = self.t.next(), if reading => self.on_inbound(inbound),
                 _ = tokio::time::sleep_until(deadline) => {
@@ -247,11 +235,17 @@ impl<T: Transport> Session<T> {
     }
 
     async fn feed(&mut self, frame: &ServerFrame) -> bool {
-        if let ServerFrame::Message(m) = frame {
-            self.state.sent_message(m.seq);
-        }
         let (bytes, encoding) = self.encode(frame);
         matches!(tokio::time::timeout(WRITE_DEADLINE, self.t.feed(bytes, encoding)).await, Ok(true))
+    }
+
+    /// Writes a frame that came from the shards, and tells the state.
+    async fn feed_from_shard(&mut self, frame: &ServerFrame) -> bool {
+        if !self.feed(frame).await {
+            return false;
+        }
+        self.state.wrote_from_shard(frame);
+        true
     }
 
     async fn flush(&mut self) -> bool {
@@ -260,14 +254,14 @@ impl<T: Transport> Session<T> {
 
     /// Writes one queued frame and whatever else is queued (bounded), then flushes.
     async fn write_frames(&mut self, first: Arc<ServerFrame>) -> bool {
-        if !self.feed(&first).await {
+        if !self.feed_from_shard(&first).await {
             return false;
         }
         for _ in 0..WRITE_BATCH {
             let Some(rx) = self.rx.as_mut() else { break };
             match rx.try_recv() {
                 Ok(SessionEvent::Frame(f)) => {
-                    if !self.feed(&f).await {
+                    if !self.feed_from_shard(&f).await {
                         return false;
                     }
                 }
@@ -296,65 +290,41 @@ impl<T: Transport> Session<T> {
                     }
                     wrote = true;
                 }
-                SessionOutput::Route { env, ephemeral: true } => match self.ctx.router.try_to_shard(env) {
+                SessionOutput::Route { env, ephemeral: true, .. } => match self.ctx.router.try_to_shard(env) {
                     Ok(()) => {}
                     Err(PublishError::Full(_) | PublishError::Closed(_)) => {
                         metrics::counter!("iris_ephemeral_dropped_total").increment(1);
                     }
                 },
-                SessionOutput::Route { env, ephemeral: false } => {
-                    let id = match &env.body {
-                        // An Arc clone; a String only on the error paths.
-                        iris_envelope::ShardInput::Send { client_id, .. } => Some(client_id.clone()),
-                        _ => None,
-                    };
-                    if id.is_some() && self.ctx.tenant_sends.take(&env.owner.tenant, 1, self.ctx.now_ms()).is_err() {
+                SessionOutput::Route { env, ephemeral: false, charged } => {
+                    if charged && self.ctx.tenant_sends.take(&env.owner.tenant, 1, self.ctx.now_ms()).is_err() {
                         metrics::counter!("iris_tenant_rate_limited_total").increment(1);
-                        let m = format!("tenant over {} sends per second", self.ctx.tenant_sends.per_second());
-                        let frame =
-                            ServerFrame::error(iris_protocol::ErrorCode::RateLimited, m, id.map(|c| c.to_string()));
-                        if !self.feed(&frame).await {
-                            return false;
-                        }
-                        wrote = true;
+                        let per_second = self.ctx.tenant_sends.per_second();
+                        self.state.route_refused(&env, RouteRefusal::TenantBudget { per_second });
                         continue;
                     }
-                    if let Err(e) = self.ctx.router.to_shard(env).await {
+                    if let Err(e) = self.ctx.router.to_shard(env.clone()).await {
                         tracing::warn!(error = %e, "route failed");
-                        let frame = ServerFrame::error(
-                            iris_protocol::ErrorCode::Unavailable,
-                            "node is shutting down",
-                            id.map(|c| c.to_string()),
-                        );
-                        if !self.feed(&frame).await {
-                            return false;
-                        }
-                        wrote = true;
+                        self.state.route_refused(&env, RouteRefusal::Unavailable);
                     }
                 }
                 SessionOutput::Verify(token) => {
                     let now = self.ctx.now_ms();
                     let result = if !self.ctx.guard.allowed(self.peer, now) {
                         metrics::counter!("iris_auth_throttled_total").increment(1);
-                        Err(())
+                        Err(AuthRefusal::Throttled)
                     } else {
-                        let verified = self.ctx.keys.verify(&token).map_err(|e| e.to_string()).and_then(|id| {
-                            // Service tokens call the service API; they never
-                            // open a user's session.
-                            if id.has_scope(iris_auth::SERVICE_SCOPE) {
-                                Err("service tokens cannot open sessions".to_owned())
-                            } else {
-                                Ok(id)
-                            }
-                        });
-                        verified.map_err(|reason| {
+                        self.ctx.keys.verify(&token).map_err(|e| {
                             // Never log the token; the reason stays server-side.
-                            tracing::debug!(%reason, "token refused");
-                            self.ctx.guard.failed(self.peer, now);
-                            metrics::counter!("iris_auth_failures_total").increment(1);
+                            tracing::debug!(reason = %e, "token refused");
+                            AuthRefusal::Invalid
                         })
                     };
                     self.state.authenticated(result);
+                }
+                SessionOutput::AuthFailed => {
+                    self.ctx.guard.failed(self.peer, self.ctx.now_ms());
+                    metrics::counter!("iris_auth_failures_total").increment(1);
                 }
                 SessionOutput::Register(_) => {
                     // In the map since the session started; now it counts.

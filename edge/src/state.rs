@@ -65,6 +65,19 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// The close code every transport sends (WebSocket close frames and QUIC
+    /// application close codes use the same numbers; docs/protocol.md).
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::ClientGone => 1000,
+            CloseReason::Timeout | CloseReason::Shutdown => 1001,
+            CloseReason::Garbage => 1002,
+            CloseReason::Unauthorized | CloseReason::Refused => 1008,
+            CloseReason::TooLarge => 1009,
+            CloseReason::Overloaded | CloseReason::Unavailable => 1013,
+        }
+    }
+
     /// A short reason for close frames and logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -81,20 +94,50 @@ impl CloseReason {
     }
 }
 
+/// Why a token did not open a session, as the shell found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthRefusal {
+    /// The token did not verify (signature, expiry, claims).
+    Invalid,
+    /// Too many failures from this address lately: not even checked.
+    Throttled,
+}
+
+/// Why the shell could not route a [`SessionOutput::Route`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteRefusal {
+    /// The tenant is over its sends per second on this edge.
+    TenantBudget {
+        /// The budget.
+        per_second: u32,
+    },
+    /// The bus refused it (the node is shutting down).
+    Unavailable,
+}
+
 /// Something the transport carries out.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionOutput {
     /// Write a frame.
     Send(ServerFrame),
-    /// Route an envelope to a shard. `ephemeral` ones may be dropped under load.
+    /// Route an envelope to a shard. `ephemeral` ones may be dropped under
+    /// load; the others wait for room, and one the shell cannot route comes
+    /// back through [`SessionState::route_refused`].
     Route {
         /// The envelope.
         env: ShardEnvelope,
         /// May be dropped when the bus is full.
         ephemeral: bool,
+        /// Counts against the tenant's send budget (shared by every session
+        /// of the tenant on this edge, so the shell keeps it).
+        charged: bool,
     },
-    /// Verify this token and call [`SessionState::authenticated`].
+    /// Verify this token (unless the source address is throttled) and call
+    /// [`SessionState::authenticated`].
     Verify(String),
+    /// A failed authentication: the shell counts it against the source
+    /// address (failed-auth throttling).
+    AuthFailed,
     /// Register the session under this user in the local presence map.
     Register(UserKey),
     /// Close the session.
@@ -262,11 +305,16 @@ impl SessionState {
         v
     }
 
-    /// The result of verifying the `hello` token.
-    pub fn authenticated(&mut self, result: Result<Identity, ()>) {
+    /// The result of verifying the `hello` token. Service tokens call the
+    /// service API; they never open a user's session.
+    pub fn authenticated(&mut self, result: Result<Identity, AuthRefusal>) {
         if self.phase != Phase::Authenticating {
             return;
         }
+        let result = match result {
+            Ok(id) if id.has_scope(iris_auth::SERVICE_SCOPE) => Err(AuthRefusal::Invalid),
+            other => other,
+        };
         match result {
             Ok(id) => {
                 let user = UserKey::new(id.tenant, id.user);
@@ -278,7 +326,11 @@ impl SessionState {
                     ShardInput::SessionOpened { session: self.addr.clone(), resume_after: self.resume_after },
                 );
             }
-            Err(()) => {
+            Err(refusal) => {
+                // A throttled address is not charged again for this one.
+                if refusal == AuthRefusal::Invalid {
+                    self.out.push_back(SessionOutput::AuthFailed);
+                }
                 self.out.push_back(err(ErrorCode::Unauthorized, "invalid token", None));
                 self.close(CloseReason::Unauthorized);
             }
@@ -311,6 +363,41 @@ impl SessionState {
         self.sent_upto = self.sent_upto.max(seq);
     }
 
+    /// A frame from the shards was written to the client: a message moves
+    /// the resume mark; an error before `welcome` means the shard could not
+    /// open the session (a limit, or storage), and the session closes.
+    pub fn wrote_from_shard(&mut self, frame: &ServerFrame) {
+        match frame {
+            ServerFrame::Message(m) => self.sent_message(m.seq),
+            ServerFrame::Error(e) if matches!(self.phase, Phase::AwaitWelcome | Phase::Authenticating) => {
+                let reason =
+                    if e.code == ErrorCode::RateLimited { CloseReason::Refused } else { CloseReason::Unavailable };
+                self.close(reason);
+            }
+            _ => {}
+        }
+    }
+
+    /// The session's delivery queue was closed by the edge: it is shutting
+    /// down, or the session fell too far behind its deliveries.
+    pub fn queue_closed(&mut self, shutting_down: bool) {
+        self.close_now(if shutting_down { CloseReason::Shutdown } else { CloseReason::Overloaded });
+    }
+
+    /// The shell could not route an envelope: a send is answered with an
+    /// error naming it (others need no answer; the client's own timeouts
+    /// and the next heartbeat cover them).
+    pub fn route_refused(&mut self, env: &ShardEnvelope, refusal: RouteRefusal) {
+        let ShardInput::Send { client_id, .. } = &env.body else { return };
+        let id = Some(client_id.to_string());
+        self.out.push_back(match refusal {
+            RouteRefusal::TenantBudget { per_second } => {
+                err(ErrorCode::RateLimited, format!("tenant over {per_second} sends per second"), id)
+            }
+            RouteRefusal::Unavailable => err(ErrorCode::Unavailable, "node is shutting down", id),
+        });
+    }
+
     /// A shard lost track of this edge's sessions (it moved or restarted)
     /// and asked them to register again: `owns` says whether that shard
     /// owns a user. The session resumes there if its user is one of them
@@ -334,7 +421,9 @@ impl SessionState {
 
     fn route(&mut self, owner: UserKey, body: ShardInput) {
         let ephemeral = body.is_ephemeral();
-        self.out.push_back(SessionOutput::Route { env: ShardEnvelope { owner, body }, ephemeral });
+        // Sends are what the tenant's budget counts.
+        let charged = matches!(body, ShardInput::Send { .. });
+        self.out.push_back(SessionOutput::Route { env: ShardEnvelope { owner, body }, ephemeral, charged });
     }
 
     fn take_token(&mut self, now: Millis) -> bool {

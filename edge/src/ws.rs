@@ -132,20 +132,6 @@ struct WsTransport<S> {
     closing: bool,
 }
 
-fn close_code(reason: CloseReason) -> u16 {
-    match reason {
-        CloseReason::Unauthorized => 1008,
-        CloseReason::Garbage => 1002,
-        CloseReason::Timeout => 1001,
-        CloseReason::Overloaded => 1013,
-        CloseReason::Shutdown => 1001,
-        CloseReason::ClientGone => 1000,
-        CloseReason::TooLarge => 1009,
-        CloseReason::Unavailable => 1013,
-        CloseReason::Refused => 1008,
-    }
-}
-
 impl<S> WsTransport<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
@@ -237,7 +223,7 @@ where
         // A close already queued (answering the client's, or a protocol
         // error) goes out now; otherwise ours, with the session's reason.
         if !std::mem::replace(&mut self.closing, true) {
-            wsproto::encode_close(&mut self.out, close_code(reason), reason.as_str());
+            wsproto::encode_close(&mut self.out, reason.code(), reason.as_str());
         }
         // The peer may already be gone; nothing more to do then.
         if self.push_out().await {

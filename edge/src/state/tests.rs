@@ -62,10 +62,85 @@ fn bad_token_closes() {
     let mut s = session();
     s.handle_frame(1, br#"{"type":"hello","token":"x"}"#, Encoding::Json);
     drain(&mut s);
-    s.authenticated(Err(()));
+    s.authenticated(Err(AuthRefusal::Invalid));
+    let out = drain(&mut s);
+    assert_eq!(out[0], SessionOutput::AuthFailed, "counted against the address");
+    assert_eq!(error_code(&out[1]), Some((ErrorCode::Unauthorized, None)));
+    assert_eq!(out[2], SessionOutput::Close(CloseReason::Unauthorized));
+}
+
+#[test]
+fn a_throttled_address_is_refused_without_being_charged_again() {
+    let mut s = session();
+    s.handle_frame(1, br#"{"type":"hello","token":"x"}"#, Encoding::Json);
+    drain(&mut s);
+    s.authenticated(Err(AuthRefusal::Throttled));
     let out = drain(&mut s);
     assert_eq!(error_code(&out[0]), Some((ErrorCode::Unauthorized, None)));
     assert_eq!(out[1], SessionOutput::Close(CloseReason::Unauthorized));
+}
+
+#[test]
+fn a_service_token_never_opens_a_session() {
+    let mut s = session();
+    s.handle_frame(1, br#"{"type":"hello","token":"x"}"#, Encoding::Json);
+    drain(&mut s);
+    let service = Identity { tenant: "acme".into(), user: "svc".into(), scopes: vec![iris_auth::SERVICE_SCOPE.into()] };
+    s.authenticated(Ok(service));
+    let out = drain(&mut s);
+    assert_eq!(out[0], SessionOutput::AuthFailed);
+    assert_eq!(out.last(), Some(&SessionOutput::Close(CloseReason::Unauthorized)));
+    assert!(!out.iter().any(|o| matches!(o, SessionOutput::Route { .. })), "no session opened: {out:?}");
+}
+
+#[test]
+fn a_shard_refusing_the_session_closes_it_with_the_matching_reason() {
+    for (code, reason) in
+        [(ErrorCode::RateLimited, CloseReason::Refused), (ErrorCode::Unavailable, CloseReason::Unavailable)]
+    {
+        let mut s = session();
+        s.handle_frame(1, br#"{"type":"hello","token":"x"}"#, Encoding::Json);
+        s.authenticated(Ok(Identity { tenant: "acme".into(), user: "alice".into(), scopes: vec![] }));
+        drain(&mut s);
+        s.wrote_from_shard(&ServerFrame::error(code, "no", None));
+        assert_eq!(drain(&mut s), [SessionOutput::Close(reason)]);
+    }
+    // Once open, a shard's error is just a frame for the client.
+    let mut s = open();
+    s.wrote_from_shard(&ServerFrame::error(ErrorCode::RateLimited, "too many subscribers", None));
+    assert!(drain(&mut s).is_empty());
+}
+
+#[test]
+fn sends_are_charged_to_the_tenant_and_a_refused_route_answers_the_send() {
+    let mut s = open();
+    s.handle_frame(2, br#"{"type":"send","id":"c1","to":"bob","body":"hi"}"#, Encoding::Json);
+    s.handle_frame(3, br#"{"type":"typing","to":"bob","state":"start"}"#, Encoding::Json);
+    let out = drain(&mut s);
+    let routes: Vec<(bool, bool)> = out
+        .iter()
+        .filter_map(|o| match o {
+            SessionOutput::Route { ephemeral, charged, .. } => Some((*ephemeral, *charged)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(routes, [(false, true), (true, false)], "the send is charged, typing is not");
+    let SessionOutput::Route { env, .. } = &out[0] else { panic!("{out:?}") };
+    s.route_refused(env, RouteRefusal::TenantBudget { per_second: 7 });
+    s.route_refused(env, RouteRefusal::Unavailable);
+    let out = drain(&mut s);
+    assert_eq!(error_code(&out[0]), Some((ErrorCode::RateLimited, Some("c1"))));
+    assert_eq!(error_code(&out[1]), Some((ErrorCode::Unavailable, Some("c1"))));
+}
+
+#[test]
+fn a_closed_queue_means_shutdown_or_falling_behind() {
+    let mut s = open();
+    s.queue_closed(true);
+    assert_eq!(drain(&mut s), [SessionOutput::Close(CloseReason::Shutdown)]);
+    let mut s = open();
+    s.queue_closed(false);
+    assert_eq!(drain(&mut s), [SessionOutput::Close(CloseReason::Overloaded)]);
 }
 
 #[test]
@@ -83,7 +158,7 @@ fn send_is_routed_to_the_recipient_in_the_same_tenant() {
     s.handle_frame(3, br#"{"type":"send","id":"c-1","to":"bob","body":"hi"}"#, Encoding::Json);
     let out = drain(&mut s);
     match &out[0] {
-        SessionOutput::Route { env, ephemeral: false } => {
+        SessionOutput::Route { env, ephemeral: false, .. } => {
             assert_eq!(env.owner, UserKey::new("acme", "bob"));
             assert!(matches!(&env.body, ShardInput::Send { from, .. } if &**from == "alice"));
         }
