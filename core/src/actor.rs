@@ -32,7 +32,6 @@ use crate::state::{Found, Output, Query, ReadResult, ShardConfig, ShardState, Ti
 use actix::prelude::*;
 use iris_clock::{Clock, SharedClock};
 use iris_envelope::{EdgeEnvelope, ShardEnvelope, ShardId, UserKey};
-use iris_protocol::ErrorCode;
 use iris_router::{PublishError, Router, ShardReceiver};
 use iris_storage::{Store, StoreError, UserRecord, WriteBatch, WriteOp};
 use std::sync::Arc;
@@ -236,7 +235,7 @@ impl ShardActor {
             }
             Err(e) => {
                 tracing::warn!(error = %e, kind, "load failed; answering unavailable");
-                self.state.reject(&msg.env, ErrorCode::Unavailable, "storage unavailable; retry");
+                self.state.load_failed(&msg.env);
             }
         }
         self.held.push_back((self.state.inputs_seen(), msg.permit));

@@ -481,8 +481,14 @@ impl ShardState {
         }
     }
 
-    /// Answers an envelope that could not be handled because a load failed.
-    pub fn reject(&mut self, env: &ShardEnvelope, code: ErrorCode, message: &str) {
+    /// Answers an envelope that could not be handled because what it
+    /// needed could not be loaded: the client may retry.
+    pub fn load_failed(&mut self, env: &ShardEnvelope) {
+        self.reject(env, ErrorCode::Unavailable, "storage unavailable; retry");
+    }
+
+    /// Answers an envelope that could not be handled.
+    fn reject(&mut self, env: &ShardEnvelope, code: ErrorCode, message: &str) {
         self.input_done();
         let frame = |id: Option<String>| ServerFrame::error(code, message, id);
         let out = match &env.body {
