@@ -10,7 +10,8 @@ use crate::{KafkaBusError, PUBLISH_TIMEOUT, Topics, client_config, ensure_topics
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use iris_envelope::{GlobalBody, GlobalEnvelope, HomeAssignment, RelayId};
+use iris_envelope::{GlobalEnvelope, HomeAssignment};
+use iris_router::relay::{Arrival, RelayIn};
 use iris_router::{BusError, FederationLink, HomeDirectory, PublishError, Router};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -264,12 +265,11 @@ pub async fn relay_out(cfg: RelayConfig) -> Result<(), KafkaBusError> {
                     }
                 };
                 let mut env = env;
-                env.hops = env.hops.saturating_add(1);
-                env.relay = Some(RelayId { region: local.clone(), partition: p, offset: off });
+                let partition = iris_router::relay::stamp_outbound(&mut env, &local, p, off, global_partitions);
                 let payload = iris_envelope::encode(&env);
                 let key = env.body.key();
                 let topic = Topics::global(&env.dest);
-                let record = FutureRecord::to(&topic).partition(p % global_partitions).key(&key).payload(&payload);
+                let record = FutureRecord::to(&topic).partition(partition).key(&key).payload(&payload);
                 match producer.send_result(record) {
                     Ok(delivery) => {
                         in_flight.push_back(futures::future::Either::Right(async move {
@@ -295,26 +295,6 @@ pub async fn relay_out(cfg: RelayConfig) -> Result<(), KafkaBusError> {
     }
 }
 
-/// Drops copies of envelopes already relayed: per (relaying region,
-/// outbound partition), offsets arrive in increasing order, so anything at
-/// or below the highest seen is a replay. Pure.
-#[derive(Default)]
-pub struct ReplayFilter {
-    seen: HashMap<(Arc<str>, i32), i64>,
-}
-
-impl ReplayFilter {
-    /// Whether an envelope with this relay id is new (and records it).
-    pub fn admit(&mut self, id: &RelayId) -> bool {
-        let slot = self.seen.entry((id.region.clone(), id.partition)).or_insert(-1);
-        if id.offset <= *slot {
-            return false;
-        }
-        *slot = id.offset;
-        true
-    }
-}
-
 /// The inbound relay: consumes this region's topic on the global layer and
 /// hands each envelope to the regional bus (shards, edges), applies home
 /// assignments, and renews foreign edges' leases. Copies of envelopes
@@ -328,7 +308,7 @@ pub async fn relay_in(cfg: RelayConfig, router: Router) -> Result<(), KafkaBusEr
     let topic = Topics::global(&cfg.region);
     let consumer = group_consumer(&cfg.global, &group, &topic, cfg.fetch_wait_ms, cfg.session_timeout_ms)?;
     let link = OutboundLink::new(&cfg.regional, &Topics::for_region(&cfg.region))?;
-    let mut replays = ReplayFilter::default();
+    let mut relay = RelayIn::new();
     let mut done: HashMap<i32, i64> = HashMap::new();
     let mut tick = tokio::time::interval(COMMIT_EVERY);
     loop {
@@ -357,98 +337,62 @@ pub async fn relay_in(cfg: RelayConfig, router: Router) -> Result<(), KafkaBusEr
                 continue;
             }
         };
-        if let Some(id) = &env.relay {
-            if !replays.admit(id) {
+        let (kind, queued_at, origin, hops) = (env.body.kind(), env.queued_at, env.origin.clone(), env.hops);
+        let arrival = relay.arrival(env, federation.homes());
+        match arrival {
+            Arrival::Dropped("replay") => {
                 metrics::counter!("iris_federation_replays_dropped_total").increment(1);
                 continue;
             }
+            Arrival::Dropped(reason) => {
+                metrics::counter!("iris_federation_dropped_total", "reason" => reason).increment(1);
+                tracing::error!(%origin, hops, reason, "relayed envelope dropped");
+                continue;
+            }
+            _ => {}
         }
-        let kind = env.body.kind();
         metrics::counter!("iris_federation_relayed_total", "direction" => "in", "kind" => kind).increment(1);
         metrics::histogram!("iris_federation_transit_seconds", "kind" => kind)
-            .record((federation.clock().now_ms() - env.queued_at).max(0) as f64 / 1_000.0);
-        deliver(&router, &federation, &link, env).await;
+            .record((federation.clock().now_ms() - queued_at).max(0) as f64 / 1_000.0);
+        deliver(&router, &federation, &link, arrival).await;
     }
 }
 
-/// Tries to hand an envelope for an edge over this many times before it is
-/// given up (its edge is gone: the region must not stall behind it).
-const EDGE_ATTEMPTS: u32 = 3;
-
-/// Hands one envelope from the global layer to this region, retrying while
-/// the regional bus refuses (nothing is committed past it until then),
-/// except for an edge that stays unreachable: its sessions are gone with it.
-async fn deliver(router: &Router, federation: &Arc<iris_router::Federation>, link: &OutboundLink, env: GlobalEnvelope) {
-    let mut wait = Duration::from_millis(50);
+/// Hands one arrival from the global layer to this region, retrying while
+/// the regional bus refuses (nothing is committed past it until then), as
+/// long as [`RelayIn::retry`] says.
+async fn deliver(router: &Router, federation: &Arc<iris_router::Federation>, link: &OutboundLink, arrival: Arrival) {
     for attempt in 1.. {
-        let outcome = match &env.body {
-            GlobalBody::Shard(se) => {
-                let (home, _) = federation.homes().home_of(&se.owner);
-                if home == *federation.homes().local() {
-                    let shard = router.shard_of(&se.owner);
-                    router.bus().publish_shard(shard, se.clone()).await
-                } else {
-                    match federation.forward(env.clone(), home).await {
-                        Ok(true) => Ok(()),
-                        Ok(false) => {
-                            metrics::counter!("iris_federation_dropped_total", "reason" => "hops").increment(1);
-                            tracing::error!(origin = %env.origin, hops = env.hops, "envelope dropped: it crossed regions too often");
-                            Ok(())
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-            }
-            GlobalBody::Edge(ee) => router.bus().publish_edge(ee.clone()).await,
-            GlobalBody::EdgeAlive { edge } => {
+        let outcome = match &arrival {
+            Arrival::Shard(se) => router.bus().publish_shard(router.shard_of(&se.owner), se.clone()).await,
+            Arrival::Forward { env, home } => federation.forward(env.clone(), home.clone()).await.map(|_| ()),
+            Arrival::Edge(ee) => router.bus().publish_edge(ee.clone()).await,
+            Arrival::EdgeAlive(edge) => {
                 // Ephemeral: the next beat covers a dropped one.
                 let dropped = router.renew_lease_here(edge);
                 metrics::counter!("iris_ephemeral_dropped_total").increment(dropped as u64);
                 Ok(())
             }
-            GlobalBody::Home(a) if a.region.as_deref().is_some_and(|r| !federation.homes().knows(r)) => {
-                metrics::counter!("iris_federation_dropped_total", "reason" => "unknown_region").increment(1);
-                tracing::error!(origin = %env.origin, "home assignment to a region this federation does not have; dropped");
-                Ok(())
-            }
-            GlobalBody::Home(a) => {
+            Arrival::Home(a) => {
                 let r = link.record_home(a).await;
                 if r.is_ok() {
                     federation.homes().apply(a);
                 }
                 r
             }
+            Arrival::Dropped(_) => Ok(()),
         };
-        match outcome {
-            Ok(()) => return,
-            Err(e) if matches!(env.body, GlobalBody::Edge(_)) && attempt >= EDGE_ATTEMPTS => {
+        let Err(e) = outcome else { return };
+        match RelayIn::retry(&arrival, attempt) {
+            Some(wait) => {
+                tracing::warn!(error = %e, "regional bus refused a relayed envelope; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            None => {
                 metrics::counter!("iris_federation_dropped_total", "reason" => "edge_gone").increment(1);
                 tracing::warn!(error = %e, "edge unreachable; relayed envelope for it dropped");
                 return;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "regional bus refused a relayed envelope; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(2));
-            }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replays_are_dropped_per_relay_partition() {
-        let mut f = ReplayFilter::default();
-        let id = |r: &str, p, o| RelayId { region: r.into(), partition: p, offset: o };
-        assert!(f.admit(&id("eu", 0, 5)));
-        assert!(f.admit(&id("eu", 0, 6)));
-        assert!(!f.admit(&id("eu", 0, 6)), "a copy");
-        assert!(!f.admit(&id("eu", 0, 3)), "a replay from before");
-        assert!(f.admit(&id("eu", 1, 0)), "another partition");
-        assert!(f.admit(&id("us", 0, 0)), "another region");
-        assert!(f.admit(&id("eu", 0, 7)));
     }
 }

@@ -30,7 +30,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::time::Duration;
 
 mod federation;
-pub use federation::{OutboundLink, RelayConfig, ReplayFilter, follow_homes, relay_in, relay_out};
+pub use federation::{OutboundLink, RelayConfig, follow_homes, relay_in, relay_out};
 
 /// Kafka failures.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ mod bus;
 pub mod contract;
 mod federation;
 pub mod feed;
+pub mod relay;
 mod ring;
 
 pub use bus::{
