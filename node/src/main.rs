@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use iris_auth::apikeys::{ApiKeys, api_key_dir, create_api_key, revoke_api_key};
 use iris_auth::{KeyStore, Signer, VerifierConfig, load_or_create_dev_key, load_secret};
 use iris_clock::Seed;
-use iris_config::Config;
+use iris_config::{Backend, Config};
 use iris_core::{ShardsConfig, start_shards};
 use iris_edge::tls::{CertStore, QuicSettings, ensure_dev_cert, https_config, quic_server_config, wss_acceptor};
 use iris_edge::{EdgeConfig, Listeners, SessionConfig, start_edge};
@@ -213,8 +213,8 @@ fn scylla_options(cfg: &Config) -> anyhow::Result<ScyllaOptions> {
 }
 
 fn migrate(cfg: &Config) -> anyhow::Result<()> {
-    if cfg.storage.backend != "scylla" {
-        println!("storage backend {:?} keeps no schema: nothing to migrate", cfg.storage.backend);
+    if cfg.storage.backend != Backend::Scylla {
+        println!("storage backend {:?} keeps no schema: nothing to migrate", cfg.storage.backend.name());
         return Ok(());
     }
     if rustls::crypto::aws_lc_rs::default_provider().install_default().is_err() {
@@ -385,8 +385,8 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let store: Arc<dyn Store> = match cfg.storage.backend.as_str() {
-        "redis" => {
+    let store: Arc<dyn Store> = match cfg.storage.backend {
+        Backend::Redis => {
             let url = cfg.storage.redis_url.clone().unwrap_or_default();
             let config = RedisConfig {
                 url: url.clone(),
@@ -397,8 +397,10 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
             let host = url.rsplit('@').next().unwrap_or_default().to_owned();
             Arc::new(RedisStore::connect(config).await.with_context(|| format!("connecting to Redis at {host}"))?)
         }
-        "scylla" => Arc::new(ScyllaStore::connect(scylla_options(&cfg)?).await.context("opening the ScyllaDB store")?),
-        _ => Arc::new(
+        Backend::Scylla => {
+            Arc::new(ScyllaStore::connect(scylla_options(&cfg)?).await.context("opening the ScyllaDB store")?)
+        }
+        Backend::Embedded => Arc::new(
             EmbeddedStore::open(EmbeddedConfig {
                 path: data_dir.join("store"),
                 max_batch_ops: cfg.storage.max_batch_ops,
@@ -531,7 +533,7 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
             max_frame_bytes: l.max_frame_bytes,
             failed_auth_per_minute: cfg.auth.failed_auth_per_minute,
             tenant_sends: (l.tenant_sends_per_second, l.tenant_send_burst),
-            lease_heartbeat: Duration::from_millis(cfg.core.edge_lease_ms / 3),
+            lease_heartbeat: Duration::from_millis(cfg.core.edge_lease_ms / u64::from(cfg.core.edge_lease_renewals)),
             clock: clock.clone(),
             seed: seed.derive("edge.sessions"),
         },
@@ -548,8 +550,8 @@ async fn node(mut cfg: Config, secret: Vec<u8>) -> anyhow::Result<()> {
                 max_batch: h.max_batch_events,
                 max_event_bytes: h.max_event_bytes,
                 max_depth: h.max_payload_depth,
-                max_age_ms: 30 * 24 * 3_600_000,
-                max_skew_ms: 3_600_000,
+                max_age_ms: h.max_event_age_ms as i64,
+                max_skew_ms: h.max_event_skew_ms as i64,
             },
             max_contacts: cfg.limits.max_contacts,
             tenant_events_per_second: h.tenant_events_per_second,
