@@ -227,6 +227,13 @@ pub struct Http {
     /// Nesting depth of an event's payload.
     #[serde(default = "d_http_depth")]
     pub max_payload_depth: usize,
+    /// How far in the past an ingested event's `ts` may be.
+    #[serde(default = "d_http_event_age")]
+    pub max_event_age_ms: u64,
+    /// How far in the future an ingested event's `ts` may be (the sender's
+    /// clock running ahead).
+    #[serde(default = "d_http_event_skew")]
+    pub max_event_skew_ms: u64,
     /// Sustained ingested events per second per tenant; beyond, 429.
     #[serde(default = "d_http_rate")]
     pub tenant_events_per_second: u32,
@@ -316,9 +323,58 @@ pub struct Core {
     #[serde(default = "d_cached")]
     pub max_cached_users: usize,
     /// An edge not heard from for this long is dead: shards end its
-    /// sessions (users go offline). Edges renew it every third of this.
+    /// sessions (users go offline). Edges renew it `edge_lease_renewals`
+    /// times per lease.
     #[serde(default = "d_lease")]
     pub edge_lease_ms: u64,
+    /// How many times per `edge_lease_ms` an edge renews its lease on every
+    /// shard (every `edge_lease_ms / edge_lease_renewals`): more renewals
+    /// survive more lost or late ones, at one envelope per shard each.
+    #[serde(default = "d_lease_renewals")]
+    pub edge_lease_renewals: u32,
+}
+
+/// Where a node keeps its data: `storage.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub enum Backend {
+    /// fjall under `data_dir/store`; a single node only.
+    #[default]
+    Embedded,
+    /// The Redis server at `storage.redis_url`.
+    Redis,
+    /// The ScyllaDB (or Cassandra 4+) cluster of `[storage.scylla]`.
+    Scylla,
+}
+
+impl Backend {
+    /// Every backend, as the config names them.
+    pub const ALL: [Backend; 3] = [Backend::Embedded, Backend::Redis, Backend::Scylla];
+
+    /// The name the config uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Redis => "redis",
+            Backend::Scylla => "scylla",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl TryFrom<String> for Backend {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        Backend::ALL.into_iter().find(|b| b.name() == name).ok_or_else(|| {
+            format!("storage.backend: unknown backend {name:?}; one of \"embedded\", \"redis\" or \"scylla\"")
+        })
+    }
 }
 
 /// Which storage backend, and its settings.
@@ -326,9 +382,10 @@ pub struct Core {
 #[serde(deny_unknown_fields)]
 pub struct Storage {
     /// `embedded` (fjall under `data_dir`), `redis` (at `redis_url`) or
-    /// `scylla` (as `[storage.scylla]` says).
-    #[serde(default = "d_backend")]
-    pub backend: String,
+    /// `scylla` (as `[storage.scylla]` says); anything else is refused when
+    /// the config is loaded.
+    #[serde(default)]
+    pub backend: Backend,
     /// The Redis server of the `redis` backend, `redis://HOST:PORT/DB`.
     #[serde(default)]
     pub redis_url: Option<String>,
@@ -689,6 +746,12 @@ fn d_http_event() -> usize {
 fn d_http_depth() -> usize {
     16
 }
+fn d_http_event_age() -> u64 {
+    30 * 24 * 3_600_000
+}
+fn d_http_event_skew() -> u64 {
+    3_600_000
+}
 fn d_http_rate() -> u32 {
     100_000
 }
@@ -776,11 +839,11 @@ fn d_session_ttl() -> u64 {
 fn d_lease() -> u64 {
     10_000
 }
+fn d_lease_renewals() -> u32 {
+    3
+}
 fn d_cached() -> usize {
     100_000
-}
-fn d_backend() -> String {
-    "embedded".into()
 }
 fn d_batch_ops() -> usize {
     8_192
@@ -851,6 +914,9 @@ impl Default for Config {
     }
 }
 
+/// The longest `http.max_event_age_ms`: 366 days.
+const MAX_EVENT_AGE_MS: u64 = 366 * 24 * 3_600_000;
+
 fn check(ok: bool, field: &'static str, problem: impl Into<String>) -> Result<(), ConfigError> {
     if ok { Ok(()) } else { Err(ConfigError::Invalid { field, problem: problem.into() }) }
 }
@@ -890,7 +956,7 @@ impl Config {
         if let Some(c) = &self.cluster {
             check(!c.kafka.is_empty(), "cluster.kafka", "name the Kafka bootstrap servers")?;
             check(
-                self.storage.backend != "embedded",
+                self.storage.backend != Backend::Embedded,
                 "storage.backend",
                 "a cluster shares its storage: use \"redis\" or \"scylla\"",
             )?;
@@ -954,6 +1020,16 @@ impl Config {
         check(c.max_inflight_writes >= 1, "core.max_inflight_writes", "at least 1")?;
         check(c.max_cached_users >= 16, "core.max_cached_users", "at least 16")?;
         check((300..=600_000).contains(&c.edge_lease_ms), "core.edge_lease_ms", "between 300 and 600000")?;
+        check(
+            (2..=20).contains(&c.edge_lease_renewals),
+            "core.edge_lease_renewals",
+            "between 2 and 20 (one renewal per lease would expire as it is renewed)",
+        )?;
+        check(
+            c.edge_lease_ms / u64::from(c.edge_lease_renewals) >= 100,
+            "core.edge_lease_renewals",
+            "at most one renewal per 100 ms of edge_lease_ms",
+        )?;
         check(l.max_sessions_per_user >= 1, "limits.max_sessions_per_user", "at least 1")?;
         check(l.tenant_sends_per_second >= 1, "limits.tenant_sends_per_second", "at least 1")?;
         check(l.tenant_send_burst >= 1, "limits.tenant_send_burst", "at least 1")?;
@@ -979,6 +1055,12 @@ impl Config {
         check((1..=100_000).contains(&h.max_batch_events), "http.max_batch_events", "between 1 and 100000")?;
         check(h.max_event_bytes >= 64, "http.max_event_bytes", "at least 64")?;
         check(h.max_payload_depth >= 1, "http.max_payload_depth", "at least 1")?;
+        check(
+            (60_000..=MAX_EVENT_AGE_MS).contains(&h.max_event_age_ms),
+            "http.max_event_age_ms",
+            "between 60000 (a minute) and 31622400000 (366 days)",
+        )?;
+        check(h.max_event_skew_ms <= 86_400_000, "http.max_event_skew_ms", "at most 86400000 (a day)")?;
         check(h.tenant_events_per_second >= 1, "http.tenant_events_per_second", "at least 1")?;
         check(
             h.tenant_event_burst as usize >= h.max_batch_events,
@@ -987,21 +1069,16 @@ impl Config {
         )?;
         check(h.max_pending_requests >= 1, "http.max_pending_requests", "at least 1")?;
         check(h.request_timeout_ms >= 100, "http.request_timeout_ms", "at least 100")?;
-        check(
-            matches!(self.storage.backend.as_str(), "embedded" | "redis" | "scylla"),
-            "storage.backend",
-            "\"embedded\", \"redis\" or \"scylla\"",
-        )?;
         match &self.storage.scylla {
             Some(s) => s.validate()?,
             None => check(
-                self.storage.backend != "scylla",
+                self.storage.backend != Backend::Scylla,
                 "storage.scylla",
                 "the scylla backend needs a [storage.scylla] section with nodes = [\"HOST:9042\"]",
             )?,
         }
         check(
-            self.storage.backend != "redis"
+            self.storage.backend != Backend::Redis
                 || self.storage.redis_url.as_deref().is_some_and(|u| u.starts_with("redis://")),
             "storage.redis_url",
             "the redis backend needs redis_url = \"redis://HOST:PORT\"",
@@ -1101,6 +1178,41 @@ mod tests {
         assert!(e.starts_with("limits.max_frame_bytes"), "{e}");
         let e = Config::from_toml("[storage]\ndedup_retention_hours = 1\n").unwrap_err().to_string();
         assert!(e.contains("dedup_retention_hours"), "{e}");
+    }
+
+    #[test]
+    fn the_backend_is_a_name_the_node_knows() {
+        assert_eq!(Config::from_toml("").unwrap().storage.backend, Backend::Embedded);
+        let redis = Config::from_toml("[storage]\nbackend = \"redis\"\nredis_url = \"redis://r:6379\"\n").unwrap();
+        assert_eq!(redis.storage.backend, Backend::Redis);
+        assert_eq!(cluster("").unwrap().storage.backend, Backend::Scylla);
+        for bad in ["mongo", "Redis", ""] {
+            let e = Config::from_toml(&format!("[storage]\nbackend = {bad:?}\n")).unwrap_err().to_string();
+            assert!(e.contains("storage.backend: unknown backend") && e.contains(&format!("{bad:?}")), "{e}");
+            assert!(e.contains("\"embedded\", \"redis\" or \"scylla\""), "{e}");
+        }
+        let e = Config::from_toml("[cluster]\nkafka = \"k:9092\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("storage.backend"), "a cluster cannot use the embedded store: {e}");
+    }
+
+    #[test]
+    fn the_ingest_window_and_lease_renewals_default_to_the_old_fixed_values() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!((c.http.max_event_age_ms, c.http.max_event_skew_ms), (30 * 24 * 3_600_000, 3_600_000));
+        assert_eq!(c.core.edge_lease_renewals, 3);
+        let c = Config::from_toml("[http]\nmax_event_age_ms = 86400000\nmax_event_skew_ms = 0\n").unwrap();
+        assert_eq!((c.http.max_event_age_ms, c.http.max_event_skew_ms), (86_400_000, 0));
+        let bad = |text: &str, field: &str| {
+            let e = Config::from_toml(text).unwrap_err().to_string();
+            assert!(e.starts_with(field), "{text:?}: {e}");
+        };
+        bad("[http]\nmax_event_age_ms = 1000\n", "http.max_event_age_ms");
+        bad("[http]\nmax_event_age_ms = 40000000000\n", "http.max_event_age_ms");
+        bad("[http]\nmax_event_skew_ms = 100000000\n", "http.max_event_skew_ms");
+        bad("[core]\nedge_lease_renewals = 1\n", "core.edge_lease_renewals");
+        bad("[core]\nedge_lease_renewals = 21\n", "core.edge_lease_renewals");
+        bad("[core]\nedge_lease_ms = 300\nedge_lease_renewals = 4\n", "core.edge_lease_renewals");
+        assert_eq!(Config::from_toml("[core]\nedge_lease_renewals = 10\n").unwrap().core.edge_lease_renewals, 10);
     }
 
     #[test]

@@ -2,10 +2,10 @@
 //! one, shard actors started and stopped as the core consumer group moves
 //! partitions, and this node's edge topics read into its edge queues.
 
+use crate::settings::{ClusterSettings, Settings};
 use anyhow::Context as _;
 use iris_clock::SharedClock;
-use iris_config::{Cluster, Config, Role};
-use iris_core::{ShardHost, ShardsConfig};
+use iris_core::ShardHost;
 use iris_envelope::EdgeId;
 use iris_kafka::{
     KafkaBus, KafkaSource, OutboundLink, PartitionReader, RelayConfig, Topics, ensure_topics_compacting, follow_homes,
@@ -23,11 +23,9 @@ pub type Started = (Router, Option<Arc<ShardHost>>, HashMap<EdgeId, EdgeReceiver
 
 /// Joins the cluster: topics, the bus, edge queues, and (core role) shards.
 /// `clock` and `shard_seed` are the node's, for [`ShardHost::new`].
-#[allow(clippy::too_many_arguments)]
 pub async fn start(
-    cfg: &Config,
-    cluster: &Cluster,
-    shards_cfg: &ShardsConfig,
+    cfg: &Settings,
+    cluster: &ClusterSettings,
     ring: Arc<Ring>,
     store: Arc<dyn Store>,
     edges: &[EdgeId],
@@ -35,9 +33,9 @@ pub async fn start(
     shard_seed: u64,
 ) -> anyhow::Result<Started> {
     let topics = Topics::for_region(&cfg.region);
-    let mut wanted: Vec<(String, usize)> = vec![(topics.shard.clone(), cfg.core.shards as usize)];
+    let mut wanted: Vec<(String, usize)> = vec![(topics.shard.clone(), cfg.shards.shards as usize)];
     wanted.extend(edges.iter().map(|e| (topics.edge(e), 1)));
-    if let Some(f) = &cfg.federation {
+    if let Some(f) = &cluster.federation {
         wanted.push((topics.outbound.clone(), f.outbound_partitions as usize));
         wanted.push((topics.homes.clone(), 1));
     }
@@ -49,13 +47,13 @@ pub async fn start(
     let bus =
         KafkaBus::new(&cluster.kafka, topics.clone(), cluster.linger_ms).context("connecting the Kafka producer")?;
     let mut router = Router::new(ring, Arc::new(bus));
-    if let Some(f) = &cfg.federation {
+    if let Some(f) = &cluster.federation {
         router = federate(cfg, cluster, f, &topics, router, clock).await?;
     }
 
     let mut edge_rxs = HashMap::new();
     for e in edges {
-        let (tx, rx) = mpsc::channel(cfg.core.bus_queue);
+        let (tx, rx) = mpsc::channel(cfg.bus_queue);
         let group = format!("iris.{}.edge.{}", cfg.region, e);
         // An edge only needs what arrives while it runs: its sessions are new.
         let reader = PartitionReader::new(&cluster.kafka, &group, &topics.edge(e), &[0], cluster.fetch_wait_ms, true)?;
@@ -63,19 +61,18 @@ pub async fn start(
         edge_rxs.insert(e.clone(), rx);
     }
 
-    let shards = if cfg.roles.contains(&Role::Core) {
-        let host = Arc::new(ShardHost::new(shards_cfg, store, router.clone(), clock.clone(), shard_seed));
-        let group = cluster.core_group.clone().unwrap_or_else(|| format!("iris.{}.core", cfg.region));
+    let shards = if cluster.runs_shards {
+        let host = Arc::new(ShardHost::new(&cfg.shards, store, router.clone(), clock.clone(), shard_seed));
         let source = KafkaSource::join(
             &cluster.kafka,
-            &group,
+            &cluster.core_group,
             &topics.shard,
             cluster.fetch_wait_ms,
             cluster.session_timeout_ms,
         )?;
         // Which partitions are ours, what is handed, paused and committed:
         // decided in `iris_router::feed`, carried out by `run_feed`.
-        tokio::spawn(iris_core::run_feed(host.clone(), source, cfg.core.bus_queue));
+        tokio::spawn(iris_core::run_feed(host.clone(), source, cfg.bus_queue));
         Some(host)
     } else {
         None
@@ -87,8 +84,8 @@ pub async fn start(
 /// other regions through the outbound topic, flushes cross-region presence
 /// once per interval, and (on relay nodes) runs the two relays.
 async fn federate(
-    cfg: &Config,
-    cluster: &Cluster,
+    cfg: &Settings,
+    cluster: &ClusterSettings,
     f: &iris_config::Federation,
     topics: &Topics,
     router: Router,
