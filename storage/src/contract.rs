@@ -248,6 +248,17 @@ mod tests {
         store.close().await;
     }
 
+    #[test]
+    fn memory_store_passes_the_contract() {
+        use futures::FutureExt;
+        let store = crate::memory::MemoryStore::default();
+        // Polled once: the simulator relies on its futures never waiting.
+        super::run_all(&store, "acme").now_or_never().expect("a MemoryStore future waited").unwrap();
+        let reopened = store.reopen();
+        let bob = crate::UserKey::new("acme", "bob");
+        assert_eq!(crate::Store::load_user(&reopened, &bob).now_or_never().unwrap().unwrap().head, 25);
+    }
+
     #[tokio::test]
     async fn embedded_store_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();

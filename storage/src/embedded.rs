@@ -84,10 +84,6 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string().into())
 }
 
-fn dedup_key(k: &DedupKey) -> Vec<u8> {
-    child_key(&k.sender, &k.client_id)
-}
-
 impl EmbeddedStore {
     /// Opens (or creates) the store and starts its committer thread.
     pub fn open(config: EmbeddedConfig) -> Result<Self, StoreError> {
@@ -140,6 +136,15 @@ impl EmbeddedStore {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+impl EmbeddedStore {
+    /// Runs the dedup sweep the committer runs every minute, now, as of
+    /// `now_ms` and with no step bound (for tests that compare backends).
+    pub(crate) fn sweep_now(&self, now_ms: i64) -> usize {
+        sweep_dedup(&self.spaces, now_ms, usize::MAX).expect("dedup sweep")
     }
 }
 
@@ -259,18 +264,6 @@ fn log_prefix(kind: LogKind, tenant: &str) -> Vec<u8> {
     k.extend_from_slice(tenant.as_bytes());
     k.push(0);
     k
-}
-
-/// Event dedup keys share the dedup keyspace (and its expiry sweep) under a
-/// prefix byte that no tenant name can start with.
-fn event_key(k: &EventKey) -> Vec<u8> {
-    let mut v = vec![1u8];
-    for part in [&k.tenant, &k.stream] {
-        v.extend_from_slice(part.as_bytes());
-        v.push(0);
-    }
-    v.extend_from_slice(k.key.as_bytes());
-    v
 }
 
 fn rollup_prefix(tenant: &str, event_type: Option<&str>) -> Vec<u8> {

@@ -2,7 +2,7 @@
 //! rejects control characters), so NUL separates the parts; seqs are
 //! big-endian so that key order is seq order.
 
-use crate::StoreError;
+use crate::{DedupKey, EventKey, StoreError};
 use iris_envelope::{InboxSeq, UserKey};
 use serde::Serialize;
 
@@ -31,6 +31,23 @@ pub(crate) fn child_key(user: &UserKey, child: &str) -> Vec<u8> {
     let mut k = user_prefix(user);
     k.extend_from_slice(child.as_bytes());
     k
+}
+
+/// A dedup record's key: the sender's, then the client id.
+pub(crate) fn dedup_key(k: &DedupKey) -> Vec<u8> {
+    child_key(&k.sender, &k.client_id)
+}
+
+/// Event dedup keys share the dedup keyspace (and its expiry sweep) under a
+/// prefix byte that no tenant name can start with.
+pub(crate) fn event_key(k: &EventKey) -> Vec<u8> {
+    let mut v = vec![1u8];
+    for part in [&k.tenant, &k.stream] {
+        v.extend_from_slice(part.as_bytes());
+        v.push(0);
+    }
+    v.extend_from_slice(k.key.as_bytes());
+    v
 }
 
 pub(crate) fn seq_of_inbox_key(key: &[u8]) -> Option<InboxSeq> {

@@ -9,10 +9,12 @@
 //! Backends: [`embedded::EmbeddedStore`] (fjall, group commit),
 //! [`redis::RedisStore`] (fred) and [`scylladb::ScyllaStore`] (the scylla
 //! driver). Every backend must pass [`contract::run_all`].
+//! [`memory::MemoryStore`] mirrors the embedded store in memory, for the simulator and tests.
 
 pub mod contract;
 pub mod embedded;
 mod keys;
+pub mod memory;
 pub mod redis;
 pub mod scylladb;
 
