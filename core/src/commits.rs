@@ -7,16 +7,27 @@
 //! the store applies them as it would have applied them one by one, in one
 //! round trip. A merged commit fails or succeeds as a whole; every ticket in
 //! it gets that result.
+//!
+//! Inbox seqs must have no gaps (PROTOCOL), and a backend such as Redis or
+//! ScyllaDB can fail one commit and take the next. So appends to one
+//! user's inbox are never in two commits at once: a commit that appends to
+//! a user waits while an earlier commit appending to that user runs. And
+//! when a commit fails, everything still waiting fails with it, unwritten:
+//! a later seq can then never land after an earlier one failed. (The shard
+//! answers those inputs `unavailable` and reloads its users; ADR 0004.)
 
 use crate::state::Ticket;
-use iris_storage::WriteBatch;
-use std::collections::VecDeque;
+use iris_envelope::UserKey;
+use iris_storage::{WriteBatch, WriteOp};
+use std::collections::{HashMap, VecDeque};
 
 /// The writes waiting for a commit, and how many commits are running.
 #[derive(Debug)]
 pub struct CommitQueue {
     waiting: VecDeque<(Ticket, WriteBatch)>,
     in_flight: usize,
+    /// Users with inbox appends in running commits, and how many commits.
+    busy: HashMap<UserKey, usize>,
     max_in_flight: usize,
     max_ops: usize,
 }
@@ -28,13 +39,29 @@ pub struct Commit {
     pub tickets: Vec<Ticket>,
     /// Their writes, concatenated in ticket order.
     pub batch: WriteBatch,
+    /// The users whose inboxes it appends to (give them back to
+    /// [`CommitQueue::finished`]).
+    pub users: Vec<UserKey>,
+}
+
+fn appends_to(batch: &WriteBatch) -> impl Iterator<Item = &UserKey> {
+    batch.ops.iter().filter_map(|op| match op {
+        WriteOp::Message { user, .. } => Some(user),
+        _ => None,
+    })
 }
 
 impl CommitQueue {
     /// At most `max_in_flight` commits run at once; a merged commit holds
     /// at most `max_ops` writes (one input's writes are never split).
     pub fn new(max_in_flight: usize, max_ops: usize) -> Self {
-        Self { waiting: VecDeque::new(), in_flight: 0, max_in_flight: max_in_flight.max(1), max_ops: max_ops.max(1) }
+        Self {
+            waiting: VecDeque::new(),
+            in_flight: 0,
+            busy: HashMap::new(),
+            max_in_flight: max_in_flight.max(1),
+            max_ops: max_ops.max(1),
+        }
     }
 
     /// Queues an input's writes.
@@ -44,28 +71,55 @@ impl CommitQueue {
     }
 
     /// The next commit to start, if one may start: everything waiting, up
-    /// to `max_ops` writes.
+    /// to `max_ops` writes, and up to the first input that appends to a
+    /// user whose appends are in a running commit (tickets start in order).
     pub fn poll(&mut self) -> Option<Commit> {
         if self.in_flight >= self.max_in_flight || self.waiting.is_empty() {
             return None;
         }
-        let mut commit = Commit { tickets: Vec::new(), batch: WriteBatch::default() };
+        let mut commit = Commit { tickets: Vec::new(), batch: WriteBatch::default(), users: Vec::new() };
         while let Some((_, next)) = self.waiting.front() {
             let fits = commit.batch.ops.len() + next.ops.len() <= self.max_ops;
             if !commit.tickets.is_empty() && !fits {
                 break;
             }
+            if appends_to(next).any(|u| self.busy.contains_key(u)) {
+                break;
+            }
             let (ticket, batch) = self.waiting.pop_front().expect("front exists");
+            for u in appends_to(&batch) {
+                if !commit.users.contains(u) {
+                    commit.users.push(u.clone());
+                }
+            }
             commit.tickets.push(ticket);
             commit.batch.ops.extend(batch.ops);
+        }
+        if commit.tickets.is_empty() {
+            return None;
+        }
+        for u in &commit.users {
+            *self.busy.entry(u.clone()).or_insert(0) += 1;
         }
         self.in_flight += 1;
         Some(commit)
     }
 
-    /// A commit started by [`CommitQueue::poll`] ended.
-    pub fn finished(&mut self) {
+    /// A commit started by [`CommitQueue::poll`] ended; `users` is its
+    /// [`Commit::users`]. If it failed, every input still waiting fails
+    /// with it, unwritten: their tickets are returned, to be reported
+    /// failed like the commit's own.
+    pub fn finished(&mut self, users: &[UserKey], ok: bool) -> Vec<Ticket> {
         self.in_flight = self.in_flight.saturating_sub(1);
+        for u in users {
+            if let Some(n) = self.busy.get_mut(u) {
+                *n -= 1;
+                if *n == 0 {
+                    self.busy.remove(u);
+                }
+            }
+        }
+        if ok { Vec::new() } else { self.waiting.drain(..).map(|(t, _)| t).collect() }
     }
 
     /// Commits running.
@@ -83,6 +137,46 @@ impl CommitQueue {
 mod tests {
     use super::*;
     use iris_storage::WriteOp;
+
+    fn append(user: &str, seq: u64) -> WriteBatch {
+        let mut b = WriteBatch::default();
+        b.push(WriteOp::Message {
+            user: UserKey::new("t", user),
+            message: iris_storage::StoredMessage {
+                seq,
+                msg_id: format!("m{seq}").into(),
+                from: "x".into(),
+                body: bytes::Bytes::new(),
+                ts: 0,
+            },
+        });
+        b
+    }
+
+    #[test]
+    fn one_user_s_appends_are_never_in_two_running_commits() {
+        let mut q = CommitQueue::new(2, 100);
+        q.push(1, append("bob", 1));
+        let first = q.poll().unwrap();
+        q.push(2, append("bob", 2));
+        q.push(3, append("ann", 1));
+        assert!(q.poll().is_none(), "bob's next append waits, and ann's behind it (tickets start in order)");
+        assert!(q.finished(&first.users, true).is_empty());
+        let next = q.poll().unwrap();
+        assert_eq!(next.tickets, vec![2, 3], "together once bob's first is done");
+    }
+
+    #[test]
+    fn a_failed_commit_fails_what_waits_so_no_later_seq_lands_after_it() {
+        let mut q = CommitQueue::new(2, 100);
+        q.push(1, append("bob", 1));
+        let first = q.poll().unwrap();
+        q.push(2, append("bob", 2));
+        q.push(3, batch(1));
+        assert_eq!(q.finished(&first.users, false), vec![2, 3], "failed with it, unwritten");
+        assert!(q.poll().is_none());
+        assert_eq!((q.in_flight(), q.waiting()), (0, 0));
+    }
 
     fn batch(n: usize) -> WriteBatch {
         let mut b = WriteBatch::default();
@@ -104,11 +198,11 @@ mod tests {
         q.push(2, batch(1));
         q.push(3, batch(3));
         assert!(q.poll().is_none(), "one commit at a time");
-        q.finished();
+        q.finished(&[], true);
         let merged = q.poll().expect("the waiting ones, together");
         assert_eq!((merged.tickets, merged.batch.ops.len()), (vec![2, 3], 4));
         assert!(q.poll().is_none());
-        q.finished();
+        q.finished(&[], true);
         assert_eq!((q.in_flight(), q.waiting()), (0, 0));
     }
 
@@ -123,7 +217,7 @@ mod tests {
         let b = q.poll().unwrap();
         assert_eq!((b.tickets, b.batch.ops.len()), (vec![2], 6), "an input's writes stay whole");
         assert!(q.poll().is_none(), "two in flight");
-        q.finished();
+        q.finished(&[], true);
         let c = q.poll().unwrap();
         assert_eq!(c.tickets, vec![3, 4]);
     }

@@ -855,3 +855,24 @@ fn pending_receipts_are_delivered_then_forgotten_through_the_ticket_order() {
     let o = h.state.read_done(read, ReadResult::PendingReceipts(Err(StoreError::Unavailable("down".into()))));
     assert!(o.outputs.is_empty() && o.commit.is_none(), "kept for next time");
 }
+
+#[test]
+fn a_failed_load_answers_a_send_with_a_retryable_error_naming_it() {
+    let mut s = ShardState::new(cfg());
+    let env = ShardEnvelope {
+        owner: key("bob"),
+        body: ShardInput::Send {
+            from: "alice".into(),
+            client_id: "c-9".into(),
+            body: "hi".into(),
+            reply: addr("e1", 1),
+        },
+    };
+    s.load_failed(&env);
+    assert_eq!(s.inputs_durable(), 1, "answered: nothing to write, nothing to wait for");
+    let out: Vec<Output> = std::iter::from_fn(|| s.poll_output()).collect();
+    assert!(
+        matches!(&frames_of(&out)[..], [ServerFrame::Error(e)] if e.code == ErrorCode::Unavailable && e.id.as_deref() == Some("c-9")),
+        "{out:?}"
+    );
+}
