@@ -106,6 +106,12 @@ export function onClosed(
     refreshToken,
   });
 
+  if (input.lastErrorCode === 'rate_limited' && (input.code === 1008 || input.code === 1013)) {
+    // The user holds the most sessions allowed (1008 "session refused:
+    // limit reached"; 1013 from servers before 2026-12): only another
+    // session ending helps, so wait longer than usual. Not a token refusal.
+    return { state: next, action: reconnect(RATE_LIMITED_FLOOR_MS) };
+  }
   if (input.code === 1008 || input.lastErrorCode === 'unauthorized') {
     // Never retry a refused token in a loop: the server counts refusals
     // per source address and then refuses every token for a minute.
@@ -121,11 +127,6 @@ export function onClosed(
     return { state: next, action: { kind: 'stop', code: 'too_large', reason: 'a frame was over the size limit' } };
   }
   if (input.code === 1013) {
-    if (input.lastErrorCode === 'rate_limited') {
-      // The user holds the most sessions allowed: only another session
-      // ending helps, so wait longer than usual.
-      return { state: next, action: reconnect(RATE_LIMITED_FLOOR_MS) };
-    }
     if (/fell behind/.test(input.reason)) {
       // Nothing stored is lost; resume at once (still jittered).
       return { state: next, action: reconnect(0) };

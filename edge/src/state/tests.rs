@@ -264,3 +264,36 @@ fn a_resync_registers_the_session_and_its_subscriptions_with_the_shard_that_owns
     s.resync(|_| false);
     assert!(drain(&mut s).is_empty());
 }
+
+#[test]
+fn every_transport_closes_with_the_documented_codes() {
+    let codes: Vec<(CloseReason, u16)> = [
+        CloseReason::ClientGone,
+        CloseReason::Timeout,
+        CloseReason::Shutdown,
+        CloseReason::Garbage,
+        CloseReason::Unauthorized,
+        CloseReason::Refused,
+        CloseReason::TooLarge,
+        CloseReason::Overloaded,
+        CloseReason::Unavailable,
+    ]
+    .into_iter()
+    .map(|r| (r, r.code()))
+    .collect();
+    use CloseReason::*;
+    assert_eq!(
+        codes,
+        [
+            (ClientGone, 1000),
+            (Timeout, 1001),
+            (Shutdown, 1001),
+            (Garbage, 1002),
+            (Unauthorized, 1008),
+            (Refused, 1008),
+            (TooLarge, 1009),
+            (Overloaded, 1013),
+            (Unavailable, 1013)
+        ]
+    );
+}

@@ -54,7 +54,13 @@ test('close codes: refused tokens, client bugs, overload and behind', () => {
   // Bugs in the client: stop.
   assert.equal(onClosed(s, input({ code: 1002 }), P, 0, 0.5).action.code, 'bad_frame');
   assert.equal(onClosed(s, input({ code: 1009 }), P, 0, 0.5).action.code, 'too_large');
-  // 1013 after rate_limited (too many sessions): at least 5 s.
+  // 1008 after rate_limited (too many sessions): not a token refusal; at
+  // least 5 s, and the token is kept.
+  r = onClosed(s, input({ code: 1008, lastErrorCode: 'rate_limited', reason: 'session refused: limit reached' }), P, 0, 0);
+  assert.equal(r.action.kind, 'reconnect');
+  assert.equal(r.action.delayMs, 5_000);
+  assert.equal(r.action.refreshToken, false);
+  // Older servers closed it with 1013: the same.
   r = onClosed(s, input({ code: 1013, lastErrorCode: 'rate_limited', reason: 'session could not be opened; retry' }), P, 0, 0);
   assert.equal(r.action.delayMs, 5_000);
   // 1013 could not be opened: at least 1 s.
