@@ -503,6 +503,7 @@ impl ShardHost {
         let (store, router, detached) = (self.store.clone(), self.router.clone(), self.detached.clone());
         let lease_check_ms = cfg.edge_lease_ms / 4;
         let running = self.running.clone();
+        let isolate_appends = self.store.commits_fail_alone();
         let clock = Arc::new(InputClock::default());
         let pump_clock = clock.clone();
         let (time, pump_time) = (self.clock.clone(), self.clock.clone());
@@ -518,7 +519,7 @@ impl ShardHost {
             held: std::collections::VecDeque::new(),
             clock,
             time,
-            commits: CommitQueue::new(COMMITS_IN_FLIGHT, MAX_COMMIT_OPS),
+            commits: CommitQueue::new(COMMITS_IN_FLIGHT, MAX_COMMIT_OPS).isolating_appends(isolate_appends),
         });
         let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
         self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(shard, sem.clone());

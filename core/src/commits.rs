@@ -9,12 +9,15 @@
 //! it gets that result.
 //!
 //! Inbox seqs must have no gaps (PROTOCOL), and a backend such as Redis or
-//! ScyllaDB can fail one commit and take the next. So appends to one
-//! user's inbox are never in two commits at once: a commit that appends to
-//! a user waits while an earlier commit appending to that user runs. And
-//! when a commit fails, everything still waiting fails with it, unwritten:
-//! a later seq can then never land after an earlier one failed. (The shard
-//! answers those inputs `unavailable` and reloads its users; ADR 0004.)
+//! ScyllaDB can fail one commit and take the next. So with such a backend
+//! (`isolate_appends`) appends to one user's inbox are never in two commits
+//! at once: a commit that appends to a user waits while an earlier commit
+//! appending to that user runs. And when a commit fails, everything still
+//! waiting fails with it, unwritten: a later seq can then never land after
+//! an earlier one failed. (The shard answers those inputs `unavailable` and
+//! reloads its users; ADR 0004.) fjall fails every commit after a failed
+//! one by itself, so the embedded store lets one user's appends run in
+//! concurrent commits (they cost p99 latency otherwise: `bench/ab`).
 
 use crate::state::Ticket;
 use iris_envelope::UserKey;
@@ -28,6 +31,8 @@ pub struct CommitQueue {
     in_flight: usize,
     /// Users with inbox appends in running commits, and how many commits.
     busy: HashMap<UserKey, usize>,
+    /// Whether one user's appends wait for each other (see the module docs).
+    isolate_appends: bool,
     max_in_flight: usize,
     max_ops: usize,
 }
@@ -59,9 +64,17 @@ impl CommitQueue {
             waiting: VecDeque::new(),
             in_flight: 0,
             busy: HashMap::new(),
+            isolate_appends: true,
             max_in_flight: max_in_flight.max(1),
             max_ops: max_ops.max(1),
         }
+    }
+
+    /// The same, letting one user's appends run in concurrent commits when
+    /// `isolate` is false (a backend whose failure fails every later commit).
+    pub fn isolating_appends(mut self, isolate: bool) -> Self {
+        self.isolate_appends = isolate;
+        self
     }
 
     /// Queues an input's writes.
@@ -83,7 +96,7 @@ impl CommitQueue {
             if !commit.tickets.is_empty() && !fits {
                 break;
             }
-            if appends_to(next).any(|u| self.busy.contains_key(u)) {
+            if self.isolate_appends && appends_to(next).any(|u| self.busy.contains_key(u)) {
                 break;
             }
             let (ticket, batch) = self.waiting.pop_front().expect("front exists");
@@ -164,6 +177,12 @@ mod tests {
         assert!(q.finished(&first.users, true).is_empty());
         let next = q.poll().unwrap();
         assert_eq!(next.tickets, vec![2, 3], "together once bob's first is done");
+        // A backend whose failure fails every later commit: no waiting.
+        let mut q = CommitQueue::new(2, 100).isolating_appends(false);
+        q.push(1, append("bob", 1));
+        q.poll().unwrap();
+        q.push(2, append("bob", 2));
+        assert_eq!(q.poll().unwrap().tickets, vec![2]);
     }
 
     #[test]

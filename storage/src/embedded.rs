@@ -546,6 +546,12 @@ impl Store for EmbeddedStore {
         Ok(out)
     }
 
+    /// A failed commit leaves fjall refusing every later one (below), so no
+    /// later commit can succeed after a failure.
+    fn commits_fail_alone(&self) -> bool {
+        false
+    }
+
     /// False once a write or sync has failed. fjall then refuses every later
     /// write (a failed fsync leaves the journal in doubt), so the node should
     /// stop and recover from the journal on restart.

@@ -385,6 +385,15 @@ pub trait Store: Send + Sync + 'static {
     fn healthy(&self) -> bool {
         true
     }
+    /// Whether one commit can fail while a later one succeeds (a timeout,
+    /// a dropped connection: Redis, ScyllaDB). The shards then never put
+    /// one user's inbox appends in two commits at once, so that no later seq
+    /// lands after an earlier one failed (no gaps, ADR 0004). False only for
+    /// a backend whose failure fails every later commit too (fjall), where
+    /// such appends may run together.
+    fn commits_fail_alone(&self) -> bool {
+        true
+    }
     /// Finishes queued writes and releases the backend.
     async fn close(&self) {}
     /// Where a user is connected, if recorded (and not expired).
