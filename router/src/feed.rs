@@ -18,10 +18,11 @@
 use iris_envelope::{ShardEnvelope, ShardId};
 use std::collections::{BTreeMap, VecDeque};
 
-/// Envelopes held for a full shard beyond which the shell waits for the
-/// shard instead of trying again later: only reached if pausing the
-/// partition failed (a paused partition stops delivering, so what is held
-/// is at most what had been fetched before the pause).
+/// Envelopes held for a full shard beyond which the shell waits for room
+/// for the next one instead of trying again later (so what is held stays
+/// at most this plus one): only reached if pausing the partition failed (a
+/// paused partition stops delivering, so what is held is at most what had
+/// been fetched before the pause).
 pub const MAX_HELD: usize = 4_096;
 
 /// What happened, fed into the [`Feed`].
@@ -255,6 +256,10 @@ impl Feed {
                 if let Some(p) = self.parts.get_mut(&shard) {
                     p.offering = false;
                     p.held.clear();
+                    // What was dropped is not done: nothing of this
+                    // partition is committed past what was handed before,
+                    // so the next owner reads the rest again.
+                    p.ledger.lost = true;
                 }
             }
             FeedInput::Retry => {
@@ -338,10 +343,17 @@ struct OffsetLedger {
     /// The newest offset whose work is done, and the newest committed.
     durable: Option<i64>,
     committed: Option<i64>,
+    /// Records were dropped unhanded (the shard's queue was gone): no
+    /// offset after them may be committed, nor may later records be
+    /// counted done.
+    lost: bool,
 }
 
 impl OffsetLedger {
     fn handed(&mut self, offset: i64) {
+        if self.lost {
+            return;
+        }
         self.handed += 1;
         self.pending.push_back(offset);
     }
@@ -349,7 +361,7 @@ impl OffsetLedger {
     /// A record with no work (unreadable) and nothing pending before it:
     /// done as soon as everything handed before it is.
     fn skipped(&mut self, offset: i64) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && !self.lost {
             self.durable = Some(self.durable.map_or(offset, |d| d.max(offset)));
         }
     }

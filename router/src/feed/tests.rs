@@ -177,6 +177,25 @@ fn an_unreadable_record_is_skipped_and_committed_past() {
     assert_eq!(run(&mut f, &mut 10).0, [2], "and the partition goes on");
 }
 
+#[test]
+fn nothing_is_committed_past_records_dropped_for_a_shard_that_is_gone() {
+    let mut f = Feed::default();
+    f.handle_input(FeedInput::Assigned(vec![S]));
+    drain(&mut f);
+    f.handle_input(FeedInput::Record { shard: S, offset: 0, env: env(0) });
+    run(&mut f, &mut 10);
+    // The shard's queue closes (its actor died): the next record is dropped.
+    f.handle_input(FeedInput::Record { shard: S, offset: 1, env: env(1) });
+    let Some(FeedOutput::Hand { shard, .. }) = f.poll_output() else { panic!() };
+    f.handle_input(FeedInput::Gone { shard });
+    f.handle_input(FeedInput::Unreadable { shard: S, offset: 2 });
+    f.handle_input(FeedInput::Progress(vec![(S, 1)]));
+    assert_eq!(drain(&mut f), [FeedOutput::Commit(vec![(S, 1)])], "up to the handed record, not past the dropped one");
+    f.handle_input(FeedInput::Committed(vec![(S, 1)]));
+    f.handle_input(FeedInput::Progress(vec![(S, 5)]));
+    assert_eq!(drain(&mut f), [], "never past it");
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Record(u8),
@@ -209,6 +228,7 @@ proptest! {
         f.handle_input(FeedInput::Assigned(shards.to_vec()));
         prop_assert_eq!(drain(&mut f).len(), 3);
         let mut next_off = [0i64; 3];
+        let mut sent = [0usize; 3];
         let mut queue: [VecDeque<i64>; 3] = Default::default();
         let mut taken: [Vec<i64>; 3] = Default::default();
         let mut durable = [0u64; 3];
@@ -222,6 +242,7 @@ proptest! {
                     let off = next_off[s];
                     next_off[s] += 1 + (off % 3 == 2) as i64; // gaps now and then
                     f.handle_input(FeedInput::Record { shard: shards[s], offset: off, env: env(off) });
+                    sent[s] += 1;
                 }
                 Step::Take(s) => {
                     if let Some(off) = queue[s as usize].pop_front() {
@@ -268,6 +289,7 @@ proptest! {
                 }
             }
             for (i, s) in shards.iter().enumerate() {
+                prop_assert_eq!(taken[i].len() + queue[i].len() + f.held(*s), sent[i], "a record lost or doubled");
                 prop_assert_eq!(paused[i], f.held(*s) > 0, "paused exactly while something is held");
                 prop_assert_eq!(paused[i], f.paused(*s));
                 prop_assert!(f.held(*s) <= 8 + 1);
