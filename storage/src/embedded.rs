@@ -349,18 +349,32 @@ fn committer(
         let mut taken = HashMap::new();
         let mut ops = 0;
         let mut next = Some((first, reply));
+        // A read that failed while checking seqs: the group fails with it.
+        let mut unreadable: Option<StoreError> = None;
         while let Some((b, reply)) = next.take() {
-            match claim_seqs(&s, &mut taken, &b) {
-                // Only this commit fails; the rest of the group goes on.
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                }
-                Ok(()) => {
-                    ops += b.ops.len();
-                    for op in b.ops {
-                        apply(&s, &mut batch, &mut group, op, cfg.dedup_retention_ms);
+            // After a failure every later commit fails too, so no later
+            // inbox seq can land after a failed one (no gaps; the shards
+            // rely on it: `Store::commits_fail_alone`).
+            if failed.load(std::sync::atomic::Ordering::Acquire) {
+                let _ = reply.send(Err(StoreError::Backend("an earlier commit failed; restart the node".into())));
+            } else {
+                match claim_seqs(&s, &mut taken, &b) {
+                    // A seq another message holds: only this commit fails
+                    // (that seq is not empty, so no gap), the group goes on.
+                    Err(e @ StoreError::Conflict(_)) => {
+                        let _ = reply.send(Err(e));
                     }
-                    waiting.push(reply);
+                    Err(e) => {
+                        let _ = reply.send(Err(e.clone()));
+                        unreadable = Some(e);
+                    }
+                    Ok(()) => {
+                        ops += b.ops.len();
+                        for op in b.ops {
+                            apply(&s, &mut batch, &mut group, op, cfg.dedup_retention_ms);
+                        }
+                        waiting.push(reply);
+                    }
                 }
             }
             if ops >= cfg.max_batch_ops {
@@ -375,10 +389,16 @@ fn committer(
                 Err(_) => break,
             }
         }
+        if unreadable.is_some() {
+            failed.store(true, std::sync::atomic::Ordering::Release);
+        }
         if waiting.is_empty() {
             continue;
         }
-        let result = finish_group(&s, &mut batch, &mut group, log_head).and_then(|()| batch.commit().map_err(backend));
+        let result = match unreadable {
+            Some(e) => Err(e),
+            None => finish_group(&s, &mut batch, &mut group, log_head).and_then(|()| batch.commit().map_err(backend)),
+        };
         if result.is_ok() {
             log_head = group.next_log_seq;
         }
@@ -546,7 +566,8 @@ impl Store for EmbeddedStore {
         Ok(out)
     }
 
-    /// A failed commit leaves fjall refusing every later one (below), so no
+    /// After a failed commit (a failed write or sync, or a read that failed
+    /// while checking seqs) the committer fails every later one, so no
     /// later commit can succeed after a failure.
     fn commits_fail_alone(&self) -> bool {
         false
