@@ -119,9 +119,11 @@ impl CommitQueue {
     }
 
     /// A commit started by [`CommitQueue::poll`] ended; `users` is its
-    /// [`Commit::users`]. If it failed, every input still waiting fails
-    /// with it, unwritten: their tickets are returned, to be reported
-    /// failed like the commit's own.
+    /// [`Commit::users`]. If it failed and it appended to an inbox, every
+    /// input still waiting fails with it, unwritten: their tickets are
+    /// returned, to be reported failed like the commit's own. (A failed
+    /// commit without appends, such as forgetting delivered receipts,
+    /// cannot leave a gap, so what waits goes on.)
     pub fn finished(&mut self, users: &[UserKey], ok: bool) -> Vec<Ticket> {
         self.in_flight = self.in_flight.saturating_sub(1);
         for u in users {
@@ -132,7 +134,7 @@ impl CommitQueue {
                 }
             }
         }
-        if ok { Vec::new() } else { self.waiting.drain(..).map(|(t, _)| t).collect() }
+        if ok || users.is_empty() { Vec::new() } else { self.waiting.drain(..).map(|(t, _)| t).collect() }
     }
 
     /// Commits running.
@@ -195,6 +197,12 @@ mod tests {
         assert_eq!(q.finished(&first.users, false), vec![2, 3], "failed with it, unwritten");
         assert!(q.poll().is_none());
         assert_eq!((q.in_flight(), q.waiting()), (0, 0));
+        // A failed commit that appended nothing leaves no gap: what waits goes on.
+        q.push(4, batch(1));
+        let no_appends = q.poll().unwrap();
+        q.push(5, append("bob", 3));
+        assert!(q.finished(&no_appends.users, false).is_empty());
+        assert_eq!(q.poll().unwrap().tickets, vec![5]);
     }
 
     fn batch(n: usize) -> WriteBatch {
