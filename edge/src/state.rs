@@ -384,12 +384,13 @@ impl SessionState {
         self.close_now(if shutting_down { CloseReason::Shutdown } else { CloseReason::Overloaded });
     }
 
-    /// The shell could not route an envelope: a send is answered with an
-    /// error naming it (others need no answer; the client's own timeouts
-    /// and the next heartbeat cover them).
+    /// The shell could not route an envelope: the client is told, naming
+    /// the send it refers to (other frames carry no id).
     pub fn route_refused(&mut self, env: &ShardEnvelope, refusal: RouteRefusal) {
-        let ShardInput::Send { client_id, .. } = &env.body else { return };
-        let id = Some(client_id.to_string());
+        let id = match &env.body {
+            ShardInput::Send { client_id, .. } => Some(client_id.to_string()),
+            _ => None,
+        };
         self.out.push_back(match refusal {
             RouteRefusal::TenantBudget { per_second } => {
                 err(ErrorCode::RateLimited, format!("tenant over {per_second} sends per second"), id)

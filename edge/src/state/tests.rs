@@ -131,6 +131,15 @@ fn sends_are_charged_to_the_tenant_and_a_refused_route_answers_the_send() {
     let out = drain(&mut s);
     assert_eq!(error_code(&out[0]), Some((ErrorCode::RateLimited, Some("c1"))));
     assert_eq!(error_code(&out[1]), Some((ErrorCode::Unavailable, Some("c1"))));
+    // Any other frame that could not be routed is answered too, without an id.
+    let SessionOutput::Route { env: typing, .. } = &routes_env(&mut s) else { panic!() };
+    s.route_refused(typing, RouteRefusal::Unavailable);
+    assert_eq!(error_code(&drain(&mut s)[0]), Some((ErrorCode::Unavailable, None)));
+}
+
+fn routes_env(s: &mut SessionState) -> SessionOutput {
+    s.handle_frame(9, br#"{"type":"sync","after":0}"#, Encoding::Json);
+    drain(s).into_iter().find(|o| matches!(o, SessionOutput::Route { .. })).expect("a route")
 }
 
 #[test]
