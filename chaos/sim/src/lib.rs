@@ -22,7 +22,11 @@
 //! - each sender's messages to one recipient are in the order it sent them;
 //! - every send is eventually accepted once the region is healthy;
 //! - during the run: an offset is committed only by the partition's owner
-//!   and only once every send before it is durable.
+//!   and only over sends that are stored or were answered with an error
+//!   (an error for any attempt of the same client id counts, so a lost
+//!   later attempt is caught by the end-of-run checks, not here);
+//! - each client has one send pending at a time, so order is checked
+//!   against redelivery and moves, not against pipelining.
 //!
 //! A run is a pure function of its seed: the same seed gives the same trace
 //! hash (`--check` runs it twice), and a failing seed replays exactly.
@@ -117,6 +121,9 @@ pub struct Bugs {
     /// shard, not once their work is durable (a crash then loses sends that
     /// were handed but not yet written).
     pub commit_on_hand: bool,
+    /// Let one user's appends run in two commits at once on a store whose
+    /// commits fail alone: the seq gap this simulator found (ADR 0004).
+    pub no_append_isolation: bool,
 }
 
 struct Partition {
@@ -511,7 +518,7 @@ impl Sim {
                     });
                     let inst = self.next_instance;
                     self.next_instance += 1;
-                    let commits = CommitQueue::new(2, 512);
+                    let commits = CommitQueue::new(2, 512).isolating_appends(!self.bugs.no_append_isolation);
                     self.nodes[n].shards.insert(inst, Shard { state, queue: VecDeque::new(), commits });
                     self.nodes[n].active.insert(s, inst);
                     self.nodes[n].paused.remove(&s);
@@ -525,11 +532,12 @@ impl Sim {
                         sh.queue.clear();
                     }
                 }
-                FeedOutput::Hand { shard, offset, env, wait: _ } => {
+                FeedOutput::Hand { shard, offset, env, wait } => {
                     let cap = self.cfg.shard_queue;
                     let inst = self.nodes[n].active.get(&shard).copied();
                     match inst.and_then(|i| self.nodes[n].shards.get_mut(&i)) {
-                        Some(sh) if sh.queue.len() < cap => {
+                        // `wait`: the shell waits for room; here, room is made.
+                        Some(sh) if sh.queue.len() < cap || wait => {
                             sh.queue.push_back(env);
                             self.nodes[n].handed.insert(shard, offset + 1);
                             self.nodes[n].feed.handle_input(FeedInput::Handed { shard, offset });
@@ -567,7 +575,9 @@ impl Sim {
         for (s, next) in offsets {
             let p = s.0 as usize;
             if self.partitions[p].owner != Some(n) {
-                self.event(format!("commit of partition {p} by node {n} refused: not the owner"));
+                // The coordinator refuses it; a feed that tries it has kept
+                // a partition it no longer owns.
+                self.violation(format!("node {n} committed partition {p}, which it does not own"));
                 continue;
             }
             if next <= self.partitions[p].committed {

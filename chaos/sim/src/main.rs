@@ -29,7 +29,7 @@ struct Cli {
     /// Run every seed twice and compare the trace hashes.
     #[arg(long)]
     check: bool,
-    /// Bring back a bug this project fixed: commit-on-hand.
+    /// Bring back a bug this project fixed: commit-on-hand, no-append-isolation.
     #[arg(long)]
     bug: Vec<String>,
     /// Steps (simulated ms) of traffic with faults per seed.
@@ -43,7 +43,8 @@ fn main() -> anyhow::Result<()> {
     for b in &cli.bug {
         match b.as_str() {
             "commit-on-hand" => bugs.commit_on_hand = true,
-            other => anyhow::bail!("unknown bug {other:?} (known: commit-on-hand)"),
+            "no-append-isolation" => bugs.no_append_isolation = true,
+            other => anyhow::bail!("unknown bug {other:?} (known: commit-on-hand, no-append-isolation)"),
         }
     }
     let mut cfg = SimConfig::default();

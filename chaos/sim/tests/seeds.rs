@@ -36,7 +36,18 @@ fn a_seed_replays_bit_for_bit() {
 #[test]
 fn committing_offsets_before_the_work_is_durable_is_found() {
     let cfg = SimConfig::default();
-    let bugs = Bugs { commit_on_hand: true };
+    let bugs = Bugs { commit_on_hand: true, ..Bugs::default() };
     let found = (0..50).find(|seed| !run_seed(&cfg, *seed, bugs, false).violations.is_empty());
     assert!(found.is_some(), "50 seeds did not find offsets committed ahead of durable work");
+}
+
+#[test]
+fn the_seq_gap_it_found_is_found_again_when_brought_back() {
+    let cfg = SimConfig::default();
+    let bugs = Bugs { no_append_isolation: true, ..Bugs::default() };
+    let found = (0..50).find_map(|seed| {
+        let v = run_seed(&cfg, seed, bugs, false).violations;
+        v.iter().any(|v| v.contains("inbox has seq")).then_some(seed)
+    });
+    assert!(found.is_some(), "50 seeds did not find a gap in inbox seqs with appends not isolated");
 }
