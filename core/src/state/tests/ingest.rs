@@ -1,0 +1,55 @@
+//! Ingestion: deduplicated event batches.
+
+use super::*;
+
+fn event(i: u32, key: &str, ts: i64) -> IngestEvent {
+    IngestEvent { index: i, event_type: "click".into(), project: "p".into(), ts, key: key.into(), payload: "{}".into() }
+}
+
+fn ingest(h: &mut Harness, events: Vec<IngestEvent>, stored: Vec<bool>) -> Option<(Ticket, WriteBatch)> {
+    let tenant: iris_envelope::Tenant = "acme".into();
+    let env = ShardEnvelope {
+        owner: iris_envelope::stream_owner(&tenant, "s"),
+        body: ShardInput::Ingest { stream: "s".into(), events, reply: addr("http", 1) },
+    };
+    assert!(h.state.needs(&env).user.is_none(), "streams have no user state");
+    h.state.handle(1_000, env, Found { dedup: None, events_seen: stored })
+}
+
+#[test]
+fn ingestion_drops_duplicates_within_batches_in_flight_and_stored() {
+    let mut h = Harness::new();
+    let w = ingest(
+        &mut h,
+        vec![event(0, "k1", 3_600_500), event(1, "k1", 3_600_500), event(2, "k2", 10)],
+        vec![false, false, false],
+    )
+    .unwrap();
+    let rollups: Vec<_> =
+        w.1.ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::RollupAdd { key, by } => Some((key.hour_ms, *by)),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(rollups, vec![(3_600_000, 1), (0, 1)], "one increment per new event, in its hour");
+    // In flight: k1 again is a duplicate, k3 is stored already.
+    assert!(ingest(&mut h, vec![event(0, "k1", 1), event(1, "k3", 1)], vec![false, true]).is_none());
+    h.state.committed(w.0, Ok(()));
+    let replies: Vec<_> = h
+        .outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Edge(EdgeEnvelope { body: EdgeInput::Reply { reply, .. }, .. }) => Some(reply),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        replies,
+        vec![
+            ServiceReply::Ingested { accepted: vec![0, 2], duplicates: vec![1] },
+            ServiceReply::Ingested { accepted: vec![], duplicates: vec![0, 1] },
+        ]
+    );
+}

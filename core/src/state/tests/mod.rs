@@ -1,0 +1,132 @@
+use super::*;
+
+use iris_envelope::SessionId;
+
+fn cfg() -> ShardConfig {
+    ShardConfig {
+        shard: ShardId(3),
+        max_cached_users: 1_000,
+        max_contacts: 5,
+        max_subscribers: 100,
+        max_sessions: 3,
+        id_seed: 42,
+        recent_dedup: 0,
+        edge_lease_ms: 1_000,
+        region: "r1".into(),
+        page_max_bytes: 1 << 16,
+    }
+}
+
+fn key(u: &str) -> UserKey {
+    UserKey::new("acme", u)
+}
+
+fn addr(edge: &str, s: u64) -> SessionAddr {
+    SessionAddr { edge: EdgeId(edge.into()), session: SessionId(s) }
+}
+
+struct Harness {
+    state: ShardState,
+    now: Millis,
+    pending: Vec<(Ticket, WriteBatch)>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self { state: ShardState::new(cfg()), now: 1_000, pending: Vec::new() }
+    }
+
+    fn input(&mut self, owner: &str, body: ShardInput) {
+        self.input_with(owner, body, None)
+    }
+
+    fn input_with(&mut self, owner: &str, body: ShardInput, dedup: Option<DedupRecord>) {
+        let env = ShardEnvelope { owner: key(owner), body };
+        if let Some(u) = self.state.needs(&env).user {
+            self.state.insert_user(u, UserRecord::default());
+        }
+        self.now += 1;
+        if let Some(w) = self.state.handle(self.now, env, Found { dedup, events_seen: vec![] }) {
+            self.pending.push(w);
+        }
+    }
+
+    fn commit_all(&mut self) -> Vec<WriteBatch> {
+        let mut out = Vec::new();
+        for (t, b) in self.pending.drain(..) {
+            self.state.committed(t, Ok(()));
+            out.push(b);
+        }
+        out
+    }
+
+    fn outputs(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.state.poll_output()).collect()
+    }
+
+    fn frames(&mut self) -> Vec<(Vec<SessionId>, ServerFrame)> {
+        self.outputs()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Edge(EdgeEnvelope { body: EdgeInput::Frame { to, frame, .. }, .. }) => {
+                    Some((to.as_slice().to_vec(), frame))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `owner` (on session e1/1) adds `contact` in the default circle.
+    fn add_contact(&mut self, owner: &str, contact: &str) {
+        self.input(
+            owner,
+            ShardInput::Contacts {
+                session: addr("e1", 1),
+                upsert: vec![ContactEntry { user: contact.into(), circle: None }],
+                remove: vec![],
+            },
+        );
+    }
+
+    fn open(&mut self, user: &str, s: u64) {
+        self.input(user, ShardInput::SessionOpened { session: addr("e1", s), resume_after: None });
+        self.commit_all();
+        self.outputs();
+    }
+
+    fn send(&mut self, from: &str, to: &str, id: &str, reply: u64) {
+        self.input(
+            to,
+            ShardInput::Send { from: from.into(), client_id: id.into(), body: "hi".into(), reply: addr("e1", reply) },
+        );
+    }
+}
+
+fn presence(f: &ServerFrame) -> Option<(&str, PresenceStatus, Option<Millis>)> {
+    match f {
+        ServerFrame::Presence(p) => Some((&p.user, p.status, p.last_seen)),
+        _ => None,
+    }
+}
+
+fn stored(seq: u64, from: &str) -> StoredMessage {
+    StoredMessage { seq, msg_id: format!("m{seq}").into(), from: from.into(), body: "hi".into(), ts: 5 }
+}
+
+fn frames_of(outputs: &[Output]) -> Vec<ServerFrame> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Edge(EdgeEnvelope { body: EdgeInput::Frame { frame, .. }, .. }) => Some(frame.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+mod contacts;
+mod inbox;
+mod ingest;
+mod ordering;
+mod presence;
+mod receipts;
+mod sessions;

@@ -1,0 +1,101 @@
+//! Presence, policies and circles.
+
+use super::*;
+
+#[test]
+fn presence_follows_policy_and_never_leaks() {
+    let mut h = Harness::new();
+    // carol subscribes to bob without being a contact: offline, no last_seen.
+    h.input("bob", ShardInput::Subscribe { viewer: "carol".into(), session: addr("e1", 9) });
+    h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e2", 8) });
+    let f = h.frames();
+    assert_eq!(presence(&f[0].1), Some(("bob", PresenceStatus::Offline, None)));
+    h.open("bob", 1);
+    // bob adds dave to contacts (default circle: sees presence and last_seen).
+    h.add_contact("bob", "dave");
+    h.commit_all();
+    let f = h.frames();
+    assert!(matches!(f[0].1, ServerFrame::ContactsOk(ContactsOk { count: 1 })));
+    assert_eq!(f.len(), 2, "only dave's view changed: {f:?}");
+    assert_eq!(f[1].0, vec![SessionId(8)]);
+    assert_eq!(presence(&f[1].1), Some(("bob", PresenceStatus::Online, None)));
+    // Away, then the last session ends: offline with last_seen for dave only.
+    h.input("bob", ShardInput::SetPresence { session: addr("e1", 1), status: SetStatus::Away });
+    assert_eq!(presence(&h.frames()[0].1), Some(("bob", PresenceStatus::Away, None)));
+    h.input("bob", ShardInput::SessionClosed { session: addr("e1", 1) });
+    h.commit_all();
+    let f = h.frames();
+    assert_eq!(f.len(), 1);
+    let (_, status, seen) = presence(&f[0].1).unwrap();
+    assert_eq!((status, seen.is_some()), (PresenceStatus::Offline, true));
+    // Policy change: the default circle loses last_seen.
+    h.input(
+        "bob",
+        ShardInput::CirclePolicy {
+            session: addr("e1", 1),
+            circle: DEFAULT_CIRCLE.into(),
+            presence: None,
+            last_seen: Some(false),
+        },
+    );
+    h.commit_all();
+    let f = h.frames();
+    assert!(matches!(f[0].1, ServerFrame::CirclePolicyOk(_)));
+    assert_eq!(presence(&f[1].1), Some(("bob", PresenceStatus::Offline, None)));
+    // Back online: away does not survive the end of all sessions.
+    h.open("bob", 3);
+    let sub = h.state.users.get(&key("bob")).unwrap();
+    assert_eq!(sub.view_for("bob", "dave").status, PresenceStatus::Online);
+}
+
+#[test]
+fn invisible_looks_offline_with_frozen_last_seen_and_is_durable() {
+    let mut h = Harness::new();
+    h.add_contact("bob", "dave");
+    h.open("bob", 1);
+    h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e1", 8) });
+    h.frames();
+    h.input("bob", ShardInput::SetPresence { session: addr("e1", 1), status: SetStatus::Invisible });
+    let (_, batch) = h.pending.last().unwrap();
+    assert!(matches!(&batch.ops[0], WriteOp::Meta { meta, .. } if meta.invisible_since.is_some()));
+    h.commit_all();
+    let f = h.frames();
+    let (_, status, since) = presence(&f[0].1).unwrap();
+    assert_eq!(status, PresenceStatus::Offline);
+    h.input("bob", ShardInput::SessionClosed { session: addr("e1", 1) });
+    h.commit_all();
+    assert!(h.frames().is_empty(), "dave saw offline already; the frozen last_seen does not move");
+    h.open("bob", 2);
+    assert!(h.frames().is_empty(), "still invisible after reconnect");
+    assert_eq!(h.state.users[&key("bob")].view_for("bob", "dave").last_seen, since);
+}
+
+#[test]
+fn new_circles_allow_nothing_until_set() {
+    let mut h = Harness::new();
+    h.open("bob", 1);
+    h.input(
+        "bob",
+        ShardInput::Contacts {
+            session: addr("e1", 1),
+            upsert: vec![ContactEntry { user: "dave".into(), circle: Some("work".into()) }],
+            remove: vec![],
+        },
+    );
+    h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e1", 8) });
+    h.commit_all();
+    let f = h.frames();
+    assert_eq!(presence(&f.last().unwrap().1), Some(("bob", PresenceStatus::Offline, None)));
+    h.input(
+        "bob",
+        ShardInput::CirclePolicy {
+            session: addr("e1", 1),
+            circle: "work".into(),
+            presence: Some(true),
+            last_seen: None,
+        },
+    );
+    h.commit_all();
+    let f = h.frames();
+    assert_eq!(presence(&f[1].1), Some(("bob", PresenceStatus::Online, None)));
+}
