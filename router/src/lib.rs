@@ -138,3 +138,43 @@ impl Router {
         self.bus.try_publish_edge(env)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iris_envelope::{GlobalEnvelope, HomeAssignment};
+
+    /// A link that takes everything and keeps nothing.
+    struct Nowhere;
+
+    #[async_trait::async_trait]
+    impl FederationLink for Nowhere {
+        fn try_send(&self, _: GlobalEnvelope) -> Result<(), PublishError<GlobalEnvelope>> {
+            Ok(())
+        }
+        async fn send(&self, _: GlobalEnvelope) -> Result<(), BusError> {
+            Ok(())
+        }
+        async fn record_home(&self, _: &HomeAssignment) -> Result<(), BusError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_shard_owns_a_user_the_ring_places_on_it_and_whose_home_is_its_region() {
+        let ring = Arc::new(Ring::new(8));
+        let (bus, _, _) = InProcessBus::new(8, &[], 4);
+        let router = Router::new(ring.clone(), Arc::new(bus));
+        let bob = UserKey::new("acme", "bob");
+        let here = ring.shard_of(&bob);
+        let elsewhere = ShardId((here.0 + 1) % 8);
+        assert!(router.owns(&bob, "any", here), "a single region: the ring decides");
+        assert!(!router.owns(&bob, "any", elsewhere));
+        let homes = Arc::new(HomeDirectory::new("eu", &["eu".to_owned(), "us".to_owned()]));
+        homes.apply(&HomeAssignment { user: bob.clone(), region: Some("us".into()), set_at: 1 });
+        let fed = Arc::new(Federation::new(homes, Arc::new(Nowhere), 16, iris_clock::system()));
+        let router = router.with_federation(fed);
+        assert!(router.owns(&bob, "us", here), "bob's home is us");
+        assert!(!router.owns(&bob, "eu", here), "not eu's shard, whatever the ring says");
+    }
+}
