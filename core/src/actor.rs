@@ -254,7 +254,7 @@ impl ShardActor {
             let store = self.store.clone();
             let messages = commit.batch.ops.iter().filter(|op| matches!(op, WriteOp::Message { .. })).count() as u64;
             let started = std::time::Instant::now();
-            let (batch, tickets, users) = (commit.batch, commit.tickets, commit.users);
+            let (batch, tickets, token) = (commit.batch, commit.tickets, commit.started);
             metrics::histogram!("iris_shard_commit_inputs").record(tickets.len() as f64);
             let fut = async move { store.commit(batch).await };
             ctx.spawn(fut.into_actor(self).map(move |result, act, ctx| {
@@ -264,7 +264,7 @@ impl ShardActor {
                     Err(e) => tracing::error!(error = %e, ?tickets, "commit failed"),
                 }
                 // What waited behind a failed commit fails with it, unwritten.
-                let unwritten = act.commits.finished(&users, result.is_ok());
+                let unwritten = act.commits.finished(token, result.is_ok());
                 for ticket in tickets.into_iter().chain(unwritten) {
                     act.state.committed(ticket, result.clone());
                 }

@@ -44,9 +44,17 @@ pub struct Commit {
     pub tickets: Vec<Ticket>,
     /// Their writes, concatenated in ticket order.
     pub batch: WriteBatch,
-    /// The users whose inboxes it appends to (give them back to
-    /// [`CommitQueue::finished`]).
-    pub users: Vec<UserKey>,
+    /// What [`CommitQueue::finished`] takes back when it ends.
+    pub started: Started,
+}
+
+/// What a running commit holds in its queue: whether it appends to an
+/// inbox, and (when appends are isolated) the users it appends to, once
+/// per append.
+#[derive(Debug, Default)]
+pub struct Started {
+    appended: bool,
+    users: Vec<UserKey>,
 }
 
 fn appends_to(batch: &WriteBatch) -> impl Iterator<Item = &UserKey> {
@@ -90,7 +98,7 @@ impl CommitQueue {
         if self.in_flight >= self.max_in_flight || self.waiting.is_empty() {
             return None;
         }
-        let mut commit = Commit { tickets: Vec::new(), batch: WriteBatch::default(), users: Vec::new() };
+        let mut commit = Commit { tickets: Vec::new(), batch: WriteBatch::default(), started: Started::default() };
         while let Some((_, next)) = self.waiting.front() {
             let fits = commit.batch.ops.len() + next.ops.len() <= self.max_ops;
             if !commit.tickets.is_empty() && !fits {
@@ -101,8 +109,9 @@ impl CommitQueue {
             }
             let (ticket, batch) = self.waiting.pop_front().expect("front exists");
             for u in appends_to(&batch) {
-                if !commit.users.contains(u) {
-                    commit.users.push(u.clone());
+                commit.started.appended = true;
+                if self.isolate_appends {
+                    commit.started.users.push(u.clone());
                 }
             }
             commit.tickets.push(ticket);
@@ -111,22 +120,22 @@ impl CommitQueue {
         if commit.tickets.is_empty() {
             return None;
         }
-        for u in &commit.users {
+        for u in &commit.started.users {
             *self.busy.entry(u.clone()).or_insert(0) += 1;
         }
         self.in_flight += 1;
         Some(commit)
     }
 
-    /// A commit started by [`CommitQueue::poll`] ended; `users` is its
-    /// [`Commit::users`]. If it failed and it appended to an inbox, every
+    /// A commit started by [`CommitQueue::poll`] ended; `started` is its
+    /// [`Commit::started`]. If it failed and it appended to an inbox, every
     /// input still waiting fails with it, unwritten: their tickets are
     /// returned, to be reported failed like the commit's own. (A failed
     /// commit without appends, such as forgetting delivered receipts,
     /// cannot leave a gap, so what waits goes on.)
-    pub fn finished(&mut self, users: &[UserKey], ok: bool) -> Vec<Ticket> {
+    pub fn finished(&mut self, started: Started, ok: bool) -> Vec<Ticket> {
         self.in_flight = self.in_flight.saturating_sub(1);
-        for u in users {
+        for u in &started.users {
             if let Some(n) = self.busy.get_mut(u) {
                 *n -= 1;
                 if *n == 0 {
@@ -134,7 +143,7 @@ impl CommitQueue {
                 }
             }
         }
-        if ok || users.is_empty() { Vec::new() } else { self.waiting.drain(..).map(|(t, _)| t).collect() }
+        if ok || !started.appended { Vec::new() } else { self.waiting.drain(..).map(|(t, _)| t).collect() }
     }
 
     /// Commits running.
@@ -176,7 +185,7 @@ mod tests {
         q.push(2, append("bob", 2));
         q.push(3, append("ann", 1));
         assert!(q.poll().is_none(), "bob's next append waits, and ann's behind it (tickets start in order)");
-        assert!(q.finished(&first.users, true).is_empty());
+        assert!(q.finished(first.started, true).is_empty());
         let next = q.poll().unwrap();
         assert_eq!(next.tickets, vec![2, 3], "together once bob's first is done");
         // A backend whose failure fails every later commit: no waiting.
@@ -194,14 +203,14 @@ mod tests {
         let first = q.poll().unwrap();
         q.push(2, append("bob", 2));
         q.push(3, batch(1));
-        assert_eq!(q.finished(&first.users, false), vec![2, 3], "failed with it, unwritten");
+        assert_eq!(q.finished(first.started, false), vec![2, 3], "failed with it, unwritten");
         assert!(q.poll().is_none());
         assert_eq!((q.in_flight(), q.waiting()), (0, 0));
         // A failed commit that appended nothing leaves no gap: what waits goes on.
         q.push(4, batch(1));
         let no_appends = q.poll().unwrap();
         q.push(5, append("bob", 3));
-        assert!(q.finished(&no_appends.users, false).is_empty());
+        assert!(q.finished(no_appends.started, false).is_empty());
         assert_eq!(q.poll().unwrap().tickets, vec![5]);
     }
 
@@ -225,11 +234,11 @@ mod tests {
         q.push(2, batch(1));
         q.push(3, batch(3));
         assert!(q.poll().is_none(), "one commit at a time");
-        q.finished(&[], true);
+        q.finished(Started::default(), true);
         let merged = q.poll().expect("the waiting ones, together");
         assert_eq!((merged.tickets, merged.batch.ops.len()), (vec![2, 3], 4));
         assert!(q.poll().is_none());
-        q.finished(&[], true);
+        q.finished(Started::default(), true);
         assert_eq!((q.in_flight(), q.waiting()), (0, 0));
     }
 
@@ -244,7 +253,7 @@ mod tests {
         let b = q.poll().unwrap();
         assert_eq!((b.tickets, b.batch.ops.len()), (vec![2], 6), "an input's writes stay whole");
         assert!(q.poll().is_none(), "two in flight");
-        q.finished(&[], true);
+        q.finished(Started::default(), true);
         let c = q.poll().unwrap();
         assert_eq!(c.tickets, vec![3, 4]);
     }

@@ -297,15 +297,16 @@ impl<T: Transport> Session<T> {
                     }
                 },
                 SessionOutput::Route { env, ephemeral: false, charged } => {
+                    let id = SessionState::refusal_id(&env);
                     if charged && self.ctx.tenant_sends.take(&env.owner.tenant, 1, self.ctx.now_ms()).is_err() {
                         metrics::counter!("iris_tenant_rate_limited_total").increment(1);
                         let per_second = self.ctx.tenant_sends.per_second();
-                        self.state.route_refused(&env, RouteRefusal::TenantBudget { per_second });
+                        self.state.route_refused(id, RouteRefusal::TenantBudget { per_second });
                         continue;
                     }
-                    if let Err(e) = self.ctx.router.to_shard(env.clone()).await {
+                    if let Err(e) = self.ctx.router.to_shard(env).await {
                         tracing::warn!(error = %e, "route failed");
-                        self.state.route_refused(&env, RouteRefusal::Unavailable);
+                        self.state.route_refused(id, RouteRefusal::Unavailable);
                     }
                 }
                 SessionOutput::Verify(token) => {

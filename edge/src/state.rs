@@ -384,13 +384,21 @@ impl SessionState {
         self.close_now(if shutting_down { CloseReason::Shutdown } else { CloseReason::Overloaded });
     }
 
+    /// What a refusal of `env` names: a send's client id (other frames carry
+    /// none). Taken before the envelope is handed on, so that the shell
+    /// keeps no copy of it.
+    pub fn refusal_id(env: &ShardEnvelope) -> Option<Arc<str>> {
+        match &env.body {
+            ShardInput::Send { client_id, .. } => Some(client_id.clone()),
+            _ => None,
+        }
+    }
+
     /// The shell could not route an envelope: the client is told, naming
     /// the send it refers to (other frames carry no id).
-    pub fn route_refused(&mut self, env: &ShardEnvelope, refusal: RouteRefusal) {
-        let id = match &env.body {
-            ShardInput::Send { client_id, .. } => Some(client_id.to_string()),
-            _ => None,
-        };
+    /// `id` is [`SessionState::refusal_id`] of the envelope.
+    pub fn route_refused(&mut self, id: Option<Arc<str>>, refusal: RouteRefusal) {
+        let id = id.map(|id| id.to_string());
         self.out.push_back(match refusal {
             RouteRefusal::TenantBudget { per_second } => {
                 err(ErrorCode::RateLimited, format!("tenant over {per_second} sends per second"), id)

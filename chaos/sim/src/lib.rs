@@ -31,7 +31,7 @@
 //! A run is a pure function of its seed: the same seed gives the same trace
 //! hash (`--check` runs it twice), and a failing seed replays exactly.
 
-use iris_core::commits::CommitQueue;
+use iris_core::commits::{CommitQueue, Started};
 use iris_core::state::{Found, Output, ReadResult, ShardConfig, ShardState, Ticket};
 use iris_envelope::{EdgeInput, Recipients, SessionAddr, SessionId, ShardEnvelope, ShardId, ShardInput, UserKey};
 use iris_protocol::ServerFrame;
@@ -142,8 +142,8 @@ struct Shard {
     commits: CommitQueue,
 }
 
-/// A commit running in the store: (due, shard instance, tickets, users, writes).
-type Running = (u64, u64, Vec<Ticket>, Vec<UserKey>, WriteBatch);
+/// A commit running in the store: (due, shard instance, tickets, its queue's token, writes).
+type Running = (u64, u64, Vec<Ticket>, Started, WriteBatch);
 
 struct Node {
     up: bool,
@@ -464,7 +464,7 @@ impl Sim {
         let commits = std::mem::take(&mut self.nodes[n].commits);
         let (due, waiting): (Vec<_>, Vec<_>) = commits.into_iter().partition(|c| c.0 <= now);
         self.nodes[n].commits = waiting;
-        for (_, inst, tickets, users, batch) in due {
+        for (_, inst, tickets, started, batch) in due {
             let fail = self.faults && self.rng.random_bool(self.cfg.commit_failure);
             let result = if fail {
                 self.failed_commits += 1;
@@ -475,7 +475,7 @@ impl Sim {
             let ok = if result.is_ok() { "ok" } else { "failed" };
             self.event(format!("node {n} shard instance {inst} tickets {tickets:?} commit {ok}"));
             if let Some(sh) = self.nodes[n].shards.get_mut(&inst) {
-                let unwritten = sh.commits.finished(&users, result.is_ok());
+                let unwritten = sh.commits.finished(started, result.is_ok());
                 for t in tickets.into_iter().chain(unwritten) {
                     sh.state.committed(t, result.clone());
                 }
@@ -644,7 +644,7 @@ impl Sim {
             let Some(sh) = self.nodes[n].shards.get_mut(&inst) else { return };
             let Some(c) = sh.commits.poll() else { return };
             let latency = self.rng.random_range(0..=self.cfg.max_commit_ms);
-            self.nodes[n].commits.push((self.now + latency, inst, c.tickets, c.users, c.batch));
+            self.nodes[n].commits.push((self.now + latency, inst, c.tickets, c.started, c.batch));
         }
     }
 

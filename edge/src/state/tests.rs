@@ -126,14 +126,14 @@ fn sends_are_charged_to_the_tenant_and_a_refused_route_answers_the_send() {
         .collect();
     assert_eq!(routes, [(false, true), (true, false)], "the send is charged, typing is not");
     let SessionOutput::Route { env, .. } = &out[0] else { panic!("{out:?}") };
-    s.route_refused(env, RouteRefusal::TenantBudget { per_second: 7 });
-    s.route_refused(env, RouteRefusal::Unavailable);
+    s.route_refused(SessionState::refusal_id(env), RouteRefusal::TenantBudget { per_second: 7 });
+    s.route_refused(SessionState::refusal_id(env), RouteRefusal::Unavailable);
     let out = drain(&mut s);
     assert_eq!(error_code(&out[0]), Some((ErrorCode::RateLimited, Some("c1"))));
     assert_eq!(error_code(&out[1]), Some((ErrorCode::Unavailable, Some("c1"))));
     // Any other frame that could not be routed is answered too, without an id.
     let SessionOutput::Route { env: typing, .. } = &routes_env(&mut s) else { panic!() };
-    s.route_refused(typing, RouteRefusal::Unavailable);
+    s.route_refused(SessionState::refusal_id(typing), RouteRefusal::Unavailable);
     assert_eq!(error_code(&drain(&mut s)[0]), Some((ErrorCode::Unavailable, None)));
 }
 
