@@ -28,7 +28,7 @@
 //! decides nothing about it.
 
 use crate::commits::CommitQueue;
-use crate::state::{Found, Output, Query, ReadResult, ShardConfig, ShardState, Ticket};
+use crate::state::{Found, InputClock, Output, Query, ReadResult, ShardConfig, ShardState, Ticket};
 use actix::prelude::*;
 use iris_clock::{Clock, SharedClock};
 use iris_envelope::{EdgeEnvelope, ShardEnvelope, ShardId, UserKey};
@@ -88,7 +88,7 @@ struct ShardActor {
     /// that many inputs are durable (their outputs released).
     held: std::collections::VecDeque<(u64, OwnedSemaphorePermit)>,
     /// When the pump last saw the input empty.
-    clock: Arc<InputClock>,
+    clock: Arc<SharedInputClock>,
     /// Where the time handed to the state comes from.
     time: SharedClock,
     /// Writes waiting for a commit, merged while earlier ones run.
@@ -101,42 +101,32 @@ const COMMITS_IN_FLIGHT: usize = 2;
 /// Most writes in one merged commit.
 const MAX_COMMIT_OPS: usize = 512;
 
-/// When a shard's pump last had nothing waiting in its input. The lease
-/// check reads it: heartbeats sent before that instant have been handed to
-/// the actor, later ones may still wait in the queue.
+/// The shard's [`InputClock`] (when its pump last had nothing waiting),
+/// shared by the pump that marks it, the feed that tells it of envelopes
+/// held upstream, and the actor's lease check that reads it. The judgement
+/// is the state machine's; this only shares it between tasks.
 #[derive(Debug, Default)]
-pub struct InputClock {
-    caught_up_ms: std::sync::atomic::AtomicI64,
-    idle: std::sync::atomic::AtomicBool,
-    held_upstream: std::sync::atomic::AtomicBool,
-}
+pub struct SharedInputClock(std::sync::Mutex<InputClock>);
 
-impl InputClock {
+impl SharedInputClock {
+    fn with<T>(&self, f: impl FnOnce(&mut InputClock) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
     fn mark(&self, rx_empty: bool, idle: bool, time: &dyn Clock) {
-        use std::sync::atomic::Ordering;
-        let upstream = self.held_upstream.load(Ordering::Acquire);
-        if rx_empty && !upstream {
-            self.caught_up_ms.store(time.now_ms(), Ordering::Release);
-        }
-        self.idle.store(idle && !upstream, Ordering::Release);
+        let now = time.now_ms();
+        self.with(|c| c.mark(now, rx_empty, idle));
     }
 
-    /// Tells the clock that inputs for this shard are held before its
-    /// queue (a Kafka partition paused because the queue was full): an
-    /// empty queue then does not mean caught up.
+    /// Tells the clock that inputs for this shard are (or are no longer)
+    /// held before its queue (a Kafka partition paused because the queue
+    /// was full): an empty queue then does not mean caught up.
     pub fn set_held_upstream(&self, held: bool) {
-        self.held_upstream.store(held, std::sync::atomic::Ordering::Release);
+        self.with(|c| c.set_held_upstream(held));
     }
 
-    /// The newest instant at which every input that had arrived was handed
-    /// on: now while the pump waits for input and nothing is held upstream.
     fn caught_up(&self, now: i64) -> i64 {
-        use std::sync::atomic::Ordering;
-        if self.idle.load(Ordering::Acquire) && !self.held_upstream.load(Ordering::Acquire) {
-            now
-        } else {
-            self.caught_up_ms.load(Ordering::Acquire)
-        }
+        self.with(|c| c.caught_up(now))
     }
 }
 
@@ -169,6 +159,12 @@ impl Actor for ShardActor {
         let every = Duration::from_millis((self.lease_check_ms).max(50));
         self.lease_timer = Some(ctx.run_interval(every, |act, ctx| {
             let now = act.time.now_ms();
+            // After a failed commit, an idle shard repairs its records too.
+            if act.state.needs_reset()
+                && let Some((ticket, batch)) = act.state.reset()
+            {
+                act.commit(ticket, batch, ctx);
+            }
             if let Some((ticket, batch)) = act.state.handle_timeout(now, act.clock.caught_up(now)) {
                 act.commit(ticket, batch, ctx);
             }
@@ -186,9 +182,11 @@ type Loaded = (Option<Result<(UserKey, UserRecord), StoreError>>, Result<Found, 
 impl Handler<Deliver> for ShardActor {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: Deliver, _ctx: &mut Context<Self>) -> Self::Result {
-        if self.state.needs_reset() {
-            self.state.reset();
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) -> Self::Result {
+        if self.state.needs_reset()
+            && let Some((ticket, batch)) = self.state.reset()
+        {
+            self.commit(ticket, batch, ctx);
         }
         let needs = self.state.needs(&msg.env);
         let store = self.store.clone();
@@ -474,18 +472,18 @@ impl ShardHost {
     /// from storage as users come up. It stops once `rx`'s senders are gone
     /// and its in-flight writes have finished.
     /// Returns the shard's input clock, for a feeder that holds inputs
-    /// before the queue (see [`InputClock::set_held_upstream`]).
+    /// before the queue (see [`SharedInputClock::set_held_upstream`]).
     pub fn start(
         &self,
         shard: ShardId,
         rx: ShardReceiver,
         progress: Option<Arc<std::sync::atomic::AtomicU64>>,
-    ) -> Arc<InputClock> {
+    ) -> Arc<SharedInputClock> {
         let cfg = &self.cfg;
         let arbiters = self.arbiters.lock().unwrap_or_else(|p| p.into_inner());
         if arbiters.is_empty() {
             tracing::warn!(shard = shard.0, "shard threads stopped; shard not started");
-            return Arc::new(InputClock::default());
+            return Arc::new(SharedInputClock::default());
         }
         let arbiter = &arbiters[shard.0 as usize % arbiters.len()];
         let state = ShardState::new(ShardConfig {
@@ -503,8 +501,8 @@ impl ShardHost {
         let (store, router, detached) = (self.store.clone(), self.router.clone(), self.detached.clone());
         let lease_check_ms = cfg.edge_lease_ms / 4;
         let running = self.running.clone();
-        let isolate_appends = self.store.commits_fail_alone();
-        let clock = Arc::new(InputClock::default());
+        let isolate_users = self.store.commits_fail_alone();
+        let clock = Arc::new(SharedInputClock::default());
         let pump_clock = clock.clone();
         let (time, pump_time) = (self.clock.clone(), self.clock.clone());
         let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| ShardActor {
@@ -519,7 +517,7 @@ impl ShardHost {
             held: std::collections::VecDeque::new(),
             clock,
             time,
-            commits: CommitQueue::new(COMMITS_IN_FLIGHT, MAX_COMMIT_OPS).isolating_appends(isolate_appends),
+            commits: CommitQueue::new(COMMITS_IN_FLIGHT, MAX_COMMIT_OPS).isolating_users(isolate_users),
         });
         let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
         self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(shard, sem.clone());
@@ -577,7 +575,7 @@ async fn pump(
     addr: Addr<ShardActor>,
     permits: Arc<Semaphore>,
     shard: ShardId,
-    clock: Arc<InputClock>,
+    clock: Arc<SharedInputClock>,
     time: SharedClock,
 ) {
     let depth = metrics::gauge!("iris_shard_mailbox_depth", "shard" => shard.0.to_string());

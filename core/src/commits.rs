@@ -9,15 +9,21 @@
 //! it gets that result.
 //!
 //! Inbox seqs must have no gaps (PROTOCOL), and a backend such as Redis or
-//! ScyllaDB can fail one commit and take the next. So with such a backend
-//! (`isolate_appends`) appends to one user's inbox are never in two commits
-//! at once: a commit that appends to a user waits while an earlier commit
-//! appending to that user runs. And when a commit fails, everything still
+//! ScyllaDB can fail one commit and take the next, or apply two running
+//! commits in either order. So with such a backend (`isolate_users`) one
+//! user's writes are never in two commits at once: a commit that writes to
+//! a user (an inbox append, or a record that a later write replaces: the
+//! session record, meta, contacts, policies, pending receipts) waits while
+//! an earlier commit writing to that user runs. Otherwise a later seq could
+//! land after an earlier one failed, and an older session record could land
+//! after a newer one (a user shown offline while connected: found by the
+//! simulator). And when a commit that appended fails, everything still
 //! waiting fails with it, unwritten: a later seq can then never land after
 //! an earlier one failed. (The shard answers those inputs `unavailable` and
-//! reloads its users; ADR 0004.) fjall fails every commit after a failed
-//! one by itself, so the embedded store lets one user's appends run in
-//! concurrent commits (they cost p99 latency otherwise: `bench/ab`).
+//! reloads its users; ADR 0004.) fjall applies commits in order and fails
+//! every commit after a failed one by itself, so the embedded store lets
+//! one user's writes run in concurrent commits (they cost p99 latency
+//! otherwise: `bench/ab`).
 
 use crate::state::Ticket;
 use iris_envelope::UserKey;
@@ -29,10 +35,10 @@ use std::collections::{HashMap, VecDeque};
 pub struct CommitQueue {
     waiting: VecDeque<(Ticket, WriteBatch)>,
     in_flight: usize,
-    /// Users with inbox appends in running commits, and how many commits.
+    /// Users written by running commits, and how many commits.
     busy: HashMap<UserKey, usize>,
-    /// Whether one user's appends wait for each other (see the module docs).
-    isolate_appends: bool,
+    /// Whether one user's writes wait for each other (see the module docs).
+    isolate_users: bool,
     max_in_flight: usize,
     max_ops: usize,
 }
@@ -49,18 +55,37 @@ pub struct Commit {
 }
 
 /// What a running commit holds in its queue: whether it appends to an
-/// inbox, and (when appends are isolated) the users it appends to, once
-/// per append.
+/// inbox, and (when users are isolated) the users it writes to, once per
+/// write.
 #[derive(Debug, Default)]
 pub struct Started {
     appended: bool,
     users: Vec<UserKey>,
 }
 
-fn appends_to(batch: &WriteBatch) -> impl Iterator<Item = &UserKey> {
+fn appends(batch: &WriteBatch) -> bool {
+    batch.ops.iter().any(|op| matches!(op, WriteOp::Message { .. }))
+}
+
+/// The users whose state a batch writes where order matters: an append
+/// takes the next seq, a record replaces the one before. (Dedup and event
+/// keys are written once each; identities and rollups add up in any order;
+/// a tenant's log is ordered by the store.)
+fn writes_to(batch: &WriteBatch) -> impl Iterator<Item = &UserKey> {
     batch.ops.iter().filter_map(|op| match op {
-        WriteOp::Message { user, .. } => Some(user),
-        _ => None,
+        WriteOp::Message { user, .. }
+        | WriteOp::Meta { user, .. }
+        | WriteOp::Session { user, .. }
+        | WriteOp::Receipt { user, .. }
+        | WriteOp::ReceiptsDelivered { user, .. } => Some(user),
+        WriteOp::Contact { owner, .. } | WriteOp::ContactRemoved { owner, .. } | WriteOp::Policy { owner, .. } => {
+            Some(owner)
+        }
+        WriteOp::Dedup { .. }
+        | WriteOp::Identity { .. }
+        | WriteOp::Log { .. }
+        | WriteOp::EventSeen { .. }
+        | WriteOp::RollupAdd { .. } => None,
     })
 }
 
@@ -72,16 +97,17 @@ impl CommitQueue {
             waiting: VecDeque::new(),
             in_flight: 0,
             busy: HashMap::new(),
-            isolate_appends: true,
+            isolate_users: true,
             max_in_flight: max_in_flight.max(1),
             max_ops: max_ops.max(1),
         }
     }
 
-    /// The same, letting one user's appends run in concurrent commits when
-    /// `isolate` is false (a backend whose failure fails every later commit).
-    pub fn isolating_appends(mut self, isolate: bool) -> Self {
-        self.isolate_appends = isolate;
+    /// The same, letting one user's writes run in concurrent commits when
+    /// `isolate` is false (a backend that applies commits in order and
+    /// whose failure fails every later commit).
+    pub fn isolating_users(mut self, isolate: bool) -> Self {
+        self.isolate_users = isolate;
         self
     }
 
@@ -92,8 +118,8 @@ impl CommitQueue {
     }
 
     /// The next commit to start, if one may start: everything waiting, up
-    /// to `max_ops` writes, and up to the first input that appends to a
-    /// user whose appends are in a running commit (tickets start in order).
+    /// to `max_ops` writes, and up to the first input that writes to a user
+    /// a running commit writes to (tickets start in order).
     pub fn poll(&mut self) -> Option<Commit> {
         if self.in_flight >= self.max_in_flight || self.waiting.is_empty() {
             return None;
@@ -104,15 +130,13 @@ impl CommitQueue {
             if !commit.tickets.is_empty() && !fits {
                 break;
             }
-            if self.isolate_appends && appends_to(next).any(|u| self.busy.contains_key(u)) {
+            if self.isolate_users && writes_to(next).any(|u| self.busy.contains_key(u)) {
                 break;
             }
             let (ticket, batch) = self.waiting.pop_front().expect("front exists");
-            for u in appends_to(&batch) {
-                commit.started.appended = true;
-                if self.isolate_appends {
-                    commit.started.users.push(u.clone());
-                }
+            commit.started.appended |= appends(&batch);
+            if self.isolate_users {
+                commit.started.users.extend(writes_to(&batch).cloned());
             }
             commit.tickets.push(ticket);
             commit.batch.ops.extend(batch.ops);
@@ -189,10 +213,36 @@ mod tests {
         let next = q.poll().unwrap();
         assert_eq!(next.tickets, vec![2, 3], "together once bob's first is done");
         // A backend whose failure fails every later commit: no waiting.
-        let mut q = CommitQueue::new(2, 100).isolating_appends(false);
+        let mut q = CommitQueue::new(2, 100).isolating_users(false);
         q.push(1, append("bob", 1));
         q.poll().unwrap();
         q.push(2, append("bob", 2));
+        assert_eq!(q.poll().unwrap().tickets, vec![2]);
+    }
+
+    fn session(user: &str, sessions: u32) -> WriteBatch {
+        let mut b = WriteBatch::default();
+        let record = iris_storage::SessionRecord { sessions, ..Default::default() };
+        b.push(WriteOp::Session { user: UserKey::new("t", user), record });
+        b
+    }
+
+    #[test]
+    fn one_user_s_records_are_never_in_two_running_commits() {
+        // A session closes, then another opens: the second record must not
+        // land first and be overwritten by the first.
+        let mut q = CommitQueue::new(2, 100);
+        q.push(1, session("bob", 0));
+        let first = q.poll().unwrap();
+        q.push(2, session("bob", 1));
+        assert!(q.poll().is_none(), "bob's newer record waits for the older one");
+        q.finished(first.started, true);
+        assert_eq!(q.poll().unwrap().tickets, vec![2]);
+        // Another user's record does not wait.
+        let mut q = CommitQueue::new(2, 100);
+        q.push(1, session("bob", 0));
+        q.poll().unwrap();
+        q.push(2, session("ann", 1));
         assert_eq!(q.poll().unwrap().tickets, vec![2]);
     }
 
@@ -214,13 +264,12 @@ mod tests {
         assert_eq!(q.poll().unwrap().tickets, vec![5]);
     }
 
+    /// `n` writes that no other write has to wait for (identities add up
+    /// in any order).
     fn batch(n: usize) -> WriteBatch {
         let mut b = WriteBatch::default();
         for i in 0..n {
-            b.push(WriteOp::ReceiptsDelivered {
-                user: iris_envelope::UserKey::new("t", format!("u{i}")),
-                msg_ids: vec![],
-            });
+            b.push(WriteOp::Identity { user: iris_envelope::UserKey::new("t", format!("u{i}")), channel: "c".into() });
         }
         b
     }

@@ -5,7 +5,7 @@
 //! Every decision (what to hand, when to pause, what to commit) is the
 //! feed's; this file only carries them out.
 
-use crate::{InputClock, ShardHost};
+use crate::{ShardHost, SharedInputClock};
 use iris_envelope::{ShardEnvelope, ShardId};
 use iris_router::feed::{Feed, FeedInput, FeedOutput};
 use iris_router::{ShardSource, SourceEvent};
@@ -27,7 +27,7 @@ const READ_RETRY: Duration = Duration::from_millis(100);
 struct Running {
     input: mpsc::Sender<ShardEnvelope>,
     progress: Arc<AtomicU64>,
-    clock: Arc<InputClock>,
+    clock: Arc<SharedInputClock>,
 }
 
 enum Woke {

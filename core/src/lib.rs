@@ -6,6 +6,6 @@ pub mod commits;
 pub mod feed;
 pub mod state;
 
-pub use actor::{InputClock, ShardHost, ShardsConfig, start_shards};
+pub use actor::{ShardHost, ShardsConfig, SharedInputClock, start_shards};
 pub use feed::run_feed;
 pub use state::{DEFAULT_CIRCLE, Output, ShardConfig, ShardState};

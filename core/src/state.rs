@@ -32,12 +32,14 @@ use std::sync::Arc;
 /// until its owner changes it.
 pub const DEFAULT_CIRCLE: &str = "contacts";
 
+pub use input::InputClock;
 pub use tickets::Ticket;
 use tickets::TicketLedger;
 
 mod contacts;
 mod inbox;
 mod ingest;
+mod input;
 mod presence;
 mod receipts;
 mod sessions;
@@ -54,6 +56,10 @@ struct Effects {
     batch: WriteBatch,
     /// Outputs that stand or fall with an earlier write (a retried send).
     dependent: Vec<(Ticket, Output)>,
+    /// Outputs released in order behind the input's write but sent even if
+    /// it fails: asking an edge to register its sessions again
+    /// ([`EdgeInput::Resync`]), which the shard asks only once per lease.
+    ordered: Vec<Output>,
     /// The owner's presence as others see it may have changed.
     presence_changed: bool,
 }
@@ -331,6 +337,17 @@ pub struct ShardState {
     /// When the lease check last found the input behind (see
     /// `handle_timeout`).
     stalled_at: Option<Millis>,
+    /// Tickets in flight that write session records, and whose.
+    record_writes: BTreeMap<Ticket, Vec<UserKey>>,
+    /// Users whose session record write failed: rewritten from memory
+    /// (which is true) at the next [`ShardState::reset`].
+    records_to_repair: std::collections::BTreeSet<UserKey>,
+    /// When this shard first ran here (its first input or lease check).
+    started_at: Option<Millis>,
+    /// Users whose session record this shard wrote in its first two leases
+    /// here, while the previous owner's last writes may still land; `None`
+    /// once they have been written again (see `handle_timeout`).
+    takeover: Option<std::collections::BTreeSet<UserKey>>,
 }
 
 fn frame_to(sessions: &[SessionAddr], frame: ServerFrame, droppable: bool, out: &mut Vec<Output>) {
@@ -406,6 +423,10 @@ impl ShardState {
             id_counter: 0,
             leases: HashMap::new(),
             stalled_at: None,
+            record_writes: BTreeMap::new(),
+            records_to_repair: Default::default(),
+            started_at: None,
+            takeover: Some(Default::default()),
         }
     }
 
@@ -428,7 +449,12 @@ impl ShardState {
     /// Marks every cached user stale so that their durable fields are
     /// reloaded from storage (after a failed commit, in-memory heads may be
     /// ahead of disk). Sessions and subscriptions are kept: they are true.
-    pub fn reset(&mut self) {
+    /// Returns the write that repairs the session records whose writes
+    /// failed (a user shown online after their last session ended, or the
+    /// other way round), from those sessions; the caller commits it like
+    /// any other.
+    #[must_use = "the repair of failed session records must be committed"]
+    pub fn reset(&mut self) -> Option<(Ticket, WriteBatch)> {
         for u in self.users.values_mut() {
             u.stale = true;
         }
@@ -443,12 +469,50 @@ impl ShardState {
         // Every output that depended on a failed write has left by now
         // (nothing is in flight), so the failures can be forgotten.
         self.tickets.forget_failures();
+        let mut batch = WriteBatch::default();
+        for key in std::mem::take(&mut self.records_to_repair) {
+            if let Some(user) = self.users.get(&key) {
+                batch.push(session_write(&key, user, &self.config.region));
+            }
+        }
+        if batch.is_empty() {
+            return None;
+        }
+        let t = self.issue();
+        self.track_records(t, &batch);
+        self.emit(Vec::new(), vec![t]);
+        Some((t, batch))
+    }
+
+    /// Remembers which users' session records ticket `t` writes, so that a
+    /// failure can be repaired; they are not evicted meanwhile.
+    fn track_records(&mut self, t: Ticket, batch: &WriteBatch) {
+        let users: Vec<UserKey> = batch
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                WriteOp::Session { user, .. } => Some(user.clone()),
+                _ => None,
+            })
+            .collect();
+        if users.is_empty() {
+            return;
+        }
+        for u in &users {
+            if let Some(state) = self.users.get_mut(u) {
+                state.last_ticket = state.last_ticket.max(t);
+            }
+        }
+        if let Some(takeover) = &mut self.takeover {
+            takeover.extend(users.iter().cloned());
+        }
+        self.record_writes.insert(t, users);
     }
 
     /// What must be loaded before `env` can be handled.
     pub fn needs(&self, env: &ShardEnvelope) -> Needs {
         let mut needs = Needs::default();
-        if let ShardInput::EdgeAlive { .. } = &env.body {
+        if let ShardInput::EdgeAlive { .. } | ShardInput::EdgeStarted { .. } = &env.body {
             return needs;
         }
         if let ShardInput::Ingest { stream, events, .. } = &env.body {
@@ -525,6 +589,7 @@ impl ShardState {
     /// record for a `Send` (as [`Needs::dedup`] asked). Returns the writes to
     /// make durable, with their ticket, if any.
     pub fn handle(&mut self, now: Millis, env: ShardEnvelope, found: Found) -> Option<(Ticket, WriteBatch)> {
+        self.started_at.get_or_insert(now);
         let written = self.handle_input(now, env, found);
         self.input_done();
         written
@@ -556,6 +621,9 @@ impl ShardState {
             self.heard_from(edge, now, &mut out);
             self.emit(out, Vec::new());
             return None;
+        }
+        if let ShardInput::EdgeStarted { edge } = env.body {
+            return self.edge_started(now, edge);
         }
         let dedup = found.dedup;
         let owner = env.owner;
@@ -590,9 +658,11 @@ impl ShardState {
                 self.circle_policy(now, &owner, session, circle, presence, last_seen, &mut fx)
             }
             ShardInput::Typing { from, state } => self.typing(&owner, from, state, &mut fx),
-            ShardInput::Ingest { .. } | ShardInput::EdgeAlive { .. } => unreachable!("handled above"),
+            ShardInput::Ingest { .. } | ShardInput::EdgeAlive { .. } | ShardInput::EdgeStarted { .. } => {
+                unreachable!("handled above")
+            }
         }
-        let Effects { mut out, batch, dependent, presence_changed } = fx;
+        let Effects { mut out, batch, dependent, ordered, presence_changed } = fx;
         if presence_changed {
             let user = self.users.get_mut(&owner).expect("loaded above");
             notify_subscribers(&owner.user, user, &mut out);
@@ -604,12 +674,16 @@ impl ShardState {
             if let Some(u) = self.users.get_mut(&owner) {
                 u.last_ticket = t;
             }
+            self.track_records(t, &batch);
             Some((t, batch))
         };
         let own = written.as_ref().map(|(t, _)| *t);
         self.emit(out, own.into_iter().collect());
         for (original, o) in dependent {
             self.emit(vec![o], vec![original]);
+        }
+        if !ordered.is_empty() {
+            self.emit(ordered, Vec::new());
         }
         self.evict_idle();
         written
@@ -618,6 +692,11 @@ impl ShardState {
     /// Records that a ticket's writes completed (or failed).
     pub fn committed(&mut self, ticket: Ticket, result: Result<(), StoreError>) {
         self.tickets.committed(ticket, result.is_ok());
+        if let Some(users) = self.record_writes.remove(&ticket)
+            && result.is_err()
+        {
+            self.records_to_repair.extend(users);
+        }
         let done = self.tickets.done_upto();
         while let Some((t, _)) = self.inflight_order.front() {
             if *t > done {
@@ -673,8 +752,15 @@ impl ShardState {
         let target = self.config.max_cached_users * 9 / 10;
         let done = self.tickets.done_upto();
         let mut excess = self.users.len() - target;
-        self.users.retain(|_, u| {
-            if excess > 0 && u.sessions.is_empty() && u.subscribers.is_empty() && u.last_ticket <= done {
+        let (repair, takeover) = (&self.records_to_repair, self.takeover.as_ref());
+        self.users.retain(|k, u| {
+            if excess > 0
+                && u.sessions.is_empty()
+                && u.subscribers.is_empty()
+                && u.last_ticket <= done
+                && !repair.contains(k)
+                && !takeover.is_some_and(|t| t.contains(k))
+            {
                 excess -= 1;
                 false
             } else {

@@ -51,7 +51,7 @@ async fn prepare(
     env: ShardEnvelope,
 ) -> Option<(Ticket, WriteBatch)> {
     if state.needs_reset() {
-        state.reset();
+        assert!(state.reset().is_none(), "sends write no session records");
     }
     let needs = state.needs(&env);
     if let Some(u) = needs.user {

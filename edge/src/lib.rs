@@ -199,17 +199,54 @@ pub fn start_edge(
     });
     tokio::spawn(dispatch(edge_rx, presence));
     tokio::spawn(heartbeat(ctx.edge.clone(), ctx.router.clone(), cfg_heartbeat, ctx.shutdown.clone()));
-    if let Some(l) = listeners.ws {
-        tokio::spawn(ws::serve(l, ctx.clone(), None));
-    }
-    if let Some((l, acceptor)) = listeners.wss {
-        tokio::spawn(ws::serve(l, ctx.clone(), Some(acceptor)));
-    }
     let quic = listeners.quic.clone();
-    if let Some(endpoint) = listeners.quic {
-        tokio::spawn(quic::serve(endpoint, ctx.clone()));
-    }
+    // Sessions are taken only once every shard has heard that this edge
+    // started (connections wait in the listeners' backlog meanwhile).
+    let serving = ctx.clone();
+    tokio::spawn(async move {
+        announce_start(&serving).await;
+        if let Some(l) = listeners.ws {
+            tokio::spawn(ws::serve(l, serving.clone(), None));
+        }
+        if let Some((l, acceptor)) = listeners.wss {
+            tokio::spawn(ws::serve(l, serving.clone(), Some(acceptor)));
+        }
+        if let Some(endpoint) = listeners.quic {
+            tokio::spawn(quic::serve(endpoint, serving.clone()));
+        }
+    });
     Ok(EdgeHandle { ws_addr, wss_addr, quic_addr, ctx, shutdown, quic })
+}
+
+/// Attempts to tell every shard that this edge started, before it serves.
+const ANNOUNCE_ATTEMPTS: u32 = 20;
+
+/// Tells every shard that this edge (re)started, so that the sessions its
+/// previous process held there end now rather than never: a process that
+/// comes back under the same id within a lease renews the lease, and the
+/// shards would keep the old sessions (users shown online, session slots
+/// taken). Retried while the bus refuses; after `ANNOUNCE_ATTEMPTS` the edge
+/// serves anyway and the old sessions end only when their users' shards
+/// move (logged).
+async fn announce_start(ctx: &session::EdgeContext) {
+    let mut shutdown = ctx.shutdown.clone();
+    let mut wait = Duration::from_millis(50);
+    for attempt in 1..=ANNOUNCE_ATTEMPTS {
+        match ctx.router.edge_started(&ctx.edge).await {
+            Ok(()) => return,
+            Err(e) if attempt == ANNOUNCE_ATTEMPTS => {
+                tracing::warn!(error = %e, "could not tell the shards this edge started; serving anyway");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "telling the shards this edge started failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.changed() => return,
+                }
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 /// The first session id, from the edge's seed (a value already mixed by

@@ -264,6 +264,16 @@ pub enum ShardInput {
         /// The highest seq the session was sent (or its inbox head at welcome).
         after: InboxSeq,
     },
+    /// An edge process started (the owner is ignored; the envelope is
+    /// addressed to every shard directly, before the edge takes any
+    /// session): every session the shard holds on that edge belonged to
+    /// the process before and is gone. Without it, an edge that restarts
+    /// under the same id within a lease keeps its old sessions registered
+    /// for good. (Appended last.)
+    EdgeStarted {
+        /// The edge.
+        edge: EdgeId,
+    },
 }
 
 /// One contact in a full contact list.
@@ -352,6 +362,7 @@ impl ShardInput {
             ShardInput::Ingest { .. } => "ingest",
             ShardInput::EdgeAlive { .. } => "edge_alive",
             ShardInput::SessionResumed { .. } => "session_resumed",
+            ShardInput::EdgeStarted { .. } => "edge_started",
         }
     }
 

@@ -38,12 +38,16 @@ impl Backing {
     }
 }
 
-fn node_config(node_id: &str, region: &str, roles: &str, backing: &Backing) -> String {
+/// The edge lease of a test region: short, so that a killed edge's users
+/// go offline within the tests' waits.
+const LEASE_MS: u64 = 1_500;
+
+fn node_config(node_id: &str, region: &str, roles: &str, backing: &Backing, lease_ms: u64) -> String {
     format!(
         "node_id = \"{node_id}\"\nregion = \"{region}\"\nroles = [{roles}]\n\
          [listen]\nws = \"127.0.0.1:0\"\nquic = \"off\"\nhttp = \"off\"\nmetrics = \"off\"\n\
          {}\
-         [core]\nedge_lease_ms = 1500\n\
+         [core]\nedge_lease_ms = {lease_ms}\n\
          [cluster]\nkafka = \"{}\"\nsession_timeout_ms = 3000\n",
         backing.storage, backing.kafka
     )
@@ -73,7 +77,9 @@ fn redis_get(key: &str) -> Option<String> {
 struct Region {
     tenant: String,
     nodes: Vec<Node>,
-    _dirs: Vec<tempfile::TempDir>,
+    /// Each node's config, to restart it as it was.
+    configs: Vec<String>,
+    dirs: Vec<tempfile::TempDir>,
 }
 
 impl Region {
@@ -84,15 +90,30 @@ impl Region {
 
     /// Starts nodes on the given storage and brokers.
     fn start_on(nodes: &[(&str, &str)], backing: &Backing) -> Self {
+        Self::start_with_lease(nodes, backing, LEASE_MS)
+    }
+
+    /// Starts nodes whose shards give edges a lease of `lease_ms`.
+    fn start_with_lease(nodes: &[(&str, &str)], backing: &Backing, lease_ms: u64) -> Self {
         let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let region = format!("r{n}");
         let dirs: Vec<tempfile::TempDir> = nodes.iter().map(|_| tempfile::tempdir().unwrap()).collect();
         let mut started = Vec::new();
+        let mut configs = Vec::new();
         for ((id, roles), dir) in nodes.iter().zip(&dirs) {
             share_key(dir.path(), KEY);
-            started.push(start_in(dir.path(), &node_config(id, &region, roles, backing)));
+            let config = node_config(id, &region, roles, backing, lease_ms);
+            started.push(start_in(dir.path(), &config));
+            configs.push(config);
         }
-        Self { tenant: format!("t{n}"), nodes: started, _dirs: dirs }
+        Self { tenant: format!("t{n}"), nodes: started, configs, dirs }
+    }
+
+    /// Kills node `i` with SIGKILL and starts it again at once, under the
+    /// same id, on the same data directory.
+    fn restart_after_kill9(&mut self, i: usize) {
+        self.nodes[i].kill9();
+        self.nodes[i] = start_in(self.dirs[i].path(), &self.configs[i]);
     }
 }
 
@@ -274,7 +295,7 @@ async fn a_region_on_cassandra_loses_nothing_when_a_core_is_killed() {
     let backing = Backing { kafka: env("IRIS_TEST_KAFKA"), storage };
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("migrate.toml");
-    std::fs::write(&config, node_config("migrate", "m", CORE, &backing)).unwrap();
+    std::fs::write(&config, node_config("migrate", "m", CORE, &backing, LEASE_MS)).unwrap();
     let out = std::process::Command::new(bin()).arg("migrate").arg("--config").arg(&config).output().unwrap();
     assert!(out.status.success(), "iris migrate: {}", String::from_utf8_lossy(&out.stderr));
     let mut region = Region::start_on(&[("core-1", CORE), ("core-2", CORE), ("edge-a", EDGE)], &backing);
@@ -303,6 +324,34 @@ async fn a_killed_edge_s_users_go_offline_within_the_lease_and_come_back() {
     assert!(took < Duration::from_millis(4_500), "offline only {took:?} after the edge died");
     // Bob reconnects to the other edge and is back online.
     let _bob = login_when_ready(&region.nodes[1], &tenant, "bob").await;
+    assert_eq!(presence_of(&mut alice, "bob").await.status, PresenceStatus::Online);
+}
+
+#[tokio::test]
+async fn an_edge_restarted_within_its_lease_ends_the_sessions_of_its_previous_process() {
+    // A lease far longer than a restart: the restarted edge renews it in
+    // time, so only its word (`EdgeStarted`) can end bob's old session.
+    let lease = 30_000;
+    let mut region =
+        Region::start_with_lease(&[("core-1", CORE), ("edge-a", EDGE), ("edge-b", EDGE)], &Backing::shared(), lease);
+    let tenant = region.tenant.clone();
+    let mut alice = login_when_ready(&region.nodes[1], &tenant, "alice").await;
+    let mut bob = login_when_ready(&region.nodes[2], &tenant, "bob").await;
+    bob.send_text(r#"{"type":"contacts","upsert":[{"user":"alice"}]}"#).await.unwrap();
+    expect(&mut bob, "contacts_ok", |f| matches!(f, ServerFrame::ContactsOk(_))).await;
+    alice.subscribe(&["bob"]).await.unwrap();
+    assert_eq!(presence_of(&mut alice, "bob").await.status, PresenceStatus::Online);
+
+    let killed = Instant::now();
+    region.restart_after_kill9(2);
+    // presence_of waits 10 s at most: a third of the lease.
+    let p = presence_of(&mut alice, "bob").await;
+    assert_eq!(p.status, PresenceStatus::Offline, "bob's session went with the old process");
+    let took = killed.elapsed();
+    eprintln!("offline {took:?} after the edge was killed and restarted (lease 30 s)");
+    assert!(took < Duration::from_millis(lease / 2), "offline only after {took:?}");
+    // Bob reconnects to the restarted edge and is back online.
+    let _bob = login_when_ready(&region.nodes[2], &tenant, "bob").await;
     assert_eq!(presence_of(&mut alice, "bob").await.status, PresenceStatus::Online);
 }
 

@@ -77,6 +77,23 @@ impl Router {
         dropped
     }
 
+    /// Tells every shard of this region that `edge` has started, so that
+    /// each ends the sessions it still holds from the edge's previous
+    /// process ([`ShardInput::EdgeStarted`]); waits until every shard's
+    /// envelope is on the bus. An edge calls it before it takes a session:
+    /// its sessions' envelopes then come after it on every partition.
+    /// (Shards of other regions, which hold only the sessions of travelling
+    /// users, still end those when the edge's lease there runs out.)
+    pub async fn edge_started(&self, edge: &EdgeId) -> Result<(), BusError> {
+        let publishes = (0..self.shards()).map(|s| {
+            let env =
+                ShardEnvelope { owner: UserKey::new("", ""), body: ShardInput::EdgeStarted { edge: edge.clone() } };
+            self.bus.publish_shard(ShardId(s), env)
+        });
+        futures::future::try_join_all(publishes).await?;
+        Ok(())
+    }
+
     /// The shard that owns a user.
     pub fn shard_of(&self, user: &UserKey) -> ShardId {
         self.ring.shard_of(user)
@@ -157,6 +174,18 @@ mod tests {
         }
         async fn record_home(&self, _: &HomeAssignment) -> Result<(), BusError> {
             Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_edge_that_started_tells_every_shard() {
+        let (bus, receivers, _) = InProcessBus::new(4, &[], 4);
+        let router = Router::new(Arc::new(Ring::new(4)), Arc::new(bus));
+        let edge = EdgeId("e1".into());
+        router.edge_started(&edge).await.unwrap();
+        for mut rx in receivers {
+            let env = rx.try_recv().expect("every shard hears it");
+            assert!(matches!(env.body, ShardInput::EdgeStarted { edge: ref e } if *e == edge), "{env:?}");
         }
     }
 

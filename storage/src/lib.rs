@@ -386,11 +386,13 @@ pub trait Store: Send + Sync + 'static {
         true
     }
     /// Whether one commit can fail while a later one succeeds (a timeout,
-    /// a dropped connection: Redis, ScyllaDB). The shards then never put
-    /// one user's inbox appends in two commits at once, so that no later seq
-    /// lands after an earlier one failed (no gaps, ADR 0004). False only for
-    /// a backend whose failure fails every later commit too (fjall), where
-    /// such appends may run together.
+    /// a dropped connection), and two running commits can apply in either
+    /// order: Redis, ScyllaDB. The shards then never put one user's writes
+    /// in two commits at once, so that no later seq lands after an earlier
+    /// one failed (no gaps, ADR 0004) and no older record lands after a
+    /// newer one. False only for a backend that applies commits in order
+    /// and whose failure fails every later commit too (fjall), where such
+    /// writes may run together.
     fn commits_fail_alone(&self) -> bool {
         true
     }

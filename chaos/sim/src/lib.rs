@@ -1,30 +1,42 @@
-//! A region's core path in one process, deterministic.
+//! A region in one process, deterministic.
 //!
 //! The real state machines run here unchanged: each core node's
 //! [`Feed`] (which partitions it owns, what it hands to its shards, what
-//! it pauses and commits) and each shard's [`ShardState`] (inbox seqs,
-//! dedup, the ticket order). Around them everything is simulated and
-//! driven by one seeded random source and a simulated clock: the bus (a
-//! log per partition with offsets, one consumer group, commits fenced by
-//! ownership), the store ([`MemoryStore`], which passes the same contract
-//! as the real backends), commit latency, and clients that send messages
-//! and retry until accepted.
+//! it pauses and commits), each shard's [`ShardState`] (inbox seqs, dedup,
+//! sessions and edge leases, the ticket order), its [`CommitQueue`] and
+//! its [`InputClock`] (how far it has read, for the lease check). Around
+//! them everything is simulated and driven by one seeded random source and
+//! a simulated clock: the bus (a log per partition with offsets, one
+//! consumer group, commits fenced by ownership), the store
+//! ([`MemoryStore`], which passes the same contract as the real backends),
+//! commit latency, edges (which hold sessions, renew their lease on every
+//! shard and register their sessions again when a shard asks), and clients
+//! that connect through an edge, send messages and retry until accepted.
 //!
 //! Faults drawn from the seed: a core node crashes (its memory lost; the
 //! bus and the store keep what they had, and a commit in flight lands or
 //! not) and comes back later; the group moves partitions; store commits
-//! fail; commits finish out of order. After a run the faults stop, the
-//! region heals and drains, and the checker looks at the store:
+//! fail; commits finish out of order; a node's retry timer for envelopes
+//! held before a full shard fires late; an edge crashes without a goodbye
+//! and comes back (often within a lease, under the same id, as a restarted
+//! process does); clients drop their sessions and reconnect elsewhere.
+//! After a run the faults stop, the region heals and drains, and the
+//! checker looks at the store:
 //!
 //! - every accepted send is in its recipient's inbox exactly once, and no
 //!   send is there twice (dedup holds across redelivery);
 //! - every inbox holds seqs 1..=head without gaps;
 //! - each sender's messages to one recipient are in the order it sent them;
 //! - every send is eventually accepted once the region is healthy;
+//! - presence converges: each user's session record names exactly the
+//!   session its client holds open;
 //! - during the run: an offset is committed only by the partition's owner
 //!   and only over sends that are stored or were answered with an error
 //!   (an error for any attempt of the same client id counts, so a lost
 //!   later attempt is caught by the end-of-run checks, not here);
+//! - during the run: a revoked shard writes nothing after its revocation,
+//!   and no shard ends the lease of an edge that has been up and renewing
+//!   it for a whole lease;
 //! - each client has one send pending at a time, so order is checked
 //!   against redelivery and moves, not against pipelining.
 //!
@@ -32,8 +44,8 @@
 //! hash (`--check` runs it twice), and a failing seed replays exactly.
 
 use iris_core::commits::{CommitQueue, Started};
-use iris_core::state::{Found, Output, ReadResult, ShardConfig, ShardState, Ticket};
-use iris_envelope::{EdgeInput, Recipients, SessionAddr, SessionId, ShardEnvelope, ShardId, ShardInput, UserKey};
+use iris_core::state::{Found, InputClock, Output, ReadResult, ShardConfig, ShardState, Ticket};
+use iris_envelope::{EdgeId, EdgeInput, InboxSeq, SessionAddr, SessionId, ShardEnvelope, ShardId, ShardInput, UserKey};
 use iris_protocol::ServerFrame;
 use iris_router::Ring;
 use iris_router::feed::{Feed, FeedInput, FeedOutput};
@@ -51,6 +63,8 @@ pub struct SimConfig {
     pub partitions: u32,
     /// Core nodes in the consumer group.
     pub nodes: usize,
+    /// Edges clients connect through.
+    pub edges: usize,
     /// Users (each also a client that sends).
     pub users: usize,
     /// Steps (simulated milliseconds) of traffic with faults.
@@ -59,6 +73,11 @@ pub struct SimConfig {
     pub heal_steps: u64,
     /// Envelopes one shard's queue holds (the feed pauses beyond).
     pub shard_queue: usize,
+    /// Inputs a shard holds whose writes are not yet durable (the actor's
+    /// in-flight-writes permits): it takes no more until some are.
+    pub max_inflight: u64,
+    /// Most inputs a shard takes in one step.
+    pub max_take: usize,
     /// Chance per step that a node crashes (when more than one is up).
     pub crash: f64,
     /// Chance per step that a crashed node comes back.
@@ -67,6 +86,23 @@ pub struct SimConfig {
     pub commit_failure: f64,
     /// Most simulated milliseconds a commit takes.
     pub max_commit_ms: u64,
+    /// Chance per step that a node's timer for envelopes held before a
+    /// full shard fires late, and by at most how many milliseconds.
+    pub late_retry: f64,
+    /// See `late_retry`.
+    pub max_retry_delay_ms: u64,
+    /// An edge not heard from for this long is dead (the shards' lease).
+    pub edge_lease_ms: u64,
+    /// Lease renewals per lease.
+    pub renewals: u64,
+    /// Chance per step that an edge crashes (when more than one is up).
+    pub edge_crash: f64,
+    /// Chance per step that a crashed edge comes back (same id).
+    pub edge_restart: f64,
+    /// Chance per step that a connected client closes its session.
+    pub drop: f64,
+    /// Chance per step that a disconnected client connects.
+    pub connect: f64,
     /// Chance per step that a client sends (or retries).
     pub send: f64,
     /// Steps a client waits for `accepted` before sending again.
@@ -78,14 +114,25 @@ impl Default for SimConfig {
         Self {
             partitions: 4,
             nodes: 3,
+            edges: 2,
             users: 6,
-            steps: 400,
+            steps: 600,
             heal_steps: 20_000,
-            shard_queue: 4,
-            crash: 0.004,
+            shard_queue: 3,
+            max_inflight: 8,
+            max_take: 3,
+            crash: 0.003,
             restart: 0.02,
             commit_failure: 0.02,
             max_commit_ms: 6,
+            late_retry: 0.003,
+            max_retry_delay_ms: 300,
+            edge_lease_ms: 120,
+            renewals: 4,
+            edge_crash: 0.002,
+            edge_restart: 0.03,
+            drop: 0.002,
+            connect: 0.05,
             send: 0.3,
             retry_after: 40,
         }
@@ -109,8 +156,14 @@ pub struct Outcome {
     pub accepted: usize,
     /// Node crashes.
     pub crashes: usize,
+    /// Edge crashes.
+    pub edge_crashes: usize,
+    /// Sessions opened.
+    pub sessions: usize,
     /// Store commits that failed by injection.
     pub failed_commits: usize,
+    /// Leases ended (edges a shard declared dead).
+    pub leases_ended: usize,
 }
 
 /// Test-only switches that bring back bugs this project fixed, to show
@@ -121,9 +174,42 @@ pub struct Bugs {
     /// shard, not once their work is durable (a crash then loses sends that
     /// were handed but not yet written).
     pub commit_on_hand: bool,
-    /// Let one user's appends run in two commits at once on a store whose
-    /// commits fail alone: the seq gap this simulator found (ADR 0004).
-    pub no_append_isolation: bool,
+    /// Let one user's writes run in two commits at once on a store whose
+    /// commits fail alone and may land in either order: the seq gap and the
+    /// stale session record this simulator found (ADR 0004).
+    pub no_user_isolation: bool,
+    /// A revoked shard's actor lives on with its lease timer running (fixed
+    /// in 1e62705): it ends every lease it held, since no edge renews them
+    /// there any more, and writes offline records over the new owner's.
+    pub lease_after_revoke: bool,
+    /// An empty shard queue looks caught up even while envelopes are held
+    /// before it (fixed in 4a7585c): a shard behind a paused partition ends
+    /// the leases of edges whose renewals wait there.
+    pub paused_looks_caught_up: bool,
+    /// A shard keeps the sessions an edge held before it restarted, as long
+    /// as the restarted edge renews the lease in time (found by this
+    /// simulator; fixed by [`ShardInput::EdgeStarted`]): the restarted edge
+    /// does not announce itself.
+    pub silent_edge_restart: bool,
+}
+
+impl Bugs {
+    /// The switch named `name` (as `iris-sim --bug` takes it).
+    pub fn set(&mut self, name: &str) -> Result<(), String> {
+        match name {
+            "commit-on-hand" => self.commit_on_hand = true,
+            "no-user-isolation" => self.no_user_isolation = true,
+            "lease-after-revoke" => self.lease_after_revoke = true,
+            "paused-looks-caught-up" => self.paused_looks_caught_up = true,
+            "silent-edge-restart" => self.silent_edge_restart = true,
+            other => return Err(format!("unknown bug {other:?} (known: {})", Self::NAMES.join(", "))),
+        }
+        Ok(())
+    }
+
+    /// Every switch's name.
+    pub const NAMES: [&'static str; 5] =
+        ["commit-on-hand", "no-user-isolation", "lease-after-revoke", "paused-looks-caught-up", "silent-edge-restart"];
 }
 
 struct Partition {
@@ -132,14 +218,18 @@ struct Partition {
     owner: Option<usize>,
 }
 
-/// One shard actor: its state, its queue, and its group commit (the
-/// actor's own `CommitQueue`, as many commits in flight as the actor's).
-/// A revoked shard keeps running until what it started is written, as the
-/// actor does, but takes no input.
+/// One shard actor: its state, its queue, its group commit (the actor's
+/// own `CommitQueue`, as many commits in flight as the actor's) and its
+/// input clock. A revoked shard keeps running until what it started is
+/// written, as the actor does, but takes no input.
 struct Shard {
+    partition: ShardId,
     state: ShardState,
     queue: VecDeque<ShardEnvelope>,
     commits: CommitQueue,
+    clock: InputClock,
+    revoked: bool,
+    next_lease_check: u64,
 }
 
 /// A commit running in the store: (due, shard instance, tickets, its queue's token, writes).
@@ -159,6 +249,8 @@ struct Node {
     commits: Vec<Running>,
     /// Records handed to each shard (for the commit-on-hand bug).
     handed: BTreeMap<ShardId, i64>,
+    /// The retry timer for held envelopes fires no earlier than this.
+    retry_at: u64,
 }
 
 impl Node {
@@ -172,6 +264,35 @@ impl Node {
             paused: BTreeSet::new(),
             commits: Vec::new(),
             handed: BTreeMap::new(),
+            retry_at: 0,
+        }
+    }
+}
+
+/// An edge: the sessions it holds (session id → client) and its lease.
+struct Edge {
+    id: EdgeId,
+    up: bool,
+    /// Since when it has been up (this incarnation).
+    up_since: u64,
+    next_renewal: u64,
+    sessions: BTreeMap<u64, usize>,
+}
+
+/// A client's connection.
+#[derive(Clone, PartialEq, Eq)]
+enum Conn {
+    Off,
+    /// Registered at its edge, waiting for the welcome.
+    Opening(SessionAddr),
+    Open(SessionAddr),
+}
+
+impl Conn {
+    fn session(&self) -> Option<&SessionAddr> {
+        match self {
+            Conn::Off => None,
+            Conn::Opening(s) | Conn::Open(s) => Some(s),
         }
     }
 }
@@ -184,6 +305,9 @@ struct Pending {
 }
 
 struct Client {
+    conn: Conn,
+    /// The highest inbox seq its session was sent (for resuming).
+    seen: InboxSeq,
     next: u64,
     pending: Option<Pending>,
     /// Accepted sends, in order: (recipient, client id, msg id).
@@ -199,6 +323,7 @@ pub struct Sim {
     ring: Ring,
     partitions: Vec<Partition>,
     nodes: Vec<Node>,
+    edges: Vec<Edge>,
     store: MemoryStore,
     clients: Vec<Client>,
     keep_trace: bool,
@@ -206,9 +331,13 @@ pub struct Sim {
     hasher: std::collections::hash_map::DefaultHasher,
     violations: Vec<String>,
     crashes: usize,
+    edge_crashes: usize,
+    sessions_opened: usize,
     failed_commits: usize,
+    leases_ended: usize,
     faults: bool,
     next_instance: u64,
+    next_session: u64,
     /// Sends answered with an error (a failed write or load): done, not
     /// stored; the client sends again.
     refused: BTreeSet<String>,
@@ -220,9 +349,8 @@ fn user(i: usize) -> UserKey {
     UserKey::new(TENANT, format!("u{i}"))
 }
 
-/// The session a client's answers come back to: its index.
-fn session_of(i: usize) -> SessionAddr {
-    SessionAddr { edge: iris_envelope::EdgeId("e0".into()), session: SessionId(i as u64) }
+fn edge_id(e: usize) -> EdgeId {
+    EdgeId(format!("e{e}").into())
 }
 
 /// Polls a future that never waits (the memory store's) to its end.
@@ -237,15 +365,22 @@ impl Sim {
         let partitions =
             (0..cfg.partitions).map(|_| Partition { log: Vec::new(), committed: 0, owner: None }).collect();
         let nodes = (0..cfg.nodes).map(|_| Node::new()).collect();
-        let clients = (0..cfg.users).map(|_| Client { next: 0, pending: None, accepted: Vec::new() }).collect();
+        let edges = (0..cfg.edges)
+            .map(|e| Edge { id: edge_id(e), up: true, up_since: 0, next_renewal: 0, sessions: BTreeMap::new() })
+            .collect();
+        let clients = (0..cfg.users)
+            .map(|_| Client { conn: Conn::Off, seen: 0, next: 0, pending: None, accepted: Vec::new() })
+            .collect();
+        let now = 1_000_000;
         let mut sim = Self {
             rng: StdRng::seed_from_u64(seed),
             cfg,
             bugs,
-            now: 1_000_000,
+            now,
             ring,
             partitions,
             nodes,
+            edges,
             store: MemoryStore::default(),
             clients,
             keep_trace,
@@ -253,11 +388,19 @@ impl Sim {
             hasher: Default::default(),
             violations: Vec::new(),
             crashes: 0,
+            edge_crashes: 0,
+            sessions_opened: 0,
             failed_commits: 0,
+            leases_ended: 0,
             faults: true,
             next_instance: 0,
+            next_session: 1,
             refused: BTreeSet::new(),
         };
+        for e in &mut sim.edges {
+            e.up_since = now;
+            e.next_renewal = now;
+        }
         sim.rebalance();
         sim
     }
@@ -281,16 +424,23 @@ impl Sim {
         for _ in 0..self.cfg.steps {
             self.step();
         }
-        // Heal: no more faults; every node up; clients finish what they
-        // started; the region drains.
+        // Heal: no more faults; every node and edge up; clients connect and
+        // finish what they started; the region drains, and runs on for a
+        // few leases so that the leases of edges gone meanwhile end.
         self.faults = false;
         for n in 0..self.nodes.len() {
             if !self.nodes[n].up {
                 self.restart(n);
             }
         }
+        for e in 0..self.edges.len() {
+            if !self.edges[e].up {
+                self.edge_restart(e);
+            }
+        }
         let mut healed = 0;
-        while healed < self.cfg.heal_steps && !self.quiet() {
+        let settle = 4 * self.cfg.edge_lease_ms;
+        while healed < self.cfg.heal_steps && (healed < settle || !self.quiet()) {
             self.step();
             healed += 1;
         }
@@ -306,14 +456,17 @@ impl Sim {
             simulated_ms: self.now - start,
             accepted: self.clients.iter().map(|c| c.accepted.len()).sum(),
             crashes: self.crashes,
+            edge_crashes: self.edge_crashes,
+            sessions: self.sessions_opened,
             failed_commits: self.failed_commits,
+            leases_ended: self.leases_ended,
         }
     }
 
-    /// Nothing pending anywhere: every send accepted, every record consumed
-    /// and committed, every commit done.
+    /// Nothing pending anywhere: every client connected and every send
+    /// accepted, every record consumed and committed, every commit done.
     fn quiet(&self) -> bool {
-        self.clients.iter().all(|c| c.pending.is_none())
+        self.clients.iter().all(|c| c.pending.is_none() && matches!(c.conn, Conn::Open(_)))
             && self.partitions.iter().all(|p| p.committed == p.log.len() as i64)
             && self.nodes.iter().all(|n| {
                 n.commits.is_empty() && n.shards.values().all(|s| s.queue.is_empty() && s.commits.waiting() == 0)
@@ -325,6 +478,7 @@ impl Sim {
         if self.faults {
             self.faults_step();
         }
+        self.edges_step();
         self.clients_step();
         for n in 0..self.nodes.len() {
             if self.nodes[n].up {
@@ -343,6 +497,22 @@ impl Sim {
         if !down.is_empty() && self.rng.random_bool(self.cfg.restart) {
             let n = down[self.rng.random_range(0..down.len())];
             self.restart(n);
+        }
+        if self.rng.random_bool(self.cfg.late_retry) {
+            let n = self.rng.random_range(0..self.nodes.len());
+            let delay = self.rng.random_range(1..=self.cfg.max_retry_delay_ms);
+            self.nodes[n].retry_at = self.now + delay;
+            self.event(format!("node {n}'s retry timer is late by {delay} ms"));
+        }
+        let up: Vec<usize> = (0..self.edges.len()).filter(|e| self.edges[*e].up).collect();
+        if up.len() > 1 && self.rng.random_bool(self.cfg.edge_crash) {
+            let e = up[self.rng.random_range(0..up.len())];
+            self.edge_crash(e);
+        }
+        let down: Vec<usize> = (0..self.edges.len()).filter(|e| !self.edges[*e].up).collect();
+        if !down.is_empty() && self.rng.random_bool(self.cfg.edge_restart) {
+            let e = down[self.rng.random_range(0..down.len())];
+            self.edge_restart(e);
         }
     }
 
@@ -366,6 +536,67 @@ impl Sim {
         self.nodes[n] = Node::new();
         self.event(format!("restart node {n}"));
         self.rebalance();
+    }
+
+    /// An edge process dies without a goodbye: its sessions are gone, and
+    /// only the shards' leases can tell.
+    fn edge_crash(&mut self, e: usize) {
+        self.edge_crashes += 1;
+        self.edges[e].up = false;
+        let sessions = std::mem::take(&mut self.edges[e].sessions);
+        for c in sessions.into_values() {
+            self.clients[c].conn = Conn::Off;
+        }
+        self.event(format!("crash edge {e}"));
+    }
+
+    /// The edge process starts again, under the same id, with no sessions.
+    fn edge_restart(&mut self, e: usize) {
+        let edge = &mut self.edges[e];
+        edge.up = true;
+        edge.up_since = self.now;
+        edge.next_renewal = self.now;
+        self.event(format!("restart edge {e}"));
+        if !self.bugs.silent_edge_restart {
+            self.announce_start(e);
+        }
+    }
+
+    /// A restarted edge tells every shard before it takes a session
+    /// (`Router::edge_started`).
+    fn announce_start(&mut self, e: usize) {
+        let edge = self.edges[e].id.clone();
+        for p in &mut self.partitions {
+            p.log.push(ShardEnvelope {
+                owner: UserKey::new("", ""),
+                body: ShardInput::EdgeStarted { edge: edge.clone() },
+            });
+        }
+    }
+
+    /// Appends an envelope to its owner's partition.
+    fn publish(&mut self, env: ShardEnvelope) -> (usize, usize) {
+        let p = self.ring.shard_of(&env.owner).0 as usize;
+        self.partitions[p].log.push(env);
+        (p, self.partitions[p].log.len() - 1)
+    }
+
+    /// Edges renew their lease on every shard, `renewals` times a lease.
+    fn edges_step(&mut self) {
+        let every = (self.cfg.edge_lease_ms / self.cfg.renewals).max(1);
+        for e in 0..self.edges.len() {
+            if !self.edges[e].up || self.now < self.edges[e].next_renewal {
+                continue;
+            }
+            self.edges[e].next_renewal = self.now + every;
+            let edge = self.edges[e].id.clone();
+            for p in &mut self.partitions {
+                p.log.push(ShardEnvelope {
+                    owner: UserKey::new("", ""),
+                    body: ShardInput::EdgeAlive { edge: edge.clone() },
+                });
+            }
+        }
     }
 
     /// The group assigns partitions round robin over the nodes that are up.
@@ -400,6 +631,8 @@ impl Sim {
 
     fn clients_step(&mut self) {
         for c in 0..self.clients.len() {
+            self.connection_step(c);
+            let Some(session) = self.clients[c].conn.session().cloned() else { continue };
             if !self.rng.random_bool(self.cfg.send) {
                 continue;
             }
@@ -425,40 +658,87 @@ impl Sim {
                     from: format!("u{c}").into(),
                     client_id: client_id.as_str().into(),
                     body: client_id.clone().into_bytes().into(),
-                    reply: session_of(c),
+                    reply: session,
                 },
             };
-            let p = self.ring.shard_of(&env.owner).0 as usize;
-            self.partitions[p].log.push(env);
-            let off = self.partitions[p].log.len() - 1;
+            let (p, off) = self.publish(env);
             self.event(format!("u{c} sends {client_id} to u{to} (partition {p} offset {off})"));
         }
     }
 
+    /// A client connects through an edge that is up, or closes its session.
+    fn connection_step(&mut self, c: usize) {
+        match self.clients[c].conn.clone() {
+            Conn::Off => {
+                let up: Vec<usize> = (0..self.edges.len()).filter(|e| self.edges[*e].up).collect();
+                if up.is_empty() || !self.rng.random_bool(self.cfg.connect) {
+                    return;
+                }
+                let e = up[self.rng.random_range(0..up.len())];
+                let id = self.next_session;
+                self.next_session += 1;
+                self.edges[e].sessions.insert(id, c);
+                let session = SessionAddr { edge: self.edges[e].id.clone(), session: SessionId(id) };
+                self.clients[c].conn = Conn::Opening(session.clone());
+                self.sessions_opened += 1;
+                let (p, off) = self.publish(ShardEnvelope {
+                    owner: user(c),
+                    body: ShardInput::SessionOpened { session, resume_after: None },
+                });
+                self.event(format!("u{c} opens session {id} on edge {e} (partition {p} offset {off})"));
+            }
+            Conn::Open(session) if self.faults && self.rng.random_bool(self.cfg.drop) => {
+                let e = self.edge_index(&session.edge);
+                self.edges[e].sessions.remove(&session.session.0);
+                self.clients[c].conn = Conn::Off;
+                let id = session.session.0;
+                self.publish(ShardEnvelope { owner: user(c), body: ShardInput::SessionClosed { session } });
+                self.event(format!("u{c} closes session {id}"));
+            }
+            _ => {}
+        }
+    }
+
+    fn edge_index(&self, id: &EdgeId) -> usize {
+        id.0[1..].parse().expect("edge ids are e<index>")
+    }
+
     fn node_step(&mut self, n: usize) {
-        // Fetch a few records of each owned, unpaused partition.
+        // Fetch what each owned, unpaused partition has (a fetch returns a
+        // batch, as Kafka's does).
         let owned: Vec<(ShardId, i64)> = self.nodes[n].fetch.iter().map(|(s, o)| (*s, *o)).collect();
         for (shard, at) in owned {
             if self.nodes[n].paused.contains(&shard) {
                 continue;
             }
             let log_len = self.partitions[shard.0 as usize].log.len() as i64;
-            let upto = (at + 3).min(log_len);
+            let upto = (at + 16).min(log_len);
             for off in at..upto {
                 let env = self.partitions[shard.0 as usize].log[off as usize].clone();
                 self.nodes[n].feed.handle_input(FeedInput::Record { shard, offset: off, env });
             }
             self.nodes[n].fetch.insert(shard, upto);
         }
-        if self.nodes[n].feed.holding() {
+        // The shell's timer retries envelopes held before a full shard
+        // (it may fire late).
+        if self.nodes[n].feed.holding() && self.now >= self.nodes[n].retry_at {
             self.nodes[n].feed.handle_input(FeedInput::Retry);
         }
         self.carry_out(n);
-        // Each active shard takes one input.
+        // Each active shard takes a few inputs, as its permits allow, and
+        // its pump marks the input clock.
         let active: Vec<u64> = self.nodes[n].active.values().copied().collect();
         for inst in active {
-            self.shard_input(n, inst);
+            let take = self.rng.random_range(1..=self.cfg.max_take);
+            for _ in 0..take {
+                self.shard_input(n, inst);
+            }
+            if let Some(sh) = self.nodes[n].shards.get_mut(&inst) {
+                let empty = sh.queue.is_empty();
+                sh.clock.mark(self.now as i64, empty, empty);
+            }
         }
+        self.lease_checks(n);
         // Commits that are due finish, in due order (not issue order).
         let now = self.now;
         let commits = std::mem::take(&mut self.nodes[n].commits);
@@ -483,19 +763,74 @@ impl Sim {
             self.start_commits(n, inst);
             self.outputs(n, inst);
         }
-        // A revoked shard goes once nothing of it runs.
+        // A revoked shard goes once nothing of it runs (with the
+        // lease-after-revoke bug, it lives on).
         let active: BTreeSet<u64> = self.nodes[n].active.values().copied().collect();
         let running: BTreeSet<u64> = self.nodes[n].commits.iter().map(|c| c.1).collect();
+        let leak = self.bugs.lease_after_revoke;
         self.nodes[n]
             .shards
-            .retain(|inst, sh| active.contains(inst) || running.contains(inst) || sh.commits.waiting() > 0);
+            .retain(|inst, sh| leak || active.contains(inst) || running.contains(inst) || sh.commits.waiting() > 0);
         // Offsets: every few steps, as the shell's commit tick.
-        if self.now % 5 == 0 {
+        if self.now.is_multiple_of(5) {
             let node = &self.nodes[n];
             let durable: Vec<(ShardId, u64)> =
                 node.active.iter().map(|(s, inst)| (*s, node.shards[inst].state.inputs_durable())).collect();
             self.nodes[n].feed.handle_input(FeedInput::Progress(durable));
             self.carry_out(n);
+        }
+    }
+
+    /// Each shard's lease timer, a few times per lease: the shard ends the
+    /// leases of edges it has not heard from, judged by its input clock.
+    /// A revoked shard's timer is cancelled (unless the bug is back).
+    fn lease_checks(&mut self, n: usize) {
+        let every = (self.cfg.edge_lease_ms / 4).max(1);
+        let lease = self.cfg.edge_lease_ms;
+        let insts: Vec<u64> = self.nodes[n].shards.keys().copied().collect();
+        for inst in insts {
+            let now = self.now;
+            let sh = self.nodes[n].shards.get_mut(&inst).expect("listed above");
+            if (sh.revoked && !self.bugs.lease_after_revoke) || now < sh.next_lease_check {
+                continue;
+            }
+            sh.next_lease_check = now + every;
+            // After a failed commit, an idle shard repairs its records too.
+            if sh.state.needs_reset()
+                && let Some((ticket, batch)) = sh.state.reset()
+            {
+                sh.commits.push(ticket, batch);
+                self.start_commits(n, inst);
+            }
+            let sh = self.nodes[n].shards.get_mut(&inst).expect("listed above");
+            let before = sh.state.leased_edges();
+            let caught_up = sh.clock.caught_up(now as i64);
+            let written = sh.state.handle_timeout(now as i64, caught_up);
+            let after = sh.state.leased_edges();
+            let (p, revoked) = (sh.partition.0, sh.revoked);
+            for edge in before.iter().filter(|e| !after.contains(e)) {
+                self.leases_ended += 1;
+                let e = self.edge_index(edge);
+                self.event(format!("shard instance {inst} (partition {p}) ends the lease of edge {e}"));
+                if self.edges[e].up && self.edges[e].up_since + lease <= now {
+                    self.violation(format!(
+                        "shard instance {inst} (partition {p}) ended the lease of edge {e}, which has been up and renewing it since {}",
+                        self.edges[e].up_since
+                    ));
+                }
+            }
+            if let Some((ticket, batch)) = written {
+                if revoked {
+                    self.violation(format!(
+                        "shard instance {inst} (partition {p}) wrote {} records after its revocation",
+                        batch.ops.len()
+                    ));
+                }
+                let sh = self.nodes[n].shards.get_mut(&inst).expect("listed above");
+                sh.commits.push(ticket, batch);
+                self.start_commits(n, inst);
+            }
+            self.outputs(n, inst);
         }
     }
 
@@ -512,14 +847,28 @@ impl Sim {
                         max_sessions: 10,
                         id_seed: n as u32,
                         recent_dedup: 64,
-                        edge_lease_ms: 10_000,
+                        edge_lease_ms: self.cfg.edge_lease_ms as i64,
                         region: "sim".into(),
                         page_max_bytes: 1 << 16,
                     });
                     let inst = self.next_instance;
                     self.next_instance += 1;
-                    let commits = CommitQueue::new(2, 512).isolating_appends(!self.bugs.no_append_isolation);
-                    self.nodes[n].shards.insert(inst, Shard { state, queue: VecDeque::new(), commits });
+                    let commits = CommitQueue::new(2, 512).isolating_users(!self.bugs.no_user_isolation);
+                    let clock = if self.bugs.paused_looks_caught_up {
+                        InputClock::default().with_paused_looking_caught_up()
+                    } else {
+                        InputClock::default()
+                    };
+                    let shard = Shard {
+                        partition: s,
+                        state,
+                        queue: VecDeque::new(),
+                        commits,
+                        clock,
+                        revoked: false,
+                        next_lease_check: self.now,
+                    };
+                    self.nodes[n].shards.insert(inst, shard);
                     self.nodes[n].active.insert(s, inst);
                     self.nodes[n].paused.remove(&s);
                 }
@@ -530,6 +879,7 @@ impl Sim {
                         && let Some(sh) = self.nodes[n].shards.get_mut(&inst)
                     {
                         sh.queue.clear();
+                        sh.revoked = true;
                     }
                 }
                 FeedOutput::Hand { shard, offset, env, wait } => {
@@ -552,9 +902,11 @@ impl Sim {
                 }
                 FeedOutput::Pause(s) => {
                     self.nodes[n].paused.insert(s);
+                    self.held_upstream(n, s, true);
                 }
                 FeedOutput::Resume(s) => {
                     self.nodes[n].paused.remove(&s);
+                    self.held_upstream(n, s, false);
                 }
                 FeedOutput::Commit(offsets) => {
                     if !self.bugs.commit_on_hand {
@@ -566,6 +918,16 @@ impl Sim {
                     self.event(format!("node {n} dropped record {offset} of partition {} not owned", shard.0));
                 }
             }
+        }
+    }
+
+    /// Tells the active shard of `s` on node `n` that envelopes wait (or no
+    /// longer wait) before its queue, as the shell does on pause and resume.
+    fn held_upstream(&mut self, n: usize, s: ShardId, held: bool) {
+        if let Some(inst) = self.nodes[n].active.get(&s).copied()
+            && let Some(sh) = self.nodes[n].shards.get_mut(&inst)
+        {
+            sh.clock.set_held_upstream(held);
         }
     }
 
@@ -608,10 +970,18 @@ impl Sim {
     /// Shard instance `inst` of node `n` takes its next input.
     fn shard_input(&mut self, n: usize, inst: u64) {
         let Some(sh) = self.nodes[n].shards.get_mut(&inst) else { return };
-        let Some(env) = sh.queue.pop_front() else { return };
-        if sh.state.needs_reset() {
-            sh.state.reset();
+        // The pump holds a permit per input until its writes are durable.
+        if sh.state.inputs_seen() - sh.state.inputs_durable() >= self.cfg.max_inflight {
+            return;
         }
+        let Some(env) = sh.queue.pop_front() else { return };
+        if sh.state.needs_reset()
+            && let Some((ticket, batch)) = sh.state.reset()
+        {
+            sh.commits.push(ticket, batch);
+            self.start_commits(n, inst);
+        }
+        let Some(sh) = self.nodes[n].shards.get_mut(&inst) else { return };
         let needs = sh.state.needs(&env);
         let loaded = (|| -> Result<Found, StoreError> {
             if let Some(u) = &needs.user {
@@ -658,12 +1028,11 @@ impl Sim {
             match out {
                 Output::Edge(env) => {
                     for part in env.body.into_parts() {
-                        self.edge_input(part);
+                        self.edge_input(&env.edge, part);
                     }
                 }
                 Output::Shard(env) => {
-                    let p = self.ring.shard_of(&env.owner).0 as usize;
-                    self.partitions[p].log.push(env);
+                    self.publish(env);
                 }
                 Output::Read(read) => {
                     let Some(sh) = self.nodes[n].shards.get_mut(&inst) else { return };
@@ -691,25 +1060,89 @@ impl Sim {
         }
     }
 
-    /// A frame for a client's session.
-    fn edge_input(&mut self, input: EdgeInput) {
-        let EdgeInput::Frame { to: Recipients::Session(session), frame, .. } = input else { return };
-        let c = session.0 as usize;
-        if let ServerFrame::Error(e) = &frame
-            && let Some(id) = &e.id
+    /// What an edge receives for its sessions.
+    fn edge_input(&mut self, edge: &EdgeId, input: EdgeInput) {
+        let e = self.edge_index(edge);
+        // A send answered with an error is done, whether or not its
+        // session is still there to hear it.
+        if let EdgeInput::Frame { frame: ServerFrame::Error(err), .. } = &input
+            && let Some(id) = &err.id
         {
-            self.event(format!("u{c} got error {} for {id}", e.code.as_str()));
             self.refused.insert(id.clone());
         }
-        if let ServerFrame::Accepted(a) = frame {
-            let Some(p) = &self.clients[c].pending else { return };
-            if p.client_id != a.id {
-                return; // an answer to an earlier try, already taken
+        if !self.edges[e].up {
+            return; // the bus keeps it for no one: the process is gone
+        }
+        match input {
+            EdgeInput::Welcome { session, inbox_head } => {
+                let Some(&c) = self.edges[e].sessions.get(&session.0) else { return };
+                if let Conn::Opening(s) = self.clients[c].conn.clone()
+                    && s.session == session
+                {
+                    self.clients[c].conn = Conn::Open(s);
+                    self.clients[c].seen = inbox_head;
+                    self.event(format!("u{c} welcomed on session {} (head {inbox_head})", session.0));
+                }
             }
-            let to = p.to;
-            self.event(format!("u{c} got accepted {} ({})", a.id, a.msg_id));
-            self.clients[c].accepted.push((to, a.id, a.msg_id));
-            self.clients[c].pending = None;
+            EdgeInput::Resync { shard, .. } => {
+                // Every session whose user the shard owns registers again.
+                let sessions: Vec<(u64, usize)> = self.edges[e]
+                    .sessions
+                    .iter()
+                    .filter(|(_, c)| self.ring.shard_of(&user(**c)) == shard)
+                    .map(|(s, c)| (*s, *c))
+                    .collect();
+                self.event(format!("edge {e} resyncs {} sessions with partition {}", sessions.len(), shard.0));
+                for (id, c) in sessions {
+                    let session = SessionAddr { edge: edge.clone(), session: SessionId(id) };
+                    let after = self.clients[c].seen;
+                    self.publish(ShardEnvelope { owner: user(c), body: ShardInput::SessionResumed { session, after } });
+                }
+            }
+            EdgeInput::Frame { to, frame, .. } => {
+                for id in to.as_slice() {
+                    if let Some(&c) = self.edges[e].sessions.get(&id.0) {
+                        self.client_frame(c, e, id.0, frame.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A frame reaches client `c` on its session `id` of edge `e`.
+    fn client_frame(&mut self, c: usize, e: usize, id: u64, frame: ServerFrame) {
+        match frame {
+            ServerFrame::Error(err) => {
+                match &err.id {
+                    Some(send) => self.event(format!("u{c} got error {} for {send}", err.code.as_str())),
+                    None if matches!(self.clients[c].conn, Conn::Opening(_)) => {
+                        // A session refused: the edge closes it and says so
+                        // to the shard (its farewell); the client tries
+                        // again later.
+                        self.event(format!("u{c}'s session {id} refused: {}", err.message));
+                        self.edges[e].sessions.remove(&id);
+                        self.clients[c].conn = Conn::Off;
+                        let session = SessionAddr { edge: self.edges[e].id.clone(), session: SessionId(id) };
+                        self.publish(ShardEnvelope { owner: user(c), body: ShardInput::SessionClosed { session } });
+                    }
+                    None => {}
+                }
+            }
+            ServerFrame::Accepted(a) => {
+                let Some(p) = &self.clients[c].pending else { return };
+                if p.client_id != a.id {
+                    return; // an answer to an earlier try, already taken
+                }
+                let to = p.to;
+                self.event(format!("u{c} got accepted {} ({})", a.id, a.msg_id));
+                self.clients[c].accepted.push((to, a.id, a.msg_id));
+                self.clients[c].pending = None;
+            }
+            ServerFrame::Message(m) => {
+                self.clients[c].seen = self.clients[c].seen.max(m.seq);
+            }
+            _ => {}
         }
     }
 
@@ -719,6 +1152,20 @@ impl Sim {
             if let Some(p) = &self.clients[c].pending {
                 let id = p.client_id.clone();
                 self.violation(format!("u{c}'s send {id} was never accepted"));
+            }
+        }
+        // Presence converges: the session record names what the client holds.
+        for c in 0..self.clients.len() {
+            let record = now_or_never(self.store.session(&user(c))).ok().flatten();
+            let (sessions, nodes) = record.map(|r| (r.sessions, r.nodes)).unwrap_or_default();
+            let (want, want_nodes) = match self.clients[c].conn.session() {
+                Some(s) => (1, vec![s.edge.to_string()]),
+                None => (0, Vec::new()),
+            };
+            if sessions != want || nodes != want_nodes {
+                self.violation(format!(
+                    "u{c}'s session record says {sessions} sessions on {nodes:?}; its client holds {want} on {want_nodes:?}"
+                ));
             }
         }
         for r in 0..self.cfg.users {

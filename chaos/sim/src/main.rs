@@ -29,7 +29,9 @@ struct Cli {
     /// Run every seed twice and compare the trace hashes.
     #[arg(long)]
     check: bool,
-    /// Bring back a bug this project fixed: commit-on-hand, no-append-isolation.
+    /// Bring back a bug this project fixed: commit-on-hand,
+    /// no-user-isolation, lease-after-revoke, paused-looks-caught-up,
+    /// silent-edge-restart.
     #[arg(long)]
     bug: Vec<String>,
     /// Steps (simulated ms) of traffic with faults per seed.
@@ -41,11 +43,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut bugs = Bugs::default();
     for b in &cli.bug {
-        match b.as_str() {
-            "commit-on-hand" => bugs.commit_on_hand = true,
-            "no-append-isolation" => bugs.no_append_isolation = true,
-            other => anyhow::bail!("unknown bug {other:?} (known: commit-on-hand, no-append-isolation)"),
-        }
+        bugs.set(b).map_err(anyhow::Error::msg)?;
     }
     let mut cfg = SimConfig::default();
     if let Some(s) = cli.steps {
@@ -57,11 +55,15 @@ fn main() -> anyhow::Result<()> {
             println!("{line}");
         }
         println!(
-            "seed {seed}: trace {:016x}, {} ms simulated, {} accepted, {} crashes, {} failed commits, {} violations",
+            "seed {seed}: trace {:016x}, {} ms simulated, {} accepted, {} node crashes, {} edge crashes, \
+             {} sessions, {} leases ended, {} failed commits, {} violations",
             out.trace_hash,
             out.simulated_ms,
             out.accepted,
             out.crashes,
+            out.edge_crashes,
+            out.sessions,
+            out.leases_ended,
             out.failed_commits,
             out.violations.len()
         );

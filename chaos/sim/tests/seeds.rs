@@ -6,7 +6,7 @@ use iris_sim::{Bugs, SimConfig, run_seed};
 #[test]
 fn seeds_hold_every_invariant() {
     let cfg = SimConfig::default();
-    let mut crashes = 0;
+    let (mut crashes, mut edge_crashes, mut leases_ended, mut failed_commits) = (0, 0, 0, 0);
     for seed in 0..300 {
         let out = run_seed(&cfg, seed, Bugs::default(), false);
         assert!(
@@ -15,9 +15,18 @@ fn seeds_hold_every_invariant() {
             out.violations
         );
         assert!(out.accepted > 0, "seed {seed} accepted nothing");
+        assert!(out.sessions > 0, "seed {seed} opened no session");
         crashes += out.crashes;
+        edge_crashes += out.edge_crashes;
+        leases_ended += out.leases_ended;
+        failed_commits += out.failed_commits;
     }
-    assert!(crashes > 0, "the seeds crashed no node: the faults are not exercised");
+    // The faults are exercised: nodes and edges crash, leases run out,
+    // commits fail.
+    assert!(crashes > 0, "the seeds crashed no node");
+    assert!(edge_crashes > 0, "the seeds crashed no edge");
+    assert!(leases_ended > 0, "no lease ever ran out");
+    assert!(failed_commits > 0, "no commit ever failed");
 }
 
 #[test]
@@ -44,10 +53,44 @@ fn committing_offsets_before_the_work_is_durable_is_found() {
 #[test]
 fn the_seq_gap_it_found_is_found_again_when_brought_back() {
     let cfg = SimConfig::default();
-    let bugs = Bugs { no_append_isolation: true, ..Bugs::default() };
+    let bugs = Bugs { no_user_isolation: true, ..Bugs::default() };
     let found = (0..50).find_map(|seed| {
         let v = run_seed(&cfg, seed, bugs, false).violations;
         v.iter().any(|v| v.contains("inbox has seq")).then_some(seed)
     });
     assert!(found.is_some(), "50 seeds did not find a gap in inbox seqs with appends not isolated");
+}
+
+/// The first of `seeds` seeds that finds a violation containing `what`
+/// with `bugs` on.
+fn finds(bugs: Bugs, seeds: u64, what: &str) -> Option<u64> {
+    let cfg = SimConfig::default();
+    (0..seeds).find(|seed| run_seed(&cfg, *seed, bugs, false).violations.iter().any(|v| v.contains(what)))
+}
+
+#[test]
+fn a_revoked_shard_that_keeps_its_lease_timer_is_found() {
+    let bugs = Bugs { lease_after_revoke: true, ..Bugs::default() };
+    assert!(
+        finds(bugs, 50, "after its revocation").is_some(),
+        "50 seeds did not find a revoked shard writing after its revocation"
+    );
+}
+
+#[test]
+fn a_paused_partition_that_looks_caught_up_is_found() {
+    let bugs = Bugs { paused_looks_caught_up: true, ..Bugs::default() };
+    assert!(
+        finds(bugs, 300, "which has been up and renewing it").is_some(),
+        "300 seeds did not find a live edge's lease ended behind a paused partition"
+    );
+}
+
+#[test]
+fn an_edge_restarting_without_a_word_is_found() {
+    let bugs = Bugs { silent_edge_restart: true, ..Bugs::default() };
+    assert!(
+        finds(bugs, 50, "session record says").is_some(),
+        "50 seeds did not find the sessions of an edge's previous process kept"
+    );
 }

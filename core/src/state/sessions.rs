@@ -41,7 +41,7 @@ impl ShardState {
         }
         fx.out.push(Output::Read(Read::FlushReceipts { user: owner.clone(), session: session.clone() }));
         // A session opening is proof its edge lives.
-        self.heard_from(session.edge, now, &mut fx.out);
+        self.heard_from(session.edge, now, &mut fx.ordered);
     }
 
     /// A session this shard did not know registers again (the shard moved
@@ -74,7 +74,7 @@ impl ShardState {
             }));
         }
         fx.out.push(Output::Read(Read::FlushReceipts { user: owner.clone(), session: session.clone() }));
-        self.heard_from(session.edge, now, &mut fx.out);
+        self.heard_from(session.edge, now, &mut fx.ordered);
     }
 
     /// A session ended.
@@ -108,9 +108,18 @@ impl ShardState {
         }
     }
 
+    /// The edges this shard holds a lease for, in order.
+    pub fn leased_edges(&self) -> Vec<EdgeId> {
+        let mut edges: Vec<EdgeId> = self.leases.keys().cloned().collect();
+        edges.sort();
+        edges
+    }
+
     /// Ends the sessions of edges whose lease expired (a crashed edge never
     /// says goodbye): their users go offline with `last_seen`, and
-    /// subscribers hear of it. Returns the writes, like `handle`.
+    /// subscribers hear of it. Also writes again, once, the session records
+    /// this shard wrote in its first two leases here (`takeover_repair`).
+    /// Returns the writes, like `handle`.
     ///
     /// `caught_up` is the newest instant at which the shard's input held
     /// nothing unread. A shard further behind than a quarter lease may
@@ -119,40 +128,116 @@ impl ShardState {
     /// a busy shard never ends a live edge's sessions, and a crashed edge's
     /// users go offline one lease after the backlog clears.
     pub fn handle_timeout(&mut self, now: Millis, caught_up: Millis) -> Option<(Ticket, WriteBatch)> {
+        let mut batch = self.takeover_repair(now);
+        let mut out = Vec::new();
+        let dead = self.expired_edges(now, caught_up);
+        if !dead.is_empty() {
+            for edge in &dead {
+                self.leases.remove(edge);
+            }
+            let (ended, notices) = self.end_sessions_on(now, &dead);
+            batch.ops.extend(ended.ops);
+            out = notices;
+        }
+        let written = self.issue_records(batch);
+        if written.is_some() || !out.is_empty() {
+            let own = written.as_ref().map(|(t, _)| *t);
+            self.emit(out, own.into_iter().collect());
+        }
+        written
+    }
+
+    /// The edges whose lease ran out, sorted; none while the input is
+    /// behind (see `handle_timeout`).
+    fn expired_edges(&mut self, now: Millis, caught_up: Millis) -> Vec<EdgeId> {
         let lease = self.config.edge_lease_ms;
         if now - caught_up > lease / 4 {
             self.stalled_at = Some(now);
         }
         if self.stalled_at.is_some_and(|at| now - at <= lease) {
+            return Vec::new();
+        }
+        let mut dead: Vec<EdgeId> =
+            self.leases.iter().filter(|(_, t)| now - **t > lease).map(|(e, _)| e.clone()).collect();
+        dead.sort();
+        dead
+    }
+
+    /// Two leases after this shard started here, the session records it
+    /// wrote meanwhile are written once more, from memory. A partition that
+    /// moved can still have the previous owner's last commit in flight, and
+    /// it may land after the new owner's record and overwrite it (found by
+    /// the simulator); an owner's write reaches the store within its
+    /// command timeout (5 s on Redis, below the 10 s default lease) or not
+    /// at all, so by then the old owner has nothing left to land.
+    fn takeover_repair(&mut self, now: Millis) -> WriteBatch {
+        let mut batch = WriteBatch::default();
+        let started = *self.started_at.get_or_insert(now);
+        if now - started < 2 * self.config.edge_lease_ms {
+            return batch;
+        }
+        let Some(users) = self.takeover.take() else { return batch };
+        for key in users {
+            if let Some(user) = self.users.get(&key) {
+                batch.push(session_write(&key, user, &self.config.region));
+            }
+        }
+        batch
+    }
+
+    /// An edge process started: the sessions this shard holds on it belong
+    /// to the process before, which is gone. They end now (as if its lease
+    /// had run out), and the new process's lease starts.
+    pub(super) fn edge_started(&mut self, now: Millis, edge: EdgeId) -> Option<(Ticket, WriteBatch)> {
+        self.leases.remove(&edge);
+        let (batch, out) = self.end_sessions_on(now, std::slice::from_ref(&edge));
+        let written = self.issue_records(batch);
+        let own = written.as_ref().map(|(t, _)| *t);
+        self.emit(out, own.into_iter().collect());
+        // The resync goes out even if ending the old sessions failed: the
+        // shard asks an edge once per lease.
+        let mut resync = Vec::new();
+        self.heard_from(edge, now, &mut resync);
+        self.emit(resync, Vec::new());
+        written
+    }
+
+    /// A ticket for session records ending, tracked for repair.
+    fn issue_records(&mut self, batch: WriteBatch) -> Option<(Ticket, WriteBatch)> {
+        if batch.is_empty() {
             return None;
         }
-        let dead: Vec<EdgeId> = self.leases.iter().filter(|(_, t)| now - **t > lease).map(|(e, _)| e.clone()).collect();
-        if dead.is_empty() {
-            return None;
-        }
+        let t = self.issue();
+        self.track_records(t, &batch);
+        Some((t, batch))
+    }
+
+    /// Ends every session and subscription held on `edges` (sorted): their
+    /// users go offline with `last_seen`, and subscribers hear of it. Users
+    /// are taken in key order so that the writes and notices come out the
+    /// same on every run.
+    fn end_sessions_on(&mut self, now: Millis, edges: &[EdgeId]) -> (WriteBatch, Vec<Output>) {
         let mut out = Vec::new();
         let mut batch = WriteBatch::default();
-        for edge in &dead {
-            self.leases.remove(edge);
-        }
+        let mut ended = Vec::new();
         for (key, user) in self.users.iter_mut() {
-            let before = user.sessions.len();
-            user.sessions.retain(|s| !dead.contains(&s.edge));
-            if before > 0 && user.sessions.is_empty() {
+            user.subscribers.retain(|s| !edges.contains(&s.session.edge));
+            if user.sessions.iter().any(|s| edges.contains(&s.edge)) {
+                ended.push(key.clone());
+            }
+        }
+        ended.sort();
+        for key in ended {
+            let user = self.users.get_mut(&key).expect("collected above");
+            user.sessions.retain(|s| !edges.contains(&s.edge));
+            if user.sessions.is_empty() {
                 user.away = false;
                 user.meta.last_seen = Some(now);
                 batch.push(WriteOp::Meta { user: key.clone(), meta: user.meta.clone() });
                 notify_subscribers(&key.user, user, &mut out);
             }
-            if user.sessions.len() != before {
-                batch.push(session_write(key, user, &self.config.region));
-            }
-            // Subscriptions held by sessions of a dead edge end too.
-            user.subscribers.retain(|s| !dead.contains(&s.session.edge));
+            batch.push(session_write(&key, user, &self.config.region));
         }
-        let written = if batch.is_empty() { None } else { Some((self.issue(), batch)) };
-        let own = written.as_ref().map(|(t, _)| *t);
-        self.emit(out, own.into_iter().collect());
-        written
+        (batch, out)
     }
 }

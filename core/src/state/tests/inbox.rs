@@ -58,7 +58,7 @@ fn failed_commit_turns_accepted_into_unavailable_and_resets() {
         matches!(&frames[0].1, ServerFrame::Error(e) if e.code == ErrorCode::Unavailable && e.id.as_deref() == Some("c-1"))
     );
     assert!(h.state.needs_reset());
-    h.state.reset();
+    assert!(h.state.reset().is_none(), "a send writes no session record");
     let env = ShardEnvelope { owner: key("bob"), body: ShardInput::Ack { up_to: 0, read: false } };
     assert!(h.state.needs(&env).user.is_some(), "heads reload from storage");
 }

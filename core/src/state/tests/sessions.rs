@@ -49,8 +49,16 @@ fn a_shard_behind_on_its_input_ends_no_lease_until_it_has_run_caught_up_for_one(
     // The shard falls behind: e1's heartbeats wait in (or were dropped
     // at) its input. Its last renewal is long past, but nothing expires.
     for late in [1_500, 3_000, 6_000] {
-        assert!(h.state.handle_timeout(opened + late, opened + 400).is_none(), "behind at +{late}: no lease ends");
+        // (Two leases in, the shard writes again the session record it
+        // wrote on taking over: bob's, still one session.)
+        if let Some((_, batch)) = h.state.handle_timeout(opened + late, opened + 400) {
+            assert!(
+                matches!(&batch.ops[..], [WriteOp::Session { record, .. }] if record.sessions == 1),
+                "behind at +{late}: no lease ends: {batch:?}"
+            );
+        }
     }
+    assert_eq!(h.state.users[&key("bob")].sessions.len(), 1);
     // Caught up again at +6.1 s: one whole lease of grace from the last
     // time it was seen behind, in which a live edge's next beat lands.
     assert!(h.state.handle_timeout(opened + 6_900, opened + 6_900).is_none(), "grace after the backlog");
@@ -142,4 +150,91 @@ fn a_resumed_session_gets_what_it_missed_and_live_traffic_without_a_welcome() {
     assert!(h.pending.is_empty(), "nothing to write");
     let again = h.outputs();
     assert!(!again.iter().any(|o| matches!(o, Output::Read(Read::Replay { .. }))), "nothing missed: {again:?}");
+}
+
+#[test]
+fn a_restarted_edge_s_previous_sessions_end_when_it_says_it_started() {
+    let mut h = Harness::new();
+    h.add_contact("bob", "dave");
+    h.open("bob", 1); // on e1
+    h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e2", 8) });
+    h.commit_all();
+    h.outputs();
+    // e1's process restarts within the lease: its renewals never stop, so
+    // only its word says that session 1 is gone.
+    h.input("", ShardInput::EdgeStarted { edge: EdgeId("e1".into()) });
+    let (_, batch) = h.pending.last().cloned().expect("bob's records are written");
+    assert!(
+        batch.ops.iter().any(|op| matches!(op, WriteOp::Session { record, .. } if record.sessions == 0)),
+        "{batch:?}"
+    );
+    assert!(h.state.users[&key("bob")].sessions.is_empty());
+    h.commit_all();
+    let outs = h.outputs();
+    let offline = frames_of(&outs).into_iter().filter_map(|f| presence(&f).map(|p| p.1)).collect::<Vec<_>>();
+    assert_eq!(offline, vec![PresenceStatus::Offline], "dave hears bob went offline");
+    assert_eq!(resyncs(&outs), vec![("e1".to_string(), ShardId(3))], "the new process is asked for its sessions");
+    // A session the new process opens is kept.
+    h.input("bob", ShardInput::SessionOpened { session: addr("e1", 2), resume_after: None });
+    assert_eq!(h.state.users[&key("bob")].sessions, vec![addr("e1", 2)]);
+}
+
+#[test]
+fn the_resync_goes_out_even_when_the_write_it_followed_failed() {
+    // The first word from an edge is a session opening whose write fails:
+    // the shard still asks the edge to register its sessions, since it
+    // will not ask again while the lease lasts.
+    let mut h = Harness::new();
+    h.input("bob", ShardInput::SessionOpened { session: addr("e1", 5), resume_after: None });
+    let (t, _) = h.pending.pop().unwrap();
+    h.state.committed(t, Err(StoreError::Backend("disk".into())));
+    assert_eq!(resyncs(&h.outputs()), vec![("e1".to_string(), ShardId(3))]);
+}
+
+#[test]
+fn a_session_record_whose_write_failed_is_written_again_after_the_reset() {
+    let mut h = Harness::new();
+    h.open("bob", 1);
+    // bob closes; the write of his (now empty) record fails.
+    h.input("bob", ShardInput::SessionClosed { session: addr("e1", 1) });
+    let (t, _) = h.pending.pop().unwrap();
+    h.state.committed(t, Err(StoreError::Backend("timeout".into())));
+    assert!(h.state.needs_reset());
+    let (t, batch) = h.state.reset().expect("a repair write");
+    assert!(
+        matches!(&batch.ops[..], [WriteOp::Session { user, record }] if *user == key("bob") && record.sessions == 0),
+        "{batch:?}"
+    );
+    // If the repair fails too, the next reset repairs again.
+    h.state.committed(t, Err(StoreError::Backend("timeout".into())));
+    let (t, batch) = h.state.reset().expect("repaired again");
+    assert_eq!(batch.ops.len(), 1);
+    h.state.committed(t, Ok(()));
+    assert!(!h.state.needs_reset());
+}
+
+#[test]
+fn two_leases_after_taking_over_the_shard_writes_its_records_again() {
+    // The previous owner's last commit may land after this shard's first
+    // record of a user: two leases after starting, the shard writes the
+    // records it wrote meanwhile once more, from memory.
+    let mut h = Harness::new();
+    let started = h.now + 1;
+    h.open("bob", 1);
+    h.open("carol", 2);
+    assert!(h.state.handle_timeout(started + 1_000, started + 1_000).is_none(), "within two leases");
+    h.input("", ShardInput::EdgeAlive { edge: EdgeId("e1".into()) });
+    let (_, batch) = h.state.handle_timeout(started + 2_000, started + 2_000).expect("the takeover repair");
+    let users: Vec<&UserKey> = batch
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Session { user, record } if record.sessions == 1 => Some(user),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(users, vec![&key("bob"), &key("carol")], "{batch:?}");
+    // Once only.
+    h.input("", ShardInput::EdgeAlive { edge: EdgeId("e1".into()) });
+    assert!(h.state.handle_timeout(started + 2_500, started + 2_500).is_none());
 }
