@@ -15,6 +15,7 @@
 
 pub mod apikeys;
 pub mod budget;
+pub mod guard;
 
 use base64::Engine;
 use iris_clock::SharedClock;

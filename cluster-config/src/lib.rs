@@ -278,6 +278,11 @@ pub struct Limits {
     /// `rate_limited` and are closed.
     #[serde(default = "d_sessions_per_user")]
     pub max_sessions_per_user: usize,
+    /// Client connections (WebSocket and QUIC together) one node holds at
+    /// once; one more is refused at once (HTTP 503 on WebSocket,
+    /// CONNECTION_REFUSED on QUIC). Bound it below the open-files limit.
+    #[serde(default = "d_max_connections")]
+    pub max_connections: usize,
     /// Sends per second per tenant, across all its sessions on a node;
     /// beyond, sends get `rate_limited`.
     #[serde(default = "d_tenant_sends")]
@@ -782,6 +787,9 @@ fn d_tenant_burst() -> u32 {
 fn d_sessions_per_user() -> usize {
     16
 }
+fn d_max_connections() -> usize {
+    1_000_000
+}
 fn d_failed_auth() -> u32 {
     20
 }
@@ -1031,6 +1039,7 @@ impl Config {
             "at most one renewal per 100 ms of edge_lease_ms",
         )?;
         check(l.max_sessions_per_user >= 1, "limits.max_sessions_per_user", "at least 1")?;
+        check(l.max_connections >= 1, "limits.max_connections", "at least 1")?;
         check(l.tenant_sends_per_second >= 1, "limits.tenant_sends_per_second", "at least 1")?;
         check(l.tenant_send_burst >= 1, "limits.tenant_send_burst", "at least 1")?;
         check(self.auth.failed_auth_per_minute >= 1, "auth.failed_auth_per_minute", "at least 1")?;

@@ -4,14 +4,16 @@
 //! `state` holds the session state machine (all decisions, unit-tested);
 //! `ws` is the WebSocket shell around it; `presence` is the local map.
 
-pub mod guard;
+/// Failed-auth limits per address (shared with the HTTP API, in `iris-auth`).
+pub use iris_auth::guard;
 pub mod presence;
 pub mod quic;
 pub mod session;
 pub mod state;
 pub mod tls;
 pub mod ws;
-mod wsproto;
+/// The RFC 6455 codec (ADR 0013): public for the fuzz targets (`fuzz/`).
+pub mod wsproto;
 
 use iris_auth::KeyStore;
 use iris_clock::SharedClock;
@@ -43,6 +45,8 @@ pub struct EdgeConfig {
     pub tenant_sends: (u32, u32),
     /// How often this edge renews its lease on every shard.
     pub lease_heartbeat: Duration,
+    /// Client connections (WebSocket and QUIC) held at once; more are refused.
+    pub max_connections: usize,
     /// Where sessions read the time from (ADR 0019).
     pub clock: SharedClock,
     /// Where session ids start: drawn afresh at every start (or derived
@@ -194,6 +198,7 @@ pub fn start_edge(
         presence: presence.clone(),
         next_session: AtomicU64::new(start),
         live: AtomicUsize::new(0),
+        max_connections: cfg.max_connections,
         shutdown: shutdown_rx,
         clock: cfg.clock,
     });

@@ -30,7 +30,12 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<EdgeContext>) {
         tokio::select! {
             incoming = endpoint.accept() => match incoming {
                 Some(incoming) => {
-                    let live = LiveGuard::new(&ctx);
+                    let Some(live) = LiveGuard::admit(&ctx) else {
+                        // CONNECTION_REFUSED, at once: the client's connect fails.
+                        metrics::counter!("iris_connections_refused_total", "transport" => "quic").increment(1);
+                        incoming.refuse();
+                        continue;
+                    };
                     let ctx = ctx.clone();
                     tokio::spawn(handle(incoming, ctx, live));
                 }

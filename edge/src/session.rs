@@ -49,6 +49,8 @@ pub struct EdgeContext {
     pub presence: Arc<LocalPresence>,
     pub(crate) next_session: AtomicU64,
     pub(crate) live: AtomicUsize,
+    /// Connections held at once; `LiveGuard::admit` refuses beyond.
+    pub(crate) max_connections: usize,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Where the time handed to every session's state comes from.
     pub clock: SharedClock,
@@ -68,11 +70,18 @@ impl EdgeContext {
 pub(crate) struct LiveGuard(Arc<EdgeContext>);
 
 impl LiveGuard {
-    pub(crate) fn new(ctx: &Arc<EdgeContext>) -> Self {
-        ctx.live.fetch_add(1, Ordering::AcqRel);
-        Self(ctx.clone())
+    /// Counts a new connection, unless the node holds `max_connections`
+    /// already: then `None`, and the caller refuses it.
+    pub(crate) fn admit(ctx: &Arc<EdgeContext>) -> Option<Self> {
+        let max = ctx.max_connections;
+        ctx.live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(Self(ctx.clone()))
     }
 }
+
+/// What a WebSocket client over plain TCP reads when the node is at its
+/// connection limit (written without waiting; then the socket closes).
+pub(crate) const AT_CONNECTION_LIMIT: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nContent-Length: 35\r\nConnection: close\r\n\r\nnode at its connection limit; retry";
 
 impl Drop for LiveGuard {
     fn drop(&mut self) {

@@ -27,7 +27,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<EdgeContext>, tls: Option<Tls
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let live = LiveGuard::new(&ctx);
+                    let Some(live) = LiveGuard::admit(&ctx) else {
+                        refuse_at_limit(stream, tls.is_some());
+                        continue;
+                    };
                     let (ctx, tls) = (ctx.clone(), tls.clone());
                     // This task does the setup and hands the session to a
                     // task of its own (`spawn_session`).
@@ -60,6 +63,17 @@ pub async fn serve(listener: TcpListener, ctx: Arc<EdgeContext>, tls: Option<Tls
             },
             _ = shutdown.changed() => break,
         }
+    }
+}
+
+/// Refuses a connection over the node's connection limit, at once and
+/// without a task: plain WebSocket gets an HTTP 503 written without waiting
+/// (a full socket buffer just drops it), TLS a close (a handshake would cost
+/// the CPU the limit protects).
+fn refuse_at_limit(stream: tokio::net::TcpStream, tls: bool) {
+    metrics::counter!("iris_connections_refused_total", "transport" => "ws").increment(1);
+    if !tls {
+        let _ = stream.try_write(crate::session::AT_CONNECTION_LIMIT);
     }
 }
 

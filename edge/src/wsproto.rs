@@ -18,20 +18,20 @@
 use sha1::{Digest, Sha1};
 
 /// The longest upgrade request read (request line and headers).
-pub(crate) const MAX_REQUEST_BYTES: usize = 8 * 1024;
+pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
-pub(crate) const OP_CONTINUATION: u8 = 0x0;
-pub(crate) const OP_TEXT: u8 = 0x1;
-pub(crate) const OP_BINARY: u8 = 0x2;
-pub(crate) const OP_CLOSE: u8 = 0x8;
-pub(crate) const OP_PING: u8 = 0x9;
-pub(crate) const OP_PONG: u8 = 0xA;
+pub const OP_CONTINUATION: u8 = 0x0;
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
+pub const OP_CLOSE: u8 = 0x8;
+pub const OP_PING: u8 = 0x9;
+pub const OP_PONG: u8 = 0xA;
 
 /// What to do with the bytes of an upgrade request read so far.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Upgrade {
+pub enum Upgrade {
     /// Not a whole request yet: read more.
     Incomplete,
     /// Write `response` (101) and speak WebSocket; the request was the
@@ -50,7 +50,7 @@ fn refuse(status: &str, message: &str, extra: &str) -> Upgrade {
 }
 
 /// The `Sec-WebSocket-Accept` value for a client's key.
-pub(crate) fn accept_key(key: &str) -> String {
+pub fn accept_key(key: &str) -> String {
     use base64::Engine as _;
     let digest = Sha1::new().chain_update(key.as_bytes()).chain_update(GUID).finalize();
     base64::engine::general_purpose::STANDARD.encode(&digest[..])
@@ -61,7 +61,7 @@ fn has_token(value: &str, token: &str) -> bool {
 }
 
 /// Reads an upgrade request for `path` from `buf`.
-pub(crate) fn parse_upgrade(buf: &[u8], path: &str) -> Upgrade {
+pub fn parse_upgrade(buf: &[u8], path: &str) -> Upgrade {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         if buf.len() >= MAX_REQUEST_BYTES {
             return refuse("431 Request Header Fields Too Large", "upgrade request over 8 KiB", "");
@@ -128,7 +128,7 @@ fn is_key(key: &str) -> bool {
 
 /// Why reading frames stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WsError {
+pub enum WsError {
     /// A frame or message over the bound (close 1009).
     TooLarge,
     /// Text that is not UTF-8 (close 1007).
@@ -139,7 +139,7 @@ pub(crate) enum WsError {
 
 impl WsError {
     /// The close code this error ends the connection with.
-    pub(crate) fn close_code(self) -> u16 {
+    pub fn close_code(self) -> u16 {
         match self {
             WsError::TooLarge => 1009,
             WsError::BadText => 1007,
@@ -150,7 +150,7 @@ impl WsError {
 
 /// What the client sent.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Event {
+pub enum Event {
     Text(Vec<u8>),
     Binary(Vec<u8>),
     Ping(Vec<u8>),
@@ -161,7 +161,7 @@ pub(crate) enum Event {
 
 /// Client frames, from bytes as they arrive. Holds only an incomplete
 /// frame and an incomplete fragmented message; nothing once they are done.
-pub(crate) struct Reader {
+pub struct Reader {
     buf: Vec<u8>,
     /// A fragmented message so far: its opcode and payload.
     partial: Option<(u8, Vec<u8>)>,
@@ -178,14 +178,14 @@ struct Header {
 
 impl Reader {
     /// A reader of messages of at most `max` bytes.
-    pub(crate) fn new(max: usize) -> Self {
+    pub fn new(max: usize) -> Self {
         Self { buf: Vec::new(), partial: None, max }
     }
 
     /// Adds bytes read from the client. Call `next_event` until it returns
     /// `None` before reading more: the buffer then holds less than one
     /// frame, so it stays within the bound plus one read.
-    pub(crate) fn push(&mut self, bytes: &[u8]) {
+    pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
 
@@ -230,7 +230,7 @@ impl Reader {
     }
 
     /// The next whole event, if the bytes so far hold one.
-    pub(crate) fn next_event(&mut self) -> Result<Option<Event>, WsError> {
+    pub fn next_event(&mut self) -> Result<Option<Event>, WsError> {
         loop {
             let Some(h) = self.header()? else { return Ok(self.idle()) };
             let end = h.header_len + h.len;
@@ -315,7 +315,7 @@ fn close_code(payload: &[u8]) -> Result<Option<u16>, WsError> {
 }
 
 /// Appends one unmasked, unfragmented server frame to `out`.
-pub(crate) fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+pub fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
     out.push(0x80 | opcode);
     match payload.len() {
         n if n < 126 => out.push(n as u8),
@@ -332,7 +332,7 @@ pub(crate) fn encode(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 }
 
 /// Appends a close frame with `code` and a short `reason`.
-pub(crate) fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {
+pub fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {
     let mut payload = Vec::with_capacity(2 + reason.len().min(123));
     payload.extend_from_slice(&code.to_be_bytes());
     // Control payloads are at most 125 bytes; our reasons are short ASCII.

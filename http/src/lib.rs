@@ -17,6 +17,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use dashmap::DashMap;
 use iris_auth::apikeys::{ApiKeys, KEY_PREFIX};
 use iris_auth::budget::TenantBudget;
+use iris_auth::guard::AuthGuard;
 use iris_auth::{KeyStore, SERVICE_SCOPE, valid_name};
 use iris_clock::SharedClock;
 use iris_envelope::{
@@ -52,6 +53,9 @@ pub struct HttpConfig {
     pub max_pending: usize,
     /// How long a request may wait for its shard.
     pub request_timeout: Duration,
+    /// Failed credential checks allowed per source address per minute;
+    /// beyond, 429 until the minute has passed (`auth.failed_auth_per_minute`).
+    pub failed_auth_per_minute: u32,
 }
 
 /// An answer from a shard.
@@ -72,6 +76,8 @@ pub struct HttpFront {
     pending: DashMap<u64, oneshot::Sender<Answer>>,
     next_request: AtomicU64,
     budget: TenantBudget,
+    /// Failed credential checks per source address.
+    guard: AuthGuard,
     clock: SharedClock,
     /// The chat demo at `/demo`, only with the development key.
     demo: Option<web::Data<demo::DemoConfig>>,
@@ -83,11 +89,25 @@ struct Failure {
     status: StatusCode,
     message: String,
     retry_after_secs: Option<u64>,
+    /// A credential was presented and refused (counted per address).
+    bad_credential: bool,
 }
+
+/// How long a client of the service API has to send a request's head, and
+/// how long an idle kept-alive connection stays open.
+const HEADER_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The window of the failed-authentication count per address.
+const AUTH_WINDOW_MS: i64 = 60_000;
 
 impl Failure {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), retry_after_secs: None }
+        Self { status, message: message.into(), retry_after_secs: None, bad_credential: false }
+    }
+
+    /// 401 for a credential that was presented and failed its check.
+    fn bad_credential(message: &str) -> Self {
+        Self { bad_credential: true, ..Self::new(StatusCode::UNAUTHORIZED, message) }
     }
 
     fn respond(self) -> HttpResponse {
@@ -126,6 +146,7 @@ impl HttpFront {
         clock: SharedClock,
     ) -> Self {
         let budget = TenantBudget::new(cfg.tenant_events_per_second, cfg.tenant_event_burst);
+        let guard = AuthGuard::new(cfg.failed_auth_per_minute, AUTH_WINDOW_MS);
         Self {
             cfg,
             edge,
@@ -136,6 +157,7 @@ impl HttpFront {
             pending: DashMap::new(),
             next_request: AtomicU64::new(1),
             budget,
+            guard,
             clock,
             demo: None,
         }
@@ -154,22 +176,68 @@ impl HttpFront {
 
     /// The tenant of a service token; user tokens are refused.
     fn service(&self, req: &HttpRequest) -> Result<Tenant, Failure> {
+        self.guarded(req, || self.check_service(req))
+    }
+
+    /// The tenant of an API key (`X-Api-Key`, or `Authorization: Bearer iris_…`).
+    fn api_key(&self, req: &HttpRequest) -> Result<Tenant, Failure> {
+        self.guarded(req, || self.check_api_key(req))
+    }
+
+    /// The tenant of an API key, or else of a service token (analytics).
+    fn api_key_or_service(&self, req: &HttpRequest) -> Result<Tenant, Failure> {
+        self.guarded(req, || {
+            self.check_api_key(req).or_else(|key| {
+                // A refused key is the answer (and counted) when no token was sent.
+                self.check_service(req)
+                    .map_err(|token| if key.bad_credential && !token.bad_credential { key } else { token })
+            })
+        })
+    }
+
+    /// Runs a credential check unless the request's address has failed
+    /// too often this minute (then 429, the credential unread), and counts
+    /// a credential presented and refused against the address. A missing
+    /// credential costs nothing to refuse and is not counted.
+    fn guarded(&self, req: &HttpRequest, check: impl FnOnce() -> Result<Tenant, Failure>) -> Result<Tenant, Failure> {
+        let now = self.now_ms();
+        let addr = req.peer_addr().map(|a| a.ip());
+        if let Some(ip) = addr
+            && !self.guard.allowed(ip, now)
+        {
+            metrics::counter!("iris_http_auth_throttled_total").increment(1);
+            return Err(Failure {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: "too many failed authentications from this address; retry later".into(),
+                retry_after_secs: Some(AUTH_WINDOW_MS as u64 / 1_000),
+                bad_credential: false,
+            });
+        }
+        let result = check();
+        if let (Err(f), Some(ip)) = (&result, addr)
+            && f.bad_credential
+        {
+            self.guard.failed(ip, now);
+        }
+        result
+    }
+
+    fn check_service(&self, req: &HttpRequest) -> Result<Tenant, Failure> {
         let token = bearer(req).ok_or_else(|| Failure::new(StatusCode::UNAUTHORIZED, "a service token is required"))?;
-        let id = self.keys.verify(token).map_err(|_| Failure::new(StatusCode::UNAUTHORIZED, "invalid token"))?;
+        let id = self.keys.verify(token).map_err(|_| Failure::bad_credential("invalid token"))?;
         if !id.has_scope(SERVICE_SCOPE) {
             return Err(Failure::new(StatusCode::FORBIDDEN, "this API needs a token with the service scope"));
         }
         Ok(id.tenant.into())
     }
 
-    /// The tenant of an API key (`X-Api-Key`, or `Authorization: Bearer iris_…`).
-    fn api_key(&self, req: &HttpRequest) -> Result<Tenant, Failure> {
+    fn check_api_key(&self, req: &HttpRequest) -> Result<Tenant, Failure> {
         let header = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
         let key = header.or_else(|| bearer(req).filter(|b| b.starts_with(KEY_PREFIX)));
         let key = key.ok_or_else(|| Failure::new(StatusCode::UNAUTHORIZED, "an API key is required"))?;
         match self.api_keys.tenant_of(key, self.now_ms()) {
             Some(t) => Ok(t.into()),
-            None => Err(Failure::new(StatusCode::UNAUTHORIZED, "invalid API key")),
+            None => Err(Failure::bad_credential("invalid API key")),
         }
     }
 
@@ -179,6 +247,7 @@ impl HttpFront {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: format!("tenant over {} events per second", self.budget.per_second()),
             retry_after_secs: Some(wait),
+            bad_credential: false,
         })
     }
 
@@ -241,7 +310,12 @@ pub async fn dispatch(front: Arc<HttpFront>, mut rx: EdgeReceiver) {
     }
 }
 
+/// Parses a request body, which must be a JSON object (serde would also
+/// read a struct from an array of its fields, which the API does not take).
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Failure::new(StatusCode::BAD_REQUEST, "invalid body: a JSON object is required"));
+    }
     serde_json::from_slice(body).map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}")))
 }
 
@@ -436,10 +510,7 @@ const MAX_ANALYTICS_RANGE_MS: i64 = 93 * 24 * 3_600_000;
 
 async fn get_analytics(front: web::Data<HttpFront>, req: HttpRequest, q: web::Query<AnalyticsQuery>) -> HttpResponse {
     let work = async {
-        let tenant = match front.api_key(&req) {
-            Ok(t) => t,
-            Err(_) => front.service(&req)?,
-        };
+        let tenant = front.api_key_or_service(&req)?;
         let now = front.now_ms();
         let to = q.to.unwrap_or(now.saturating_add(3_600_000));
         let from = q.from.unwrap_or(to.saturating_sub(24 * 3_600_000));
@@ -523,6 +594,61 @@ async fn put_home(
     work.await.unwrap_or_else(Failure::respond)
 }
 
+/// Declares the service API's routes once: [`ROUTES`] lists them, and
+/// `service_routes` registers them.
+macro_rules! routes {
+    ($( $method:ident $path:literal => $handler:ident ),* $(,)?) => {
+        /// Every route of the service API, as (method, path template):
+        /// `docs/openapi.yaml` describes exactly these (a test compares).
+        pub const ROUTES: &[(&str, &str)] = &[ $( (stringify!($method), $path) ),* ];
+
+        fn service_routes(cfg: &mut web::ServiceConfig) {
+            // One resource per path with each of its methods; any other
+            // method on a known path gets 405 with `Allow`.
+            let mut resources: Vec<(&'static str, actix_web::Resource)> = Vec::new();
+            $(
+                let resource = match resources.iter().position(|(p, _)| *p == $path) {
+                    Some(i) => resources.remove(i).1,
+                    None => web::resource($path),
+                };
+                resources.push(($path, resource.route(web::$method().to($handler))));
+            )*
+            for (path, resource) in resources {
+                let allow = allowed_methods(path);
+                cfg.service(resource.default_service(web::to(move || {
+                    let allow = allow.clone();
+                    async move { method_not_allowed(&allow) }
+                })));
+            }
+        }
+    };
+}
+
+/// The methods `path` is served with, as an `Allow` header's value.
+fn allowed_methods(path: &str) -> String {
+    ROUTES.iter().filter(|(_, p)| *p == path).map(|(m, _)| m.to_uppercase()).collect::<Vec<_>>().join(", ")
+}
+
+fn method_not_allowed(allow: &str) -> HttpResponse {
+    let mut r = Failure::new(StatusCode::METHOD_NOT_ALLOWED, format!("this endpoint takes {allow}")).respond();
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(allow) {
+        r.headers_mut().insert(actix_web::http::header::ALLOW, v);
+    }
+    r
+}
+
+routes! {
+    put "/v1/contacts/{user}" => put_contacts,
+    post "/v1/identity/verified" => post_verified,
+    put "/v1/circles/{user}/{circle}" => put_circle,
+    get "/v1/graph/events" => get_graph_log,
+    post "/v1/events" => post_events,
+    get "/v1/events/log" => get_events_log,
+    get "/v1/analytics" => get_analytics,
+    get "/v1/homes/{user}" => get_home,
+    put "/v1/homes/{user}" => put_home,
+}
+
 async fn not_found() -> HttpResponse {
     Failure::new(StatusCode::NOT_FOUND, "no such endpoint").respond()
 }
@@ -554,15 +680,7 @@ pub fn start(
         App::new()
             .app_data(data.clone())
             .app_data(web::PayloadConfig::new(max_body))
-            .route("/v1/contacts/{user}", web::put().to(put_contacts))
-            .route("/v1/identity/verified", web::post().to(post_verified))
-            .route("/v1/circles/{user}/{circle}", web::put().to(put_circle))
-            .route("/v1/graph/events", web::get().to(get_graph_log))
-            .route("/v1/events", web::post().to(post_events))
-            .route("/v1/events/log", web::get().to(get_events_log))
-            .route("/v1/analytics", web::get().to(get_analytics))
-            .route("/v1/homes/{user}", web::get().to(get_home))
-            .route("/v1/homes/{user}", web::put().to(put_home))
+            .configure(service_routes)
             // Without the dev key the demo's routes do not exist: 404.
             .configure(move |cfg| {
                 if let Some(d) = demo {
@@ -572,6 +690,10 @@ pub fn start(
             .default_service(web::to(not_found))
     })
     .workers(1)
+    // A client has this long to send a request's head (slowloris), and
+    // an idle kept-alive connection is closed after as long.
+    .client_request_timeout(HEADER_DEADLINE)
+    .keep_alive(HEADER_DEADLINE)
     .disable_signals()
     .shutdown_timeout(5);
     let mut addrs = Vec::new();

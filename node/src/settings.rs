@@ -85,6 +85,8 @@ pub struct EdgeSettings {
     pub tenant_sends: (u32, u32),
     /// How often the edge renews its lease on every shard.
     pub lease_heartbeat: Duration,
+    /// Client connections held at once.
+    pub max_connections: usize,
 }
 
 /// A node of a regional cluster.
@@ -171,6 +173,7 @@ impl Settings {
                 lease_heartbeat: Duration::from_millis(
                     cfg.core.edge_lease_ms / u64::from(cfg.core.edge_lease_renewals),
                 ),
+                max_connections: l.max_connections,
             },
             quic: QuicSettings {
                 idle_timeout: Duration::from_millis(cfg.quic.idle_timeout_ms),
@@ -191,6 +194,7 @@ impl Settings {
                 tenant_event_burst: h.tenant_event_burst,
                 max_pending: h.max_pending_requests,
                 request_timeout: Duration::from_millis(h.request_timeout_ms),
+                failed_auth_per_minute: cfg.auth.failed_auth_per_minute,
             },
             auth: AuthSettings::from_config(cfg),
             tls: TlsSource::from_config(cfg),
@@ -223,6 +227,7 @@ impl Settings {
             failed_auth_per_minute: e.failed_auth_per_minute,
             tenant_sends: e.tenant_sends,
             lease_heartbeat: e.lease_heartbeat,
+            max_connections: e.max_connections,
             clock,
             seed,
         }

@@ -147,3 +147,139 @@ async fn tenants_have_a_send_budget_across_sessions() {
     other.send("c0", "x", "m").await.unwrap();
     accepted(&mut other, "c0").await;
 }
+
+/// Reads what a raw TCP connection to `addr` gets for a WebSocket upgrade
+/// request, until the server closes it (or `WAIT`).
+async fn raw_upgrade(ws_url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = ws_url.trim_start_matches("ws://").trim_end_matches("/v1/ws");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    // The server may have refused and closed before the request is written.
+    let _ = s.write_all(req.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_node_at_its_connection_limit_refuses_more_clearly_on_every_transport() {
+    let node = start_with("[limits]\nmax_connections = 2\n");
+    let (mut alice, _) = node.login("acme", "alice").await;
+    let (_bob, _) = node.login("acme", "bob").await;
+    // A third WebSocket connection: 503 with a message, then closed.
+    let answer = raw_upgrade(&node.ws_url).await;
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+    assert!(answer.ends_with("node at its connection limit; retry"), "{answer:?}");
+    // A QUIC connection: refused at once (CONNECTION_REFUSED).
+    let trust = iris_client::Trust::from_pem_file(&node.dir.join("tls/dev-cert.pem")).unwrap();
+    let q = iris_client::QuicConnector::new(node.quic_addr.unwrap(), "localhost", &trust).unwrap();
+    let refused = tokio::time::timeout(WAIT, q.hello(&node.token("acme", "carol"), None, Encoding::Json))
+        .await
+        .expect("the refusal comes at once");
+    let e = refused.err().expect("refused").to_string();
+    assert!(e.to_lowercase().contains("refused"), "{e}");
+    // The sessions held are untouched, and a closed one makes room.
+    alice.send("c-1", "bob", "still here").await.unwrap();
+    expect(&mut alice, "accepted", |f| matches!(f, ServerFrame::Accepted(_))).await;
+    drop(alice);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match Client::hello(&node.ws_url, &node.token("acme", "carol"), None, Encoding::Json).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "no room after a session closed: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Connects to `addr`, writes `prefix` and then nothing more; returns how
+/// long the server took to close the connection (or `None` if it was
+/// still open after `limit`).
+async fn held_open(addr: &str, prefix: &[u8], limit: Duration) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(prefix).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut sink = Vec::new();
+    match tokio::time::timeout(limit, s.read_to_end(&mut sink)).await {
+        Ok(_) => Some(started.elapsed()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_off_on_every_tcp_listener() {
+    // Deadlines short enough for a test: the opening steps get 500 ms.
+    let node = start_with(
+        "[listen]\nws = \"127.0.0.1:0\"\nwss = \"127.0.0.1:0\"\nquic = \"off\"\nhttp = \"127.0.0.1:0\"\nmetrics = \"off\"\n\
+         [limits]\nhello_timeout_ms = 500\n",
+    );
+    let host = |url: &str| url.split("://").nth(1).unwrap().split('/').next().unwrap().to_owned();
+    let limit = Duration::from_secs(15);
+    // WebSocket: an upgrade request that never ends.
+    let ws = host(&node.ws_url);
+    let took = held_open(&ws, b"GET /v1/ws HTTP/1.1\r\nHost: x\r\n", limit).await.expect("ws: closed");
+    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(5), "ws: {took:?}");
+    // WebSocket over TLS: a TLS handshake that never comes.
+    let wss = host(node.wss_url.as_deref().unwrap());
+    let took = held_open(&wss, b"", limit).await.expect("wss: closed");
+    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(5), "wss: {took:?}");
+    // An upgraded WebSocket that never says hello: unauthorized, then closed.
+    let mut c = Client::connect(&node.ws_url, Encoding::Json).await.unwrap();
+    let f = c.recv().await.unwrap();
+    assert!(matches!(&f, ServerFrame::Error(e) if e.code == ErrorCode::Unauthorized), "{f:?}");
+    expect_closed(&mut c).await;
+    // The service API: request headers that never end, cut off by its
+    // header deadline (5 s).
+    let api = host(node.api_url.as_deref().unwrap());
+    let took = held_open(&api, b"GET /v1/graph/events HTTP/1.1\r\nHost: x\r\n", limit).await.expect("http: closed");
+    assert!(took < Duration::from_secs(8), "http: {took:?}");
+    // And the node still serves.
+    let (_alice, _) = node.login("acme", "alice").await;
+}
+
+#[tokio::test]
+async fn a_reader_that_falls_too_far_behind_is_cut_off_and_loses_nothing() {
+    let node = start();
+    // Bob's client takes nothing from its socket: once the kernel's buffers
+    // are full, his frames queue at the edge, and past the session queue's
+    // bound (limits.session_queue_frames) the edge cuts him off.
+    let (mut bob, _) = node.login("acme", "bob").await;
+    let (mut alice, _) = node.login("acme", "alice").await;
+    let body = "x".repeat(16 * 1024);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let sent = 3_000;
+    for i in 0..sent {
+        send_until_accepted(&mut alice, &format!("s-{i}"), "bob", &body, deadline).await;
+    }
+    // Reading now: what the socket held, then the close.
+    let mut seen = 0u64;
+    let closed = loop {
+        match tokio::time::timeout(WAIT, bob.recv()).await.expect("bob's connection ends") {
+            Ok(ServerFrame::Message(m)) => seen = seen.max(m.seq),
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    assert!(seen < sent, "bob was cut off before everything reached him ({seen} of {sent})");
+    eprintln!("cut off after {seen} of {sent}: {closed}");
+    // Nothing is lost: he resumes where he was and pages through the rest.
+    let (mut bob, _) = node.login_with("acme", "bob", Some(seen), Encoding::Json).await;
+    let mut seqs = Vec::new();
+    loop {
+        assert!(std::time::Instant::now() < deadline, "paging stalled after {} messages", seqs.len());
+        match tokio::time::timeout(WAIT, bob.recv()).await.expect("a page").unwrap() {
+            ServerFrame::Message(m) => seqs.push(m.seq),
+            ServerFrame::Synced(s) if s.more => bob.sync(seqs.last().copied().unwrap_or(seen), None).await.unwrap(),
+            ServerFrame::Synced(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(seqs, (seen + 1..=sent).collect::<Vec<_>>());
+}

@@ -134,6 +134,14 @@ async fn user_tokens_and_bad_requests_are_refused() {
     assert_eq!(s, 400);
     let (s, _, _) = http("GET", &node.api("/v1/nope"), &auth, None).await;
     assert_eq!(s, 404);
+    // A known path with a method it does not take: 405, naming the ones it does.
+    let (s, headers, b) = http("DELETE", &node.api("/v1/homes/bob"), &auth, None).await;
+    assert_eq!(s, 405, "{b}");
+    assert!(headers.iter().any(|(k, v)| k == "allow" && v == "GET, PUT"), "{headers:?}");
+    // A body must be a JSON object (serde alone would read a struct from an array).
+    let (s, _, b) = http("PUT", &node.api("/v1/circles/bob/friends"), &auth, Some(&json!([true, false]))).await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"], "invalid body: a JSON object is required");
 }
 
 async fn post_events(
@@ -320,4 +328,32 @@ async fn analytics_never_cross_tenants() {
             expected.iter().filter(|((tt, _), _)| *tt == t).map(|((_, ty), n)| (ty.clone(), *n)).collect();
         assert_eq!(got, want, "seed {seed}: tenant {}", tenants[t]);
     }
+}
+
+#[tokio::test]
+async fn failed_authentication_is_throttled_per_address() {
+    let node = start_with("[auth]\nfailed_auth_per_minute = 3\n");
+    let graph = node.api("/v1/graph/events");
+    // Requests without a credential cost nothing to refuse and are not counted.
+    for _ in 0..5 {
+        let (s, _, _) = http("GET", &graph, &[], None).await;
+        assert_eq!(s, 401);
+    }
+    let forged = bearer(
+        &iris_auth::Signer::hs256(b"not-the-node-key-not-the-node-key!").service_token("acme", "x", 60).unwrap(),
+    );
+    // Three bad credentials (a forged token, bad API keys) within the minute...
+    let (s, _, _) = http("GET", &graph, &[("authorization", &forged)], None).await;
+    assert_eq!(s, 401);
+    let (s, _, _) = http("GET", &node.api("/v1/analytics"), &[("x-api-key", "iris_nope")], None).await;
+    assert_eq!(s, 401);
+    let (s, _, _) = post_events(&node, "iris_nope", json!([{"type": "t", "idempotency_key": "k"}])).await;
+    assert_eq!(s, 401);
+    // ...and the address gets 429 with Retry-After, even with a good token,
+    // whose check is not run.
+    let good = bearer(&node.service_token("acme"));
+    let (s, headers, b) = http("GET", &graph, &[("authorization", &good)], None).await;
+    assert_eq!(s, 429, "{b}");
+    assert_eq!(b["error"], "too many failed authentications from this address; retry later");
+    assert!(headers.iter().any(|(k, v)| k == "retry-after" && v == "60"), "{headers:?}");
 }
