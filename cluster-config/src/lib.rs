@@ -179,6 +179,15 @@ pub struct Quic {
     /// Flow-control window per connection.
     #[serde(default = "d_quic_conn_window")]
     pub connection_window_bytes: u32,
+    /// Handshakes in progress above which a new client must first prove
+    /// its address with a Retry (one round trip more; a flood from spoofed
+    /// addresses then costs the node no handshake state).
+    #[serde(default = "d_quic_handshakes_before_retry")]
+    pub handshakes_before_retry: usize,
+    /// Handshakes in progress at once; one more is refused
+    /// (CONNECTION_REFUSED).
+    #[serde(default = "d_quic_max_handshakes")]
+    pub max_handshakes: usize,
 }
 
 /// Listening addresses. Port 0 picks a free port (printed at start).
@@ -790,6 +799,12 @@ fn d_sessions_per_user() -> usize {
 fn d_max_connections() -> usize {
     1_000_000
 }
+fn d_quic_handshakes_before_retry() -> usize {
+    256
+}
+fn d_quic_max_handshakes() -> usize {
+    8_192
+}
 fn d_failed_auth() -> u32 {
     20
 }
@@ -1040,6 +1055,7 @@ impl Config {
         )?;
         check(l.max_sessions_per_user >= 1, "limits.max_sessions_per_user", "at least 1")?;
         check(l.max_connections >= 1, "limits.max_connections", "at least 1")?;
+        check(self.quic.max_handshakes >= 1, "quic.max_handshakes", "at least 1")?;
         check(l.tenant_sends_per_second >= 1, "limits.tenant_sends_per_second", "at least 1")?;
         check(l.tenant_send_burst >= 1, "limits.tenant_send_burst", "at least 1")?;
         check(self.auth.failed_auth_per_minute >= 1, "auth.failed_auth_per_minute", "at least 1")?;

@@ -47,6 +47,9 @@ pub struct EdgeConfig {
     pub lease_heartbeat: Duration,
     /// Client connections (WebSocket and QUIC) held at once; more are refused.
     pub max_connections: usize,
+    /// QUIC handshakes in progress above which a client must prove its
+    /// address first (Retry), and beyond which one is refused.
+    pub quic_handshakes: (usize, usize),
     /// Where sessions read the time from (ADR 0019).
     pub clock: SharedClock,
     /// Where session ids start: drawn afresh at every start (or derived
@@ -199,6 +202,8 @@ pub fn start_edge(
         next_session: AtomicU64::new(start),
         live: AtomicUsize::new(0),
         max_connections: cfg.max_connections,
+        quic_handshakes: cfg.quic_handshakes,
+        handshakes: AtomicUsize::new(0),
         shutdown: shutdown_rx,
         clock: cfg.clock,
     });

@@ -8,6 +8,7 @@ use crate::state::CloseReason;
 use iris_protocol::Encoding;
 use iris_protocol::framing::{self, Assembled, FrameAssembler};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Binds the QUIC listener's UDP socket, asking for large buffers
@@ -30,6 +31,22 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<EdgeContext>) {
         tokio::select! {
             incoming = endpoint.accept() => match incoming {
                 Some(incoming) => {
+                    let (retry_above, max) = ctx.quic_handshakes;
+                    let pending = ctx.handshakes.load(Ordering::Acquire);
+                    // Under a load of handshakes, a client first proves its
+                    // address: the Retry costs the node no state.
+                    if pending >= retry_above && !incoming.remote_address_validated() && incoming.may_retry() {
+                        metrics::counter!("iris_quic_retries_total").increment(1);
+                        if let Err(e) = incoming.retry() {
+                            tracing::debug!(error = %e, "QUIC retry failed");
+                        }
+                        continue;
+                    }
+                    if pending >= max {
+                        metrics::counter!("iris_connections_refused_total", "transport" => "quic").increment(1);
+                        incoming.refuse();
+                        continue;
+                    }
                     let Some(live) = LiveGuard::admit(&ctx) else {
                         // CONNECTION_REFUSED, at once: the client's connect fails.
                         metrics::counter!("iris_connections_refused_total", "transport" => "quic").increment(1);
@@ -46,9 +63,26 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<EdgeContext>) {
     }
 }
 
+/// Counts a QUIC handshake in progress until dropped.
+struct Handshake(Arc<EdgeContext>);
+
+impl Handshake {
+    fn start(ctx: &Arc<EdgeContext>) -> Self {
+        ctx.handshakes.fetch_add(1, Ordering::AcqRel);
+        Self(ctx.clone())
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        self.0.handshakes.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Runs the QUIC handshake and starts the session.
 async fn handle(incoming: quinn::Incoming, ctx: Arc<EdgeContext>, live: LiveGuard) {
     let peer = incoming.remote_address().ip();
+    let handshake = Handshake::start(&ctx);
     let hello_timeout = Duration::from_millis(ctx.session_cfg.hello_timeout_ms);
     let connecting = match incoming.accept() {
         Ok(c) => c,
@@ -62,7 +96,15 @@ async fn handle(incoming: quinn::Incoming, ctx: Arc<EdgeContext>, live: LiveGuar
     // can be replayed by an attacker: hello is harmless to repeat, and
     // sends are deduplicated by their client id.
     let conn = match connecting.into_0rtt() {
-        Ok((conn, _)) => conn,
+        Ok((conn, done)) => {
+            // The handshake goes on beside the session (0.5-RTT): it counts
+            // as in progress until it completes or the connection ends.
+            tokio::spawn(async move {
+                done.await;
+                drop(handshake);
+            });
+            conn
+        }
         Err(connecting) => match tokio::time::timeout(hello_timeout, connecting).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {

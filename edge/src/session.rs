@@ -51,6 +51,10 @@ pub struct EdgeContext {
     pub(crate) live: AtomicUsize,
     /// Connections held at once; `LiveGuard::admit` refuses beyond.
     pub(crate) max_connections: usize,
+    /// QUIC: handshakes above which clients get a Retry, and at most.
+    pub(crate) quic_handshakes: (usize, usize),
+    /// QUIC handshakes in progress.
+    pub(crate) handshakes: AtomicUsize,
     pub(crate) shutdown: watch::Receiver<bool>,
     /// Where the time handed to every session's state comes from.
     pub clock: SharedClock,

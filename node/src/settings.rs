@@ -87,6 +87,9 @@ pub struct EdgeSettings {
     pub lease_heartbeat: Duration,
     /// Client connections held at once.
     pub max_connections: usize,
+    /// QUIC handshakes in progress above which clients get a Retry, and
+    /// at most.
+    pub quic_handshakes: (usize, usize),
 }
 
 /// A node of a regional cluster.
@@ -174,6 +177,7 @@ impl Settings {
                     cfg.core.edge_lease_ms / u64::from(cfg.core.edge_lease_renewals),
                 ),
                 max_connections: l.max_connections,
+                quic_handshakes: (cfg.quic.handshakes_before_retry, cfg.quic.max_handshakes),
             },
             quic: QuicSettings {
                 idle_timeout: Duration::from_millis(cfg.quic.idle_timeout_ms),
@@ -228,6 +232,7 @@ impl Settings {
             tenant_sends: e.tenant_sends,
             lease_heartbeat: e.lease_heartbeat,
             max_connections: e.max_connections,
+            quic_handshakes: e.quic_handshakes,
             clock,
             seed,
         }

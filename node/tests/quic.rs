@@ -280,3 +280,33 @@ async fn quic_keep_alives_count_as_proof_of_life() {
     alive.ping(9).await.unwrap();
     expect(&mut alive, "pong", |f| matches!(f, ServerFrame::Pong(_))).await;
 }
+
+#[tokio::test]
+async fn under_a_load_of_handshakes_clients_prove_their_address_with_a_retry() {
+    // A threshold of 0: every new client counts as under load, so each gets
+    // a Retry before its handshake, and still gets in.
+    let node = start_with("[quic]\nhandshakes_before_retry = 0\n");
+    let q = connector(&node);
+    let mut alice = quic_login(&node, &q, "alice", Encoding::Json).await;
+    let _bob = quic_login(&node, &q, "bob", Encoding::Json).await;
+    alice.send("r-1", "bob", "after a retry").await.unwrap();
+    expect(&mut alice, "accepted", |f| matches!(f, ServerFrame::Accepted(_))).await;
+    let metrics = metrics_text(node.metrics_url.as_deref().expect("metrics listener")).await;
+    let retries = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("iris_quic_retries_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(retries >= 2.0, "two clients, two retries: {retries}\n{metrics}");
+}
+
+/// The node's metrics page, as text.
+async fn metrics_text(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://").trim_end_matches("/metrics").to_owned();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut raw = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut raw)).await.unwrap().unwrap();
+    raw
+}
