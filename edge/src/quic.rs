@@ -53,8 +53,10 @@ pub async fn serve(endpoint: quinn::Endpoint, ctx: Arc<EdgeContext>) {
                         incoming.refuse();
                         continue;
                     };
-                    let ctx = ctx.clone();
-                    tokio::spawn(handle(incoming, ctx, live));
+                    // Counted from here, so that a burst of Initials accepted
+                    // before their tasks run cannot pass the caps above.
+                    let handshake = Handshake::start(&ctx);
+                    tokio::spawn(handle(incoming, ctx.clone(), live, handshake));
                 }
                 None => break,
             },
@@ -80,9 +82,8 @@ impl Drop for Handshake {
 }
 
 /// Runs the QUIC handshake and starts the session.
-async fn handle(incoming: quinn::Incoming, ctx: Arc<EdgeContext>, live: LiveGuard) {
+async fn handle(incoming: quinn::Incoming, ctx: Arc<EdgeContext>, live: LiveGuard, handshake: Handshake) {
     let peer = incoming.remote_address().ip();
-    let handshake = Handshake::start(&ctx);
     let hello_timeout = Duration::from_millis(ctx.session_cfg.hello_timeout_ms);
     let connecting = match incoming.accept() {
         Ok(c) => c,

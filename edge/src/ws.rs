@@ -72,8 +72,8 @@ pub async fn serve(listener: TcpListener, ctx: Arc<EdgeContext>, tls: Option<Tls
 /// the CPU the limit protects).
 fn refuse_at_limit(stream: tokio::net::TcpStream, tls: bool) {
     metrics::counter!("iris_connections_refused_total", "transport" => "ws").increment(1);
-    if !tls {
-        let _ = stream.try_write(crate::session::AT_CONNECTION_LIMIT);
+    if !tls && let Err(e) = stream.try_write(crate::session::AT_CONNECTION_LIMIT) {
+        tracing::debug!(error = %e, "could not write the connection-limit refusal");
     }
 }
 
