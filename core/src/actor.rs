@@ -76,6 +76,8 @@ struct ShardActor {
     router: Router,
     detached: Arc<Semaphore>,
     lease_check_ms: u64,
+    /// The shard this actor runs (its ticks go to its own partition).
+    shard: ShardId,
     /// Where the count of durable inputs is published (for a bus that
     /// commits consumed offsets only once their work is durable).
     progress: Option<Arc<std::sync::atomic::AtomicU64>>,
@@ -128,6 +130,19 @@ impl SharedInputClock {
     fn caught_up(&self, now: i64) -> i64 {
         self.with(|c| c.caught_up(now))
     }
+
+    /// A clock that judges by its shard's own ticks (see [`InputClock`]).
+    fn ticking(origin: u64, now: i64) -> Self {
+        Self(std::sync::Mutex::new(InputClock::default().with_ticks(origin, now)))
+    }
+
+    fn took(&self, input: &iris_envelope::ShardInput) {
+        self.with(|c| c.took(input));
+    }
+
+    fn tick(&self, now: i64) -> Option<iris_envelope::ShardInput> {
+        self.with(|c| c.tick(now))
+    }
 }
 
 /// The shard's input has closed (its partition was revoked).
@@ -154,11 +169,20 @@ impl Actor for ShardActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        // Edge leases are checked a few times per lease period.
+        // Edge leases are checked, and the shard's tick published to its
+        // own partition, eight times per lease period.
         self.running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let every = Duration::from_millis((self.lease_check_ms).max(50));
         self.lease_timer = Some(ctx.run_interval(every, |act, ctx| {
             let now = act.time.now_ms();
+            if let Some(tick) = act.clock.tick(now) {
+                let env = ShardEnvelope { owner: UserKey::new("", ""), body: tick };
+                // Ephemeral: a tick that finds no room is simply not read,
+                // and the shard judges itself behind, as it is.
+                if act.router.try_to_shard_id(act.shard, env).is_err() {
+                    metrics::counter!("iris_shard_ticks_dropped_total").increment(1);
+                }
+            }
             // After a failed commit, an idle shard repairs its records too.
             if act.state.needs_reset()
                 && let Some((ticket, batch)) = act.state.reset()
@@ -443,9 +467,24 @@ pub struct ShardHost {
     store: Arc<dyn Store>,
     router: Router,
     clock: SharedClock,
-    id_seed: u32,
+    /// The node's seed for this host, and how many shard actors it started:
+    /// with the start time, what makes each actor's tick origin its own.
+    seed: u64,
+    starts: std::sync::atomic::AtomicU64,
     detached: Arc<Semaphore>,
     running: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A shard actor's tick origin: distinct per actor started here (the
+/// count), per shard, per host (the seed) and per start (the time), so that
+/// a shard never takes an earlier owner's ticks for its own.
+fn tick_origin(seed: u64, shard: ShardId, started: u64, now: i64) -> u64 {
+    // splitmix64 over the parts: spread, not secret.
+    let mut z = seed ^ (u64::from(shard.0) << 40) ^ started.rotate_left(20) ^ (now as u64).rotate_left(7);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 impl ShardHost {
@@ -461,8 +500,8 @@ impl ShardHost {
             store,
             router,
             clock,
-            // The state takes 30 bits of it (`ShardConfig::id_seed`).
-            id_seed: (seed ^ (seed >> 32)) as u32,
+            seed,
+            starts: std::sync::atomic::AtomicU64::new(0),
             detached: Arc::new(Semaphore::new(DETACHED_PUBLISHES)),
             running: Arc::default(),
         }
@@ -486,23 +525,32 @@ impl ShardHost {
             return Arc::new(SharedInputClock::default());
         }
         let arbiter = &arbiters[shard.0 as usize % arbiters.len()];
+        // Each actor started here gets seeds of its own: a shard that comes
+        // back to this process (revoked, then assigned again) restarts its
+        // message-id counter, and only a different seed keeps its ids apart
+        // from its previous actor's if the clock stepped back (found by the
+        // simulator: two messages with one id).
+        let now = self.clock.now_ms();
+        let started = self.starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let instance = tick_origin(self.seed, shard, started, 0);
         let state = ShardState::new(ShardConfig {
             shard,
             max_cached_users: cfg.max_cached_users,
             max_contacts: cfg.max_contacts,
             max_subscribers: cfg.max_subscribers,
             max_sessions: cfg.max_sessions,
-            id_seed: self.id_seed,
+            id_seed: (instance ^ (instance >> 32)) as u32,
             recent_dedup: cfg.max_inflight_writes + 1_024,
             edge_lease_ms: cfg.edge_lease_ms as i64,
             region: cfg.region.as_str().into(),
             page_max_bytes: cfg.page_max_bytes,
         });
         let (store, router, detached) = (self.store.clone(), self.router.clone(), self.detached.clone());
-        let lease_check_ms = cfg.edge_lease_ms / 4;
+        let lease_check_ms = cfg.edge_lease_ms / 8;
         let running = self.running.clone();
         let isolate_users = self.store.commits_fail_alone();
-        let clock = Arc::new(SharedInputClock::default());
+        let origin = tick_origin(self.seed, shard, started, now);
+        let clock = Arc::new(SharedInputClock::ticking(origin, now));
         let pump_clock = clock.clone();
         let (time, pump_time) = (self.clock.clone(), self.clock.clone());
         let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| ShardActor {
@@ -511,6 +559,7 @@ impl ShardHost {
             router,
             detached,
             lease_check_ms,
+            shard,
             progress,
             lease_timer: None,
             running,
@@ -583,6 +632,7 @@ async fn pump(
         let empty = rx.is_empty();
         clock.mark(empty, empty, &*time);
         let Some(env) = rx.recv().await else { break };
+        clock.took(&env.body);
         clock.mark(rx.is_empty(), false, &*time);
         depth.set(rx.len() as f64);
         let Ok(permit) = permits.clone().acquire_owned().await else { break };

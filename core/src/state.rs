@@ -512,7 +512,7 @@ impl ShardState {
     /// What must be loaded before `env` can be handled.
     pub fn needs(&self, env: &ShardEnvelope) -> Needs {
         let mut needs = Needs::default();
-        if let ShardInput::EdgeAlive { .. } | ShardInput::EdgeStarted { .. } = &env.body {
+        if let ShardInput::EdgeAlive { .. } | ShardInput::EdgeStarted { .. } | ShardInput::Tick { .. } = &env.body {
             return needs;
         }
         if let ShardInput::Ingest { stream, events, .. } = &env.body {
@@ -625,6 +625,10 @@ impl ShardState {
         if let ShardInput::EdgeStarted { edge } = env.body {
             return self.edge_started(now, edge);
         }
+        if let ShardInput::Tick { .. } = env.body {
+            // Read by the pump's input clock; nothing to do here.
+            return None;
+        }
         let dedup = found.dedup;
         let owner = env.owner;
         if !self.users.contains_key(&owner) {
@@ -658,7 +662,10 @@ impl ShardState {
                 self.circle_policy(now, &owner, session, circle, presence, last_seen, &mut fx)
             }
             ShardInput::Typing { from, state } => self.typing(&owner, from, state, &mut fx),
-            ShardInput::Ingest { .. } | ShardInput::EdgeAlive { .. } | ShardInput::EdgeStarted { .. } => {
+            ShardInput::Ingest { .. }
+            | ShardInput::EdgeAlive { .. }
+            | ShardInput::EdgeStarted { .. }
+            | ShardInput::Tick { .. } => {
                 unreachable!("handled above")
             }
         }

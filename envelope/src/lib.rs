@@ -274,6 +274,21 @@ pub enum ShardInput {
         /// The edge.
         edge: EdgeId,
     },
+    /// A shard's own clock tick (the owner is ignored): its actor publishes
+    /// one to its own partition every eighth of a lease, and reading it
+    /// back proves that everything the partition held when it was
+    /// published has been read. The lease check trusts the input no further
+    /// than the newest tick read (`iris_core::state::InputClock`): a shard
+    /// whose consumer stalls, whose process was stopped, or whose clock
+    /// jumped never takes its own silence for the edges'. Ticks of another
+    /// `origin` (an earlier owner of the partition) are ignored.
+    /// (Appended last.)
+    Tick {
+        /// The shard actor that published it (random per actor).
+        origin: u64,
+        /// Its clock when it published it.
+        at: Millis,
+    },
 }
 
 /// One contact in a full contact list.
@@ -363,12 +378,13 @@ impl ShardInput {
             ShardInput::EdgeAlive { .. } => "edge_alive",
             ShardInput::SessionResumed { .. } => "session_resumed",
             ShardInput::EdgeStarted { .. } => "edge_started",
+            ShardInput::Tick { .. } => "tick",
         }
     }
 
     /// Ephemeral envelopes may be dropped under load (typing, heartbeats).
     pub fn is_ephemeral(&self) -> bool {
-        matches!(self, ShardInput::Typing { .. } | ShardInput::EdgeAlive { .. })
+        matches!(self, ShardInput::Typing { .. } | ShardInput::EdgeAlive { .. } | ShardInput::Tick { .. })
     }
 }
 

@@ -8,9 +8,21 @@
 //! envelopes are held upstream, and the lease check reads
 //! [`InputClock::caught_up`] (handed to [`ShardState::handle_timeout`]).
 //!
+//! An empty queue only says that nothing *reached* the shard: a consumer
+//! that stalls (cut off from the brokers), a process that was stopped
+//! (SIGSTOP, a long pause) or a clock that jumped forward all look idle and
+//! caught up while the edges' renewals wait on the bus or were never
+//! stamped. So in a region the clock also judges by **ticks**: the actor
+//! publishes [`InputClock::tick`] to its own partition every eighth of a
+//! lease, the pump shows the clock every input it takes
+//! ([`InputClock::took`]), and the shard counts as caught up no further
+//! than the newest tick of its own it has read back (found by the
+//! simulator: a node back from a stop ended the lease of every edge, and
+//! wrote offline records over the new owner's).
+//!
 //! [`ShardState::handle_timeout`]: super::ShardState::handle_timeout
 
-use iris_envelope::Millis;
+use iris_envelope::{Millis, ShardInput};
 
 /// When a shard last had nothing unread.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,6 +37,9 @@ pub struct InputClock {
     /// Test-only: the bug this clock once had (a paused partition's empty
     /// queue looked caught up), for the simulator to find.
     ignore_upstream: bool,
+    /// Judging by ticks: this clock's origin, and the `at` of the newest of
+    /// its own ticks read back (at first, when it started).
+    ticks: Option<(u64, Millis)>,
 }
 
 impl InputClock {
@@ -44,11 +59,39 @@ impl InputClock {
         self.held_upstream = held;
     }
 
+    /// A clock that also judges by ticks (see the module's comment), with
+    /// `origin` (random per shard actor, so that an earlier owner's ticks
+    /// are not taken for its own), started at `now`.
+    pub fn with_ticks(mut self, origin: u64, now: Millis) -> Self {
+        self.ticks = Some((origin, now));
+        self
+    }
+
+    /// The tick to publish to the shard's own partition at `now` (every
+    /// eighth of a lease); none for a clock without ticks.
+    pub fn tick(&self, now: Millis) -> Option<ShardInput> {
+        self.ticks.map(|(origin, _)| ShardInput::Tick { origin, at: now })
+    }
+
+    /// The pump took `input` from the queue: one of this clock's own ticks
+    /// says that everything before it on the partition has been read.
+    pub fn took(&mut self, input: &ShardInput) {
+        if let (Some((origin, read)), ShardInput::Tick { origin: from, at }) = (&mut self.ticks, input)
+            && *from == *origin
+        {
+            *read = (*read).max(*at);
+        }
+    }
+
     /// The newest instant at which every input that had arrived was
     /// handed on: `now` while the pump waits for input and nothing is held
-    /// upstream.
+    /// upstream, but with ticks never later than the newest tick read.
     pub fn caught_up(&self, now: Millis) -> Millis {
-        if self.idle && !self.held() { now } else { self.caught_up }
+        let queue = if self.idle && !self.held() { now } else { self.caught_up };
+        match self.ticks {
+            Some((_, read)) => queue.min(read),
+            None => queue,
+        }
     }
 
     /// Envelopes wait before the queue (as this clock judges it).
@@ -95,6 +138,34 @@ mod tests {
         c.set_held_upstream(false);
         c.mark(300, true, true);
         assert_eq!(c.caught_up(310), 310);
+    }
+
+    #[test]
+    fn with_ticks_an_idle_shard_is_caught_up_only_as_far_as_its_newest_tick_read() {
+        let mut c = InputClock::default().with_ticks(7, 1_000);
+        c.mark(1_000, true, true);
+        // Idle, but no tick has come back since the start: a consumer that
+        // reads nothing looks exactly like this.
+        assert_eq!(c.caught_up(5_000), 1_000);
+        let tick = c.tick(4_000).unwrap();
+        assert_eq!(tick, ShardInput::Tick { origin: 7, at: 4_000 });
+        c.took(&tick);
+        assert_eq!(c.caught_up(5_000), 4_000);
+        // An older tick read late does not move it back.
+        c.took(&ShardInput::Tick { origin: 7, at: 3_000 });
+        assert_eq!(c.caught_up(5_000), 4_000);
+        // A busy pump is still judged by its queue, when that is older.
+        c.mark(4_500, false, false);
+        assert_eq!(c.caught_up(5_000), 1_000);
+    }
+
+    #[test]
+    fn another_origins_ticks_do_not_count() {
+        let mut c = InputClock::default().with_ticks(7, 1_000);
+        c.mark(1_000, true, true);
+        c.took(&ShardInput::Tick { origin: 8, at: 9_000 });
+        assert_eq!(c.caught_up(10_000), 1_000);
+        assert_eq!(InputClock::default().tick(10), None, "no ticks unless asked for");
     }
 
     #[test]

@@ -128,7 +128,11 @@ impl ShardState {
     /// a busy shard never ends a live edge's sessions, and a crashed edge's
     /// users go offline one lease after the backlog clears.
     pub fn handle_timeout(&mut self, now: Millis, caught_up: Millis) -> Option<(Ticket, WriteBatch)> {
-        let mut batch = self.takeover_repair(now);
+        // A shard that is behind may no longer own its partition (a node
+        // cut off from the bus is put out of the group): it writes nothing
+        // on its own initiative until it reads its input again.
+        let behind = now - caught_up > self.config.edge_lease_ms / 4;
+        let mut batch = if behind { WriteBatch::default() } else { self.takeover_repair(now) };
         let mut out = Vec::new();
         let dead = self.expired_edges(now, caught_up);
         if !dead.is_empty() {
