@@ -107,6 +107,27 @@ pub struct SimConfig {
     pub send: f64,
     /// Steps a client waits for `accepted` before sending again.
     pub retry_after: u64,
+    /// Chance per step that a node stalls: its process stops (SIGSTOP)
+    /// or it is cut off from the bus while it runs on.
+    pub stall: f64,
+    /// Most simulated milliseconds a stall lasts.
+    pub max_stall_ms: u64,
+    /// A node not heard from by the group for this long is out of it (the
+    /// consumer group's session timeout): its partitions go to others.
+    pub group_timeout_ms: u64,
+    /// Most milliseconds a node out of the group takes to learn it: from
+    /// the group's timeout if it runs (librdkafka's own check, on the
+    /// local clock), or from when it runs again if it was stopped.
+    pub max_learn_ms: u64,
+    /// Let a stopped node stay stopped past the group's timeout: it wakes
+    /// as a zombie, whose commits in flight and queued inputs land after
+    /// the new owner's writes. Off by default: session records are not
+    /// fenced against that yet (docs/chaos.md), and the run would fail.
+    pub zombies: bool,
+    /// Chance per step that a node's wall clock jumps.
+    pub clock_jump: f64,
+    /// Most milliseconds a clock jumps forward (and a third of it back).
+    pub max_jump_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -135,6 +156,13 @@ impl Default for SimConfig {
             connect: 0.05,
             send: 0.3,
             retry_after: 40,
+            stall: 0.002,
+            max_stall_ms: 400,
+            group_timeout_ms: 60,
+            max_learn_ms: 5,
+            zombies: false,
+            clock_jump: 0.001,
+            max_jump_ms: 400,
         }
     }
 }
@@ -164,6 +192,12 @@ pub struct Outcome {
     pub failed_commits: usize,
     /// Leases ended (edges a shard declared dead).
     pub leases_ended: usize,
+    /// Node stalls (paused or cut off from the bus).
+    pub stalls: usize,
+    /// Stalls that lasted past the group's timeout (zombies).
+    pub evictions: usize,
+    /// Clock jumps.
+    pub clock_jumps: usize,
 }
 
 /// Test-only switches that bring back bugs this project fixed, to show
@@ -191,6 +225,11 @@ pub struct Bugs {
     /// simulator; fixed by [`ShardInput::EdgeStarted`]): the restarted edge
     /// does not announce itself.
     pub silent_edge_restart: bool,
+    /// A shard judges how far it has read by its queue alone, without
+    /// ticks (found by this simulator; fixed by [`ShardInput::Tick`]): a
+    /// node back from a stop, or cut off from the bus, or whose clock
+    /// jumped, takes its own silence for the edges' and ends their leases.
+    pub no_ticks: bool,
 }
 
 impl Bugs {
@@ -202,20 +241,38 @@ impl Bugs {
             "lease-after-revoke" => self.lease_after_revoke = true,
             "paused-looks-caught-up" => self.paused_looks_caught_up = true,
             "silent-edge-restart" => self.silent_edge_restart = true,
+            "no-ticks" => self.no_ticks = true,
             other => return Err(format!("unknown bug {other:?} (known: {})", Self::NAMES.join(", "))),
         }
         Ok(())
     }
 
     /// Every switch's name.
-    pub const NAMES: [&'static str; 5] =
-        ["commit-on-hand", "no-user-isolation", "lease-after-revoke", "paused-looks-caught-up", "silent-edge-restart"];
+    pub const NAMES: [&'static str; 6] = [
+        "commit-on-hand",
+        "no-user-isolation",
+        "lease-after-revoke",
+        "paused-looks-caught-up",
+        "silent-edge-restart",
+        "no-ticks",
+    ];
 }
 
 struct Partition {
     log: Vec<ShardEnvelope>,
     committed: i64,
     owner: Option<usize>,
+}
+
+impl Partition {
+    /// Committed up to its end, but for the heartbeats (lease renewals and
+    /// ticks) that keep arriving: a log that always grows is never all
+    /// committed at the instant it is looked at.
+    fn drained(&self) -> bool {
+        self.log[self.committed as usize..]
+            .iter()
+            .all(|e| matches!(e.body, ShardInput::EdgeAlive { .. } | ShardInput::Tick { .. }))
+    }
 }
 
 /// One shard actor: its state, its queue, its group commit (the actor's
@@ -251,6 +308,28 @@ struct Node {
     handed: BTreeMap<ShardId, i64>,
     /// The retry timer for held envelopes fires no earlier than this.
     retry_at: u64,
+    /// The process is stopped (SIGSTOP) until then: it runs nothing.
+    paused_until: u64,
+    /// Cut off from the bus until then: it runs, but fetches nothing,
+    /// publishes nothing and cannot reach the group.
+    cut_until: u64,
+    /// Since when the group has not heard from it (a stall going on).
+    stalled_since: Option<u64>,
+    /// A member of the consumer group. A node out of it that does not know
+    /// yet is a zombie: it goes on with the partitions it had.
+    in_group: bool,
+    /// When a node out of the group learns it (librdkafka's own check:
+    /// no answer from the coordinator for a session timeout), and gives
+    /// up its partitions as lost.
+    learns_at: Option<u64>,
+    /// It has given them up, and joins again once it reaches the bus.
+    learned: bool,
+    /// Its wall clock's offset from the simulation's time (the machine's:
+    /// kept across restarts).
+    skew: i64,
+    /// The seed of this start, drawn afresh at every start as a node's is
+    /// by default (it goes into the message ids its shards make).
+    id_seed: u32,
 }
 
 impl Node {
@@ -265,6 +344,14 @@ impl Node {
             commits: Vec::new(),
             handed: BTreeMap::new(),
             retry_at: 0,
+            paused_until: 0,
+            cut_until: 0,
+            stalled_since: None,
+            in_group: true,
+            learns_at: None,
+            learned: false,
+            skew: 0,
+            id_seed: 0,
         }
     }
 }
@@ -335,6 +422,9 @@ pub struct Sim {
     sessions_opened: usize,
     failed_commits: usize,
     leases_ended: usize,
+    stalls: usize,
+    evictions: usize,
+    clock_jumps: usize,
     faults: bool,
     next_instance: u64,
     next_session: u64,
@@ -364,7 +454,8 @@ impl Sim {
         let ring = Ring::new(cfg.partitions);
         let partitions =
             (0..cfg.partitions).map(|_| Partition { log: Vec::new(), committed: 0, owner: None }).collect();
-        let nodes = (0..cfg.nodes).map(|_| Node::new()).collect();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let nodes = (0..cfg.nodes).map(|_| Node { id_seed: rng.random(), ..Node::new() }).collect();
         let edges = (0..cfg.edges)
             .map(|e| Edge { id: edge_id(e), up: true, up_since: 0, next_renewal: 0, sessions: BTreeMap::new() })
             .collect();
@@ -373,7 +464,7 @@ impl Sim {
             .collect();
         let now = 1_000_000;
         let mut sim = Self {
-            rng: StdRng::seed_from_u64(seed),
+            rng,
             cfg,
             bugs,
             now,
@@ -392,6 +483,9 @@ impl Sim {
             sessions_opened: 0,
             failed_commits: 0,
             leases_ended: 0,
+            stalls: 0,
+            evictions: 0,
+            clock_jumps: 0,
             faults: true,
             next_instance: 0,
             next_session: 1,
@@ -445,7 +539,8 @@ impl Sim {
             healed += 1;
         }
         if !self.quiet() {
-            self.violation(format!("not drained {} ms after healing", self.cfg.heal_steps));
+            let why = self.unquiet();
+            self.violation(format!("not drained {} ms after healing: {why}", self.cfg.heal_steps));
         }
         self.check();
         Outcome {
@@ -460,6 +555,9 @@ impl Sim {
             sessions: self.sessions_opened,
             failed_commits: self.failed_commits,
             leases_ended: self.leases_ended,
+            stalls: self.stalls,
+            evictions: self.evictions,
+            clock_jumps: self.clock_jumps,
         }
     }
 
@@ -467,10 +565,29 @@ impl Sim {
     /// accepted, every record consumed and committed, every commit done.
     fn quiet(&self) -> bool {
         self.clients.iter().all(|c| c.pending.is_none() && matches!(c.conn, Conn::Open(_)))
-            && self.partitions.iter().all(|p| p.committed == p.log.len() as i64)
+            && self.partitions.iter().all(Partition::drained)
             && self.nodes.iter().all(|n| {
                 n.commits.is_empty() && n.shards.values().all(|s| s.queue.is_empty() && s.commits.waiting() == 0)
             })
+    }
+
+    /// What keeps the region from being quiet, for the report.
+    fn unquiet(&self) -> String {
+        let mut why = Vec::new();
+        for (c, client) in self.clients.iter().enumerate() {
+            if let Some(p) = &client.pending {
+                why.push(format!("u{c}'s send {} pending", p.client_id));
+            }
+            if !matches!(client.conn, Conn::Open(_)) {
+                why.push(format!("u{c} has no open session"));
+            }
+        }
+        for (p, part) in self.partitions.iter().enumerate() {
+            if !part.drained() {
+                why.push(format!("partition {p} committed to {} of {}", part.committed, part.log.len()));
+            }
+        }
+        why.join("; ")
     }
 
     fn step(&mut self) {
@@ -478,13 +595,103 @@ impl Sim {
         if self.faults {
             self.faults_step();
         }
+        self.group_step();
         self.edges_step();
         self.clients_step();
         for n in 0..self.nodes.len() {
-            if self.nodes[n].up {
+            if self.nodes[n].up && self.now >= self.nodes[n].paused_until {
                 self.node_step(n);
             }
         }
+    }
+
+    /// Node `n`'s wall clock (which may have jumped).
+    fn node_now(&self, n: usize) -> i64 {
+        self.now as i64 + self.nodes[n].skew
+    }
+
+    /// The group's view of stalled nodes: one silent past the group's
+    /// timeout is out, and its partitions go to the others without it being
+    /// told (it is stopped, or cannot reach the group); once it runs again
+    /// and reaches the group it learns that, a little later, gives up what
+    /// it lost and joins again. Until then it is a zombie that goes on with
+    /// the partitions it had.
+    fn group_step(&mut self) {
+        for n in 0..self.nodes.len() {
+            if !self.nodes[n].up {
+                continue;
+            }
+            let node = &self.nodes[n];
+            let running = self.now >= node.paused_until;
+            let stalled = !running || self.now < node.cut_until;
+            match (stalled, node.stalled_since) {
+                (true, Some(since)) if node.in_group && self.now - since >= self.cfg.group_timeout_ms => {
+                    self.nodes[n].in_group = false;
+                    self.evictions += 1;
+                    for p in &mut self.partitions {
+                        if p.owner == Some(n) {
+                            p.owner = None;
+                        }
+                    }
+                    self.event(format!("node {n} is out of the group (silent for {} ms)", self.now - since));
+                    self.rebalance();
+                    // A node that runs finds out by itself, as the group
+                    // does; a stopped one when it runs again.
+                    if running {
+                        self.learn_soon(n);
+                    }
+                }
+                (false, Some(_)) => {
+                    self.nodes[n].stalled_since = None;
+                    if !self.nodes[n].in_group && !self.nodes[n].learned && self.nodes[n].learns_at.is_none() {
+                        self.learn_soon(n);
+                    }
+                    self.event(format!("node {n} runs and reaches the bus again"));
+                }
+                _ => {}
+            }
+            if self.nodes[n].learns_at.is_some_and(|t| self.now >= t) {
+                self.nodes[n].learns_at = None;
+                self.give_up_lost(n);
+            }
+            let node = &self.nodes[n];
+            if !node.in_group && node.learned && node.stalled_since.is_none() {
+                self.rejoin(n);
+            }
+        }
+    }
+
+    /// A node learns it is out of the group a little after its own check
+    /// runs (at most `max_learn_ms`).
+    fn learn_soon(&mut self, n: usize) {
+        let learn = self.rng.random_range(1..=self.cfg.max_learn_ms);
+        self.nodes[n].learns_at = Some(self.now + learn);
+    }
+
+    /// A node that is out of the group gives up the partitions it lost
+    /// (librdkafka revokes them as lost).
+    fn give_up_lost(&mut self, n: usize) {
+        // All of them: it cannot know which the group gave away.
+        let lost: Vec<ShardId> = self.nodes[n].fetch.keys().copied().collect();
+        if !lost.is_empty() {
+            self.nodes[n].feed.handle_input(FeedInput::Revoked(lost.clone()));
+            for s in &lost {
+                self.nodes[n].fetch.remove(s);
+                self.nodes[n].paused.remove(s);
+            }
+            self.carry_out(n);
+        }
+        self.nodes[n].learned = true;
+        let lost: Vec<u32> = lost.iter().map(|s| s.0).collect();
+        self.event(format!("node {n} learns it is out of the group and gives up partitions {lost:?}"));
+    }
+
+    /// A node that gave up its partitions joins the group again.
+    fn rejoin(&mut self, n: usize) {
+        self.nodes[n].in_group = true;
+        self.nodes[n].learned = false;
+        self.event(format!("node {n} joins the group again"));
+        self.rebalance();
     }
 
     fn faults_step(&mut self) {
@@ -503,6 +710,34 @@ impl Sim {
             let delay = self.rng.random_range(1..=self.cfg.max_retry_delay_ms);
             self.nodes[n].retry_at = self.now + delay;
             self.event(format!("node {n}'s retry timer is late by {delay} ms"));
+        }
+        let members: Vec<usize> = (0..self.nodes.len())
+            .filter(|n| self.nodes[*n].up && self.nodes[*n].in_group && self.nodes[*n].stalled_since.is_none())
+            .collect();
+        if members.len() > 1 && self.rng.random_bool(self.cfg.stall) {
+            let n = members[self.rng.random_range(0..members.len())];
+            let ms = self.rng.random_range(1..=self.cfg.max_stall_ms);
+            let kind = if self.rng.random_bool(0.5) {
+                // A stop past the group's timeout makes a zombie whose
+                // writes land late; see `SimConfig::zombies`.
+                let ms = if self.cfg.zombies { ms } else { ms.min(self.cfg.group_timeout_ms - 1) };
+                self.nodes[n].paused_until = self.now + ms;
+                "stops (SIGSTOP)"
+            } else {
+                self.nodes[n].cut_until = self.now + ms;
+                "is cut off from the bus"
+            };
+            self.nodes[n].stalled_since = Some(self.now);
+            self.stalls += 1;
+            self.event(format!("node {n} {kind} for {ms} ms"));
+        }
+        if self.rng.random_bool(self.cfg.clock_jump) {
+            let n = self.rng.random_range(0..self.nodes.len());
+            let max = self.cfg.max_jump_ms as i64;
+            let jump = self.rng.random_range(-max / 3..=max);
+            self.nodes[n].skew += jump;
+            self.clock_jumps += 1;
+            self.event(format!("node {n}'s clock jumps by {jump} ms"));
         }
         let up: Vec<usize> = (0..self.edges.len()).filter(|e| self.edges[*e].up).collect();
         if up.len() > 1 && self.rng.random_bool(self.cfg.edge_crash) {
@@ -527,13 +762,20 @@ impl Sim {
                 landed += 1;
             }
         }
-        self.nodes[n] = Node { up: false, ..Node::new() };
+        self.nodes[n] = Node { up: false, skew: self.nodes[n].skew, ..Node::new() };
+        // The group forgets the member (it may have no other to give its
+        // partitions to yet: a node that stalled is out of it too).
+        for p in &mut self.partitions {
+            if p.owner == Some(n) {
+                p.owner = None;
+            }
+        }
         self.event(format!("crash node {n} ({landed} in-flight commits landed)"));
         self.rebalance();
     }
 
     fn restart(&mut self, n: usize) {
-        self.nodes[n] = Node::new();
+        self.nodes[n] = Node { skew: self.nodes[n].skew, id_seed: self.rng.random(), ..Node::new() };
         self.event(format!("restart node {n}"));
         self.rebalance();
     }
@@ -601,7 +843,7 @@ impl Sim {
 
     /// The group assigns partitions round robin over the nodes that are up.
     fn rebalance(&mut self) {
-        let up: Vec<usize> = (0..self.nodes.len()).filter(|n| self.nodes[*n].up).collect();
+        let up: Vec<usize> = (0..self.nodes.len()).filter(|n| self.nodes[*n].up && self.nodes[*n].in_group).collect();
         if up.is_empty() {
             return;
         }
@@ -612,8 +854,11 @@ impl Sim {
                 continue;
             }
             let shard = ShardId(p as u32);
+            // A node out of the group (stalled) is not told: it learns
+            // when it reaches the group again.
             if let Some(o) = old
                 && self.nodes[o].up
+                && self.nodes[o].in_group
             {
                 self.nodes[o].feed.handle_input(FeedInput::Revoked(vec![shard]));
                 self.nodes[o].fetch.remove(&shard);
@@ -707,8 +952,9 @@ impl Sim {
         // Fetch what each owned, unpaused partition has (a fetch returns a
         // batch, as Kafka's does).
         let owned: Vec<(ShardId, i64)> = self.nodes[n].fetch.iter().map(|(s, o)| (*s, *o)).collect();
+        let cut = self.now < self.nodes[n].cut_until;
         for (shard, at) in owned {
-            if self.nodes[n].paused.contains(&shard) {
+            if cut || self.nodes[n].paused.contains(&shard) {
                 continue;
             }
             let log_len = self.partitions[shard.0 as usize].log.len() as i64;
@@ -733,9 +979,10 @@ impl Sim {
             for _ in 0..take {
                 self.shard_input(n, inst);
             }
+            let t = self.node_now(n);
             if let Some(sh) = self.nodes[n].shards.get_mut(&inst) {
                 let empty = sh.queue.is_empty();
-                sh.clock.mark(self.now as i64, empty, empty);
+                sh.clock.mark(t, empty, empty);
             }
         }
         self.lease_checks(n);
@@ -745,6 +992,16 @@ impl Sim {
         let (due, waiting): (Vec<_>, Vec<_>) = commits.into_iter().partition(|c| c.0 <= now);
         self.nodes[n].commits = waiting;
         for (_, inst, tickets, started, batch) in due {
+            let records: Vec<(String, u32, Vec<String>)> = batch
+                .ops
+                .iter()
+                .filter_map(|op| match op {
+                    iris_storage::WriteOp::Session { user, record } => {
+                        Some((user.user.to_string(), record.sessions, record.nodes.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
             let fail = self.faults && self.rng.random_bool(self.cfg.commit_failure);
             let result = if fail {
                 self.failed_commits += 1;
@@ -753,7 +1010,9 @@ impl Sim {
                 now_or_never(self.store.commit(batch))
             };
             let ok = if result.is_ok() { "ok" } else { "failed" };
-            self.event(format!("node {n} shard instance {inst} tickets {tickets:?} commit {ok}"));
+            let records: Vec<String> = records.iter().map(|(u, n, nodes)| format!("{u}: {n} on {nodes:?}")).collect();
+            let records = if records.is_empty() { String::new() } else { format!(", records {}", records.join(", ")) };
+            self.event(format!("node {n} shard instance {inst} tickets {tickets:?} commit {ok}{records}"));
             if let Some(sh) = self.nodes[n].shards.get_mut(&inst) {
                 let unwritten = sh.commits.finished(started, result.is_ok());
                 for t in tickets.into_iter().chain(unwritten) {
@@ -785,16 +1044,27 @@ impl Sim {
     /// leases of edges it has not heard from, judged by its input clock.
     /// A revoked shard's timer is cancelled (unless the bug is back).
     fn lease_checks(&mut self, n: usize) {
-        let every = (self.cfg.edge_lease_ms / 4).max(1);
+        let every = (self.cfg.edge_lease_ms / 8).max(1);
         let lease = self.cfg.edge_lease_ms;
         let insts: Vec<u64> = self.nodes[n].shards.keys().copied().collect();
         for inst in insts {
-            let now = self.now;
+            // Scheduled on the simulation's time; judged on the node's clock.
+            let (now, t) = (self.now, self.node_now(n));
             let sh = self.nodes[n].shards.get_mut(&inst).expect("listed above");
             if (sh.revoked && !self.bugs.lease_after_revoke) || now < sh.next_lease_check {
                 continue;
             }
             sh.next_lease_check = now + every;
+            // The shard's tick to its own partition (not while its node is
+            // cut off from the bus).
+            let (partition, tick) = (sh.partition, sh.clock.tick(t));
+            if let Some(tick) = tick
+                && now >= self.nodes[n].cut_until
+            {
+                let p = partition.0 as usize;
+                self.partitions[p].log.push(ShardEnvelope { owner: UserKey::new("", ""), body: tick });
+            }
+            let sh = self.nodes[n].shards.get_mut(&inst).expect("listed above");
             // After a failed commit, an idle shard repairs its records too.
             if sh.state.needs_reset()
                 && let Some((ticket, batch)) = sh.state.reset()
@@ -804,8 +1074,8 @@ impl Sim {
             }
             let sh = self.nodes[n].shards.get_mut(&inst).expect("listed above");
             let before = sh.state.leased_edges();
-            let caught_up = sh.clock.caught_up(now as i64);
-            let written = sh.state.handle_timeout(now as i64, caught_up);
+            let caught_up = sh.clock.caught_up(t);
+            let written = sh.state.handle_timeout(t, caught_up);
             let after = sh.state.leased_edges();
             let (p, revoked) = (sh.partition.0, sh.revoked);
             for edge in before.iter().filter(|e| !after.contains(e)) {
@@ -845,7 +1115,8 @@ impl Sim {
                         max_contacts: 100,
                         max_subscribers: 100,
                         max_sessions: 10,
-                        id_seed: n as u32,
+                        // Per actor, as the node's shard host makes it.
+                        id_seed: self.nodes[n].id_seed ^ (self.next_instance as u32).wrapping_mul(0x9e37_79b9),
                         recent_dedup: 64,
                         edge_lease_ms: self.cfg.edge_lease_ms as i64,
                         region: "sim".into(),
@@ -859,6 +1130,11 @@ impl Sim {
                     } else {
                         InputClock::default()
                     };
+                    // Each shard instance ticks with an origin of its own.
+                    // (The paused-partition bug predates ticks, which hide
+                    // it too: bringing it back means the clock of that time.)
+                    let ticks = !self.bugs.no_ticks && !self.bugs.paused_looks_caught_up;
+                    let clock = if ticks { clock.with_ticks(inst + 1, self.node_now(n)) } else { clock };
                     let shard = Shard {
                         partition: s,
                         state,
@@ -908,6 +1184,12 @@ impl Sim {
                     self.nodes[n].paused.remove(&s);
                     self.held_upstream(n, s, false);
                 }
+                FeedOutput::Commit(offsets) if !self.nodes[n].in_group || self.now < self.nodes[n].cut_until => {
+                    // The coordinator cannot be reached, or refuses a member
+                    // it no longer has; the feed commits again later.
+                    let parts: Vec<u32> = offsets.iter().map(|(s, _)| s.0).collect();
+                    parts.hash(&mut self.hasher);
+                }
                 FeedOutput::Commit(offsets) => {
                     if !self.bugs.commit_on_hand {
                         self.commit_offsets(n, offsets.clone());
@@ -936,6 +1218,9 @@ impl Sim {
     fn commit_offsets(&mut self, n: usize, offsets: Vec<(ShardId, i64)>) {
         for (s, next) in offsets {
             let p = s.0 as usize;
+            if !self.nodes[n].in_group || self.now < self.nodes[n].cut_until {
+                continue; // refused: the coordinator does not hear it, or not from a member
+            }
             if self.partitions[p].owner != Some(n) {
                 // The coordinator refuses it; a feed that tries it has kept
                 // a partition it no longer owns.
@@ -969,12 +1254,14 @@ impl Sim {
 
     /// Shard instance `inst` of node `n` takes its next input.
     fn shard_input(&mut self, n: usize, inst: u64) {
+        let t = self.node_now(n);
         let Some(sh) = self.nodes[n].shards.get_mut(&inst) else { return };
         // The pump holds a permit per input until its writes are durable.
         if sh.state.inputs_seen() - sh.state.inputs_durable() >= self.cfg.max_inflight {
             return;
         }
         let Some(env) = sh.queue.pop_front() else { return };
+        sh.clock.took(&env.body);
         if sh.state.needs_reset()
             && let Some((ticket, batch)) = sh.state.reset()
         {
@@ -995,7 +1282,7 @@ impl Sim {
             Ok(Found { dedup, events_seen: vec![false; needs.events.len()] })
         })();
         let written = match loaded {
-            Ok(found) => sh.state.handle(self.now as i64, env, found),
+            Ok(found) => sh.state.handle(t, env, found),
             Err(_) => {
                 sh.state.load_failed(&env);
                 None

@@ -37,6 +37,10 @@ struct Cli {
     /// Steps (simulated ms) of traffic with faults per seed.
     #[arg(long)]
     steps: Option<u64>,
+    /// Let stopped nodes stay stopped past the group's timeout (zombies):
+    /// shows the window session records are not fenced against yet.
+    #[arg(long)]
+    zombies: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,6 +53,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(s) = cli.steps {
         cfg.steps = s;
     }
+    cfg.zombies = cli.zombies;
     if let Some(seed) = cli.seed {
         let out = run_seed(&cfg, seed, bugs, cli.trace);
         for line in &out.trace {
@@ -56,7 +61,8 @@ fn main() -> anyhow::Result<()> {
         }
         println!(
             "seed {seed}: trace {:016x}, {} ms simulated, {} accepted, {} node crashes, {} edge crashes, \
-             {} sessions, {} leases ended, {} failed commits, {} violations",
+             {} sessions, {} leases ended, {} failed commits, {} stalls ({} out of the group), {} clock jumps, \
+             {} violations",
             out.trace_hash,
             out.simulated_ms,
             out.accepted,
@@ -65,6 +71,9 @@ fn main() -> anyhow::Result<()> {
             out.sessions,
             out.leases_ended,
             out.failed_commits,
+            out.stalls,
+            out.evictions,
+            out.clock_jumps,
             out.violations.len()
         );
         for v in &out.violations {
