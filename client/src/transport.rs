@@ -275,6 +275,14 @@ impl QuicConnector {
         Ok((Client::from_conn(Conn::Quic(Box::new(quic)), encoding), zero_rtt))
     }
 
+    /// Completes a handshake and opens no stream (a client that holds a
+    /// connection without ever starting its session).
+    pub async fn handshake_only(&self) -> Result<quinn::Connection, ClientError> {
+        let connecting =
+            self.endpoint.connect(self.server, &self.server_name).map_err(|e| ClientError::Quic(e.to_string()))?;
+        connecting.await.map_err(|e| ClientError::Quic(e.to_string()))
+    }
+
     /// Connects and says hello; returns once `welcome` arrives.
     pub async fn hello(
         &self,

@@ -84,6 +84,8 @@ impl Drop for Handshake {
 /// Runs the QUIC handshake and starts the session.
 async fn handle(incoming: quinn::Incoming, ctx: Arc<EdgeContext>, live: LiveGuard, handshake: Handshake) {
     let peer = incoming.remote_address().ip();
+    // A Retry proved the address already; otherwise only the handshake will.
+    let validated = incoming.remote_address_validated();
     let hello_timeout = Duration::from_millis(ctx.session_cfg.hello_timeout_ms);
     let connecting = match incoming.accept() {
         Ok(c) => c,
@@ -96,18 +98,21 @@ async fn handle(incoming: quinn::Incoming, ctx: Arc<EdgeContext>, live: LiveGuar
     // be answered without waiting for the handshake to finish. 0-RTT data
     // can be replayed by an attacker: hello is harmless to repeat, and
     // sends are deduplicated by their client id.
-    let conn = match connecting.into_0rtt() {
+    let (conn, proven) = match connecting.into_0rtt() {
         Ok((conn, done)) => {
             // The handshake goes on beside the session (0.5-RTT): it counts
-            // as in progress until it completes or the connection ends.
+            // as in progress until it completes or the connection ends, and
+            // the session checks a token only after that (`address_proven`).
+            let (tx, rx) = tokio::sync::watch::channel(false);
             tokio::spawn(async move {
                 done.await;
                 drop(handshake);
+                let _ = tx.send(true);
             });
-            conn
+            (conn, (!validated).then_some(rx))
         }
         Err(connecting) => match tokio::time::timeout(hello_timeout, connecting).await {
-            Ok(Ok(conn)) => conn,
+            Ok(Ok(conn)) => (conn, None),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "QUIC handshake failed");
                 return;
@@ -124,7 +129,7 @@ async fn handle(incoming: quinn::Incoming, ctx: Arc<EdgeContext>, live: LiveGuar
     };
     let reader = FrameAssembler::new(ctx.max_frame_bytes);
     let seen_datagrams = conn.stats().udp_rx.datagrams;
-    spawn_session(QuicTransport { conn, send, recv, reader, seen_datagrams }, ctx, peer, live);
+    spawn_session(QuicTransport { conn, send, recv, reader, seen_datagrams, proven }, ctx, peer, live);
 }
 
 /// Reads length-prefixed frames. Cancel-safe: the partial frame lives in
@@ -153,6 +158,8 @@ struct QuicTransport {
     reader: FrameAssembler,
     /// Datagrams received as of the last liveness check.
     seen_datagrams: u64,
+    /// Until the client's address is proven: whether the handshake is done.
+    proven: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Transport for QuicTransport {
@@ -167,6 +174,20 @@ impl Transport for QuicTransport {
     async fn flush(&mut self) -> bool {
         // quinn sends written data as soon as congestion control allows.
         true
+    }
+
+    async fn address_proven(&mut self) -> bool {
+        let Some(done) = &mut self.proven else { return true };
+        if !*done.borrow() {
+            metrics::counter!("iris_quic_hellos_before_handshake_total").increment(1);
+        }
+        // The watch is set when the handshake completes or the connection
+        // ends first; only a connection still open has proven its address.
+        let proven = done.wait_for(|d| *d).await.is_ok() && self.conn.close_reason().is_none();
+        if proven {
+            self.proven = None;
+        }
+        proven
     }
 
     fn alive(&mut self) -> bool {

@@ -124,6 +124,12 @@ pub(crate) trait Transport: Send {
     fn wants_flush(&self) -> bool {
         false
     }
+    /// Waits until the client's address is proven (the QUIC handshake done
+    /// for a hello that came as 0-RTT data); false if it never will be (the
+    /// connection ended first). TCP transports are proven from the start.
+    fn address_proven(&mut self) -> impl std::future::Future<Output = bool> + Send {
+        std::future::ready(true)
+    }
 }
 
 /// Runs one session over a transport until it ends, in a task of its own
@@ -323,6 +329,16 @@ impl<T: Transport> Session<T> {
                     }
                 }
                 SessionOutput::Verify(token) => {
+                    // A hello sent as 0-RTT data arrives before the handshake
+                    // has proven the client's address; a refused token counts
+                    // against that address, so it is checked only once the
+                    // address is proven. A forged source never completes the
+                    // handshake: its token is never read, nothing is counted
+                    // against the address it claims, and it learns nothing.
+                    let proving = Duration::from_millis(self.ctx.session_cfg.hello_timeout_ms);
+                    if !matches!(tokio::time::timeout(proving, self.t.address_proven()).await, Ok(true)) {
+                        return false;
+                    }
                     let now = self.ctx.now_ms();
                     let result = if !self.ctx.guard.allowed(self.peer, now) {
                         metrics::counter!("iris_auth_throttled_total").increment(1);

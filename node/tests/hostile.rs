@@ -245,6 +245,27 @@ async fn slowloris_is_cut_off_on_every_tcp_listener() {
 }
 
 #[tokio::test]
+async fn a_quic_connection_that_never_opens_its_session_stream_is_closed() {
+    let node = start_with("[limits]\nhello_timeout_ms = 500\n");
+    let trust = iris_client::Trust::from_pem_file(&node.dir.join("tls/dev-cert.pem")).unwrap();
+    let q = iris_client::QuicConnector::new(node.quic_addr.unwrap(), "localhost", &trust).unwrap();
+    let conn = q.handshake_only().await.expect("handshake");
+    let started = tokio::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(15), conn.closed()).await.expect("closed by the node");
+    let took = started.elapsed();
+    match &closed {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            assert_eq!(u64::from(c.error_code), 1008, "{closed:?}");
+            assert_eq!(&c.reason[..], b"no session stream");
+        }
+        other => panic!("closed by the node with a reason: {other:?}"),
+    }
+    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(5), "{took:?}");
+    // And the node still serves.
+    let (_alice, _) = node.login("acme", "alice").await;
+}
+
+#[tokio::test]
 async fn a_reader_that_falls_too_far_behind_is_cut_off_and_loses_nothing() {
     let node = start();
     // Bob's client takes nothing from its socket: once the kernel's buffers

@@ -300,6 +300,95 @@ async fn under_a_load_of_handshakes_clients_prove_their_address_with_a_retry() {
     assert!(retries >= 2.0, "two clients, two retries: {retries}\n{metrics}");
 }
 
+/// A UDP relay between one client socket and the node that can stop
+/// passing the node's answers: a client behind it sends but never hears
+/// back, as a client with a forged source address does.
+struct OneWayRelay {
+    addr: std::net::SocketAddr,
+    answers: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for OneWayRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn one_way_relay(node: std::net::SocketAddr) -> OneWayRelay {
+    use std::sync::atomic::Ordering;
+    let front = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let back = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    back.connect(node).await.unwrap();
+    let addr = front.local_addr().unwrap();
+    let answers = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let pass = answers.clone();
+    let task = tokio::spawn(async move {
+        let (mut up, mut down) = (vec![0u8; 65_536], vec![0u8; 65_536]);
+        let mut client = None;
+        loop {
+            tokio::select! {
+                r = front.recv_from(&mut up) => {
+                    let Ok((n, from)) = r else { return };
+                    client = Some(from);
+                    let _ = back.send(&up[..n]).await;
+                }
+                r = back.recv(&mut down) => {
+                    let Ok(n) = r else { return };
+                    if let Some(to) = client && pass.load(Ordering::Acquire) {
+                        let _ = front.send_to(&down[..n], to).await;
+                    }
+                }
+            }
+        }
+    });
+    OneWayRelay { addr, answers, task }
+}
+
+/// A counter's value on the metrics page (0 when absent).
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn hellos_from_addresses_that_never_finish_the_handshake_are_not_counted_against_them() {
+    let node = start_with("[auth]\nfailed_auth_per_minute = 1\n");
+    let metrics_url = node.metrics_url.clone().expect("metrics listener");
+    let relay = one_way_relay(node.quic_addr.unwrap()).await;
+    let q = QuicConnector::new(relay.addr, "localhost", &trust(&node)).unwrap();
+    // One full session through the relay, both ways: the client holds a
+    // single-use resumption ticket, so its next hello goes as 0-RTT data.
+    let (mut first, _) = q.connect(Encoding::Json).await.unwrap();
+    first.say_hello(&node.token("acme", "alice"), None).await.unwrap();
+    first.close().await.unwrap();
+    // From now on the node's answers go nowhere: its handshakes through the
+    // relay never finish, as with a forged source address.
+    relay.answers.store(false, std::sync::atomic::Ordering::Release);
+    let forged = iris_auth::Signer::hs256(b"not-the-node-key-not-the-node-key!").token("acme", "alice", 60).unwrap();
+    let (mut held, zero_rtt) = q.connect(Encoding::Json).await.unwrap();
+    assert!(zero_rtt, "a resumed connection sends its hello as 0-RTT data");
+    held.send_text(&format!(r#"{{"type":"hello","token":"{forged}"}}"#)).await.unwrap();
+    // The node has read the hello and holds it until the address is proven.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = metrics_text(&metrics_url).await;
+        if counter(&metrics, "iris_quic_hellos_before_handshake_total") >= 1.0 {
+            assert_eq!(counter(&metrics, "iris_auth_failures_total"), 0.0, "no token was checked:\n{metrics}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node did not read the 0-RTT hello:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // One refusal would have throttled the address (1 a minute); it was
+    // not counted, so a good token from the address gets in.
+    let _alice = quic_login(&node, &connector(&node), "alice", Encoding::Json).await;
+    drop(held);
+}
+
 /// The node's metrics page, as text.
 async fn metrics_text(url: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
