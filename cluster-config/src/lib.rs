@@ -227,6 +227,10 @@ pub struct Http {
     /// Largest request body; larger gets 413.
     #[serde(default = "d_http_body")]
     pub max_body_bytes: usize,
+    /// How long a client has to send a request's whole body once its head
+    /// is in; slower gets 408 and the connection closes.
+    #[serde(default = "d_http_body_timeout")]
+    pub body_timeout_ms: u64,
     /// Events in one ingestion batch.
     #[serde(default = "d_http_batch")]
     pub max_batch_events: usize,
@@ -751,6 +755,9 @@ fn default_http() -> Option<SocketAddr> {
 fn d_http_body() -> usize {
     4 << 20
 }
+fn d_http_body_timeout() -> u64 {
+    30_000
+}
 fn d_http_batch() -> usize {
     1_000
 }
@@ -1077,6 +1084,7 @@ impl Config {
         )?;
         let h = &self.http;
         check(h.max_body_bytes >= 1_024, "http.max_body_bytes", "at least 1024")?;
+        check((100..=600_000).contains(&h.body_timeout_ms), "http.body_timeout_ms", "between 100 and 600000")?;
         check((1..=100_000).contains(&h.max_batch_events), "http.max_batch_events", "between 1 and 100000")?;
         check(h.max_event_bytes >= 64, "http.max_event_bytes", "at least 64")?;
         check(h.max_payload_depth >= 1, "http.max_payload_depth", "at least 1")?;

@@ -41,6 +41,9 @@ pub use validate::IngestLimits;
 pub struct HttpConfig {
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// How long a client has to send a request's whole body once its head
+    /// is in (slowloris on the body): 408 after it.
+    pub body_timeout: Duration,
     /// Ingestion limits.
     pub ingest: IngestLimits,
     /// Most contacts in a list.
@@ -310,6 +313,61 @@ pub async fn dispatch(front: Arc<HttpFront>, mut rx: EdgeReceiver) {
     }
 }
 
+/// A request body, read whole within `http.body_timeout_ms` of the head and
+/// at most `http.max_body_bytes` long: a client that trickles it gets 408
+/// (JSON error) and its connection closes; a larger one gets 413.
+struct Body(web::Bytes);
+
+impl actix_web::FromRequest for Body {
+    type Error = actix_web::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut actix_web::dev::Payload) -> Self::Future {
+        let Some(front) = req.app_data::<web::Data<HttpFront>>() else {
+            return Box::pin(async { Err(actix_web::error::ErrorInternalServerError("no front")) });
+        };
+        let (limit, deadline) = (front.cfg.max_body_bytes, front.cfg.body_timeout);
+        let too_large = move || actix_web::error::ErrorPayloadTooLarge(format!("body over {limit} bytes"));
+        // A declared length over the limit is refused before any of it is read.
+        let declared = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Box::pin(async move { Err(too_large()) });
+        }
+        let mut payload = payload.take();
+        Box::pin(async move {
+            use futures::StreamExt;
+            let read = async {
+                let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+                while let Some(chunk) = payload.next().await {
+                    let chunk = chunk?;
+                    if body.len() + chunk.len() > limit {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(body.freeze())
+            };
+            match tokio::time::timeout(deadline, read).await {
+                Ok(body) => body.map(Body),
+                Err(_) => {
+                    metrics::counter!("iris_http_body_timeouts_total").increment(1);
+                    let mut r = Failure::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!("request body not received within {} ms", deadline.as_millis()),
+                    )
+                    .respond();
+                    r.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+                    Err(actix_web::error::InternalError::from_response("body timeout", r).into())
+                }
+            }
+        })
+    }
+}
+
 /// Parses a request body, which must be a JSON object (serde would also
 /// read a struct from an array of its fields, which the API does not take).
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
@@ -338,12 +396,12 @@ async fn put_contacts(
     front: web::Data<HttpFront>,
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    body: Body,
 ) -> HttpResponse {
     let work = async {
         let tenant = front.service(&req)?;
         let owner = user_path(&tenant, &path)?;
-        let list = validate::contact_list(parse(&body)?, front.cfg.max_contacts)
+        let list = validate::contact_list(parse(&body.0)?, front.cfg.max_contacts)
             .map_err(|m| Failure::new(StatusCode::BAD_REQUEST, m))?;
         match front.ask(owner, |reply| ShardInput::ContactsReplace { list, reply }).await? {
             Answer::Reply(ServiceReply::ContactsSynced { upserted, removed, count }) => {
@@ -356,10 +414,10 @@ async fn put_contacts(
     work.await.unwrap_or_else(Failure::respond)
 }
 
-async fn post_verified(front: web::Data<HttpFront>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+async fn post_verified(front: web::Data<HttpFront>, req: HttpRequest, body: Body) -> HttpResponse {
     let work = async {
         let tenant = front.service(&req)?;
-        let v: validate::Verified = parse(&body)?;
+        let v: validate::Verified = parse(&body.0)?;
         validate::verified(&v).map_err(|m| Failure::new(StatusCode::BAD_REQUEST, m))?;
         let owner = user_path(&tenant, &v.user)?;
         match front.ask(owner, |reply| ShardInput::IdentityVerified { channel: v.channel, reply }).await? {
@@ -375,7 +433,7 @@ async fn put_circle(
     front: web::Data<HttpFront>,
     req: HttpRequest,
     path: web::Path<(String, String)>,
-    body: web::Bytes,
+    body: Body,
 ) -> HttpResponse {
     let work = async {
         let tenant = front.service(&req)?;
@@ -384,7 +442,7 @@ async fn put_circle(
         if !valid_name(&circle) {
             return Err(Failure::new(StatusCode::BAD_REQUEST, "not a valid circle name"));
         }
-        let p: validate::Policy = parse(&body)?;
+        let p: validate::Policy = parse(&body.0)?;
         let input =
             |session| ShardInput::CirclePolicy { session, circle, presence: p.presence, last_seen: p.last_seen };
         match front.ask(owner, input).await? {
@@ -433,10 +491,10 @@ async fn get_events_log(front: web::Data<HttpFront>, req: HttpRequest, q: web::Q
     read_log(&front, &req, LogKind::Events, q.into_inner()).await.unwrap_or_else(Failure::respond)
 }
 
-async fn post_events(front: web::Data<HttpFront>, req: HttpRequest, body: web::Bytes) -> HttpResponse {
+async fn post_events(front: web::Data<HttpFront>, req: HttpRequest, body: Body) -> HttpResponse {
     let work = async {
         let tenant = front.api_key(&req)?;
-        let batch: validate::Batch = parse(&body)?;
+        let batch: validate::Batch = parse(&body.0)?;
         let limits = &front.cfg.ingest;
         if batch.events.is_empty() || batch.events.len() > limits.max_batch {
             return Err(Failure::new(StatusCode::BAD_REQUEST, format!("a batch has 1-{} events", limits.max_batch)));
@@ -566,17 +624,12 @@ async fn get_home(front: web::Data<HttpFront>, req: HttpRequest, path: web::Path
 /// `PUT /v1/homes/{user}`: sets (or with `"region": null` clears) the
 /// user's explicit home. Answered once it is durable here and queued
 /// durably for every other region.
-async fn put_home(
-    front: web::Data<HttpFront>,
-    req: HttpRequest,
-    path: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
+async fn put_home(front: web::Data<HttpFront>, req: HttpRequest, path: web::Path<String>, body: Body) -> HttpResponse {
     let work = async {
         let tenant = front.service(&req)?;
         let owner = user_path(&tenant, &path)?;
         let fed = federation(&front)?;
-        let b: HomeBody = parse(&body)?;
+        let b: HomeBody = parse(&body.0)?;
         if let Some(r) = &b.region {
             if !fed.homes().knows(r) {
                 let known: Vec<&str> = fed.homes().regions().iter().map(|r| &**r).collect();

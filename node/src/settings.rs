@@ -186,6 +186,7 @@ impl Settings {
             },
             http: HttpConfig {
                 max_body_bytes: h.max_body_bytes,
+                body_timeout: std::time::Duration::from_millis(h.body_timeout_ms),
                 ingest: IngestLimits {
                     max_batch: h.max_batch_events,
                     max_event_bytes: h.max_event_bytes,

@@ -245,6 +245,39 @@ async fn slowloris_is_cut_off_on_every_tcp_listener() {
 }
 
 #[tokio::test]
+async fn a_service_api_body_that_trickles_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = start_with("[http]\nbody_timeout_ms = 500\n");
+    let api = node.api_url.as_deref().unwrap().split("://").nth(1).unwrap().split('/').next().unwrap().to_owned();
+    // The head in time, then 10 of the 100 bytes it announces, then nothing.
+    let mut s = tokio::net::TcpStream::connect(&api).await.unwrap();
+    s.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"events\"")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), s.read_to_end(&mut answer))
+        .await
+        .expect("the node closes the connection")
+        .unwrap();
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request body not received within 500 ms"), "{answer}");
+    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(5), "{took:?}");
+    // A body over the limit, announced, is refused before it is read.
+    let mut s = tokio::net::TcpStream::connect(&api).await.unwrap();
+    s.write_all(
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99999999\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = vec![0u8; 12];
+    tokio::time::timeout(Duration::from_secs(15), s.read_exact(&mut head)).await.expect("an answer").unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
+}
+
+#[tokio::test]
 async fn a_quic_connection_that_never_opens_its_session_stream_is_closed() {
     let node = start_with("[limits]\nhello_timeout_ms = 500\n");
     let trust = iris_client::Trust::from_pem_file(&node.dir.join("tls/dev-cert.pem")).unwrap();
