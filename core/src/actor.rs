@@ -70,6 +70,20 @@ struct Deliver {
     permit: OwnedSemaphorePermit,
 }
 
+/// The store granted the shard its owner epoch (sent by the pump before any
+/// input).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Claimed(u64);
+
+impl Handler<Claimed> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Claimed, _: &mut Context<Self>) {
+        self.state.claimed(msg.0);
+    }
+}
+
 struct ShardActor {
     state: ShardState,
     store: Arc<dyn Store>,
@@ -570,7 +584,8 @@ impl ShardHost {
         });
         let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
         self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(shard, sem.clone());
-        if !arbiter.spawn(pump(rx, addr, sem, shard, pump_clock.clone(), pump_time)) {
+        let claims = self.store.clone();
+        if !arbiter.spawn(pump(rx, addr, sem, shard, pump_clock.clone(), pump_time, claims)) {
             tracing::error!(shard = shard.0, "arbiter is gone; shard not started");
         }
         pump_clock
@@ -626,8 +641,30 @@ async fn pump(
     shard: ShardId,
     clock: Arc<SharedInputClock>,
     time: SharedClock,
+    store: Arc<dyn Store>,
 ) {
     let depth = metrics::gauge!("iris_shard_mailbox_depth", "shard" => shard.0.to_string());
+    // The shard's owner epoch first (ADR 0021): until the store grants it,
+    // the shard takes no input and writes nothing; its inputs wait in the
+    // queue (and the partition pauses behind it).
+    let mut backoff = Duration::from_millis(50);
+    let epoch = loop {
+        match store.claim_shard(shard.0).await {
+            Ok(epoch) => break epoch,
+            Err(e) if rx.is_closed() => {
+                tracing::debug!(shard = shard.0, error = %e, "shard revoked before its epoch was claimed");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(shard = shard.0, error = %e, "could not claim the shard's epoch; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    };
+    if addr.send(Claimed(epoch)).await.is_err() {
+        return;
+    }
     loop {
         let empty = rx.is_empty();
         clock.mark(empty, empty, &*time);

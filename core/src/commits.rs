@@ -223,7 +223,7 @@ mod tests {
     fn session(user: &str, sessions: u32) -> WriteBatch {
         let mut b = WriteBatch::default();
         let record = iris_storage::SessionRecord { sessions, ..Default::default() };
-        b.push(WriteOp::Session { user: UserKey::new("t", user), record });
+        b.push(WriteOp::Session { user: UserKey::new("t", user), record, version: 0 });
         b
     }
 

@@ -348,6 +348,10 @@ pub struct ShardState {
     /// here, while the previous owner's last writes may still land; `None`
     /// once they have been written again (see `handle_timeout`).
     takeover: Option<std::collections::BTreeSet<UserKey>>,
+    /// The owner epoch the store granted (none until claimed).
+    epoch: Option<u64>,
+    /// Session record writes made (the low half of their versions).
+    record_writes_made: u32,
 }
 
 fn frame_to(sessions: &[SessionAddr], frame: ServerFrame, droppable: bool, out: &mut Vec<Output>) {
@@ -427,7 +431,21 @@ impl ShardState {
             records_to_repair: Default::default(),
             started_at: None,
             takeover: Some(Default::default()),
+            epoch: None,
+            record_writes_made: 0,
         }
+    }
+
+    /// The store granted this shard its owner epoch
+    /// ([`iris_storage::Store::claim_shard`]): the shell claims it before it
+    /// hands the shard any input, and the shard writes nothing before.
+    pub fn claimed(&mut self, epoch: u64) {
+        self.epoch = Some(epoch);
+    }
+
+    /// Whether the owner epoch is known (see [`ShardState::claimed`]).
+    pub fn has_claimed(&self) -> bool {
+        self.epoch.is_some()
     }
 
     /// Writes issued but not yet committed.
@@ -472,7 +490,12 @@ impl ShardState {
         let mut batch = WriteBatch::default();
         for key in std::mem::take(&mut self.records_to_repair) {
             if let Some(user) = self.users.get(&key) {
-                batch.push(session_write(&key, user, &self.config.region));
+                batch.push(session_write(
+                    &key,
+                    user,
+                    &self.config.region,
+                    record_version(self.epoch, &mut self.record_writes_made),
+                ));
             }
         }
         if batch.is_empty() {
@@ -893,8 +916,22 @@ fn raw_null() -> Box<serde_json::value::RawValue> {
     serde_json::value::RawValue::from_string("null".into()).expect("null is JSON")
 }
 
-/// Where a user is connected now, for `session:{tenant}:{user}`.
-fn session_write(owner: &UserKey, user: &UserState, region: &Arc<str>) -> WriteOp {
+/// The version of the next session record a shard writes: its owner epoch
+/// above its count of record writes (`made`, counted here), so that a record
+/// written by an earlier owner of the user's shard and landing late (a
+/// zombie woken after its partitions moved) never replaces a newer owner's
+/// (ADR 0021). The count saturates: at the top, versions repeat, and an
+/// equal version still replaces. (A free function over the two fields, so
+/// that it can be called while a user's state is borrowed.)
+fn record_version(epoch: Option<u64>, made: &mut u32) -> u64 {
+    let n = *made;
+    *made = n.saturating_add(1);
+    (epoch.unwrap_or(0) << 32) | u64::from(n)
+}
+
+/// Where a user is connected now, for `session:{tenant}:{user}`, at
+/// `version` ([`record_version`]).
+fn session_write(owner: &UserKey, user: &UserState, region: &Arc<str>, version: u64) -> WriteOp {
     let mut nodes: Vec<String> = user.sessions.iter().map(|s| s.edge.to_string()).collect();
     nodes.sort();
     nodes.dedup();
@@ -905,7 +942,7 @@ fn session_write(owner: &UserKey, user: &UserState, region: &Arc<str>) -> WriteO
         sessions: user.sessions.len() as u32,
         last_seen,
     };
-    WriteOp::Session { user: owner.clone(), record }
+    WriteOp::Session { user: owner.clone(), record, version }
 }
 
 fn service_reply(to: &SessionAddr, reply: ServiceReply) -> Output {

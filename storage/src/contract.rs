@@ -80,9 +80,30 @@ async fn identities_logs_events_rollups(store: &dyn Store, tenant: &str) -> Resu
     check(store.rollups(&other, None, 0, i64::MAX).await.map_err(e)?.is_empty(), "rollups never cross tenants")?;
     let record = SessionRecord { nodes: vec!["edge-a".into()], region: "r1".into(), sessions: 2, last_seen: None };
     let mut batch = WriteBatch::default();
-    batch.push(WriteOp::Session { user: dan.clone(), record: record.clone() });
+    batch.push(WriteOp::Session { user: dan.clone(), record: record.clone(), version: 7 << 32 | 5 });
     store.commit(batch).await.map_err(e)?;
-    check(store.session(&dan).await.map_err(e)? == Some(record), "session records read back")?;
+    check(store.session(&dan).await.map_err(e)? == Some(record.clone()), "session records read back")?;
+    // A record of an earlier owner (a lower epoch), landing late, is
+    // dropped where records are fenced; the same version again, or a newer
+    // one, is written.
+    let stale = SessionRecord { nodes: Vec::new(), sessions: 0, last_seen: Some(5), ..record.clone() };
+    let newer = SessionRecord { nodes: vec!["edge-b".into()], sessions: 1, ..record.clone() };
+    let fenced = store.fences_session_records();
+    for (version, write, fenced_keeps, what) in [
+        (6 << 32 | 900, &stale, &record, "an earlier owner's record, landing late"),
+        (7 << 32 | 5, &record, &record, "the same version again"),
+        (7 << 32 | 6, &newer, &newer, "a newer record"),
+        (7 << 32 | 5, &stale, &newer, "an older record of the same owner"),
+    ] {
+        let mut batch = WriteBatch::default();
+        batch.push(WriteOp::Session { user: dan.clone(), record: write.clone(), version });
+        store.commit(batch).await.map_err(e)?;
+        // Where records are not fenced, the last writer wins.
+        let want = if fenced { fenced_keeps } else { write };
+        check(store.session(&dan).await.map_err(e)?.as_ref() == Some(want), what)?;
+    }
+    let (a, b) = (store.claim_shard(3).await.map_err(e)?, store.claim_shard(3).await.map_err(e)?);
+    check(!store.fences_session_records() || b > a, "claims of a shard increase")?;
     check(
         store.session(&UserKey::new(other.as_str(), "dan")).await.map_err(e)?.is_none(),
         "sessions never cross tenants",

@@ -197,7 +197,8 @@ fn apply(s: &Spaces, batch: &mut fjall::OwnedWriteBatch, g: &mut Group, op: Writ
             batch.insert(&s.dedup, k, Vec::new());
         }
         WriteOp::RollupAdd { key, by } => *g.rollups.entry(rollup_key(&key)).or_default() += by,
-        WriteOp::Session { user, record } => batch.insert(&s.sessions, user_key(&user), enc(&record)),
+        // One node owns every shard of an embedded store: nothing to fence.
+        WriteOp::Session { user, record, version: _ } => batch.insert(&s.sessions, user_key(&user), enc(&record)),
     }
 }
 

@@ -274,6 +274,14 @@ pub enum WriteOp {
         user: UserKey,
         /// The record.
         record: SessionRecord,
+        /// The writer's version of the record: its owner epoch
+        /// ([`Store::claim_shard`]) in the high 32 bits, its count of record
+        /// writes in the low. On a backend that fences records
+        /// ([`Store::fences_session_records`]) a write older than the
+        /// record's version is dropped (not an error): it comes from an
+        /// earlier owner of the user's shard that woke up late (a zombie,
+        /// ADR 0021).
+        version: u64,
     },
     /// Add to an hourly rollup counter.
     RollupAdd {
@@ -395,6 +403,19 @@ pub trait Store: Send + Sync + 'static {
     /// writes may run together.
     fn commits_fail_alone(&self) -> bool {
         true
+    }
+    /// Claims `shard` for a new owner: a number greater than every earlier
+    /// claim of it on this store, the epoch of the owner's session record
+    /// versions. Backends that do not fence session records return 0.
+    async fn claim_shard(&self, _shard: u32) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    /// Whether a session record write older than the stored record's
+    /// version is dropped (Redis and the memory store, which a region's
+    /// owners share; not the embedded store, which one node owns alone, nor
+    /// ScyllaDB yet, ADR 0021).
+    fn fences_session_records(&self) -> bool {
+        false
     }
     /// Finishes queued writes and releases the backend.
     async fn close(&self) {}

@@ -76,7 +76,8 @@ struct State {
     /// The last log seq handed out.
     log_head: u64,
     rollups: BTreeMap<RollupKey, u64>,
-    sessions: BTreeMap<UserKey, SessionRecord>,
+    sessions: BTreeMap<UserKey, (SessionRecord, u64)>,
+    claims: BTreeMap<u32, u64>,
     /// Commits that applied.
     commits: u64,
     /// Commits still to fail.
@@ -163,8 +164,12 @@ impl State {
                 let n = self.rollups.entry(key).or_insert(0);
                 *n = n.wrapping_add(by);
             }
-            WriteOp::Session { user, record } => {
-                self.sessions.insert(user, record);
+            WriteOp::Session { user, record, version } => {
+                // A record older than the stored one is an earlier owner's
+                // late write: dropped (ADR 0021).
+                if self.sessions.get(&user).is_none_or(|(_, v)| *v <= version) {
+                    self.sessions.insert(user, (record, version));
+                }
             }
         }
     }
@@ -261,6 +266,17 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
+    async fn claim_shard(&self, shard: u32) -> Result<u64, StoreError> {
+        let mut s = self.state();
+        let epoch = s.claims.entry(shard).or_insert(0);
+        *epoch += 1;
+        Ok(*epoch)
+    }
+
+    fn fences_session_records(&self) -> bool {
+        true
+    }
+
     async fn load_user(&self, user: &UserKey) -> Result<UserRecord, StoreError> {
         let s = self.state();
         Ok(UserRecord {
@@ -329,7 +345,7 @@ impl Store for MemoryStore {
     }
 
     async fn session(&self, user: &UserKey) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(self.state().sessions.get(user).cloned())
+        Ok(self.state().sessions.get(user).map(|(r, _)| r.clone()))
     }
 
     async fn event_seen(&self, key: &EventKey) -> Result<bool, StoreError> {
@@ -652,6 +668,8 @@ mod tests {
                             region: region.into(),
                             last_seen: if online { None } else { Some(9) },
                         },
+                        // Unversioned: the embedded store does not fence.
+                        version: 0,
                     }),
                 1 => (tenant(narrow), pick(&["x", "y"]), pick(&["p", "q"]), pick(&[-3_600_000i64, 0, 3_600_000]), 0..4u64)
                     .prop_map(|(tenant, event_type, project, hour_ms, by)| WriteOp::RollupAdd {

@@ -49,6 +49,11 @@ fn session_key(u: &UserKey) -> Key {
     Key::from(format!("session:{}:{}", u.tenant, u.user).as_str())
 }
 
+/// The version of a user's session record (ADR 0021), beside the record.
+fn session_version_key(u: &UserKey) -> Key {
+    Key::from(format!("sessionv:{}:{}", u.tenant, u.user).as_str())
+}
+
 fn key(parts: &[&[u8]]) -> Key {
     let mut k = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
     for (i, p) in parts.iter().enumerate() {
@@ -107,6 +112,16 @@ while i <= n do
   if op == 'zadd' then redis.call('ZADD', ARGV[i+1], ARGV[i+2], ARGV[i+3]); i = i + 4
   elseif op == 'set' then redis.call('SET', ARGV[i+1], ARGV[i+2]); i = i + 3
   elseif op == 'setex' then redis.call('SET', ARGV[i+1], ARGV[i+2], 'EX', ARGV[i+3]); i = i + 4
+  elseif op == 'setexv' then
+    -- A versioned record (fixed-width hex, so strings compare as numbers):
+    -- one older than the stored version is a late write of an earlier
+    -- owner and is dropped (ADR 0021).
+    local held = redis.call('GET', ARGV[i+4])
+    if (not held) or held <= ARGV[i+5] then
+      redis.call('SET', ARGV[i+1], ARGV[i+2], 'EX', ARGV[i+3])
+      redis.call('SET', ARGV[i+4], ARGV[i+5], 'EX', ARGV[i+3])
+    end
+    i = i + 6
   elseif op == 'hset' then redis.call('HSET', ARGV[i+1], ARGV[i+2], ARGV[i+3]); i = i + 4
   elseif op == 'hdel' then redis.call('HDEL', ARGV[i+1], ARGV[i+2]); i = i + 3
   elseif op == 'sadd' then redis.call('SADD', ARGV[i+1], ARGV[i+2]); i = i + 3
@@ -168,6 +183,14 @@ fn parse_rollup_field(f: &[u8]) -> Option<(String, i64)> {
 
 #[async_trait]
 impl Store for RedisStore {
+    async fn claim_shard(&self, shard: u32) -> Result<u64, StoreError> {
+        self.client.incr(key(&[b"owner", shard.to_string().as_bytes()])).await.map_err(err)
+    }
+
+    fn fences_session_records(&self) -> bool {
+        true
+    }
+
     async fn load_user(&self, u: &UserKey) -> Result<UserRecord, StoreError> {
         let top: Vec<(Bytes, f64)> = self.client.zrevrange(user("inbox", u), 0, 0, true).await.map_err(err)?;
         let head = top.first().map(|(_, s)| *s as u64).unwrap_or(0);
@@ -309,12 +332,19 @@ impl Store for RedisStore {
                     let ek = key(&[b"event", e.tenant.as_bytes(), e.stream.as_bytes(), e.key.as_bytes()]);
                     push(&mut args, vec!["setex".into(), k(ek), "1".into(), ttl.clone()])
                 }
-                WriteOp::Session { user: u, record } => {
+                WriteOp::Session { user: u, record, version } => {
                     // JSON, so that other services can read it.
                     let json = serde_json::to_string(&record).map_err(|e| StoreError::Backend(e.to_string().into()))?;
                     push(
                         &mut args,
-                        vec!["setex".into(), k(session_key(&u)), json.into(), self.session_ttl_secs.to_string().into()],
+                        vec![
+                            "setexv".into(),
+                            k(session_key(&u)),
+                            json.into(),
+                            self.session_ttl_secs.to_string().into(),
+                            k(session_version_key(&u)),
+                            format!("{version:016x}").into(),
+                        ],
                     )
                 }
                 WriteOp::RollupAdd { key: r, by } => {

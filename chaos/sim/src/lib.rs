@@ -121,8 +121,8 @@ pub struct SimConfig {
     pub max_learn_ms: u64,
     /// Let a stopped node stay stopped past the group's timeout: it wakes
     /// as a zombie, whose commits in flight and queued inputs land after
-    /// the new owner's writes. Off by default: session records are not
-    /// fenced against that yet (docs/chaos.md), and the run would fail.
+    /// the new owner's writes (session records are fenced against that by
+    /// version, ADR 0021). On by default.
     pub zombies: bool,
     /// Chance per step that a node's wall clock jumps.
     pub clock_jump: f64,
@@ -160,7 +160,7 @@ impl Default for SimConfig {
             max_stall_ms: 400,
             group_timeout_ms: 60,
             max_learn_ms: 5,
-            zombies: false,
+            zombies: true,
             clock_jump: 0.001,
             max_jump_ms: 400,
         }
@@ -230,6 +230,10 @@ pub struct Bugs {
     /// node back from a stop, or cut off from the bus, or whose clock
     /// jumped, takes its own silence for the edges' and ends their leases.
     pub no_ticks: bool,
+    /// Session records are not fenced by version (as before ADR 0021's
+    /// fence): the last write to land wins, and a zombie's late records
+    /// replace the new owner's.
+    pub unfenced_records: bool,
 }
 
 impl Bugs {
@@ -242,19 +246,21 @@ impl Bugs {
             "paused-looks-caught-up" => self.paused_looks_caught_up = true,
             "silent-edge-restart" => self.silent_edge_restart = true,
             "no-ticks" => self.no_ticks = true,
+            "unfenced-records" => self.unfenced_records = true,
             other => return Err(format!("unknown bug {other:?} (known: {})", Self::NAMES.join(", "))),
         }
         Ok(())
     }
 
     /// Every switch's name.
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 7] = [
         "commit-on-hand",
         "no-user-isolation",
         "lease-after-revoke",
         "paused-looks-caught-up",
         "silent-edge-restart",
         "no-ticks",
+        "unfenced-records",
     ];
 }
 
@@ -719,7 +725,7 @@ impl Sim {
             let ms = self.rng.random_range(1..=self.cfg.max_stall_ms);
             let kind = if self.rng.random_bool(0.5) {
                 // A stop past the group's timeout makes a zombie whose
-                // writes land late; see `SimConfig::zombies`.
+                // writes land late (`SimConfig::zombies`).
                 let ms = if self.cfg.zombies { ms } else { ms.min(self.cfg.group_timeout_ms - 1) };
                 self.nodes[n].paused_until = self.now + ms;
                 "stops (SIGSTOP)"
@@ -758,7 +764,7 @@ impl Sim {
         let mut landed = 0;
         for (_, _, _, _, batch) in commits {
             if self.rng.random_bool(0.5) {
-                let _ = now_or_never(self.store.commit(batch));
+                let _ = self.land(batch);
                 landed += 1;
             }
         }
@@ -996,7 +1002,7 @@ impl Sim {
                 .ops
                 .iter()
                 .filter_map(|op| match op {
-                    iris_storage::WriteOp::Session { user, record } => {
+                    iris_storage::WriteOp::Session { user, record, .. } => {
                         Some((user.user.to_string(), record.sessions, record.nodes.clone()))
                     }
                     _ => None,
@@ -1007,7 +1013,7 @@ impl Sim {
                 self.failed_commits += 1;
                 Err(StoreError::Unavailable("injected".into()))
             } else {
-                now_or_never(self.store.commit(batch))
+                self.land(batch)
             };
             let ok = if result.is_ok() { "ok" } else { "failed" };
             let records: Vec<String> = records.iter().map(|(u, n, nodes)| format!("{u}: {n} on {nodes:?}")).collect();
@@ -1124,6 +1130,11 @@ impl Sim {
                     });
                     let inst = self.next_instance;
                     self.next_instance += 1;
+                    // The shell claims the shard's owner epoch before it hands
+                    // the shard any input (a store round trip; here at once).
+                    let mut state = state;
+                    let epoch = now_or_never(self.store.claim_shard(s.0)).expect("the memory store claims");
+                    state.claimed(epoch);
                     let commits = CommitQueue::new(2, 512).isolating_users(!self.bugs.no_user_isolation);
                     let clock = if self.bugs.paused_looks_caught_up {
                         InputClock::default().with_paused_looking_caught_up()
@@ -1246,6 +1257,18 @@ impl Sim {
             self.partitions[p].committed = next;
             self.event(format!("partition {p} committed to {next} by node {n}"));
         }
+    }
+
+    /// A commit reaches the store.
+    fn land(&self, mut batch: WriteBatch) -> Result<(), StoreError> {
+        if self.bugs.unfenced_records {
+            for op in &mut batch.ops {
+                if let iris_storage::WriteOp::Session { version, .. } = op {
+                    *version = u64::MAX; // every write lands: last writer wins
+                }
+            }
+        }
+        now_or_never(self.store.commit(batch))
     }
 
     fn stored(&self, owner: &UserKey, from: &str, client_id: &str) -> bool {

@@ -31,16 +31,15 @@ struct Cli {
     check: bool,
     /// Bring back a bug this project fixed: commit-on-hand,
     /// no-user-isolation, lease-after-revoke, paused-looks-caught-up,
-    /// silent-edge-restart.
+    /// silent-edge-restart, no-ticks, unfenced-records.
     #[arg(long)]
     bug: Vec<String>,
     /// Steps (simulated ms) of traffic with faults per seed.
     #[arg(long)]
     steps: Option<u64>,
-    /// Let stopped nodes stay stopped past the group's timeout (zombies):
-    /// shows the window session records are not fenced against yet.
+    /// Keep every stop shorter than the group's timeout (no zombies).
     #[arg(long)]
-    zombies: bool,
+    no_zombies: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,7 +52,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(s) = cli.steps {
         cfg.steps = s;
     }
-    cfg.zombies = cli.zombies;
+    cfg.zombies = !cli.no_zombies;
     if let Some(seed) = cli.seed {
         let out = run_seed(&cfg, seed, bugs, cli.trace);
         for line in &out.trace {

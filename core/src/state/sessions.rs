@@ -23,7 +23,12 @@ impl ShardState {
         if !user.sessions.contains(&session) {
             user.sessions.push(session.clone());
         }
-        fx.batch.push(session_write(owner, user, &self.config.region));
+        fx.batch.push(session_write(
+            owner,
+            user,
+            &self.config.region,
+            record_version(self.epoch, &mut self.record_writes_made),
+        ));
         fx.presence_changed = user.sessions.len() == 1;
         fx.out.push(Output::Edge(EdgeEnvelope {
             edge: session.edge.clone(),
@@ -61,7 +66,12 @@ impl ShardState {
         if !user.sessions.contains(&session) {
             user.sessions.push(session.clone());
             fx.presence_changed = user.sessions.len() == 1;
-            fx.batch.push(session_write(owner, user, &self.config.region));
+            fx.batch.push(session_write(
+                owner,
+                user,
+                &self.config.region,
+                record_version(self.epoch, &mut self.record_writes_made),
+            ));
         }
         if after < user.head {
             fx.out.push(Output::Read(Read::Replay {
@@ -89,7 +99,12 @@ impl ShardState {
             fx.presence_changed = true;
         }
         if user.sessions.len() != before {
-            fx.batch.push(session_write(owner, user, &self.config.region));
+            fx.batch.push(session_write(
+                owner,
+                user,
+                &self.config.region,
+                record_version(self.epoch, &mut self.record_writes_made),
+            ));
         }
     }
 
@@ -131,6 +146,9 @@ impl ShardState {
         // A shard that is behind may no longer own its partition (a node
         // cut off from the bus is put out of the group): it writes nothing
         // on its own initiative until it reads its input again.
+        if !self.has_claimed() {
+            return None; // it may write nothing before it knows its epoch
+        }
         let behind = now - caught_up > self.config.edge_lease_ms / 4;
         let mut batch = if behind { WriteBatch::default() } else { self.takeover_repair(now) };
         let mut out = Vec::new();
@@ -183,7 +201,12 @@ impl ShardState {
         let Some(users) = self.takeover.take() else { return batch };
         for key in users {
             if let Some(user) = self.users.get(&key) {
-                batch.push(session_write(&key, user, &self.config.region));
+                batch.push(session_write(
+                    &key,
+                    user,
+                    &self.config.region,
+                    record_version(self.epoch, &mut self.record_writes_made),
+                ));
             }
         }
         batch
@@ -240,7 +263,12 @@ impl ShardState {
                 batch.push(WriteOp::Meta { user: key.clone(), meta: user.meta.clone() });
                 notify_subscribers(&key.user, user, &mut out);
             }
-            batch.push(session_write(&key, user, &self.config.region));
+            batch.push(session_write(
+                &key,
+                user,
+                &self.config.region,
+                record_version(self.epoch, &mut self.record_writes_made),
+            ));
         }
         (batch, out)
     }

@@ -578,7 +578,8 @@ pub fn bind(op: WriteOp, ttl: Ttls, log_seq: &mut dyn FnMut() -> (i64, i64)) -> 
                 Some(CqlValue::Int(ttl.retention_secs)),
             ],
         )],
-        WriteOp::Session { user, record } => vec![b(
+        // Not fenced by version yet (ADR 0021): last writer wins.
+        WriteOp::Session { user, record, version: _ } => vec![b(
             Stmt::Session,
             vec![
                 text(&user.tenant),
@@ -883,6 +884,7 @@ mod tests {
             WriteOp::Session {
                 user: u.clone(),
                 record: SessionRecord { nodes: vec!["e1".into()], region: "r".into(), sessions: 2, last_seen: None },
+                version: 0,
             },
             WriteOp::RollupAdd {
                 key: RollupKey {

@@ -33,7 +33,9 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        Self { state: ShardState::new(cfg()), now: 1_000, pending: Vec::new() }
+        let mut state = ShardState::new(cfg());
+        state.claimed(1);
+        Self { state, now: 1_000, pending: Vec::new() }
     }
 
     fn input(&mut self, owner: &str, body: ShardInput) {

@@ -205,7 +205,7 @@ fn a_session_record_whose_write_failed_is_written_again_after_the_reset() {
     assert!(h.state.needs_reset());
     let (t, batch) = h.state.reset().expect("a repair write");
     assert!(
-        matches!(&batch.ops[..], [WriteOp::Session { user, record }] if *user == key("bob") && record.sessions == 0),
+        matches!(&batch.ops[..], [WriteOp::Session { user, record, .. }] if *user == key("bob") && record.sessions == 0),
         "{batch:?}"
     );
     // If the repair fails too, the next reset repairs again.
@@ -232,7 +232,7 @@ fn two_leases_after_taking_over_the_shard_writes_its_records_again() {
         .ops
         .iter()
         .filter_map(|op| match op {
-            WriteOp::Session { user, record } if record.sessions == 1 => Some(user),
+            WriteOp::Session { user, record, .. } if record.sessions == 1 => Some(user),
             _ => None,
         })
         .collect();
@@ -240,4 +240,34 @@ fn two_leases_after_taking_over_the_shard_writes_its_records_again() {
     // Once only.
     h.input("", ShardInput::EdgeAlive { edge: EdgeId("e1".into()) });
     assert!(h.state.handle_timeout(started + 2_500, started + 2_500).is_none());
+}
+
+#[test]
+fn session_records_carry_the_owner_epoch_above_a_count_of_writes() {
+    // Another owner of the same shard, later: its records outrank every
+    // record of the first, whatever either had written.
+    let mut h = Harness::new(); // epoch 1
+    for s in 1..=3 {
+        h.input("bob", ShardInput::SessionOpened { session: addr("e1", s), resume_after: None });
+    }
+    let mut later = Harness::new();
+    later.state.claimed(2);
+    later.input("bob", ShardInput::SessionOpened { session: addr("e1", 4), resume_after: None });
+    let versions = |h: &Harness| -> Vec<u64> {
+        h.pending
+            .iter()
+            .flat_map(|(_, b)| b.ops.iter())
+            .filter_map(|op| match op {
+                WriteOp::Session { version, .. } => Some(*version),
+                _ => None,
+            })
+            .collect()
+    };
+    let (first, second) = (versions(&h), versions(&later));
+    assert_eq!(first, vec![1 << 32, 1 << 32 | 1, 1 << 32 | 2], "one owner's records count up");
+    assert_eq!(second, vec![2 << 32]);
+    assert!(second[0] > first[2], "a later owner's first record outranks an earlier owner's last");
+    // Before its epoch is claimed, a shard writes nothing on its own.
+    let mut unclaimed = ShardState::new(super::cfg());
+    assert!(unclaimed.handle_timeout(1_000_000, 1_000_000).is_none());
 }
