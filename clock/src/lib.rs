@@ -42,14 +42,28 @@ impl fmt::Debug for dyn Clock {
     }
 }
 
-/// The operating system's wall clock.
+/// The operating system's wall clock, as this process reads it: it never
+/// goes back. When the system clock is stepped back (NTP), the time stands
+/// still until the wall clock catches up. A step back and then forward
+/// would otherwise stamp edge lease renewals with the lagging time and end
+/// live leases once it jumps ahead again (found by the simulator; ADR 0021).
+/// Forward steps pass through: shards judge those by their ticks.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
+
+/// The latest time this process's [`SystemClock`] returned.
+static LATEST_MS: AtomicI64 = AtomicI64::new(0);
+
+/// `wall`, or the latest time returned if the wall clock is behind it.
+fn never_back(latest: &AtomicI64, wall: i64) -> i64 {
+    latest.fetch_max(wall, Ordering::AcqRel).max(wall)
+}
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
         // A clock set before 1970 reads 0, as every reader here always did.
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        never_back(&LATEST_MS, wall)
     }
 }
 
@@ -148,6 +162,20 @@ fn splitmix64(x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_system_clock_never_goes_back() {
+        let latest = AtomicI64::new(0);
+        assert_eq!(never_back(&latest, 1_000), 1_000);
+        // Stepped back: the time stands still until the wall catches up.
+        assert_eq!(never_back(&latest, 875), 1_000);
+        assert_eq!(never_back(&latest, 990), 1_000);
+        assert_eq!(never_back(&latest, 1_004), 1_004);
+        // Stepped forward: passes through.
+        assert_eq!(never_back(&latest, 5_000), 5_000);
+        let (a, b) = (SystemClock.now_ms(), SystemClock.now_ms());
+        assert!(b >= a);
+    }
 
     #[test]
     fn manual_clock_moves_only_when_told() {

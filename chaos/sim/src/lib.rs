@@ -124,6 +124,15 @@ pub struct SimConfig {
     /// the new owner's writes (session records are fenced against that by
     /// version, ADR 0021). On by default.
     pub zombies: bool,
+    /// Chance per step that an edge is cut off from the bus (its clients
+    /// still reach it): what it publishes waits in its producer, what is
+    /// published to it waits on its topic, and its renewals stop.
+    pub edge_cut: f64,
+    /// Most simulated milliseconds an edge's cut lasts.
+    pub max_edge_cut_ms: u64,
+    /// Chance that a store commit times out although it landed: the shard
+    /// is told it failed.
+    pub commit_timeout: f64,
     /// Chance per step that a node's wall clock jumps.
     pub clock_jump: f64,
     /// Most milliseconds a clock jumps forward (and a third of it back).
@@ -161,6 +170,9 @@ impl Default for SimConfig {
             group_timeout_ms: 60,
             max_learn_ms: 5,
             zombies: true,
+            edge_cut: 0.001,
+            max_edge_cut_ms: 360,
+            commit_timeout: 0.01,
             clock_jump: 0.001,
             max_jump_ms: 400,
         }
@@ -198,6 +210,10 @@ pub struct Outcome {
     pub evictions: usize,
     /// Clock jumps.
     pub clock_jumps: usize,
+    /// Edges cut off from the bus.
+    pub edge_cuts: usize,
+    /// Commits that landed but were reported failed.
+    pub landed_timeouts: usize,
 }
 
 /// Test-only switches that bring back bugs this project fixed, to show
@@ -234,6 +250,11 @@ pub struct Bugs {
     /// fence): the last write to land wins, and a zombie's late records
     /// replace the new owner's.
     pub unfenced_records: bool,
+    /// A node's clock follows its wall clock back when it is stepped back
+    /// (fixed in `iris_clock::SystemClock`): renewals heard meanwhile are
+    /// stamped with the lagging time, and a step forward then ends live
+    /// leases.
+    pub clock_goes_back: bool,
 }
 
 impl Bugs {
@@ -247,13 +268,14 @@ impl Bugs {
             "silent-edge-restart" => self.silent_edge_restart = true,
             "no-ticks" => self.no_ticks = true,
             "unfenced-records" => self.unfenced_records = true,
+            "clock-goes-back" => self.clock_goes_back = true,
             other => return Err(format!("unknown bug {other:?} (known: {})", Self::NAMES.join(", "))),
         }
         Ok(())
     }
 
     /// Every switch's name.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 8] = [
         "commit-on-hand",
         "no-user-isolation",
         "lease-after-revoke",
@@ -261,6 +283,7 @@ impl Bugs {
         "silent-edge-restart",
         "no-ticks",
         "unfenced-records",
+        "clock-goes-back",
     ];
 }
 
@@ -336,6 +359,8 @@ struct Node {
     /// The seed of this start, drawn afresh at every start as a node's is
     /// by default (it goes into the message ids its shards make).
     id_seed: u32,
+    /// The latest time this process's clock returned (it never goes back).
+    latest_time: i64,
 }
 
 impl Node {
@@ -358,6 +383,7 @@ impl Node {
             learned: false,
             skew: 0,
             id_seed: 0,
+            latest_time: 0,
         }
     }
 }
@@ -366,10 +392,17 @@ impl Node {
 struct Edge {
     id: EdgeId,
     up: bool,
-    /// Since when it has been up (this incarnation).
+    /// Since when it has been up (this incarnation) and reaching the bus:
+    /// renewing its lease.
     up_since: u64,
     next_renewal: u64,
     sessions: BTreeMap<u64, usize>,
+    /// Cut off from the bus until then.
+    cut_until: u64,
+    /// What it published while cut off (its producer's queue), in order.
+    outbox: Vec<ShardEnvelope>,
+    /// What was published to it while cut off (its topic), in order.
+    inbox: VecDeque<EdgeInput>,
 }
 
 /// A client's connection.
@@ -431,6 +464,8 @@ pub struct Sim {
     stalls: usize,
     evictions: usize,
     clock_jumps: usize,
+    edge_cuts: usize,
+    landed_timeouts: usize,
     faults: bool,
     next_instance: u64,
     next_session: u64,
@@ -440,6 +475,22 @@ pub struct Sim {
 }
 
 const TENANT: &str = "sim";
+
+/// The edge of the session a client envelope replies to.
+fn env_edge(env: &ShardEnvelope) -> EdgeId {
+    match &env.body {
+        ShardInput::Send { reply, .. } => reply.edge.clone(),
+        other => unreachable!("not a client send: {}", other.kind()),
+    }
+}
+
+/// Where an edge's publish went, for the trace.
+fn placed(at: Option<(usize, usize)>) -> String {
+    match at {
+        Some((p, off)) => format!("partition {p} offset {off}"),
+        None => "held: its edge is cut off from the bus".into(),
+    }
+}
 
 fn user(i: usize) -> UserKey {
     UserKey::new(TENANT, format!("u{i}"))
@@ -463,7 +514,16 @@ impl Sim {
         let mut rng = StdRng::seed_from_u64(seed);
         let nodes = (0..cfg.nodes).map(|_| Node { id_seed: rng.random(), ..Node::new() }).collect();
         let edges = (0..cfg.edges)
-            .map(|e| Edge { id: edge_id(e), up: true, up_since: 0, next_renewal: 0, sessions: BTreeMap::new() })
+            .map(|e| Edge {
+                id: edge_id(e),
+                up: true,
+                up_since: 0,
+                next_renewal: 0,
+                sessions: BTreeMap::new(),
+                cut_until: 0,
+                outbox: Vec::new(),
+                inbox: VecDeque::new(),
+            })
             .collect();
         let clients = (0..cfg.users)
             .map(|_| Client { conn: Conn::Off, seen: 0, next: 0, pending: None, accepted: Vec::new() })
@@ -492,6 +552,8 @@ impl Sim {
             stalls: 0,
             evictions: 0,
             clock_jumps: 0,
+            edge_cuts: 0,
+            landed_timeouts: 0,
             faults: true,
             next_instance: 0,
             next_session: 1,
@@ -564,6 +626,8 @@ impl Sim {
             stalls: self.stalls,
             evictions: self.evictions,
             clock_jumps: self.clock_jumps,
+            edge_cuts: self.edge_cuts,
+            landed_timeouts: self.landed_timeouts,
         }
     }
 
@@ -611,9 +675,16 @@ impl Sim {
         }
     }
 
-    /// Node `n`'s wall clock (which may have jumped).
-    fn node_now(&self, n: usize) -> i64 {
-        self.now as i64 + self.nodes[n].skew
+    /// Node `n`'s clock: its wall clock (which may have jumped), never
+    /// going back, as `iris_clock::SystemClock` reads it.
+    fn node_now(&mut self, n: usize) -> i64 {
+        let wall = self.now as i64 + self.nodes[n].skew;
+        if self.bugs.clock_goes_back {
+            return wall;
+        }
+        let node = &mut self.nodes[n];
+        node.latest_time = node.latest_time.max(wall);
+        node.latest_time
     }
 
     /// The group's view of stalled nodes: one silent past the group's
@@ -745,6 +816,15 @@ impl Sim {
             self.clock_jumps += 1;
             self.event(format!("node {n}'s clock jumps by {jump} ms"));
         }
+        let reachable: Vec<usize> =
+            (0..self.edges.len()).filter(|e| self.edges[*e].up && self.now >= self.edges[*e].cut_until).collect();
+        if reachable.len() > 1 && self.rng.random_bool(self.cfg.edge_cut) {
+            let e = reachable[self.rng.random_range(0..reachable.len())];
+            let ms = self.rng.random_range(1..=self.cfg.max_edge_cut_ms);
+            self.edges[e].cut_until = self.now + ms;
+            self.edge_cuts += 1;
+            self.event(format!("edge {e} is cut off from the bus for {ms} ms"));
+        }
         let up: Vec<usize> = (0..self.edges.len()).filter(|e| self.edges[*e].up).collect();
         if up.len() > 1 && self.rng.random_bool(self.cfg.edge_crash) {
             let e = up[self.rng.random_range(0..up.len())];
@@ -791,6 +871,11 @@ impl Sim {
     fn edge_crash(&mut self, e: usize) {
         self.edge_crashes += 1;
         self.edges[e].up = false;
+        // Its producer's queue dies with it; its topic's backlog is for the
+        // process before (a restarted edge reads from the end).
+        self.edges[e].outbox.clear();
+        self.edges[e].inbox.clear();
+        self.edges[e].cut_until = 0;
         let sessions = std::mem::take(&mut self.edges[e].sessions);
         for c in sessions.into_values() {
             self.clients[c].conn = Conn::Off;
@@ -833,7 +918,10 @@ impl Sim {
     fn edges_step(&mut self) {
         let every = (self.cfg.edge_lease_ms / self.cfg.renewals).max(1);
         for e in 0..self.edges.len() {
-            if !self.edges[e].up || self.now < self.edges[e].next_renewal {
+            if self.edges[e].up && self.edges[e].cut_until != 0 && self.now >= self.edges[e].cut_until {
+                self.edge_reconnects(e);
+            }
+            if !self.edges[e].up || self.now < self.edges[e].cut_until || self.now < self.edges[e].next_renewal {
                 continue;
             }
             self.edges[e].next_renewal = self.now + every;
@@ -845,6 +933,33 @@ impl Sim {
                 });
             }
         }
+    }
+
+    /// An edge reaches the bus again: its producer sends what it held, in
+    /// order, and it reads what waited on its topic; it renews again.
+    fn edge_reconnects(&mut self, e: usize) {
+        self.edges[e].cut_until = 0;
+        self.edges[e].up_since = self.now;
+        self.edges[e].next_renewal = self.now;
+        let (outbox, inbox) = (std::mem::take(&mut self.edges[e].outbox), std::mem::take(&mut self.edges[e].inbox));
+        self.event(format!("edge {e} reaches the bus again ({} held out, {} held in)", outbox.len(), inbox.len()));
+        for env in outbox {
+            self.publish(env);
+        }
+        let edge = self.edges[e].id.clone();
+        for input in inbox {
+            self.edge_input(&edge, input);
+        }
+    }
+
+    /// Edge `e` publishes an envelope: at once, or held in its producer
+    /// while it is cut off from the bus (`None`).
+    fn edge_publish(&mut self, e: usize, env: ShardEnvelope) -> Option<(usize, usize)> {
+        if self.now < self.edges[e].cut_until {
+            self.edges[e].outbox.push(env);
+            return None;
+        }
+        Some(self.publish(env))
     }
 
     /// The group assigns partitions round robin over the nodes that are up.
@@ -912,8 +1027,9 @@ impl Sim {
                     reply: session,
                 },
             };
-            let (p, off) = self.publish(env);
-            self.event(format!("u{c} sends {client_id} to u{to} (partition {p} offset {off})"));
+            let e = self.edge_index(&env_edge(&env));
+            let at = self.edge_publish(e, env);
+            self.event(format!("u{c} sends {client_id} to u{to} ({})", placed(at)));
         }
     }
 
@@ -926,24 +1042,26 @@ impl Sim {
                     return;
                 }
                 let e = up[self.rng.random_range(0..up.len())];
+                // (A client can connect to an edge cut off from the bus: its
+                // hello waits there, and the welcome comes after the cut.)
                 let id = self.next_session;
                 self.next_session += 1;
                 self.edges[e].sessions.insert(id, c);
                 let session = SessionAddr { edge: self.edges[e].id.clone(), session: SessionId(id) };
                 self.clients[c].conn = Conn::Opening(session.clone());
                 self.sessions_opened += 1;
-                let (p, off) = self.publish(ShardEnvelope {
-                    owner: user(c),
-                    body: ShardInput::SessionOpened { session, resume_after: None },
-                });
-                self.event(format!("u{c} opens session {id} on edge {e} (partition {p} offset {off})"));
+                let at = self.edge_publish(
+                    e,
+                    ShardEnvelope { owner: user(c), body: ShardInput::SessionOpened { session, resume_after: None } },
+                );
+                self.event(format!("u{c} opens session {id} on edge {e} ({})", placed(at)));
             }
             Conn::Open(session) if self.faults && self.rng.random_bool(self.cfg.drop) => {
                 let e = self.edge_index(&session.edge);
                 self.edges[e].sessions.remove(&session.session.0);
                 self.clients[c].conn = Conn::Off;
                 let id = session.session.0;
-                self.publish(ShardEnvelope { owner: user(c), body: ShardInput::SessionClosed { session } });
+                self.edge_publish(e, ShardEnvelope { owner: user(c), body: ShardInput::SessionClosed { session } });
                 self.event(format!("u{c} closes session {id}"));
             }
             _ => {}
@@ -1009,9 +1127,14 @@ impl Sim {
                 })
                 .collect();
             let fail = self.faults && self.rng.random_bool(self.cfg.commit_failure);
+            let timed_out = !fail && self.faults && self.rng.random_bool(self.cfg.commit_timeout);
             let result = if fail {
                 self.failed_commits += 1;
                 Err(StoreError::Unavailable("injected".into()))
+            } else if timed_out {
+                // It landed, but the answer never came back in time.
+                self.landed_timeouts += 1;
+                self.land(batch).and(Err(StoreError::Unavailable("timed out (landed)".into())))
             } else {
                 self.land(batch)
             };
@@ -1088,7 +1211,8 @@ impl Sim {
                 self.leases_ended += 1;
                 let e = self.edge_index(edge);
                 self.event(format!("shard instance {inst} (partition {p}) ends the lease of edge {e}"));
-                if self.edges[e].up && self.edges[e].up_since + lease <= now {
+                // (An edge cut off from the bus is not renewing.)
+                if self.edges[e].up && now >= self.edges[e].cut_until && self.edges[e].up_since + lease <= now {
                     self.violation(format!(
                         "shard instance {inst} (partition {p}) ended the lease of edge {e}, which has been up and renewing it since {}",
                         self.edges[e].up_since
@@ -1383,6 +1507,10 @@ impl Sim {
         if !self.edges[e].up {
             return; // the bus keeps it for no one: the process is gone
         }
+        if self.now < self.edges[e].cut_until {
+            self.edges[e].inbox.push_back(input); // waits on the edge's topic
+            return;
+        }
         match input {
             EdgeInput::Welcome { session, inbox_head } => {
                 let Some(&c) = self.edges[e].sessions.get(&session.0) else { return };
@@ -1406,7 +1534,10 @@ impl Sim {
                 for (id, c) in sessions {
                     let session = SessionAddr { edge: edge.clone(), session: SessionId(id) };
                     let after = self.clients[c].seen;
-                    self.publish(ShardEnvelope { owner: user(c), body: ShardInput::SessionResumed { session, after } });
+                    self.edge_publish(
+                        e,
+                        ShardEnvelope { owner: user(c), body: ShardInput::SessionResumed { session, after } },
+                    );
                 }
             }
             EdgeInput::Frame { to, frame, .. } => {
@@ -1434,7 +1565,10 @@ impl Sim {
                         self.edges[e].sessions.remove(&id);
                         self.clients[c].conn = Conn::Off;
                         let session = SessionAddr { edge: self.edges[e].id.clone(), session: SessionId(id) };
-                        self.publish(ShardEnvelope { owner: user(c), body: ShardInput::SessionClosed { session } });
+                        self.edge_publish(
+                            e,
+                            ShardEnvelope { owner: user(c), body: ShardInput::SessionClosed { session } },
+                        );
                     }
                     None => {}
                 }

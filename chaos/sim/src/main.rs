@@ -31,7 +31,7 @@ struct Cli {
     check: bool,
     /// Bring back a bug this project fixed: commit-on-hand,
     /// no-user-isolation, lease-after-revoke, paused-looks-caught-up,
-    /// silent-edge-restart, no-ticks, unfenced-records.
+    /// silent-edge-restart, no-ticks, unfenced-records, clock-goes-back.
     #[arg(long)]
     bug: Vec<String>,
     /// Steps (simulated ms) of traffic with faults per seed.
@@ -40,6 +40,9 @@ struct Cli {
     /// Keep every stop shorter than the group's timeout (no zombies).
     #[arg(long)]
     no_zombies: bool,
+    /// Chance per simulated ms that a node's clock jumps (default 0.001).
+    #[arg(long)]
+    clock_jump: Option<f64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,6 +56,9 @@ fn main() -> anyhow::Result<()> {
         cfg.steps = s;
     }
     cfg.zombies = !cli.no_zombies;
+    if let Some(j) = cli.clock_jump {
+        cfg.clock_jump = j;
+    }
     if let Some(seed) = cli.seed {
         let out = run_seed(&cfg, seed, bugs, cli.trace);
         for line in &out.trace {
@@ -60,8 +66,8 @@ fn main() -> anyhow::Result<()> {
         }
         println!(
             "seed {seed}: trace {:016x}, {} ms simulated, {} accepted, {} node crashes, {} edge crashes, \
-             {} sessions, {} leases ended, {} failed commits, {} stalls ({} out of the group), {} clock jumps, \
-             {} violations",
+             {} sessions, {} leases ended, {} failed commits, {} timed out after landing, {} stalls ({} out of the \
+             group), {} clock jumps, {} edge cuts, {} violations",
             out.trace_hash,
             out.simulated_ms,
             out.accepted,
@@ -70,9 +76,11 @@ fn main() -> anyhow::Result<()> {
             out.sessions,
             out.leases_ended,
             out.failed_commits,
+            out.landed_timeouts,
             out.stalls,
             out.evictions,
             out.clock_jumps,
+            out.edge_cuts,
             out.violations.len()
         );
         for v in &out.violations {

@@ -7,7 +7,7 @@ use iris_sim::{Bugs, SimConfig, run_seed};
 fn seeds_hold_every_invariant() {
     let cfg = SimConfig::default();
     let (mut crashes, mut edge_crashes, mut leases_ended, mut failed_commits) = (0, 0, 0, 0);
-    let (mut stalls, mut evictions, mut jumps) = (0, 0, 0);
+    let (mut stalls, mut evictions, mut jumps, mut edge_cuts, mut landed) = (0, 0, 0, 0, 0);
     for seed in 0..300 {
         let out = run_seed(&cfg, seed, Bugs::default(), false);
         assert!(
@@ -24,7 +24,11 @@ fn seeds_hold_every_invariant() {
         stalls += out.stalls;
         evictions += out.evictions;
         jumps += out.clock_jumps;
+        edge_cuts += out.edge_cuts;
+        landed += out.landed_timeouts;
     }
+    assert!(edge_cuts > 0, "no edge was cut off from the bus");
+    assert!(landed > 0, "no commit timed out after landing");
     assert!(stalls > 0, "the seeds stalled no node");
     assert!(evictions > 0, "no stalled node was put out of the group");
     assert!(jumps > 0, "no clock jumped");
@@ -138,5 +142,20 @@ fn a_zombie_writing_over_the_new_owner_is_found_without_the_fence() {
     assert!(
         finds(bugs, 3_000, "session record says").is_some(),
         "3,000 seeds did not find a zombie's session record landing over the new owner's"
+    );
+}
+
+#[test]
+fn a_clock_that_goes_back_and_forth_is_found_ending_live_leases() {
+    // A node's clock stepped back stamps the renewals it hears with the
+    // lagging time; stepped forward again, it ends live edges' leases.
+    // iris_clock::SystemClock never goes back; the switch lets it. More
+    // jumps than by default, to find it within a few hundred seeds.
+    let cfg = SimConfig { clock_jump: 0.03, ..SimConfig::default() };
+    assert_eq!(finds_in(&cfg, Bugs::default(), 200, ""), None, "many clock jumps hold with the fix");
+    let bugs = Bugs { clock_goes_back: true, ..Bugs::default() };
+    assert!(
+        finds_in(&cfg, bugs, 400, "which has been up and renewing it").is_some(),
+        "400 seeds did not find a clock stepped back and forth ending a live lease"
     );
 }
