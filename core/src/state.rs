@@ -233,6 +233,9 @@ struct View {
 
 const HIDDEN: View = View { status: PresenceStatus::Offline, last_seen: None };
 
+/// No view a subscriber can be told: its `last` when it must be told again.
+const UNTOLD: View = View { status: PresenceStatus::Offline, last_seen: Some(Millis::MIN) };
+
 #[derive(Debug)]
 struct Subscriber {
     viewer: Arc<str>,
@@ -488,14 +491,20 @@ impl ShardState {
         // (nothing is in flight), so the failures can be forgotten.
         self.tickets.forget_failures();
         let mut batch = WriteBatch::default();
+        let mut out = Vec::new();
         for key in std::mem::take(&mut self.records_to_repair) {
-            if let Some(user) = self.users.get(&key) {
+            if let Some(user) = self.users.get_mut(&key) {
                 batch.push(session_write(
                     &key,
                     user,
                     &self.config.region,
                     record_version(self.epoch, &mut self.record_writes_made),
                 ));
+                // The notice of the change whose write failed went with it,
+                // but the subscribers' views were marked as told: tell them
+                // again what they may see now (found by the simulator: a
+                // follower left hearing "offline" for good).
+                announce_presence(&key.user, user, &mut out);
             }
         }
         if batch.is_empty() {
@@ -503,7 +512,7 @@ impl ShardState {
         }
         let t = self.issue();
         self.track_records(t, &batch);
-        self.emit(Vec::new(), vec![t]);
+        self.emit(out, vec![t]);
         Some((t, batch))
     }
 
@@ -852,6 +861,15 @@ fn presence_frame(user: &str, view: View) -> ServerFrame {
 
 /// Sends each subscriber whose view changed one frame; subscribers on the
 /// same edge who see the same thing share one envelope.
+/// Tells every subscriber what it may see of `me` now, whether or not it
+/// was told so before.
+fn announce_presence(me: &str, user: &mut UserState, out: &mut Vec<Output>) {
+    for sub in &mut user.subscribers {
+        sub.last = UNTOLD;
+    }
+    notify_subscribers(me, user, out);
+}
+
 fn notify_subscribers(me: &str, user: &mut UserState, out: &mut Vec<Output>) {
     let mut groups: Vec<(View, Vec<SessionAddr>)> = Vec::new();
     for i in 0..user.subscribers.len() {

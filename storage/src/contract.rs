@@ -89,15 +89,28 @@ async fn identities_logs_events_rollups(store: &dyn Store, tenant: &str) -> Resu
     let stale = SessionRecord { nodes: Vec::new(), sessions: 0, last_seen: Some(5), ..record.clone() };
     let newer = SessionRecord { nodes: vec!["edge-b".into()], sessions: 1, ..record.clone() };
     let fenced = store.fences_session_records();
-    for (version, write, fenced_keeps, what) in [
+    for (step, (version, write, fenced_keeps, what)) in [
         (6 << 32 | 900, &stale, &record, "an earlier owner's record, landing late"),
         (7 << 32 | 5, &record, &record, "the same version again"),
         (7 << 32 | 6, &newer, &newer, "a newer record"),
         (7 << 32 | 5, &stale, &newer, "an older record of the same owner"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let mut batch = WriteBatch::default();
         batch.push(WriteOp::Session { user: dan.clone(), record: write.clone(), version });
-        store.commit(batch).await.map_err(e)?;
+        // A marker beside it: a refused batch applies nothing.
+        let marker = UserKey::new(tenant, format!("marker-{step}").as_str());
+        batch.push(WriteOp::Identity { user: marker.clone(), channel: "tel:x".into() });
+        let result = store.commit(batch).await;
+        let refused = fenced && !std::ptr::eq(write, fenced_keeps);
+        check(
+            if refused { matches!(result, Err(StoreError::Conflict(_))) } else { result.is_ok() },
+            &format!("{what}: a conflict where records are fenced and it is older, else written ({result:?})"),
+        )?;
+        let marked = !store.load_user(&marker).await.map_err(e)?.identities.is_empty();
+        check(marked != refused, &format!("{what}: a refused batch applies nothing"))?;
         // Where records are not fenced, the last writer wins.
         let want = if fenced { fenced_keeps } else { write };
         check(store.session(&dan).await.map_err(e)?.as_ref() == Some(want), what)?;

@@ -278,9 +278,10 @@ pub enum WriteOp {
         /// ([`Store::claim_shard`]) in the high 32 bits, its count of record
         /// writes in the low. On a backend that fences records
         /// ([`Store::fences_session_records`]) a write older than the
-        /// record's version is dropped (not an error): it comes from an
-        /// earlier owner of the user's shard that woke up late (a zombie,
-        /// ADR 0021).
+        /// record's version fails the whole batch with
+        /// [`StoreError::Conflict`], nothing of it applied: it comes from an
+        /// earlier owner of the user's shard that woke up late (a zombie),
+        /// whose outputs must not go out either (ADR 0021).
         version: u64,
     },
     /// Add to an hourly rollup counter.
@@ -411,7 +412,7 @@ pub trait Store: Send + Sync + 'static {
         Ok(0)
     }
     /// Whether a session record write older than the stored record's
-    /// version is dropped (Redis and the memory store, which a region's
+    /// version fails its batch (Redis and the memory store, which a region's
     /// owners share; not the embedded store, which one node owns alone, nor
     /// ScyllaDB yet, ADR 0021).
     fn fences_session_records(&self) -> bool {

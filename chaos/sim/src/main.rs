@@ -37,12 +37,15 @@ struct Cli {
     /// Steps (simulated ms) of traffic with faults per seed.
     #[arg(long)]
     steps: Option<u64>,
-    /// Keep every stop shorter than the group's timeout (no zombies).
+    /// Let stops outlast the group's timeout (zombies; see docs/chaos.md).
     #[arg(long)]
-    no_zombies: bool,
+    zombies: bool,
     /// Chance per simulated ms that a node's clock jumps (default 0.001).
     #[arg(long)]
     clock_jump: Option<f64>,
+    /// Chance per simulated ms that a node stalls (default 0.002).
+    #[arg(long)]
+    stall: Option<f64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,9 +58,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(s) = cli.steps {
         cfg.steps = s;
     }
-    cfg.zombies = !cli.no_zombies;
+    cfg.zombies = cli.zombies;
     if let Some(j) = cli.clock_jump {
         cfg.clock_jump = j;
+    }
+    if let Some(st) = cli.stall {
+        cfg.stall = st;
     }
     if let Some(seed) = cli.seed {
         let out = run_seed(&cfg, seed, bugs, cli.trace);

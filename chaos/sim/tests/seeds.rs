@@ -82,6 +82,11 @@ fn finds_in(cfg: &SimConfig, bugs: Bugs, seeds: u64, what: &str) -> Option<u64> 
     (0..seeds).find(|seed| run_seed(cfg, *seed, bugs, false).violations.iter().any(|v| v.contains(what)))
 }
 
+/// Many stalls, some past the group's timeout: zombies.
+fn zombies() -> SimConfig {
+    SimConfig { zombies: true, stall: 0.01, ..SimConfig::default() }
+}
+
 /// The region without the faults that only ticks survive (stalled nodes,
 /// clock jumps): what the simulator ran before ticks existed.
 fn without_stalls() -> SimConfig {
@@ -140,8 +145,8 @@ fn a_zombie_writing_over_the_new_owner_is_found_without_the_fence() {
     // records replace the new owner's (ADR 0021).
     let bugs = Bugs { unfenced_records: true, ..Bugs::default() };
     assert!(
-        finds(bugs, 3_000, "session record says").is_some(),
-        "3,000 seeds did not find a zombie's session record landing over the new owner's"
+        finds_in(&zombies(), bugs, 1_000, "session record says").is_some(),
+        "1,000 seeds did not find a zombie's session record landing over the new owner's"
     );
 }
 
@@ -151,11 +156,25 @@ fn a_clock_that_goes_back_and_forth_is_found_ending_live_leases() {
     // lagging time; stepped forward again, it ends live edges' leases.
     // iris_clock::SystemClock never goes back; the switch lets it. More
     // jumps than by default, to find it within a few hundred seeds.
-    let cfg = SimConfig { clock_jump: 0.03, ..SimConfig::default() };
-    assert_eq!(finds_in(&cfg, Bugs::default(), 200, ""), None, "many clock jumps hold with the fix");
+    let cfg = SimConfig { clock_jump: 0.1, ..SimConfig::default() };
+    assert_eq!(finds_in(&cfg, Bugs::default(), 150, ""), None, "many clock jumps hold with the fix");
     let bugs = Bugs { clock_goes_back: true, ..Bugs::default() };
     assert!(
-        finds_in(&cfg, bugs, 400, "which has been up and renewing it").is_some(),
-        "400 seeds did not find a clock stepped back and forth ending a live lease"
+        finds_in(&cfg, bugs, 200, "which has been up and renewing it").is_some(),
+        "200 seeds did not find a clock stepped back and forth ending a live lease"
+    );
+}
+
+#[test]
+fn zombies_write_nothing_over_the_new_owner_but_can_still_tell_a_follower_a_stale_word() {
+    // Their records are fenced: no record of a zombie stays (where the
+    // unfenced store shows one at seed 599).
+    assert_eq!(finds_in(&zombies(), Bugs::default(), 700, "session record says"), None);
+    // Open (docs/chaos.md): a zombie answers a queued subscription from its
+    // stale memory, and the follower keeps that word. Fails once closed:
+    // then turn zombies on by default.
+    assert!(
+        finds_in(&zombies(), Bugs::default(), 1_000, "who is online, and last heard").is_some(),
+        "1,000 seeds with zombies left no follower with a stale word: closed? then make zombies the default"
     );
 }

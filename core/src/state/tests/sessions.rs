@@ -271,3 +271,27 @@ fn session_records_carry_the_owner_epoch_above_a_count_of_writes() {
     let mut unclaimed = ShardState::new(super::cfg());
     assert!(unclaimed.handle_timeout(1_000_000, 1_000_000).is_none());
 }
+
+#[test]
+fn subscribers_who_missed_a_change_whose_write_failed_hear_it_with_the_repair() {
+    let mut h = Harness::new();
+    h.add_contact("bob", "carol");
+    h.commit_all();
+    h.input("bob", ShardInput::Subscribe { viewer: "carol".into(), session: addr("e2", 9) });
+    let told = h.frames();
+    let first: Vec<_> = told.iter().filter_map(|(_, f)| presence(f).map(|p| p.1)).collect();
+    assert_eq!(first, vec![PresenceStatus::Offline], "{told:?}");
+    // bob comes online, and the write of it fails: carol's notice goes
+    // with the failed commit.
+    h.input("bob", ShardInput::SessionOpened { session: addr("e1", 1), resume_after: None });
+    let (t, _) = h.pending.pop().unwrap();
+    h.state.committed(t, Err(StoreError::Backend("timeout".into())));
+    assert!(h.frames().iter().all(|(_, f)| presence(f).is_none()), "no presence notice rides on a failed commit");
+    // The repair writes bob's record again and tells carol, once durable.
+    let (t, _) = h.state.reset().expect("a repair write");
+    assert!(h.frames().iter().all(|(_, f)| presence(f).is_none()), "not before the repair is durable");
+    h.state.committed(t, Ok(()));
+    let f = h.frames();
+    let heard: Vec<_> = f.iter().filter_map(|(to, f)| presence(f).map(|p| (to.clone(), p.1))).collect();
+    assert_eq!(heard, vec![(vec![SessionId(9)], PresenceStatus::Online)], "{f:?}");
+}
