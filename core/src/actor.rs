@@ -653,6 +653,10 @@ async fn pump(
             Ok(epoch) => break epoch,
             Err(e) if rx.is_closed() => {
                 tracing::debug!(shard = shard.0, error = %e, "shard revoked before its epoch was claimed");
+                // The actor stops, lease timer and all.
+                if addr.send(Close).await.is_err() {
+                    tracing::debug!(shard = shard.0, "shard actor already stopped");
+                }
                 return;
             }
             Err(e) => {
