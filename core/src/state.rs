@@ -351,10 +351,8 @@ pub struct ShardState {
     /// here, while the previous owner's last writes may still land; `None`
     /// once they have been written again (see `handle_timeout`).
     takeover: Option<std::collections::BTreeSet<UserKey>>,
-    /// The owner epoch the store granted (none until claimed).
-    epoch: Option<u64>,
-    /// Session record writes made (the low half of their versions).
-    record_writes_made: u32,
+    /// Writes this shard's session records, versioned by its owner epoch.
+    records: SessionRecords,
 }
 
 fn frame_to(sessions: &[SessionAddr], frame: ServerFrame, droppable: bool, out: &mut Vec<Output>) {
@@ -415,6 +413,7 @@ fn reply(session: &SessionAddr, frame: ServerFrame) -> Output {
 impl ShardState {
     /// An empty shard.
     pub fn new(config: ShardConfig) -> Self {
+        let records = SessionRecords { region: config.region.clone(), epoch: None, made: 0 };
         Self {
             config,
             users: HashMap::new(),
@@ -434,8 +433,7 @@ impl ShardState {
             records_to_repair: Default::default(),
             started_at: None,
             takeover: Some(Default::default()),
-            epoch: None,
-            record_writes_made: 0,
+            records,
         }
     }
 
@@ -443,12 +441,12 @@ impl ShardState {
     /// ([`iris_storage::Store::claim_shard`]): the shell claims it before it
     /// hands the shard any input, and the shard writes nothing before.
     pub fn claimed(&mut self, epoch: u64) {
-        self.epoch = Some(epoch);
+        self.records.epoch = Some(epoch);
     }
 
     /// Whether the owner epoch is known (see [`ShardState::claimed`]).
     pub fn has_claimed(&self) -> bool {
-        self.epoch.is_some()
+        self.records.epoch.is_some()
     }
 
     /// Writes issued but not yet committed.
@@ -494,12 +492,7 @@ impl ShardState {
         let mut out = Vec::new();
         for key in std::mem::take(&mut self.records_to_repair) {
             if let Some(user) = self.users.get_mut(&key) {
-                batch.push(session_write(
-                    &key,
-                    user,
-                    &self.config.region,
-                    record_version(self.epoch, &mut self.record_writes_made),
-                ));
+                batch.push(self.records.write(&key, user));
                 // The notice of the change whose write failed went with it,
                 // but the subscribers' views were marked as told: tell them
                 // again what they may see now (found by the simulator: a
@@ -934,33 +927,39 @@ fn raw_null() -> Box<serde_json::value::RawValue> {
     serde_json::value::RawValue::from_string("null".into()).expect("null is JSON")
 }
 
-/// The version of the next session record a shard writes: its owner epoch
-/// above its count of record writes (`made`, counted here), so that a record
-/// written by an earlier owner of the user's shard and landing late (a
-/// zombie woken after its partitions moved) never replaces a newer owner's
-/// (ADR 0021). The count saturates: at the top, versions repeat, and an
-/// equal version still replaces. (A free function over the two fields, so
-/// that it can be called while a user's state is borrowed.)
-fn record_version(epoch: Option<u64>, made: &mut u32) -> u64 {
-    let n = *made;
-    *made = n.saturating_add(1);
-    (epoch.unwrap_or(0) << 32) | u64::from(n)
+/// Where users are connected, for `session:{tenant}:{user}`: each record
+/// versioned by the shard's owner epoch above its count of record writes,
+/// so that a record written by an earlier owner of the user's shard and
+/// landing late (a zombie woken after its partitions moved) never replaces
+/// a newer owner's (ADR 0021). The count saturates: at the top, versions
+/// repeat, and an equal version still replaces. (A field of its own, so
+/// that it can write while a user's state is borrowed.)
+#[derive(Debug)]
+struct SessionRecords {
+    region: Arc<str>,
+    /// The owner epoch the store granted (none until claimed).
+    epoch: Option<u64>,
+    /// Records written (the low half of their versions).
+    made: u32,
 }
 
-/// Where a user is connected now, for `session:{tenant}:{user}`, at
-/// `version` ([`record_version`]).
-fn session_write(owner: &UserKey, user: &UserState, region: &Arc<str>, version: u64) -> WriteOp {
-    let mut nodes: Vec<String> = user.sessions.iter().map(|s| s.edge.to_string()).collect();
-    nodes.sort();
-    nodes.dedup();
-    let last_seen = if user.sessions.is_empty() { user.meta.last_seen } else { None };
-    let record = iris_storage::SessionRecord {
-        nodes,
-        region: region.to_string(),
-        sessions: user.sessions.len() as u32,
-        last_seen,
-    };
-    WriteOp::Session { user: owner.clone(), record, version }
+impl SessionRecords {
+    /// The record of where `user` is connected now, at the next version.
+    fn write(&mut self, owner: &UserKey, user: &UserState) -> WriteOp {
+        let version = (self.epoch.unwrap_or(0) << 32) | u64::from(self.made);
+        self.made = self.made.saturating_add(1);
+        let mut nodes: Vec<String> = user.sessions.iter().map(|s| s.edge.to_string()).collect();
+        nodes.sort();
+        nodes.dedup();
+        let last_seen = if user.sessions.is_empty() { user.meta.last_seen } else { None };
+        let record = iris_storage::SessionRecord {
+            nodes,
+            region: self.region.to_string(),
+            sessions: user.sessions.len() as u32,
+            last_seen,
+        };
+        WriteOp::Session { user: owner.clone(), record, version }
+    }
 }
 
 fn service_reply(to: &SessionAddr, reply: ServiceReply) -> Output {

@@ -107,7 +107,8 @@ async fn handle(incoming: quinn::Incoming, ctx: Arc<EdgeContext>, live: LiveGuar
             tokio::spawn(async move {
                 done.await;
                 drop(handshake);
-                let _ = tx.send(true);
+                // No receiver: the session has ended, and nobody waits.
+                tx.send_replace(true);
             });
             (conn, (!validated).then_some(rx))
         }

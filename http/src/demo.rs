@@ -61,10 +61,10 @@ async fn script() -> HttpResponse {
         .body(DEMO_JS)
 }
 
-async fn token(demo: web::Data<DemoConfig>, body: web::Bytes) -> HttpResponse {
+async fn token(demo: web::Data<DemoConfig>, body: crate::Body) -> HttpResponse {
     let bad = |m: &str| HttpResponse::build(StatusCode::BAD_REQUEST).json(json!({ "error": m }));
     // Only an object: serde would also read a struct from an array.
-    let req = match serde_json::from_slice::<serde_json::Value>(&body) {
+    let req = match serde_json::from_slice::<serde_json::Value>(&body.0) {
         Ok(v @ serde_json::Value::Object(_)) => serde_json::from_value::<TokenRequest>(v).ok(),
         _ => None,
     };

@@ -316,7 +316,7 @@ pub async fn dispatch(front: Arc<HttpFront>, mut rx: EdgeReceiver) {
 /// A request body, read whole within `http.body_timeout_ms` of the head and
 /// at most `http.max_body_bytes` long: a client that trickles it gets 408
 /// (JSON error) and its connection closes; a larger one gets 413.
-struct Body(web::Bytes);
+pub(crate) struct Body(pub(crate) web::Bytes);
 
 impl actix_web::FromRequest for Body {
     type Error = actix_web::Error;
@@ -726,13 +726,12 @@ pub fn start(
         return Ok((None, Vec::new()));
     }
     let data = web::Data::from(front.clone());
-    let max_body = front.cfg.max_body_bytes;
     let demo = front.demo.clone();
     let mut server = HttpServer::new(move || {
         let demo = demo.clone();
         App::new()
             .app_data(data.clone())
-            .app_data(web::PayloadConfig::new(max_body))
+            // (Bodies are read by `Body`, within the size and time limits.)
             .configure(service_routes)
             // Without the dev key the demo's routes do not exist: 404.
             .configure(move |cfg| {

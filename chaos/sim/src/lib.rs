@@ -1380,11 +1380,9 @@ impl Sim {
                     self.nodes[n].paused.remove(&s);
                     self.held_upstream(n, s, false);
                 }
-                FeedOutput::Commit(offsets) if !self.nodes[n].in_group || self.now < self.nodes[n].cut_until => {
+                FeedOutput::Commit(_) if !self.nodes[n].in_group || self.now < self.nodes[n].cut_until => {
                     // The coordinator cannot be reached, or refuses a member
                     // it no longer has; the feed commits again later.
-                    let parts: Vec<u32> = offsets.iter().map(|(s, _)| s.0).collect();
-                    parts.hash(&mut self.hasher);
                 }
                 FeedOutput::Commit(offsets) => {
                     if !self.bugs.commit_on_hand {

@@ -23,12 +23,7 @@ impl ShardState {
         if !user.sessions.contains(&session) {
             user.sessions.push(session.clone());
         }
-        fx.batch.push(session_write(
-            owner,
-            user,
-            &self.config.region,
-            record_version(self.epoch, &mut self.record_writes_made),
-        ));
+        fx.batch.push(self.records.write(owner, user));
         fx.presence_changed = user.sessions.len() == 1;
         fx.out.push(Output::Edge(EdgeEnvelope {
             edge: session.edge.clone(),
@@ -66,12 +61,7 @@ impl ShardState {
         if !user.sessions.contains(&session) {
             user.sessions.push(session.clone());
             fx.presence_changed = user.sessions.len() == 1;
-            fx.batch.push(session_write(
-                owner,
-                user,
-                &self.config.region,
-                record_version(self.epoch, &mut self.record_writes_made),
-            ));
+            fx.batch.push(self.records.write(owner, user));
         }
         if after < user.head {
             fx.out.push(Output::Read(Read::Replay {
@@ -99,12 +89,7 @@ impl ShardState {
             fx.presence_changed = true;
         }
         if user.sessions.len() != before {
-            fx.batch.push(session_write(
-                owner,
-                user,
-                &self.config.region,
-                record_version(self.epoch, &mut self.record_writes_made),
-            ));
+            fx.batch.push(self.records.write(owner, user));
         }
     }
 
@@ -143,16 +128,16 @@ impl ShardState {
     /// a busy shard never ends a live edge's sessions, and a crashed edge's
     /// users go offline one lease after the backlog clears.
     pub fn handle_timeout(&mut self, now: Millis, caught_up: Millis) -> Option<(Ticket, WriteBatch)> {
-        // A shard that is behind may no longer own its partition (a node
-        // cut off from the bus is put out of the group): it writes nothing
-        // on its own initiative until it reads its input again.
         if !self.has_claimed() {
             return None; // it may write nothing before it knows its epoch
         }
+        // A shard that is behind may no longer own its partition (a node
+        // cut off from the bus is put out of the group): it writes nothing
+        // on its own initiative until it reads its input again.
         let behind = now - caught_up > self.config.edge_lease_ms / 4;
         let mut batch = if behind { WriteBatch::default() } else { self.takeover_repair(now) };
         let mut out = Vec::new();
-        let dead = self.expired_edges(now, caught_up);
+        let dead = self.expired_edges(now, behind);
         if !dead.is_empty() {
             for edge in &dead {
                 self.leases.remove(edge);
@@ -171,9 +156,9 @@ impl ShardState {
 
     /// The edges whose lease ran out, sorted; none while the input is
     /// behind (see `handle_timeout`).
-    fn expired_edges(&mut self, now: Millis, caught_up: Millis) -> Vec<EdgeId> {
+    fn expired_edges(&mut self, now: Millis, behind: bool) -> Vec<EdgeId> {
         let lease = self.config.edge_lease_ms;
-        if now - caught_up > lease / 4 {
+        if behind {
             self.stalled_at = Some(now);
         }
         if self.stalled_at.is_some_and(|at| now - at <= lease) {
@@ -201,12 +186,7 @@ impl ShardState {
         let Some(users) = self.takeover.take() else { return batch };
         for key in users {
             if let Some(user) = self.users.get(&key) {
-                batch.push(session_write(
-                    &key,
-                    user,
-                    &self.config.region,
-                    record_version(self.epoch, &mut self.record_writes_made),
-                ));
+                batch.push(self.records.write(&key, user));
             }
         }
         batch
@@ -263,12 +243,7 @@ impl ShardState {
                 batch.push(WriteOp::Meta { user: key.clone(), meta: user.meta.clone() });
                 notify_subscribers(&key.user, user, &mut out);
             }
-            batch.push(session_write(
-                &key,
-                user,
-                &self.config.region,
-                record_version(self.epoch, &mut self.record_writes_made),
-            ));
+            batch.push(self.records.write(&key, user));
         }
         (batch, out)
     }
