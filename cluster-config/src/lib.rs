@@ -150,6 +150,30 @@ pub struct Cluster {
     /// `linger.ms`): a little latency for fewer, larger requests.
     #[serde(default = "d_linger")]
     pub linger_ms: u32,
+    /// Publish every accepted graph change and ingested event to the
+    /// topics `iris.<region>.graph` and `iris.<region>.events`, exactly
+    /// once, through each shard's outbox (ADR 0022). Unset: on with the
+    /// Redis backend, off with ScyllaDB (which keeps no outbox yet; `true`
+    /// with it is refused).
+    #[serde(default)]
+    pub log_topics: Option<bool>,
+    /// Most unpublished records one shard's outbox holds; past it, writes
+    /// with log records are refused as `unavailable` until the topics
+    /// catch up.
+    #[serde(default = "d_log_outbox_max")]
+    pub log_outbox_max: u64,
+    /// How often an idle publisher looks for new outbox records, ms (a
+    /// busy one goes on at once): the most a record waits for its topic
+    /// beyond the broker's own latency.
+    #[serde(default = "d_log_publish_interval")]
+    pub log_publish_interval_ms: u32,
+}
+
+impl Cluster {
+    /// Whether this region publishes its log topics, with `backend`.
+    pub fn publishes_logs(&self, backend: Backend) -> bool {
+        self.log_topics.unwrap_or(backend == Backend::Redis)
+    }
 }
 
 /// Certificates. Without files, a self-signed dev certificate is created in
@@ -746,6 +770,12 @@ fn d_fetch_wait() -> u32 {
 fn d_linger() -> u32 {
     0
 }
+fn d_log_outbox_max() -> u64 {
+    1_000_000
+}
+fn d_log_publish_interval() -> u32 {
+    50
+}
 fn d_session_timeout() -> u32 {
     6_000
 }
@@ -993,6 +1023,17 @@ impl Config {
             check((1..=10_000).contains(&c.fetch_wait_ms), "cluster.fetch_wait_ms", "between 1 and 10000")?;
             check(c.session_timeout_ms >= 1_000, "cluster.session_timeout_ms", "at least 1000")?;
             check(c.linger_ms <= 1_000, "cluster.linger_ms", "at most 1000")?;
+            check(
+                !(c.log_topics == Some(true) && self.storage.backend != Backend::Redis),
+                "cluster.log_topics",
+                "the log topics are published from an outbox only the redis backend keeps; set false or use redis",
+            )?;
+            check(c.log_outbox_max >= 1, "cluster.log_outbox_max", "at least 1")?;
+            check(
+                (1..=10_000).contains(&c.log_publish_interval_ms),
+                "cluster.log_publish_interval_ms",
+                "between 1 and 10000",
+            )?;
         }
         if let Some(f) = &self.federation {
             check(self.cluster.is_some(), "federation", "a federated region is a cluster: add [cluster]")?;
@@ -1168,6 +1209,28 @@ mod tests {
 
     fn cluster(extra: &str) -> Result<Config, ConfigError> {
         Config::from_toml(&format!("roles = [\"core\", \"router\"]\n{SCYLLA}{extra}"))
+    }
+
+    #[test]
+    fn log_topics_follow_the_backend_and_refuse_one_without_an_outbox() {
+        let redis = "roles = [\"core\", \"router\"]\n[cluster]\nkafka = \"k:9092\"\n\
+                     [storage]\nbackend = \"redis\"\nredis_url = \"redis://r:6379\"\n";
+        let c = Config::from_toml(redis).unwrap();
+        assert!(c.cluster.as_ref().unwrap().publishes_logs(c.storage.backend), "on by default with redis");
+        let c = cluster("").unwrap();
+        assert!(!c.cluster.as_ref().unwrap().publishes_logs(c.storage.backend), "off by default with scylla");
+        let e = Config::from_toml(&redis.replace("[storage]", "log_topics = false\n[storage]")).unwrap();
+        assert!(!e.cluster.as_ref().unwrap().publishes_logs(e.storage.backend), "turned off");
+        let e = Config::from_toml(&format!(
+            "roles = [\"core\", \"router\"]\n{}",
+            SCYLLA.replace("[storage]", "log_topics = true\n[storage]")
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cluster.log_topics"), "{e}");
+        let e =
+            Config::from_toml(&redis.replace("[storage]", "log_outbox_max = 0\n[storage]")).unwrap_err().to_string();
+        assert!(e.contains("cluster.log_outbox_max"), "{e}");
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub struct ShardsConfig {
     pub edge_lease_ms: u64,
     /// The region (recorded with where users are connected).
     pub region: String,
+    /// When set, log records also go to the shard's outbox, holding at most
+    /// this many unpublished records (a region publishing its log topics,
+    /// ADR 0022); `None`: logs only.
+    pub outbox_max: Option<u64>,
 }
 
 #[derive(Message)]
@@ -563,6 +567,10 @@ impl ShardHost {
         let lease_check_ms = cfg.edge_lease_ms / 8;
         let running = self.running.clone();
         let isolate_users = self.store.commits_fail_alone();
+        let outbox = cfg
+            .outbox_max
+            .filter(|_| self.store.keeps_outbox())
+            .map(|max| iris_storage::OutboxTarget { shard: shard.0, max });
         let origin = tick_origin(self.seed, shard, started, now);
         let clock = Arc::new(SharedInputClock::ticking(origin, now));
         let pump_clock = clock.clone();
@@ -580,7 +588,9 @@ impl ShardHost {
             held: std::collections::VecDeque::new(),
             clock,
             time,
-            commits: CommitQueue::new(COMMITS_IN_FLIGHT, MAX_COMMIT_OPS).isolating_users(isolate_users),
+            commits: CommitQueue::new(COMMITS_IN_FLIGHT, MAX_COMMIT_OPS)
+                .isolating_users(isolate_users)
+                .with_outbox(outbox),
         });
         let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
         self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(shard, sem.clone());
@@ -741,6 +751,7 @@ mod tests {
                 page_max_bytes: 1 << 16,
                 edge_lease_ms: 200,
                 region: "test".into(),
+                outbox_max: None,
             };
             let host = ShardHost::new(&cfg, store, router, iris_clock::system(), 1);
             let (tx, rx) = tokio::sync::mpsc::channel(16);

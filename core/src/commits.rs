@@ -27,7 +27,7 @@
 
 use crate::state::Ticket;
 use iris_envelope::UserKey;
-use iris_storage::{WriteBatch, WriteOp};
+use iris_storage::{OutboxTarget, WriteBatch, WriteOp};
 use std::collections::{HashMap, VecDeque};
 
 /// The writes waiting for a commit, and how many commits are running.
@@ -41,6 +41,8 @@ pub struct CommitQueue {
     isolate_users: bool,
     max_in_flight: usize,
     max_ops: usize,
+    /// The outbox every commit's log records go to as well.
+    outbox: Option<OutboxTarget>,
 }
 
 /// One store commit: the tickets it completes and their writes.
@@ -100,7 +102,14 @@ impl CommitQueue {
             isolate_users: true,
             max_in_flight: max_in_flight.max(1),
             max_ops: max_ops.max(1),
+            outbox: None,
         }
+    }
+
+    /// The same, every commit putting its log records in `outbox` too.
+    pub fn with_outbox(mut self, outbox: Option<OutboxTarget>) -> Self {
+        self.outbox = outbox;
+        self
     }
 
     /// The same, letting one user's writes run in concurrent commits when
@@ -124,7 +133,8 @@ impl CommitQueue {
         if self.in_flight >= self.max_in_flight || self.waiting.is_empty() {
             return None;
         }
-        let mut commit = Commit { tickets: Vec::new(), batch: WriteBatch::default(), started: Started::default() };
+        let batch = WriteBatch { ops: Vec::new(), outbox: self.outbox };
+        let mut commit = Commit { tickets: Vec::new(), batch, started: Started::default() };
         while let Some((_, next)) = self.waiting.front() {
             let fits = commit.batch.ops.len() + next.ops.len() <= self.max_ops;
             if !commit.tickets.is_empty() && !fits {

@@ -30,6 +30,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::time::Duration;
 
 mod federation;
+pub mod logs;
 pub use federation::{OutboundLink, RelayConfig, follow_homes, relay_in, relay_out};
 
 /// Kafka failures.

@@ -61,6 +61,22 @@ pub async fn start(
         edge_rxs.insert(e.clone(), rx);
     }
 
+    if cluster.log_topics {
+        iris_kafka::logs::ensure_log_topics(&cluster.kafka, &cfg.region, cfg.shards.shards)
+            .await
+            .context("checking the log topics")?;
+        if cluster.runs_shards {
+            let publisher = iris_kafka::logs::PublisherConfig {
+                bootstrap: cluster.kafka.clone(),
+                region: cfg.region.clone(),
+                node_id: cfg.node_id.clone(),
+                interval: cluster.log_publish_interval,
+                session_timeout_ms: cluster.session_timeout_ms,
+            };
+            tokio::spawn(iris_kafka::logs::run_log_publisher(publisher, store.clone()));
+        }
+    }
+
     let shards = if cluster.runs_shards {
         let host = Arc::new(ShardHost::new(&cfg.shards, store, router.clone(), clock.clone(), shard_seed));
         let source = KafkaSource::join(

@@ -76,6 +76,32 @@ enum HomeAction {
     },
 }
 
+/// Which log topic.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogTopic {
+    /// `iris.<region>.graph`: contact-graph changes.
+    Graph,
+    /// `iris.<region>.events`: ingested events.
+    Events,
+}
+
+#[derive(Subcommand)]
+enum LogsAction {
+    /// Print a log topic's records, one JSON object per line
+    /// (`{"seq":…,"event":{…}}`), committed records only, until stopped.
+    Tail {
+        /// The topic.
+        #[arg(long, value_enum)]
+        topic: LogTopic,
+        /// Start at the oldest record kept instead of the newest.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Print a token that a node with the same data dir (or config) accepts.
@@ -112,6 +138,11 @@ enum Command {
     Home {
         #[command(subcommand)]
         action: HomeAction,
+    },
+    /// Read the region's log topics (needs --config naming a region).
+    Logs {
+        #[command(subcommand)]
+        action: LogsAction,
     },
     /// Create or upgrade the storage schema named by --config (the scylla
     /// backend: keyspace, tables, versioned steps). Idempotent; safe to run
@@ -244,6 +275,34 @@ fn main() -> anyhow::Result<()> {
                 bail!("iris home needs --config FILE (a federated region's config)");
             }
             home(&load_config(&cli)?, action)
+        }
+        Some(Command::Logs { action: LogsAction::Tail { topic, from_beginning, limit } }) => {
+            let cfg = load_config(&cli)?;
+            let Some(cluster) = &cfg.cluster else {
+                bail!("iris logs needs --config FILE naming a region ([cluster] with its Kafka)");
+            };
+            let topics = iris_kafka::logs::LogTopics::for_region(&cfg.region);
+            let topic = match topic {
+                LogTopic::Graph => topics.graph,
+                LogTopic::Events => topics.events,
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            let mut left = limit.unwrap_or(u64::MAX);
+            if left == 0 {
+                return Ok(());
+            }
+            rt.block_on(iris_kafka::logs::tail(&cluster.kafka, &topic, *from_beginning, |value| {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                // A closed pipe (`| head`) ends the tail.
+                if writeln!(out, "{value}").and_then(|()| out.flush()).is_err() {
+                    return false;
+                }
+                left -= 1;
+                left > 0
+            }))
+            .with_context(|| format!("reading {topic}"))?;
+            Ok(())
         }
         Some(Command::DevCert) => {
             let cfg = load_config(&cli)?;

@@ -109,6 +109,10 @@ pub struct ClusterSettings {
     pub runs_shards: bool,
     /// The federation this region belongs to.
     pub federation: Option<iris_config::Federation>,
+    /// Whether the region publishes its log topics (ADR 0022).
+    pub log_topics: bool,
+    /// How often an idle log publisher looks for new records.
+    pub log_publish_interval: Duration,
 }
 
 /// How the node stops on a signal.
@@ -153,6 +157,11 @@ impl Settings {
                 page_max_bytes: l.max_page_bytes,
                 edge_lease_ms: cfg.core.edge_lease_ms,
                 region: cfg.region.clone(),
+                outbox_max: cfg
+                    .cluster
+                    .as_ref()
+                    .filter(|c| c.publishes_logs(cfg.storage.backend))
+                    .map(|c| c.log_outbox_max),
             },
             bus_queue: cfg.core.bus_queue,
             edge_id,
@@ -211,6 +220,8 @@ impl Settings {
                 linger_ms: c.linger_ms,
                 runs_shards: cfg.roles.contains(&Role::Core),
                 federation: cfg.federation.clone(),
+                log_topics: c.publishes_logs(cfg.storage.backend),
+                log_publish_interval: Duration::from_millis(c.log_publish_interval_ms.into()),
             }),
             shutdown: ShutdownSettings {
                 drain: Duration::from_millis(cfg.listen.drain_ms),

@@ -32,6 +32,66 @@ pub async fn run_all(store: &dyn Store, tenant: &str) -> Result<(), String> {
     receipts(store, tenant).await?;
     tenants_do_not_cross(store, tenant).await?;
     identities_logs_events_rollups(store, tenant).await?;
+    if store.keeps_outbox() {
+        outbox(store, tenant).await?;
+    }
+    Ok(())
+}
+
+/// Log records go to the batch's outbox in the same write, in commit
+/// order, with their log seqs; trimmed entries are gone; a full outbox
+/// refuses a batch with log records, applying nothing of it.
+async fn outbox(store: &dyn Store, tenant: &str) -> Result<(), String> {
+    let e = |e: StoreError| e.to_string();
+    // A shard of its own per run: the server may be shared.
+    let shard = 1_000_000 + (tenant.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % 1_000_000);
+    let target = OutboxTarget { shard, max: 3 };
+    let log = |kind, record: &str| WriteOp::Log { kind, tenant: tenant.into(), record: Bytes::from(record.to_owned()) };
+    let mut batch = WriteBatch { outbox: Some(target), ..WriteBatch::default() };
+    batch.push(log(LogKind::Graph, "o1"));
+    batch.push(WriteOp::Identity { user: UserKey::new(tenant, "olga"), channel: "tel:o".into() });
+    batch.push(log(LogKind::Events, "o2"));
+    store.commit(batch).await.map_err(e)?;
+    let mut quiet = WriteBatch { outbox: Some(target), ..WriteBatch::default() };
+    quiet.push(WriteOp::Identity { user: UserKey::new(tenant, "olga"), channel: "tel:p".into() });
+    store.commit(quiet).await.map_err(e)?;
+    let mut elsewhere = WriteBatch::default();
+    elsewhere.push(log(LogKind::Graph, "not-in-outbox"));
+    store.commit(elsewhere).await.map_err(e)?;
+
+    let held = store.read_outbox(shard, 0, 10).await.map_err(e)?;
+    check(held.len() == 2, "only the outbox batch's two log records are in the outbox")?;
+    check(held[0].pos < held[1].pos, "outbox positions increase in commit order")?;
+    check(held[0].kind == LogKind::Graph && held[1].kind == LogKind::Events, "entries keep their log")?;
+    check(held.iter().all(|h| &*h.tenant == tenant), "entries keep their tenant")?;
+    check(&held[0].record[..] == b"o1" && &held[1].record[..] == b"o2", "entries keep their record")?;
+    let graph = store.read_log(LogKind::Graph, tenant, 0, 1_000).await.map_err(e)?;
+    let in_log = graph.iter().find(|l| &l.record[..] == b"o1").ok_or("the record is in the log too")?;
+    check(in_log.seq == held[0].seq, "an outbox entry carries its log seq")?;
+    check(store.read_outbox(shard, held[0].pos, 10).await.map_err(e)?.len() == 1, "reads start after `after`")?;
+
+    check(store.trim_outbox(shard, held[0].pos).await.map_err(e)? == 1, "trim removes what it covers")?;
+    let left = store.read_outbox(shard, 0, 10).await.map_err(e)?;
+    check(left.len() == 1 && left[0].pos == held[1].pos, "trim keeps what follows")?;
+
+    let full = OutboxTarget { shard, max: 1 };
+    let mut refused = WriteBatch { outbox: Some(full), ..WriteBatch::default() };
+    refused.push(log(LogKind::Graph, "refused"));
+    refused.push(WriteOp::Identity { user: UserKey::new(tenant, "olga"), channel: "tel:refused".into() });
+    check(
+        matches!(store.commit(refused).await, Err(StoreError::Unavailable(_))),
+        "a full outbox refuses a batch with log records as unavailable",
+    )?;
+    let olga = store.load_user(&UserKey::new(tenant, "olga")).await.map_err(e)?;
+    check(!olga.identities.iter().any(|c| c == "tel:refused"), "nothing of a refused batch applies")?;
+    let graph = store.read_log(LogKind::Graph, tenant, 0, 1_000).await.map_err(e)?;
+    check(!graph.iter().any(|l| &l.record[..] == b"refused"), "a refused batch logs nothing")?;
+    let mut no_logs = WriteBatch { outbox: Some(full), ..WriteBatch::default() };
+    no_logs.push(WriteOp::Identity { user: UserKey::new(tenant, "olga"), channel: "tel:fine".into() });
+    store.commit(no_logs).await.map_err(e)?;
+    let after_trim = store.read_outbox(shard, 0, 10).await.map_err(e)?;
+    store.trim_outbox(shard, after_trim.last().map_or(0, |l| l.pos)).await.map_err(e)?;
+    check(store.read_outbox(shard, 0, 10).await.map_err(e)?.is_empty(), "a full trim empties the outbox")?;
     Ok(())
 }
 

@@ -141,6 +141,36 @@ pub struct LogEntry {
     pub record: Bytes,
 }
 
+/// Where a batch's log records also go: a shard's outbox, drained in
+/// order to the region's topics (`iris.<region>.graph|events`) by whoever
+/// holds the shard's outbox lease (docs/adr/0022-log-topics-from-an-outbox.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxTarget {
+    /// The shard whose outbox takes the records.
+    pub shard: u32,
+    /// The most entries that outbox may hold. A batch with log records
+    /// that finds it full fails, nothing of it applied
+    /// ([`StoreError::Unavailable`]): accepting more would let the topics
+    /// fall behind without bound.
+    pub max: u64,
+}
+
+/// A log record in a shard's outbox, waiting to be published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Position in the shard's outbox: strictly increasing in commit order,
+    /// never reused.
+    pub pos: u64,
+    /// Which log.
+    pub kind: LogKind,
+    /// The tenant.
+    pub tenant: Arc<str>,
+    /// The record's seq in the tenant's log.
+    pub seq: u64,
+    /// The record (JSON), as in the log.
+    pub record: Bytes,
+}
+
 /// Identifies an ingested event for deduplication.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EventKey {
@@ -328,6 +358,9 @@ pub enum WriteOp {
 pub struct WriteBatch {
     /// The writes, applied in order.
     pub ops: Vec<WriteOp>,
+    /// Whose outbox the batch's log records go to as well, in the same
+    /// atomic write ([`Store::keeps_outbox`]); `None`: only to the logs.
+    pub outbox: Option<OutboxTarget>,
 }
 
 impl WriteBatch {
@@ -417,6 +450,22 @@ pub trait Store: Send + Sync + 'static {
     /// ScyllaDB yet, ADR 0021).
     fn fences_session_records(&self) -> bool {
         false
+    }
+    /// Whether [`WriteBatch::outbox`] is honoured: the batch's log records
+    /// are put in the shard's outbox in the same atomic write (Redis and
+    /// the memory store). Others ignore it.
+    fn keeps_outbox(&self) -> bool {
+        false
+    }
+    /// Reads a shard's outbox after position `after`, at most `limit`
+    /// entries, in position order.
+    async fn read_outbox(&self, _shard: u32, _after: u64, _limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        Err(StoreError::Backend("this backend keeps no outbox".into()))
+    }
+    /// Removes a shard's outbox entries up to and including `upto` (they
+    /// are published). Returns how many went.
+    async fn trim_outbox(&self, _shard: u32, _upto: u64) -> Result<u64, StoreError> {
+        Err(StoreError::Backend("this backend keeps no outbox".into()))
     }
     /// Finishes queued writes and releases the backend.
     async fn close(&self) {}

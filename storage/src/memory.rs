@@ -78,6 +78,8 @@ struct State {
     rollups: BTreeMap<RollupKey, u64>,
     sessions: BTreeMap<UserKey, (SessionRecord, u64)>,
     claims: BTreeMap<u32, u64>,
+    /// Per shard: the last outbox position handed out, and the entries.
+    outboxes: BTreeMap<u32, (u64, BTreeMap<u64, OutboxEntry>)>,
     /// Commits that applied.
     commits: u64,
     /// Commits still to fail.
@@ -265,7 +267,22 @@ impl MemoryStore {
             return Err(StoreError::Unavailable("injected commit failure".into()));
         }
         s.check_seqs(&batch)?;
+        let logs = batch.ops.iter().any(|op| matches!(op, WriteOp::Log { .. }));
+        if let Some(target) = batch.outbox.filter(|_| logs) {
+            let held = s.outboxes.get(&target.shard).map_or(0, |(_, entries)| entries.len() as u64);
+            if held >= target.max {
+                return Err(StoreError::Unavailable(format!("outbox of shard {} is full", target.shard).into()));
+            }
+        }
         for op in batch.ops {
+            if let (Some(target), WriteOp::Log { kind, tenant, record }) = (batch.outbox, &op) {
+                let seq = s.log_head + 1;
+                let (head, entries) = s.outboxes.entry(target.shard).or_default();
+                *head += 1;
+                let entry =
+                    OutboxEntry { pos: *head, kind: *kind, tenant: tenant.clone(), seq, record: record.clone() };
+                entries.insert(*head, entry);
+            }
             s.apply(op);
         }
         s.commits += 1;
@@ -377,6 +394,25 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn keeps_outbox(&self) -> bool {
+        true
+    }
+
+    async fn read_outbox(&self, shard: u32, after: u64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let s = self.state();
+        let Some((_, entries)) = s.outboxes.get(&shard) else { return Ok(Vec::new()) };
+        Ok(entries.range(after.saturating_add(1)..).take(limit).map(|(_, e)| e.clone()).collect())
+    }
+
+    async fn trim_outbox(&self, shard: u32, upto: u64) -> Result<u64, StoreError> {
+        let mut s = self.state();
+        let Some((_, entries)) = s.outboxes.get_mut(&shard) else { return Ok(0) };
+        let kept = entries.split_off(&upto.saturating_add(1));
+        let gone = entries.len() as u64;
+        *entries = kept;
+        Ok(gone)
+    }
+
     async fn rollups(
         &self,
         tenant: &str,
@@ -448,6 +484,11 @@ mod tests {
             now(store.rollups(t, None, i64::MIN, i64::MAX)),
             dedup_keys,
         )
+    }
+
+    #[test]
+    fn memory_store_passes_the_contract() {
+        now(crate::contract::run_all(&MemoryStore::default(), "contract")).unwrap();
     }
 
     #[test]
@@ -780,7 +821,7 @@ mod tests {
                     let what = format!("step {i}: {step:?}");
                     match step {
                         Step::Commit(ops) => {
-                            let batch = WriteBatch { ops };
+                            let batch = WriteBatch { ops, outbox: None };
                             let e = block_on(embedded.commit(batch.clone()));
                             let m = now(memory.commit(batch));
                             prop_assert_eq!(format!("{e:?}"), format!("{m:?}"), "commit at {}", what);

@@ -15,6 +15,7 @@
 //! | `log\0K\0T` / `logseq\0K\0T` | sorted set / counter | a tenant's log |
 //! | `event\0T\0S\0KEY` | string, TTL | an ingested event's idempotency key |
 //! | `rollup\0T\0TYPE` / `rolluptypes\0T` | hash / set | hourly counters |
+//! | `outbox\0SHARD` / `outboxpos\0SHARD` | sorted set / counter | log records to publish (ADR 0022) |
 //!
 //! A batch is one Lua script: it applies atomically, nothing interleaves. Durability is Redis's own (AOF `appendfsync always` for `accepted`
 //! to mean "on disk"; see docs/operations.md).
@@ -76,10 +77,48 @@ fn log_kind(kind: LogKind) -> &'static [u8] {
     }
 }
 
+/// The byte an outbox entry names its log by.
+fn kind_byte(kind: LogKind) -> u8 {
+    match kind {
+        LogKind::Graph => b'g',
+        LogKind::Events => b'e',
+    }
+}
+
+fn outbox_key(shard: u32) -> Key {
+    key(&[b"outbox", shard.to_string().as_bytes()])
+}
+
+fn outbox_pos_key(shard: u32) -> Key {
+    key(&[b"outboxpos", shard.to_string().as_bytes()])
+}
+
+/// Reads an outbox member: position, kind, seq, tenant, NUL, record.
+fn parse_outbox(m: &Bytes) -> Result<OutboxEntry, StoreError> {
+    let bad = || StoreError::Corrupt("outbox entry");
+    let u64_at = |at: usize| -> Result<u64, StoreError> {
+        Ok(u64::from_be_bytes(m.get(at..at + 8).ok_or_else(bad)?.try_into().map_err(|_| bad())?))
+    };
+    let pos = u64_at(0)?;
+    let kind = match m.get(8) {
+        Some(b'g') => LogKind::Graph,
+        Some(b'e') => LogKind::Events,
+        _ => return Err(bad()),
+    };
+    let seq = u64_at(9)?;
+    let rest = m.get(17..).ok_or_else(bad)?;
+    let nul = rest.iter().position(|b| *b == 0).ok_or_else(bad)?;
+    let tenant = std::str::from_utf8(&rest[..nul]).map_err(|_| bad())?;
+    Ok(OutboxEntry { pos, kind, tenant: tenant.into(), seq, record: m.slice(17 + nul + 1..) })
+}
+
 fn err(e: fred::error::Error) -> StoreError {
     use fred::error::ErrorKind as K;
     if e.details().contains("CONFLICT") {
         return StoreError::Conflict(e.details().into());
+    }
+    if e.details().contains("OUTBOXFULL") {
+        return StoreError::Unavailable(e.details().into());
     }
     match e.kind() {
         K::IO | K::Timeout | K::Canceled | K::Backpressure => StoreError::Unavailable(e.to_string().into()),
@@ -89,18 +128,26 @@ fn err(e: fred::error::Error) -> StoreError {
 
 /// Applies a whole batch atomically (a Lua script runs without anything
 /// interleaving). First the count of seq checks and the count of session
-/// records; then for each inbox append its key, seq and the index of its
-/// message among the arguments; a seq holding another message fails the
-/// script before any write (`CONFLICT`). Then the ops, each a name and its
-/// arguments; `log` appends to a tenant's log under the next seq, so log
-/// order is commit order. Last the session records, each checked against
-/// its stored version before any write (an older one: `CONFLICT`, ADR
-/// 0021). Keys are passed as arguments: this targets a single Redis, not
-/// Redis Cluster.
+/// records, then the outbox's key (empty for none), its position counter
+/// and its bound (0: the batch has no log record, nothing to check); a
+/// full outbox fails the script before any write (`OUTBOXFULL`). Then for
+/// each inbox append its key, seq and the index of its message among the
+/// arguments; a seq holding another message fails the script before any
+/// write (`CONFLICT`). Then the ops, each a name and its arguments; `log`
+/// appends to a tenant's log under the next seq, so log order is commit
+/// order, and with an outbox puts the record in the shard's outbox too,
+/// under its next position. Last the session records, each checked
+/// against its stored version before any write (an older one: `CONFLICT`,
+/// ADR 0021). Keys are passed as arguments: this targets a single Redis,
+/// not Redis Cluster.
 const APPLY_BATCH: &str = r"
 local checks = tonumber(ARGV[1])
 local sessions = tonumber(ARGV[2])
-local i = 3
+local outbox, outboxpos, outboxmax = ARGV[3], ARGV[4], tonumber(ARGV[5])
+if outbox ~= '' and outboxmax > 0 and redis.call('ZCARD', outbox) >= outboxmax then
+  return redis.error_reply('OUTBOXFULL the outbox holds ' .. outboxmax .. ' unpublished records')
+end
+local i = 6
 for c = 1, checks do
   local held = redis.call('ZRANGEBYSCORE', ARGV[i], ARGV[i+1], ARGV[i+1])
   local mine = ARGV[tonumber(ARGV[i+2])]
@@ -131,7 +178,13 @@ while i <= n do
   elseif op == 'hincrby' then redis.call('HINCRBY', ARGV[i+1], ARGV[i+2], ARGV[i+3]); i = i + 4
   elseif op == 'log' then
     local s = redis.call('INCR', ARGV[i+1])
-    redis.call('ZADD', ARGV[i+2], s, struct.pack('>I8', s) .. ARGV[i+3]); i = i + 4
+    redis.call('ZADD', ARGV[i+2], s, struct.pack('>I8', s) .. ARGV[i+5])
+    if outbox ~= '' then
+      -- position, kind, seq, tenant, NUL, record
+      local p = redis.call('INCR', outboxpos)
+      redis.call('ZADD', outbox, p, struct.pack('>I8', p) .. ARGV[i+3] .. struct.pack('>I8', s) .. ARGV[i+4] .. '\0' .. ARGV[i+5])
+    end
+    i = i + 6
   else return redis.error_reply('unknown op ' .. tostring(op)) end
 end
 for j = n + 1, #ARGV, 5 do
@@ -283,9 +336,11 @@ impl Store for RedisStore {
         // The checks come first; each names its message by argument index
         // (Lua counts from 1), which is known once the ops are laid out.
         let mut checks: Vec<(Key, InboxSeq, usize)> = Vec::with_capacity(appends);
-        let first_op = 3 + 3 * appends;
+        let first_op = 6 + 3 * appends;
         let mut sessions: Vec<Value> = Vec::new();
         let mut args: Vec<Value> = Vec::with_capacity(batch.ops.len() * 4);
+        let mut logs = false;
+        let outbox = batch.outbox;
         let push = |args: &mut Vec<Value>, parts: Vec<Value>| args.extend(parts);
         let b = |v: Vec<u8>| Value::Bytes(Bytes::from(v));
         let k = |key: Key| Value::Bytes(key.into_bytes());
@@ -327,15 +382,20 @@ impl Store for RedisStore {
                         push(&mut args, vec!["hdel".into(), k(user("receipts", &u)), id.to_string().into()]);
                     }
                 }
-                WriteOp::Log { kind, tenant, record } => push(
-                    &mut args,
-                    vec![
-                        "log".into(),
-                        k(key(&[b"logseq", log_kind(kind), tenant.as_bytes()])),
-                        k(key(&[b"log", log_kind(kind), tenant.as_bytes()])),
-                        Value::Bytes(record),
-                    ],
-                ),
+                WriteOp::Log { kind, tenant, record } => {
+                    logs = true;
+                    push(
+                        &mut args,
+                        vec![
+                            "log".into(),
+                            k(key(&[b"logseq", log_kind(kind), tenant.as_bytes()])),
+                            k(key(&[b"log", log_kind(kind), tenant.as_bytes()])),
+                            b(vec![kind_byte(kind)]),
+                            tenant.to_string().into(),
+                            Value::Bytes(record),
+                        ],
+                    )
+                }
                 WriteOp::EventSeen { key: e, ts: _ } => {
                     let ek = key(&[b"event", e.tenant.as_bytes(), e.stream.as_bytes(), e.key.as_bytes()]);
                     push(&mut args, vec!["setex".into(), k(ek), "1".into(), ttl.clone()])
@@ -372,6 +432,14 @@ impl Store for RedisStore {
         let mut all: Vec<Value> = Vec::with_capacity(2 + 3 * checks.len() + args.len() + sessions.len());
         all.push(checks.len().to_string().into());
         all.push((sessions.len() / 5).to_string().into());
+        match outbox {
+            Some(target) => all.extend([
+                k(outbox_key(target.shard)),
+                k(outbox_pos_key(target.shard)),
+                (if logs { target.max.max(1) } else { 0 }).to_string().into(),
+            ]),
+            None => all.extend(["".into(), "".into(), "0".into()]),
+        }
         for (key, seq, index) in checks {
             all.extend([k(key), seq.to_string().into(), index.to_string().into()]);
         }
@@ -423,6 +491,24 @@ impl Store for RedisStore {
                 Ok(LogEntry { seq, record: r.slice(8..) })
             })
             .collect()
+    }
+
+    fn keeps_outbox(&self) -> bool {
+        true
+    }
+
+    async fn read_outbox(&self, shard: u32, after: u64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let min = format!("({after}");
+        let rows: Vec<Bytes> = self
+            .client
+            .zrangebyscore(outbox_key(shard), min.as_str(), "+inf", false, Some((0, limit as i64)))
+            .await
+            .map_err(err)?;
+        rows.iter().map(parse_outbox).collect()
+    }
+
+    async fn trim_outbox(&self, shard: u32, upto: u64) -> Result<u64, StoreError> {
+        self.client.zremrangebyscore(outbox_key(shard), "-inf", upto as f64).await.map_err(err)
     }
 
     async fn rollups(

@@ -1,0 +1,259 @@
+//! The region's log topics (ADR 0022): a core node and an API node as
+//! separate processes on Apache Kafka and Redis (as scripts/test starts
+//! them). Graph changes and ingested events go in through the service API
+//! while the core node is killed with -9 and restarted; then the topics
+//! must hold exactly the records of the logs (every accepted change once,
+//! nothing else), the example consumer must rebuild the graph from them,
+//! and `iris logs tail` must print them.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run scripts/test, which starts Redis and Apache Kafka"))
+}
+
+/// The token key both nodes share.
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+fn config(node_id: &str, region: &str, roles: &str, http: bool) -> String {
+    format!(
+        "node_id = \"{node_id}\"\nregion = \"{region}\"\nroles = [{roles}]\n\
+         [listen]\nws = \"127.0.0.1:0\"\nquic = \"off\"\nhttp = \"{}\"\nmetrics = \"off\"\n\
+         [storage]\nbackend = \"redis\"\nredis_url = \"{}\"\n\
+         [core]\nedge_lease_ms = 1500\nshards = 8\n\
+         [http]\nrequest_timeout_ms = 3000\n\
+         [cluster]\nkafka = \"{}\"\nsession_timeout_ms = 3000\nlog_publish_interval_ms = 20\n",
+        if http { "127.0.0.1:0" } else { "off" },
+        env("IRIS_TEST_REDIS"),
+        env("IRIS_TEST_KAFKA"),
+    )
+}
+
+fn prepare(dir: &Path, text: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("auth")).unwrap();
+    std::fs::write(dir.join("auth/dev-hs256.key"), KEY).unwrap();
+    let path = dir.join("test.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Every entry of a log over HTTP, as (seq, record).
+async fn http_log(api: &Node, path: &str, tenant: &str) -> Vec<(u64, serde_json::Value)> {
+    let tok = format!("Bearer {}", api.service_token(tenant));
+    let mut out = Vec::new();
+    let mut after = 0u64;
+    loop {
+        let url = api.api(&format!("{path}?after={after}&limit=1000"));
+        let (s, _, b) = http("GET", &url, &[("authorization", &tok)], None).await;
+        assert_eq!(s, 200, "{b}");
+        let page = b["events"].as_array().unwrap().clone();
+        if page.is_empty() {
+            return out;
+        }
+        for e in page {
+            out.push((e["seq"].as_u64().unwrap(), e["event"].clone()));
+        }
+        after = b["next"].as_u64().unwrap();
+    }
+}
+
+/// Every record of a log topic of `tenant`, as (seq, record), in the
+/// order read.
+async fn topic_log(topic: &str, tenant: &str) -> Vec<(u64, serde_json::Value)> {
+    let mut out = Vec::new();
+    iris_kafka::logs::read_to_end(&env("IRIS_TEST_KAFKA"), topic, |value| {
+        let v: serde_json::Value = serde_json::from_str(value).unwrap();
+        if v["event"]["tenant"] == tenant {
+            out.push((v["seq"].as_u64().unwrap(), v["event"].clone()));
+        }
+    })
+    .await
+    .unwrap();
+    out
+}
+
+/// The topic's records of `tenant`, once they are the log's: sorted by
+/// seq, compared whole, duplicates included.
+async fn topic_matches_log(api: &Node, topic: &str, path: &str, tenant: &str) -> Vec<(u64, serde_json::Value)> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = http_log(api, path, tenant).await;
+        let mut on_topic = topic_log(topic, tenant).await;
+        on_topic.sort_by_key(|(seq, _)| *seq);
+        if on_topic == log {
+            return log;
+        }
+        let seqs = |l: &[(u64, serde_json::Value)]| l.iter().map(|(s, _)| *s).collect::<Vec<_>>();
+        assert!(
+            Instant::now() < deadline,
+            "{topic} never held exactly the log's records:\n topic {:?}\n log   {:?}",
+            seqs(&on_topic),
+            seqs(&log)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The contact list owner `o` is given in round `r`.
+fn list(o: usize, r: usize) -> serde_json::Value {
+    let circle = if r % 2 == 0 { "contacts" } else { "work" };
+    json!(
+        (0..(r % 4 + 1))
+            .map(|c| json!({"user": format!("c{}", (o + c + r) % 7), "circle": circle}))
+            .collect::<Vec<_>>()
+    )
+}
+
+const OWNERS: usize = 10;
+const ROUNDS: usize = 6;
+const BATCHES: usize = 12;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topics_carry_exactly_the_accepted_records_across_a_core_killed_mid_load() {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let (region, tenant) = (format!("r{n}"), format!("t{n}"));
+    let (core_dir, api_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let core_cfg = config("core-1", &region, "\"core\", \"router\"", false);
+    let api_cfg = config("api-1", &region, "\"edge\", \"router\"", true);
+    prepare(core_dir.path(), &core_cfg);
+    let api_config_path = prepare(api_dir.path(), &api_cfg);
+    let mut core = start_in(core_dir.path(), &core_cfg);
+    let api = Arc::new(start_in(api_dir.path(), &api_cfg));
+    let key = api.api_key(&tenant);
+
+    // The load: every owner's contact list set round after round, and
+    // batches of events, each retried until answered 200/202.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (api, tenant, accepted, key) = (api.clone(), tenant.clone(), accepted.clone(), key.clone());
+        tokio::spawn(async move {
+            let tok = format!("Bearer {}", api.service_token(&tenant));
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut keys = Vec::new();
+            for r in 0..ROUNDS.max(BATCHES) {
+                for o in 0..OWNERS {
+                    if r >= ROUNDS {
+                        break;
+                    }
+                    let url = api.api(&format!("/v1/contacts/u{o}"));
+                    loop {
+                        let (s, _, b) =
+                            http("PUT", &url, &[("authorization", &tok)], Some(&json!({"contacts": list(o, r)}))).await;
+                        if s == 200 {
+                            break;
+                        }
+                        // Unavailable, or no answer in time (the core is
+                        // down, or a fresh region's reply topic was not
+                        // read yet): the list may have been applied;
+                        // setting it again is safe.
+                        assert!(s == 503 || s == 504, "{s} {b}");
+                        assert!(Instant::now() < deadline, "the region never took owner u{o}'s list: {b}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                }
+                if r < BATCHES {
+                    let batch: Vec<serde_json::Value> = (0..5)
+                        .map(|i| json!({"type": "click", "idempotency_key": format!("k{r}-{i}"), "stream": format!("s{}", i % 3)}))
+                        .collect();
+                    keys.extend((0..5).map(|i| format!("k{r}-{i}")));
+                    loop {
+                        let (s, _, b) = http(
+                            "POST",
+                            &api.api("/v1/events"),
+                            &[("x-api-key", &key)],
+                            Some(&json!({ "events": batch })),
+                        )
+                        .await;
+                        if s == 202 || s == 200 {
+                            break;
+                        }
+                        // Retried with the same keys: deduplicated.
+                        assert!(s == 503 || s == 504, "{s} {b}");
+                        assert!(Instant::now() < deadline, "the region never took event batch {r}: {b}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            keys
+        })
+    };
+    // Mid-load, the core node dies without a goodbye and comes back.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while accepted.load(Ordering::Relaxed) < 15 {
+        assert!(Instant::now() < deadline, "the load never got going");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    core.kill9();
+    let dir = core_dir.path().to_path_buf();
+    let cfg = core_cfg.clone();
+    core = tokio::task::spawn_blocking(move || start_in(&dir, &cfg)).await.unwrap();
+    let keys = load.await.unwrap();
+
+    let topics = iris_kafka::logs::LogTopics::for_region(&region);
+    let graph = topic_matches_log(&api, &topics.graph, "/v1/graph/events", &tenant).await;
+    let events = topic_matches_log(&api, &topics.events, "/v1/events/log", &tenant).await;
+
+    // Every accepted event once (the log is the topic, checked above).
+    let mut logged: Vec<String> = events.iter().map(|(_, e)| e["key"].as_str().unwrap().to_owned()).collect();
+    logged.sort();
+    let mut sent = keys.clone();
+    sent.sort();
+    assert_eq!(logged, sent, "each accepted event is on the topic once");
+
+    // The example consumer rebuilds the graph the service API was given.
+    let rebuilt = iris_example_graph_consumer::rebuild(&env("IRIS_TEST_KAFKA"), &region, &tenant).await.unwrap();
+    assert_eq!(rebuilt.records as usize, graph.len());
+    for o in 0..OWNERS {
+        let want: BTreeMap<String, String> = list(o, ROUNDS - 1)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["user"].as_str().unwrap().to_owned(), c["circle"].as_str().unwrap().to_owned()))
+            .collect();
+        let got: BTreeMap<String, String> = rebuilt
+            .contacts
+            .get(&format!("u{o}"))
+            .map(|cs| cs.iter().map(|(c, s)| (c.clone(), s.circle.clone())).collect())
+            .unwrap_or_default();
+        assert_eq!(got, want, "owner u{o}'s contacts as rebuilt from the topic");
+    }
+    let mut from_http = iris_example_graph_consumer::Graph::default();
+    for (seq, e) in &graph {
+        from_http.fold(&tenant, &json!({"seq": seq, "event": e}).to_string()).unwrap();
+    }
+    assert_eq!(rebuilt, from_http, "the topic's graph is the service API's");
+
+    // An operator sees the stream.
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin())
+            .args(["logs", "tail", "--topic", "events", "--from-beginning", "--limit"])
+            .arg(keys.len().to_string())
+            .arg("--config")
+            .arg(&api_config_path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut printed: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"].as_u64().unwrap())
+        .collect();
+    printed.sort();
+    assert_eq!(printed, events.iter().map(|(s, _)| *s).collect::<Vec<_>>(), "iris logs tail prints the records");
+    drop(core);
+}
