@@ -1,8 +1,9 @@
 //! Ingestion API keys: random secrets handed to an app's backend, stored
-//! only as SHA-256 hashes, one file per key under `data_dir/api-keys/`
-//! (files, so that `iris api-key create|revoke` works while a node runs).
-//! A node caches lookups for a few seconds: a revoked key stops working
-//! within that time.
+//! only as SHA-256 hashes: in a region's shared store when it keeps them
+//! (Redis), so that every node knows every key, or else one file per key
+//! under `data_dir/api-keys/` (files, so that `iris api-key create|revoke`
+//! works while a node runs). A node caches lookups for [`CACHE_MS`]: a
+//! revoked key stops working on every node within that time.
 
 use crate::AuthError;
 use base64::Engine;
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// How long a lookup is trusted.
-const CACHE_MS: i64 = 2_000;
+pub const CACHE_MS: i64 = 2_000;
 /// Most cached lookups (hits and misses); beyond, the cache starts over.
 const CACHE_MAX: usize = 10_000;
 /// Prefix of every key (tells keys apart from JWTs in `Authorization`).
@@ -31,12 +32,31 @@ pub fn api_key_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("api-keys")
 }
 
-/// Creates a key for `tenant`; returns the key (shown once) and its id.
-pub fn create_api_key(dir: &Path, tenant: &str) -> Result<(String, String), AuthError> {
+/// A new random key and the hex SHA-256 hash it is stored under (its id
+/// is the hash's first 16 characters).
+pub fn new_api_key() -> (String, String) {
     let mut secret = [0u8; 32];
     rand::fill(&mut secret);
     let key = format!("{KEY_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
     let hash = hash_hex(&key);
+    (key, hash)
+}
+
+/// The hash a presented key is stored under, if it looks like a key.
+pub fn key_hash(key: &str) -> Option<String> {
+    (key.starts_with(KEY_PREFIX) && key.len() <= 128).then(|| hash_hex(key))
+}
+
+/// What `revoke` names a key by: the id (a prefix of the hash, at least 16
+/// hex characters), or the key itself (hashed here). `None`: neither.
+pub fn revoke_prefix(id_or_key: &str) -> Option<String> {
+    let prefix = if id_or_key.starts_with(KEY_PREFIX) { hash_hex(id_or_key) } else { id_or_key.to_ascii_lowercase() };
+    (prefix.len() >= 16 && prefix.len() <= 64 && prefix.bytes().all(|b| b.is_ascii_hexdigit())).then_some(prefix)
+}
+
+/// Creates a key for `tenant`; returns the key (shown once) and its id.
+pub fn create_api_key(dir: &Path, tenant: &str) -> Result<(String, String), AuthError> {
+    let (key, hash) = new_api_key();
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let path = dir.join(&hash);
     std::fs::write(&path, format!("{tenant}\n")).map_err(io_err(&path))?;
@@ -46,10 +66,7 @@ pub fn create_api_key(dir: &Path, tenant: &str) -> Result<(String, String), Auth
 /// Revokes the key of `tenant` whose id (or full key) is given. Returns
 /// whether a key was revoked.
 pub fn revoke_api_key(dir: &Path, tenant: &str, id_or_key: &str) -> Result<bool, AuthError> {
-    let prefix = if id_or_key.starts_with(KEY_PREFIX) { hash_hex(id_or_key) } else { id_or_key.to_owned() };
-    if prefix.len() < 16 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(false);
-    }
+    let Some(prefix) = revoke_prefix(id_or_key) else { return Ok(false) };
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -82,24 +99,32 @@ impl ApiKeys {
         Self { dir, cache: Mutex::new(HashMap::new()) }
     }
 
-    /// The tenant a key belongs to, if it is a live key.
+    /// The tenant a key belongs to, if it is a live key (looked up in the
+    /// key files).
     pub fn tenant_of(&self, key: &str, now_ms: i64) -> Option<String> {
-        if !key.starts_with(KEY_PREFIX) || key.len() > 128 {
-            return None;
-        }
-        let hash = hash_hex(key);
-        if let Some((tenant, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&hash) {
-            if now_ms - at < CACHE_MS {
-                return tenant.clone();
-            }
+        let hash = key_hash(key)?;
+        if let Some(hit) = self.cached(&hash, now_ms) {
+            return hit;
         }
         let tenant = std::fs::read_to_string(self.dir.join(&hash)).ok().map(|t| t.trim_end().to_owned());
+        self.remember(hash, tenant.clone(), now_ms);
+        tenant
+    }
+
+    /// A lookup of `hash` still trusted at `now_ms`: `Some(None)` is a
+    /// remembered miss.
+    pub fn cached(&self, hash: &str, now_ms: i64) -> Option<Option<String>> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(hash).filter(|(_, at)| now_ms - at < CACHE_MS).map(|(tenant, _)| tenant.clone())
+    }
+
+    /// Remembers a lookup made elsewhere (the shared store) at `now_ms`.
+    pub fn remember(&self, hash: String, tenant: Option<String>, now_ms: i64) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_MAX {
             cache.clear();
         }
-        cache.insert(hash, (tenant.clone(), now_ms));
-        tenant
+        cache.insert(hash, (tenant, now_ms));
     }
 }
 

@@ -567,10 +567,10 @@ impl ShardHost {
         let lease_check_ms = cfg.edge_lease_ms / 8;
         let running = self.running.clone();
         let isolate_users = self.store.commits_fail_alone();
-        let outbox = cfg
-            .outbox_max
-            .filter(|_| self.store.keeps_outbox())
-            .map(|max| iris_storage::OutboxTarget { shard: shard.0, max });
+        let outbox = cfg.outbox_max.filter(|_| self.store.keeps_outbox()).map(|max| iris_storage::OutboxTarget {
+            id: iris_storage::OutboxId { region: cfg.region.as_str().into(), shard: shard.0 },
+            max,
+        });
         let origin = tick_origin(self.seed, shard, started, now);
         let clock = Arc::new(SharedInputClock::ticking(origin, now));
         let pump_clock = clock.clone();

@@ -133,7 +133,7 @@ impl CommitQueue {
         if self.in_flight >= self.max_in_flight || self.waiting.is_empty() {
             return None;
         }
-        let batch = WriteBatch { ops: Vec::new(), outbox: self.outbox };
+        let batch = WriteBatch { ops: Vec::new(), outbox: self.outbox.clone() };
         let mut commit = Commit { tickets: Vec::new(), batch, started: Started::default() };
         while let Some((_, next)) = self.waiting.front() {
             let fits = commit.batch.ops.len() + next.ops.len() <= self.max_ops;

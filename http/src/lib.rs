@@ -15,7 +15,7 @@ pub mod validate;
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use dashmap::DashMap;
-use iris_auth::apikeys::{ApiKeys, KEY_PREFIX};
+use iris_auth::apikeys::{ApiKeys, KEY_PREFIX, key_hash};
 use iris_auth::budget::TenantBudget;
 use iris_auth::guard::AuthGuard;
 use iris_auth::{KeyStore, SERVICE_SCOPE, valid_name};
@@ -183,14 +183,16 @@ impl HttpFront {
     }
 
     /// The tenant of an API key (`X-Api-Key`, or `Authorization: Bearer iris_…`).
-    fn api_key(&self, req: &HttpRequest) -> Result<Tenant, Failure> {
-        self.guarded(req, || self.check_api_key(req))
+    async fn api_key(&self, req: &HttpRequest) -> Result<Tenant, Failure> {
+        let found = self.look_up_api_key(req).await?;
+        self.guarded(req, || self.check_api_key(found))
     }
 
     /// The tenant of an API key, or else of a service token (analytics).
-    fn api_key_or_service(&self, req: &HttpRequest) -> Result<Tenant, Failure> {
+    async fn api_key_or_service(&self, req: &HttpRequest) -> Result<Tenant, Failure> {
+        let found = self.look_up_api_key(req).await?;
         self.guarded(req, || {
-            self.check_api_key(req).or_else(|key| {
+            self.check_api_key(found).or_else(|key| {
                 // A refused key is the answer (and counted) when no token was sent.
                 self.check_service(req)
                     .map_err(|token| if key.bad_credential && !token.bad_credential { key } else { token })
@@ -203,26 +205,31 @@ impl HttpFront {
     /// a credential presented and refused against the address. A missing
     /// credential costs nothing to refuse and is not counted.
     fn guarded(&self, req: &HttpRequest, check: impl FnOnce() -> Result<Tenant, Failure>) -> Result<Tenant, Failure> {
-        let now = self.now_ms();
-        let addr = req.peer_addr().map(|a| a.ip());
-        if let Some(ip) = addr
-            && !self.guard.allowed(ip, now)
-        {
-            metrics::counter!("iris_http_auth_throttled_total").increment(1);
-            return Err(Failure {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                message: "too many failed authentications from this address; retry later".into(),
-                retry_after_secs: Some(AUTH_WINDOW_MS as u64 / 1_000),
-                bad_credential: false,
-            });
+        if let Some(throttled) = self.throttled(req) {
+            return Err(throttled);
         }
         let result = check();
-        if let (Err(f), Some(ip)) = (&result, addr)
+        if let (Err(f), Some(ip)) = (&result, req.peer_addr().map(|a| a.ip()))
             && f.bad_credential
         {
-            self.guard.failed(ip, now);
+            self.guard.failed(ip, self.now_ms());
         }
         result
+    }
+
+    /// The 429 for an address that failed too often this minute.
+    fn throttled(&self, req: &HttpRequest) -> Option<Failure> {
+        let ip = req.peer_addr().map(|a| a.ip())?;
+        if self.guard.allowed(ip, self.now_ms()) {
+            return None;
+        }
+        metrics::counter!("iris_http_auth_throttled_total").increment(1);
+        Some(Failure {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: "too many failed authentications from this address; retry later".into(),
+            retry_after_secs: Some(AUTH_WINDOW_MS as u64 / 1_000),
+            bad_credential: false,
+        })
     }
 
     fn check_service(&self, req: &HttpRequest) -> Result<Tenant, Failure> {
@@ -234,13 +241,43 @@ impl HttpFront {
         Ok(id.tenant.into())
     }
 
-    fn check_api_key(&self, req: &HttpRequest) -> Result<Tenant, Failure> {
+    /// The API key a request presents, if any.
+    fn presented_key<'r>(&self, req: &'r HttpRequest) -> Option<&'r str> {
         let header = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
-        let key = header.or_else(|| bearer(req).filter(|b| b.starts_with(KEY_PREFIX)));
-        let key = key.ok_or_else(|| Failure::new(StatusCode::UNAUTHORIZED, "an API key is required"))?;
-        match self.api_keys.tenant_of(key, self.now_ms()) {
-            Some(t) => Ok(t.into()),
-            None => Err(Failure::bad_credential("invalid API key")),
+        header.or_else(|| bearer(req).filter(|b| b.starts_with(KEY_PREFIX)))
+    }
+
+    /// Looks the presented key up: in the key files, or (a store that keeps
+    /// them, shared by the region) in the store, through the same cache.
+    /// `None` inside: no key presented. An address being throttled gets no
+    /// lookup (its check answers 429 unread).
+    async fn look_up_api_key(&self, req: &HttpRequest) -> Result<Option<Option<String>>, Failure> {
+        let Some(key) = self.presented_key(req) else { return Ok(None) };
+        if self.throttled(req).is_some() {
+            return Ok(Some(None));
+        }
+        let now = self.now_ms();
+        if !self.store.keeps_api_keys() {
+            return Ok(Some(self.api_keys.tenant_of(key, now)));
+        }
+        let Some(hash) = key_hash(key) else { return Ok(Some(None)) };
+        if let Some(hit) = self.api_keys.cached(&hash, now) {
+            return Ok(Some(hit));
+        }
+        let tenant = self
+            .store
+            .api_key_tenant(&hash)
+            .await
+            .map_err(|e| Failure::new(StatusCode::SERVICE_UNAVAILABLE, format!("API keys unavailable: {e}")))?;
+        self.api_keys.remember(hash, tenant.clone(), now);
+        Ok(Some(tenant))
+    }
+
+    fn check_api_key(&self, found: Option<Option<String>>) -> Result<Tenant, Failure> {
+        match found {
+            None => Err(Failure::new(StatusCode::UNAUTHORIZED, "an API key is required")),
+            Some(Some(t)) => Ok(t.into()),
+            Some(None) => Err(Failure::bad_credential("invalid API key")),
         }
     }
 
@@ -493,7 +530,7 @@ async fn get_events_log(front: web::Data<HttpFront>, req: HttpRequest, q: web::Q
 
 async fn post_events(front: web::Data<HttpFront>, req: HttpRequest, body: Body) -> HttpResponse {
     let work = async {
-        let tenant = front.api_key(&req)?;
+        let tenant = front.api_key(&req).await?;
         let batch: validate::Batch = parse(&body.0)?;
         let limits = &front.cfg.ingest;
         if batch.events.is_empty() || batch.events.len() > limits.max_batch {
@@ -568,7 +605,7 @@ const MAX_ANALYTICS_RANGE_MS: i64 = 93 * 24 * 3_600_000;
 
 async fn get_analytics(front: web::Data<HttpFront>, req: HttpRequest, q: web::Query<AnalyticsQuery>) -> HttpResponse {
     let work = async {
-        let tenant = front.api_key_or_service(&req)?;
+        let tenant = front.api_key_or_service(&req).await?;
         let now = front.now_ms();
         let to = q.to.unwrap_or(now.saturating_add(3_600_000));
         let from = q.from.unwrap_or(to.saturating_sub(24 * 3_600_000));

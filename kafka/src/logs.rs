@@ -20,7 +20,7 @@
 //! user's (or a stream's) records stay in their shard's commit order.
 
 use crate::{KafkaBusError, client_config, group_config};
-use iris_storage::{LogKind, OutboxEntry, Store};
+use iris_storage::{LogKind, OutboxEntry, OutboxId, Store};
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -179,6 +179,8 @@ async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<(), Ka
         let cfg = cfg.clone();
         blocking(move || producer(&cfg)).await?
     };
+    let region: Arc<str> = cfg.region.as_str().into();
+    let outbox = |shard: u32| OutboxId { region: region.clone(), shard };
     // Shard → position published up to.
     let mut published: BTreeMap<u32, u64> = BTreeMap::new();
     let mut busy = false;
@@ -200,7 +202,7 @@ async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<(), Ka
             for (shard, pos) in positions {
                 tracing::info!(shard, pos, "outbox lease taken");
                 // Published before the lease moved but not trimmed yet.
-                if let Err(e) = store.trim_outbox(shard, pos).await {
+                if let Err(e) = store.trim_outbox(&outbox(shard), pos).await {
                     tracing::warn!(error = %e, shard, "outbox trim failed");
                 }
                 published.insert(shard, pos);
@@ -209,7 +211,7 @@ async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<(), Ka
         let mut by_shard: BTreeMap<u32, Vec<OutboxEntry>> = BTreeMap::new();
         let mut n = 0;
         for (shard, pos) in &published {
-            match store.read_outbox(*shard, *pos, BATCH - n).await {
+            match store.read_outbox(&outbox(*shard), *pos, BATCH - n).await {
                 Ok(entries) if !entries.is_empty() => {
                     n += entries.len();
                     by_shard.insert(*shard, entries);
@@ -236,7 +238,7 @@ async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<(), Ka
                 for (shard, entries) in by_shard {
                     let Some(last) = entries.last() else { continue };
                     published.insert(shard, last.pos);
-                    if let Err(e) = store.trim_outbox(shard, last.pos).await {
+                    if let Err(e) = store.trim_outbox(&outbox(shard), last.pos).await {
                         tracing::warn!(error = %e, shard, "outbox trim failed");
                     }
                 }

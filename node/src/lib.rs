@@ -33,6 +33,7 @@
 //! - [`signals`]: what stops and reloads a running node.
 //! - [`metrics_http`]: the operator's listener.
 
+pub mod apikeys;
 pub mod cluster;
 pub mod homes;
 pub mod keys;

@@ -7,7 +7,6 @@
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use iris_auth::Signer;
-use iris_auth::apikeys::{api_key_dir, create_api_key, revoke_api_key};
 use iris_config::Config;
 use iris_edge::tls::ensure_dev_cert;
 use iris_node::homes::{self, HomeChange};
@@ -120,7 +119,8 @@ enum Command {
         #[arg(long)]
         service: bool,
     },
-    /// Manage ingestion API keys (stored hashed in the data dir).
+    /// Manage ingestion API keys (stored hashed: in the region's Redis when
+    /// --config names one, else in the data dir).
     ApiKey {
         #[command(subcommand)]
         action: ApiKeyAction,
@@ -250,19 +250,19 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::ApiKey { action }) => {
-            let cfg = load_config(&cli)?;
-            let dir = api_key_dir(&cfg.data_dir());
+            let s = settings(&load_config(&cli)?)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             match action {
                 ApiKeyAction::Create { tenant } => {
                     if !iris_auth::valid_name(tenant) {
                         bail!("--tenant must be 1-128 bytes without control characters");
                     }
-                    let (key, id) = create_api_key(&dir, tenant)?;
+                    let (key, id) = rt.block_on(iris_node::apikeys::create(&s, tenant))?;
                     println!("id {id}");
                     println!("{key}");
                 }
                 ApiKeyAction::Revoke { tenant, id } => {
-                    if !revoke_api_key(&dir, tenant, id)? {
+                    if !rt.block_on(iris_node::apikeys::revoke(&s, tenant, id))? {
                         bail!("no key {id} for tenant {tenant}");
                     }
                     println!("revoked {id}");

@@ -1,10 +1,15 @@
-//! The region's log topics (ADR 0022): a core node and an API node as
-//! separate processes on Apache Kafka and Redis (as scripts/test starts
-//! them). Graph changes and ingested events go in through the service API
-//! while the core node is killed with -9 and restarted; then the topics
-//! must hold exactly the records of the logs (every accepted change once,
-//! nothing else), the example consumer must rebuild the graph from them,
-//! and `iris logs tail` must print them.
+//! The region's log topics and region-wide service API (ADR 0022): core and
+//! API nodes as separate processes on Apache Kafka and Redis (as
+//! scripts/test starts them).
+//!
+//! Graph changes and ingested events go in through the service API while
+//! the core node is killed with -9 and restarted; then the topics must hold
+//! exactly the records of the logs (every accepted change once, nothing
+//! else), the example consumer must rebuild the graph from them, and
+//! `iris logs tail` must print them. And with two API nodes: a key created
+//! with one node's config works on both, analytics and logs answer the same
+//! on both, and a key revoked with the other's config stops working on
+//! both within the lookup cache's time.
 
 mod common;
 
@@ -256,4 +261,102 @@ async fn the_topics_carry_exactly_the_accepted_records_across_a_core_killed_mid_
     printed.sort();
     assert_eq!(printed, events.iter().map(|(s, _)| *s).collect::<Vec<_>>(), "iris logs tail prints the records");
     drop(core);
+}
+
+/// The most a revoked key may keep working on a node: its lookup cache's
+/// time, and a margin for the request's own way.
+const REVOKE_BOUND: Duration = Duration::from_millis(iris_auth::apikeys::CACHE_MS as u64 + 1_000);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_analytics_and_logs_are_the_regions_on_every_node() {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let (region, tenant) = (format!("r{n}"), format!("t{n}"));
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let cfgs = [
+        config("core-1", &region, "\"core\", \"router\"", false),
+        config("api-a", &region, "\"edge\", \"router\"", true),
+        config("api-b", &region, "\"edge\", \"router\"", true),
+    ];
+    let paths: Vec<std::path::PathBuf> = dirs.iter().zip(&cfgs).map(|(d, c)| prepare(d.path(), c)).collect();
+    let nodes: Vec<Node> = dirs.iter().zip(&cfgs).map(|(d, c)| start_in(d.path(), c)).collect();
+    let (a, b) = (&nodes[1], &nodes[2]);
+
+    // Created with a's config: a key of the region, not of a's data dir.
+    let key = a.api_key(&tenant);
+    assert!(std::fs::read_dir(a.dir.join("api-keys")).is_err(), "no key file: the key is in Redis");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (i, node) in [a, b].into_iter().enumerate() {
+        let events: Vec<serde_json::Value> = (0..3)
+            .map(|j| json!({"type": "click", "idempotency_key": format!("n{i}-{j}"), "ts": now, "project": format!("p{i}")}))
+            .collect();
+        loop {
+            let (s, _, body) =
+                http("POST", &node.api("/v1/events"), &[("x-api-key", &key)], Some(&json!({ "events": events }))).await;
+            if s == 202 || s == 200 {
+                break;
+            }
+            assert!(s == 503 || s == 504, "node {i} refused the region's key: {s} {body}");
+            assert!(Instant::now() < deadline, "node {i} never took the events: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Analytics and logs: the region's totals, whichever node is asked.
+    let ask = |node: &Node, path: &str| {
+        let (url, key) = (node.api(path), key.clone());
+        async move { http("GET", &url, &[("x-api-key", &key)], None).await }
+    };
+    let (sa, _, on_a) = ask(a, "/v1/analytics").await;
+    let (sb, _, on_b) = ask(b, "/v1/analytics").await;
+    assert_eq!((sa, sb), (200, 200), "{on_a} {on_b}");
+    assert_eq!(on_a, on_b, "both nodes answer with the region's rollups");
+    let rows = on_a["rollups"].as_array().unwrap();
+    assert_eq!(rows.iter().map(|r| r["count"].as_u64().unwrap()).sum::<u64>(), 6, "{on_a}");
+    assert_eq!(rows.len(), 2, "one row per project, each node's events counted: {on_a}");
+    assert_eq!(http_log(a, "/v1/events/log", &tenant).await, http_log(b, "/v1/events/log", &tenant).await);
+    assert_eq!(http_log(a, "/v1/events/log", &tenant).await.len(), 6);
+
+    // Revoked with b's config: refused on both nodes within the bound.
+    let id = {
+        let out = Command::new(bin())
+            .args(["api-key", "create", "--tenant", &tenant, "--config"])
+            .arg(&paths[2])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        // A second key of the tenant, which must outlive the revocation.
+        String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_owned()
+    };
+    let other = format!("{tenant}-other");
+    let outsider = a.api_key(&other);
+    let revoke = |tenant: &str, id: &str| {
+        Command::new(bin())
+            .args(["api-key", "revoke", "--tenant", tenant, "--id", id, "--config"])
+            .arg(&paths[2])
+            .output()
+            .unwrap()
+    };
+    assert!(!revoke(&other, &key).status.success(), "another tenant cannot revoke the key");
+    let out = revoke(&tenant, &key);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let revoked_at = Instant::now();
+    for (i, node) in [a, b].into_iter().enumerate() {
+        loop {
+            let (s, _, _) = ask(node, "/v1/analytics").await;
+            if s == 401 {
+                break;
+            }
+            assert_eq!(s, 200);
+            assert!(revoked_at.elapsed() < REVOKE_BOUND, "node {i} still takes the revoked key after {REVOKE_BOUND:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for (i, node) in [a, b].into_iter().enumerate() {
+        let (s, _, body) = http("GET", &node.api("/v1/analytics"), &[("x-api-key", &id)], None).await;
+        assert_eq!(s, 200, "node {i}: the tenant's other key still works: {body}");
+        let (s, _, body) = http("GET", &node.api("/v1/analytics"), &[("x-api-key", &outsider)], None).await;
+        assert_eq!(s, 200, "node {i}: another tenant's key still works: {body}");
+    }
+    drop(nodes);
 }

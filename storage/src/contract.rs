@@ -35,6 +35,29 @@ pub async fn run_all(store: &dyn Store, tenant: &str) -> Result<(), String> {
     if store.keeps_outbox() {
         outbox(store, tenant).await?;
     }
+    if store.keeps_api_keys() {
+        api_keys(store, tenant).await?;
+    }
+    Ok(())
+}
+
+/// API keys: stored by hash, looked up, revoked by a prefix by their own
+/// tenant only.
+async fn api_keys(store: &dyn Store, tenant: &str) -> Result<(), String> {
+    let e = |e: StoreError| e.to_string();
+    let hash = |n: u8| format!("{:02x}{}", n, tenant.bytes().map(|b| format!("{b:02x}")).collect::<String>());
+    let other = format!("{tenant}-other");
+    store.put_api_key(&hash(1), tenant).await.map_err(e)?;
+    store.put_api_key(&hash(2), tenant).await.map_err(e)?;
+    store.put_api_key(&hash(3), &other).await.map_err(e)?;
+    check(store.api_key_tenant(&hash(1)).await.map_err(e)?.as_deref() == Some(tenant), "a key names its tenant")?;
+    check(store.api_key_tenant(&hash(9)).await.map_err(e)?.is_none(), "an unknown hash names nobody")?;
+    check(!store.revoke_api_key(&other, &hash(1)).await.map_err(e)?, "another tenant cannot revoke a key")?;
+    check(store.api_key_tenant(&hash(1)).await.map_err(e)?.is_some(), "so it still works")?;
+    check(store.revoke_api_key(tenant, &hash(1)[..16.min(hash(1).len())]).await.map_err(e)?, "revoked by id")?;
+    check(store.api_key_tenant(&hash(1)).await.map_err(e)?.is_none(), "a revoked key names nobody")?;
+    check(store.api_key_tenant(&hash(2)).await.map_err(e)?.is_some(), "the tenant's other key stays")?;
+    check(store.api_key_tenant(&hash(3)).await.map_err(e)?.as_deref() == Some(other.as_str()), "others stay")?;
     Ok(())
 }
 
@@ -43,23 +66,23 @@ pub async fn run_all(store: &dyn Store, tenant: &str) -> Result<(), String> {
 /// refuses a batch with log records, applying nothing of it.
 async fn outbox(store: &dyn Store, tenant: &str) -> Result<(), String> {
     let e = |e: StoreError| e.to_string();
-    // A shard of its own per run: the server may be shared.
-    let shard = 1_000_000 + (tenant.bytes().fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % 1_000_000);
-    let target = OutboxTarget { shard, max: 3 };
+    // A region of its own per run: the server may be shared.
+    let shard = OutboxId { region: format!("{tenant}-region").into(), shard: 3 };
+    let target = OutboxTarget { id: shard.clone(), max: 3 };
     let log = |kind, record: &str| WriteOp::Log { kind, tenant: tenant.into(), record: Bytes::from(record.to_owned()) };
-    let mut batch = WriteBatch { outbox: Some(target), ..WriteBatch::default() };
+    let mut batch = WriteBatch { outbox: Some(target.clone()), ..WriteBatch::default() };
     batch.push(log(LogKind::Graph, "o1"));
     batch.push(WriteOp::Identity { user: UserKey::new(tenant, "olga"), channel: "tel:o".into() });
     batch.push(log(LogKind::Events, "o2"));
     store.commit(batch).await.map_err(e)?;
-    let mut quiet = WriteBatch { outbox: Some(target), ..WriteBatch::default() };
+    let mut quiet = WriteBatch { outbox: Some(target.clone()), ..WriteBatch::default() };
     quiet.push(WriteOp::Identity { user: UserKey::new(tenant, "olga"), channel: "tel:p".into() });
     store.commit(quiet).await.map_err(e)?;
     let mut elsewhere = WriteBatch::default();
     elsewhere.push(log(LogKind::Graph, "not-in-outbox"));
     store.commit(elsewhere).await.map_err(e)?;
 
-    let held = store.read_outbox(shard, 0, 10).await.map_err(e)?;
+    let held = store.read_outbox(&shard, 0, 10).await.map_err(e)?;
     check(held.len() == 2, "only the outbox batch's two log records are in the outbox")?;
     check(held[0].pos < held[1].pos, "outbox positions increase in commit order")?;
     check(held[0].kind == LogKind::Graph && held[1].kind == LogKind::Events, "entries keep their log")?;
@@ -68,14 +91,14 @@ async fn outbox(store: &dyn Store, tenant: &str) -> Result<(), String> {
     let graph = store.read_log(LogKind::Graph, tenant, 0, 1_000).await.map_err(e)?;
     let in_log = graph.iter().find(|l| &l.record[..] == b"o1").ok_or("the record is in the log too")?;
     check(in_log.seq == held[0].seq, "an outbox entry carries its log seq")?;
-    check(store.read_outbox(shard, held[0].pos, 10).await.map_err(e)?.len() == 1, "reads start after `after`")?;
+    check(store.read_outbox(&shard, held[0].pos, 10).await.map_err(e)?.len() == 1, "reads start after `after`")?;
 
-    check(store.trim_outbox(shard, held[0].pos).await.map_err(e)? == 1, "trim removes what it covers")?;
-    let left = store.read_outbox(shard, 0, 10).await.map_err(e)?;
+    check(store.trim_outbox(&shard, held[0].pos).await.map_err(e)? == 1, "trim removes what it covers")?;
+    let left = store.read_outbox(&shard, 0, 10).await.map_err(e)?;
     check(left.len() == 1 && left[0].pos == held[1].pos, "trim keeps what follows")?;
 
-    let full = OutboxTarget { shard, max: 1 };
-    let mut refused = WriteBatch { outbox: Some(full), ..WriteBatch::default() };
+    let full = OutboxTarget { id: shard.clone(), max: 1 };
+    let mut refused = WriteBatch { outbox: Some(full.clone()), ..WriteBatch::default() };
     refused.push(log(LogKind::Graph, "refused"));
     refused.push(WriteOp::Identity { user: UserKey::new(tenant, "olga"), channel: "tel:refused".into() });
     check(
@@ -86,12 +109,19 @@ async fn outbox(store: &dyn Store, tenant: &str) -> Result<(), String> {
     check(!olga.identities.iter().any(|c| c == "tel:refused"), "nothing of a refused batch applies")?;
     let graph = store.read_log(LogKind::Graph, tenant, 0, 1_000).await.map_err(e)?;
     check(!graph.iter().any(|l| &l.record[..] == b"refused"), "a refused batch logs nothing")?;
-    let mut no_logs = WriteBatch { outbox: Some(full), ..WriteBatch::default() };
+    let mut no_logs = WriteBatch { outbox: Some(full.clone()), ..WriteBatch::default() };
     no_logs.push(WriteOp::Identity { user: UserKey::new(tenant, "olga"), channel: "tel:fine".into() });
     store.commit(no_logs).await.map_err(e)?;
-    let after_trim = store.read_outbox(shard, 0, 10).await.map_err(e)?;
-    store.trim_outbox(shard, after_trim.last().map_or(0, |l| l.pos)).await.map_err(e)?;
-    check(store.read_outbox(shard, 0, 10).await.map_err(e)?.is_empty(), "a full trim empties the outbox")?;
+    let after_trim = store.read_outbox(&shard, 0, 10).await.map_err(e)?;
+    store.trim_outbox(&shard, after_trim.last().map_or(0, |l| l.pos)).await.map_err(e)?;
+    check(store.read_outbox(&shard, 0, 10).await.map_err(e)?.is_empty(), "a full trim empties the outbox")?;
+    let elsewhere = OutboxId { region: format!("{tenant}-elsewhere").into(), shard: 3 };
+    let mut there =
+        WriteBatch { outbox: Some(OutboxTarget { id: elsewhere.clone(), max: 3 }), ..WriteBatch::default() };
+    there.push(log(LogKind::Graph, "there"));
+    store.commit(there).await.map_err(e)?;
+    check(store.read_outbox(&shard, 0, 10).await.map_err(e)?.is_empty(), "regions have outboxes of their own")?;
+    check(store.read_outbox(&elsewhere, 0, 10).await.map_err(e)?.len() == 1, "the other region's has its record")?;
     Ok(())
 }
 

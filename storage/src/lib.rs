@@ -144,15 +144,24 @@ pub struct LogEntry {
 /// Where a batch's log records also go: a shard's outbox, drained in
 /// order to the region's topics (`iris.<region>.graph|events`) by whoever
 /// holds the shard's outbox lease (docs/adr/0022-log-topics-from-an-outbox.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxTarget {
-    /// The shard whose outbox takes the records.
-    pub shard: u32,
+    /// The outbox that takes the records.
+    pub id: OutboxId,
     /// The most entries that outbox may hold. A batch with log records
     /// that finds it full fails, nothing of it applied
     /// ([`StoreError::Unavailable`]): accepting more would let the topics
     /// fall behind without bound.
     pub max: u64,
+}
+
+/// Names a shard's outbox: per region, since regions may share a store.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OutboxId {
+    /// The region.
+    pub region: Arc<str>,
+    /// The shard.
+    pub shard: u32,
 }
 
 /// A log record in a shard's outbox, waiting to be published.
@@ -459,13 +468,32 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Reads a shard's outbox after position `after`, at most `limit`
     /// entries, in position order.
-    async fn read_outbox(&self, _shard: u32, _after: u64, _limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+    async fn read_outbox(&self, _id: &OutboxId, _after: u64, _limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         Err(StoreError::Backend("this backend keeps no outbox".into()))
     }
     /// Removes a shard's outbox entries up to and including `upto` (they
     /// are published). Returns how many went.
-    async fn trim_outbox(&self, _shard: u32, _upto: u64) -> Result<u64, StoreError> {
+    async fn trim_outbox(&self, _id: &OutboxId, _upto: u64) -> Result<u64, StoreError> {
         Err(StoreError::Backend("this backend keeps no outbox".into()))
+    }
+    /// Whether ingestion API keys live here, shared by every node of the
+    /// region (Redis and the memory store); others keep them in files.
+    fn keeps_api_keys(&self) -> bool {
+        false
+    }
+    /// Stores an API key's hash for `tenant`.
+    async fn put_api_key(&self, _hash: &str, _tenant: &str) -> Result<(), StoreError> {
+        Err(StoreError::Backend("this backend keeps no API keys".into()))
+    }
+    /// The tenant of the key stored under `hash`, if it is live.
+    async fn api_key_tenant(&self, _hash: &str) -> Result<Option<String>, StoreError> {
+        Err(StoreError::Backend("this backend keeps no API keys".into()))
+    }
+    /// Revokes `tenant`'s key whose hash starts with `prefix` (at least 16
+    /// hex characters). Returns whether one was revoked; another tenant's
+    /// key is never touched.
+    async fn revoke_api_key(&self, _tenant: &str, _prefix: &str) -> Result<bool, StoreError> {
+        Err(StoreError::Backend("this backend keeps no API keys".into()))
     }
     /// Finishes queued writes and releases the backend.
     async fn close(&self) {}

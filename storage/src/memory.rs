@@ -78,8 +78,10 @@ struct State {
     rollups: BTreeMap<RollupKey, u64>,
     sessions: BTreeMap<UserKey, (SessionRecord, u64)>,
     claims: BTreeMap<u32, u64>,
+    /// API key hash → tenant.
+    api_keys: BTreeMap<String, String>,
     /// Per shard: the last outbox position handed out, and the entries.
-    outboxes: BTreeMap<u32, (u64, BTreeMap<u64, OutboxEntry>)>,
+    outboxes: BTreeMap<OutboxId, (u64, BTreeMap<u64, OutboxEntry>)>,
     /// Commits that applied.
     commits: u64,
     /// Commits still to fail.
@@ -268,16 +270,16 @@ impl MemoryStore {
         }
         s.check_seqs(&batch)?;
         let logs = batch.ops.iter().any(|op| matches!(op, WriteOp::Log { .. }));
-        if let Some(target) = batch.outbox.filter(|_| logs) {
-            let held = s.outboxes.get(&target.shard).map_or(0, |(_, entries)| entries.len() as u64);
+        if let Some(target) = batch.outbox.as_ref().filter(|_| logs) {
+            let held = s.outboxes.get(&target.id).map_or(0, |(_, entries)| entries.len() as u64);
             if held >= target.max {
-                return Err(StoreError::Unavailable(format!("outbox of shard {} is full", target.shard).into()));
+                return Err(StoreError::Unavailable(format!("outbox of shard {} is full", target.id.shard).into()));
             }
         }
         for op in batch.ops {
-            if let (Some(target), WriteOp::Log { kind, tenant, record }) = (batch.outbox, &op) {
+            if let (Some(target), WriteOp::Log { kind, tenant, record }) = (&batch.outbox, &op) {
                 let seq = s.log_head + 1;
-                let (head, entries) = s.outboxes.entry(target.shard).or_default();
+                let (head, entries) = s.outboxes.entry(target.id.clone()).or_default();
                 *head += 1;
                 let entry =
                     OutboxEntry { pos: *head, kind: *kind, tenant: tenant.clone(), seq, record: record.clone() };
@@ -398,15 +400,34 @@ impl Store for MemoryStore {
         true
     }
 
-    async fn read_outbox(&self, shard: u32, after: u64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+    fn keeps_api_keys(&self) -> bool {
+        true
+    }
+
+    async fn put_api_key(&self, hash: &str, tenant: &str) -> Result<(), StoreError> {
+        self.state().api_keys.insert(hash.to_owned(), tenant.to_owned());
+        Ok(())
+    }
+
+    async fn api_key_tenant(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.state().api_keys.get(hash).cloned())
+    }
+
+    async fn revoke_api_key(&self, tenant: &str, prefix: &str) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        let found = s.api_keys.iter().find(|(h, t)| h.starts_with(prefix) && *t == tenant).map(|(h, _)| h.clone());
+        Ok(found.is_some_and(|h| s.api_keys.remove(&h).is_some()))
+    }
+
+    async fn read_outbox(&self, id: &OutboxId, after: u64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         let s = self.state();
-        let Some((_, entries)) = s.outboxes.get(&shard) else { return Ok(Vec::new()) };
+        let Some((_, entries)) = s.outboxes.get(id) else { return Ok(Vec::new()) };
         Ok(entries.range(after.saturating_add(1)..).take(limit).map(|(_, e)| e.clone()).collect())
     }
 
-    async fn trim_outbox(&self, shard: u32, upto: u64) -> Result<u64, StoreError> {
+    async fn trim_outbox(&self, id: &OutboxId, upto: u64) -> Result<u64, StoreError> {
         let mut s = self.state();
-        let Some((_, entries)) = s.outboxes.get_mut(&shard) else { return Ok(0) };
+        let Some((_, entries)) = s.outboxes.get_mut(id) else { return Ok(0) };
         let kept = entries.split_off(&upto.saturating_add(1));
         let gone = entries.len() as u64;
         *entries = kept;

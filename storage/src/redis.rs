@@ -15,7 +15,8 @@
 //! | `log\0K\0T` / `logseq\0K\0T` | sorted set / counter | a tenant's log |
 //! | `event\0T\0S\0KEY` | string, TTL | an ingested event's idempotency key |
 //! | `rollup\0T\0TYPE` / `rolluptypes\0T` | hash / set | hourly counters |
-//! | `outbox\0SHARD` / `outboxpos\0SHARD` | sorted set / counter | log records to publish (ADR 0022) |
+//! | `outbox\0R\0SHARD` / `outboxpos\0R\0SHARD` | sorted set / counter | log records to publish (ADR 0022) |
+//! | `apikey\0HASH` / `apikeys\0T` | string / set | an API key's tenant / a tenant's key hashes |
 //!
 //! A batch is one Lua script: it applies atomically, nothing interleaves. Durability is Redis's own (AOF `appendfsync always` for `accepted`
 //! to mean "on disk"; see docs/operations.md).
@@ -85,12 +86,12 @@ fn kind_byte(kind: LogKind) -> u8 {
     }
 }
 
-fn outbox_key(shard: u32) -> Key {
-    key(&[b"outbox", shard.to_string().as_bytes()])
+fn outbox_key(id: &OutboxId) -> Key {
+    key(&[b"outbox", id.region.as_bytes(), id.shard.to_string().as_bytes()])
 }
 
-fn outbox_pos_key(shard: u32) -> Key {
-    key(&[b"outboxpos", shard.to_string().as_bytes()])
+fn outbox_pos_key(id: &OutboxId) -> Key {
+    key(&[b"outboxpos", id.region.as_bytes(), id.shard.to_string().as_bytes()])
 }
 
 /// Reads an outbox member: position, kind, seq, tenant, NUL, record.
@@ -192,6 +193,28 @@ for j = n + 1, #ARGV, 5 do
   redis.call('SET', ARGV[j+3], ARGV[j+4], 'EX', ARGV[j+2])
 end
 return 1
+";
+
+/// Stores a key's tenant under its hash and adds the hash to the tenant's
+/// set, together: key, set, tenant, hash.
+const PUT_API_KEY: &str = r"
+redis.call('SET', ARGV[1], ARGV[3])
+redis.call('SADD', ARGV[2], ARGV[4])
+return 1
+";
+
+/// Removes the first of the tenant's keys whose hash starts with the
+/// prefix: the tenant's set, the prefix, the key-name prefix. Only the
+/// tenant's own set is searched, so no other tenant's key can go.
+const REVOKE_API_KEY: &str = r"
+for _, h in ipairs(redis.call('SMEMBERS', ARGV[1])) do
+  if string.sub(h, 1, #ARGV[2]) == ARGV[2] then
+    redis.call('DEL', ARGV[3] .. h)
+    redis.call('SREM', ARGV[1], h)
+    return 1
+  end
+end
+return 0
 ";
 
 impl RedisStore {
@@ -434,8 +457,8 @@ impl Store for RedisStore {
         all.push((sessions.len() / 5).to_string().into());
         match outbox {
             Some(target) => all.extend([
-                k(outbox_key(target.shard)),
-                k(outbox_pos_key(target.shard)),
+                k(outbox_key(&target.id)),
+                k(outbox_pos_key(&target.id)),
                 (if logs { target.max.max(1) } else { 0 }).to_string().into(),
             ]),
             None => all.extend(["".into(), "".into(), "0".into()]),
@@ -497,18 +520,47 @@ impl Store for RedisStore {
         true
     }
 
-    async fn read_outbox(&self, shard: u32, after: u64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+    fn keeps_api_keys(&self) -> bool {
+        true
+    }
+
+    async fn put_api_key(&self, hash: &str, tenant: &str) -> Result<(), StoreError> {
+        let args: Vec<Value> = vec![
+            Value::Bytes(key(&[b"apikey", hash.as_bytes()]).into_bytes()),
+            Value::Bytes(key(&[b"apikeys", tenant.as_bytes()]).into_bytes()),
+            tenant.into(),
+            hash.into(),
+        ];
+        let _: Value = self.client.eval(PUT_API_KEY, Vec::<Key>::new(), args).await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn api_key_tenant(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        self.client.get(key(&[b"apikey", hash.as_bytes()])).await.map_err(err)
+    }
+
+    async fn revoke_api_key(&self, tenant: &str, prefix: &str) -> Result<bool, StoreError> {
+        let args: Vec<Value> = vec![
+            Value::Bytes(key(&[b"apikeys", tenant.as_bytes()]).into_bytes()),
+            prefix.into(),
+            Value::Bytes(Bytes::from_static(b"apikey\0")),
+        ];
+        let n: i64 = self.client.eval(REVOKE_API_KEY, Vec::<Key>::new(), args).await.map_err(err)?;
+        Ok(n > 0)
+    }
+
+    async fn read_outbox(&self, id: &OutboxId, after: u64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         let min = format!("({after}");
         let rows: Vec<Bytes> = self
             .client
-            .zrangebyscore(outbox_key(shard), min.as_str(), "+inf", false, Some((0, limit as i64)))
+            .zrangebyscore(outbox_key(id), min.as_str(), "+inf", false, Some((0, limit as i64)))
             .await
             .map_err(err)?;
         rows.iter().map(parse_outbox).collect()
     }
 
-    async fn trim_outbox(&self, shard: u32, upto: u64) -> Result<u64, StoreError> {
-        self.client.zremrangebyscore(outbox_key(shard), "-inf", upto as f64).await.map_err(err)
+    async fn trim_outbox(&self, id: &OutboxId, upto: u64) -> Result<u64, StoreError> {
+        self.client.zremrangebyscore(outbox_key(id), "-inf", upto as f64).await.map_err(err)
     }
 
     async fn rollups(

@@ -262,9 +262,12 @@ impl Node {
     }
 
     pub fn api_key(&self, tenant: &str) -> String {
+        // With the node's own config: a region's keys live in its store.
         let out = Command::new(bin())
             .args(["api-key", "create", "--tenant", tenant, "--data-dir"])
             .arg(&self.dir)
+            .arg("--config")
+            .arg(self.dir.join("test.toml"))
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
