@@ -83,6 +83,9 @@ pub struct Config {
     /// The service HTTP API.
     #[serde(default)]
     pub http: Http,
+    /// How long the graph and events logs and the hourly rollups are kept.
+    #[serde(default)]
+    pub retention: Retention,
     /// A regional cluster (absent: a single node with the in-process bus).
     #[serde(default)]
     pub cluster: Option<Cluster>,
@@ -174,6 +177,68 @@ impl Cluster {
     pub fn publishes_logs(&self, backend: Backend) -> bool {
         self.log_topics.unwrap_or(backend == Backend::Redis)
     }
+}
+
+/// How long the downstream logs and the hourly rollups are kept, in days
+/// (0: forever), by default and per tenant. Dedup records and event keys
+/// are kept `storage.dedup_retention_hours`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// The graph log: the graph's changelog, which consumers rebuild the
+    /// graph from, so kept forever unless set.
+    #[serde(default)]
+    pub graph_log_days: u32,
+    /// The events log.
+    #[serde(default = "d_events_log_days")]
+    pub events_log_days: u32,
+    /// Hourly rollups, by the hour's start (analytics answer at most 93
+    /// days at a time).
+    #[serde(default = "d_rollup_days")]
+    pub rollup_days: u32,
+    /// How often the sweep runs on each node that runs shards.
+    #[serde(default = "d_sweep_interval")]
+    pub sweep_interval_secs: u64,
+    /// Tenant → its own retention (fields left out: the defaults above).
+    #[serde(default)]
+    pub tenants: std::collections::BTreeMap<String, TenantRetention>,
+}
+
+/// One tenant's exceptions to `[retention]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRetention {
+    /// Its graph log, days (0: forever).
+    #[serde(default)]
+    pub graph_log_days: Option<u32>,
+    /// Its events log, days (0: forever).
+    #[serde(default)]
+    pub events_log_days: Option<u32>,
+    /// Its rollups, days (0: forever).
+    #[serde(default)]
+    pub rollup_days: Option<u32>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            graph_log_days: 0,
+            events_log_days: d_events_log_days(),
+            rollup_days: d_rollup_days(),
+            sweep_interval_secs: d_sweep_interval(),
+            tenants: Default::default(),
+        }
+    }
+}
+
+fn d_events_log_days() -> u32 {
+    30
+}
+fn d_rollup_days() -> u32 {
+    400
+}
+fn d_sweep_interval() -> u64 {
+    3_600
 }
 
 /// Certificates. Without files, a self-signed dev certificate is created in
@@ -1013,6 +1078,9 @@ impl Config {
         check(all || self.cluster.is_some(), "roles", "a node without all of edge, core, router needs [cluster]")?;
         check(self.roles.contains(&Role::Router), "roles", "every node routes: include \"router\"")?;
         check(self.listen.drain_ms <= 600_000, "listen.drain_ms", "at most 600000 (ten minutes)")?;
+        let r = &self.retention;
+        check((1..=86_400).contains(&r.sweep_interval_secs), "retention.sweep_interval_secs", "between 1 and 86400")?;
+        check(r.tenants.keys().all(|t| !t.is_empty()), "retention.tenants", "a tenant name is empty")?;
         if let Some(c) = &self.cluster {
             check(!c.kafka.is_empty(), "cluster.kafka", "name the Kafka bootstrap servers")?;
             check(

@@ -40,6 +40,7 @@ pub mod keys;
 pub mod layout;
 pub mod listeners;
 pub mod metrics_http;
+pub mod retention;
 pub mod settings;
 pub mod signals;
 pub mod store;
@@ -184,6 +185,10 @@ impl Node {
             None => None,
         };
         let store = store::open(&s.store, &clock).await?;
+        if s.cluster.as_ref().is_none_or(|c| c.runs_shards) {
+            let (policy, every) = s.retention.clone();
+            tokio::spawn(retention::sweep_forever(store.clone(), policy, every, clock.clone()));
+        }
         let ring = Arc::new(Ring::new(s.shards.shards));
         let edges = [s.edge_id.clone(), s.http_edge.clone()];
         let (router, shards, mut edge_rxs) = match &s.cluster {

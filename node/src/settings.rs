@@ -67,6 +67,8 @@ pub struct Settings {
     pub cluster: Option<ClusterSettings>,
     /// How the node stops.
     pub shutdown: ShutdownSettings,
+    /// What the retention sweep keeps, and how often it runs.
+    pub retention: (iris_storage::retention::RetentionPolicy, Duration),
 }
 
 /// The session edge's settings; [`Settings::edge_config`] adds its id, the
@@ -223,6 +225,7 @@ impl Settings {
                 log_topics: c.publishes_logs(cfg.storage.backend),
                 log_publish_interval: Duration::from_millis(c.log_publish_interval_ms.into()),
             }),
+            retention: (retention_policy(&cfg.retention), Duration::from_secs(cfg.retention.sweep_interval_secs)),
             shutdown: ShutdownSettings {
                 drain: Duration::from_millis(cfg.listen.drain_ms),
                 sessions: SESSIONS_DRAIN,
@@ -261,6 +264,27 @@ pub(crate) fn ms_i64(ms: u64) -> i64 {
 /// signed count the stores compute with.
 pub(crate) fn hours_in(hours: u64, unit_per_hour: i64) -> i64 {
     ms_i64(hours).saturating_mul(unit_per_hour)
+}
+
+/// `[retention]` as the sweep reads it: days to ms, 0 to forever.
+fn retention_policy(r: &iris_config::Retention) -> iris_storage::retention::RetentionPolicy {
+    use iris_storage::retention::{Keep, RetentionPolicy};
+    let ms = |days: u32| (days > 0).then_some(i64::from(days) * 86_400_000);
+    let default =
+        Keep { graph_log: ms(r.graph_log_days), events_log: ms(r.events_log_days), rollups: ms(r.rollup_days) };
+    let tenants = r
+        .tenants
+        .iter()
+        .map(|(t, k)| {
+            let keep = Keep {
+                graph_log: k.graph_log_days.map_or(default.graph_log, ms),
+                events_log: k.events_log_days.map_or(default.events_log, ms),
+                rollups: k.rollup_days.map_or(default.rollups, ms),
+            };
+            (t.clone(), keep)
+        })
+        .collect();
+    RetentionPolicy { default, tenants }
 }
 
 #[cfg(test)]
@@ -306,6 +330,34 @@ mod tests {
         assert_eq!(s.shards.shards, 64);
         assert_eq!(s.bus_queue, 8_192);
         assert_eq!(s.seed, None);
+    }
+
+    #[test]
+    fn retention_days_become_the_sweeps_policy() {
+        let day = 86_400_000;
+        let s = settings("");
+        let (p, every) = &s.retention;
+        assert_eq!(*every, Duration::from_secs(3_600));
+        assert_eq!(
+            (p.default.graph_log, p.default.events_log, p.default.rollups),
+            (None, Some(30 * day), Some(400 * day))
+        );
+        let s = settings(
+            "[retention]\ngraph_log_days = 365\nevents_log_days = 0\nsweep_interval_secs = 60\n\
+             [retention.tenants.acme]\nevents_log_days = 7\n[retention.tenants.globex]\ngraph_log_days = 0\n",
+        );
+        let (p, every) = &s.retention;
+        assert_eq!(*every, Duration::from_secs(60));
+        assert_eq!(p.keep("other").events_log, None, "0 keeps forever");
+        assert_eq!(p.keep("acme").events_log, Some(7 * day));
+        assert_eq!(p.keep("acme").graph_log, Some(365 * day), "what a tenant leaves out is the default");
+        assert_eq!(p.keep("globex").graph_log, None);
+        assert!(
+            Config::from_toml("[retention]\nsweep_interval_secs = 0\n")
+                .unwrap_err()
+                .to_string()
+                .contains("sweep_interval")
+        );
     }
 
     #[test]

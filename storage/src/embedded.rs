@@ -69,7 +69,72 @@ type Reply = oneshot::Sender<Result<(), StoreError>>;
 
 enum Request {
     Commit(WriteBatch, Reply),
+    /// Retention: run by the committer, so that no rollup
+    /// read-modify-write interleaves with a trim of the same counter.
+    Trim(Trim, oneshot::Sender<Result<u64, StoreError>>),
     Stop(oneshot::Sender<()>),
+}
+
+/// A retention trim.
+enum Trim {
+    Log(LogKind, String, u64),
+    Rollups(String, i64),
+}
+
+/// Most removals in one fjall batch of a trim.
+const TRIM_STEP: usize = 10_000;
+
+fn run_trim(s: &Spaces, trim: Trim) -> Result<u64, StoreError> {
+    let mut gone = 0u64;
+    loop {
+        let mut batch = s.db.batch();
+        let mut n = 0;
+        match &trim {
+            Trim::Log(kind, tenant, upto) => {
+                let range = log_key(*kind, tenant, 0)..=log_key(*kind, tenant, *upto);
+                for g in s.logs.range(range).take(TRIM_STEP) {
+                    batch.remove(&s.logs, g.key().map_err(backend)?.to_vec());
+                    n += 1;
+                }
+            }
+            Trim::Rollups(tenant, before) => {
+                for g in s.rollups.prefix(rollup_prefix(tenant, None)) {
+                    let k = g.key().map_err(backend)?;
+                    let key = parse_rollup_key(tenant, &k).ok_or(StoreError::Corrupt("rollup key"))?;
+                    if key.hour_ms < *before {
+                        batch.remove(&s.rollups, k.to_vec());
+                        n += 1;
+                        if n >= TRIM_STEP {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if n == 0 {
+            return Ok(gone);
+        }
+        batch.commit().map_err(backend)?;
+        gone += n as u64;
+    }
+}
+
+/// The distinct tenants among keys `tenant NUL …` after `skip` leading
+/// bytes, jumping past each tenant's keys.
+fn tenants_in(space: &Keyspace, lead: &[u8]) -> Result<Vec<String>, StoreError> {
+    let mut out = Vec::new();
+    let mut from = lead.to_vec();
+    loop {
+        let Some(g) = space.range(from.clone()..).next() else { return Ok(out) };
+        let k = g.key().map_err(backend)?;
+        let Some(rest) = k.strip_prefix(lead) else { return Ok(out) };
+        let end = rest.iter().position(|b| *b == 0).ok_or(StoreError::Corrupt("tenant key"))?;
+        let tenant = std::str::from_utf8(&rest[..end]).map_err(|_| StoreError::Corrupt("tenant key"))?;
+        out.push(tenant.to_owned());
+        from = lead.to_vec();
+        from.extend_from_slice(tenant.as_bytes());
+        from.push(1);
+    }
 }
 
 /// The fjall-backed store.
@@ -119,6 +184,15 @@ impl EmbeddedStore {
             .spawn(move || committer(worker, rx, config, failed_flag, log_head))
             .map_err(backend)?;
         Ok(Self { spaces, failed, tx, committer: std::sync::Mutex::new(Some(handle)) })
+    }
+
+    async fn trim(&self, trim: Trim) -> Result<u64, StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .send(Request::Trim(trim, reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("store is closed".into()))?;
+        done.await.map_err(|_| StoreError::Unavailable("committer stopped".into()))?
     }
 
     /// Finishes the queued writes, syncs, and stops the committer. Writes
@@ -315,6 +389,7 @@ fn sweep_dedup(s: &Spaces, now: i64, max: usize) -> Result<usize, fjall::Error> 
     }
     if n > 0 {
         batch.commit()?;
+        metrics::counter!("iris_retention_trimmed_total", "what" => "dedup").increment(n as u64);
     }
     Ok(n)
 }
@@ -336,6 +411,10 @@ fn committer(
     while stop.is_none() {
         let (first, reply) = match rx.blocking_recv() {
             Some(Request::Commit(b, r)) => (b, r),
+            Some(Request::Trim(t, r)) => {
+                let _ = r.send(run_trim(&s, t));
+                continue;
+            }
             Some(Request::Stop(done)) => {
                 stop = Some(done);
                 break;
@@ -383,6 +462,12 @@ fn committer(
             }
             match rx.try_recv() {
                 Ok(Request::Commit(b, reply)) => next = Some((b, reply)),
+                // Runs before this group's batch is written (its rollup
+                // sums are read when it is), then the group ends.
+                Ok(Request::Trim(t, r)) => {
+                    let _ = r.send(run_trim(&s, t));
+                    break;
+                }
                 Ok(Request::Stop(done)) => {
                     stop = Some(done);
                     break;
@@ -583,6 +668,23 @@ impl Store for EmbeddedStore {
 
     async fn close(&self) {
         self.shutdown().await;
+    }
+
+    async fn retained_tenants(&self) -> Result<Vec<String>, StoreError> {
+        let mut all: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        for lead in [&b"g"[..], &b"e"[..]] {
+            all.extend(tenants_in(&self.spaces.logs, lead)?);
+        }
+        all.extend(tenants_in(&self.spaces.rollups, b"")?);
+        Ok(all.into_iter().collect())
+    }
+
+    async fn trim_log(&self, kind: LogKind, tenant: &str, upto: u64) -> Result<(), StoreError> {
+        self.trim(Trim::Log(kind, tenant.to_owned(), upto)).await.map(|_| ())
+    }
+
+    async fn trim_rollups(&self, tenant: &str, before_ms: i64) -> Result<u64, StoreError> {
+        self.trim(Trim::Rollups(tenant.to_owned(), before_ms)).await
     }
 
     async fn commit(&self, batch: WriteBatch) -> Result<(), StoreError> {

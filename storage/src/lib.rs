@@ -16,6 +16,7 @@ pub mod embedded;
 mod keys;
 pub mod memory;
 pub mod redis;
+pub mod retention;
 pub mod scylladb;
 
 use async_trait::async_trait;
@@ -476,6 +477,15 @@ pub trait Store: Send + Sync + 'static {
     async fn trim_outbox(&self, _id: &OutboxId, _upto: u64) -> Result<u64, StoreError> {
         Err(StoreError::Backend("this backend keeps no outbox".into()))
     }
+    /// Tenants that have a log or rollups here: what a retention sweep
+    /// visits ([`retention`]).
+    async fn retained_tenants(&self) -> Result<Vec<String>, StoreError>;
+    /// Removes `tenant`'s `kind` log records with seq ≤ `upto`. Records
+    /// after `upto` are never touched.
+    async fn trim_log(&self, kind: LogKind, tenant: &str, upto: u64) -> Result<(), StoreError>;
+    /// Removes `tenant`'s rollup counters of hours starting before
+    /// `before_ms`; returns how many went.
+    async fn trim_rollups(&self, tenant: &str, before_ms: i64) -> Result<u64, StoreError>;
     /// Whether ingestion API keys live here, shared by every node of the
     /// region (Redis and the memory store); others keep them in files.
     fn keeps_api_keys(&self) -> bool {

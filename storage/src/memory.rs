@@ -404,6 +404,30 @@ impl Store for MemoryStore {
         true
     }
 
+    async fn retained_tenants(&self) -> Result<Vec<String>, StoreError> {
+        let s = self.state();
+        let mut out: BTreeSet<String> = s.logs.iter().flat_map(|l| l.keys().map(|t| t.to_string())).collect();
+        out.extend(s.rollups.keys().map(|k| k.tenant.to_string()));
+        Ok(out.into_iter().collect())
+    }
+
+    async fn trim_log(&self, kind: LogKind, tenant: &str, upto: u64) -> Result<(), StoreError> {
+        let mut s = self.state();
+        let Some(log) = s.logs[kind_index(kind)].get_mut(tenant) else { return Ok(()) };
+        *log = log.split_off(&upto.saturating_add(1));
+        if log.is_empty() {
+            s.logs[kind_index(kind)].remove(tenant);
+        }
+        Ok(())
+    }
+
+    async fn trim_rollups(&self, tenant: &str, before_ms: i64) -> Result<u64, StoreError> {
+        let mut s = self.state();
+        let before = s.rollups.len();
+        s.rollups.retain(|k, _| &*k.tenant != tenant || k.hour_ms >= before_ms);
+        Ok((before - s.rollups.len()) as u64)
+    }
+
     async fn put_api_key(&self, hash: &str, tenant: &str) -> Result<(), StoreError> {
         self.state().api_keys.insert(hash.to_owned(), tenant.to_owned());
         Ok(())

@@ -17,6 +17,7 @@
 //! | `rollup\0T\0TYPE` / `rolluptypes\0T` | hash / set | hourly counters |
 //! | `outbox\0R\0SHARD` / `outboxpos\0R\0SHARD` | sorted set / counter | log records to publish (ADR 0022) |
 //! | `apikey\0HASH` / `apikeys\0T` | string / set | an API key's tenant / a tenant's key hashes |
+//! | `retained` | set | tenants with a log or rollups (what retention sweeps visit) |
 //!
 //! A batch is one Lua script: it applies atomically, nothing interleaves. Durability is Redis's own (AOF `appendfsync always` for `accepted`
 //! to mean "on disk"; see docs/operations.md).
@@ -177,6 +178,7 @@ while i <= n do
   elseif op == 'hdel' then redis.call('HDEL', ARGV[i+1], ARGV[i+2]); i = i + 3
   elseif op == 'sadd' then redis.call('SADD', ARGV[i+1], ARGV[i+2]); i = i + 3
   elseif op == 'hincrby' then redis.call('HINCRBY', ARGV[i+1], ARGV[i+2], ARGV[i+3]); i = i + 4
+  elseif op == 'tenant' then redis.call('SADD', 'retained', ARGV[i+1]); i = i + 2
   elseif op == 'log' then
     local s = redis.call('INCR', ARGV[i+1])
     redis.call('ZADD', ARGV[i+2], s, struct.pack('>I8', s) .. ARGV[i+5])
@@ -407,6 +409,7 @@ impl Store for RedisStore {
                 }
                 WriteOp::Log { kind, tenant, record } => {
                     logs = true;
+                    push(&mut args, vec!["tenant".into(), tenant.to_string().into()]);
                     push(
                         &mut args,
                         vec![
@@ -436,6 +439,7 @@ impl Store for RedisStore {
                     ]);
                 }
                 WriteOp::RollupAdd { key: r, by } => {
+                    push(&mut args, vec!["tenant".into(), r.tenant.to_string().into()]);
                     let hk = key(&[b"rollup", r.tenant.as_bytes(), r.event_type.as_bytes()]);
                     push(
                         &mut args,
@@ -522,6 +526,36 @@ impl Store for RedisStore {
 
     fn keeps_api_keys(&self) -> bool {
         true
+    }
+
+    async fn retained_tenants(&self) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = self.client.smembers("retained").await.map_err(err)?;
+        out.sort();
+        Ok(out)
+    }
+
+    async fn trim_log(&self, kind: LogKind, tenant: &str, upto: u64) -> Result<(), StoreError> {
+        let k = key(&[b"log", log_kind(kind), tenant.as_bytes()]);
+        let _: u64 = self.client.zremrangebyscore(k, "-inf", upto as f64).await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn trim_rollups(&self, tenant: &str, before_ms: i64) -> Result<u64, StoreError> {
+        let types: Vec<String> = self.client.smembers(key(&[b"rolluptypes", tenant.as_bytes()])).await.map_err(err)?;
+        let mut gone = 0;
+        for t in types {
+            let hk = key(&[b"rollup", tenant.as_bytes(), t.as_bytes()]);
+            let fields: Vec<Bytes> = self.client.hkeys(hk.clone()).await.map_err(err)?;
+            let old: Vec<Bytes> = fields
+                .into_iter()
+                .filter(|f| parse_rollup_field(f).is_some_and(|(_, hour)| hour < before_ms))
+                .collect();
+            if !old.is_empty() {
+                let n: u64 = self.client.hdel(hk, old).await.map_err(err)?;
+                gone += n;
+            }
+        }
+        Ok(gone)
     }
 
     async fn put_api_key(&self, hash: &str, tenant: &str) -> Result<(), StoreError> {

@@ -182,6 +182,20 @@ pub enum Stmt {
     RollupsOfType,
     /// All of a tenant's rollups.
     RollupsAll,
+    /// Every tenant and kind with a log (retention).
+    LogTenants,
+    /// Every tenant with rollups (retention).
+    RollupTenants,
+    /// The days of a log up to a day (retention).
+    LogDaysUpTo,
+    /// Drops a whole day of a log (retention).
+    LogDrop,
+    /// Drops a day's entries up to a seq (retention).
+    LogTrim,
+    /// Forgets a dropped day (retention).
+    LogDayForget,
+    /// Drops one rollup counter (retention).
+    RollupDelete,
 }
 
 impl Stmt {
@@ -218,6 +232,13 @@ impl Stmt {
         Stmt::LogPage,
         Stmt::RollupsOfType,
         Stmt::RollupsAll,
+        Stmt::LogTenants,
+        Stmt::RollupTenants,
+        Stmt::LogDaysUpTo,
+        Stmt::LogDrop,
+        Stmt::LogTrim,
+        Stmt::LogDayForget,
+        Stmt::RollupDelete,
     ];
 
     /// The CQL, with `{ks}` for the keyspace.
@@ -300,6 +321,15 @@ impl Stmt {
                  WHERE tenant = ? AND event_type = ? AND hour_ms >= ? AND hour_ms < ?"
             }
             Stmt::RollupsAll => "SELECT event_type, hour_ms, project, n FROM {ks}.rollups WHERE tenant = ?",
+            Stmt::LogTenants => "SELECT DISTINCT tenant, kind FROM {ks}.log_days",
+            Stmt::RollupTenants => "SELECT DISTINCT tenant FROM {ks}.rollups",
+            Stmt::LogDaysUpTo => "SELECT day FROM {ks}.log_days WHERE tenant = ? AND kind = ? AND day <= ?",
+            Stmt::LogDrop => "DELETE FROM {ks}.logs WHERE tenant = ? AND kind = ? AND day = ?",
+            Stmt::LogTrim => "DELETE FROM {ks}.logs WHERE tenant = ? AND kind = ? AND day = ? AND seq <= ?",
+            Stmt::LogDayForget => "DELETE FROM {ks}.log_days WHERE tenant = ? AND kind = ? AND day = ?",
+            Stmt::RollupDelete => {
+                "DELETE FROM {ks}.rollups WHERE tenant = ? AND event_type = ? AND hour_ms = ? AND project = ?"
+            }
         }
     }
 
@@ -314,8 +344,8 @@ impl Stmt {
             Stmt::Receipts => "receipts",
             Stmt::SessionRow => "session",
             Stmt::EventRow => "event_seen",
-            Stmt::LogDays | Stmt::LogPage => "read_log",
-            Stmt::RollupsOfType | Stmt::RollupsAll => "rollups",
+            Stmt::LogDays | Stmt::LogPage | Stmt::LogTenants | Stmt::LogDaysUpTo => "read_log",
+            Stmt::RollupsOfType | Stmt::RollupsAll | Stmt::RollupTenants => "rollups",
             _ => "write",
         }
     }

@@ -299,6 +299,12 @@ impl ScyllaStore {
         Ok(out)
     }
 
+    /// Runs one statement that returns no rows.
+    async fn exec(&self, s: Stmt, values: impl scylla::serialize::row::SerializeRow) -> Result<(), StoreError> {
+        self.session.execute_unpaged(self.stmt(s), values).await.map_err(unavailable)?;
+        Ok(())
+    }
+
     /// Writes bound statements in order, as batches of at most
     /// [`MAX_BATCH_STATEMENTS`] and `max_batch_bytes`; a chunk of one
     /// statement goes alone (a batch of one big message would still be
@@ -618,6 +624,42 @@ impl Store for ScyllaStore {
             from_day = days.last().map(|(d,)| d + 1).unwrap_or(i32::MAX);
         }
         Ok(out)
+    }
+
+    async fn retained_tenants(&self) -> Result<Vec<String>, StoreError> {
+        let mut all: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        all.extend(self.rows::<(String, String)>(Stmt::LogTenants, ()).await?.into_iter().map(|(t, _)| t));
+        all.extend(self.rows::<(String,)>(Stmt::RollupTenants, ()).await?.into_iter().map(|(t,)| t));
+        Ok(all.into_iter().collect())
+    }
+
+    async fn trim_log(&self, kind: LogKind, tenant: &str, upto: u64) -> Result<(), StoreError> {
+        // Seqs carry their day: whole days before `upto`'s go as
+        // partitions, its own day up to `upto`.
+        let upto = upto.min(i64::MAX as u64) as i64;
+        let (kind_name, last) = (cql::kind_name(kind), cql::day_of(upto));
+        let days = self.rows::<(i32,)>(Stmt::LogDaysUpTo, (tenant, kind_name, last)).await?;
+        for (day,) in days {
+            if day < last {
+                self.exec(Stmt::LogDrop, (tenant, kind_name, day)).await?;
+                self.exec(Stmt::LogDayForget, (tenant, kind_name, day)).await?;
+            } else {
+                self.exec(Stmt::LogTrim, (tenant, kind_name, day, upto)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn trim_rollups(&self, tenant: &str, before_ms: i64) -> Result<u64, StoreError> {
+        let rows = self.rows::<cql::RollupRow>(Stmt::RollupsAll, (tenant,)).await?;
+        let mut gone = 0;
+        for (event_type, hour_ms, project, _) in rows {
+            if hour_ms < before_ms {
+                self.exec(Stmt::RollupDelete, (tenant, event_type.as_str(), hour_ms, project.as_str())).await?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
     }
 
     async fn rollups(
