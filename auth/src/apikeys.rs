@@ -87,6 +87,25 @@ pub fn revoke_api_key(dir: &Path, tenant: &str, id_or_key: &str) -> Result<bool,
     Ok(false)
 }
 
+/// Removes every key file of `tenant`; returns how many went.
+pub fn revoke_all_api_keys(dir: &Path, tenant: &str) -> Result<usize, AuthError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    let mut gone = 0;
+    for entry in entries {
+        let path = entry.map_err(io_err(dir))?.path();
+        let owner = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        if owner.trim_end() == tenant {
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            gone += 1;
+        }
+    }
+    Ok(gone)
+}
+
 /// Looks keys up for a running node.
 pub struct ApiKeys {
     dir: PathBuf,

@@ -131,6 +131,35 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// `GET /v1/analytics` over a month of hourly rollups: fills the
+    /// tenant's rollups (one event per type, project and hour), then asks
+    /// for the whole month, one query at a time, and reports the latency.
+    Analytics {
+        /// The node's API base URL to fill through.
+        #[arg(long, default_value = "http://127.0.0.1:8090")]
+        api: String,
+        /// The API base URLs to query (default: `--api`); each is timed.
+        #[arg(long)]
+        query: Vec<String>,
+        /// An API key (iris api-key create --tenant T).
+        #[arg(long)]
+        key: String,
+        /// Days of hourly rollups, back from now.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+        /// Event types.
+        #[arg(long, default_value_t = 4)]
+        types: usize,
+        /// Projects.
+        #[arg(long, default_value_t = 3)]
+        projects: usize,
+        /// Queries per URL.
+        #[arg(long, default_value_t = 300)]
+        queries: usize,
+        /// Fill nothing (the rollups are there from an earlier run).
+        #[arg(long)]
+        no_fill: bool,
+    },
     /// Iris: N sessions dropped at once and resumed, with messages sent
     /// to them meanwhile; time until all resumed, and nothing lost.
     Storm {
@@ -212,9 +241,14 @@ impl HttpConn {
 
     /// Posts and returns the status code (the body is read and dropped).
     async fn post(&mut self, path: &str, key: &str, body: &[u8]) -> anyhow::Result<u16> {
+        Ok(self.request("POST", path, key, body).await?.0)
+    }
+
+    /// One request with an API key; the status and the body.
+    async fn request(&mut self, method: &str, path: &str, key: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
         let head = format!(
-            "POST {path} HTTP/1.1\r\nhost: {}\r\nx-api-key: {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\nx-api-key: {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
             self.host,
             body.len()
         );
@@ -236,8 +270,77 @@ impl HttpConn {
         }
         let mut body = vec![0; len];
         self.stream.read_exact(&mut body).await?;
-        Ok(status)
+        Ok((status, body))
     }
+}
+
+/// The `analytics` benchmark (see [`Cmd::Analytics`]).
+#[allow(clippy::too_many_arguments)]
+async fn analytics(
+    api: String,
+    query: Vec<String>,
+    key: String,
+    days: i64,
+    types: usize,
+    projects: usize,
+    queries: usize,
+    no_fill: bool,
+) -> anyhow::Result<()> {
+    let host = |url: &str| url.trim_start_matches("http://").trim_end_matches('/').trim_end_matches("/v1").to_owned();
+    const HOUR: i64 = 3_600_000;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let first = (now - days * 24 * HOUR) / HOUR * HOUR + HOUR;
+    let hours: Vec<i64> = (0..days * 24).map(|h| first + h * HOUR).filter(|h| *h <= now).collect();
+    let run = now;
+    let mut filled = 0usize;
+    if !no_fill {
+        let mut conn = HttpConn::open(&host(&api)).await?;
+        let mut events = Vec::new();
+        for h in &hours {
+            for t in 0..types {
+                for p in 0..projects {
+                    events.push(serde_json::json!({
+                        "type": format!("type{t}"), "project": format!("project{p}"),
+                        "ts": h + 60_000, "idempotency_key": format!("{run}-{h}-{t}-{p}"),
+                    }));
+                }
+            }
+        }
+        for chunk in events.chunks(1_000) {
+            let body = serde_json::to_vec(&serde_json::json!({ "events": chunk }))?;
+            let (status, reply) = conn.request("POST", "/v1/events", &key, &body).await?;
+            anyhow::ensure!(status == 202 || status == 200, "filling: {status} {}", String::from_utf8_lossy(&reply));
+            filled += chunk.len();
+        }
+    }
+    let from = now - days * 24 * HOUR;
+    let path = format!("/v1/analytics?from={from}&to={}", now + HOUR);
+    let urls = if query.is_empty() { vec![api.clone()] } else { query };
+    let mut results = Vec::new();
+    for url in urls {
+        let mut conn = HttpConn::open(&host(&url)).await?;
+        let mut h = hist();
+        let mut rows = 0;
+        for _ in 0..queries {
+            let t = Instant::now();
+            let (status, body) = conn.request("GET", &path, &key, b"").await?;
+            h.saturating_record(t.elapsed().as_micros() as u64);
+            anyhow::ensure!(status == 200, "query: {status} {}", String::from_utf8_lossy(&body));
+            let v: serde_json::Value = serde_json::from_slice(&body)?;
+            rows = v["rollups"].as_array().map_or(0, Vec::len);
+        }
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
+        results.push(serde_json::json!({
+            "url": url, "queries": queries, "rows": rows,
+            "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": h.max() as f64 / 1_000.0,
+        }));
+    }
+    println!(
+        "{}",
+        serde_json::json!({"scenario": "analytics", "days": days, "hours": hours.len(), "types": types,
+            "projects": projects, "events_filled": filled, "results": results})
+    );
+    Ok(())
 }
 
 async fn ingest(
@@ -707,6 +810,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Presence { url, data_dir, subscribers, rounds } => {
             return presence::presence(url, signer_for(Some(&data_dir))?, subscribers, rounds).await;
+        }
+        Cmd::Analytics { api, query, key, days, types, projects, queries, no_fill } => {
+            return analytics(api, query, key, days, types, projects, queries, no_fill).await;
         }
         Cmd::Ingest { api, key, rate, batch, connections, seconds } => {
             return ingest(api, key, rate, batch, connections, seconds).await;

@@ -217,7 +217,12 @@ async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<(), Ka
                     by_shard.insert(*shard, entries);
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, shard, "outbox read failed"),
+                Err(e) => {
+                    // The store is away: the rest of the round would wait
+                    // for it too; the next round tries again.
+                    tracing::warn!(error = %e, shard, "outbox read failed");
+                    break;
+                }
             }
             if n >= BATCH {
                 break;

@@ -44,6 +44,7 @@ pub mod retention;
 pub mod settings;
 pub mod signals;
 pub mod store;
+pub mod tenants;
 
 pub use settings::Settings;
 pub use signals::{Signals, Trigger};

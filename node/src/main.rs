@@ -48,6 +48,21 @@ enum ApiKeyAction {
 }
 
 #[derive(Subcommand)]
+enum TenantAction {
+    /// Delete everything of a tenant: messages, contacts, logs, rollups,
+    /// dedup records, session records, API keys (the node stopped when its
+    /// store is embedded).
+    Delete {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// Confirms: nothing deleted can be brought back.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum HomeAction {
     /// Print the user's home region and whether it was set explicitly.
     Get {
@@ -138,6 +153,11 @@ enum Command {
     Home {
         #[command(subcommand)]
         action: HomeAction,
+    },
+    /// Manage tenants.
+    Tenant {
+        #[command(subcommand)]
+        action: TenantAction,
     },
     /// Read the region's log topics (needs --config naming a region).
     Logs {
@@ -268,6 +288,19 @@ fn main() -> anyhow::Result<()> {
                     println!("revoked {id}");
                 }
             }
+            Ok(())
+        }
+        Some(Command::Tenant { action: TenantAction::Delete { tenant, yes } }) => {
+            if !iris_auth::valid_name(tenant) {
+                bail!("--tenant must be 1-128 bytes without control characters");
+            }
+            if !*yes {
+                bail!("deleting tenant {tenant:?} cannot be undone: add --yes to go ahead");
+            }
+            let s = settings(&load_config(&cli)?)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let deleted = rt.block_on(iris_node::tenants::delete(&s, tenant))?;
+            println!("deleted tenant {tenant}: {} records, {} API key files", deleted.records, deleted.key_files);
             Ok(())
         }
         Some(Command::Home { action }) => {

@@ -308,3 +308,71 @@ fn migrate_runs_from_two_processes_at_once_and_then_finds_nothing_to_do() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("is up to date"), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// What a tenant holds on a node, as its API and its users see it: graph
+/// log, events log, rollups, and bob's inbox head.
+async fn holdings(node: &Node, tenant: &str, key: &str) -> (usize, usize, usize, u64, u16) {
+    let tok = format!("Bearer {}", node.service_token(tenant));
+    let auth = [("authorization", tok.as_str())];
+    let (_, _, graph) = http("GET", &node.api("/v1/graph/events"), &auth, None).await;
+    let (_, _, events) = http("GET", &node.api("/v1/events/log"), &auth, None).await;
+    let (_, _, rollups) = http("GET", &node.api("/v1/analytics"), &auth, None).await;
+    let (key_status, _, _) = http("GET", &node.api("/v1/analytics"), &[("x-api-key", key)], None).await;
+    let (_, welcome) = node.login(tenant, "bob").await;
+    let len = |v: &serde_json::Value, f: &str| v[f].as_array().map_or(0, Vec::len);
+    (len(&graph, "events"), len(&events, "events"), len(&rollups, "rollups"), welcome.inbox_head, key_status)
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_removes_all_of_it_and_nothing_of_another() {
+    let mut node = start();
+    let config = node.dir.join("test.toml");
+    let mut keys = Vec::new();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    for tenant in ["acme", "acme2"] {
+        let tok = format!("Bearer {}", node.service_token(tenant));
+        let body = serde_json::json!({"contacts": [{"user": "ann", "circle": "work"}]});
+        let (s, _, _) = http("PUT", &node.api("/v1/contacts/bob"), &[("authorization", &tok)], Some(&body)).await;
+        assert_eq!(s, 200);
+        let key = node.api_key(tenant);
+        let events = serde_json::json!({"events": [{"type": "click", "idempotency_key": "k1", "ts": now}]});
+        let (s, _, _) = http("POST", &node.api("/v1/events"), &[("x-api-key", &key)], Some(&events)).await;
+        assert_eq!(s, 202);
+        let (mut alice, _) = node.login(tenant, "alice").await;
+        alice.send("c-1", "bob", "hello").await.unwrap();
+        accepted(&mut alice, "c-1").await;
+        keys.push(key);
+    }
+    let full = holdings(&node, "acme", &keys[0]).await;
+    assert_eq!(full, (1, 1, 1, 1, 200), "acme holds one of each");
+    assert_eq!(holdings(&node, "acme2", &keys[1]).await, full);
+
+    let dir = node.dir.clone();
+    let delete = |yes: bool| {
+        let mut c = Command::new(bin());
+        c.args(["tenant", "delete", "--tenant", "acme", "--data-dir"]).arg(&dir).arg("--config").arg(&config);
+        if yes {
+            c.arg("--yes");
+        }
+        c.output().unwrap()
+    };
+    let out = delete(false);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    let out = delete(true);
+    assert!(!out.status.success(), "a running node's store is not deleted from under it");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    assert!(node.sigterm().success());
+    let out = delete(true);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 API key files"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    let node = start_in(&dir, &text);
+    assert_eq!(holdings(&node, "acme", &keys[0]).await, (0, 0, 0, 0, 401), "nothing of acme is left");
+    assert_eq!(holdings(&node, "acme2", &keys[1]).await, full, "acme2, whose name begins with acme's, keeps all");
+}

@@ -33,12 +33,115 @@ pub async fn run_all(store: &dyn Store, tenant: &str) -> Result<(), String> {
     tenants_do_not_cross(store, tenant).await?;
     identities_logs_events_rollups(store, tenant).await?;
     retention(store, tenant).await?;
+    tenant_deletion(store, tenant).await?;
     if store.keeps_outbox() {
         outbox(store, tenant).await?;
     }
     if store.keeps_api_keys() {
         api_keys(store, tenant).await?;
     }
+    Ok(())
+}
+
+/// Everything one tenant writes, for [`tenant_deletion`].
+async fn fill(store: &dyn Store, tenant: &str, outbox: &OutboxId) -> Result<(), String> {
+    let e = |e: StoreError| e.to_string();
+    let (ann, bob) = (UserKey::new(tenant, "ann"), UserKey::new(tenant, "bob"));
+    let mut b = WriteBatch::default();
+    b.push(WriteOp::Message { user: bob.clone(), message: msg(1, "ann", "hi") });
+    let record = DedupRecord { msg_id: "m-1".into(), ts: 1, to: "bob".into(), seq: 1 };
+    b.push(WriteOp::Dedup { key: DedupKey { sender: ann.clone(), client_id: "c1".into() }, record });
+    b.push(WriteOp::Meta { user: bob.clone(), meta: UserMeta { acked: 1, ..UserMeta::default() } });
+    b.push(WriteOp::Contact { owner: ann.clone(), contact: "bob".into(), record: contact("work") });
+    b.push(WriteOp::Identity { user: ann.clone(), channel: "tel:1".into() });
+    b.push(WriteOp::Policy { owner: ann.clone(), circle: "work".into(), policy: CirclePolicy::default() });
+    let receipt = PendingReceipt { msg_id: "m-1".into(), by: "bob".into(), state: ReceiptState::Delivered };
+    b.push(WriteOp::Receipt { user: ann.clone(), receipt });
+    let session = SessionRecord { nodes: vec!["n".into()], region: "r".into(), sessions: 1, last_seen: None };
+    b.push(WriteOp::Session { user: bob.clone(), record: session, version: 1 });
+    b.push(WriteOp::Log { kind: LogKind::Graph, tenant: tenant.into(), record: Bytes::from_static(b"{}") });
+    b.push(WriteOp::Log { kind: LogKind::Events, tenant: tenant.into(), record: Bytes::from_static(b"{}") });
+    let key = EventKey { tenant: tenant.into(), stream: "s".into(), key: "k".into() };
+    b.push(WriteOp::EventSeen { key, ts: 1 });
+    let rk = RollupKey { tenant: tenant.into(), event_type: "x".into(), project: "p".into(), hour_ms: 0 };
+    b.push(WriteOp::RollupAdd { key: rk, by: 1 });
+    if store.keeps_outbox() {
+        b.outbox = Some(OutboxTarget { id: outbox.clone(), max: 100 });
+    }
+    store.commit(b).await.map_err(e)?;
+    if store.keeps_api_keys() {
+        store
+            .put_api_key(
+                &format!("{:064x}", tenant.len() * 7919 + tenant.bytes().map(usize::from).sum::<usize>()),
+                tenant,
+            )
+            .await
+            .map_err(e)?;
+    }
+    Ok(())
+}
+
+/// What is left of a tenant [`fill`] wrote, one line per kind of record.
+async fn left_of(store: &dyn Store, tenant: &str, outbox: &OutboxId) -> Result<Vec<String>, String> {
+    let e = |e: StoreError| e.to_string();
+    let (ann, bob) = (UserKey::new(tenant, "ann"), UserKey::new(tenant, "bob"));
+    let mut left = Vec::new();
+    let mut note = |held: bool, what: &str| {
+        if held {
+            left.push(what.to_owned());
+        }
+    };
+    note(!store.read_inbox(&bob, 0, 10, 1 << 20).await.map_err(e)?.messages.is_empty(), "inbox");
+    note(store.dedup(&DedupKey { sender: ann.clone(), client_id: "c1".into() }).await.map_err(e)?.is_some(), "dedup");
+    let (a, b) = (store.load_user(&ann).await.map_err(e)?, store.load_user(&bob).await.map_err(e)?);
+    note(b.meta != UserMeta::default() || b.head != 0, "meta or head");
+    note(!a.contacts.is_empty(), "contacts");
+    note(!a.identities.is_empty(), "identities");
+    note(!a.policies.is_empty(), "policies");
+    note(!store.pending_receipts(&ann, 10).await.map_err(e)?.is_empty(), "receipts");
+    note(store.session(&bob).await.map_err(e)?.is_some(), "session");
+    for kind in [LogKind::Graph, LogKind::Events] {
+        note(!store.read_log(kind, tenant, 0, 10).await.map_err(e)?.is_empty(), "log");
+    }
+    let key = EventKey { tenant: tenant.into(), stream: "s".into(), key: "k".into() };
+    note(store.event_seen(&key).await.map_err(e)?, "event key");
+    note(!store.rollups(tenant, None, i64::MIN, i64::MAX).await.map_err(e)?.is_empty(), "rollups");
+    note(store.retained_tenants().await.map_err(e)?.iter().any(|t| t == tenant), "listed for retention");
+    if store.keeps_outbox() {
+        let held = store.read_outbox(outbox, 0, 100).await.map_err(e)?;
+        note(held.iter().any(|h| &*h.tenant == tenant), "outbox");
+    }
+    if store.keeps_api_keys() {
+        let hash = format!("{:064x}", tenant.len() * 7919 + tenant.bytes().map(usize::from).sum::<usize>());
+        note(store.api_key_tenant(&hash).await.map_err(e)?.is_some(), "api key");
+    }
+    Ok(left)
+}
+
+/// Deleting a tenant removes every kind of record it has, on this
+/// backend, and nothing of another tenant, even one whose name begins
+/// with the deleted one's (or holds glob characters).
+async fn tenant_deletion(store: &dyn Store, tenant: &str) -> Result<(), String> {
+    let e = |e: StoreError| e.to_string();
+    let gone = format!("{tenant}-del*");
+    let kept = [format!("{tenant}-del*x"), format!("{tenant}-del"), format!("{tenant}-del*:y")];
+    let outbox = OutboxId { region: format!("{tenant}-del-region").into(), shard: 1 };
+    for t in std::iter::once(&gone).chain(&kept) {
+        fill(store, t, &outbox).await?;
+    }
+    for t in std::iter::once(&gone).chain(&kept) {
+        check(left_of(store, t, &outbox).await?.len() >= 10, "every kind of record was written")?;
+    }
+    let full = left_of(store, &kept[0], &outbox).await?;
+    check(store.delete_tenant(&gone).await.map_err(e)? > 0, "deleting counts what went")?;
+    let left = left_of(store, &gone, &outbox).await?;
+    if !left.is_empty() {
+        return Err(format!("a deleted tenant keeps its {left:?}"));
+    }
+    for t in &kept {
+        check(left_of(store, t, &outbox).await? == full, "no other tenant loses anything")?;
+    }
+    store.delete_tenant(&gone).await.map_err(e)?;
     Ok(())
 }
 

@@ -79,6 +79,8 @@ enum Request {
 enum Trim {
     Log(LogKind, String, u64),
     Rollups(String, i64),
+    /// Everything of a tenant.
+    Tenant(String),
 }
 
 /// Most removals in one fjall batch of a trim.
@@ -96,6 +98,29 @@ fn run_trim(s: &Spaces, trim: Trim) -> Result<u64, StoreError> {
                     batch.remove(&s.logs, g.key().map_err(backend)?.to_vec());
                     n += 1;
                 }
+            }
+            Trim::Tenant(tenant) => {
+                let users = crate::keys::user_prefix_of_tenant(tenant);
+                let events = [&[1u8][..], tenant.as_bytes(), &[0u8][..]].concat();
+                let mut logs = log_prefix(LogKind::Graph, tenant);
+                let by_user = [&s.inbox, &s.meta, &s.contacts, &s.identities, &s.policies, &s.receipts, &s.sessions];
+                let mut spaces: Vec<(&Keyspace, Vec<u8>)> = by_user.into_iter().map(|k| (k, users.clone())).collect();
+                spaces.push((&s.dedup, users.clone()));
+                spaces.push((&s.dedup, events));
+                spaces.push((&s.logs, std::mem::take(&mut logs)));
+                spaces.push((&s.logs, log_prefix(LogKind::Events, tenant)));
+                spaces.push((&s.rollups, rollup_prefix(tenant, None)));
+                'spaces: for (space, prefix) in spaces {
+                    for g in space.prefix(prefix) {
+                        batch.remove(space, g.key().map_err(backend)?.to_vec());
+                        n += 1;
+                        if n >= TRIM_STEP {
+                            break 'spaces;
+                        }
+                    }
+                }
+                // (Their `dedup_exp` entries stay until they expire: the
+                // sweep then removes a dedup key that is already gone.)
             }
             Trim::Rollups(tenant, before) => {
                 for g in s.rollups.prefix(rollup_prefix(tenant, None)) {
@@ -139,6 +164,10 @@ fn tenants_in(space: &Keyspace, lead: &[u8]) -> Result<Vec<String>, StoreError> 
 
 /// The fjall-backed store.
 pub struct EmbeddedStore {
+    /// Held while open: a second process (another node, or `iris tenant
+    /// delete` beside a running node) gets a clear refusal instead of a
+    /// second writer.
+    _lock: std::fs::File,
     spaces: Spaces,
     failed: Arc<std::sync::atomic::AtomicBool>,
     tx: mpsc::Sender<Request>,
@@ -153,6 +182,12 @@ impl EmbeddedStore {
     /// Opens (or creates) the store and starts its committer thread.
     pub fn open(config: EmbeddedConfig) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&config.path).map_err(backend)?;
+        let lock = std::fs::File::create(config.path.join("iris.lock")).map_err(backend)?;
+        if let Err(e) = lock.try_lock() {
+            return Err(StoreError::Unavailable(
+                format!("{} is in use by another process (a running node?): {e}", config.path.display()).into(),
+            ));
+        }
         let db = Database::builder(&config.path).open().map_err(backend)?;
         let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(backend);
         let spaces = Spaces {
@@ -183,7 +218,7 @@ impl EmbeddedStore {
             .name("iris-committer".into())
             .spawn(move || committer(worker, rx, config, failed_flag, log_head))
             .map_err(backend)?;
-        Ok(Self { spaces, failed, tx, committer: std::sync::Mutex::new(Some(handle)) })
+        Ok(Self { _lock: lock, spaces, failed, tx, committer: std::sync::Mutex::new(Some(handle)) })
     }
 
     async fn trim(&self, trim: Trim) -> Result<u64, StoreError> {
@@ -668,6 +703,10 @@ impl Store for EmbeddedStore {
 
     async fn close(&self) {
         self.shutdown().await;
+    }
+
+    async fn delete_tenant(&self, tenant: &str) -> Result<u64, StoreError> {
+        self.trim(Trim::Tenant(tenant.to_owned())).await
     }
 
     async fn retained_tenants(&self) -> Result<Vec<String>, StoreError> {

@@ -15,6 +15,13 @@ pub(crate) fn user_prefix(user: &UserKey) -> Vec<u8> {
     k
 }
 
+/// The prefix of every key of a tenant's users (`tenant NUL`).
+pub(crate) fn user_prefix_of_tenant(tenant: &str) -> Vec<u8> {
+    let mut k = tenant.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
 pub(crate) fn user_key(user: &UserKey) -> Vec<u8> {
     let mut k = user_prefix(user);
     k.pop();

@@ -486,6 +486,12 @@ pub trait Store: Send + Sync + 'static {
     /// Removes `tenant`'s rollup counters of hours starting before
     /// `before_ms`; returns how many went.
     async fn trim_rollups(&self, tenant: &str, before_ms: i64) -> Result<u64, StoreError>;
+    /// Removes everything of `tenant`: inboxes, dedup records and event
+    /// keys, user state, contacts, identities, policies, receipts, session
+    /// records, logs, rollups, unpublished outbox records and (where kept
+    /// here) API keys. Returns how many keys or rows went. Nothing of
+    /// another tenant is touched. Idempotent.
+    async fn delete_tenant(&self, tenant: &str) -> Result<u64, StoreError>;
     /// Whether ingestion API keys live here, shared by every node of the
     /// region (Redis and the memory store); others keep them in files.
     fn keeps_api_keys(&self) -> bool {

@@ -114,6 +114,18 @@ fn parse_outbox(m: &Bytes) -> Result<OutboxEntry, StoreError> {
     Ok(OutboxEntry { pos, kind, tenant: tenant.into(), seq, record: m.slice(17 + nul + 1..) })
 }
 
+/// `s` with Redis glob's special characters escaped.
+fn glob_escape(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    for b in s {
+        if matches!(b, b'*' | b'?' | b'[' | b']' | b'\\' | b'^' | b'-') {
+            out.push(b'\\');
+        }
+        out.push(*b);
+    }
+    out
+}
+
 fn err(e: fred::error::Error) -> StoreError {
     use fred::error::ErrorKind as K;
     if e.details().contains("CONFLICT") {
@@ -244,6 +256,33 @@ impl RedisStore {
             .map_err(err)?;
         client.init().await.map_err(err)?;
         Ok(Self { client, retention_secs: cfg.retention_secs, session_ttl_secs: cfg.session_ttl_secs })
+    }
+
+    /// Every key matching `pattern` (SCAN, in steps).
+    async fn scan(&self, pattern: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut out = Vec::new();
+        let mut cursor = "0".to_owned();
+        loop {
+            let (next, keys): (String, Vec<Bytes>) = self
+                .client
+                .custom(
+                    fred::cmd!("SCAN"),
+                    vec![
+                        Value::from(cursor.as_str()),
+                        "MATCH".into(),
+                        Value::Bytes(Bytes::copy_from_slice(pattern)),
+                        "COUNT".into(),
+                        "1000".into(),
+                    ],
+                )
+                .await
+                .map_err(err)?;
+            out.extend(keys.into_iter().map(|k| k.to_vec()));
+            if next == "0" {
+                return Ok(out);
+            }
+            cursor = next;
+        }
     }
 
     async fn hash_all(&self, k: Key) -> Result<HashMap<Bytes, Bytes>, StoreError> {
@@ -526,6 +565,58 @@ impl Store for RedisStore {
 
     fn keeps_api_keys(&self) -> bool {
         true
+    }
+
+    async fn delete_tenant(&self, tenant: &str) -> Result<u64, StoreError> {
+        let t = tenant.as_bytes();
+        let mut gone = 0u64;
+        // Keys `kind NUL tenant NUL …`, found by pattern (the tenant's glob
+        // characters escaped), and the users they name, for their session
+        // records (`session:{tenant}:{user}` cannot be matched by pattern
+        // without catching a tenant whose name continues with ':').
+        let mut users = std::collections::BTreeSet::new();
+        for kind in ["inbox", "dedup", "meta", "contacts", "ids", "policies", "receipts", "event", "rollup"] {
+            let pattern = [kind.as_bytes(), &[0], &glob_escape(t), &[0], b"*"].concat();
+            for k in self.scan(&pattern).await? {
+                if matches!(kind, "inbox" | "meta" | "contacts" | "ids" | "policies" | "receipts") {
+                    let rest = &k[kind.len() + 1 + t.len() + 1..];
+                    users.insert(String::from_utf8_lossy(rest).into_owned());
+                }
+                let n: u64 = self.client.del(Key::from(k.as_slice())).await.map_err(err)?;
+                gone += n;
+            }
+        }
+        let mut exact: Vec<Key> = Vec::new();
+        for kind in [LogKind::Graph, LogKind::Events] {
+            exact.push(key(&[b"log", log_kind(kind), t]));
+            exact.push(key(&[b"logseq", log_kind(kind), t]));
+        }
+        exact.push(key(&[b"rolluptypes", t]));
+        for u in &users {
+            let user = UserKey::new(tenant, u.as_str());
+            exact.push(session_key(&user));
+            exact.push(session_version_key(&user));
+        }
+        let hashes: Vec<String> = self.client.smembers(key(&[b"apikeys", t])).await.map_err(err)?;
+        exact.extend(hashes.iter().map(|h| key(&[b"apikey", h.as_bytes()])));
+        exact.push(key(&[b"apikeys", t]));
+        for k in exact {
+            let n: u64 = self.client.del(k).await.map_err(err)?;
+            gone += n;
+        }
+        let _: u64 = self.client.srem("retained", tenant).await.map_err(err)?;
+        // Records still waiting in an outbox.
+        for k in self.scan(b"outbox\0*").await? {
+            let rows: Vec<Bytes> =
+                self.client.zrange(Key::from(k.as_slice()), 0, -1, None, false, None, false).await.map_err(err)?;
+            let mine: Vec<Bytes> =
+                rows.into_iter().filter(|m| parse_outbox(m).is_ok_and(|e| &*e.tenant == tenant)).collect();
+            if !mine.is_empty() {
+                let n: u64 = self.client.zrem(Key::from(k.as_slice()), mine).await.map_err(err)?;
+                gone += n;
+            }
+        }
+        Ok(gone)
     }
 
     async fn retained_tenants(&self) -> Result<Vec<String>, StoreError> {

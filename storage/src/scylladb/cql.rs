@@ -59,6 +59,70 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
     ],
 }];
 
+/// Every table and its partition key, whose first column is the tenant:
+/// what deleting a tenant removes.
+pub const TENANT_PARTITIONS: &[(&str, &[&str])] = &[
+    ("inbox", &["tenant", "user_id"]),
+    ("inbox_state", &["tenant", "user_id"]),
+    ("dedup", &["tenant", "sender_id", "client_id"]),
+    ("contacts", &["tenant", "user_id"]),
+    ("identities", &["tenant", "user_id"]),
+    ("circle_policies", &["tenant", "user_id"]),
+    ("receipts", &["tenant", "user_id"]),
+    ("sessions", &["tenant", "user_id"]),
+    ("event_keys", &["tenant", "stream", "key"]),
+    ("logs", &["tenant", "kind", "day"]),
+    ("log_days", &["tenant", "kind"]),
+    ("rollups", &["tenant"]),
+];
+
+/// A partition key of [`TENANT_PARTITIONS`], read as its CQL values.
+#[derive(Debug, Clone)]
+pub struct PartitionKey(Vec<CqlValue>);
+
+impl PartitionKey {
+    /// Its tenant (the first column).
+    pub fn tenant(&self) -> Option<&str> {
+        match self.0.first() {
+            Some(CqlValue::Text(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Its values, to bind to a delete of the partition.
+    pub fn values(&self) -> &[CqlValue] {
+        &self.0
+    }
+}
+
+impl<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm> for PartitionKey {
+    fn type_check(
+        _: &[scylla::frame::response::result::ColumnSpec],
+    ) -> Result<(), scylla::deserialize::TypeCheckError> {
+        Ok(())
+    }
+
+    fn deserialize(
+        mut row: scylla::deserialize::row::ColumnIterator<'f, 'm>,
+    ) -> Result<Self, scylla::deserialize::DeserializationError> {
+        let mut out = Vec::new();
+        while let Some(col) = row.next() {
+            let col = col?;
+            let v = <Option<CqlValue> as scylla::deserialize::value::DeserializeValue>::deserialize(
+                col.spec.typ(),
+                col.slice,
+            )?;
+            out.push(v.ok_or_else(|| scylla::deserialize::DeserializationError::new(NullKey))?);
+        }
+        Ok(PartitionKey(out))
+    }
+}
+
+/// A partition key column was null.
+#[derive(Debug, thiserror::Error)]
+#[error("a partition key column is null")]
+struct NullKey;
+
 /// The newest schema version this binary knows.
 pub fn latest_version() -> u32 {
     MIGRATIONS.last().map(|m| m.version).unwrap_or(0)

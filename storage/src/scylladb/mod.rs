@@ -626,6 +626,37 @@ impl Store for ScyllaStore {
         Ok(out)
     }
 
+    async fn delete_tenant(&self, tenant: &str) -> Result<u64, StoreError> {
+        use futures::StreamExt;
+        let ks = self.settings.keyspace.as_str();
+        let mut gone = 0u64;
+        // Every table is partitioned by tenant first: each one's partitions
+        // are listed (a full scan, paged: an operator's rare step) and the
+        // tenant's are deleted whole. API keys are files on this backend.
+        for (table, key) in cql::TENANT_PARTITIONS {
+            let cols = key.join(", ");
+            let list = format!("SELECT DISTINCT {cols} FROM {ks}.{table}");
+            let cond = key.iter().map(|c| format!("{c} = ?")).collect::<Vec<_>>().join(" AND ");
+            let delete =
+                self.session.prepare(format!("DELETE FROM {ks}.{table} WHERE {cond}")).await.map_err(unavailable)?;
+            let pager = self.session.query_iter(list, ()).await.map_err(unavailable)?;
+            let mut rows =
+                pager.rows_stream::<cql::PartitionKey>().map_err(|_| StoreError::Corrupt("partition key"))?;
+            let mut mine = Vec::new();
+            while let Some(row) = rows.next().await {
+                let row = row.map_err(unavailable)?;
+                if row.tenant() == Some(tenant) {
+                    mine.push(row);
+                }
+            }
+            for row in mine {
+                self.session.execute_unpaged(&delete, row.values()).await.map_err(unavailable)?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
     async fn retained_tenants(&self) -> Result<Vec<String>, StoreError> {
         let mut all: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         all.extend(self.rows::<(String, String)>(Stmt::LogTenants, ()).await?.into_iter().map(|(t, _)| t));
