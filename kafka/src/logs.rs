@@ -20,7 +20,7 @@
 //! user's (or a stream's) records stay in their shard's commit order.
 
 use crate::{KafkaBusError, client_config, group_config};
-use iris_storage::{LogKind, OutboxEntry, OutboxId, Store};
+use iris_storage::{LogKind, OutboxEntry, OutboxId, Store, StoreError};
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -188,6 +188,7 @@ async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<(), Ka
         // Serves the group (rebalances, heartbeats); nothing is ever
         // written to the lease topic, so this only waits.
         let wait = if busy { Duration::ZERO } else { cfg.interval };
+        busy = false;
         if let Ok(Err(e)) = tokio::time::timeout(wait, consumer.recv()).await {
             tracing::debug!(error = %e, "outbox lease consumer");
         }
@@ -201,6 +202,19 @@ async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<(), Ka
             };
             for (shard, pos) in positions {
                 tracing::info!(shard, pos, "outbox lease taken");
+                // A store that lost acknowledged writes (a failover) may
+                // count positions from below what is published: new
+                // records would be read past and trimmed. Not before it
+                // counts from above.
+                match store.raise_outbox_position(&outbox(shard), pos).await {
+                    Ok(true) => tracing::error!(
+                        shard,
+                        pos,
+                        "outbox positions were behind the published ones (the store lost writes?); raised"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => return Err(KafkaError::Subscription(format!("outbox of shard {shard}: {e}"))),
+                }
                 // Published before the lease moved but not trimmed yet.
                 if let Err(e) = store.trim_outbox(&outbox(shard), pos).await {
                     tracing::warn!(error = %e, shard, "outbox trim failed");
@@ -210,25 +224,33 @@ async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<(), Ka
         }
         let mut by_shard: BTreeMap<u32, Vec<OutboxEntry>> = BTreeMap::new();
         let mut n = 0;
+        // A fair share each, so that one busy shard does not hold up the
+        // others.
+        let share = (BATCH / published.len().max(1)).max(1);
         for (shard, pos) in &published {
-            match store.read_outbox(&outbox(*shard), *pos, BATCH - n).await {
+            match store.read_outbox(&outbox(*shard), *pos, share).await {
                 Ok(entries) if !entries.is_empty() => {
+                    busy |= entries.len() >= share;
                     n += entries.len();
                     by_shard.insert(*shard, entries);
                 }
                 Ok(_) => {}
-                Err(e) => {
+                Err(StoreError::Unavailable(e)) => {
                     // The store is away: the rest of the round would wait
                     // for it too; the next round tries again.
                     tracing::warn!(error = %e, shard, "outbox read failed");
                     break;
                 }
-            }
-            if n >= BATCH {
-                break;
+                Err(e) => {
+                    // An entry that does not read: this shard waits (its
+                    // outbox fills, then its writes with log records are
+                    // refused), the others go on.
+                    metrics::counter!("iris_log_outbox_unreadable_total").increment(1);
+                    tracing::error!(error = %e, shard, "outbox unreadable");
+                }
             }
         }
-        busy = n >= BATCH;
+        let _ = n;
         if by_shard.is_empty() {
             continue;
         }

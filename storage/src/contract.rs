@@ -260,6 +260,15 @@ async fn outbox(store: &dyn Store, tenant: &str) -> Result<(), String> {
     let after_trim = store.read_outbox(&shard, 0, 10).await.map_err(e)?;
     store.trim_outbox(&shard, after_trim.last().map_or(0, |l| l.pos)).await.map_err(e)?;
     check(store.read_outbox(&shard, 0, 10).await.map_err(e)?.is_empty(), "a full trim empties the outbox")?;
+    // A store that lost writes counts positions from above the published.
+    check(store.raise_outbox_position(&shard, 1_000).await.map_err(e)?, "a position behind is raised")?;
+    check(!store.raise_outbox_position(&shard, 5).await.map_err(e)?, "a position ahead stays")?;
+    let mut next = WriteBatch { outbox: Some(target.clone()), ..WriteBatch::default() };
+    next.push(log(LogKind::Graph, "after-raise"));
+    store.commit(next).await.map_err(e)?;
+    let held = store.read_outbox(&shard, 1_000, 10).await.map_err(e)?;
+    check(held.len() == 1 && held[0].pos > 1_000, "positions go on above the raised one")?;
+    store.trim_outbox(&shard, held[0].pos).await.map_err(e)?;
     let elsewhere = OutboxId { region: format!("{tenant}-elsewhere").into(), shard: 3 };
     let mut there =
         WriteBatch { outbox: Some(OutboxTarget { id: elsewhere.clone(), max: 3 }), ..WriteBatch::default() };

@@ -472,6 +472,12 @@ pub trait Store: Send + Sync + 'static {
     async fn read_outbox(&self, _id: &OutboxId, _after: u64, _limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         Err(StoreError::Backend("this backend keeps no outbox".into()))
     }
+    /// Makes the outbox hand out positions above `at_least` (the position
+    /// its publisher has published up to); true when it had to be raised
+    /// (the store had lost writes it acknowledged).
+    async fn raise_outbox_position(&self, _id: &OutboxId, _at_least: u64) -> Result<bool, StoreError> {
+        Err(StoreError::Backend("this backend keeps no outbox".into()))
+    }
     /// Removes a shard's outbox entries up to and including `upto` (they
     /// are published). Returns how many went.
     async fn trim_outbox(&self, _id: &OutboxId, _upto: u64) -> Result<u64, StoreError> {

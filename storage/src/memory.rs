@@ -489,6 +489,14 @@ impl Store for MemoryStore {
         Ok(entries.range(after.saturating_add(1)..).take(limit).map(|(_, e)| e.clone()).collect())
     }
 
+    async fn raise_outbox_position(&self, id: &OutboxId, at_least: u64) -> Result<bool, StoreError> {
+        let mut s = self.state();
+        let (head, _) = s.outboxes.entry(id.clone()).or_default();
+        let raised = *head < at_least;
+        *head = (*head).max(at_least);
+        Ok(raised)
+    }
+
     async fn trim_outbox(&self, id: &OutboxId, upto: u64) -> Result<u64, StoreError> {
         let mut s = self.state();
         let Some((_, entries)) = s.outboxes.get_mut(id) else { return Ok(0) };

@@ -209,6 +209,16 @@ end
 return 1
 ";
 
+/// Raises a counter to at least a value: the counter, the value.
+const RAISE_POSITION: &str = r"
+local held = tonumber(redis.call('GET', ARGV[1]) or '0')
+if held < tonumber(ARGV[2]) then
+  redis.call('SET', ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
 /// Stores a key's tenant under its hash and adds the hash to the tenant's
 /// set, together: key, set, tenant, hash.
 const PUT_API_KEY: &str = r"
@@ -587,9 +597,10 @@ impl Store for RedisStore {
             }
         }
         let mut exact: Vec<Key> = Vec::new();
+        // (The log seq counters stay: a tenant of the same name later must
+        // not hand out seqs that readers and the topics have seen.)
         for kind in [LogKind::Graph, LogKind::Events] {
             exact.push(key(&[b"log", log_kind(kind), t]));
-            exact.push(key(&[b"logseq", log_kind(kind), t]));
         }
         exact.push(key(&[b"rolluptypes", t]));
         for u in &users {
@@ -606,14 +617,26 @@ impl Store for RedisStore {
         }
         let _: u64 = self.client.srem("retained", tenant).await.map_err(err)?;
         // Records still waiting in an outbox.
+        // Page by page: an outbox holds up to `log_outbox_max` records.
         for k in self.scan(b"outbox\0*").await? {
-            let rows: Vec<Bytes> =
-                self.client.zrange(Key::from(k.as_slice()), 0, -1, None, false, None, false).await.map_err(err)?;
-            let mine: Vec<Bytes> =
-                rows.into_iter().filter(|m| parse_outbox(m).is_ok_and(|e| &*e.tenant == tenant)).collect();
-            if !mine.is_empty() {
-                let n: u64 = self.client.zrem(Key::from(k.as_slice()), mine).await.map_err(err)?;
-                gone += n;
+            let mut after = "-inf".to_owned();
+            loop {
+                let rows: Vec<(Bytes, f64)> = self
+                    .client
+                    .zrangebyscore(Key::from(k.as_slice()), after.as_str(), "+inf", true, Some((0, 1_000)))
+                    .await
+                    .map_err(err)?;
+                let Some((_, last)) = rows.last() else { break };
+                after = format!("({last}");
+                let mine: Vec<Bytes> = rows
+                    .into_iter()
+                    .map(|(m, _)| m)
+                    .filter(|m| parse_outbox(m).is_ok_and(|e| &*e.tenant == tenant))
+                    .collect();
+                if !mine.is_empty() {
+                    let n: u64 = self.client.zrem(Key::from(k.as_slice()), mine).await.map_err(err)?;
+                    gone += n;
+                }
             }
         }
         Ok(gone)
@@ -682,6 +705,12 @@ impl Store for RedisStore {
             .await
             .map_err(err)?;
         rows.iter().map(parse_outbox).collect()
+    }
+
+    async fn raise_outbox_position(&self, id: &OutboxId, at_least: u64) -> Result<bool, StoreError> {
+        let args: Vec<Value> = vec![Value::Bytes(outbox_pos_key(id).into_bytes()), at_least.to_string().into()];
+        let n: i64 = self.client.eval(RAISE_POSITION, Vec::<Key>::new(), args).await.map_err(err)?;
+        Ok(n > 0)
     }
 
     async fn trim_outbox(&self, id: &OutboxId, upto: u64) -> Result<u64, StoreError> {
