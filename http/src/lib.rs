@@ -217,10 +217,14 @@ impl HttpFront {
         result
     }
 
-    /// The 429 for an address that failed too often this minute.
+    /// Whether the request's address may present a credential now.
+    fn allowed(&self, req: &HttpRequest) -> bool {
+        req.peer_addr().is_none_or(|a| self.guard.allowed(a.ip(), self.now_ms()))
+    }
+
+    /// The 429 for an address that failed too often this minute (counted).
     fn throttled(&self, req: &HttpRequest) -> Option<Failure> {
-        let ip = req.peer_addr().map(|a| a.ip())?;
-        if self.guard.allowed(ip, self.now_ms()) {
+        if self.allowed(req) {
             return None;
         }
         metrics::counter!("iris_http_auth_throttled_total").increment(1);
@@ -253,7 +257,7 @@ impl HttpFront {
     /// lookup (its check answers 429 unread).
     async fn look_up_api_key(&self, req: &HttpRequest) -> Result<Option<Option<String>>, Failure> {
         let Some(key) = self.presented_key(req) else { return Ok(None) };
-        if self.throttled(req).is_some() {
+        if !self.allowed(req) {
             return Ok(Some(None));
         }
         let now = self.now_ms();

@@ -60,6 +60,12 @@ pub enum KafkaBusError {
     /// A relay stopped rather than commit past an envelope it could not move.
     #[error("relay stopped: {0}")]
     Relay(String),
+    /// A topic to read does not exist.
+    #[error("topic {0} does not exist")]
+    NoTopic(String),
+    /// The log publisher stopped (it starts over from the committed positions).
+    #[error("log publisher: {0}")]
+    Publisher(String),
     /// An envelope did not decode.
     #[error("undecodable envelope on {topic}/{partition} at {offset}: {source}")]
     Decode {

@@ -129,14 +129,10 @@ pub async fn ensure_log_topics(bootstrap: &str, region: &str, shards: u32) -> Re
 /// committed positions).
 pub async fn run_log_publisher(cfg: PublisherConfig, store: Arc<dyn Store>) {
     loop {
-        match publish(&cfg, &store).await {
-            Ok(()) => return,
-            Err(e) => {
-                metrics::counter!("iris_log_publish_failures_total").increment(1);
-                tracing::warn!(error = %e, "log publisher failed; starting over in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+        let Err(e) = publish(&cfg, &store).await;
+        metrics::counter!("iris_log_publish_failures_total").increment(1);
+        tracing::warn!(error = %e, "log publisher failed; starting over in 1 s");
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -164,7 +160,7 @@ fn leased(consumer: &StreamConsumer, topic: &str) -> BTreeSet<u32> {
 
 /// One run of the publisher: joins the lease group and drains outboxes
 /// until an error.
-async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<(), KafkaError> {
+async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<std::convert::Infallible, KafkaBusError> {
     let topics = LogTopics::for_region(&cfg.region);
     let mut c = group_config(&cfg.bootstrap, &topics.group, 500, cfg.session_timeout_ms);
     // Committed positions are read stable: a transaction of the lease's
@@ -213,7 +209,7 @@ async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<(), Ka
                         "outbox positions were behind the published ones (the store lost writes?); raised"
                     ),
                     Ok(false) => {}
-                    Err(e) => return Err(KafkaError::Subscription(format!("outbox of shard {shard}: {e}"))),
+                    Err(e) => return Err(KafkaBusError::Publisher(format!("outbox of shard {shard}: {e}"))),
                 }
                 // Published before the lease moved but not trimmed yet.
                 if let Err(e) = store.trim_outbox(&outbox(shard), pos).await {
@@ -250,11 +246,10 @@ async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<(), Ka
                 }
             }
         }
-        let _ = n;
         if by_shard.is_empty() {
             continue;
         }
-        let gm = consumer.group_metadata().ok_or_else(|| KafkaError::Subscription("no group metadata".into()))?;
+        let gm = consumer.group_metadata().ok_or_else(|| KafkaBusError::Publisher("no group metadata".into()))?;
         let job = {
             let (producer, topics, by_shard) = (producer.clone(), topics.clone(), by_shard.clone());
             blocking(move || transaction(&producer, &topics, &by_shard, &gm)).await
@@ -272,8 +267,11 @@ async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<(), Ka
             }
             Err(e) => {
                 let p = producer.clone();
-                let _ = blocking(move || p.abort_transaction(TXN_TIMEOUT)).await;
-                return Err(e);
+                if let Err(abort) = blocking(move || p.abort_transaction(TXN_TIMEOUT)).await {
+                    // Fenced or gone: the next holder's start aborts it.
+                    tracing::debug!(error = %abort, "aborting the failed transaction");
+                }
+                return Err(e.into());
             }
         }
     }
@@ -407,7 +405,7 @@ fn partition_count(consumer: &StreamConsumer, topic: &str) -> Result<i32, KafkaB
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let n = md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0);
     if n == 0 {
-        return Err(KafkaBusError::Relay(format!("topic {topic} does not exist")));
+        return Err(KafkaBusError::NoTopic(topic.to_owned()));
     }
     Ok(n as i32)
 }

@@ -43,6 +43,11 @@ pub async fn run_all(store: &dyn Store, tenant: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An API key hash that names its tenant, for [`fill`].
+fn fake_key_hash(tenant: &str) -> String {
+    format!("{:064x}", tenant.len() * 7919 + tenant.bytes().map(usize::from).sum::<usize>())
+}
+
 /// Everything one tenant writes, for [`tenant_deletion`].
 async fn fill(store: &dyn Store, tenant: &str, outbox: &OutboxId) -> Result<(), String> {
     let e = |e: StoreError| e.to_string();
@@ -70,13 +75,7 @@ async fn fill(store: &dyn Store, tenant: &str, outbox: &OutboxId) -> Result<(), 
     }
     store.commit(b).await.map_err(e)?;
     if store.keeps_api_keys() {
-        store
-            .put_api_key(
-                &format!("{:064x}", tenant.len() * 7919 + tenant.bytes().map(usize::from).sum::<usize>()),
-                tenant,
-            )
-            .await
-            .map_err(e)?;
+        store.put_api_key(&fake_key_hash(tenant), tenant).await.map_err(e)?;
     }
     Ok(())
 }
@@ -112,7 +111,7 @@ async fn left_of(store: &dyn Store, tenant: &str, outbox: &OutboxId) -> Result<V
         note(held.iter().any(|h| &*h.tenant == tenant), "outbox");
     }
     if store.keeps_api_keys() {
-        let hash = format!("{:064x}", tenant.len() * 7919 + tenant.bytes().map(usize::from).sum::<usize>());
+        let hash = fake_key_hash(tenant);
         note(store.api_key_tenant(&hash).await.map_err(e)?.is_some(), "api key");
     }
     Ok(left)

@@ -102,12 +102,11 @@ fn run_trim(s: &Spaces, trim: Trim) -> Result<u64, StoreError> {
             Trim::Tenant(tenant) => {
                 let users = crate::keys::user_prefix_of_tenant(tenant);
                 let events = [&[1u8][..], tenant.as_bytes(), &[0u8][..]].concat();
-                let mut logs = log_prefix(LogKind::Graph, tenant);
                 let by_user = [&s.inbox, &s.meta, &s.contacts, &s.identities, &s.policies, &s.receipts, &s.sessions];
                 let mut spaces: Vec<(&Keyspace, Vec<u8>)> = by_user.into_iter().map(|k| (k, users.clone())).collect();
                 spaces.push((&s.dedup, users.clone()));
                 spaces.push((&s.dedup, events));
-                spaces.push((&s.logs, std::mem::take(&mut logs)));
+                spaces.push((&s.logs, log_prefix(LogKind::Graph, tenant)));
                 spaces.push((&s.logs, log_prefix(LogKind::Events, tenant)));
                 spaces.push((&s.rollups, rollup_prefix(tenant, None)));
                 'spaces: for (space, prefix) in spaces {
@@ -222,11 +221,16 @@ impl EmbeddedStore {
     }
 
     async fn trim(&self, trim: Trim) -> Result<u64, StoreError> {
+        self.ask(|reply| Request::Trim(trim, reply)).await
+    }
+
+    /// Sends the committer a request and waits for its answer.
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request,
+    ) -> Result<T, StoreError> {
         let (reply, done) = oneshot::channel();
-        self.tx
-            .send(Request::Trim(trim, reply))
-            .await
-            .map_err(|_| StoreError::Unavailable("store is closed".into()))?;
+        self.tx.send(request(reply)).await.map_err(|_| StoreError::Unavailable("store is closed".into()))?;
         done.await.map_err(|_| StoreError::Unavailable("committer stopped".into()))?
     }
 
@@ -730,11 +734,6 @@ impl Store for EmbeddedStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let (reply, done) = oneshot::channel();
-        self.tx
-            .send(Request::Commit(batch, reply))
-            .await
-            .map_err(|_| StoreError::Unavailable("store is closed".into()))?;
-        done.await.map_err(|_| StoreError::Unavailable("committer stopped".into()))?
+        self.ask(|reply| Request::Commit(batch, reply)).await
     }
 }

@@ -190,7 +190,6 @@ while i <= n do
   elseif op == 'hdel' then redis.call('HDEL', ARGV[i+1], ARGV[i+2]); i = i + 3
   elseif op == 'sadd' then redis.call('SADD', ARGV[i+1], ARGV[i+2]); i = i + 3
   elseif op == 'hincrby' then redis.call('HINCRBY', ARGV[i+1], ARGV[i+2], ARGV[i+3]); i = i + 4
-  elseif op == 'tenant' then redis.call('SADD', 'retained', ARGV[i+1]); i = i + 2
   elseif op == 'log' then
     local s = redis.call('INCR', ARGV[i+1])
     redis.call('ZADD', ARGV[i+2], s, struct.pack('>I8', s) .. ARGV[i+5])
@@ -414,6 +413,9 @@ impl Store for RedisStore {
         let mut sessions: Vec<Value> = Vec::new();
         let mut args: Vec<Value> = Vec::with_capacity(batch.ops.len() * 4);
         let mut logs = false;
+        // Tenants with a log or rollups in this batch, listed once each for
+        // the retention sweep.
+        let mut retained: std::collections::BTreeSet<std::sync::Arc<str>> = Default::default();
         let outbox = batch.outbox;
         let push = |args: &mut Vec<Value>, parts: Vec<Value>| args.extend(parts);
         let b = |v: Vec<u8>| Value::Bytes(Bytes::from(v));
@@ -458,7 +460,7 @@ impl Store for RedisStore {
                 }
                 WriteOp::Log { kind, tenant, record } => {
                     logs = true;
-                    push(&mut args, vec!["tenant".into(), tenant.to_string().into()]);
+                    retained.insert(tenant.clone());
                     push(
                         &mut args,
                         vec![
@@ -488,7 +490,7 @@ impl Store for RedisStore {
                     ]);
                 }
                 WriteOp::RollupAdd { key: r, by } => {
-                    push(&mut args, vec!["tenant".into(), r.tenant.to_string().into()]);
+                    retained.insert(r.tenant.clone());
                     let hk = key(&[b"rollup", r.tenant.as_bytes(), r.event_type.as_bytes()]);
                     push(
                         &mut args,
@@ -504,6 +506,9 @@ impl Store for RedisStore {
                     );
                 }
             }
+        }
+        for t in retained {
+            push(&mut args, vec!["sadd".into(), "retained".into(), t.to_string().into()]);
         }
         let mut all: Vec<Value> = Vec::with_capacity(2 + 3 * checks.len() + args.len() + sessions.len());
         all.push(checks.len().to_string().into());

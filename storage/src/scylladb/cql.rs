@@ -103,10 +103,10 @@ impl<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm> for PartitionKey {
     }
 
     fn deserialize(
-        mut row: scylla::deserialize::row::ColumnIterator<'f, 'm>,
+        row: scylla::deserialize::row::ColumnIterator<'f, 'm>,
     ) -> Result<Self, scylla::deserialize::DeserializationError> {
         let mut out = Vec::new();
-        while let Some(col) = row.next() {
+        for col in row {
             let col = col?;
             let v = <Option<CqlValue> as scylla::deserialize::value::DeserializeValue>::deserialize(
                 col.spec.typ(),
