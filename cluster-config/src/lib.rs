@@ -528,6 +528,7 @@ pub const SCYLLA_STATEMENTS: &[(&str, &str)] = &[
     ("event_seen", "LOCAL_QUORUM"),
     ("read_log", "LOCAL_QUORUM"),
     ("rollups", "LOCAL_ONE"),
+    ("api_keys", "LOCAL_QUORUM"),
     ("migrate", "QUORUM"),
 ];
 

@@ -1,10 +1,11 @@
 //! `iris api-key create|revoke`: where a node's ingestion API keys live.
 //!
-//! A store that keeps API keys (Redis) holds them for the whole region:
-//! created or revoked from any machine with the region's config, seen by
-//! every node within the lookup cache's time (`iris_auth::apikeys::CACHE_MS`).
-//! Otherwise (the embedded store, ScyllaDB for now) they are files in the
-//! node's data directory, as the node reads them.
+//! A store that keeps API keys (Redis, ScyllaDB) holds them for the whole
+//! region: created or revoked from any machine with the region's config,
+//! seen by every node within the lookup cache's time
+//! (`iris_auth::apikeys::CACHE_MS`). With the embedded store (a single
+//! node) they are files in the node's data directory, as the node reads
+//! them.
 
 use crate::settings::Settings;
 use crate::store::{self, StoreSettings};
@@ -20,13 +21,13 @@ pub enum KeyHome {
     Files(std::path::PathBuf),
 }
 
-/// Where `settings` keeps keys: the Redis store keeps them; the others do
-/// not (opening the embedded store here would take the running node's
-/// lock, so its keys are files).
+/// Where `settings` keeps keys: the shared stores keep them; the embedded
+/// store does not (opening it here would take the running node's lock, so
+/// its keys are files).
 pub fn home(settings: &Settings) -> KeyHome {
     match settings.store {
-        StoreSettings::Redis(_) => KeyHome::Shared,
-        _ => KeyHome::Files(api_key_dir(&settings.data_dir)),
+        StoreSettings::Redis(_) | StoreSettings::Scylla(_) => KeyHome::Shared,
+        StoreSettings::Embedded(_) => KeyHome::Files(api_key_dir(&settings.data_dir)),
     }
 }
 

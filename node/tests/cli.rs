@@ -273,7 +273,7 @@ fn migrate_is_for_the_scylla_backend_and_names_what_is_wrong() {
 /// `iris migrate` against a live CQL node (Apache Cassandra, which
 /// scripts/test starts as IRIS_TEST_SCYLLA): two processes at once on a new
 /// keyspace both succeed, exactly one applies the schema steps, and a third
-/// run finds nothing to do.
+/// run finds nothing to do; API keys are then made and revoked in it.
 #[test]
 fn migrate_runs_from_two_processes_at_once_and_then_finds_nothing_to_do() {
     let node = std::env::var("IRIS_TEST_SCYLLA")
@@ -307,6 +307,36 @@ fn migrate_runs_from_two_processes_at_once_and_then_finds_nothing_to_do() {
     let out = run().wait_with_output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("is up to date"), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // The region's ingestion keys live in the keyspace: made and revoked
+    // from any machine with the config (no data directory of a node).
+    let keys = tempfile::tempdir().unwrap();
+    let api_key = |args: &[&str]| {
+        let out = Command::new(bin())
+            .arg("api-key")
+            .args(args)
+            .arg("--data-dir")
+            .arg(keys.path())
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, created, err) = api_key(&["create", "--tenant", "acme"]);
+    assert!(ok, "{err}");
+    let id = created.lines().next().and_then(|l| l.strip_prefix("id ")).expect("an id line").to_owned();
+    assert!(!keys.path().join("api-keys").exists(), "no key file: the key is in the store");
+    let (ok, _, err) = api_key(&["revoke", "--tenant", "acme2", "--id", &id]);
+    assert!(!ok && err.contains("no key"), "another tenant cannot revoke it: {err}");
+    let (ok, out, err) = api_key(&["revoke", "--tenant", "acme", "--id", &id]);
+    assert!(ok && out.contains("revoked"), "{err}");
+    let (ok, _, err) = api_key(&["revoke", "--tenant", "acme", "--id", &id]);
+    assert!(!ok && err.contains("no key"), "revoked once: {err}");
 }
 
 /// What a tenant holds on a node, as its API and its users see it: graph

@@ -499,7 +499,8 @@ pub trait Store: Send + Sync + 'static {
     /// another tenant is touched. Idempotent.
     async fn delete_tenant(&self, tenant: &str) -> Result<u64, StoreError>;
     /// Whether ingestion API keys live here, shared by every node of the
-    /// region (Redis and the memory store); others keep them in files.
+    /// region (Redis, ScyllaDB and the memory store); the embedded store's
+    /// node keeps them in files.
     fn keeps_api_keys(&self) -> bool {
         false
     }

@@ -21,43 +21,55 @@ pub struct Migration {
 }
 
 /// The schema, step by step. Append new steps; never edit an applied one.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "inbox, inbox state, dedup, contacts, identities, circle policies, receipts, sessions, event keys, logs, rollups",
-    statements: &[
-        // One partition per recipient, newest first (ARCHITECTURE.md).
-        "CREATE TABLE IF NOT EXISTS {ks}.inbox (tenant text, user_id text, seq bigint, msg_id text, \
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "inbox, inbox state, dedup, contacts, identities, circle policies, receipts, sessions, event keys, logs, rollups",
+        statements: &[
+            // One partition per recipient, newest first (ARCHITECTURE.md).
+            "CREATE TABLE IF NOT EXISTS {ks}.inbox (tenant text, user_id text, seq bigint, msg_id text, \
          sender_id text, body blob, created_at timestamp, PRIMARY KEY ((tenant, user_id), seq)) \
          WITH CLUSTERING ORDER BY (seq DESC)",
-        "CREATE TABLE IF NOT EXISTS {ks}.inbox_state (tenant text, user_id text, acked bigint, read_upto bigint, \
+            "CREATE TABLE IF NOT EXISTS {ks}.inbox_state (tenant text, user_id text, acked bigint, read_upto bigint, \
          invisible_since bigint, last_seen bigint, PRIMARY KEY ((tenant, user_id)))",
-        // Written with a TTL (the retry window, at least 7 days).
-        "CREATE TABLE IF NOT EXISTS {ks}.dedup (tenant text, sender_id text, client_id text, msg_id text, \
+            // Written with a TTL (the retry window, at least 7 days).
+            "CREATE TABLE IF NOT EXISTS {ks}.dedup (tenant text, sender_id text, client_id text, msg_id text, \
          ts bigint, to_user text, seq bigint, PRIMARY KEY ((tenant, sender_id, client_id)))",
-        "CREATE TABLE IF NOT EXISTS {ks}.contacts (tenant text, user_id text, contact text, circle text, \
+            "CREATE TABLE IF NOT EXISTS {ks}.contacts (tenant text, user_id text, contact text, circle text, \
          channels list<text>, PRIMARY KEY ((tenant, user_id), contact))",
-        "CREATE TABLE IF NOT EXISTS {ks}.identities (tenant text, user_id text, channel text, \
+            "CREATE TABLE IF NOT EXISTS {ks}.identities (tenant text, user_id text, channel text, \
          PRIMARY KEY ((tenant, user_id), channel))",
-        "CREATE TABLE IF NOT EXISTS {ks}.circle_policies (tenant text, user_id text, circle text, \
+            "CREATE TABLE IF NOT EXISTS {ks}.circle_policies (tenant text, user_id text, circle text, \
          presence boolean, last_seen boolean, PRIMARY KEY ((tenant, user_id), circle))",
-        "CREATE TABLE IF NOT EXISTS {ks}.receipts (tenant text, user_id text, msg_id text, by_user text, \
+            "CREATE TABLE IF NOT EXISTS {ks}.receipts (tenant text, user_id text, msg_id text, by_user text, \
          state text, PRIMARY KEY ((tenant, user_id), msg_id))",
-        // Written with a TTL (storage.session_ttl_hours).
-        "CREATE TABLE IF NOT EXISTS {ks}.sessions (tenant text, user_id text, nodes list<text>, region text, \
+            // Written with a TTL (storage.session_ttl_hours).
+            "CREATE TABLE IF NOT EXISTS {ks}.sessions (tenant text, user_id text, nodes list<text>, region text, \
          sessions int, last_seen bigint, PRIMARY KEY ((tenant, user_id)))",
-        // Written with a TTL (the retry window).
-        "CREATE TABLE IF NOT EXISTS {ks}.event_keys (tenant text, stream text, key text, ts bigint, \
+            // Written with a TTL (the retry window).
+            "CREATE TABLE IF NOT EXISTS {ks}.event_keys (tenant text, stream text, key text, ts bigint, \
          PRIMARY KEY ((tenant, stream, key)))",
-        // A tenant's log, one partition per kind and day; log_days lists the
-        // days that have entries, so that a reader finds the next one.
-        "CREATE TABLE IF NOT EXISTS {ks}.logs (tenant text, kind text, day int, seq bigint, writer bigint, \
+            // A tenant's log, one partition per kind and day; log_days lists the
+            // days that have entries, so that a reader finds the next one.
+            "CREATE TABLE IF NOT EXISTS {ks}.logs (tenant text, kind text, day int, seq bigint, writer bigint, \
          record blob, PRIMARY KEY ((tenant, kind, day), seq, writer))",
-        "CREATE TABLE IF NOT EXISTS {ks}.log_days (tenant text, kind text, day int, \
+            "CREATE TABLE IF NOT EXISTS {ks}.log_days (tenant text, kind text, day int, \
          PRIMARY KEY ((tenant, kind), day))",
-        "CREATE TABLE IF NOT EXISTS {ks}.rollups (tenant text, event_type text, hour_ms bigint, project text, \
+            "CREATE TABLE IF NOT EXISTS {ks}.rollups (tenant text, event_type text, hour_ms bigint, project text, \
          n counter, PRIMARY KEY ((tenant), event_type, hour_ms, project))",
-    ],
-}];
+        ],
+    },
+    Migration {
+        version: 2,
+        name: "API keys, shared by every node of the region",
+        statements: &[
+            // Looked up by the hash of the key a request presents...
+            "CREATE TABLE IF NOT EXISTS {ks}.api_keys (hash text, tenant text, PRIMARY KEY ((hash)))",
+            // ...and listed by tenant, to revoke by id and to delete a tenant.
+            "CREATE TABLE IF NOT EXISTS {ks}.tenant_api_keys (tenant text, hash text, PRIMARY KEY ((tenant), hash))",
+        ],
+    },
+];
 
 /// Every table and its partition key, whose first column is the tenant:
 /// what deleting a tenant removes.
@@ -74,6 +86,7 @@ pub const TENANT_PARTITIONS: &[(&str, &[&str])] = &[
     ("logs", &["tenant", "kind", "day"]),
     ("log_days", &["tenant", "kind"]),
     ("rollups", &["tenant"]),
+    ("tenant_api_keys", &["tenant"]),
 ];
 
 /// A partition key of [`TENANT_PARTITIONS`], read as its CQL values.
@@ -260,6 +273,18 @@ pub enum Stmt {
     LogDayForget,
     /// Drops one rollup counter (retention).
     RollupDelete,
+    /// An API key's hash and tenant.
+    ApiKeyPut,
+    /// An API key in its tenant's list.
+    TenantApiKeyPut,
+    /// The tenant of a key hash.
+    ApiKeyRow,
+    /// A tenant's key hashes.
+    TenantApiKeys,
+    /// Forgets a key hash.
+    ApiKeyDelete,
+    /// Takes a key out of its tenant's list.
+    TenantApiKeyDelete,
 }
 
 impl Stmt {
@@ -303,6 +328,12 @@ impl Stmt {
         Stmt::LogTrim,
         Stmt::LogDayForget,
         Stmt::RollupDelete,
+        Stmt::ApiKeyPut,
+        Stmt::TenantApiKeyPut,
+        Stmt::ApiKeyRow,
+        Stmt::TenantApiKeys,
+        Stmt::ApiKeyDelete,
+        Stmt::TenantApiKeyDelete,
     ];
 
     /// The CQL, with `{ks}` for the keyspace.
@@ -394,6 +425,12 @@ impl Stmt {
             Stmt::RollupDelete => {
                 "DELETE FROM {ks}.rollups WHERE tenant = ? AND event_type = ? AND hour_ms = ? AND project = ?"
             }
+            Stmt::ApiKeyPut => "INSERT INTO {ks}.api_keys (hash, tenant) VALUES (?, ?)",
+            Stmt::TenantApiKeyPut => "INSERT INTO {ks}.tenant_api_keys (tenant, hash) VALUES (?, ?)",
+            Stmt::ApiKeyRow => "SELECT tenant FROM {ks}.api_keys WHERE hash = ?",
+            Stmt::TenantApiKeys => "SELECT hash FROM {ks}.tenant_api_keys WHERE tenant = ?",
+            Stmt::ApiKeyDelete => "DELETE FROM {ks}.api_keys WHERE hash = ?",
+            Stmt::TenantApiKeyDelete => "DELETE FROM {ks}.tenant_api_keys WHERE tenant = ? AND hash = ?",
         }
     }
 
@@ -410,6 +447,7 @@ impl Stmt {
             Stmt::EventRow => "event_seen",
             Stmt::LogDays | Stmt::LogPage | Stmt::LogTenants | Stmt::LogDaysUpTo => "read_log",
             Stmt::RollupsOfType | Stmt::RollupsAll | Stmt::RollupTenants => "rollups",
+            Stmt::ApiKeyRow | Stmt::TenantApiKeys => "api_keys",
             _ => "write",
         }
     }

@@ -626,13 +626,53 @@ impl Store for ScyllaStore {
         Ok(out)
     }
 
+    fn keeps_api_keys(&self) -> bool {
+        true
+    }
+
+    async fn put_api_key(&self, hash: &str, tenant: &str) -> Result<(), StoreError> {
+        // Both rows in one logged batch: a key is listed under its tenant
+        // (so it can be revoked) whenever it can be looked up.
+        let text = |v: &str| Some(CqlValue::Text(v.to_owned()));
+        let writes = [
+            Bound { stmt: Stmt::ApiKeyPut, values: vec![text(hash), text(tenant)] },
+            Bound { stmt: Stmt::TenantApiKeyPut, values: vec![text(tenant), text(hash)] },
+        ];
+        self.batch(BatchType::Logged, &writes, self.write_consistency).await
+    }
+
+    async fn api_key_tenant(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.rows::<(String,)>(Stmt::ApiKeyRow, (hash,)).await?.into_iter().next().map(|(t,)| t))
+    }
+
+    async fn revoke_api_key(&self, tenant: &str, prefix: &str) -> Result<bool, StoreError> {
+        // Only the tenant's own list is searched: another tenant's key
+        // cannot go, whatever the prefix.
+        let hashes = self.rows::<(String,)>(Stmt::TenantApiKeys, (tenant,)).await?;
+        let Some((hash,)) = hashes.into_iter().find(|(h,)| h.starts_with(prefix)) else {
+            return Ok(false);
+        };
+        // The lookup row goes first: a failure between the two leaves a
+        // listed key that no longer works, never a working unlisted one.
+        self.exec(Stmt::ApiKeyDelete, (hash.as_str(),)).await?;
+        self.exec(Stmt::TenantApiKeyDelete, (tenant, hash.as_str())).await?;
+        Ok(true)
+    }
+
     async fn delete_tenant(&self, tenant: &str) -> Result<u64, StoreError> {
         use futures::StreamExt;
         let ks = self.settings.keyspace.as_str();
         let mut gone = 0u64;
-        // Every table is partitioned by tenant first: each one's partitions
-        // are listed (a full scan, paged: an operator's rare step) and the
-        // tenant's are deleted whole. API keys are files on this backend.
+        // The tenant's API keys first: `api_keys` is partitioned by hash,
+        // so its rows are found through the tenant's list (which goes with
+        // the other tables below).
+        for (hash,) in self.rows::<(String,)>(Stmt::TenantApiKeys, (tenant,)).await? {
+            self.exec(Stmt::ApiKeyDelete, (hash.as_str(),)).await?;
+            gone += 1;
+        }
+        // Every other table is partitioned by tenant first: each one's
+        // partitions are listed (a full scan, paged: an operator's rare
+        // step) and the tenant's are deleted whole.
         for (table, key) in cql::TENANT_PARTITIONS {
             let cols = key.join(", ");
             let list = format!("SELECT DISTINCT {cols} FROM {ks}.{table}");
