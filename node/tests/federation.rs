@@ -323,6 +323,10 @@ async fn a_relay_killed_with_sigkill_loses_and_duplicates_nothing() {
             fed.nodes_a[1] = start_in(&dir, &text);
         }
         accepted.push(send_until_accepted(&mut a, &format!("k-{i}"), &bob, &i.to_string(), deadline).await);
+        // b reads only at the end but stays alive as a client must (two
+        // silent heartbeats, 60 s, close a session; a slow machine's sends
+        // can take that long).
+        b.ping(i).await.unwrap();
     }
     let got = collect_until(&mut b, 30, deadline).await;
     let seqs: Vec<u64> = got.iter().map(|g| g.0).collect();
