@@ -63,6 +63,12 @@ enum Cmd {
         /// --data-dir) instead of WebSocket.
         #[arg(long)]
         quic: Option<std::net::SocketAddr>,
+        /// Spread the users' sends evenly over each interval (user u starts
+        /// u/users of an interval late) instead of every user sending at the
+        /// same instants, which makes a burst of `users` sends per interval.
+        /// Off by default: the committed results were measured in bursts.
+        #[arg(long)]
+        spread: bool,
     },
     /// The floor under a region: the broker alone. An rdkafka producer
     /// (idempotent, acks=all) sends messages of a chat message's size at a
@@ -694,7 +700,7 @@ async fn user_task(
     me: usize,
     run: u64,
     ready: (tokio::sync::mpsc::Sender<Result<(), String>>, tokio::sync::watch::Receiver<bool>),
-    interval: Duration,
+    (interval, phase): (Duration, Duration),
     until: Instant,
     start: Instant,
     encoding: Encoding,
@@ -736,7 +742,7 @@ async fn user_task(
     let until = start_sending + until.saturating_duration_since(start);
     let (mut acc, mut del) = (hist(), hist());
     let mut pending: HashMap<String, Instant> = HashMap::new();
-    let mut tick = tokio::time::interval(interval);
+    let mut tick = tokio::time::interval_at((start_sending + phase).into(), interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut n = 0u64;
     let drain_until = until + Duration::from_secs(5);
@@ -792,9 +798,9 @@ fn summary(h: &Histogram<u64>) -> serde_json::Value {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (system, url, metrics, data_dir, users, rate, seconds, binary, quic) = match Cli::parse().command {
-        Cmd::Chat { system, url, metrics, data_dir, users, rate, seconds, binary, quic } => {
-            (system, url, metrics, data_dir, users, rate, seconds, binary, quic)
+    let (system, url, metrics, data_dir, users, rate, seconds, binary, quic, spread) = match Cli::parse().command {
+        Cmd::Chat { system, url, metrics, data_dir, users, rate, seconds, binary, quic, spread } => {
+            (system, url, metrics, data_dir, users, rate, seconds, binary, quic, spread)
         }
         Cmd::Idle { system, url, quic, data_dir, pid, sessions, concurrency, keep_alive_secs } => {
             let opts = IdleOpts { sessions, concurrency, keep_alive: Duration::from_secs(keep_alive_secs) };
@@ -865,7 +871,7 @@ async fn main() -> anyhow::Result<()> {
             u,
             run,
             (ready_tx.clone(), go_rx.clone()),
-            per_user,
+            (per_user, if spread { per_user.mul_f64(u as f64 / users as f64) } else { Duration::ZERO }),
             until,
             start,
             encoding,
@@ -926,6 +932,7 @@ async fn main() -> anyhow::Result<()> {
         "encoding": if binary { "binary" } else { "json" },
         "transport": if quic.is_some() { "quic" } else if system == System::Iris { "websocket" } else { "tcp" },
         "endpoints": urls.len(),
+        "spread": spread,
         "sent": counters.sent.load(Ordering::Relaxed),
         "accepted": counters.accepted.load(Ordering::Relaxed),
         "delivered": counters.delivered.load(Ordering::Relaxed),

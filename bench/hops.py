@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""The hop-by-hop latency of a region run, from the nodes' Prometheus
+histograms read before and after it (bench/region-hops).
+
+  hops.py RATE SHARDS CHAT_JSON CORE_BEFORE CORE_AFTER EDGE_BEFORE EDGE_AFTER   -> one JSON line
+  hops.py --summarize RESULTS_JSONL OUT_MD
+"""
+import json
+import os
+import platform
+import re
+import sys
+import time
+
+# (name in the report, which node, metric, label filter)
+HOPS = [
+    ("edge publish (send -> broker ack)", "edge", "iris_bus_publish_seconds", 'topic="shard"'),
+    ("shard hop (edge produce -> core consume)", "core", "iris_bus_hop_seconds", 'hop="shard"'),
+    ("commit (core -> Redis, fsync)", "core", "iris_shard_commit_seconds", ""),
+    ("edge hop (core produce -> edge consume)", "edge", "iris_bus_hop_seconds", 'hop="edge"'),
+]
+
+LINE = re.compile(r'^(\w+)_bucket\{(.*)\} (\S+)$')
+
+
+def buckets(path, metric, want):
+    """Cumulative bucket counts {le: count} of `metric` whose labels hold `want`."""
+    out = {}
+    for line in open(path):
+        m = LINE.match(line.strip())
+        if not m or m.group(1) != metric:
+            continue
+        labels = m.group(2)
+        if want and want not in labels:
+            continue
+        le = re.search(r'le="([^"]+)"', labels).group(1)
+        le = float("inf") if le == "+Inf" else float(le)
+        out[le] = out.get(le, 0) + float(m.group(3))
+    return out
+
+
+def quantile(cum, q):
+    """Linear interpolation inside the bucket that holds quantile q."""
+    total = cum.get(float("inf"), 0)
+    if total <= 0:
+        return None
+    rank = q * total
+    prev_le, prev_n = 0.0, 0.0
+    for le in sorted(cum):
+        n = cum[le]
+        if n >= rank:
+            if le == float("inf"):
+                return prev_le
+            span = n - prev_n
+            frac = (rank - prev_n) / span if span > 0 else 1.0
+            return prev_le + (le - prev_le) * frac
+        prev_le, prev_n = le, n
+    return prev_le
+
+
+def one(rate, shards, chat, core_b, core_a, edge_b, edge_a):
+    files = {"core": (core_b, core_a), "edge": (edge_b, edge_a)}
+    r = json.load(open(chat))
+    row = {
+        "rate": int(rate),
+        "shards": int(shards),
+        "load": "spread" if r.get("spread") else "burst",
+        "delivered": r["delivered"],
+        "sent": r["sent"],
+        "send_to_accepted_ms": {k: r["send_to_accepted"][k] / 1000 for k in ("p50_us", "p99_us")},
+        "send_to_delivered_ms": {k: r["send_to_delivered"][k] / 1000 for k in ("p50_us", "p99_us")},
+        "hops": {},
+    }
+    for name, node, metric, want in HOPS:
+        before, after = (buckets(p, metric, want) for p in files[node])
+        run = {le: after.get(le, 0) - before.get(le, 0) for le in after}
+        p50, p99 = quantile(run, 0.5), quantile(run, 0.99)
+        row["hops"][name] = {
+            "count": int(run.get(float("inf"), 0)),
+            "p50_ms": None if p50 is None else round(p50 * 1000, 2),
+            "p99_ms": None if p99 is None else round(p99 * 1000, 2),
+        }
+    print(json.dumps(row))
+
+
+def summarize(results, out):
+    rows = [json.loads(l) for l in open(results) if l.strip()]
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    lines = [
+        f"# A region's chat latency, hop by hop ({time.strftime('%Y-%m-%d', time.gmtime())})",
+        "",
+        f"Machine: {os.cpu_count()} CPUs, {platform.release()}, {cpu}. Reproduce: `bench/region-hops`.",
+        "One edge and one core, Redis (appendfsync always), one Apache Kafka broker, a fresh region per rate;",
+        "quantiles of each node's own histograms over the run (bucket-interpolated, so coarse).",
+        "",
+        "| shards | load | rate | delivered | client send -> accepted p50 / p99 ms | client send -> delivered p50 / p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        a, d = r["send_to_accepted_ms"], r["send_to_delivered_ms"]
+        lines.append(f"| {r['shards']} | {r['load']} | {r['rate']} | {r['delivered']} of {r['sent']} | {a['p50_us']:.1f} / {a['p99_us']:.1f} | {d['p50_us']:.1f} / {d['p99_us']:.1f} |")
+    lines += ["", "| shards | load | rate | hop | count | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for name, h in r["hops"].items():
+            lines.append(f"| {r['shards']} | {r['load']} | {r['rate']} | {name} | {h['count']} | {h['p50_ms']} | {h['p99_ms']} |")
+    open(out, "w").write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--summarize":
+        summarize(sys.argv[2], sys.argv[3])
+    else:
+        one(*sys.argv[1:8])
