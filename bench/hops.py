@@ -2,13 +2,14 @@
 """The hop-by-hop latency of a region run, from the nodes' Prometheus
 histograms read before and after it (bench/region-hops).
 
-  hops.py RATE SHARDS CHAT_JSON CORE_BEFORE CORE_AFTER EDGE_BEFORE EDGE_AFTER   -> one JSON line
-  hops.py --summarize RESULTS_JSONL OUT_MD
+  hops.py RATE SHARDS PRODUCERS CHAT_JSON CORE_BEFORE CORE_AFTER EDGE_BEFORE EDGE_AFTER   -> one JSON line
+  hops.py --summarize RESULTS_JSONL OUT_MD   (medians over the runs of each combination)
 """
 import json
 import os
 import platform
 import re
+import statistics
 import sys
 import time
 
@@ -58,12 +59,13 @@ def quantile(cum, q):
     return prev_le
 
 
-def one(rate, shards, chat, core_b, core_a, edge_b, edge_a):
+def one(rate, shards, producers, chat, core_b, core_a, edge_b, edge_a):
     files = {"core": (core_b, core_a), "edge": (edge_b, edge_a)}
     r = json.load(open(chat))
     row = {
         "rate": int(rate),
         "shards": int(shards),
+        "producers": int(producers),
         "load": "spread" if r.get("spread") else "burst",
         "delivered": r["delivered"],
         "sent": r["sent"],
@@ -83,26 +85,47 @@ def one(rate, shards, chat, core_b, core_a, edge_b, edge_a):
     print(json.dumps(row))
 
 
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x):
+    return "-" if x is None else f"{x:.1f}"
+
+
 def summarize(results, out):
     rows = [json.loads(l) for l in open(results) if l.strip()]
+    groups = {}
+    for r in rows:
+        key = (r["shards"], r.get("producers", 1), r["load"], r["rate"])
+        groups.setdefault(key, []).append(r)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     lines = [
         f"# A region's chat latency, hop by hop ({time.strftime('%Y-%m-%d', time.gmtime())})",
         "",
         f"Machine: {os.cpu_count()} CPUs, {platform.release()}, {cpu}. Reproduce: `bench/region-hops`.",
-        "One edge and one core, Redis (appendfsync always), one Apache Kafka broker, a fresh region per rate;",
-        "quantiles of each node's own histograms over the run (bucket-interpolated, so coarse).",
+        "One edge and one core, Redis (appendfsync always), one Apache Kafka broker, a fresh region per run;",
+        "quantiles of each node's own histograms over the run (bucket-interpolated, so coarse);",
+        "medians over the runs of each combination (`runs`).",
         "",
-        "| shards | load | rate | delivered | client send -> accepted p50 / p99 ms | client send -> delivered p50 / p99 ms |",
-        "|---|---|---|---|---|---|",
+        "| shards | producers | load | rate | runs | delivered | client send -> accepted p50 / p99 ms | client send -> delivered p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        a, d = r["send_to_accepted_ms"], r["send_to_delivered_ms"]
-        lines.append(f"| {r['shards']} | {r['load']} | {r['rate']} | {r['delivered']} of {r['sent']} | {a['p50_us']:.1f} / {a['p99_us']:.1f} | {d['p50_us']:.1f} / {d['p99_us']:.1f} |")
-    lines += ["", "| shards | load | rate | hop | count | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        for name, h in r["hops"].items():
-            lines.append(f"| {r['shards']} | {r['load']} | {r['rate']} | {name} | {h['count']} | {h['p50_ms']} | {h['p99_ms']} |")
+    for (shards, producers, load, rate), rs in groups.items():
+        a50 = med(r["send_to_accepted_ms"]["p50_us"] for r in rs)
+        a99 = med(r["send_to_accepted_ms"]["p99_us"] for r in rs)
+        d50 = med(r["send_to_delivered_ms"]["p50_us"] for r in rs)
+        d99 = med(r["send_to_delivered_ms"]["p99_us"] for r in rs)
+        got = sum(r["delivered"] for r in rs)
+        sent = sum(r["sent"] for r in rs)
+        lines.append(f"| {shards} | {producers} | {load} | {rate} | {len(rs)} | {got} of {sent} | {fmt(a50)} / {fmt(a99)} | {fmt(d50)} / {fmt(d99)} |")
+    lines += ["", "| shards | producers | load | rate | hop | count (all runs) | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|---|"]
+    for (shards, producers, load, rate), rs in groups.items():
+        for name in rs[0]["hops"]:
+            hs = [r["hops"][name] for r in rs]
+            count = sum(h["count"] for h in hs)
+            lines.append(f"| {shards} | {producers} | {load} | {rate} | {name} | {count} | {fmt(med(h['p50_ms'] for h in hs))} | {fmt(med(h['p99_ms'] for h in hs))} |")
     open(out, "w").write("\n".join(lines) + "\n")
 
 
@@ -110,4 +133,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "--summarize":
         summarize(sys.argv[2], sys.argv[3])
     else:
-        one(*sys.argv[1:8])
+        one(*sys.argv[1:9])

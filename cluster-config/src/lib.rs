@@ -92,6 +92,10 @@ pub struct Config {
     /// Federation with other regions (needs `[cluster]`).
     #[serde(default)]
     pub federation: Option<Federation>,
+    /// Sampled traces of messages, sent to an OpenTelemetry collector
+    /// (absent: no tracing).
+    #[serde(default)]
+    pub tracing: Option<Tracing>,
     /// The root seed every random choice of the node derives from (ADR
     /// 0019). Unset, as production wants it, it is drawn afresh at every
     /// start and logged at debug level; set it only to reproduce a run: a
@@ -99,6 +103,69 @@ pub struct Config {
     /// message-id seeds.
     #[serde(default)]
     pub seed: Option<u64>,
+}
+
+/// Traces of a sampled fraction of messages through the region, exported
+/// over OTLP/HTTP (JSON) to a collector (ADR 0023).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// The collector's traces endpoint, `http://HOST[:PORT][/PATH]` (port
+    /// 4318 and path `/v1/traces` by default).
+    pub otlp_endpoint: String,
+    /// The fraction of messages traced, 0 to 1. The edge that takes a
+    /// message decides; every node that handles it then records its span.
+    #[serde(default = "d_sample_ratio")]
+    pub sample_ratio: f64,
+    /// `service.name` of the spans.
+    #[serde(default = "d_service_name")]
+    pub service_name: String,
+}
+
+fn d_sample_ratio() -> f64 {
+    0.01
+}
+fn d_service_name() -> String {
+    "iris".to_owned()
+}
+
+/// Where spans are sent: an OTLP/HTTP traces endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpEndpoint {
+    /// Host (name or address) and port, for connecting.
+    pub authority: String,
+    /// The request path.
+    pub path: String,
+}
+
+impl OtlpEndpoint {
+    /// Reads `http://HOST[:PORT][/PATH]` (port 4318, OTLP/HTTP's, and path
+    /// `/v1/traces` when none is given). HTTPS is not spoken: spans go to
+    /// a collector on the node's machine or network, which forwards them.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let bad = || format!("{url:?} is not http://HOST[:PORT][/PATH] (a collector beside the node; no https)");
+        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || authority.contains('@') || authority.chars().any(|c| c.is_whitespace()) {
+            return Err(bad());
+        }
+        let authority = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && !host.ends_with(':') => {
+                port.parse::<u16>().map_err(|_| bad())?;
+                authority.to_owned()
+            }
+            Some(_) => return Err(bad()),
+            None => format!("{authority}:4318"),
+        };
+        let path = if path.is_empty() || path == "/" { "/v1/traces".to_owned() } else { path.to_owned() };
+        if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad());
+        }
+        Ok(Self { authority, path })
+    }
 }
 
 /// The federation this region belongs to: users are homed to regions, and
@@ -153,6 +220,12 @@ pub struct Cluster {
     /// `linger.ms`): a little latency for fewer, larger requests.
     #[serde(default = "d_linger")]
     pub linger_ms: u32,
+    /// Producers (each with its own broker connections) a node spreads its
+    /// partitions over: librdkafka sends one partition per request and a
+    /// broker answers a connection's requests one at a time, so with many
+    /// shards one connection queues them (ADR 0016).
+    #[serde(default = "d_producers")]
+    pub producers: u32,
     /// Publish every accepted graph change and ingested event to the
     /// topics `iris.<region>.graph` and `iris.<region>.events`, exactly
     /// once, through each shard's outbox (ADR 0022). Unset: on with the
@@ -836,6 +909,12 @@ fn d_fetch_wait() -> u32 {
 fn d_linger() -> u32 {
     0
 }
+/// `cluster.producers` unset (measured in bench/region-hops, ADR 0016).
+pub const DEFAULT_PRODUCERS: u32 = 1;
+
+fn d_producers() -> u32 {
+    DEFAULT_PRODUCERS
+}
 fn d_log_outbox_max() -> u64 {
     1_000_000
 }
@@ -1079,6 +1158,12 @@ impl Config {
         check(all || self.cluster.is_some(), "roles", "a node without all of edge, core, router needs [cluster]")?;
         check(self.roles.contains(&Role::Router), "roles", "every node routes: include \"router\"")?;
         check(self.listen.drain_ms <= 600_000, "listen.drain_ms", "at most 600000 (ten minutes)")?;
+        if let Some(t) = &self.tracing {
+            OtlpEndpoint::parse(&t.otlp_endpoint)
+                .map_err(|problem| ConfigError::Invalid { field: "tracing.otlp_endpoint", problem })?;
+            check((0.0..=1.0).contains(&t.sample_ratio), "tracing.sample_ratio", "between 0 and 1")?;
+            check(name_ok(&t.service_name), "tracing.service_name", "1–64 characters of [A-Za-z0-9-_.]")?;
+        }
         let r = &self.retention;
         check((1..=86_400).contains(&r.sweep_interval_secs), "retention.sweep_interval_secs", "between 1 and 86400")?;
         check(r.tenants.keys().all(|t| !t.is_empty()), "retention.tenants", "a tenant name is empty")?;
@@ -1092,6 +1177,7 @@ impl Config {
             check((1..=10_000).contains(&c.fetch_wait_ms), "cluster.fetch_wait_ms", "between 1 and 10000")?;
             check(c.session_timeout_ms >= 1_000, "cluster.session_timeout_ms", "at least 1000")?;
             check(c.linger_ms <= 1_000, "cluster.linger_ms", "at most 1000")?;
+            check((1..=16).contains(&c.producers), "cluster.producers", "between 1 and 16")?;
             check(
                 !(c.log_topics == Some(true) && self.storage.backend != Backend::Redis),
                 "cluster.log_topics",
@@ -1264,6 +1350,48 @@ mod tests {
         assert!(c.listen.metrics.is_none() && c.listen.quic.is_none());
         assert_eq!(c.listen.wss.unwrap().port(), 8443);
         assert!(Config::from_toml("[listen]\nws = \"nope\"\n").unwrap_err().to_string().contains("nope"));
+    }
+
+    #[test]
+    fn tracing_and_producers_are_validated() {
+        let c = Config::from_toml("[tracing]\notlp_endpoint = \"http://otel:4318\"\n").unwrap();
+        let t = c.tracing.unwrap();
+        assert_eq!((t.sample_ratio, t.service_name.as_str()), (0.01, "iris"));
+        assert_eq!(
+            OtlpEndpoint::parse("http://otel:4318").unwrap(),
+            OtlpEndpoint { authority: "otel:4318".into(), path: "/v1/traces".into() }
+        );
+        assert_eq!(
+            OtlpEndpoint::parse("http://127.0.0.1/custom/traces").unwrap(),
+            OtlpEndpoint { authority: "127.0.0.1:4318".into(), path: "/custom/traces".into() }
+        );
+        for bad in [
+            "https://otel:4318",
+            "otel:4318",
+            "http://",
+            "http://:4318",
+            "http://a:b",
+            "http://u@h:1",
+            "http://h:1/a b",
+        ] {
+            let e = Config::from_toml(&format!("[tracing]\notlp_endpoint = \"{bad}\"\n")).unwrap_err().to_string();
+            assert!(e.contains("tracing.otlp_endpoint"), "{bad}: {e}");
+        }
+        let e =
+            Config::from_toml("[tracing]\notlp_endpoint = \"http://h\"\nsample_ratio = 1.5\n").unwrap_err().to_string();
+        assert!(e.contains("tracing.sample_ratio"), "{e}");
+        let redis = |extra: &str| {
+            Config::from_toml(&format!(
+                "roles = [\"core\", \"router\"]\n[cluster]\nkafka = \"k:9092\"\n{extra}\
+                 [storage]\nbackend = \"redis\"\nredis_url = \"redis://r:6379\"\n"
+            ))
+        };
+        assert_eq!(redis("").unwrap().cluster.unwrap().producers, DEFAULT_PRODUCERS);
+        assert_eq!(redis("producers = 4\n").unwrap().cluster.unwrap().producers, 4);
+        for bad in ["0", "17"] {
+            let e = redis(&format!("producers = {bad}\n")).unwrap_err().to_string();
+            assert!(e.contains("cluster.producers"), "{e}");
+        }
     }
 
     #[test]

@@ -113,6 +113,9 @@ struct ShardActor {
     time: SharedClock,
     /// Writes waiting for a commit, merged while earlier ones run.
     commits: CommitQueue,
+    /// Spans of sampled inputs, by their arrival count, ended once that
+    /// many inputs are durable (at most one per held permit).
+    traced: std::collections::VecDeque<(u64, iris_trace::Span)>,
 }
 
 /// Commits one shard runs at once; what arrives meanwhile goes together in
@@ -194,7 +197,7 @@ impl Actor for ShardActor {
         self.lease_timer = Some(ctx.run_interval(every, |act, ctx| {
             let now = act.time.now_ms();
             if let Some(tick) = act.clock.tick(now) {
-                let env = ShardEnvelope { owner: UserKey::new("", ""), body: tick };
+                let env = ShardEnvelope { owner: UserKey::new("", ""), body: tick, trace: None };
                 // Ephemeral: a tick that finds no room is simply not read,
                 // and the shard judges itself behind, as it is.
                 if act.router.try_to_shard_id(act.shard, env).is_err() {
@@ -267,15 +270,31 @@ impl ShardActor {
             Some(Err(e)) => Err(e),
             None => Ok(()),
         };
+        let mut env = msg.env;
+        // A sampled input: its span runs until its writes are durable and its
+        // outputs released, and those outputs carry it as their parent.
+        let mut span = env.trace.and_then(|t| iris_trace::child("iris.shard.handle", iris_trace::Kind::Consumer, &t));
+        if let Some(s) = &mut span {
+            env.trace = Some(s.ctx());
+            s.attr("iris.shard", iris_trace::Value::Int(self.shard.0.into()));
+            s.attr("iris.input", iris_trace::Value::Str(kind.to_owned()));
+        }
         match loaded.and(found) {
             Ok(found) => {
-                if let Some((ticket, batch)) = self.state.handle(self.time.now_ms(), msg.env, found) {
+                if let Some((ticket, batch)) = self.state.handle(self.time.now_ms(), env, found) {
                     self.commit(ticket, batch, ctx);
+                }
+                if let Some(s) = span {
+                    self.traced.push_back((self.state.inputs_seen(), s));
                 }
             }
             Err(e) => {
                 tracing::warn!(error = %e, kind, "load failed; answering unavailable");
-                self.state.load_failed(&msg.env);
+                self.state.load_failed(&env);
+                if let Some(mut s) = span {
+                    s.fail();
+                    s.end();
+                }
             }
         }
         self.held.push_back((self.state.inputs_seen(), msg.permit));
@@ -325,6 +344,11 @@ impl ShardActor {
         // wait for room, carried out before the actor's next event).
         while self.held.front().is_some_and(|(n, _)| *n <= durable) {
             self.held.pop_front();
+        }
+        while self.traced.front().is_some_and(|(n, _)| *n <= durable) {
+            if let Some((_, span)) = self.traced.pop_front() {
+                span.end();
+            }
         }
         let mut rest: Vec<Output> = Vec::new();
         for out in self.state.poll_outputs() {
@@ -591,6 +615,7 @@ impl ShardHost {
             commits: CommitQueue::new(COMMITS_IN_FLIGHT, MAX_COMMIT_OPS)
                 .isolating_users(isolate_users)
                 .with_outbox(outbox),
+            traced: std::collections::VecDeque::new(),
         });
         let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
         self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(shard, sem.clone());

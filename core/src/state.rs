@@ -353,6 +353,9 @@ pub struct ShardState {
     takeover: Option<std::collections::BTreeSet<UserKey>>,
     /// Writes this shard's session records, versioned by its owner epoch.
     records: SessionRecords,
+    /// The sampled trace of the input being handled: every edge output it
+    /// causes carries it (ADR 0023). Set only inside `handle`.
+    trace: Option<iris_envelope::TraceParent>,
 }
 
 fn frame_to(sessions: &[SessionAddr], frame: ServerFrame, droppable: bool, out: &mut Vec<Output>) {
@@ -366,7 +369,11 @@ fn frame_to(sessions: &[SessionAddr], frame: ServerFrame, droppable: bool, out: 
     for (edge, mut ids) in by_edge {
         let to =
             if ids.len() == 1 { Recipients::Session(ids.pop().expect("one id")) } else { Recipients::Sessions(ids) };
-        out.push(Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Frame { to, frame: frame.clone(), droppable } }));
+        out.push(Output::Edge(EdgeEnvelope {
+            edge,
+            body: EdgeInput::Frame { to, frame: frame.clone(), droppable },
+            traces: Vec::new(),
+        }));
     }
 }
 
@@ -378,19 +385,27 @@ fn frame_to(sessions: &[SessionAddr], frame: ServerFrame, droppable: bool, out: 
 /// presence itself).
 pub fn coalesce_edge_outputs(outputs: Vec<Output>, region: &str) -> Vec<Output> {
     let mut out = Vec::with_capacity(outputs.len());
-    let mut run: Vec<(EdgeId, Vec<EdgeInput>)> = Vec::new();
-    let end_run = |run: &mut Vec<(EdgeId, Vec<EdgeInput>)>, out: &mut Vec<Output>| {
-        for (edge, mut parts) in run.drain(..) {
+    type Run = Vec<(EdgeId, Vec<EdgeInput>, Vec<iris_envelope::TraceParent>)>;
+    let mut run: Run = Vec::new();
+    let end_run = |run: &mut Run, out: &mut Vec<Output>| {
+        for (edge, mut parts, traces) in run.drain(..) {
             let body = if parts.len() == 1 { parts.pop().expect("one part") } else { EdgeInput::Batch(parts) };
-            out.push(Output::Edge(EdgeEnvelope { edge, body }));
+            out.push(Output::Edge(EdgeEnvelope { edge, body, traces }));
         }
     };
     for o in outputs {
         match o {
             Output::Edge(env) if env.edge.region().is_none_or(|r| r == region) => {
-                match run.iter_mut().find(|(e, _)| *e == env.edge) {
-                    Some((_, parts)) => parts.extend(env.body.into_parts()),
-                    None => run.push((env.edge, env.body.into_parts())),
+                match run.iter_mut().find(|(e, _, _)| *e == env.edge) {
+                    Some((_, parts, traces)) => {
+                        parts.extend(env.body.into_parts());
+                        for t in env.traces {
+                            if !traces.contains(&t) && traces.len() < iris_envelope::MAX_TRACES {
+                                traces.push(t);
+                            }
+                        }
+                    }
+                    None => run.push((env.edge, env.body.into_parts(), env.traces)),
                 }
             }
             other => {
@@ -407,6 +422,7 @@ fn reply(session: &SessionAddr, frame: ServerFrame) -> Output {
     Output::Edge(EdgeEnvelope {
         edge: session.edge.clone(),
         body: EdgeInput::Frame { to: Recipients::Session(session.session), frame, droppable: false },
+        traces: Vec::new(),
     })
 }
 
@@ -434,6 +450,7 @@ impl ShardState {
             started_at: None,
             takeover: Some(Default::default()),
             records,
+            trace: None,
         }
     }
 
@@ -602,7 +619,17 @@ impl ShardState {
     /// outputs stand or fall with (the input's own write, or the in-flight
     /// original of a retried send): if one fails, they turn into errors.
     /// Outputs merely ordered behind someone else's write go out as they are.
-    fn emit(&mut self, outputs: Vec<Output>, deps: Vec<Ticket>) {
+    fn emit(&mut self, mut outputs: Vec<Output>, deps: Vec<Ticket>) {
+        if let Some(t) = self.trace {
+            for o in &mut outputs {
+                if let Output::Edge(env) = o
+                    && !env.traces.contains(&t)
+                    && env.traces.len() < iris_envelope::MAX_TRACES
+                {
+                    env.traces.push(t);
+                }
+            }
+        }
         self.tickets.emit(outputs, &deps);
     }
 
@@ -615,7 +642,9 @@ impl ShardState {
     /// make durable, with their ticket, if any.
     pub fn handle(&mut self, now: Millis, env: ShardEnvelope, found: Found) -> Option<(Ticket, WriteBatch)> {
         self.started_at.get_or_insert(now);
+        self.trace = env.trace;
         let written = self.handle_input(now, env, found);
+        self.trace = None;
         self.input_done();
         written
     }
@@ -805,7 +834,7 @@ impl ShardState {
 /// What a client sees instead of an output whose write failed.
 fn failed_output(o: Output) -> Option<Output> {
     match o {
-        Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Frame { to, frame, droppable: false } }) => {
+        Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Frame { to, frame, droppable: false }, traces }) => {
             let id = match &frame {
                 ServerFrame::Accepted(a) => Some(a.id.clone()),
                 ServerFrame::ContactsOk(_) | ServerFrame::CirclePolicyOk(_) => None,
@@ -818,11 +847,12 @@ fn failed_output(o: Output) -> Option<Output> {
                     frame: ServerFrame::error(ErrorCode::Unavailable, "storage failed; retry", id),
                     droppable: false,
                 },
+                traces,
             }))
         }
         // A session whose opening could not be written is refused with
         // `unavailable` (the edge closes it; the client retries).
-        Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Welcome { session, .. } }) => {
+        Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Welcome { session, .. }, .. }) => {
             Some(Output::Edge(EdgeEnvelope {
                 edge,
                 body: EdgeInput::Frame {
@@ -830,9 +860,10 @@ fn failed_output(o: Output) -> Option<Output> {
                     frame: ServerFrame::error(ErrorCode::Unavailable, "storage failed; retry", None),
                     droppable: false,
                 },
+                traces: Vec::new(),
             }))
         }
-        Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Reply { request, .. } }) => {
+        Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Reply { request, .. }, .. }) => {
             Some(Output::Edge(EdgeEnvelope {
                 edge,
                 body: EdgeInput::Reply {
@@ -842,6 +873,7 @@ fn failed_output(o: Output) -> Option<Output> {
                         message: "storage failed; retry".into(),
                     },
                 },
+                traces: Vec::new(),
             }))
         }
         _ => None,
@@ -963,7 +995,11 @@ impl SessionRecords {
 }
 
 fn service_reply(to: &SessionAddr, reply: ServiceReply) -> Output {
-    Output::Edge(EdgeEnvelope { edge: to.edge.clone(), body: EdgeInput::Reply { request: to.session, reply } })
+    Output::Edge(EdgeEnvelope {
+        edge: to.edge.clone(),
+        body: EdgeInput::Reply { request: to.session, reply },
+        traces: Vec::new(),
+    })
 }
 
 fn plan_contacts(user: &UserState, upsert: &[ContactEntry], remove: &[String], max: usize) -> Result<(), String> {

@@ -39,6 +39,7 @@ fn send(i: usize) -> ShardEnvelope {
             body: Bytes::from(format!("body {i}")),
             reply: SessionAddr { edge: EdgeId("edge".into()), session: SessionId(i as u64) },
         },
+        trace: None,
     }
 }
 

@@ -115,9 +115,17 @@ impl EdgeHandle {
 /// session queue drops a droppable frame or cuts the session off.
 pub async fn dispatch(mut rx: EdgeReceiver, presence: Arc<LocalPresence>) {
     while let Some(env) = rx.recv().await {
+        // Sampled messages among these outputs: one span each, until the
+        // frames are in their sessions' queues.
+        let spans: Vec<iris_trace::Span> = env
+            .traces
+            .iter()
+            .filter_map(|t| iris_trace::child("iris.edge.deliver", iris_trace::Kind::Consumer, t))
+            .collect();
         for part in env.body.into_parts() {
             handle_part(part, &presence);
         }
+        spans.into_iter().for_each(iris_trace::Span::end);
     }
 }
 

@@ -11,7 +11,7 @@ use crate::presence::{LocalPresence, QueueReceiver, SessionEvent};
 use crate::state::{AuthRefusal, CloseReason, RouteRefusal, SessionConfig, SessionOutput, SessionState};
 use iris_auth::KeyStore;
 use iris_clock::SharedClock;
-use iris_envelope::{EdgeId, SessionAddr, SessionId};
+use iris_envelope::{EdgeId, SessionAddr, SessionId, ShardInput};
 use iris_protocol::{Encoding, ServerFrame};
 use iris_router::{PublishError, Router};
 use std::net::IpAddr;
@@ -323,9 +323,27 @@ impl<T: Transport> Session<T> {
                         self.state.route_refused(id, RouteRefusal::TenantBudget { per_second });
                         continue;
                     }
-                    if let Err(e) = self.ctx.router.to_shard(env).await {
+                    // A sampled fraction of messages is traced from here
+                    // (ADR 0023): the span runs until the bus has the send.
+                    let mut env = env;
+                    let mut span = match env.body {
+                        ShardInput::Send { .. } => iris_trace::root("iris.edge.route", iris_trace::Kind::Producer),
+                        _ => None,
+                    };
+                    if let Some(s) = &mut span {
+                        env.trace = Some(s.ctx());
+                        s.attr("iris.tenant", iris_trace::Value::Str(env.owner.tenant.to_string()));
+                    }
+                    let routed = self.ctx.router.to_shard(env).await;
+                    if let Err(e) = routed {
                         tracing::warn!(error = %e, "route failed");
                         self.state.route_refused(id, RouteRefusal::Unavailable);
+                        if let Some(s) = &mut span {
+                            s.fail();
+                        }
+                    }
+                    if let Some(s) = span {
+                        s.end();
                     }
                 }
                 SessionOutput::Verify(token) => {

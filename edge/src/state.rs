@@ -299,9 +299,14 @@ impl SessionState {
             .map(|target| ShardEnvelope {
                 owner: user.peer(&target),
                 body: ShardInput::Unsubscribe { viewer: user.user.clone(), session: self.addr.clone() },
+                trace: None,
             })
             .collect();
-        v.push(ShardEnvelope { owner: user, body: ShardInput::SessionClosed { session: self.addr.clone() } });
+        v.push(ShardEnvelope {
+            owner: user,
+            body: ShardInput::SessionClosed { session: self.addr.clone() },
+            trace: None,
+        });
         v
     }
 
@@ -432,7 +437,11 @@ impl SessionState {
         let ephemeral = body.is_ephemeral();
         // Sends are what the tenant's budget counts.
         let charged = matches!(body, ShardInput::Send { .. });
-        self.out.push_back(SessionOutput::Route { env: ShardEnvelope { owner, body }, ephemeral, charged });
+        self.out.push_back(SessionOutput::Route {
+            env: ShardEnvelope { owner, body, trace: None },
+            ephemeral,
+            charged,
+        });
     }
 
     fn take_token(&mut self, now: Millis) -> bool {

@@ -6,6 +6,9 @@
 //! in-process bus moves them as values; the Kafka bus will move them encoded
 //! with [`encode`] / [`decode`] (postcard behind a version byte).
 
+mod trace;
+pub use trace::{TRACEPARENT, TraceParent, to_hex};
+
 use bytes::Bytes;
 use iris_protocol::{ContactEntry, ReceiptState, ServerFrame, SetStatus, TypingState};
 use serde::{Deserialize, Serialize};
@@ -121,6 +124,10 @@ pub struct ShardEnvelope {
     pub owner: UserKey,
     /// What to do.
     pub body: ShardInput,
+    /// The sampled trace this input belongs to, if any: carried beside the
+    /// encoded envelope (a Kafka header), never inside it.
+    #[serde(skip)]
+    pub trace: Option<TraceParent>,
 }
 
 /// Work for a shard. `owner` (in the envelope) is the user whose state it touches.
@@ -414,7 +421,15 @@ pub struct EdgeEnvelope {
     pub edge: EdgeId,
     /// What to do there.
     pub body: EdgeInput,
+    /// The sampled traces whose outputs this carries (a batch may carry
+    /// several; at most [`MAX_TRACES`]): beside the encoded envelope,
+    /// never inside it.
+    #[serde(skip)]
+    pub traces: Vec<TraceParent>,
 }
+
+/// Most traces one edge envelope carries; a batch of more keeps the first.
+pub const MAX_TRACES: usize = 16;
 
 /// Work for an edge.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -600,6 +615,7 @@ mod tests {
                 body: Bytes::from_static(b"hi"),
                 reply: SessionAddr { edge: EdgeId("e1".into()), session: SessionId(7) },
             },
+            trace: None,
         };
         let back: ShardEnvelope = decode(&encode(&env)).unwrap();
         assert_eq!(back, env);

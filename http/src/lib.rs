@@ -305,7 +305,7 @@ impl HttpFront {
         let (tx, rx) = oneshot::channel();
         self.pending.insert(id, tx);
         let reply = SessionAddr { edge: self.edge.clone(), session: SessionId(id) };
-        let env = ShardEnvelope { owner, body: body(reply) };
+        let env = ShardEnvelope { owner, body: body(reply), trace: None };
         // One deadline for handing over and for the answer.
         let deadline = tokio::time::Instant::now() + self.cfg.request_timeout;
         let sent = tokio::time::timeout_at(deadline, self.router.to_shard(env)).await;

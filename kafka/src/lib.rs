@@ -17,7 +17,7 @@
 //! `iris_router::contract`.
 
 use async_trait::async_trait;
-use iris_envelope::{EdgeEnvelope, EdgeId, ShardEnvelope, ShardId};
+use iris_envelope::{EdgeEnvelope, EdgeId, MAX_TRACES, ShardEnvelope, ShardId, TRACEPARENT, TraceParent};
 use iris_router::{Bus, BusError, PublishError, ShardSource, SourceEvent};
 use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -212,9 +212,15 @@ pub async fn ensure_topics_compacting(
     Ok(())
 }
 
-/// The producer side of the bus: an idempotent producer (acks=all).
+/// The producer side of the bus: idempotent producers (acks=all), each
+/// with its own broker connections. A partition is always written by the
+/// same one (`shard % n`; an edge's topic by its name), so its order holds;
+/// several spread the partitions over several connections because
+/// librdkafka sends one partition per ProduceRequest (librdkafka#1700),
+/// at most five in flight per connection with idempotence, and a broker
+/// answers a connection's requests one at a time (ADR 0016).
 pub struct KafkaBus {
-    producer: FutureProducer,
+    producers: Vec<FutureProducer>,
     topics: Topics,
     watch: DeliveryWatch,
 }
@@ -224,6 +230,10 @@ pub struct KafkaBus {
 /// shows as failures in `iris_bus_delivery_failures_total` within this,
 /// not after five minutes of silence.
 const MESSAGE_TIMEOUT_MS: u32 = 30_000;
+
+/// Messages a process's producers may hold unacknowledged in all; beyond
+/// this a `try_publish` answers `Full` (a bounded queue, ADR 0016).
+const QUEUED_PER_PROCESS: usize = 100_000;
 
 /// Deliveries not awaited by their publisher (fire and forget) that are
 /// watched at once; beyond this a delivery goes unwatched, counted.
@@ -273,22 +283,56 @@ impl DeliveryWatch {
 }
 
 impl KafkaBus {
-    /// Connects a producer to `bootstrap`. `linger_ms` trades latency for
+    /// Connects one producer to `bootstrap`. `linger_ms` trades latency for
     /// batching. Runs inside a tokio runtime (it watches deliveries).
     pub fn new(bootstrap: &str, topics: Topics, linger_ms: u32) -> Result<Self, KafkaBusError> {
-        let producer: FutureProducer = client_config(bootstrap)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", linger_ms.to_string())
-            .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
-            .set("queue.buffering.max.messages", "100000")
-            .create()?;
-        Ok(Self { producer, topics, watch: DeliveryWatch::start() })
+        Self::with_producers(bootstrap, topics, linger_ms, 1)
     }
 
-    /// Waits until everything queued is delivered (shutdown).
+    /// Connects `producers` producers (at least one) to `bootstrap`, each
+    /// queueing at most `QUEUED_PER_PROCESS / producers` messages.
+    pub fn with_producers(
+        bootstrap: &str,
+        topics: Topics,
+        linger_ms: u32,
+        producers: usize,
+    ) -> Result<Self, KafkaBusError> {
+        let n = producers.max(1);
+        let queued = (QUEUED_PER_PROCESS / n).max(1);
+        let producers = (0..n)
+            .map(|_| {
+                client_config(bootstrap)
+                    .set("enable.idempotence", "true")
+                    .set("acks", "all")
+                    .set("linger.ms", linger_ms.to_string())
+                    .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
+                    .set("queue.buffering.max.messages", queued.to_string())
+                    .create()
+            })
+            .collect::<Result<Vec<FutureProducer>, _>>()?;
+        Ok(Self { producers, topics, watch: DeliveryWatch::start() })
+    }
+
+    /// The producer that writes a shard's partition.
+    fn for_shard(&self, shard: ShardId) -> &FutureProducer {
+        &self.producers[shard.0 as usize % self.producers.len()]
+    }
+
+    /// The producer that writes an edge's topic (one partition each).
+    fn for_edge_topic(&self, topic: &str) -> &FutureProducer {
+        // FNV-1a: stable across processes and releases, unlike std's hasher.
+        let h = topic.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+        &self.producers[(h % self.producers.len() as u64) as usize]
+    }
+
+    /// Waits until everything queued is delivered (shutdown), within
+    /// `timeout` in all.
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaBusError> {
-        Ok(self.producer.flush(timeout)?)
+        let deadline = std::time::Instant::now() + timeout;
+        for p in &self.producers {
+            p.flush(deadline.saturating_duration_since(std::time::Instant::now()))?;
+        }
+        Ok(())
     }
 }
 
@@ -299,8 +343,11 @@ impl Bus for KafkaBus {
     fn try_publish_shard(&self, shard: ShardId, env: ShardEnvelope) -> Result<(), PublishError<ShardEnvelope>> {
         let payload = iris_envelope::encode(&env);
         let key = env.owner.shard_key();
-        let record = FutureRecord::to(&self.topics.shard).partition(shard.0 as i32).key(&key).payload(&payload);
-        match self.producer.send_result(record) {
+        let mut record = FutureRecord::to(&self.topics.shard).partition(shard.0 as i32).key(&key).payload(&payload);
+        if let Some(h) = trace_headers(&env.trace) {
+            record = record.headers(h);
+        }
+        match self.for_shard(shard).send_result(record) {
             // Delivery is confirmed asynchronously (the idempotent producer
             // retries); a failure after this point is counted by the watch.
             Ok(delivery) => {
@@ -315,9 +362,12 @@ impl Bus for KafkaBus {
     async fn publish_shard(&self, shard: ShardId, env: ShardEnvelope) -> Result<(), BusError> {
         let payload = iris_envelope::encode(&env);
         let key = env.owner.shard_key();
-        let record = FutureRecord::to(&self.topics.shard).partition(shard.0 as i32).key(&key).payload(&payload);
+        let mut record = FutureRecord::to(&self.topics.shard).partition(shard.0 as i32).key(&key).payload(&payload);
+        if let Some(h) = trace_headers(&env.trace) {
+            record = record.headers(h);
+        }
         let started = std::time::Instant::now();
-        let sent = self.producer.send(record, PUBLISH_TIMEOUT).await;
+        let sent = self.for_shard(shard).send(record, PUBLISH_TIMEOUT).await;
         metrics::histogram!("iris_bus_publish_seconds", "topic" => "shard").record(started.elapsed().as_secs_f64());
         sent.map(|_| ()).map_err(|(e, _)| BusError::Closed(format!("shard {}: {e}", shard.0)))
     }
@@ -325,8 +375,11 @@ impl Bus for KafkaBus {
     fn try_publish_edge(&self, env: EdgeEnvelope) -> Result<(), PublishError<EdgeEnvelope>> {
         let payload = iris_envelope::encode(&env);
         let topic = self.topics.edge(&env.edge);
-        let record = FutureRecord::<(), _>::to(&topic).partition(0).payload(&payload);
-        match self.producer.send_result(record) {
+        let mut record = FutureRecord::<(), _>::to(&topic).partition(0).payload(&payload);
+        if let Some(h) = trace_headers(&env.traces) {
+            record = record.headers(h);
+        }
+        match self.for_edge_topic(&topic).send_result(record) {
             Ok(delivery) => {
                 self.watch.watch("edge", delivery);
                 Ok(())
@@ -339,8 +392,11 @@ impl Bus for KafkaBus {
     async fn publish_edge(&self, env: EdgeEnvelope) -> Result<(), BusError> {
         let payload = iris_envelope::encode(&env);
         let topic = self.topics.edge(&env.edge);
-        let record = FutureRecord::<(), _>::to(&topic).partition(0).payload(&payload);
-        self.producer
+        let mut record = FutureRecord::<(), _>::to(&topic).partition(0).payload(&payload);
+        if let Some(h) = trace_headers(&env.traces) {
+            record = record.headers(h);
+        }
+        self.for_edge_topic(&topic)
             .send(record, PUBLISH_TIMEOUT)
             .await
             .map(|_| ())
@@ -359,6 +415,47 @@ fn record_hop(m: &impl Message, hop: &'static str) {
         let now = iris_clock::SystemClock.now_ms();
         metrics::histogram!("iris_bus_hop_seconds", "hop" => hop).record((now - created).max(0) as f64 / 1_000.0);
     }
+}
+
+/// The `traceparent` headers of a record (ADR 0023), sampled and well
+/// formed ones only, at most `MAX_TRACES`.
+fn traces_of(m: &impl Message) -> Vec<TraceParent> {
+    use rdkafka::message::Headers;
+    let Some(headers) = m.headers() else { return Vec::new() };
+    headers
+        .iter()
+        .filter(|h| h.key == TRACEPARENT)
+        .filter_map(|h| std::str::from_utf8(h.value?).ok().and_then(TraceParent::parse))
+        .take(MAX_TRACES)
+        .collect()
+}
+
+/// Headers carrying `traces`, if any.
+fn trace_headers<'a>(traces: impl IntoIterator<Item = &'a TraceParent>) -> Option<rdkafka::message::OwnedHeaders> {
+    let mut headers: Option<rdkafka::message::OwnedHeaders> = None;
+    for t in traces {
+        let value = t.to_string();
+        headers = Some(
+            headers
+                .unwrap_or_default()
+                .insert(rdkafka::message::Header { key: TRACEPARENT, value: Some(value.as_bytes()) }),
+        );
+    }
+    headers
+}
+
+/// A shard envelope read from a record, with its trace.
+fn decode_shard(m: &impl Message) -> Result<ShardEnvelope, KafkaBusError> {
+    let mut env: ShardEnvelope = decode_message(m)?;
+    env.trace = traces_of(m).into_iter().next();
+    Ok(env)
+}
+
+/// An edge envelope read from a record, with its traces.
+fn decode_edge(m: &impl Message) -> Result<EdgeEnvelope, KafkaBusError> {
+    let mut env: EdgeEnvelope = decode_message(m)?;
+    env.traces = traces_of(m);
+    Ok(env)
 }
 
 /// Decodes a message's envelope, naming where it came from on failure.
@@ -470,7 +567,7 @@ impl ShardGroup {
     pub async fn next_shard(&self) -> Result<(i32, i64, ShardEnvelope), KafkaBusError> {
         let m = self.consumer.recv().await?;
         record_hop(&m, "shard");
-        Ok((m.partition(), m.offset(), decode_message(&m)?))
+        Ok((m.partition(), m.offset(), decode_shard(&m)?))
     }
 
     /// Stops fetching `partition` (its shard is full) while the others go
@@ -535,7 +632,7 @@ impl ShardSource for KafkaSource {
                 Ok(m) => {
                     record_hop(&m, "shard");
                     let (shard, offset) = (ShardId(m.partition() as u32), m.offset());
-                    match decode_message(&m) {
+                    match decode_shard(&m) {
                         Ok(env) => SourceEvent::Record { shard, offset, env },
                         Err(e) => SourceEvent::Unreadable { shard, offset, error: e.to_string() },
                     }
@@ -590,13 +687,13 @@ impl PartitionReader {
     pub async fn next_edge(&self) -> Result<EdgeEnvelope, KafkaBusError> {
         let m = self.consumer.recv().await?;
         record_hop(&m, "edge");
-        decode_message(&m)
+        decode_edge(&m)
     }
 
     /// The next shard envelope, with its partition and offset.
     pub async fn next_shard(&self) -> Result<(i32, i64, ShardEnvelope), KafkaBusError> {
         let m = self.consumer.recv().await?;
-        Ok((m.partition(), m.offset(), decode_message(&m)?))
+        Ok((m.partition(), m.offset(), decode_shard(&m)?))
     }
 }
 
@@ -613,8 +710,11 @@ mod tests {
         ensure_topics(&b, &[(&topics.shard, 1)]).await.unwrap();
         let bus = KafkaBus::new(&b, topics.clone(), 0).unwrap();
         for i in 0..4 {
-            let env =
-                ShardEnvelope { owner: UserKey::new("acme", "bob"), body: ShardInput::Ack { up_to: i, read: false } };
+            let env = ShardEnvelope {
+                owner: UserKey::new("acme", "bob"),
+                body: ShardInput::Ack { up_to: i, read: false },
+                trace: None,
+            };
             bus.publish_shard(ShardId(0), env).await.unwrap();
         }
         let group = unique("group");
@@ -758,9 +858,16 @@ mod tests {
 
     /// The Kafka bus passes the same contract as the in-process one, on a
     /// real broker: publish order per partition, pausing, edges, commits,
-    /// and a poisoned record that does not stop its partition.
+    /// and a poisoned record that does not stop its partition; with one
+    /// producer and with the partitions spread over three.
     #[tokio::test]
     async fn the_kafka_bus_passes_the_bus_contract() {
+        for producers in [1, 3] {
+            bus_contract(producers).await;
+        }
+    }
+
+    async fn bus_contract(producers: usize) {
         let b = broker();
         let region = unique("contract");
         let topics = Topics::for_region(&region);
@@ -768,7 +875,7 @@ mod tests {
         ensure_topics(&b, &[(&topics.shard, 2), (&topics.edge(&edges[0]), 1), (&topics.edge(&edges[1]), 1)])
             .await
             .unwrap();
-        let bus = std::sync::Arc::new(KafkaBus::new(&b, topics.clone(), 0).unwrap());
+        let bus = std::sync::Arc::new(KafkaBus::with_producers(&b, topics.clone(), 0, producers).unwrap());
         let source = KafkaSource::join(&b, &unique("group"), &topics.shard, 5, 6_000).unwrap();
         let mut readers = std::collections::HashMap::new();
         for e in &edges {
@@ -816,6 +923,7 @@ mod tests {
                     body: bytes::Bytes::from_static(b"hi"),
                     reply: SessionAddr { edge: EdgeId("e1".into()), session: SessionId(1) },
                 },
+                trace: None,
             };
             bus.publish_shard(ShardId(2), env).await.unwrap();
         }
@@ -826,6 +934,78 @@ mod tests {
             assert_eq!(partition, 2);
             assert_eq!(env.owner, owner);
             assert!(matches!(env.body, ShardInput::Send { ref client_id, .. } if **client_id == *format!("c-{i}")));
+        }
+    }
+
+    /// Every third record carries a trace context (ADR 0023).
+    fn traced(i: usize) -> Option<TraceParent> {
+        (i % 3 == 0).then(|| TraceParent::new([i as u8 + 1; 16], [7; 8]).unwrap())
+    }
+
+    /// Fire-and-forget publishes spread over several producers keep each
+    /// partition's order (a partition is always written by the same one),
+    /// for shard partitions and edge topics alike; trace contexts travel as
+    /// record headers.
+    #[tokio::test]
+    async fn a_partition_keeps_its_order_across_several_producers() {
+        let b = broker();
+        let topics = Topics::for_region(&unique("pool"));
+        let edges = [EdgeId(unique("e1").into()), EdgeId(unique("e2").into())];
+        ensure_topics(&b, &[(&topics.shard, 5), (&topics.edge(&edges[0]), 1), (&topics.edge(&edges[1]), 1)])
+            .await
+            .unwrap();
+        let bus = KafkaBus::with_producers(&b, topics.clone(), 0, 3).unwrap();
+        assert_eq!(bus.producers.len(), 3);
+        const EACH: usize = 30;
+        let reply = SessionAddr { edge: EdgeId("e1".into()), session: SessionId(1) };
+        for i in 0..EACH {
+            for shard in 0..5u32 {
+                let env = ShardEnvelope {
+                    owner: UserKey::new("acme", format!("u{shard}")),
+                    body: ShardInput::Send {
+                        from: "alice".into(),
+                        client_id: format!("{shard}-{i}").into(),
+                        body: bytes::Bytes::from_static(b"hi"),
+                        reply: reply.clone(),
+                    },
+                    trace: traced(i),
+                };
+                assert!(bus.try_publish_shard(ShardId(shard), env).is_ok());
+            }
+            for e in &edges {
+                let env = EdgeEnvelope {
+                    edge: e.clone(),
+                    body: iris_envelope::EdgeInput::Resync { region: "order".into(), shard: ShardId(i as u32) },
+                    traces: traced(i).into_iter().collect(),
+                };
+                assert!(bus.try_publish_edge(env).is_ok());
+            }
+        }
+        bus.flush(Duration::from_secs(20)).unwrap();
+        for shard in 0..5i32 {
+            let reader = PartitionReader::new(&b, &unique("g"), &topics.shard, &[shard], 5, false).unwrap();
+            for i in 0..EACH {
+                let (partition, _, env) =
+                    tokio::time::timeout(Duration::from_secs(20), reader.next_shard()).await.unwrap().unwrap();
+                assert_eq!(partition, shard);
+                assert!(
+                    matches!(env.body, ShardInput::Send { ref client_id, .. } if **client_id == *format!("{shard}-{i}")),
+                    "partition {shard}, record {i}: {env:?}"
+                );
+                assert_eq!(env.trace, traced(i), "the traceparent header travels with the record");
+            }
+        }
+        for e in &edges {
+            let reader = PartitionReader::new(&b, &unique("g"), &topics.edge(e), &[0], 5, false).unwrap();
+            for i in 0..EACH {
+                let env = tokio::time::timeout(Duration::from_secs(20), reader.next_edge()).await.unwrap().unwrap();
+                assert_eq!(env.edge, *e);
+                assert!(
+                    matches!(env.body, iris_envelope::EdgeInput::Resync { shard, .. } if shard == ShardId(i as u32)),
+                    "{e:?}, record {i}: {env:?}"
+                );
+                assert_eq!(env.traces, traced(i).into_iter().collect::<Vec<_>>());
+            }
         }
     }
 }

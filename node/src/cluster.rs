@@ -44,8 +44,8 @@ pub async fn start(
     ensure_topics_compacting(&cluster.kafka, &refs, &[topics.homes.as_str()])
         .await
         .context("checking the cluster's topics")?;
-    let bus =
-        KafkaBus::new(&cluster.kafka, topics.clone(), cluster.linger_ms).context("connecting the Kafka producer")?;
+    let bus = KafkaBus::with_producers(&cluster.kafka, topics.clone(), cluster.linger_ms, cluster.producers)
+        .context("connecting the Kafka producer")?;
     let mut router = Router::new(ring, Arc::new(bus));
     if let Some(f) = &cluster.federation {
         router = federate(cfg, cluster, f, &topics, router, clock).await?;

@@ -178,6 +178,17 @@ impl Node {
         tracing::debug!(seed = %root, "root seed");
         // Nodes started from one config file with one seed still differ.
         let seed = root.child(&s.node_id);
+        if let Some(t) = &s.tracing {
+            match iris_trace::install(t.clone()) {
+                Ok(()) => tracing::info!(
+                    endpoint = %t.endpoint.authority,
+                    sample_ratio = t.sample_ratio,
+                    "tracing sampled messages"
+                ),
+                // Several nodes in one process (tests) share the first one's.
+                Err(e) => tracing::warn!(error = %e, "tracing: the process's tracer is kept"),
+            }
+        }
         let health = Arc::new(metrics_http::Health::default());
         let metrics = match s.listen.metrics {
             Some(addr) => Some(

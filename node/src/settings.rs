@@ -69,6 +69,8 @@ pub struct Settings {
     pub shutdown: ShutdownSettings,
     /// What the retention sweep keeps, and how often it runs.
     pub retention: (iris_storage::retention::RetentionPolicy, Duration),
+    /// Where sampled traces go, if anywhere (ADR 0023).
+    pub tracing: Option<iris_trace::TraceConfig>,
 }
 
 /// The session edge's settings; [`Settings::edge_config`] adds its id, the
@@ -107,6 +109,8 @@ pub struct ClusterSettings {
     pub session_timeout_ms: u32,
     /// How long the producer waits to fill a batch, ms.
     pub linger_ms: u32,
+    /// Producers the node spreads its partitions over.
+    pub producers: usize,
     /// Whether this node runs shards (the core role).
     pub runs_shards: bool,
     /// The federation this region belongs to.
@@ -142,7 +146,20 @@ impl Settings {
             Some(_) => (EdgeId::qualified(&cfg.node_id, &cfg.region), EdgeId::qualified(&http_node, &cfg.region)),
             None => (EdgeId(cfg.node_id.as_str().into()), EdgeId(http_node.into())),
         };
+        let tracing = match &cfg.tracing {
+            Some(t) => {
+                let endpoint = iris_trace::Endpoint::parse(&t.otlp_endpoint)
+                    .map_err(|problem| ConfigError::Invalid { field: "tracing.otlp_endpoint", problem })?;
+                let traced = iris_trace::TraceConfig::new(endpoint, t.sample_ratio, &t.service_name, &cfg.node_id);
+                Some(
+                    traced
+                        .map_err(|e| ConfigError::Invalid { field: "tracing.sample_ratio", problem: e.to_string() })?,
+                )
+            }
+            None => None,
+        };
         Ok(Self {
+            tracing,
             node_id: cfg.node_id.clone(),
             region: cfg.region.clone(),
             seed: cfg.seed,
@@ -220,6 +237,7 @@ impl Settings {
                 fetch_wait_ms: c.fetch_wait_ms,
                 session_timeout_ms: c.session_timeout_ms,
                 linger_ms: c.linger_ms,
+                producers: c.producers as usize,
                 runs_shards: cfg.roles.contains(&Role::Core),
                 federation: cfg.federation.clone(),
                 log_topics: c.publishes_logs(cfg.storage.backend),

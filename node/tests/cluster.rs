@@ -457,3 +457,130 @@ async fn redis_stopped_mid_run_gives_no_false_accepted_and_loses_nothing() {
     let want: Vec<(String, String)> = accepted.into_iter().enumerate().map(|(i, id)| (id, i.to_string())).collect();
     assert_eq!(have, want, "every accepted message stored once, in order");
 }
+
+/// One span as an OTLP collector received it.
+#[derive(Debug, Clone)]
+struct Received {
+    node: String,
+    name: String,
+    trace: String,
+    span: String,
+    parent: Option<String>,
+}
+
+/// A minimal OTLP/HTTP collector on a real socket: it answers every POST
+/// with 200 and keeps the spans of its JSON bodies.
+async fn otlp_collector() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Received>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = spans.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 16_384];
+                let body = loop {
+                    let Ok(n) = s.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).into_owned();
+                    let Some(end) = text.find("\r\n\r\n") else { continue };
+                    let len: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + len {
+                        break got[end + 4..end + 4 + len].to_vec();
+                    }
+                };
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                for rs in v["resourceSpans"].as_array().unwrap() {
+                    let node = rs["resource"]["attributes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|a| a["key"] == "service.instance.id")
+                        .map(|a| a["value"]["stringValue"].as_str().unwrap().to_owned())
+                        .unwrap();
+                    for ss in rs["scopeSpans"].as_array().unwrap() {
+                        for sp in ss["spans"].as_array().unwrap() {
+                            kept.lock().unwrap().push(Received {
+                                node: node.clone(),
+                                name: sp["name"].as_str().unwrap().to_owned(),
+                                trace: sp["traceId"].as_str().unwrap().to_owned(),
+                                span: sp["spanId"].as_str().unwrap().to_owned(),
+                                parent: sp["parentSpanId"].as_str().map(str::to_owned),
+                            });
+                        }
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+            });
+        }
+    });
+    (format!("http://{addr}/v1/traces"), spans)
+}
+
+/// A traced message is followed through the region (ADR 0023): the edge
+/// that took it starts the trace, the core's shard records its handling
+/// as a child, and both edges record the delivery of its outputs (the
+/// sender's `accepted`, the recipient's `message`) as the shard's
+/// children, all in one trace, sent over OTLP to the collector.
+#[tokio::test]
+async fn a_traced_message_is_followed_from_edge_to_core_and_back() {
+    let (endpoint, spans) = otlp_collector().await;
+    let mut backing = Backing::shared();
+    backing.cluster = format!("[tracing]\notlp_endpoint = \"{endpoint}\"\nsample_ratio = 1.0\n");
+    let region = Region::start_on(&[("core-1", CORE), ("edge-a", EDGE), ("edge-b", EDGE)], &backing);
+    let (edge_a, edge_b, tenant) = (&region.nodes[1], &region.nodes[2], region.tenant.clone());
+    let mut alice = login_when_ready(edge_a, &tenant, "alice").await;
+    let mut bob = login_when_ready(edge_b, &tenant, "bob").await;
+    alice.send("t-1", "bob", "followed").await.unwrap();
+    accepted(&mut alice, "t-1").await;
+    message(&mut bob).await;
+
+    // Spans leave each node within a second of ending.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (route, handle, delivers) = loop {
+        let got = spans.lock().unwrap().clone();
+        let route = got.iter().find(|s| s.name == "iris.edge.route").cloned();
+        if let Some(route) = route {
+            let handle = got
+                .iter()
+                .find(|s| s.name == "iris.shard.handle" && s.parent.as_deref() == Some(route.span.as_str()))
+                .cloned();
+            if let Some(handle) = handle {
+                let delivers: Vec<Received> = got
+                    .iter()
+                    .filter(|s| s.name == "iris.edge.deliver" && s.parent.as_deref() == Some(handle.span.as_str()))
+                    .cloned()
+                    .collect();
+                if delivers.len() >= 2 {
+                    break (route, handle, delivers);
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "the collector has not seen the whole path; it has {got:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((route.node.as_str(), route.parent.as_deref()), ("edge-a", None), "the sender's edge starts it");
+    assert_eq!(handle.node, "core-1");
+    let mut at: Vec<&str> = delivers.iter().map(|s| s.node.as_str()).collect();
+    at.sort_unstable();
+    assert_eq!(at, ["edge-a", "edge-b"], "accepted back to alice's edge, the message to bob's");
+    for s in [&handle].into_iter().chain(&delivers) {
+        assert_eq!(s.trace, route.trace, "one trace: {s:?}");
+    }
+    // Only sends start traces: logins, presence and leases did not.
+    let traces: std::collections::BTreeSet<String> = spans.lock().unwrap().iter().map(|s| s.trace.clone()).collect();
+    assert_eq!(traces.len(), 1, "{traces:?}");
+}

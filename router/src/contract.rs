@@ -65,7 +65,11 @@ async fn records(f: &mut dyn BusFixture, want: usize) -> Result<Vec<(ShardId, i6
 }
 
 fn shard_env(tenant: &str, name: &str) -> ShardEnvelope {
-    ShardEnvelope { owner: UserKey::new(tenant, name), body: ShardInput::EdgeAlive { edge: EdgeId("contract".into()) } }
+    ShardEnvelope {
+        owner: UserKey::new(tenant, name),
+        body: ShardInput::EdgeAlive { edge: EdgeId("contract".into()) },
+        trace: None,
+    }
 }
 
 /// Runs every check, in order (each builds on the state the last left).
@@ -167,6 +171,7 @@ async fn edges_get_their_own_in_order(f: &mut dyn BusFixture) -> Result<(), Stri
             let env = EdgeEnvelope {
                 edge: e.clone(),
                 body: EdgeInput::Welcome { session: SessionId(i * 2 + k as u64), inbox_head: i },
+                traces: Vec::new(),
             };
             if i % 2 == 0 {
                 bus.publish_edge(env).await.map_err(|e| format!("publish_edge: {e}"))?;
@@ -179,7 +184,7 @@ async fn edges_get_their_own_in_order(f: &mut dyn BusFixture) -> Result<(), Stri
     for (k, e) in [a, b].into_iter().enumerate() {
         for i in 0..10u64 {
             let got = f.next_edge(&e, within).await;
-            let ok = matches!(&got, Some(EdgeEnvelope { edge, body: EdgeInput::Welcome { session, inbox_head } })
+            let ok = matches!(&got, Some(EdgeEnvelope { edge, body: EdgeInput::Welcome { session, inbox_head }, .. })
                 if *edge == e && *session == SessionId(i * 2 + k as u64) && *inbox_head == i);
             check(ok, || format!("edges_get_their_own_in_order: edge {e:?} envelope {i}: got {got:?}"))?;
         }

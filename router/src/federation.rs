@@ -411,6 +411,7 @@ mod tests {
                 frame: ServerFrame::Presence(PresenceUpdate { user: user.into(), status, last_seen: None }),
                 droppable: false,
             },
+            traces: Vec::new(),
         }
     }
 

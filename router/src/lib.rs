@@ -69,7 +69,11 @@ impl Router {
     pub fn renew_lease_here(&self, edge: &EdgeId) -> u32 {
         let mut dropped = 0;
         for s in 0..self.shards() {
-            let env = ShardEnvelope { owner: UserKey::new("", ""), body: ShardInput::EdgeAlive { edge: edge.clone() } };
+            let env = ShardEnvelope {
+                owner: UserKey::new("", ""),
+                body: ShardInput::EdgeAlive { edge: edge.clone() },
+                trace: None,
+            };
             if self.try_to_shard_id(ShardId(s), env).is_err() {
                 dropped += 1;
             }
@@ -86,8 +90,11 @@ impl Router {
     /// users, still end those when the edge's lease there runs out.)
     pub async fn edge_started(&self, edge: &EdgeId) -> Result<(), BusError> {
         let publishes = (0..self.shards()).map(|s| {
-            let env =
-                ShardEnvelope { owner: UserKey::new("", ""), body: ShardInput::EdgeStarted { edge: edge.clone() } };
+            let env = ShardEnvelope {
+                owner: UserKey::new("", ""),
+                body: ShardInput::EdgeStarted { edge: edge.clone() },
+                trace: None,
+            };
             self.bus.publish_shard(ShardId(s), env)
         });
         futures::future::try_join_all(publishes).await?;

@@ -152,6 +152,7 @@ mod tests {
         GlobalBody::Shard(ShardEnvelope {
             owner: UserKey::new("acme", user),
             body: ShardInput::Ack { up_to: 1, read: false },
+            trace: None,
         })
     }
 
@@ -210,6 +211,7 @@ mod tests {
         let to_edge = Arrival::Edge(EdgeEnvelope {
             edge: EdgeId("e".into()),
             body: iris_envelope::EdgeInput::Welcome { session: iris_envelope::SessionId(1), inbox_head: 0 },
+            traces: Vec::new(),
         });
         assert!(RelayIn::retry(&to_edge, EDGE_ATTEMPTS - 1).is_some());
         assert_eq!(RelayIn::retry(&to_edge, EDGE_ATTEMPTS), None);

@@ -942,6 +942,7 @@ impl Sim {
             p.log.push(ShardEnvelope {
                 owner: UserKey::new("", ""),
                 body: ShardInput::EdgeStarted { edge: edge.clone() },
+                trace: None,
             });
         }
     }
@@ -969,6 +970,7 @@ impl Sim {
                 p.log.push(ShardEnvelope {
                     owner: UserKey::new("", ""),
                     body: ShardInput::EdgeAlive { edge: edge.clone() },
+                    trace: None,
                 });
             }
         }
@@ -1075,6 +1077,7 @@ impl Sim {
                     body: client_id.clone().into_bytes().into(),
                     reply: session,
                 },
+                trace: None,
             };
             let e = self.edge_index(&env_edge(&env));
             let at = self.edge_publish(e, env);
@@ -1101,7 +1104,11 @@ impl Sim {
                 self.sessions_opened += 1;
                 let at = self.edge_publish(
                     e,
-                    ShardEnvelope { owner: user(c), body: ShardInput::SessionOpened { session, resume_after: None } },
+                    ShardEnvelope {
+                        owner: user(c),
+                        body: ShardInput::SessionOpened { session, resume_after: None },
+                        trace: None,
+                    },
                 );
                 self.event(format!("u{c} opens session {id} on edge {e} ({})", placed(at)));
             }
@@ -1119,10 +1126,14 @@ impl Sim {
                         ShardEnvelope {
                             owner: user(t),
                             body: ShardInput::Unsubscribe { viewer, session: session.clone() },
+                            trace: None,
                         },
                     );
                 }
-                self.edge_publish(e, ShardEnvelope { owner: user(c), body: ShardInput::SessionClosed { session } });
+                self.edge_publish(
+                    e,
+                    ShardEnvelope { owner: user(c), body: ShardInput::SessionClosed { session }, trace: None },
+                );
                 self.event(format!("u{c} closes session {id}"));
             }
             _ => {}
@@ -1252,7 +1263,7 @@ impl Sim {
                 && now >= self.nodes[n].cut_until
             {
                 let p = partition.0 as usize;
-                self.partitions[p].log.push(ShardEnvelope { owner: UserKey::new("", ""), body: tick });
+                self.partitions[p].log.push(ShardEnvelope { owner: UserKey::new("", ""), body: tick, trace: None });
             }
             let sh = self.nodes[n].shards.get_mut(&inst).expect("listed above");
             // After a failed commit, an idle shard repairs its records too.
@@ -1588,6 +1599,7 @@ impl Sim {
                         ShardEnvelope {
                             owner: user(t),
                             body: ShardInput::Subscribe { viewer: format!("u{c}").into(), session: s },
+                            trace: None,
                         },
                     );
                 }
@@ -1606,7 +1618,11 @@ impl Sim {
                     let after = self.clients[c].seen;
                     self.edge_publish(
                         e,
-                        ShardEnvelope { owner: user(c), body: ShardInput::SessionResumed { session, after } },
+                        ShardEnvelope {
+                            owner: user(c),
+                            body: ShardInput::SessionResumed { session, after },
+                            trace: None,
+                        },
                     );
                 }
                 // And each subscription of its sessions to users there is
@@ -1628,6 +1644,7 @@ impl Sim {
                         ShardEnvelope {
                             owner: user(t),
                             body: ShardInput::Subscribe { viewer: format!("u{c}").into(), session },
+                            trace: None,
                         },
                     );
                 }
@@ -1659,7 +1676,7 @@ impl Sim {
                         let session = SessionAddr { edge: self.edges[e].id.clone(), session: SessionId(id) };
                         self.edge_publish(
                             e,
-                            ShardEnvelope { owner: user(c), body: ShardInput::SessionClosed { session } },
+                            ShardEnvelope { owner: user(c), body: ShardInput::SessionClosed { session }, trace: None },
                         );
                     }
                     None => {}

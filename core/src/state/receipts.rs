@@ -109,6 +109,7 @@ impl ShardState {
                         o.outputs.push(Output::Shard(ShardEnvelope {
                             owner: user.peer(&m.from),
                             body: ShardInput::Receipt { msg_id: m.msg_id, by: user.user.clone(), state },
+                            trace: None,
                         }));
                     }
                     if last < to {

@@ -28,6 +28,7 @@ impl ShardState {
         fx.out.push(Output::Edge(EdgeEnvelope {
             edge: session.edge.clone(),
             body: EdgeInput::Welcome { session: session.session, inbox_head: user.head },
+            traces: Vec::new(),
         }));
         if let Some(after) = resume_after {
             fx.out.push(Output::Read(Read::Replay {
@@ -104,6 +105,7 @@ impl ShardState {
             out.push(Output::Edge(EdgeEnvelope {
                 edge,
                 body: EdgeInput::Resync { region: self.config.region.clone(), shard: self.config.shard },
+                traces: Vec::new(),
             }));
         }
     }

@@ -6,6 +6,7 @@ fn env(n: i64) -> ShardEnvelope {
     ShardEnvelope {
         owner: UserKey::new("t", format!("u{n}")),
         body: ShardInput::EdgeAlive { edge: EdgeId("e".into()) },
+        trace: None,
     }
 }
 

@@ -59,7 +59,7 @@ fn failed_commit_turns_accepted_into_unavailable_and_resets() {
     );
     assert!(h.state.needs_reset());
     assert!(h.state.reset().is_none(), "a send writes no session record");
-    let env = ShardEnvelope { owner: key("bob"), body: ShardInput::Ack { up_to: 0, read: false } };
+    let env = ShardEnvelope { owner: key("bob"), body: ShardInput::Ack { up_to: 0, read: false }, trace: None };
     assert!(h.state.needs(&env).user.is_some(), "heads reload from storage");
 }
 
@@ -143,6 +143,7 @@ fn a_failed_load_answers_a_send_with_a_retryable_error_naming_it() {
             body: "hi".into(),
             reply: addr("e1", 1),
         },
+        trace: None,
     };
     s.load_failed(&env);
     assert_eq!(s.inputs_durable(), 1, "answered: nothing to write, nothing to wait for");

@@ -11,6 +11,7 @@ fn ingest(h: &mut Harness, events: Vec<IngestEvent>, stored: Vec<bool>) -> Optio
     let env = ShardEnvelope {
         owner: iris_envelope::stream_owner(&tenant, "s"),
         body: ShardInput::Ingest { stream: "s".into(), events, reply: addr("http", 1) },
+        trace: None,
     };
     assert!(h.state.needs(&env).user.is_none(), "streams have no user state");
     h.state.handle(1_000, env, Found { dedup: None, events_seen: stored })

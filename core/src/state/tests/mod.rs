@@ -43,7 +43,7 @@ impl Harness {
     }
 
     fn input_with(&mut self, owner: &str, body: ShardInput, dedup: Option<DedupRecord>) {
-        let env = ShardEnvelope { owner: key(owner), body };
+        let env = ShardEnvelope { owner: key(owner), body, trace: None };
         if let Some(u) = self.state.needs(&env).user {
             self.state.insert_user(u, UserRecord::default());
         }
@@ -132,3 +132,55 @@ mod ordering;
 mod presence;
 mod receipts;
 mod sessions;
+
+/// ADR 0023: the context of a traced input goes with every edge output it
+/// causes (and with the batch those are merged into), never with another
+/// input's.
+mod traces {
+    use super::*;
+    use iris_envelope::TraceParent;
+
+    #[test]
+    fn an_input_s_trace_goes_with_the_outputs_it_causes_and_no_others() {
+        let mut h = Harness::new();
+        h.open("bob", 2);
+        let t = TraceParent::new([1; 16], [2; 8]).unwrap();
+        let send =
+            |id: &str, reply| ShardInput::Send { from: "alice".into(), client_id: id.into(), body: "hi".into(), reply };
+        let env = ShardEnvelope { owner: key("bob"), body: send("traced", addr("e2", 1)), trace: Some(t) };
+        h.now += 1;
+        if let Some(w) = h.state.handle(h.now, env, Found { dedup: None, events_seen: vec![] }) {
+            h.pending.push(w);
+        }
+        h.input("bob", send("plain", addr("e1", 3)));
+        h.commit_all();
+        let outputs = h.outputs();
+        let mut seen = Vec::new();
+        for o in &outputs {
+            let Output::Edge(EdgeEnvelope { body: EdgeInput::Frame { frame, .. }, traces, .. }) = o else { continue };
+            let what = match frame {
+                ServerFrame::Accepted(a) => format!("accepted {}", a.id),
+                ServerFrame::Message(m) => format!("message {}", m.seq),
+                other => format!("{other:?}"),
+            };
+            seen.push((what, traces.clone()));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                ("accepted traced".to_owned(), vec![t]),
+                ("message 1".to_owned(), vec![t]),
+                ("accepted plain".to_owned(), vec![]),
+                ("message 2".to_owned(), vec![]),
+            ],
+        );
+        // Merged per edge: the batch for e1 holds a traced output, so it
+        // carries the trace; the one for e2 too.
+        let merged = coalesce_edge_outputs(outputs, &cfg().region);
+        for o in &merged {
+            if let Output::Edge(env) = o {
+                assert_eq!(env.traces, vec![t], "{env:?}");
+            }
+        }
+    }
+}

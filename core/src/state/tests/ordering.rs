@@ -64,6 +64,7 @@ fn outputs_released_together_go_as_one_envelope_per_edge_without_overtaking_a_re
                 frame: ServerFrame::Pong(iris_protocol::Ping { ts: Some(s as i64) }),
                 droppable: false,
             },
+            traces: Vec::new(),
         })
     };
     let replay = Output::Read(Read::Replay {
@@ -78,6 +79,7 @@ fn outputs_released_together_go_as_one_envelope_per_edge_without_overtaking_a_re
         Output::Edge(EdgeEnvelope {
             edge: EdgeId::qualified("n1", "elsewhere"),
             body: EdgeInput::Welcome { session: SessionId(s), inbox_head: 0 },
+            traces: Vec::new(),
         })
     };
     let out = coalesce_edge_outputs(

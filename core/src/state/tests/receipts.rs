@@ -80,17 +80,18 @@ fn receipts_go_to_each_sender_s_shard_page_by_page() {
     let read = Read::Receipts { user: key("bob"), from: 0, to: 5, state: ReceiptState::Read };
     assert!(matches!(s.query(&read), Query::Range { from: 0, to: 5, limit: RECEIPT_PAGE, .. }));
     let o = s.read_done(read, ReadResult::Range(Ok(vec![stored(1, "alice"), stored(2, "carol")])));
-    let owners: Vec<String> =
-        o.outputs
-            .iter()
-            .filter_map(|o| match o {
-                Output::Shard(ShardEnvelope {
-                    owner,
-                    body: ShardInput::Receipt { by, state: ReceiptState::Read, .. },
-                }) if &**by == "bob" => Some(owner.user.to_string()),
-                _ => None,
-            })
-            .collect();
+    let owners: Vec<String> = o
+        .outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Shard(ShardEnvelope {
+                owner,
+                body: ShardInput::Receipt { by, state: ReceiptState::Read, .. },
+                trace: None,
+            }) if &**by == "bob" => Some(owner.user.to_string()),
+            _ => None,
+        })
+        .collect();
     assert_eq!(owners, ["alice", "carol"]);
     // The page ended before `to`: the next page is read from where it ended.
     assert_eq!(

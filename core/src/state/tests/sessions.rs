@@ -24,7 +24,8 @@ fn an_edge_that_stops_renewing_its_lease_loses_its_sessions() {
     h.frames();
     // e2 keeps renewing, e1 does not.
     let alive = |h: &mut Harness, now: Millis| {
-        let env = ShardEnvelope { owner: key(""), body: ShardInput::EdgeAlive { edge: EdgeId("e2".into()) } };
+        let env =
+            ShardEnvelope { owner: key(""), body: ShardInput::EdgeAlive { edge: EdgeId("e2".into()) }, trace: None };
         assert!(h.state.needs(&env).user.is_none());
         assert!(h.state.handle(now, env, Found::default()).is_none());
     };
@@ -96,7 +97,7 @@ fn resyncs(outputs: &[Output]) -> Vec<(String, ShardId)> {
     outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Resync { shard, .. } }) => {
+            Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Resync { shard, .. }, .. }) => {
                 Some((edge.0.to_string(), *shard))
             }
             _ => None,
