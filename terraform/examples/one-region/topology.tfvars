@@ -11,3 +11,6 @@ regions = {
 }
 tls  = { cert_file = "/etc/iris/tls/cert.pem", key_file = "/etc/iris/tls/key.pem" }
 auth = { jwks_file = "/etc/iris/jwks.json" }
+# A collector on every node's machine (the OpenTelemetry Collector's
+# default OTLP/HTTP port), one send in a thousand traced.
+tracing = { otlp_endpoint = "http://127.0.0.1:4318/v1/traces", sample_ratio = 0.001 }

@@ -69,6 +69,7 @@ module "topology" {
   storage_backend      = var.storage_backend
   tls                  = var.tls
   auth                 = var.auth
+  tracing              = var.tracing
 }
 
 module "global" {

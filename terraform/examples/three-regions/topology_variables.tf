@@ -51,3 +51,12 @@ variable "auth" {
   })
   default = { hs256_secret_file = "/etc/iris/hs256.key" }
 }
+
+variable "tracing" {
+  description = "Each node's OpenTelemetry collector (OTLP/HTTP) and the fraction of sends traced; null for none."
+  type = object({
+    otlp_endpoint = string
+    sample_ratio  = optional(number, 0.01)
+  })
+  default = null
+}

@@ -67,6 +67,7 @@ locals {
       relay               = n.role == "relay"
       global_partitions   = local.global_partitions
       outbound_partitions = local.outbound_partitions[n.region]
+      tracing             = var.tracing
     })
   }
 }

@@ -222,6 +222,20 @@ variable "tls" {
   default = null
 }
 
+variable "tracing" {
+  description = "Traces of sampled messages (ADR 0023): each node's OTLP/HTTP collector endpoint (plain http, a collector beside the node) and the fraction of sends traced. Null: no tracing."
+  type = object({
+    otlp_endpoint = string
+    sample_ratio  = optional(number, 0.01)
+  })
+  default = null
+
+  validation {
+    condition     = var.tracing == null || (startswith(try(var.tracing.otlp_endpoint, ""), "http://") && try(var.tracing.sample_ratio >= 0 && var.tracing.sample_ratio <= 1, false))
+    error_message = "tracing.otlp_endpoint must be http://HOST[:PORT][/PATH] and tracing.sample_ratio between 0 and 1."
+  }
+}
+
 variable "auth" {
   description = "Token verification as the node sees it (paths on the node)."
   type = object({

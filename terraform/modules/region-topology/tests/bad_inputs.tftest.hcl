@@ -144,3 +144,19 @@ run "capacity_file_missing_the_core_figure" {
   }
   expect_failures = [output.regions]
 }
+
+run "tracing_over_https" {
+  command = plan
+  variables {
+    tracing = { otlp_endpoint = "https://collector:4318" }
+  }
+  expect_failures = [var.tracing]
+}
+
+run "tracing_ratio_above_one" {
+  command = plan
+  variables {
+    tracing = { otlp_endpoint = "http://collector:4318", sample_ratio = 2 }
+  }
+  expect_failures = [var.tracing]
+}

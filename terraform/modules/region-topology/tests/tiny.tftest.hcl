@@ -43,6 +43,10 @@ run "tiny_region" {
     error_message = "A lone Redis region's config has no [federation] and no [storage.scylla]."
   }
   assert {
+    condition     = !strcontains(output.node_configs["tiny/edge-001"], "[tracing]")
+    error_message = "Without var.tracing no node traces."
+  }
+  assert {
     condition     = strcontains(output.node_configs["tiny/core-001"], "ws = \"off\"") && strcontains(output.node_configs["tiny/core-001"], "quic = \"off\"")
     error_message = "A core node has no client listeners."
   }
@@ -63,6 +67,12 @@ run "tiny_region_with_tls_and_forced_scylla" {
     storage_backend = "scylla"
     tls             = { cert_file = "/etc/iris/tls/cert.pem", key_file = "/etc/iris/tls/key.pem" }
     auth            = { jwks_file = "/etc/iris/jwks.json", issuer = "https://auth.example.com" }
+    tracing         = { otlp_endpoint = "http://127.0.0.1:4318/v1/traces" }
+  }
+
+  assert {
+    condition     = alltrue([for k, c in output.node_configs : strcontains(c, "[tracing]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\nsample_ratio = 0.01")])
+    error_message = "Every node's config should send traces to its collector, sampling the default 1 %."
   }
 
   assert {
