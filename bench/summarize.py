@@ -74,7 +74,33 @@ def charts(a, suffix, idle, chat):
     return written
 
 
-PEERS = ("iris", "iris-quic", "mosquitto", "nats", "ejabberd")
+PEERS = ("iris", "iris-quic", "mosquitto", "nats", "jetstream", "jetstream-sync", "ejabberd")
+
+# A chat rate is sustained when every run delivered everything it sent
+# and the runs' median delivered p99 is under this (issue 22).
+SUSTAINED_P99_US = 50_000
+
+
+def sustained_rates(chat):
+    """{peer: (highest sustained rate or None, the lowest rate above it not
+    sustained or None, rates below it not sustained)} over the rates each
+    peer was run at."""
+    out = {}
+    for peer in PEERS:
+        rates = sorted({r["target_rate"] for r in chat if r["peer"] == peer})
+        if not rates:
+            continue
+        ok = {}
+        for rate in rates:
+            rows = [r for r in chat if r["peer"] == peer and r["target_rate"] == rate]
+            ok[rate] = all(r["delivered"] >= r["sent"] for r in rows) and \
+                median_of(rows, lambda r: r["send_to_delivered"]["p99_us"]) < SUSTAINED_P99_US
+        good = [r for r in rates if ok[r]]
+        best = max(good) if good else None
+        above = [r for r in rates if not ok[r] and (best is None or r > best)]
+        below = [r for r in rates if not ok[r] and best is not None and r < best]
+        out[peer] = (best, min(above) if above else None, below)
+    return out
 
 
 def main():
@@ -110,7 +136,9 @@ def main():
         for peer, (kib, cps, runs) in per.items():
             ratio = per["iris"][0] / kib if "iris" in per and kib > 0 else float("nan")
             lines.append(f"| {peer} | {n} | {runs} | {kib:.2f} | {cps:.0f} | {ratio:.2f} |")
-    lines += ["", "## Chat: one-to-one at a fixed rate (median of runs)", "",
+    shape = ("users spread evenly over each interval (`--spread`): a steady rate" if any(r.get("spread") for r in chat)
+             else "every user sends at the same instants (bursts of all users at once)")
+    lines += ["", "## Chat: one-to-one at a fixed rate (median of runs)", "", f"Load shape: {shape}.", "",
               "| system | target rate | runs | delivered/sent (all runs) | accepted p99 (ms) | delivered p50 (ms) | "
               "delivered p99 (ms) | delivered p99 per run (ms) |",
               "|---|---|---|---|---|---|---|---|"]
@@ -125,7 +153,26 @@ def main():
             lines.append(f"| {peer} | {rate} | {len(rows)} | {sum(r['delivered'] for r in rows)}/"
                          f"{sum(r['sent'] for r in rows)} | {acc_p99} | {dl50:.2f} | {dl99:.2f} | {each} |")
     lines += ["", "Durability: Iris accepted = synced to disk; Mosquitto QoS 1 in memory; NATS no ack, in memory; "
-              "ejabberd no ack (no XEP-0198), routed in memory (Mnesia offline storage only for users not online).", ""]
+              "JetStream accepted = its PubAck for a file-backed stream (`jetstream`: the server's default "
+              "sync_interval, 2 min, so acked before synced; `jetstream-sync`: sync_interval always, synced on "
+              "every write); ejabberd no ack (no XEP-0198), routed in memory (Mnesia offline storage only for "
+              "users not online).", ""]
+    rates = sustained_rates(chat)
+    if rates:
+        lines += ["## Chat: highest sustained rate", "",
+                  "Sustained: every run delivered everything it sent, and the runs' median delivered p99 is under "
+                  "50 ms. `bench/run` steps a system's rate up until its first unsustained one (`--chat-rates` "
+                  "can add lower steps). A system that sustained the highest rate tried is at least that fast (the "
+                  "load generator, on the same two cores, may be the limit).", "",
+                  "| system | highest sustained (msgs/s) | not sustained above it | not sustained below it | Iris / system |",
+                  "|---|---|---|---|---|"]
+        iris_best = rates.get("iris", (None, None, []))[0]
+        for peer, (best, failed, below) in rates.items():
+            ratio = f"{iris_best / best:.2f}" if iris_best and best else "n/a"
+            shown = "none" if best is None else f"{best}" + ("" if failed else " or more")
+            lower = ", ".join(str(r) for r in below) or "-"
+            lines.append(f"| {peer} | {shown} | {failed or 'none tried'} | {lower} | {ratio} |")
+        lines.append("")
     if storm:
         lines += ["## Storm: every session dropped at once and resumed (Iris)", "",
                   "| sessions | runs | all resumed in (s), median | per run (s) | messages accepted during the storm | delivered | lost |",

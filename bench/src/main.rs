@@ -609,8 +609,11 @@ enum System {
     Iris,
     /// An MQTT 3.1.1 broker (Mosquitto).
     Mqtt,
-    /// nats-server.
+    /// nats-server (core NATS: no acknowledgement, in memory).
     Nats,
+    /// NATS JetStream: a file-backed stream, acknowledged by its PubAck
+    /// (synced as the server's `sync_interval` says).
+    Jetstream,
     /// An XMPP server (ejabberd).
     Xmpp,
 }
@@ -620,6 +623,7 @@ enum Conn {
     Iris(Client),
     Mqtt(peers::Mqtt),
     Nats(peers::Nats),
+    Jetstream(peers::JetStream),
     Xmpp(peers::Xmpp),
 }
 
@@ -637,6 +641,7 @@ impl Conn {
             System::Iris => Conn::Iris(iris_hello(url, token, None, encoding).await?.0),
             System::Mqtt => Conn::Mqtt(peers::Mqtt::connect(url, me, &format!("chat/{me}")).await?),
             System::Nats => Conn::Nats(peers::Nats::connect(url, &format!("chat.{me}")).await?),
+            System::Jetstream => Conn::Jetstream(peers::JetStream::connect(url, me).await?),
             System::Xmpp => Conn::Xmpp(peers::Xmpp::connect(url, me).await?),
         })
     }
@@ -656,6 +661,10 @@ impl Conn {
             Conn::Nats(c) => {
                 c.publish(&format!("chat.{peer}"), body.as_bytes()).await?;
                 Ok(None)
+            }
+            Conn::Jetstream(c) => {
+                c.publish(&format!("chat.{peer}"), n, body.as_bytes()).await?;
+                Ok(Some(n.to_string()))
             }
             Conn::Xmpp(x) => {
                 x.publish(peer, body.as_bytes()).await?;
@@ -682,6 +691,12 @@ impl Conn {
             Conn::Nats(c) => match c.next().await? {
                 peers::PeerEvent::Delivered(b) => Seen::Delivered(b),
                 _ => Seen::Other,
+            },
+            Conn::Jetstream(c) => match c.next().await? {
+                peers::PeerEvent::Acked(n) => Seen::Accepted(n.to_string()),
+                peers::PeerEvent::Delivered(b) => Seen::Delivered(b),
+                peers::PeerEvent::Refused => Seen::Error,
+                peers::PeerEvent::Other => Seen::Other,
             },
             Conn::Xmpp(x) => match x.next().await? {
                 peers::PeerEvent::Delivered(b) => Seen::Delivered(b),
@@ -858,6 +873,9 @@ async fn main() -> anyhow::Result<()> {
     let urls: Vec<String> = url.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
     if urls.is_empty() {
         bail!("--url names no address");
+    }
+    if system == System::Jetstream {
+        peers::JetStream::create_stream(&urls[0]).await?;
     }
     for u in 0..users {
         let name = format!("bench-{u}");

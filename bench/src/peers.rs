@@ -14,8 +14,9 @@ use tokio::net::{TcpSocket, TcpStream};
 /// What a peer connection reports.
 #[derive(Debug)]
 pub enum PeerEvent {
-    /// The broker took a publish (MQTT PUBACK), by packet id.
-    Acked(u16),
+    /// The broker took a publish (MQTT PUBACK by packet id, a JetStream
+    /// PubAck by the number its publish was sent with).
+    Acked(u64),
     /// A message arrived on the subscription.
     Delivered(Vec<u8>),
     /// The server bounced a message (an XMPP `<message type='error'>`).
@@ -159,7 +160,7 @@ impl Mqtt {
                         }
                         PeerEvent::Delivered(body[at..].to_vec())
                     }
-                    4 => PeerEvent::Acked(u16::from_be_bytes([body[0], body[1]])),
+                    4 => PeerEvent::Acked(u16::from_be_bytes([body[0], body[1]]).into()),
                     _ => PeerEvent::Other,
                 });
             }
@@ -213,22 +214,38 @@ impl Nats {
 
     /// The next protocol message, answering server PINGs.
     pub async fn next(&mut self) -> anyhow::Result<PeerEvent> {
+        Ok(match self.next_msg().await? {
+            Some(m) => PeerEvent::Delivered(m.payload),
+            None => PeerEvent::Other,
+        })
+    }
+
+    /// The next protocol message: a `MSG` (its subscription, subject and
+    /// payload), or `None` for anything else (server PINGs are answered).
+    pub async fn next_msg(&mut self) -> anyhow::Result<Option<NatsMsg>> {
         self.last_was_pong = false;
         loop {
             if let Some(end) = self.line_end() {
                 let line = String::from_utf8_lossy(&self.buf[..end]).into_owned();
                 if let Some(rest) = line.strip_prefix("MSG ") {
-                    let len: usize = rest.rsplit(' ').next().context("MSG without size")?.parse()?;
+                    // MSG <subject> <sid> [reply-to] <#bytes>
+                    let fields: Vec<&str> = rest.split(' ').collect();
+                    let len: usize = fields.last().context("MSG without size")?.parse()?;
+                    if fields.len() < 3 {
+                        bail!("malformed MSG line: {line}");
+                    }
                     if self.buf.len() < end + 2 + len + 2 {
                         if self.stream.read_buf(&mut self.buf).await? == 0 {
                             bail!("NATS connection closed");
                         }
                         continue;
                     }
+                    let subject = fields[0].to_owned();
+                    let sid = fields[1].parse().context("MSG with a bad sid")?;
                     self.buf.advance(end + 2);
                     let payload = self.buf.split_to(len).to_vec();
                     self.buf.advance(2);
-                    return Ok(PeerEvent::Delivered(payload));
+                    return Ok(Some(NatsMsg { sid, subject, payload }));
                 }
                 self.buf.advance(end + 2);
                 if line == "PING" {
@@ -238,12 +255,149 @@ impl Nats {
                 } else if line.starts_with("-ERR") {
                     bail!("NATS error: {line}");
                 }
-                return Ok(PeerEvent::Other);
+                return Ok(None);
             }
             if self.stream.read_buf(&mut self.buf).await? == 0 {
                 bail!("NATS connection closed");
             }
         }
+    }
+
+    /// Sends raw protocol bytes.
+    async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.stream.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// A request: publishes `payload` to `subject` with `reply` as its
+    /// reply subject (which the caller has subscribed to as `sid`) and
+    /// waits for the answer on it.
+    async fn request(&mut self, subject: &str, reply: &str, sid: u64, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
+        let mut out = format!("PUB {subject} {reply} {}\r\n", payload.len()).into_bytes();
+        out.extend_from_slice(payload);
+        out.extend_from_slice(b"\r\n");
+        self.write(&out).await?;
+        loop {
+            if let Some(m) = self.next_msg().await? {
+                if m.sid == sid && m.subject == reply {
+                    return Ok(m.payload);
+                }
+            }
+        }
+    }
+}
+
+/// One `MSG` from a NATS server.
+#[derive(Debug)]
+pub struct NatsMsg {
+    /// The subscription it came through.
+    pub sid: u64,
+    /// The subject it was published to.
+    pub subject: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+}
+
+/// The stream every JetStream chat message is stored in.
+const JS_STREAM: &str = "CHAT";
+
+/// Subscription ids of a JetStream chat connection.
+const JS_DELIVER_SID: u64 = 1;
+const JS_INBOX_SID: u64 = 2;
+
+/// NATS JetStream as a durable chat peer: every message is published to
+/// the file-backed stream `CHAT` (subjects `chat.<user>`) with a reply
+/// subject, and the server's PubAck (sent once the stream has stored it)
+/// is the acknowledgement; each user reads its own subject live through a
+/// push consumer (deliver policy new, no acknowledgements: the Iris load
+/// generator does not acknowledge its deliveries either).
+pub struct JetStream {
+    nats: Nats,
+    inbox: String,
+}
+
+/// A JetStream API answer that carries an error.
+fn js_error(answer: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(answer).ok()?;
+    v.get("error").map(|e| e.to_string())
+}
+
+impl JetStream {
+    /// Creates the stream on the server at `addr` (file storage; the
+    /// server's own `sync_interval` decides when it is synced). Creating it
+    /// again with the same settings is not an error.
+    pub async fn create_stream(addr: &str) -> anyhow::Result<()> {
+        let mut n = Nats::connect(addr, "_INBOX.setup").await?;
+        let config = serde_json::json!({
+            "name": JS_STREAM,
+            "subjects": ["chat.>"],
+            "storage": "file",
+            "retention": "limits",
+            "discard": "old",
+            "max_bytes": 4_i64 << 30,
+            "num_replicas": 1,
+        });
+        let answer = n
+            .request(&format!("$JS.API.STREAM.CREATE.{JS_STREAM}"), "_INBOX.setup", 1, config.to_string().as_bytes())
+            .await?;
+        match js_error(&answer) {
+            Some(e) => bail!("JetStream refused the stream: {e}"),
+            None => Ok(()),
+        }
+    }
+
+    /// Connects as `me`, reading `chat.<me>` through a new push consumer.
+    pub async fn connect(addr: &str, me: &str) -> anyhow::Result<Self> {
+        let deliver = format!("deliver.{me}");
+        let inbox = format!("_INBOX.{me}");
+        let mut nats = Nats::connect(addr, &deliver).await?;
+        nats.write(format!("SUB {inbox}.> {JS_INBOX_SID}\r\n").as_bytes()).await?;
+        let config = serde_json::json!({
+            "stream_name": JS_STREAM,
+            "config": {
+                "deliver_subject": deliver,
+                "filter_subject": format!("chat.{me}"),
+                "deliver_policy": "new",
+                "ack_policy": "none",
+                "inactive_threshold": 60_000_000_000_i64,
+            },
+        });
+        let answer = nats
+            .request(
+                &format!("$JS.API.CONSUMER.CREATE.{JS_STREAM}"),
+                &format!("{inbox}.consumer"),
+                JS_INBOX_SID,
+                config.to_string().as_bytes(),
+            )
+            .await?;
+        if let Some(e) = js_error(&answer) {
+            bail!("JetStream refused the consumer of {me}: {e}");
+        }
+        Ok(Self { nats, inbox })
+    }
+
+    /// Publishes to `subject`; the PubAck comes back as `Acked(n)`.
+    pub async fn publish(&mut self, subject: &str, n: u64, payload: &[u8]) -> anyhow::Result<()> {
+        let mut out = format!("PUB {subject} {}.{n} {}\r\n", self.inbox, payload.len()).into_bytes();
+        out.extend_from_slice(payload);
+        out.extend_from_slice(b"\r\n");
+        self.nats.write(&out).await
+    }
+
+    /// The next delivery, PubAck or refusal. Cancel-safe.
+    pub async fn next(&mut self) -> anyhow::Result<PeerEvent> {
+        let Some(m) = self.nats.next_msg().await? else { return Ok(PeerEvent::Other) };
+        Ok(match m.sid {
+            JS_DELIVER_SID => PeerEvent::Delivered(m.payload),
+            JS_INBOX_SID => {
+                let n = m.subject.rsplit('.').next().and_then(|n| n.parse().ok());
+                match (n, js_error(&m.payload)) {
+                    (Some(n), None) => PeerEvent::Acked(n),
+                    _ => PeerEvent::Refused,
+                }
+            }
+            _ => PeerEvent::Other,
+        })
     }
 }
 
