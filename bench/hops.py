@@ -66,6 +66,7 @@ def one(rate, shards, producers, chat, core_b, core_a, edge_b, edge_a):
         "rate": int(rate),
         "shards": int(shards),
         "producers": int(producers),
+        "fetch": os.environ.get("FETCH_SETTING", "100:1"),
         "load": "spread" if r.get("spread") else "burst",
         "delivered": r["delivered"],
         "sent": r["sent"],
@@ -98,7 +99,7 @@ def summarize(results, out):
     rows = [json.loads(l) for l in open(results) if l.strip()]
     groups = {}
     for r in rows:
-        key = (r["shards"], r.get("producers", 1), r["load"], r["rate"])
+        key = (r["shards"], r.get("producers", 1), r.get("fetch", "100:1"), r["load"], r["rate"])
         groups.setdefault(key, []).append(r)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     lines = [
@@ -109,23 +110,24 @@ def summarize(results, out):
         "quantiles of each node's own histograms over the run (bucket-interpolated, so coarse);",
         "medians over the runs of each combination (`runs`).",
         "",
-        "| shards | producers | load | rate | runs | delivered | client send -> accepted p50 / p99 ms | client send -> delivered p50 / p99 ms |",
-        "|---|---|---|---|---|---|---|---|",
+        "| shards | producers | fetch wait:min bytes | load | rate | runs | delivered | client send -> accepted p50 / p99 ms | client send -> delivered p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for (shards, producers, load, rate), rs in groups.items():
+    for (shards, producers, fetch, load, rate), rs in groups.items():
         a50 = med(r["send_to_accepted_ms"]["p50_us"] for r in rs)
         a99 = med(r["send_to_accepted_ms"]["p99_us"] for r in rs)
         d50 = med(r["send_to_delivered_ms"]["p50_us"] for r in rs)
         d99 = med(r["send_to_delivered_ms"]["p99_us"] for r in rs)
         got = sum(r["delivered"] for r in rs)
         sent = sum(r["sent"] for r in rs)
-        lines.append(f"| {shards} | {producers} | {load} | {rate} | {len(rs)} | {got} of {sent} | {fmt(a50)} / {fmt(a99)} | {fmt(d50)} / {fmt(d99)} |")
-    lines += ["", "| shards | producers | load | rate | hop | count (all runs) | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|---|"]
-    for (shards, producers, load, rate), rs in groups.items():
+        lines.append(f"| {shards} | {producers} | {fetch} | {load} | {rate} | {len(rs)} | {got} of {sent} | {fmt(a50)} / {fmt(a99)} | {fmt(d50)} / {fmt(d99)} |")
+    lines += ["", "| shards | producers | fetch wait:min bytes | load | rate | hop | count (all runs) | p50 ms | p99 ms |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for (shards, producers, fetch, load, rate), rs in groups.items():
         for name in rs[0]["hops"]:
             hs = [r["hops"][name] for r in rs]
             count = sum(h["count"] for h in hs)
-            lines.append(f"| {shards} | {producers} | {load} | {rate} | {name} | {count} | {fmt(med(h['p50_ms'] for h in hs))} | {fmt(med(h['p99_ms'] for h in hs))} |")
+            lines.append(f"| {shards} | {producers} | {fetch} | {load} | {rate} | {name} | {count} | {fmt(med(h['p50_ms'] for h in hs))} | {fmt(med(h['p99_ms'] for h in hs))} |")
     open(out, "w").write("\n".join(lines) + "\n")
 
 

@@ -88,6 +88,11 @@ def main():
         + next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), '?')
     )
     lines.append("Reproduce: `bench/region` (see its header). Medians of the runs at each rate.")
+    chats = [r for r in runs if r.get("scenario", "chat") == "chat" and "spread" in r]
+    if chats:
+        spread = any(r.get("spread") for r in chats)
+        lines.append("Load shape: " + ("users spread evenly over each interval (`--spread`)." if spread
+                                       else "every user sends at the same instants (bursts)."))
     lines.append("Sustainable: every message delivered within the run and delivered p99 under 50 ms.")
     lines.append("A rate the runs cover only up to their highest: a system sustainable at the highest rate tried")
     lines.append("may hold more (the broker alone and the single node here).")

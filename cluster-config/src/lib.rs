@@ -213,6 +213,12 @@ pub struct Cluster {
     /// in flight).
     #[serde(default = "d_fetch_wait")]
     pub fetch_wait_ms: u32,
+    /// What a fetch of the shard and edge topics waits for before the
+    /// broker answers it, bytes (librdkafka `fetch.min.bytes`; 1: answered
+    /// as soon as anything arrives). Larger, with a short `fetch_wait_ms`,
+    /// means fewer fetches under load, each at most `fetch_wait_ms` late.
+    #[serde(default = "d_fetch_min_bytes")]
+    pub fetch_min_bytes: u32,
     /// A core node silent this long loses its shards to the others.
     #[serde(default = "d_session_timeout")]
     pub session_timeout_ms: u32,
@@ -912,6 +918,9 @@ fn d_linger() -> u32 {
 /// `cluster.producers` unset (measured in bench/region-hops, ADR 0016).
 pub const DEFAULT_PRODUCERS: u32 = 1;
 
+fn d_fetch_min_bytes() -> u32 {
+    1
+}
 fn d_producers() -> u32 {
     DEFAULT_PRODUCERS
 }
@@ -1178,6 +1187,7 @@ impl Config {
             check(c.session_timeout_ms >= 1_000, "cluster.session_timeout_ms", "at least 1000")?;
             check(c.linger_ms <= 1_000, "cluster.linger_ms", "at most 1000")?;
             check((1..=16).contains(&c.producers), "cluster.producers", "between 1 and 16")?;
+            check((1..=1_048_576).contains(&c.fetch_min_bytes), "cluster.fetch_min_bytes", "between 1 and 1048576")?;
             check(
                 !(c.log_topics == Some(true) && self.storage.backend != Backend::Redis),
                 "cluster.log_topics",
@@ -1388,6 +1398,10 @@ mod tests {
         };
         assert_eq!(redis("").unwrap().cluster.unwrap().producers, DEFAULT_PRODUCERS);
         assert_eq!(redis("producers = 4\n").unwrap().cluster.unwrap().producers, 4);
+        assert_eq!(redis("").unwrap().cluster.unwrap().fetch_min_bytes, 1);
+        assert_eq!(redis("fetch_min_bytes = 2048\n").unwrap().cluster.unwrap().fetch_min_bytes, 2048);
+        let e = redis("fetch_min_bytes = 0\n").unwrap_err().to_string();
+        assert!(e.contains("cluster.fetch_min_bytes"), "{e}");
         for bad in ["0", "17"] {
             let e = redis(&format!("producers = {bad}\n")).unwrap_err().to_string();
             assert!(e.contains("cluster.producers"), "{e}");

@@ -125,22 +125,42 @@ fn client_config(bootstrap: &str) -> ClientConfig {
     c
 }
 
+/// How a consumer's fetches wait: the broker answers a fetch once it holds
+/// `min_bytes` for it or `wait_ms` have passed (librdkafka's
+/// `fetch.min.bytes` and `fetch.wait.max.ms`). A bare number is a wait
+/// with `min_bytes` 1 (answered as soon as anything arrives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fetch {
+    /// The longest a fetch waits, ms.
+    pub wait_ms: u32,
+    /// What a fetch waits for before it is answered, bytes.
+    pub min_bytes: u32,
+}
+
+impl From<u32> for Fetch {
+    fn from(wait_ms: u32) -> Self {
+        Self { wait_ms, min_bytes: 1 }
+    }
+}
+
 /// A consumer that commits its offsets itself (never automatically),
-/// starts at the earliest offset when it has none, and waits at most
-/// `fetch_wait_ms` for a fetch to fill (chat latency).
-pub(crate) fn reader_config(bootstrap: &str, group: &str, fetch_wait_ms: u32) -> ClientConfig {
+/// starts at the earliest offset when it has none, and fetches as `fetch`
+/// says (chat latency).
+pub(crate) fn reader_config(bootstrap: &str, group: &str, fetch: impl Into<Fetch>) -> ClientConfig {
+    let fetch = fetch.into();
     let mut c = client_config(bootstrap);
     c.set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", fetch_wait_ms.to_string());
+        .set("fetch.wait.max.ms", fetch.wait_ms.to_string())
+        .set("fetch.min.bytes", fetch.min_bytes.max(1).to_string());
     c
 }
 
 /// A consumer-group member (`reader_config`) that is thrown out after
 /// `session_timeout_ms` of silence.
-fn group_config(bootstrap: &str, group: &str, fetch_wait_ms: u32, session_timeout_ms: u32) -> ClientConfig {
-    let mut c = reader_config(bootstrap, group, fetch_wait_ms);
+fn group_config(bootstrap: &str, group: &str, fetch: impl Into<Fetch>, session_timeout_ms: u32) -> ClientConfig {
+    let mut c = reader_config(bootstrap, group, fetch);
     c.set("session.timeout.ms", session_timeout_ms.to_string())
         .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string());
     c
@@ -530,14 +550,14 @@ impl ShardGroup {
         bootstrap: &str,
         group: &str,
         topic: &str,
-        fetch_wait_ms: u32,
+        fetch: impl Into<Fetch>,
         session_timeout_ms: u32,
     ) -> Result<(Self, tokio::sync::mpsc::Receiver<Ownership>), KafkaBusError> {
         let (changes, rx) = tokio::sync::mpsc::channel(OWNERSHIP_QUEUE);
         // Offsets are committed by the node, only up to envelopes whose work
         // is durable (`ShardGroup::commit`).
-        let consumer: StreamConsumer<GroupContext> = group_config(bootstrap, group, fetch_wait_ms, session_timeout_ms)
-            .create_with_context(GroupContext { changes })?;
+        let consumer: StreamConsumer<GroupContext> =
+            group_config(bootstrap, group, fetch, session_timeout_ms).create_with_context(GroupContext { changes })?;
         consumer.subscribe(&[topic])?;
         Ok((Self { consumer, topic: topic.to_owned() }, rx))
     }
@@ -601,10 +621,10 @@ impl KafkaSource {
         bootstrap: &str,
         group: &str,
         topic: &str,
-        fetch_wait_ms: u32,
+        fetch: impl Into<Fetch>,
         session_timeout_ms: u32,
     ) -> Result<Self, KafkaBusError> {
-        let (group, ownership) = ShardGroup::join(bootstrap, group, topic, fetch_wait_ms, session_timeout_ms)?;
+        let (group, ownership) = ShardGroup::join(bootstrap, group, topic, fetch, session_timeout_ms)?;
         Ok(Self { group, ownership })
     }
 }
@@ -670,10 +690,10 @@ impl PartitionReader {
         group: &str,
         topic: &str,
         partitions: &[i32],
-        fetch_wait_ms: u32,
+        fetch: impl Into<Fetch>,
         from_end: bool,
     ) -> Result<Self, KafkaBusError> {
-        let consumer: StreamConsumer = reader_config(bootstrap, group, fetch_wait_ms).create()?;
+        let consumer: StreamConsumer = reader_config(bootstrap, group, fetch).create()?;
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
             let start = if from_end { rdkafka::Offset::End } else { rdkafka::Offset::Beginning };

@@ -52,11 +52,12 @@ pub async fn start(
     }
 
     let mut edge_rxs = HashMap::new();
+    let fetch = iris_kafka::Fetch { wait_ms: cluster.fetch_wait_ms, min_bytes: cluster.fetch_min_bytes };
     for e in edges {
         let (tx, rx) = mpsc::channel(cfg.bus_queue);
         let group = format!("iris.{}.edge.{}", cfg.region, e);
         // An edge only needs what arrives while it runs: its sessions are new.
-        let reader = PartitionReader::new(&cluster.kafka, &group, &topics.edge(e), &[0], cluster.fetch_wait_ms, true)?;
+        let reader = PartitionReader::new(&cluster.kafka, &group, &topics.edge(e), &[0], fetch, true)?;
         tokio::spawn(edge_pump(reader, tx));
         edge_rxs.insert(e.clone(), rx);
     }
@@ -79,13 +80,8 @@ pub async fn start(
 
     let shards = if cluster.runs_shards {
         let host = Arc::new(ShardHost::new(&cfg.shards, store, router.clone(), clock.clone(), shard_seed));
-        let source = KafkaSource::join(
-            &cluster.kafka,
-            &cluster.core_group,
-            &topics.shard,
-            cluster.fetch_wait_ms,
-            cluster.session_timeout_ms,
-        )?;
+        let source =
+            KafkaSource::join(&cluster.kafka, &cluster.core_group, &topics.shard, fetch, cluster.session_timeout_ms)?;
         // Which partitions are ours, what is handed, paused and committed:
         // decided in `iris_router::feed`, carried out by `run_feed`.
         tokio::spawn(iris_core::run_feed(host.clone(), source, cfg.bus_queue));

@@ -105,6 +105,8 @@ pub struct ClusterSettings {
     pub core_group: String,
     /// How long a fetch may wait for data, ms.
     pub fetch_wait_ms: u32,
+    /// What such a fetch waits for, bytes.
+    pub fetch_min_bytes: u32,
     /// A silent core node loses its shards after this, ms.
     pub session_timeout_ms: u32,
     /// How long the producer waits to fill a batch, ms.
@@ -235,6 +237,7 @@ impl Settings {
                 kafka: c.kafka.clone(),
                 core_group: c.core_group.clone().unwrap_or_else(|| format!("iris.{}.core", cfg.region)),
                 fetch_wait_ms: c.fetch_wait_ms,
+                fetch_min_bytes: c.fetch_min_bytes,
                 session_timeout_ms: c.session_timeout_ms,
                 linger_ms: c.linger_ms,
                 producers: c.producers as usize,
