@@ -764,6 +764,12 @@ async fn user_task(
     loop {
         tokio::select! {
             _ = tick.tick(), if Instant::now() < until => {
+                // The guard was read when this select began: a tick that
+                // fires after the end of the load is not a send (its
+                // recipient may have left, quiet for a second, already).
+                if Instant::now() >= until {
+                    continue;
+                }
                 let id = format!("{run}-{me}-{n}");
                 let now = Instant::now();
                 let body = format!("{}", now.duration_since(start).as_nanos());
