@@ -2,7 +2,7 @@
 """The hop-by-hop latency of a region run, from the nodes' Prometheus
 histograms read before and after it (bench/region-hops).
 
-  hops.py RATE SHARDS PRODUCERS CHAT_JSON CORE_BEFORE CORE_AFTER EDGE_BEFORE EDGE_AFTER   -> one JSON line
+  hops.py RATE SHARDS PRODUCERS FETCH CHAT_JSON CORE_BEFORE CORE_AFTER EDGE_BEFORE EDGE_AFTER   -> one JSON line
   hops.py --summarize RESULTS_JSONL OUT_MD   (medians over the runs of each combination)
 """
 import json
@@ -59,14 +59,14 @@ def quantile(cum, q):
     return prev_le
 
 
-def one(rate, shards, producers, chat, core_b, core_a, edge_b, edge_a):
+def one(rate, shards, producers, fetch, chat, core_b, core_a, edge_b, edge_a):
     files = {"core": (core_b, core_a), "edge": (edge_b, edge_a)}
     r = json.load(open(chat))
     row = {
         "rate": int(rate),
         "shards": int(shards),
         "producers": int(producers),
-        "fetch": os.environ.get("FETCH_SETTING", "100:1"),
+        "fetch": fetch,
         "load": "spread" if r.get("spread") else "burst",
         "delivered": r["delivered"],
         "sent": r["sent"],
@@ -135,4 +135,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "--summarize":
         summarize(sys.argv[2], sys.argv[3])
     else:
-        one(*sys.argv[1:9])
+        one(*sys.argv[1:10])

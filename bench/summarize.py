@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 
 
 def load(path):
@@ -81,6 +82,12 @@ PEERS = ("iris", "iris-quic", "mosquitto", "nats", "jetstream", "jetstream-sync"
 SUSTAINED_P99_US = 50_000
 
 
+def sustained(rows):
+    """Whether the chat runs `rows` (one system, one rate) sustained it."""
+    return bool(rows) and all(r["delivered"] >= r["sent"] for r in rows) and \
+        median_of(rows, lambda r: r["send_to_delivered"]["p99_us"]) < SUSTAINED_P99_US
+
+
 def sustained_rates(chat):
     """{peer: (highest sustained rate or None, the lowest rate above it not
     sustained or None, rates below it not sustained)} over the rates each
@@ -93,8 +100,7 @@ def sustained_rates(chat):
         ok = {}
         for rate in rates:
             rows = [r for r in chat if r["peer"] == peer and r["target_rate"] == rate]
-            ok[rate] = all(r["delivered"] >= r["sent"] for r in rows) and \
-                median_of(rows, lambda r: r["send_to_delivered"]["p99_us"]) < SUSTAINED_P99_US
+            ok[rate] = sustained(rows)
         good = [r for r in rates if ok[r]]
         best = max(good) if good else None
         above = [r for r in rates if not ok[r] and (best is None or r > best)]
@@ -202,4 +208,10 @@ def main():
 
 
 if __name__ == "__main__":
+    # summarize.py --is-sustained CHAT_JSONL SYSTEM RATE: exit 0 when the
+    # runs of SYSTEM at RATE so far sustained it (bench/run's rate steps).
+    if len(sys.argv) == 5 and sys.argv[1] == "--is-sustained":
+        _, _, path, peer, rate = sys.argv
+        runs = [r for r in load(path) if r["peer"] == peer and r["target_rate"] == int(rate)]
+        sys.exit(0 if sustained(runs) else 1)
     main()

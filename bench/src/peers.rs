@@ -201,7 +201,16 @@ impl Nats {
 
     /// Publishes (NATS has no per-message acknowledgement).
     pub async fn publish(&mut self, subject: &str, payload: &[u8]) -> anyhow::Result<()> {
-        let mut out = format!("PUB {subject} {}\r\n", payload.len()).into_bytes();
+        self.publish_to(subject, None, payload).await
+    }
+
+    /// `PUB`, with a reply subject when one is given.
+    async fn publish_to(&mut self, subject: &str, reply: Option<&str>, payload: &[u8]) -> anyhow::Result<()> {
+        let head = match reply {
+            Some(r) => format!("PUB {subject} {r} {}\r\n", payload.len()),
+            None => format!("PUB {subject} {}\r\n", payload.len()),
+        };
+        let mut out = head.into_bytes();
         out.extend_from_slice(payload);
         out.extend_from_slice(b"\r\n");
         self.stream.write_all(&out).await?;
@@ -273,19 +282,22 @@ impl Nats {
     /// reply subject (which the caller has subscribed to as `sid`) and
     /// waits for the answer on it.
     async fn request(&mut self, subject: &str, reply: &str, sid: u64, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let mut out = format!("PUB {subject} {reply} {}\r\n", payload.len()).into_bytes();
-        out.extend_from_slice(payload);
-        out.extend_from_slice(b"\r\n");
-        self.write(&out).await?;
-        loop {
-            if let Some(m) = self.next_msg().await? {
-                if m.sid == sid && m.subject == reply {
-                    return Ok(m.payload);
+        self.publish_to(subject, Some(reply), payload).await?;
+        let answer = async {
+            loop {
+                if let Some(m) = self.next_msg().await? {
+                    if m.sid == sid && m.subject == reply {
+                        return Ok(m.payload);
+                    }
                 }
             }
-        }
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, answer).await.with_context(|| format!("no answer to {subject}"))?
     }
 }
+
+/// How long a NATS request (a JetStream API call) waits for its answer.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One `MSG` from a NATS server.
 #[derive(Debug)]
@@ -378,10 +390,8 @@ impl JetStream {
 
     /// Publishes to `subject`; the PubAck comes back as `Acked(n)`.
     pub async fn publish(&mut self, subject: &str, n: u64, payload: &[u8]) -> anyhow::Result<()> {
-        let mut out = format!("PUB {subject} {}.{n} {}\r\n", self.inbox, payload.len()).into_bytes();
-        out.extend_from_slice(payload);
-        out.extend_from_slice(b"\r\n");
-        self.nats.write(&out).await
+        let reply = format!("{}.{n}", self.inbox);
+        self.nats.publish_to(subject, Some(&reply), payload).await
     }
 
     /// The next delivery, PubAck or refusal. Cancel-safe.

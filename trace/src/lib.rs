@@ -61,13 +61,9 @@ impl TraceConfig {
     }
 }
 
-/// OTLP's span kinds (the values of its `kind` field).
+/// The OTLP span kinds Iris records (the values of its `kind` field).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// Work inside one process.
-    Internal = 1,
-    /// Handling a client's request.
-    Server = 2,
     /// Putting a record on a topic.
     Producer = 4,
     /// Handling a record read from a topic.
