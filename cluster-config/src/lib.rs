@@ -386,6 +386,11 @@ pub struct Listen {
     /// sending new sessions first. 0: close at once.
     #[serde(default)]
     pub drain_ms: u64,
+    /// After `drain_ms`, the time over which the node closes its sessions,
+    /// a few at a time, so that their clients reconnect elsewhere spread
+    /// over it rather than all at once. 0: close every session at once.
+    #[serde(default)]
+    pub drain_spread_ms: u64,
 }
 
 /// The service HTTP API.
@@ -1082,6 +1087,7 @@ impl Default for Listen {
             http: default_http(),
             https: None,
             drain_ms: 0,
+            drain_spread_ms: 0,
         }
     }
 }
@@ -1167,6 +1173,7 @@ impl Config {
         check(all || self.cluster.is_some(), "roles", "a node without all of edge, core, router needs [cluster]")?;
         check(self.roles.contains(&Role::Router), "roles", "every node routes: include \"router\"")?;
         check(self.listen.drain_ms <= 600_000, "listen.drain_ms", "at most 600000 (ten minutes)")?;
+        check(self.listen.drain_spread_ms <= 600_000, "listen.drain_spread_ms", "at most 600000 (ten minutes)")?;
         if let Some(t) = &self.tracing {
             OtlpEndpoint::parse(&t.otlp_endpoint)
                 .map_err(|problem| ConfigError::Invalid { field: "tracing.otlp_endpoint", problem })?;

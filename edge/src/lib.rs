@@ -6,6 +6,7 @@
 
 /// Failed-auth limits per address (shared with the HTTP API, in `iris-auth`).
 pub use iris_auth::guard;
+pub mod drain;
 pub mod presence;
 pub mod quic;
 pub mod session;
@@ -78,6 +79,9 @@ pub struct EdgeHandle {
     pub quic_addr: Option<SocketAddr>,
     ctx: Arc<session::EdgeContext>,
     shutdown: watch::Sender<bool>,
+    /// Ends the lease renewals: only once the sessions are gone, so that a
+    /// slow drain does not let the shards end them first.
+    renewals: watch::Sender<bool>,
     quic: Option<quinn::Endpoint>,
 }
 
@@ -87,22 +91,44 @@ impl EdgeHandle {
         self.ctx.live.load(Ordering::Acquire)
     }
 
-    /// Stops accepting and closes every session with a close reason.
-    pub fn begin_shutdown(&self) {
+    /// Stops accepting, then closes the sessions held evenly over `spread`
+    /// ([`drain::closes_due`]), each with the shutdown close reason, so
+    /// that their clients reconnect elsewhere a few at a time. Returns once
+    /// every session has been told (they finish on their own, see
+    /// [`EdgeHandle::drain`]).
+    pub async fn close_spread(&self, spread: Duration) {
         self.shutdown.send_replace(true);
+        // Taken after the flag: a session that registers from now on sees
+        // it when it starts and closes by itself.
+        let ids = self.ctx.presence.ids();
+        if !spread.is_zero() && ids.len() > 1 {
+            tracing::info!(sessions = ids.len(), spread_ms = spread.as_millis() as u64, "closing sessions spread out");
+            let start = tokio::time::Instant::now();
+            let mut tick = tokio::time::interval(drain::STEP);
+            let mut closed = 0;
+            while closed < ids.len() {
+                tick.tick().await;
+                let due = drain::closes_due(ids.len(), start.elapsed(), spread);
+                ids[closed..due].iter().for_each(|id| self.ctx.presence.close(*id));
+                closed = due;
+            }
+        }
         self.ctx.presence.close_all();
     }
 
     /// Waits (up to `deadline`) until every session has finished, then
-    /// lets the QUIC endpoint send its last packets.
+    /// lets the QUIC endpoint send its last packets. The lease renewals end
+    /// here.
     pub async fn drain(&self, deadline: Duration) -> bool {
         let until = tokio::time::Instant::now() + deadline;
         while self.live_sessions() > 0 {
             if tokio::time::Instant::now() >= until {
+                self.renewals.send_replace(true);
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        self.renewals.send_replace(true);
         if let Some(endpoint) = &self.quic {
             let left = until.saturating_duration_since(tokio::time::Instant::now());
             let _ = tokio::time::timeout(left, endpoint.wait_idle()).await;
@@ -165,11 +191,12 @@ fn handle_part(part: EdgeInput, presence: &LocalPresence) {
     }
 }
 
-/// Renews this edge's lease on every shard until shutdown. A shard that
+/// Renews this edge's lease on every shard until its sessions are gone
+/// (`stop`, from [`EdgeHandle::drain`]). A shard that
 /// stops hearing from an edge ends that edge's sessions (a crashed edge
 /// never says goodbye). Heartbeats are ephemeral: dropped when a queue is
 /// full, as one missed beat is covered by the next.
-async fn heartbeat(edge: EdgeId, router: Router, every: Duration, mut shutdown: watch::Receiver<bool>) {
+async fn heartbeat(edge: EdgeId, router: Router, every: Duration, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
@@ -177,7 +204,7 @@ async fn heartbeat(edge: EdgeId, router: Router, every: Duration, mut shutdown: 
                 let dropped = router.edge_alive(&edge);
                 metrics::counter!("iris_ephemeral_dropped_total").increment(dropped as u64);
             }
-            _ = shutdown.changed() => return,
+            _ = stop.changed() => return,
         }
     }
 }
@@ -195,6 +222,7 @@ pub fn start_edge(
     let wss_addr = listeners.wss.as_ref().map(|(l, _)| l.local_addr()).transpose()?;
     let quic_addr = listeners.quic.as_ref().map(quinn::Endpoint::local_addr).transpose()?;
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let (renewals, renewals_rx) = watch::channel(false);
     let presence = Arc::new(LocalPresence::new());
     let start = session_id_start(cfg.seed);
     let ctx = Arc::new(session::EdgeContext {
@@ -216,7 +244,7 @@ pub fn start_edge(
         clock: cfg.clock,
     });
     tokio::spawn(dispatch(edge_rx, presence));
-    tokio::spawn(heartbeat(ctx.edge.clone(), ctx.router.clone(), cfg_heartbeat, ctx.shutdown.clone()));
+    tokio::spawn(heartbeat(ctx.edge.clone(), ctx.router.clone(), cfg_heartbeat, renewals_rx));
     let quic = listeners.quic.clone();
     // Sessions are taken only once every shard has heard that this edge
     // started (connections wait in the listeners' backlog meanwhile).
@@ -233,7 +261,7 @@ pub fn start_edge(
             tokio::spawn(quic::serve(endpoint, serving.clone()));
         }
     });
-    Ok(EdgeHandle { ws_addr, wss_addr, quic_addr, ctx, shutdown, quic })
+    Ok(EdgeHandle { ws_addr, wss_addr, quic_addr, ctx, shutdown, renewals, quic })
 }
 
 /// Attempts to tell every shard that this edge started, before it serves.

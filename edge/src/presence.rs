@@ -192,6 +192,17 @@ impl LocalPresence {
         }
     }
 
+    /// The sessions held now.
+    pub fn ids(&self) -> Vec<SessionId> {
+        self.sessions.iter().map(|e| *e.key()).collect()
+    }
+
+    /// Closes one session's queue (a draining edge): it gets what is
+    /// already queued, then the end of its queue, and closes.
+    pub fn close(&self, id: SessionId) {
+        self.sessions.remove(&id);
+    }
+
     /// Closes every session's queue (shutdown): each session gets what is
     /// already queued, then the end of its queue, and closes.
     pub fn close_all(&self) {

@@ -31,10 +31,12 @@
 //!   shards as the consumer group assigns them, federation).
 //! - [`homes`]: `iris home get|set`.
 //! - [`signals`]: what stops and reloads a running node.
+//! - [`drain`]: `iris drain`, the pid file it finds a running node by.
 //! - [`metrics_http`]: the operator's listener.
 
 pub mod apikeys;
 pub mod cluster;
+pub mod drain;
 pub mod homes;
 pub mod keys;
 pub mod layout;
@@ -290,7 +292,9 @@ impl Node {
 
     /// Reports ready and serves until `signals` asks it to stop (or the
     /// store fails), then shuts down in order: `/readyz` answers 503 for the
-    /// drain time (a second stop request ends it early), sessions close,
+    /// drain time (a second stop request ends it early), sessions close
+    /// (spread over `listen.drain_spread_ms`; again a second request ends
+    /// it),
     /// writes in flight become durable, the store closes. An error if the
     /// store failed.
     pub async fn run(self, signals: Signals) -> anyhow::Result<()> {
@@ -327,7 +331,13 @@ impl Node {
         if let Some(http) = &self.http {
             http.stop(true).await;
         }
-        self.edge.begin_shutdown();
+        // Sessions close spread out (a store that failed ends them at once:
+        // they can do nothing); a second stop request closes the rest now.
+        let spread = if healthy { self.shutdown.spread } else { Duration::ZERO };
+        tokio::select! {
+            _ = self.edge.close_spread(spread) => {}
+            _ = signals::next(&mut stop) => self.edge.close_spread(Duration::ZERO).await,
+        }
         let (sessions, writes) = (self.shutdown.sessions, self.shutdown.writes);
         if !self.edge.drain(sessions).await {
             tracing::warn!(left = self.edge.live_sessions(), "sessions still open after {} s", sessions.as_secs());

@@ -164,24 +164,33 @@ enum Command {
         #[command(subcommand)]
         action: LogsAction,
     },
+    /// Drain the node running on this data dir (or config) and wait until it
+    /// has stopped: readiness fails first, sessions close spread out, shards
+    /// finish their writes and leave the group (docs/operations.md#stopping).
+    Drain {
+        /// How long to wait for the node to stop: 90s, 5m (default 5m).
+        #[arg(long, default_value = "5m")]
+        timeout: String,
+    },
     /// Create or upgrade the storage schema named by --config (the scylla
     /// backend: keyspace, tables, versioned steps). Idempotent; safe to run
     /// twice or from two nodes at once.
     Migrate,
 }
 
-fn parse_ttl(s: &str) -> anyhow::Result<u64> {
+/// A duration option (`flag`, for the messages): 90s, 30m, 24h, 7d.
+fn parse_secs(flag: &str, s: &str) -> anyhow::Result<u64> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().with_context(|| format!("bad --ttl {s:?}: expected e.g. 90s, 30m, 24h, 7d"))?;
+    let n: u64 = num.parse().with_context(|| format!("bad {flag} {s:?}: expected e.g. 90s, 30m, 24h, 7d"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,
         "h" => n * 3_600,
         "d" => n * 86_400,
-        _ => bail!("bad --ttl {s:?}: unit must be s, m, h or d"),
+        _ => bail!("bad {flag} {s:?}: unit must be s, m, h or d"),
     };
     if secs == 0 {
-        bail!("--ttl must be positive");
+        bail!("{flag} must be positive");
     }
     Ok(secs)
 }
@@ -262,7 +271,7 @@ fn main() -> anyhow::Result<()> {
             if !iris_auth::valid_name(user) || !iris_auth::valid_name(tenant) {
                 bail!("--user and --tenant must be 1-128 bytes without control characters");
             }
-            let ttl = parse_ttl(ttl)?;
+            let ttl = parse_secs("--ttl", ttl)?;
             let signer = Signer::hs256(&settings(&cfg)?.auth.secret.load()?);
             let token =
                 if *service { signer.service_token(tenant, user, ttl)? } else { signer.token(tenant, user, ttl)? };
@@ -337,6 +346,11 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("reading {topic}"))?;
             Ok(())
         }
+        Some(Command::Drain { timeout }) => {
+            let cfg = load_config(&cli)?;
+            let timeout = std::time::Duration::from_secs(parse_secs("--timeout", timeout)?);
+            iris_node::drain::drain(&cfg.data_dir(), timeout, |line| println!("{line}"))
+        }
         Some(Command::DevCert) => {
             let cfg = load_config(&cli)?;
             let (cert, key) = ensure_dev_cert(&cfg.data_dir())?;
@@ -386,6 +400,8 @@ fn run_node(cfg: Config) -> anyhow::Result<()> {
         // Registered before `iris ready`, so that a signal sent on seeing it
         // is a request to stop, not the end of the process.
         let signals = Signals::os()?;
+        // Removed when the node stops: how `iris drain` finds it.
+        let _pid = iris_node::drain::PidFile::write(node.data_dir())?;
         println!(
             "iris ready: {}; get a token with: iris token --user alice --tenant acme --data-dir {}",
             node.addresses().urls().join(", "),

@@ -128,6 +128,8 @@ pub struct ClusterSettings {
 pub struct ShutdownSettings {
     /// How long `/readyz` answers 503 before sessions are closed.
     pub drain: Duration,
+    /// Over how long the sessions are then closed, a few at a time.
+    pub spread: Duration,
     /// How long sessions get to close.
     pub sessions: Duration,
     /// How long writes in flight get to become durable.
@@ -249,6 +251,7 @@ impl Settings {
             retention: (retention_policy(&cfg.retention), Duration::from_secs(cfg.retention.sweep_interval_secs)),
             shutdown: ShutdownSettings {
                 drain: Duration::from_millis(cfg.listen.drain_ms),
+                spread: Duration::from_millis(cfg.listen.drain_spread_ms),
                 sessions: SESSIONS_DRAIN,
                 writes: WRITES_DRAIN,
             },
@@ -346,7 +349,12 @@ mod tests {
         assert!(l.wss.is_none() && l.https.is_none());
         assert_eq!(
             s.shutdown,
-            ShutdownSettings { drain: Duration::ZERO, sessions: SESSIONS_DRAIN, writes: WRITES_DRAIN }
+            ShutdownSettings {
+                drain: Duration::ZERO,
+                spread: Duration::ZERO,
+                sessions: SESSIONS_DRAIN,
+                writes: WRITES_DRAIN
+            }
         );
         assert_eq!(s.shards.shards, 64);
         assert_eq!(s.bus_queue, 8_192);
@@ -389,7 +397,7 @@ mod tests {
              [core]\nshards = 8\nedge_lease_ms = 9000\nmax_cached_users = 99\n\
              [http]\nmax_event_age_ms = 86400000\nmax_event_skew_ms = 5000\nmax_batch_events = 10\n\
              tenant_event_burst = 10\nrequest_timeout_ms = 250\n\
-             [quic]\nidle_timeout_ms = 2000\n[auth]\nfailed_auth_per_minute = 4\n[listen]\ndrain_ms = 1500\n",
+             [quic]\nidle_timeout_ms = 2000\n[auth]\nfailed_auth_per_minute = 4\n[listen]\ndrain_ms = 1500\ndrain_spread_ms = 2500\n",
         );
         assert_eq!((s.shards.shards, s.shards.edge_lease_ms, s.shards.max_cached_users), (8, 9_000, 99));
         assert_eq!((s.shards.max_contacts, s.shards.max_sessions), (7, 3));
@@ -401,7 +409,7 @@ mod tests {
         assert_eq!((i.max_age_ms, i.max_skew_ms, i.max_batch), (86_400_000, 5_000, 10));
         assert_eq!((s.http.max_contacts, s.http.request_timeout), (7, Duration::from_millis(250)));
         assert_eq!(s.quic.idle_timeout, Duration::from_secs(2));
-        assert_eq!(s.shutdown.drain, Duration::from_millis(1_500));
+        assert_eq!((s.shutdown.drain, s.shutdown.spread), (Duration::from_millis(1_500), Duration::from_millis(2_500)));
         let e = s.edge_config(iris_clock::system(), 42);
         assert_eq!((e.edge, e.seed, e.lease_heartbeat), (s.edge_id.clone(), 42, Duration::from_secs(3)));
 

@@ -406,3 +406,56 @@ async fn deleting_a_tenant_removes_all_of_it_and_nothing_of_another() {
     assert_eq!(holdings(&node, "acme", &keys[0]).await, (0, 0, 0, 0, 401), "nothing of acme is left");
     assert_eq!(holdings(&node, "acme2", &keys[1]).await, full, "acme2, whose name begins with acme's, keeps all");
 }
+
+#[tokio::test]
+async fn iris_drain_closes_sessions_spread_out_and_returns_once_the_node_stopped() {
+    let node = start_with(
+        "[listen]\nws = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\nquic = \"off\"\nhttp = \"off\"\n\
+         drain_ms = 200\ndrain_spread_ms = 4000\n",
+    );
+    let pid_file = node.dir.join(iris_node::drain::PID_FILE);
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), node.child.id().to_string());
+    const SESSIONS: usize = 12;
+    let (tx, mut closes) = tokio::sync::mpsc::unbounded_channel();
+    for i in 0..SESSIONS {
+        let (mut c, _) = node.login("acme", &format!("u{i}")).await;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let reason = loop {
+                match c.recv().await {
+                    Ok(_) => continue,
+                    Err(iris_client::ClientError::Closed(reason)) => break reason.unwrap_or_default(),
+                    Err(e) => break format!("not a close: {e}"),
+                }
+            };
+            let _ = tx.send((std::time::Instant::now(), reason));
+        });
+    }
+    drop(tx);
+    let dir = node.dir.clone();
+    let drain = tokio::task::spawn_blocking(move || {
+        Command::new(bin()).args(["drain", "--timeout", "60s", "--data-dir"]).arg(&dir).output().unwrap()
+    });
+    let mut at = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while at.len() < SESSIONS {
+        let (when, reason) = tokio::time::timeout_at(deadline, closes.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {SESSIONS} sessions closed", at.len()))
+            .expect("a session task ended without a close");
+        assert_eq!(reason, "server shutting down");
+        at.push(when);
+    }
+    // Spread over the 4 s: the last is due only once it has passed, the
+    // first at once (a storm would close all twelve within milliseconds).
+    let span = *at.iter().max().unwrap() - *at.iter().min().unwrap();
+    assert!(span >= std::time::Duration::from_secs(2), "12 sessions closed within {span:?}");
+    let out = drain.await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("stopped after"), "{stdout}");
+    assert!(!pid_file.exists(), "the stopped node removed its pid file");
+    let again = Command::new(bin()).args(["drain", "--data-dir"]).arg(&node.dir).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no node runs on"));
+}
