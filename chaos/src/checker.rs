@@ -13,6 +13,82 @@ pub struct Bounds {
     pub settle_ms: u64,
     /// ... and each within this long.
     pub hello_ms: u64,
+    /// The p99 of send → delivered for sends first tried during a rolling
+    /// restart of the whole region, at most.
+    pub rolling_p99_ms: u64,
+}
+
+/// Send → delivered latency of the sends first tried in one kind of
+/// period: a delivery counts once, the first time its recipient's client
+/// got it (live, or replayed after it moved edges).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Latency {
+    /// `no fault`, `rolling restart` or `other faults`.
+    pub during: &'static str,
+    /// Sends delivered.
+    pub delivered: usize,
+    /// Median, ms.
+    pub p50_ms: u64,
+    /// 99th percentile (nearest rank), ms.
+    pub p99_ms: u64,
+    /// Slowest, ms.
+    pub max_ms: u64,
+}
+
+/// The kinds of period a send can be first tried in.
+pub const PERIODS: [&str; 3] = ["no fault", "rolling restart", "other faults"];
+
+/// Send → delivered latency per kind of period ([`PERIODS`], in that
+/// order; a period without deliveries is left out). Fault windows run from
+/// a fault's start to its end as the nemesis recorded them.
+pub fn delivery_latency(events: &[Event]) -> Vec<Latency> {
+    let mut open: HashMap<&str, (u64, bool)> = HashMap::new();
+    let mut windows: Vec<(u64, u64, bool)> = Vec::new();
+    let mut first_send: HashMap<(&str, &str), u64> = HashMap::new();
+    let mut first_delivery: HashMap<(&str, &str), u64> = HashMap::new();
+    for e in events {
+        match &e.what {
+            What::FaultStart { fault } => {
+                open.insert(fault, (e.t, fault.starts_with("rolling")));
+            }
+            What::FaultEnd { fault } => {
+                if let Some((start, rolling)) = open.remove(fault.as_str()) {
+                    windows.push((start, e.t, rolling));
+                }
+            }
+            What::Send { to, body, .. } => {
+                first_send.entry((to, body)).or_insert(e.t);
+            }
+            What::Delivered { user, body, .. } => {
+                first_delivery.entry((user, body)).or_insert(e.t);
+            }
+            _ => {}
+        }
+    }
+    // A fault never ended lasts to the end of the record.
+    let end = events.last().map_or(0, |e| e.t);
+    windows.extend(open.values().map(|(start, rolling)| (*start, end, *rolling)));
+    let mut by_period: [Vec<u64>; 3] = Default::default();
+    for (key, sent) in &first_send {
+        let Some(got) = first_delivery.get(key) else { continue };
+        let covering: Vec<bool> = windows.iter().filter(|(a, b, _)| a <= sent && sent <= b).map(|w| w.2).collect();
+        let period = match (covering.is_empty(), covering.iter().any(|r| *r)) {
+            (true, _) => 0,
+            (false, true) => 1,
+            (false, false) => 2,
+        };
+        by_period[period].push(got.saturating_sub(*sent));
+    }
+    PERIODS
+        .iter()
+        .zip(by_period.iter_mut())
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(during, l)| {
+            l.sort_unstable();
+            let rank = |q: f64| l[((q * l.len() as f64).ceil() as usize).clamp(1, l.len()) - 1];
+            Latency { during, delivered: l.len(), p50_ms: rank(0.5), p99_ms: rank(0.99), max_ms: l[l.len() - 1] }
+        })
+        .collect()
 }
 
 /// The verdict on one invariant.
@@ -187,7 +263,19 @@ pub fn check(events: &[Event], bounds: &Bounds) -> Vec<Verdict> {
             }
         }
     }
-    vec![lost, same_id, dupes, order, tenancy, live_ok, live]
+    let mut rolling = Verdict::new(
+        "rolling_restart_delivers_in_time",
+        "sends made while every node restarts in turn are delivered with p99 within the bound",
+    );
+    for l in delivery_latency(events).iter().filter(|l| l.during == "rolling restart") {
+        rolling.case(l.p99_ms <= bounds.rolling_p99_ms, || {
+            format!(
+                "p99 {} ms over {} deliveries (bound {} ms; p50 {} ms, max {} ms)",
+                l.p99_ms, l.delivered, bounds.rolling_p99_ms, l.p50_ms, l.max_ms
+            )
+        });
+    }
+    vec![lost, same_id, dupes, order, tenancy, live_ok, live, rolling]
 }
 
 #[cfg(test)]
@@ -220,7 +308,7 @@ mod tests {
         }
     }
 
-    const B: Bounds = Bounds { settle_ms: 1_000, hello_ms: 500 };
+    const B: Bounds = Bounds { settle_ms: 1_000, hello_ms: 500, rolling_p99_ms: 100 };
 
     fn broken(v: &[Verdict]) -> Vec<&'static str> {
         v.iter().filter(|v| !v.holds()).map(|v| v.name).collect()
@@ -273,6 +361,48 @@ mod tests {
             ev(2, inbox("y", &[(1, "m1", "x", "a/x#1")])),
         ];
         assert_eq!(broken(&check(&ghost, &B)), vec!["deliveries_are_stored_messages"]);
+    }
+
+    fn got(user: &str, from: &str, n: u64) -> What {
+        What::Delivered {
+            tenant: "a".into(),
+            user: user.into(),
+            seq: n,
+            msg_id: format!("m{n}"),
+            from: from.into(),
+            body: format!("a/{from}#{n}"),
+        }
+    }
+
+    #[test]
+    fn delivery_latency_is_counted_by_the_period_a_send_was_first_tried_in() {
+        let fault = |name: &str, start: bool| {
+            if start { What::FaultStart { fault: name.into() } } else { What::FaultEnd { fault: name.into() } }
+        };
+        let h = vec![
+            ev(0, send("x", "y", 1)),
+            ev(10, got("y", "x", 1)),
+            ev(100, fault("rolling", true)),
+            ev(110, send("x", "y", 2)),
+            ev(115, send("x", "y", 2)), // a retry: the first try counts
+            ev(400, got("y", "x", 2)),
+            ev(450, got("y", "x", 2)), // a replay: the first delivery counts
+            ev(500, fault("rolling", false)),
+            ev(600, fault("kill core-1", true)),
+            ev(610, send("x", "y", 3)),
+            ev(640, got("y", "x", 3)),
+            ev(700, fault("kill core-1", false)),
+            ev(800, send("x", "y", 4)), // never delivered: not counted
+            ev(900, inbox("y", &[(1, "m1", "x", "a/x#1"), (2, "m2", "x", "a/x#2"), (3, "m3", "x", "a/x#3")])),
+        ];
+        let l = delivery_latency(&h);
+        let row = |during: &str| l.iter().find(|l| l.during == during).cloned().unwrap();
+        assert_eq!(row("no fault"), Latency { during: "no fault", delivered: 1, p50_ms: 10, p99_ms: 10, max_ms: 10 });
+        assert_eq!(row("rolling restart").p99_ms, 290);
+        assert_eq!(row("other faults").p99_ms, 30);
+        assert_eq!(broken(&check(&h, &B)), vec!["rolling_restart_delivers_in_time"], "290 ms > the 100 ms bound");
+        let within = Bounds { rolling_p99_ms: 290, ..B };
+        assert!(broken(&check(&h, &within)).is_empty());
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct Tuning {
     pub edge_lease_ms: u64,
     /// A core's session with the consumer group.
     pub session_timeout_ms: u32,
+    /// Over how long a draining edge closes its sessions.
+    pub drain_spread_ms: u64,
 }
 
 /// One Iris node of the region.
@@ -178,10 +180,13 @@ impl Cluster {
         let edge = name.starts_with("edge");
         let roles = if edge { "\"edge\", \"router\"" } else { "\"core\", \"router\"" };
         let ws = if edge { format!("\"{}:8080\"", host.ip) } else { "\"off\"".into() };
+        // A draining edge closes its sessions over this long, so that its
+        // clients move to the other edge a few at a time.
         let t = &self.tuning;
+        let spread = if edge { t.drain_spread_ms } else { 0 };
         format!(
             "node_id = \"{name}\"\nregion = \"chaos\"\nroles = [{roles}]\n\
-             [listen]\nws = {ws}\nquic = \"off\"\nhttp = \"off\"\nmetrics = \"{}:9100\"\n\
+             [listen]\nws = {ws}\nquic = \"off\"\nhttp = \"off\"\nmetrics = \"{}:9100\"\ndrain_spread_ms = {spread}\n\
              [limits]\nframes_per_second = 10000\nframe_burst = 10000\n\
              [storage]\nbackend = \"redis\"\nredis_url = \"redis://{}\"\n\
              [core]\nshards = {}\nedge_lease_ms = {}\n\
@@ -244,10 +249,24 @@ impl Cluster {
         }
     }
 
-    /// Stops a node gracefully (SIGTERM), waiting up to 20 s, then kills it.
+    /// Stops a node gracefully with the operator's command, `iris drain`
+    /// (readiness fails, an edge's sessions close spread out, a core's
+    /// shards finish and leave the group), waiting up to 20 s, then kills
+    /// it. A node that has not written its pid file yet gets SIGTERM.
     fn stop_node(&mut self, name: &str) {
+        let iris = self.iris.clone();
         let Some(mut child) = self.node(name).child.take() else { return };
-        signal(child.id(), libc::SIGTERM);
+        let dir = self.node(name).dir.clone();
+        let drained = Command::new(&iris)
+            .args(["drain", "--timeout", "20s", "--data-dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !drained {
+            signal(child.id(), libc::SIGTERM);
+        }
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {

@@ -62,6 +62,7 @@ pub fn write(
         "verdicts": verdicts,
         "counts": { "sends": sends, "accepted": accepted, "stored": stored, "hellos": hellos, "hellos_ok": hellos_ok },
         "per_second": per_second(events),
+        "delivery_latency": crate::checker::delivery_latency(events),
     });
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json)?)?;
 
@@ -86,6 +87,13 @@ pub fn write(
         for e in &v.examples {
             md.push_str(&format!("- {e}\n"));
         }
+    }
+    md.push_str(
+        "\n## Send → delivered\n\nBy the period a send was first tried in; the first time its recipient's client got it (live, or replayed after moving edges).\n\n\
+         | sends made during | delivered | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|\n",
+    );
+    for l in crate::checker::delivery_latency(events) {
+        md.push_str(&format!("| {} | {} | {} | {} | {} |\n", l.during, l.delivered, l.p50_ms, l.p99_ms, l.max_ms));
     }
     md.push_str("\n## Faults\n\n| start s | length s | fault |\n|---|---|---|\n");
     for f in schedule {
