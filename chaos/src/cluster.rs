@@ -5,7 +5,9 @@
 
 use crate::nemesis::{Fault, Kind};
 use crate::net::Net;
+use crate::proxy::{Impairment, Knob, Proxy};
 use anyhow::{Context, bail};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -46,7 +48,22 @@ pub struct Cluster {
     /// The token key (base64) every node shares.
     pub key: Vec<u8>,
     tuning: Tuning,
+    /// Carries every node's connections to the brokers and Redis.
+    proxy: Proxy,
+    /// Each node's link impairment (the `slow` fault).
+    knobs: HashMap<String, Knob>,
+    /// Whether Redis's disk (a tmpfs) is mounted.
+    redis_disk: bool,
 }
+
+/// The size of Redis's disk, MiB: far more than a run writes (a few MiB a
+/// minute), so that only the disk-full fault fills it.
+const REDIS_DISK_MB: u64 = 256;
+/// The file the disk-full fault fills Redis's disk with.
+const FILLER: &str = "chaos-filler";
+
+/// The port edges serve WebSocket sessions on.
+const WS_PORT: u16 = 8080;
 
 /// The names of a one-region run's hosts, in address order.
 pub const HOSTS: [&str; 8] = ["redis", "kafka-1", "kafka-2", "kafka-3", "core-1", "core-2", "edge-1", "edge-2"];
@@ -79,6 +96,28 @@ fn die_with_parent(cmd: &mut Command) {
             Ok(())
         });
     }
+}
+
+/// Fills the file system `path` is on: writes zeros to `path` until no
+/// space is left.
+fn fill(path: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                if chunk.len() == 4_096 {
+                    break;
+                }
+                chunk.truncate(4_096);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 fn signal(pid: u32, sig: libc::c_int) {
@@ -115,9 +154,13 @@ impl Cluster {
             kafka: String::new(),
             key,
             tuning,
+            proxy: Proxy::new()?,
+            knobs: HashMap::new(),
+            redis_disk: false,
         };
         c.start_redis()?;
         c.start_kafka()?;
+        c.route_through_proxy()?;
         for name in CORES.iter().chain(&EDGES) {
             let dir = work.join(name);
             std::fs::create_dir_all(dir.join("auth"))?;
@@ -132,6 +175,27 @@ impl Cluster {
         Ok(c)
     }
 
+    /// Puts the proxy on every node's path to the brokers and Redis (before
+    /// any node starts, so that every connection goes through it).
+    fn route_through_proxy(&mut self) -> anyhow::Result<()> {
+        let mut upstreams: Vec<std::net::SocketAddr> = vec![self.redis_addr().parse()?];
+        for b in self.kafka.split(',') {
+            upstreams.push(b.parse().with_context(|| format!("a broker address {b:?}"))?);
+        }
+        for name in CORES.iter().chain(&EDGES) {
+            let knob = Knob::default();
+            let mut links = Vec::new();
+            for up in &upstreams {
+                let std::net::SocketAddr::V4(v4) = up else { bail!("{up}: IPv4 expected") };
+                let port = self.proxy.link(self.net.gateway(), *up, knob.clone())?;
+                links.push((*v4.ip(), v4.port(), port));
+            }
+            self.net.redirect(name, &links)?;
+            self.knobs.insert(name.to_string(), knob);
+        }
+        Ok(())
+    }
+
     fn redis_addr(&self) -> String {
         format!("{}:6379", self.net.host("redis").ip)
     }
@@ -139,7 +203,17 @@ impl Cluster {
     fn start_redis(&mut self) -> anyhow::Result<()> {
         let host = self.net.host("redis").clone();
         let dir = self.work.join("redis");
-        std::fs::create_dir_all(&dir)?;
+        if !self.redis_disk {
+            // A disk of its own that the disk-full fault can fill.
+            std::fs::create_dir_all(&dir)?;
+            let ok = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={REDIS_DISK_MB}m"), "chaos-redis"])
+                .arg(&dir)
+                .status()?
+                .success();
+            anyhow::ensure!(ok, "mounting a tmpfs for Redis on {} failed", dir.display());
+            self.redis_disk = true;
+        }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.work.join("redis.log"))?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &host.netns, "redis-server", "--bind", &host.ip.to_string(), "--port", "6379"])
@@ -179,7 +253,7 @@ impl Cluster {
         let host = self.net.host(name);
         let edge = name.starts_with("edge");
         let roles = if edge { "\"edge\", \"router\"" } else { "\"core\", \"router\"" };
-        let ws = if edge { format!("\"{}:8080\"", host.ip) } else { "\"off\"".into() };
+        let ws = if edge { format!("\"{}:{WS_PORT}\"", host.ip) } else { "\"off\"".into() };
         // A draining edge closes its sessions over this long, so that its
         // clients move to the other edge a few at a time.
         let t = &self.tuning;
@@ -202,7 +276,7 @@ impl Cluster {
 
     /// The WebSocket URL of an edge.
     pub fn edge_url(&self, edge: &str) -> String {
-        format!("ws://{}:8080/v1/ws", self.net.host(edge).ip)
+        format!("ws://{}:{WS_PORT}/v1/ws", self.net.host(edge).ip)
     }
 
     fn node(&mut self, name: &str) -> &mut NodeProc {
@@ -294,7 +368,7 @@ impl Cluster {
             }
             Kind::CutBrokers => self.net.cut(t, &self.peers_of(&BROKERS), false)?,
             Kind::CutRedis => self.net.cut(t, &self.peers_of(&["redis"]), false)?,
-            Kind::CutClients => self.net.cut(t, &[self.net.gateway()], false)?,
+            Kind::CutClients => self.net.cut_clients(t, WS_PORT)?,
             Kind::OneWay => self.net.cut(t, &self.peers_of(&BROKERS), true)?,
             Kind::KillBroker => {
                 let i = t.trim_start_matches("kafka-");
@@ -317,6 +391,12 @@ impl Cluster {
                 self.node(t).skew_s = f.skew_s;
                 self.start_node(t)?;
             }
+            Kind::DiskFull => fill(&self.work.join("redis").join(FILLER))?,
+            Kind::Slow => self.knobs[t].set(Impairment {
+                delay_ms: f.delay_ms,
+                jitter_ms: f.delay_ms / 2,
+                loss_pct: f.loss_pct as u32,
+            }),
             Kind::Rolling => {
                 for name in CORES.iter().chain(&EDGES) {
                     self.stop_node(name);
@@ -356,6 +436,21 @@ impl Cluster {
                 self.node(t).skew_s = 0;
                 self.start_node(t)?;
             }
+            Kind::Slow => self.knobs[t].set(Impairment::default()),
+            Kind::DiskFull => {
+                std::fs::remove_file(self.work.join("redis").join(FILLER))?;
+                // Redis stops when it cannot append under `appendfsync
+                // always` (it has answered nothing it did not write):
+                // started again on the same files, as an operator would.
+                let stopped = match self.redis.as_mut() {
+                    Some(r) => r.try_wait()?.is_some(),
+                    None => true,
+                };
+                if stopped {
+                    self.redis = None;
+                    self.start_redis()?;
+                }
+            }
             Kind::Rolling => {}
         }
         Ok(())
@@ -388,6 +483,9 @@ impl Drop for Cluster {
         if let Some(mut r) = self.redis.take() {
             let _gone = r.kill();
             let _reaped = r.wait();
+        }
+        if self.redis_disk {
+            let _unmounted = Command::new("umount").arg("-l").arg(self.work.join("redis")).status();
         }
         let stopped = Command::new(self.kafka_script()).arg("stop").arg(self.work.join("kafka")).status();
         if !stopped.is_ok_and(|s| s.success()) {

@@ -15,6 +15,7 @@ mod cluster;
 mod history;
 mod nemesis;
 mod net;
+mod proxy;
 mod workload;
 
 use anyhow::{Context, bail};

@@ -30,11 +30,18 @@ pub enum Kind {
     Skew,
     /// Every node restarted in turn (SIGTERM, start), one at a time.
     Rolling,
+    /// A node's links to the brokers and Redis slowed: a delay, jitter and
+    /// lost segments (retransmission stalls), through the proxy.
+    Slow,
+    /// Redis's disk filled up: its append-only file cannot grow until the
+    /// fault ends (the space is freed, and Redis started again if it
+    /// stopped).
+    DiskFull,
 }
 
 impl Kind {
     /// Every kind, in the order `--faults all` lists them.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Kill,
         Kind::Pause,
         Kind::CutBrokers,
@@ -45,6 +52,8 @@ impl Kind {
         Kind::RestartRedis,
         Kind::Skew,
         Kind::Rolling,
+        Kind::Slow,
+        Kind::DiskFull,
     ];
 
     /// Its name.
@@ -60,6 +69,8 @@ impl Kind {
             Kind::RestartRedis => "restart-redis",
             Kind::Skew => "skew",
             Kind::Rolling => "rolling",
+            Kind::Slow => "slow",
+            Kind::DiskFull => "disk-full",
         }
     }
 
@@ -94,6 +105,17 @@ pub struct Fault {
     pub target: String,
     /// For `skew`: the clock offset, seconds (negative: behind).
     pub skew_s: i64,
+    /// For `slow`: the delay added each way, ms (and up to half as much
+    /// again as jitter).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub delay_ms: u64,
+    /// For `slow`: per cent of chunks that wait a retransmission timeout.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub loss_pct: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Fault {
@@ -101,6 +123,7 @@ impl Fault {
     pub fn describe(&self) -> String {
         match self.kind {
             Kind::Skew => format!("{} {} {:+}s", self.kind.name(), self.target, self.skew_s),
+            Kind::Slow => format!("{} {} +{}ms {}%", self.kind.name(), self.target, self.delay_ms, self.loss_pct),
             _ if self.target.is_empty() => self.kind.name().to_string(),
             _ => format!("{} {}", self.kind.name(), self.target),
         }
@@ -139,20 +162,24 @@ pub fn schedule(seed: u64, kinds: &[Kind], targets: &Targets, length_ms: u64) ->
             _ => rng.random_range(3_000..15_000u64),
         };
         let target = match kind {
-            Kind::Kill | Kind::Pause | Kind::CutBrokers | Kind::CutRedis | Kind::OneWay | Kind::Skew => {
+            Kind::Kill | Kind::Pause | Kind::CutBrokers | Kind::CutRedis | Kind::OneWay | Kind::Skew | Kind::Slow => {
                 nodes[rng.random_range(0..nodes.len())].clone()
             }
             Kind::CutClients => targets.edges[rng.random_range(0..targets.edges.len())].clone(),
             Kind::KillBroker => targets.brokers[rng.random_range(0..targets.brokers.len())].clone(),
+            Kind::DiskFull => "redis".to_string(),
             Kind::RestartRedis | Kind::Rolling => String::new(),
         };
         let skew_s = if kind == Kind::Skew { rng.random_range(-120..=120i64) } else { 0 };
+        // Drawn only for `slow`: schedules without it stay as they were.
+        let (delay_ms, loss_pct) =
+            if kind == Kind::Slow { (rng.random_range(20..=300u64), rng.random_range(0..=5u64)) } else { (0, 0) };
         // A rolling restart takes about 10 s per node.
         let lasts = if kind == Kind::Rolling { 10_000 * nodes.len() as u64 } else { for_ms };
         if at + lasts >= length_ms {
             break;
         }
-        out.push(Fault { at_ms: at, for_ms, kind, target, skew_s });
+        out.push(Fault { at_ms: at, for_ms, kind, target, skew_s, delay_ms, loss_pct });
         at += lasts + rng.random_range(2_000..8_000u64);
     }
     out
@@ -192,6 +219,11 @@ mod tests {
                     Kind::KillBroker => assert!(t.brokers.contains(&f.target)),
                     Kind::CutClients => assert!(t.edges.contains(&f.target)),
                     Kind::RestartRedis | Kind::Rolling => assert!(f.target.is_empty()),
+                    Kind::DiskFull => assert_eq!(f.target, "redis"),
+                    Kind::Slow => {
+                        assert!((20..=300).contains(&f.delay_ms) && f.loss_pct <= 5, "{f:?}");
+                        assert!(t.cores.contains(&f.target) || t.edges.contains(&f.target));
+                    }
                     _ => assert!(t.cores.contains(&f.target) || t.edges.contains(&f.target)),
                 }
             }

@@ -99,21 +99,59 @@ impl Net {
 
     /// Drops traffic between `name` and each of `peers` (addresses), both
     /// ways, or only what `name` receives from them (`one_way`: a half-open
-    /// cut, where `name`'s packets still leave). Replaces any earlier cut
-    /// of `name`.
+    /// cut, where `name`'s packets still leave). Connections that `name`
+    /// opened to a peer and that the proxy carries ([`Net::redirect`]) are
+    /// matched by the address they were opened to (conntrack's original
+    /// destination), so a cut holds whether a link is proxied or not.
+    /// Replaces any earlier cut of `name`.
     pub fn cut(&self, name: &str, peers: &[Ipv4Addr], one_way: bool) -> anyhow::Result<()> {
-        let host = self.host(name);
         let set = peers.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ");
+        let input = format!("ip saddr {{ {set} }} drop\n    ct original ip daddr {{ {set} }} drop");
+        let output = format!("ip daddr {{ {set} }} drop\n    ct original ip daddr {{ {set} }} drop");
+        self.filter(name, &input, (!one_way).then_some(output.as_str()))
+    }
+
+    /// Drops the clients' traffic (from the bridge's address) to and from
+    /// `name`'s `port`, both ways; the proxy, on the same address, still
+    /// reaches it. Replaces any earlier cut of `name`.
+    pub fn cut_clients(&self, name: &str, port: u16) -> anyhow::Result<()> {
+        let gw = self.gateway();
+        let input = format!("ip saddr {gw} tcp dport {port} drop");
+        let output = format!("ip daddr {gw} tcp sport {port} drop");
+        self.filter(name, &input, Some(&output))
+    }
+
+    /// Installs `name`'s filter: `input` rules, and `output` rules if any.
+    fn filter(&self, name: &str, input: &str, output: Option<&str>) -> anyhow::Result<()> {
+        let host = self.host(name);
         let mut rules = format!(
-            "table inet chaos\ndelete table inet chaos\ntable inet chaos {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    ip saddr {{ {set} }} drop\n  }}\n"
+            "table inet chaos\ndelete table inet chaos\ntable inet chaos {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    {input}\n  }}\n"
         );
-        if !one_way {
+        if let Some(output) = output {
             rules.push_str(&format!(
-                "  chain output {{\n    type filter hook output priority 0; policy accept;\n    ip daddr {{ {set} }} drop\n  }}\n"
+                "  chain output {{\n    type filter hook output priority 0; policy accept;\n    {output}\n  }}\n"
             ));
         }
         rules.push_str("}\n");
         nft(&host.netns, &rules)
+    }
+
+    /// Sends `name`'s TCP connections to each `(address, port)` to the
+    /// gateway's port beside it instead (the proxy, [`crate::proxy`]): an
+    /// nftables DNAT rule in its namespace, in a table the cuts never touch.
+    pub fn redirect(&self, name: &str, links: &[(Ipv4Addr, u16, u16)]) -> anyhow::Result<()> {
+        let host = self.host(name);
+        let gw = self.gateway();
+        let rules: String = links
+            .iter()
+            .map(|(ip, port, to)| format!("    ip daddr {ip} tcp dport {port} dnat to {gw}:{to}\n"))
+            .collect();
+        nft(
+            &host.netns,
+            &format!(
+                "table ip chaosnat {{\n  chain out {{\n    type nat hook output priority -100;\n{rules}  }}\n}}\n"
+            ),
+        )
     }
 
     /// Removes `name`'s cut, if any.
