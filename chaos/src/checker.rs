@@ -263,6 +263,8 @@ pub fn check(events: &[Event], bounds: &Bounds) -> Vec<Verdict> {
             }
         }
     }
+    let presence = presence_converges(events, healed, bounds);
+    let (ingestion, graph) = (ingestion_counts_exact(events), graph_changes_logged_once(events));
     let mut rolling = Verdict::new(
         "rolling_restart_delivers_in_time",
         "sends made while every node restarts in turn are delivered with p99 within the bound",
@@ -275,7 +277,137 @@ pub fn check(events: &[Event], bounds: &Bounds) -> Vec<Verdict> {
             )
         });
     }
-    vec![lost, same_id, dupes, order, tenancy, live_ok, live, rolling]
+    vec![lost, same_id, dupes, order, tenancy, live_ok, live, presence, ingestion, graph, rolling]
+}
+
+/// Every event of a batch answered 202 is in its tenant's events log once;
+/// nothing is there twice or that was never sent; and each answer counts
+/// every event of its batch (accepted or duplicate).
+fn ingestion_counts_exact(events: &[Event]) -> Verdict {
+    let mut v = Verdict::new(
+        "ingestion_counts_exact",
+        "every event of an acknowledged batch is in the events log once, nothing twice, nothing unsent",
+    );
+    let mut sent: HashSet<(&str, u64)> = HashSet::new();
+    let mut answered: Vec<(&str, u64, u64, u64)> = Vec::new();
+    let mut logs: HashMap<&str, &Vec<String>> = HashMap::new();
+    for e in events {
+        match &e.what {
+            What::Ingest { tenant, batch } => {
+                sent.insert((tenant, *batch));
+            }
+            What::Ingested { tenant, batch, accepted, duplicates } => {
+                answered.push((tenant, *batch, *accepted, *duplicates))
+            }
+            What::EventsLog { tenant, keys } => {
+                logs.insert(tenant, keys);
+            }
+            _ => {}
+        }
+    }
+    let batch_of = |key: &str| -> Option<u64> { key.rsplit_once("-b")?.1.split_once('-')?.0.parse().ok() };
+    for (tenant, keys) in &logs {
+        let mut seen = HashSet::new();
+        for k in keys.iter() {
+            v.case(seen.insert(k.as_str()), || format!("{tenant}: {k} logged twice"));
+            let known = batch_of(k).is_some_and(|b| sent.contains(&(*tenant, b)));
+            v.case(known, || format!("{tenant}: {k} logged but never sent"));
+        }
+        for (t, batch, accepted, duplicates) in answered.iter().filter(|a| a.0 == *tenant) {
+            v.case(accepted + duplicates == crate::service::BATCH as u64, || {
+                format!("{t}: batch {batch} answered {accepted} accepted + {duplicates} duplicates")
+            });
+            for k in crate::service::batch_keys(t, *batch) {
+                v.case(seen.contains(k.as_str()), || format!("{t}: {k} acknowledged, not in the log"));
+            }
+        }
+    }
+    for (tenant, _) in sent.iter().filter(|(t, _)| !logs.contains_key(t)) {
+        v.case(false, || format!("{tenant}: the events log was not read"));
+        break;
+    }
+    v
+}
+
+/// Every `contacts_ok` a user got for adding the watcher has its one
+/// `contact.upserted` record in the graph log, and no such record is there
+/// twice.
+fn graph_changes_logged_once(events: &[Event]) -> Verdict {
+    let mut v =
+        Verdict::new("graph_changes_logged_once", "every acknowledged contact change is in the graph log exactly once");
+    let mut stored: Vec<(&str, &str)> = Vec::new();
+    let mut logs: HashMap<&str, &Vec<(String, String)>> = HashMap::new();
+    for e in events {
+        match &e.what {
+            What::ContactsStored { tenant, user } => stored.push((tenant, user)),
+            What::GraphLog { tenant, upserts } => {
+                logs.insert(tenant, upserts);
+            }
+            _ => {}
+        }
+    }
+    for (tenant, user) in stored {
+        let Some(log) = logs.get(tenant) else {
+            v.case(false, || format!("{tenant}: the graph log was not read"));
+            continue;
+        };
+        let n = log.iter().filter(|(o, c)| o == user && c == crate::workload::WATCHER).count();
+        v.case(n == 1, || format!("{tenant}/{user}: {n} contact.upserted records for the watcher, want 1"));
+    }
+    v
+}
+
+/// Each tenant's watcher ends connected, and from the moment the region has
+/// settled after healing (or its last session's subscriptions had time to
+/// answer, if later) until its end, it sees every active user (`u…`, who
+/// stay connected) `online` and every offline user (`off…`, who never
+/// connect before the final read) `offline`.
+fn presence_converges(events: &[Event], healed: Option<u64>, bounds: &Bounds) -> Verdict {
+    let mut v = Verdict::new(
+        "presence_converges",
+        "once healed and settled, each tenant's watcher sees every active user online and every offline one offline",
+    );
+    let Some(healed) = healed else { return v };
+    let mut tenants: Vec<&str> = Vec::new();
+    for e in events {
+        if let What::Presence { tenant, .. } | What::PresenceEnd { tenant, .. } = &e.what
+            && !tenants.contains(&tenant.as_str())
+        {
+            tenants.push(tenant);
+        }
+    }
+    for tenant in tenants {
+        let Some((end, since)) = events.iter().find_map(|e| match &e.what {
+            What::PresenceEnd { tenant: t, since } if t == tenant => Some((e.t, *since)),
+            _ => None,
+        }) else {
+            v.case(false, || format!("{tenant}: the watcher was not connected at the end"));
+            continue;
+        };
+        let from = (healed + bounds.settle_ms).max(since + bounds.hello_ms);
+        // The final session's frames, by user, in order.
+        let mut frames: BTreeMap<&str, Vec<(u64, &str)>> = BTreeMap::new();
+        for e in events.iter().filter(|e| e.t >= since && e.t <= end) {
+            if let What::Presence { tenant: t, user, status } = &e.what
+                && t == tenant
+            {
+                frames.entry(user).or_default().push((e.t, status));
+            }
+        }
+        for (user, seen) in &frames {
+            let want = if user.starts_with("off") { "offline" } else { "online" };
+            // The view when the check starts, and every change after it.
+            let at_start = seen.iter().rev().find(|(t, _)| *t <= from).into_iter();
+            for (t, status) in at_start.chain(seen.iter().filter(|(t, _)| *t > from)) {
+                v.case(*status == want, || {
+                    format!("{tenant}/{user}: {status} at {t} ms, want {want} (from {from} ms)")
+                });
+            }
+        }
+        let users_seen = frames.len();
+        v.case(users_seen > 0, || format!("{tenant}: the watcher's last session saw no one"));
+    }
+    v
 }
 
 #[cfg(test)]
@@ -403,6 +535,62 @@ mod tests {
         assert_eq!(broken(&check(&h, &B)), vec!["rolling_restart_delivers_in_time"], "290 ms > the 100 ms bound");
         let within = Bounds { rolling_p99_ms: 290, ..B };
         assert!(broken(&check(&h, &within)).is_empty());
+    }
+
+    #[test]
+    fn presence_must_converge_once_healed_and_settled() {
+        let p = |t: u64, user: &str, status: &str| {
+            ev(t, What::Presence { tenant: "a".into(), user: user.into(), status: status.into() })
+        };
+        let end = |t: u64, since: u64| ev(t, What::PresenceEnd { tenant: "a".into(), since });
+        let presence = |h: &[Event]| check(h, &B).into_iter().find(|v| v.name == "presence_converges").unwrap();
+        // Offline during the faults, online from before the check starts.
+        let ok = vec![
+            p(5, "u0", "offline"),
+            ev(10, What::Healed),
+            p(12, "u0", "online"),
+            p(12, "off0", "offline"),
+            end(5_000, 0),
+        ];
+        assert!(presence(&ok).holds(), "{:?}", presence(&ok));
+        let stuck = vec![ev(10, What::Healed), p(12, "u0", "offline"), end(5_000, 0)];
+        assert!(!presence(&stuck).holds());
+        let flaps = vec![ev(10, What::Healed), p(12, "u0", "online"), p(3_000, "u0", "offline"), end(5_000, 0)];
+        assert!(!presence(&flaps).holds(), "a wrong frame after the check starts");
+        let gone = vec![ev(10, What::Healed), p(12, "u0", "online")];
+        assert!(!presence(&gone).holds(), "a watcher not connected at the end");
+        // Frames of an earlier session do not count.
+        let old = vec![p(5, "u0", "online"), ev(10, What::Healed), end(5_000, 2_000)];
+        assert!(!presence(&old).holds());
+    }
+
+    #[test]
+    fn ingestion_and_graph_logs_must_match_what_was_acknowledged() {
+        let named = |h: &[Event], name: &str| check(h, &B).into_iter().find(|v| v.name == name).unwrap();
+        let keys = |batches: &[u64]| batches.iter().flat_map(|b| crate::service::batch_keys("a", *b)).collect();
+        let sent = |b: u64| ev(1, What::Ingest { tenant: "a".into(), batch: b });
+        let acked = |b: u64| ev(2, What::Ingested { tenant: "a".into(), batch: b, accepted: 10, duplicates: 0 });
+        let log = |k: Vec<String>| ev(9, What::EventsLog { tenant: "a".into(), keys: k });
+        // Batch 2 was sent, its answer lost, and it landed: fine.
+        let ok = vec![sent(1), acked(1), sent(2), log(keys(&[1, 2]))];
+        assert!(named(&ok, "ingestion_counts_exact").holds());
+        let missing = vec![sent(1), acked(1), log(keys(&[]))];
+        assert!(!named(&missing, "ingestion_counts_exact").holds());
+        let twice = vec![sent(1), acked(1), log(keys(&[1, 1]))];
+        assert!(!named(&twice, "ingestion_counts_exact").holds());
+        let unsent = vec![sent(1), acked(1), log(keys(&[1, 3]))];
+        assert!(!named(&unsent, "ingestion_counts_exact").holds());
+        let miscounted =
+            vec![sent(1), ev(2, What::Ingested { tenant: "a".into(), batch: 1, accepted: 9, duplicates: 0 })];
+        assert!(!named(&[miscounted, vec![log(keys(&[1]))]].concat(), "ingestion_counts_exact").holds());
+
+        let stored = ev(1, What::ContactsStored { tenant: "a".into(), user: "u0".into() });
+        let graph =
+            |n: usize| ev(9, What::GraphLog { tenant: "a".into(), upserts: vec![("u0".into(), "watch".into()); n] });
+        assert!(named(&[stored.clone(), graph(1)], "graph_changes_logged_once").holds());
+        assert!(!named(&[stored.clone(), graph(0)], "graph_changes_logged_once").holds());
+        assert!(!named(&[stored.clone(), graph(2)], "graph_changes_logged_once").holds());
+        assert!(!named(&[stored], "graph_changes_logged_once").holds(), "a log never read");
     }
 
     #[test]

@@ -64,6 +64,8 @@ const FILLER: &str = "chaos-filler";
 
 /// The port edges serve WebSocket sessions on.
 const WS_PORT: u16 = 8080;
+/// The port edges serve the service API on.
+const HTTP_PORT: u16 = 8090;
 
 /// The names of a one-region run's hosts, in address order.
 pub const HOSTS: [&str; 8] = ["redis", "kafka-1", "kafka-2", "kafka-3", "core-1", "core-2", "edge-1", "edge-2"];
@@ -254,13 +256,15 @@ impl Cluster {
         let edge = name.starts_with("edge");
         let roles = if edge { "\"edge\", \"router\"" } else { "\"core\", \"router\"" };
         let ws = if edge { format!("\"{}:{WS_PORT}\"", host.ip) } else { "\"off\"".into() };
+        // The service API, on the edges (a core serves no clients).
+        let http = if edge { format!("\"{}:{HTTP_PORT}\"", host.ip) } else { "\"off\"".into() };
         // A draining edge closes its sessions over this long, so that its
         // clients move to the other edge a few at a time.
         let t = &self.tuning;
         let spread = if edge { t.drain_spread_ms } else { 0 };
         format!(
             "node_id = \"{name}\"\nregion = \"chaos\"\nroles = [{roles}]\n\
-             [listen]\nws = {ws}\nquic = \"off\"\nhttp = \"off\"\nmetrics = \"{}:9100\"\ndrain_spread_ms = {spread}\n\
+             [listen]\nws = {ws}\nquic = \"off\"\nhttp = {http}\nmetrics = \"{}:9100\"\ndrain_spread_ms = {spread}\n\
              [limits]\nframes_per_second = 10000\nframe_burst = 10000\n\
              [storage]\nbackend = \"redis\"\nredis_url = \"redis://{}\"\n\
              [core]\nshards = {}\nedge_lease_ms = {}\n\
@@ -272,6 +276,26 @@ impl Cluster {
             self.kafka,
             t.session_timeout_ms
         )
+    }
+
+    /// The edges' service API listeners, `IP:PORT`.
+    pub fn api_addrs(&self) -> Vec<String> {
+        EDGES.iter().map(|c| format!("{}:{HTTP_PORT}", self.net.host(c).ip)).collect()
+    }
+
+    /// Creates an ingestion API key for `tenant` in the region's store, as
+    /// an operator would (`iris api-key create --config`); returns the key.
+    pub fn api_key(&mut self, tenant: &str) -> anyhow::Result<String> {
+        let dir = self.node(CORES[0]).dir.clone();
+        let out = Command::new(&self.iris)
+            .args(["api-key", "create", "--tenant", tenant, "--config"])
+            .arg(dir.join("node.toml"))
+            .arg("--data-dir")
+            .arg(&dir)
+            .output()?;
+        anyhow::ensure!(out.status.success(), "iris api-key create: {}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8(out.stdout)?;
+        Ok(stdout.lines().last().context("a key")?.trim().to_owned())
     }
 
     /// The WebSocket URL of an edge.

@@ -94,6 +94,66 @@ pub enum What {
         /// Every stored message, in the order read.
         msgs: Vec<(u64, String, String, String)>,
     },
+    /// A presence frame reached a tenant's watcher (the user `watch`,
+    /// whom every active user has as a contact): what it may see of `user`.
+    Presence {
+        /// Tenant.
+        tenant: String,
+        /// Whose presence.
+        user: String,
+        /// `online`, `away` or `offline`.
+        status: String,
+    },
+    /// The watcher's view, as it stands now, is its final one: it was
+    /// connected and subscribed from `since` (ms since the run started)
+    /// until now.
+    PresenceEnd {
+        /// Tenant.
+        tenant: String,
+        /// When its last session subscribed.
+        since: u64,
+    },
+    /// A user's `contacts_ok` came: the watcher is among its contacts,
+    /// stored (one `contact.upserted` record is due in the graph log).
+    ContactsStored {
+        /// Tenant.
+        tenant: String,
+        /// The contacts' owner.
+        user: String,
+    },
+    /// A batch of events posted (first try or retry, the same keys).
+    Ingest {
+        /// Tenant.
+        tenant: String,
+        /// The batch's number (its keys: `service::batch_keys`).
+        batch: u64,
+    },
+    /// A batch answered 202.
+    Ingested {
+        /// Tenant.
+        tenant: String,
+        /// The batch.
+        batch: u64,
+        /// Events the answer counted as accepted.
+        accepted: u64,
+        /// ... and as duplicates.
+        duplicates: u64,
+    },
+    /// The final read of a tenant's events log: every record's key.
+    EventsLog {
+        /// Tenant.
+        tenant: String,
+        /// The idempotency keys, in log order.
+        keys: Vec<String>,
+    },
+    /// The final read of a tenant's graph log: every `contact.upserted`
+    /// record as (owner, contact).
+    GraphLog {
+        /// Tenant.
+        tenant: String,
+        /// (owner, contact), in log order.
+        upserts: Vec<(String, String)>,
+    },
     /// The nemesis started a fault.
     FaultStart {
         /// The fault's description.

@@ -16,6 +16,7 @@ mod history;
 mod nemesis;
 mod net;
 mod proxy;
+mod service;
 mod workload;
 
 use anyhow::{Context, bail};
@@ -233,6 +234,24 @@ fn run(
     for e in 0..access.edges.len() {
         tasks.push(runtime.spawn(workload::prober(rec.clone(), access.clone(), e, work_end)));
     }
+    let api = service::Api { nodes: region.api_addrs() };
+    for (ti, tenant) in pop.tenants.iter().enumerate() {
+        let key = region.api_key(tenant)?;
+        let s = seed.wrapping_mul(1_000).wrapping_add(900 + ti as u64);
+        tasks.push(runtime.spawn(service::ingester(rec.clone(), api.clone(), key, tenant.clone(), s, work_end)));
+    }
+    // The watchers stop a second before the chatters leave (their goodbyes
+    // are not the truth the checker compares with).
+    let watch_end = work_end - Duration::from_secs(1);
+    for tenant in &pop.tenants {
+        tasks.push(runtime.spawn(workload::watcher(
+            rec.clone(),
+            access.clone(),
+            pop.clone(),
+            tenant.clone(),
+            watch_end,
+        )));
+    }
 
     // The nemesis, on this thread: each fault at its time, one at a time.
     let mut crashes = Vec::new();
@@ -271,6 +290,30 @@ fn run(
                 missing.push(format!("{t}/{u}"));
             }
         }
+        // Each tenant's events and graph logs, whole.
+        for t in &pop.tenants {
+            let token = access.signer.service_token(t, "chaos", 3_600).expect("tokens sign");
+            match service::read_log(&api, "/v1/events/log", &token, deadline).await {
+                Some(log) => {
+                    let keys = log.iter().filter_map(|e| e.get("key")?.as_str().map(str::to_owned)).collect();
+                    rec.record(What::EventsLog { tenant: t.clone(), keys });
+                }
+                None => missing.push(format!("{t}: events log")),
+            }
+            match service::read_log(&api, "/v1/graph/events", &token, deadline).await {
+                Some(log) => {
+                    let upserts = log
+                        .iter()
+                        .filter(|e| e.get("type").and_then(|t| t.as_str()) == Some("contact.upserted"))
+                        .filter_map(|e| {
+                            Some((e.get("owner")?.as_str()?.to_owned(), e.get("contact")?.as_str()?.to_owned()))
+                        })
+                        .collect();
+                    rec.record(What::GraphLog { tenant: t.clone(), upserts });
+                }
+                None => missing.push(format!("{t}: graph log")),
+            }
+        }
         missing
     });
     rec.flush()?;
@@ -280,7 +323,7 @@ fn run(
     let mut verdicts = checker::check(&events, &bounds);
     verdicts.push(checker::Verdict::from_problems(
         "every_inbox_read",
-        "every user's inbox could be read at the end",
+        "every user's inbox, and each tenant's events and graph logs, could be read at the end",
         &read_all,
     ));
     verdicts.push(checker::Verdict::from_problems("no_node_crashed", "no node exited by itself", &crashes));

@@ -1,7 +1,9 @@
 //! The clients: users of two tenants chatting with retries by id, moving to
 //! the other edge when one fails and resuming after the last seq they saw;
-//! probes that open a fresh session on each edge every second; and, at the
-//! end, a full read of every inbox. Everything they do and see is recorded.
+//! a watcher per tenant that follows everyone's presence (every active user
+//! has it as a contact); probes that open a fresh session on each edge every
+//! second; and, at the end, a full read of every inbox. Everything they do
+//! and see is recorded.
 
 use crate::history::{Recorder, What};
 use iris_client::{Client, Encoding, ServerFrame};
@@ -47,6 +49,11 @@ pub struct Access {
 }
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The user who follows everyone's presence in each tenant.
+pub const WATCHER: &str = "watch";
+/// How often the watcher pings (it sends nothing else; two heartbeat
+/// intervals of silence would end its session).
+const WATCHER_PING: Duration = Duration::from_secs(5);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens a session on one edge, recording the attempt and its outcome.
@@ -126,6 +133,8 @@ pub async fn chatter(
     let mut conn: Option<Client> = None;
     let mut n = 1u64;
     let mut to = peers[rng.random_range(0..peers.len())].clone();
+    // Whether the watcher is among this user's contacts yet (stored).
+    let mut watched = false;
     while Instant::now() < until {
         let Some(c) = conn.as_mut() else {
             // Resume after what was seen; a first session asks for nothing.
@@ -137,6 +146,22 @@ pub async fn chatter(
             }
             continue;
         };
+        if !watched {
+            // The default circle lets its members see presence.
+            let frame = format!(r#"{{"type":"contacts","upsert":[{{"user":"{WATCHER}"}}]}}"#);
+            match add_contact(c, &frame, &rec, &tenant, &user, &mut last_seq).await {
+                Some(true) => {
+                    rec.record(What::ContactsStored { tenant: tenant.clone(), user: user.clone() });
+                    watched = true;
+                }
+                Some(false) => tokio::time::sleep(Duration::from_millis(rng.random_range(100..400))).await,
+                None => {
+                    conn = None;
+                    edge = (edge + 1) % access.edges.len();
+                }
+            }
+            continue;
+        }
         let id = format!("{user}-{n}");
         let body = format!("{tenant}/{user}#{n}");
         rec.record(What::Send {
@@ -189,6 +214,81 @@ pub async fn chatter(
     if let Some(c) = conn {
         // Best effort: the run is over.
         let _closed = c.close().await;
+    }
+}
+
+/// Sends a `contacts` frame and waits for its `contacts_ok` (recording the
+/// messages that come meanwhile): `Some(true)` stored, `Some(false)` refused
+/// or unanswered, `None` the connection broke.
+async fn add_contact(
+    c: &mut Client,
+    frame: &str,
+    rec: &Recorder,
+    tenant: &str,
+    user: &str,
+    last_seq: &mut u64,
+) -> Option<bool> {
+    if c.send_text(frame).await.is_err() {
+        return None;
+    }
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    loop {
+        match c.recv_timeout(deadline.saturating_duration_since(Instant::now())).await {
+            Ok(ServerFrame::ContactsOk(_)) => return Some(true),
+            Ok(ServerFrame::Error(_)) => return Some(false),
+            Ok(ServerFrame::Message(m)) => record_delivery(rec, tenant, user, &m, last_seq),
+            Ok(_) => {}
+            Err(iris_client::ClientError::Timeout(_)) => return Some(false),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A tenant's watcher until `until`: follows the presence of every user of
+/// the tenant, recording each frame; subscribes again on every new session
+/// (moving to the other edge when one fails). At the end, if it is still
+/// connected, it records that its view is final ([`What::PresenceEnd`]).
+pub async fn watcher(rec: Recorder, access: Access, pop: Population, tenant: String, until: Instant) {
+    let everyone: Vec<String> = pop.everyone().into_iter().filter(|(t, _)| *t == tenant).map(|(_, u)| u).collect();
+    let names: Vec<&str> = everyone.iter().map(String::as_str).collect();
+    let mut edge = 0;
+    while Instant::now() < until {
+        let Some(mut c) = hello(&rec, &access, edge, &tenant, WATCHER, None).await else {
+            edge = (edge + 1) % access.edges.len();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        if c.subscribe(&names).await.is_err() {
+            edge = (edge + 1) % access.edges.len();
+            continue;
+        }
+        let since = rec.now();
+        let mut ping = tokio::time::interval(WATCHER_PING);
+        let broke = loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break false,
+                _ = ping.tick() => {
+                    if c.ping(rec.now() as i64).await.is_err() {
+                        break true;
+                    }
+                }
+                f = c.recv() => match f {
+                    Ok(ServerFrame::Presence(p)) => rec.record(What::Presence {
+                        tenant: tenant.clone(),
+                        user: p.user,
+                        status: format!("{:?}", p.status).to_lowercase(),
+                    }),
+                    Ok(_) => {}
+                    Err(_) => break true,
+                },
+            }
+        };
+        if !broke {
+            rec.record(What::PresenceEnd { tenant: tenant.clone(), since });
+            let _closed = c.close().await;
+            return;
+        }
+        edge = (edge + 1) % access.edges.len();
     }
 }
 
