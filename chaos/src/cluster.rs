@@ -100,6 +100,18 @@ fn die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// Unmounts the Redis disks (tmpfs `chaos-redis`) that runs interrupted
+/// before they could clean up left behind (`chaos clean`).
+pub fn unmount_leftovers() {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    for line in mounts.lines() {
+        let mut fields = line.split_whitespace();
+        if let (Some("chaos-redis"), Some(dir)) = (fields.next(), fields.next()) {
+            let _unmounted = Command::new("umount").args(["-l", dir]).status();
+        }
+    }
+}
+
 /// Fills the file system `path` is on: writes zeros to `path` until no
 /// space is left.
 fn fill(path: &Path) -> anyhow::Result<()> {

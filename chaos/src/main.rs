@@ -77,7 +77,7 @@ enum Cmd {
         /// The history (JSON lines).
         history: PathBuf,
     },
-    /// Removes every run's leftover namespaces and bridges.
+    /// Removes every run's leftover namespaces, bridges and Redis disks.
     Clean,
 }
 
@@ -154,6 +154,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Clean => {
             net::remove_all();
+            cluster::unmount_leftovers();
             Ok(())
         }
     }
@@ -283,25 +284,29 @@ fn run(
     // Every inbox, read whole.
     eprintln!("chaos: reading every inbox");
     let read_all = runtime.block_on(async {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        // A ten-minute run's inboxes take about 9 s each to read (a few
+        // thousand messages): the bound is for a region that does not
+        // answer, not for a slow read.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
         let mut missing = Vec::new();
         for (t, u) in pop.everyone() {
             if !workload::read_inbox(&rec, &access, &t, &u, deadline).await {
                 missing.push(format!("{t}/{u}"));
             }
         }
-        // Each tenant's events and graph logs, whole.
+        // Each tenant's events and graph logs, whole, with their own time.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         for t in &pop.tenants {
             let token = access.signer.service_token(t, "chaos", 3_600).expect("tokens sign");
             match service::read_log(&api, "/v1/events/log", &token, deadline).await {
-                Some(log) => {
+                Ok(log) => {
                     let keys = log.iter().filter_map(|e| e.get("key")?.as_str().map(str::to_owned)).collect();
                     rec.record(What::EventsLog { tenant: t.clone(), keys });
                 }
-                None => missing.push(format!("{t}: events log")),
+                Err(why) => missing.push(format!("{t}: events log: {why}")),
             }
             match service::read_log(&api, "/v1/graph/events", &token, deadline).await {
-                Some(log) => {
+                Ok(log) => {
                     let upserts = log
                         .iter()
                         .filter(|e| e.get("type").and_then(|t| t.as_str()) == Some("contact.upserted"))
@@ -311,7 +316,7 @@ fn run(
                         .collect();
                     rec.record(What::GraphLog { tenant: t.clone(), upserts });
                 }
-                None => missing.push(format!("{t}: graph log")),
+                Err(why) => missing.push(format!("{t}: graph log: {why}")),
             }
         }
         missing

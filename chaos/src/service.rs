@@ -116,27 +116,42 @@ pub async fn ingester(rec: Recorder, api: Api, key: String, tenant: String, seed
 
 /// Reads a whole log (`/v1/events/log` or `/v1/graph/events`) of the
 /// service token's tenant, page by page, from any edge that answers until
-/// `deadline`: each record's `event` object.
-pub async fn read_log(api: &Api, path: &str, token: &str, deadline: Instant) -> Option<Vec<serde_json::Value>> {
+/// `deadline`: each record's `event` object, or what the last try got.
+pub async fn read_log(api: &Api, path: &str, token: &str, deadline: Instant) -> Result<Vec<serde_json::Value>, String> {
     let mut node = 0;
     let mut after = 0u64;
     let mut out = Vec::new();
+    let mut last = String::from("no time left to ask");
     while Instant::now() < deadline {
-        let page = request(&api.nodes[node], "GET", &format!("{path}?after={after}&limit=10000"), token, "").await;
-        let Ok((200, body)) = page else {
-            node = (node + 1) % api.nodes.len();
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            continue;
+        let addr = &api.nodes[node];
+        let page = request(addr, "GET", &format!("{path}?after={after}&limit=10000"), token, "").await;
+        let body = match page {
+            Ok((200, body)) => body,
+            other => {
+                last = match other {
+                    Ok((status, body)) => {
+                        format!("{addr} answered {status}: {}", body.chars().take(200).collect::<String>())
+                    }
+                    Err(e) => format!("{addr}: {e:#}"),
+                };
+                node = (node + 1) % api.nodes.len();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
         };
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        let events = v.get("events")?.as_array()?;
+        let page = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| Some((v.get("events")?.as_array()?.clone(), v.get("next")?.as_u64()?)));
+        let Some((events, next)) = page else {
+            return Err(format!("{addr}: a page that is not a log page ({} bytes)", body.len()));
+        };
         if events.is_empty() {
-            return Some(out);
+            return Ok(out);
         }
         out.extend(events.iter().filter_map(|e| e.get("event").cloned()));
-        after = v.get("next")?.as_u64()?;
+        after = next;
     }
-    None
+    Err(last)
 }
 
 #[cfg(test)]
