@@ -270,9 +270,9 @@ impl Cluster {
         let ws = if edge { format!("\"{}:{WS_PORT}\"", host.ip) } else { "\"off\"".into() };
         // The service API, on the edges (a core serves no clients).
         let http = if edge { format!("\"{}:{HTTP_PORT}\"", host.ip) } else { "\"off\"".into() };
+        let t = &self.tuning;
         // A draining edge closes its sessions over this long, so that its
         // clients move to the other edge a few at a time.
-        let t = &self.tuning;
         let spread = if edge { t.drain_spread_ms } else { 0 };
         format!(
             "node_id = \"{name}\"\nregion = \"chaos\"\nroles = [{roles}]\n\
@@ -475,9 +475,11 @@ impl Cluster {
             Kind::Slow => self.knobs[t].set(Impairment::default()),
             Kind::DiskFull => {
                 std::fs::remove_file(self.work.join("redis").join(FILLER))?;
-                // Redis stops when it cannot append under `appendfsync
-                // always` (it has answered nothing it did not write):
-                // started again on the same files, as an operator would.
+                // Under `appendfsync always` Redis exits when an append
+                // fails ("Can't recover from AOF write error when the AOF
+                // fsync policy is 'always'. Exiting..."), having answered
+                // nothing it did not write: started again on the same files
+                // (it drops the torn tail), as an operator would.
                 let stopped = match self.redis.as_mut() {
                     Some(r) => r.try_wait()?.is_some(),
                     None => true,
