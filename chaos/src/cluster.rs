@@ -375,6 +375,7 @@ impl Cluster {
             .status()
             .is_ok_and(|s| s.success());
         if !drained {
+            eprintln!("chaos: iris drain did not stop {name} (no pid file yet?); sending SIGTERM");
             signal(child.id(), libc::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(20);

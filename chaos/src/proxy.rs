@@ -99,7 +99,15 @@ impl Proxy {
 
 async fn serve(listener: TcpListener, upstream: SocketAddr, knob: Knob) {
     loop {
-        let Ok((down, _)) = listener.accept().await else { continue };
+        let down = match listener.accept().await {
+            Ok((down, _)) => down,
+            Err(e) => {
+                // Out of descriptors, say: wait rather than spin on it.
+                eprintln!("chaos: proxy accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let knob = knob.clone();
         tokio::spawn(async move {
             // Unreachable upstream (a broker killed, Redis restarting): the
@@ -107,7 +115,13 @@ async fn serve(listener: TcpListener, upstream: SocketAddr, knob: Knob) {
             let Ok(Ok(up)) = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(upstream)).await else {
                 return;
             };
-            let _ = (down.set_nodelay(true), up.set_nodelay(true));
+            // Nagle's delay is not part of any fault: off on both sides (a
+            // socket that refuses only copies as the kernel pleases).
+            for s in [&down, &up] {
+                if let Err(e) = s.set_nodelay(true) {
+                    eprintln!("chaos: proxy could not turn Nagle off: {e}");
+                }
+            }
             let (down_r, down_w) = down.into_split();
             let (up_r, up_w) = up.into_split();
             tokio::join!(pump(down_r, up_w, knob.clone()), pump(up_r, down_w, knob));

@@ -52,6 +52,7 @@ pub fn write(
             _ => 0,
         })
         .sum();
+    let latency = crate::checker::delivery_latency(events);
     let json = serde_json::json!({
         "seed": seed,
         "minutes": minutes,
@@ -62,7 +63,7 @@ pub fn write(
         "verdicts": verdicts,
         "counts": { "sends": sends, "accepted": accepted, "stored": stored, "hellos": hellos, "hellos_ok": hellos_ok },
         "per_second": per_second(events),
-        "delivery_latency": crate::checker::delivery_latency(events),
+        "delivery_latency": latency,
     });
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json)?)?;
 
@@ -92,7 +93,7 @@ pub fn write(
         "\n## Send → delivered\n\nBy the period a send was first tried in; the first time its recipient's client got it (live, or replayed after moving edges).\n\n\
          | sends made during | delivered | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|\n",
     );
-    for l in crate::checker::delivery_latency(events) {
+    for l in &latency {
         md.push_str(&format!("| {} | {} | {} | {} | {} |\n", l.during, l.delivered, l.p50_ms, l.p99_ms, l.max_ms));
     }
     md.push_str("\n## Faults\n\n| start s | length s | fault |\n|---|---|---|\n");

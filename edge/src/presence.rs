@@ -233,8 +233,7 @@ impl LocalPresence {
     /// reconnects and resumes, which registers it anew. Returns how many
     /// sessions were cut off.
     pub fn broadcast(&self, event: &SessionEvent) -> usize {
-        let ids: Vec<SessionId> = self.sessions.iter().map(|e| *e.key()).collect();
-        ids.into_iter().filter(|id| self.deliver(*id, event.clone(), false) == Delivery::CutOff).count()
+        self.ids().into_iter().filter(|id| self.deliver(*id, event.clone(), false) == Delivery::CutOff).count()
     }
 
     /// Sessions held.

@@ -79,7 +79,8 @@ pub fn drain(data_dir: &Path, timeout: Duration, mut progress: impl FnMut(&str))
     if !path.exists() {
         bail!("no node runs on {}: {} is absent", data_dir.display(), PID_FILE);
     }
-    let pid = judge(read_pid(&path)?, comm(read_pid(&path)?).as_deref()).map_err(anyhow::Error::msg)?;
+    let named = read_pid(&path)?;
+    let pid = judge(named, comm(named).as_deref()).map_err(anyhow::Error::msg)?;
     // SAFETY: a signal to a process we checked is an iris node.
     if unsafe { libc::kill(pid as i32, libc::SIGTERM) } != 0 {
         bail!("could not signal process {pid}: {}", std::io::Error::last_os_error());
