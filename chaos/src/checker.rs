@@ -59,7 +59,8 @@ pub fn delivery_latency(events: &[Event]) -> Vec<Latency> {
             What::Send { to, body, .. } => {
                 first_send.entry((to, body)).or_insert(e.t);
             }
-            What::Delivered { user, body, .. } => {
+            // The sending device's; the second device is checked apart.
+            What::Delivered { user, body, device: 0, .. } => {
                 first_delivery.entry((user, body)).or_insert(e.t);
             }
             _ => {}
@@ -159,7 +160,7 @@ pub fn check(events: &[Event], bounds: &Bounds) -> Vec<Verdict> {
             What::Inbox { tenant, user, msgs } => {
                 inboxes.insert((tenant.clone(), user.clone()), msgs.clone());
             }
-            What::Delivered { tenant, user, seq, msg_id, from, body } => {
+            What::Delivered { tenant, user, seq, msg_id, from, body, .. } => {
                 delivered.push(((tenant.clone(), user.clone()), *seq, msg_id.clone(), from.clone(), body.clone()))
             }
             What::HelloDone { edge, ok, took_ms, error, user, tenant } => hellos.push((
@@ -277,7 +278,65 @@ pub fn check(events: &[Event], bounds: &Bounds) -> Vec<Verdict> {
             )
         });
     }
-    vec![lost, same_id, dupes, order, tenancy, live_ok, live, presence, ingestion, graph, rolling]
+    let devices = devices_see_every_message(events, &sends, &accepted, &stored);
+    vec![lost, same_id, dupes, order, tenancy, live_ok, live, presence, ingestion, graph, rolling, devices]
+}
+
+/// Each user's second device, once caught up at the end, has got every
+/// message of its inbox that was accepted before its catch-up began (live,
+/// or replayed on resuming after the last seq it had).
+fn devices_see_every_message(
+    events: &[Event],
+    sends: &HashMap<(String, String, String), (String, String)>,
+    accepted: &[(u64, String, String, String, String)],
+    stored: &HashMap<&UserId, HashMap<&str, (u64, &str)>>,
+) -> Verdict {
+    let mut v = Verdict::new(
+        "devices_see_every_message",
+        "every user's second device, caught up at the end, got every message accepted for that user before then",
+    );
+    let mut seen: HashMap<(&str, &str, u8), HashSet<u64>> = HashMap::new();
+    let mut ended: Vec<(&str, &str, u8, u64)> = Vec::new();
+    let mut devices: HashSet<(&str, &str, u8)> = HashSet::new();
+    for e in events {
+        match &e.what {
+            What::Delivered { tenant, user, seq, device, .. } if *device > 0 => {
+                seen.entry((tenant, user, *device)).or_default().insert(*seq);
+                devices.insert((tenant, user, *device));
+            }
+            What::DeviceEnd { tenant, user, device, from } => {
+                ended.push((tenant, user, *device, *from));
+                devices.insert((tenant, user, *device));
+            }
+            _ => {}
+        }
+    }
+    for (tenant, user, device) in &devices {
+        if !ended.iter().any(|(t, u, d, _)| (t, u, d) == (tenant, user, device)) {
+            v.case(false, || format!("{tenant}/{user} device {device}: never caught up at the end"));
+        }
+    }
+    // When each stored message was first accepted: (recipient, body) -> t.
+    let mut first_accepted: HashMap<(&str, &str, &str), u64> = HashMap::new();
+    for (t, tenant, from, id, _) in accepted {
+        if let Some((to, body)) = sends.get(&(tenant.clone(), from.clone(), id.clone())) {
+            first_accepted.entry((tenant, to, body)).or_insert(*t);
+        }
+    }
+    let none = HashSet::new();
+    for (tenant, user, device, from) in ended {
+        let got = seen.get(&(tenant, user, device)).unwrap_or(&none);
+        let Some(inbox) = stored.get(&(tenant.to_owned(), user.to_owned())) else { continue };
+        for (body, (seq, _)) in inbox {
+            let due = first_accepted.get(&(tenant, user, *body)).is_some_and(|t| *t < from);
+            if due {
+                v.case(got.contains(seq), || {
+                    format!("{tenant}/{user} device {device}: seq {seq} ({body}) accepted before {from} ms, never got")
+                });
+            }
+        }
+    }
+    v
 }
 
 /// Every event of a batch answered 202 is in its tenant's events log once;
@@ -489,6 +548,7 @@ mod tests {
                     msg_id: "m5".into(),
                     from: "x".into(),
                     body: "a/x#1".into(),
+                    device: 0,
                 },
             ),
             ev(2, inbox("y", &[(1, "m1", "x", "a/x#1")])),
@@ -504,7 +564,45 @@ mod tests {
             msg_id: format!("m{n}"),
             from: from.into(),
             body: format!("a/{from}#{n}"),
+            device: 0,
         }
+    }
+
+    #[test]
+    fn a_second_device_must_get_every_message_accepted_before_it_caught_up() {
+        let on_device = |n: u64| match got("y", "x", n) {
+            What::Delivered { tenant, user, seq, msg_id, from, body, .. } => {
+                What::Delivered { tenant, user, seq, msg_id, from, body, device: 1 }
+            }
+            _ => unreachable!(),
+        };
+        let end = |t: u64| ev(t, What::DeviceEnd { tenant: "a".into(), user: "y".into(), device: 1, from: t });
+        let stored = [(1, "m1", "x", "a/x#1"), (2, "m2", "x", "a/x#2")];
+        let base = || {
+            vec![
+                ev(1, send("x", "y", 1)),
+                ev(2, acc("x", 1, "m1")),
+                ev(3, send("x", "y", 2)),
+                ev(4, acc("x", 2, "m2")),
+                ev(5, on_device(1)),
+            ]
+        };
+        let mut whole = base();
+        whole.extend([ev(6, on_device(2)), end(7), ev(8, inbox("y", &stored))]);
+        assert!(broken(&check(&whole, &B)).is_empty(), "{:?}", broken(&check(&whole, &B)));
+        let mut missed = base();
+        missed.extend([end(7), ev(8, inbox("y", &stored))]);
+        assert_eq!(broken(&check(&missed, &B)), vec!["devices_see_every_message"]);
+        // Accepted after the catch-up began: not due.
+        let mut late = base();
+        late.retain(|e| e.t != 4);
+        late.extend([end(3), ev(4, acc("x", 2, "m2")), ev(8, inbox("y", &stored))]);
+        late.sort_by_key(|e| e.t);
+        assert!(broken(&check(&late, &B)).is_empty(), "{:?}", broken(&check(&late, &B)));
+        // A device that never caught up is named.
+        let mut never = base();
+        never.extend([ev(6, on_device(2)), ev(8, inbox("y", &stored))]);
+        assert_eq!(broken(&check(&never, &B)), vec!["devices_see_every_message"]);
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! A region of real processes, each in its own namespace: Redis (append
 //! only, fsync always), three Apache Kafka brokers (replication factor 3,
 //! `min.insync.replicas` 2, `scripts/kafka`), two core nodes and two edge
-//! nodes of the real `iris` binary; and the faults done to them.
+//! nodes of the real `iris` binary; and the faults done to them. A
+//! federation run has two such regions (each with its own Redis and nodes;
+//! their topics, named by region, on the same three brokers) and a global
+//! Kafka layer of its own that the cores' relays carry envelopes through.
 
 use crate::nemesis::{Fault, Kind};
 use crate::net::Net;
@@ -34,17 +37,21 @@ struct NodeProc {
     skew_s: i64,
 }
 
-/// The region.
+/// The region (or the federation).
 pub struct Cluster {
     /// The hosts.
     pub net: Net,
+    /// What the run is made of.
+    pub layout: Layout,
     work: PathBuf,
     iris: PathBuf,
     repo: PathBuf,
     nodes: Vec<NodeProc>,
-    redis: Option<Child>,
-    /// The Kafka bootstrap list.
+    redis: Vec<RedisProc>,
+    /// The regional Kafka bootstrap list.
     pub kafka: String,
+    /// The global layer's bootstrap list (a federation only).
+    global: String,
     /// The token key (base64) every node shares.
     pub key: Vec<u8>,
     tuning: Tuning,
@@ -52,8 +59,6 @@ pub struct Cluster {
     proxy: Proxy,
     /// Each node's link impairment (the `slow` fault).
     knobs: HashMap<String, Knob>,
-    /// Whether Redis's disk (a tmpfs) is mounted.
-    redis_disk: bool,
 }
 
 /// The size of Redis's disk, MiB: far more than a run writes (a few MiB a
@@ -67,15 +72,112 @@ const WS_PORT: u16 = 8080;
 /// The port edges serve the service API on.
 const HTTP_PORT: u16 = 8090;
 
-/// The names of a one-region run's hosts, in address order.
-pub const HOSTS: [&str; 8] = ["redis", "kafka-1", "kafka-2", "kafka-3", "core-1", "core-2", "edge-1", "edge-2"];
+/// One region of a run: its Redis and its nodes (host names).
+#[derive(Debug, Clone)]
+pub struct RegionHosts {
+    /// The region's name (in its topics, and its users' homes).
+    pub name: String,
+    /// Its Redis.
+    pub redis: String,
+    /// Its core nodes (roles core + router; in a federation, the relays).
+    pub cores: Vec<String>,
+    /// Its edge nodes (roles edge + router, WebSocket and the service API).
+    pub edges: Vec<String>,
+}
 
-/// The nodes of the region (what the nemesis may kill).
-pub const CORES: [&str; 2] = ["core-1", "core-2"];
-/// The edges.
-pub const EDGES: [&str; 2] = ["edge-1", "edge-2"];
-/// The brokers.
-pub const BROKERS: [&str; 3] = ["kafka-1", "kafka-2", "kafka-3"];
+/// What a run is made of.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The regions (one, or two federated).
+    pub regions: Vec<RegionHosts>,
+    /// The regional brokers (every region's topics).
+    pub brokers: Vec<String>,
+    /// The global layer's brokers (a federation only).
+    pub global: Vec<String>,
+}
+
+impl Layout {
+    /// One region (`chaos`: the hosts and addresses of every run before
+    /// federation runs), or two federated regions, `eu` and `us`.
+    pub fn new(regions: u8) -> Layout {
+        let brokers = (1..=3).map(|i| format!("kafka-{i}")).collect();
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        if regions <= 1 {
+            return Layout {
+                regions: vec![RegionHosts {
+                    name: "chaos".into(),
+                    redis: "redis".into(),
+                    cores: strings(&["core-1", "core-2"]),
+                    edges: strings(&["edge-1", "edge-2"]),
+                }],
+                brokers,
+                global: Vec::new(),
+            };
+        }
+        let region = |r: &str| RegionHosts {
+            name: r.into(),
+            redis: format!("redis-{r}"),
+            cores: vec![format!("core-{r}1"), format!("core-{r}2")],
+            edges: vec![format!("edge-{r}1"), format!("edge-{r}2")],
+        };
+        Layout { regions: vec![region("eu"), region("us")], brokers, global: vec!["global-1".into()] }
+    }
+
+    /// Whether this is a federation.
+    pub fn federated(&self) -> bool {
+        self.regions.len() > 1
+    }
+
+    /// Every host, in address order: Redis, brokers, then the nodes.
+    pub fn hosts(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.regions.iter().map(|r| r.redis.clone()).collect();
+        v.extend(self.brokers.iter().chain(&self.global).cloned());
+        v.extend(self.nodes());
+        v
+    }
+
+    /// Every node: each region's cores, then its edges.
+    pub fn nodes(&self) -> Vec<String> {
+        self.regions.iter().flat_map(|r| r.cores.iter().chain(&r.edges).cloned()).collect()
+    }
+
+    /// Every core.
+    pub fn cores(&self) -> Vec<String> {
+        self.regions.iter().flat_map(|r| r.cores.clone()).collect()
+    }
+
+    /// Every edge.
+    pub fn edges(&self) -> Vec<String> {
+        self.regions.iter().flat_map(|r| r.edges.clone()).collect()
+    }
+
+    /// The region a node, a Redis or a region's name belongs to.
+    pub fn region_of(&self, host: &str) -> &RegionHosts {
+        self.regions
+            .iter()
+            .find(|r| r.name == host || r.redis == host || r.cores.iter().chain(&r.edges).any(|n| n == host))
+            .unwrap_or_else(|| panic!("{host} is in no region"))
+    }
+
+    /// What the nemesis may hit.
+    pub fn targets(&self) -> crate::nemesis::Targets {
+        crate::nemesis::Targets {
+            cores: self.cores(),
+            edges: self.edges(),
+            brokers: self.brokers.iter().chain(&self.global).cloned().collect(),
+            redis: self.regions.iter().map(|r| r.redis.clone()).collect(),
+            regions: self.regions.iter().map(|r| r.name.clone()).collect(),
+        }
+    }
+}
+
+/// A Redis of the run.
+struct RedisProc {
+    host: String,
+    child: Option<Child>,
+    /// Whether its disk (a tmpfs) is mounted.
+    disk: bool,
+}
 
 fn faketime_lib() -> Option<PathBuf> {
     ["/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1"]
@@ -154,28 +256,45 @@ fn wait_port(addr: &str, within: Duration) -> anyhow::Result<()> {
 
 impl Cluster {
     /// Makes the hosts and starts every process; returns once each answers.
-    pub fn start(run: u8, work: &Path, iris: &Path, repo: &Path, tuning: Tuning) -> anyhow::Result<Cluster> {
-        let net = Net::create(run, &HOSTS)?;
+    pub fn start(
+        run: u8,
+        layout: Layout,
+        work: &Path,
+        iris: &Path,
+        repo: &Path,
+        tuning: Tuning,
+    ) -> anyhow::Result<Cluster> {
+        let hosts = layout.hosts();
+        let net = Net::create(run, &hosts.iter().map(String::as_str).collect::<Vec<_>>())?;
         std::fs::create_dir_all(work)?;
         let key: Vec<u8> = (0..32).map(|_| rand::random::<u8>()).collect();
+        let redis =
+            layout.regions.iter().map(|r| RedisProc { host: r.redis.clone(), child: None, disk: false }).collect();
         let mut c = Cluster {
             net,
+            layout,
             work: work.to_path_buf(),
             iris: iris.to_path_buf(),
             repo: repo.to_path_buf(),
             nodes: Vec::new(),
-            redis: None,
+            redis,
             kafka: String::new(),
+            global: String::new(),
             key,
             tuning,
             proxy: Proxy::new()?,
             knobs: HashMap::new(),
-            redis_disk: false,
         };
-        c.start_redis()?;
-        c.start_kafka()?;
+        for r in c.layout.regions.clone() {
+            c.start_redis(&r.redis)?;
+        }
+        c.kafka = c.start_kafka("kafka", &c.layout.brokers.clone())?;
+        if c.layout.federated() {
+            c.global = c.start_kafka("global", &c.layout.global.clone())?;
+        }
         c.route_through_proxy()?;
-        for name in CORES.iter().chain(&EDGES) {
+        for name in c.layout.nodes() {
+            let name = name.as_str();
             let dir = work.join(name);
             std::fs::create_dir_all(dir.join("auth"))?;
             use base64::Engine;
@@ -183,8 +302,8 @@ impl Cluster {
             std::fs::write(dir.join("node.toml"), c.node_config(name))?;
             c.nodes.push(NodeProc { name: name.to_string(), dir, child: None, skew_s: 0 });
         }
-        for name in CORES.iter().chain(&EDGES) {
-            c.start_node(name)?;
+        for name in c.layout.nodes() {
+            c.start_node(&name)?;
         }
         Ok(c)
     }
@@ -192,11 +311,13 @@ impl Cluster {
     /// Puts the proxy on every node's path to the brokers and Redis (before
     /// any node starts, so that every connection goes through it).
     fn route_through_proxy(&mut self) -> anyhow::Result<()> {
-        let mut upstreams: Vec<std::net::SocketAddr> = vec![self.redis_addr().parse()?];
-        for b in self.kafka.split(',') {
-            upstreams.push(b.parse().with_context(|| format!("a broker address {b:?}"))?);
-        }
-        for name in CORES.iter().chain(&EDGES) {
+        for name in self.layout.nodes() {
+            let name = name.as_str();
+            let redis = self.layout.region_of(name).redis.clone();
+            let mut upstreams: Vec<std::net::SocketAddr> = vec![self.redis_addr(&redis).parse()?];
+            for b in self.kafka.split(',').chain(self.global.split(',')).filter(|b| !b.is_empty()) {
+                upstreams.push(b.parse().with_context(|| format!("a broker address {b:?}"))?);
+            }
             let knob = Knob::default();
             let mut links = Vec::new();
             for up in &upstreams {
@@ -210,14 +331,30 @@ impl Cluster {
         Ok(())
     }
 
-    fn redis_addr(&self) -> String {
-        format!("{}:6379", self.net.host("redis").ip)
+    fn redis_addr(&self, redis: &str) -> String {
+        format!("{}:6379", self.net.host(redis).ip)
     }
 
-    fn start_redis(&mut self) -> anyhow::Result<()> {
-        let host = self.net.host("redis").clone();
-        let dir = self.work.join("redis");
-        if !self.redis_disk {
+    fn redis_proc(&mut self, redis: &str) -> &mut RedisProc {
+        self.redis.iter_mut().find(|r| r.host == redis).unwrap_or_else(|| panic!("no Redis {redis}"))
+    }
+
+    /// Redis `redis`'s directory (a tmpfs of its own).
+    fn redis_dir(&self, redis: &str) -> PathBuf {
+        self.work.join(redis)
+    }
+
+    fn kill_redis(&mut self, redis: &str) {
+        if let Some(mut r) = self.redis_proc(redis).child.take() {
+            let _gone = r.kill();
+            let _reaped = r.wait();
+        }
+    }
+
+    fn start_redis(&mut self, redis: &str) -> anyhow::Result<()> {
+        let host = self.net.host(redis).clone();
+        let dir = self.redis_dir(redis);
+        if !self.redis_proc(redis).disk {
             // A disk of its own that the disk-full fault can fill.
             std::fs::create_dir_all(&dir)?;
             let ok = Command::new("mount")
@@ -226,9 +363,9 @@ impl Cluster {
                 .status()?
                 .success();
             anyhow::ensure!(ok, "mounting a tmpfs for Redis on {} failed", dir.display());
-            self.redis_disk = true;
+            self.redis_proc(redis).disk = true;
         }
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.work.join("redis.log"))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.work.join(format!("{redis}.log")))?;
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &host.netns, "redis-server", "--bind", &host.ip.to_string(), "--port", "6379"])
             .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "no"])
@@ -238,29 +375,40 @@ impl Cluster {
             .stderr(Stdio::from(log));
         die_with_parent(&mut cmd);
         let child = cmd.spawn().context("redis-server (Debian: redis-server)")?;
-        self.redis = Some(child);
-        wait_port(&self.redis_addr(), Duration::from_secs(30))
+        self.redis_proc(redis).child = Some(child);
+        wait_port(&self.redis_addr(redis), Duration::from_secs(30))
     }
 
     fn kafka_script(&self) -> PathBuf {
         self.repo.join("scripts/kafka")
     }
 
-    fn start_kafka(&mut self) -> anyhow::Result<()> {
-        let hosts: Vec<String> = BROKERS.iter().map(|b| self.net.host(b).ip.to_string()).collect();
-        let nets: Vec<String> = BROKERS.iter().map(|b| self.net.host(b).netns.clone()).collect();
+    /// Starts a Kafka cluster of `brokers` in `work/<dir>`; returns its
+    /// bootstrap list.
+    fn start_kafka(&mut self, dir: &str, brokers: &[String]) -> anyhow::Result<String> {
+        let hosts: Vec<String> = brokers.iter().map(|b| self.net.host(b).ip.to_string()).collect();
+        let nets: Vec<String> = brokers.iter().map(|b| self.net.host(b).netns.clone()).collect();
         let out = Command::new(self.kafka_script())
             .arg("start")
-            .arg(self.work.join("kafka"))
-            .args(["--brokers", "3", "--hosts", &hosts.join(","), "--netns", &nets.join(",")])
+            .arg(self.work.join(dir))
+            .args(["--brokers", &brokers.len().to_string(), "--hosts", &hosts.join(","), "--netns", &nets.join(",")])
             .args(["--owner", &std::process::id().to_string()])
             .stderr(Stdio::inherit())
             .output()?;
         if !out.status.success() {
-            bail!("scripts/kafka could not start three brokers");
+            bail!("scripts/kafka could not start {} brokers in {dir}", brokers.len());
         }
-        self.kafka = String::from_utf8(out.stdout)?.lines().last().unwrap_or_default().to_owned();
-        Ok(())
+        Ok(String::from_utf8(out.stdout)?.lines().last().unwrap_or_default().to_owned())
+    }
+
+    /// The Kafka directory and broker number of a broker's host name
+    /// (`kafka-2`: the regional cluster's second; `global-1`).
+    fn broker(&self, name: &str) -> (PathBuf, String) {
+        match name.split_once('-') {
+            Some(("global", i)) => (self.work.join("global"), i.to_owned()),
+            Some((_, i)) => (self.work.join("kafka"), i.to_owned()),
+            None => panic!("{name} is not a broker"),
+        }
     }
 
     fn node_config(&self, name: &str) -> String {
@@ -274,15 +422,30 @@ impl Cluster {
         // A draining edge closes its sessions over this long, so that its
         // clients move to the other edge a few at a time.
         let spread = if edge { t.drain_spread_ms } else { 0 };
+        let region = self.layout.region_of(name);
+        // In a federation the cores run the relays (two per region, sharing
+        // the work through their consumer groups).
+        let federation = if self.layout.federated() {
+            let names: Vec<String> = self.layout.regions.iter().map(|r| format!("\"{}\"", r.name)).collect();
+            format!(
+                "[federation]\nregions = [{}]\nglobal_kafka = \"{}\"\nrelay = {}\n",
+                names.join(", "),
+                self.global,
+                !edge
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "node_id = \"{name}\"\nregion = \"chaos\"\nroles = [{roles}]\n\
+            "node_id = \"{name}\"\nregion = \"{}\"\nroles = [{roles}]\n\
              [listen]\nws = {ws}\nquic = \"off\"\nhttp = {http}\nmetrics = \"{}:9100\"\ndrain_spread_ms = {spread}\n\
              [limits]\nframes_per_second = 10000\nframe_burst = 10000\n\
              [storage]\nbackend = \"redis\"\nredis_url = \"redis://{}\"\n\
              [core]\nshards = {}\nedge_lease_ms = {}\n\
-             [cluster]\nkafka = \"{}\"\nsession_timeout_ms = {}\n",
+             [cluster]\nkafka = \"{}\"\nsession_timeout_ms = {}\n{federation}",
+            region.name,
             host.ip,
-            self.redis_addr(),
+            self.redis_addr(&region.redis),
             t.shards,
             t.edge_lease_ms,
             self.kafka,
@@ -290,15 +453,17 @@ impl Cluster {
         )
     }
 
-    /// The edges' service API listeners, `IP:PORT`.
-    pub fn api_addrs(&self) -> Vec<String> {
-        EDGES.iter().map(|c| format!("{}:{HTTP_PORT}", self.net.host(c).ip)).collect()
+    /// A region's edges' service API listeners, `IP:PORT`.
+    pub fn api_addrs(&self, region: &str) -> Vec<String> {
+        let r = self.layout.region_of(region);
+        r.edges.iter().map(|c| format!("{}:{HTTP_PORT}", self.net.host(c).ip)).collect()
     }
 
-    /// Creates an ingestion API key for `tenant` in the region's store, as
+    /// Creates an ingestion API key for `tenant` in a region's store, as
     /// an operator would (`iris api-key create --config`); returns the key.
-    pub fn api_key(&mut self, tenant: &str) -> anyhow::Result<String> {
-        let dir = self.node(CORES[0]).dir.clone();
+    pub fn api_key(&mut self, region: &str, tenant: &str) -> anyhow::Result<String> {
+        let core = self.layout.region_of(region).cores[0].clone();
+        let dir = self.node(&core).dir.clone();
         let out = Command::new(&self.iris)
             .args(["api-key", "create", "--tenant", tenant, "--config"])
             .arg(dir.join("node.toml"))
@@ -389,8 +554,18 @@ impl Cluster {
         let _reaped = child.wait();
     }
 
-    fn peers_of(&self, names: &[&str]) -> Vec<std::net::Ipv4Addr> {
+    fn peers_of(&self, names: &[String]) -> Vec<std::net::Ipv4Addr> {
         names.iter().map(|n| self.net.host(n).ip).collect()
+    }
+
+    /// Every broker, regional and global.
+    fn all_brokers(&self) -> Vec<String> {
+        self.layout.brokers.iter().chain(&self.layout.global).cloned().collect()
+    }
+
+    /// The Redis a fault hits: its target, or the only one.
+    fn redis_target(&self, target: &str) -> String {
+        if target.is_empty() || target == "redis" { self.layout.regions[0].redis.clone() } else { target.to_owned() }
     }
 
     /// Starts a fault. Returns what must be done to end it (`end`).
@@ -403,39 +578,44 @@ impl Cluster {
                     signal(pid, libc::SIGSTOP);
                 }
             }
-            Kind::CutBrokers => self.net.cut(t, &self.peers_of(&BROKERS), false)?,
-            Kind::CutRedis => self.net.cut(t, &self.peers_of(&["redis"]), false)?,
+            Kind::CutBrokers => self.net.cut(t, &self.peers_of(&self.all_brokers()), false)?,
+            Kind::CutRedis => {
+                let redis = self.layout.region_of(t).redis.clone();
+                self.net.cut(t, &self.peers_of(&[redis]), false)?
+            }
             Kind::CutClients => self.net.cut_clients(t, WS_PORT)?,
-            Kind::OneWay => self.net.cut(t, &self.peers_of(&BROKERS), true)?,
+            Kind::OneWay => self.net.cut(t, &self.peers_of(&self.all_brokers()), true)?,
+            Kind::CutGlobal => {
+                let global = self.peers_of(&self.layout.global);
+                let r = self.layout.region_of(t);
+                for n in r.cores.iter().chain(&r.edges) {
+                    self.net.cut(n, &global, false)?;
+                }
+            }
             Kind::KillBroker => {
-                let i = t.trim_start_matches("kafka-");
-                let ok = Command::new(self.kafka_script())
-                    .arg("kill")
-                    .arg(self.work.join("kafka"))
-                    .arg(i)
-                    .status()?
-                    .success();
-                anyhow::ensure!(ok, "scripts/kafka kill {i} failed");
+                let (dir, i) = self.broker(t);
+                let ok = Command::new(self.kafka_script()).arg("kill").arg(dir).arg(&i).status()?.success();
+                anyhow::ensure!(ok, "scripts/kafka kill {t} failed");
             }
             Kind::RestartRedis => {
-                if let Some(mut r) = self.redis.take() {
-                    let _gone = r.kill();
-                    let _reaped = r.wait();
-                }
+                let redis = self.redis_target(t);
+                self.kill_redis(&redis);
             }
             Kind::Skew => {
                 self.stop_node(t);
                 self.node(t).skew_s = f.skew_s;
                 self.start_node(t)?;
             }
-            Kind::DiskFull => fill(&self.work.join("redis").join(FILLER))?,
+            Kind::DiskFull => fill(&self.redis_dir(&self.redis_target(t)).join(FILLER))?,
             Kind::Slow => self.knobs[t].set(Impairment {
                 delay_ms: f.delay_ms,
                 jitter_ms: f.delay_ms / 2,
                 loss_pct: f.loss_pct as u32,
             }),
             Kind::Rolling => {
-                for name in CORES.iter().chain(&EDGES) {
+                // Every region's cores first, then the edges.
+                let (cores, edges) = (self.layout.cores(), self.layout.edges());
+                for name in cores.iter().chain(&edges) {
                     self.stop_node(name);
                     self.start_node(name)?;
                     // Let it join before the next one leaves.
@@ -457,17 +637,21 @@ impl Cluster {
                 }
             }
             Kind::CutBrokers | Kind::CutRedis | Kind::CutClients | Kind::OneWay => self.net.heal(t)?,
-            Kind::KillBroker => {
-                let i = t.trim_start_matches("kafka-");
-                let ok = Command::new(self.kafka_script())
-                    .arg("restart")
-                    .arg(self.work.join("kafka"))
-                    .arg(i)
-                    .status()?
-                    .success();
-                anyhow::ensure!(ok, "scripts/kafka restart {i} failed");
+            Kind::CutGlobal => {
+                let r = self.layout.region_of(t).clone();
+                for n in r.cores.iter().chain(&r.edges) {
+                    self.net.heal(n)?;
+                }
             }
-            Kind::RestartRedis => self.start_redis()?,
+            Kind::KillBroker => {
+                let (dir, i) = self.broker(t);
+                let ok = Command::new(self.kafka_script()).arg("restart").arg(dir).arg(&i).status()?.success();
+                anyhow::ensure!(ok, "scripts/kafka restart {t} failed");
+            }
+            Kind::RestartRedis => {
+                let redis = self.redis_target(t);
+                self.start_redis(&redis)?
+            }
             Kind::Skew => {
                 self.stop_node(t);
                 self.node(t).skew_s = 0;
@@ -475,19 +659,20 @@ impl Cluster {
             }
             Kind::Slow => self.knobs[t].set(Impairment::default()),
             Kind::DiskFull => {
-                std::fs::remove_file(self.work.join("redis").join(FILLER))?;
+                let redis = self.redis_target(t);
+                std::fs::remove_file(self.redis_dir(&redis).join(FILLER))?;
                 // Under `appendfsync always` Redis exits when an append
                 // fails ("Can't recover from AOF write error when the AOF
                 // fsync policy is 'always'. Exiting..."), having answered
                 // nothing it did not write: started again on the same files
                 // (it drops the torn tail), as an operator would.
-                let stopped = match self.redis.as_mut() {
+                let stopped = match self.redis_proc(&redis).child.as_mut() {
                     Some(r) => r.try_wait()?.is_some(),
                     None => true,
                 };
                 if stopped {
-                    self.redis = None;
-                    self.start_redis()?;
+                    self.redis_proc(&redis).child = None;
+                    self.start_redis(&redis)?;
                 }
             }
             Kind::Rolling => {}
@@ -519,16 +704,18 @@ impl Drop for Cluster {
             }
             self.kill_node(&n);
         }
-        if let Some(mut r) = self.redis.take() {
-            let _gone = r.kill();
-            let _reaped = r.wait();
+        for r in self.redis.iter().map(|r| r.host.clone()).collect::<Vec<_>>() {
+            self.kill_redis(&r);
+            if self.redis_proc(&r).disk {
+                let _unmounted = Command::new("umount").arg("-l").arg(self.redis_dir(&r)).status();
+            }
         }
-        if self.redis_disk {
-            let _unmounted = Command::new("umount").arg("-l").arg(self.work.join("redis")).status();
-        }
-        let stopped = Command::new(self.kafka_script()).arg("stop").arg(self.work.join("kafka")).status();
-        if !stopped.is_ok_and(|s| s.success()) {
-            eprintln!("chaos: scripts/kafka stop failed; its watchdog stops the brokers");
+        let clusters: &[&str] = if self.layout.federated() { &["kafka", "global"] } else { &["kafka"] };
+        for dir in clusters {
+            let stopped = Command::new(self.kafka_script()).arg("stop").arg(self.work.join(dir)).status();
+            if !stopped.is_ok_and(|s| s.success()) {
+                eprintln!("chaos: scripts/kafka stop {dir} failed; its watchdog stops the brokers");
+            }
         }
     }
 }

@@ -83,6 +83,24 @@ pub enum What {
         from: String,
         /// Its body.
         body: String,
+        /// Which of the recipient's devices got it: 0 the one that sends,
+        /// 1 its second device (which only receives).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        device: u8,
+    },
+    /// A user's second device has caught up at the end: it resumed after
+    /// the last seq it had, once every sender had stopped, and read until
+    /// nothing more came. Every message accepted before `from` must be
+    /// among what it got.
+    DeviceEnd {
+        /// Tenant.
+        tenant: String,
+        /// The user.
+        user: String,
+        /// The device (1).
+        device: u8,
+        /// When its last catch-up began (ms since the run started).
+        from: u64,
     },
     /// The final read: a recipient's whole inbox, read after the faults
     /// healed; `msgs` are (seq, msg_id, from, body).
@@ -166,6 +184,10 @@ pub enum What {
     },
     /// Every fault has ended: from here on the region must be live.
     Healed,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 /// A history being recorded, shared by every task of the run. Bounded by

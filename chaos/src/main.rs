@@ -1,8 +1,9 @@
-//! `chaos`: runs a region of real processes under a seeded schedule of
-//! faults while clients chat, records what every client saw, and checks it.
+//! `chaos`: runs a region (or two federated regions) of real processes
+//! under a seeded schedule of faults while clients chat, records what every
+//! client saw, and checks it.
 //!
-//!   chaos run --seed S --minutes M [--faults LIST] [--out DIR]
-//!   chaos schedule --seed S --minutes M [--faults LIST]   (the schedule only)
+//!   chaos run --seed S --minutes M [--faults LIST] [--regions 1|2] [--out DIR]
+//!   chaos schedule --seed S --minutes M [--faults LIST] [--regions 1|2]
 //!   chaos check HISTORY.jsonl                              (checks a record again)
 //!   chaos clean                                            (removes leftover namespaces)
 //!
@@ -59,6 +60,9 @@ enum Cmd {
         /// Over how long a draining edge closes its sessions (0: at once).
         #[arg(long, default_value_t = TUNING.drain_spread_ms)]
         drain_spread_ms: u64,
+        /// One region, or two federated through a global layer.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        regions: u8,
     },
     /// Prints the schedule a seed gives, without running it.
     Schedule {
@@ -71,6 +75,9 @@ enum Cmd {
         /// Fault kinds.
         #[arg(long, default_value = "all")]
         faults: String,
+        /// One region, or two federated.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        regions: u8,
     },
     /// Checks a recorded history again.
     Check {
@@ -99,34 +106,29 @@ const ROLLING_P99_MS: u64 = 2_000;
 const TUNING: cluster::Tuning =
     cluster::Tuning { shards: 16, edge_lease_ms: 3_000, session_timeout_ms: 6_000, drain_spread_ms: 2_000 };
 
-fn kinds_of(faults: &str) -> anyhow::Result<Vec<nemesis::Kind>> {
-    if faults == "none" { Ok(Vec::new()) } else { nemesis::Kind::parse_list(faults) }
-}
-
-fn targets() -> nemesis::Targets {
-    nemesis::Targets {
-        cores: cluster::CORES.iter().map(|s| s.to_string()).collect(),
-        edges: cluster::EDGES.iter().map(|s| s.to_string()).collect(),
-        brokers: cluster::BROKERS.iter().map(|s| s.to_string()).collect(),
-    }
+fn kinds_of(faults: &str, layout: &cluster::Layout) -> anyhow::Result<Vec<nemesis::Kind>> {
+    if faults == "none" { Ok(Vec::new()) } else { nemesis::Kind::parse_list(faults, layout.federated()) }
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Cmd::Run { seed, minutes, faults, out, iris, users, drain_spread_ms } => {
-            let kinds = kinds_of(&faults)?;
+        Cmd::Run { seed, minutes, faults, out, iris, users, drain_spread_ms, regions } => {
+            let layout = cluster::Layout::new(regions);
+            let kinds = kinds_of(&faults, &layout)?;
             let tuning = cluster::Tuning { drain_spread_ms, ..TUNING };
-            let ok = run(seed, minutes, &kinds, &faults, &out, &iris, users, tuning)?;
+            let ok = run(seed, minutes, &kinds, &faults, &out, &iris, users, tuning, layout)?;
             if !ok {
                 eprintln!(
-                    "chaos: invariants broken; replay with: chaos/run --seed {seed} --minutes {minutes} --faults {faults}"
+                    "chaos: invariants broken; replay with: chaos/run --seed {seed} --minutes {minutes} --faults {faults} --regions {regions}"
                 );
                 std::process::exit(1);
             }
             Ok(())
         }
-        Cmd::Schedule { seed, minutes, faults } => {
-            let s = nemesis::schedule(seed, &kinds_of(&faults)?, &targets(), (minutes * 60_000.0) as u64);
+        Cmd::Schedule { seed, minutes, faults, regions } => {
+            let layout = cluster::Layout::new(regions);
+            let s =
+                nemesis::schedule(seed, &kinds_of(&faults, &layout)?, &layout.targets(), (minutes * 60_000.0) as u64);
             for f in s {
                 println!("{:>7} ms  {:>6} ms  {}", f.at_ms, f.for_ms, f.describe());
             }
@@ -169,12 +171,13 @@ fn run(
     iris: &Path,
     users: usize,
     tuning: cluster::Tuning,
+    layout: cluster::Layout,
 ) -> anyhow::Result<bool> {
     anyhow::ensure!(unsafe { libc::geteuid() } == 0, "chaos needs root (network namespaces)");
     let repo = std::env::current_dir()?;
     anyhow::ensure!(repo.join("scripts/kafka").exists(), "run chaos from the repository's top directory");
     let length_ms = (minutes * 60_000.0) as u64;
-    let schedule = nemesis::schedule(seed, kinds, &targets(), length_ms);
+    let schedule = nemesis::schedule(seed, kinds, &layout.targets(), length_ms);
     let dir = out.join(format!("seed-{seed}"));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
@@ -183,16 +186,17 @@ fn run(
     let work = tempdir_under("/tmp", &format!("iris-chaos-{seed}-"))?;
     let run_no = (std::process::id() % 250 + 1) as u8;
     eprintln!(
-        "chaos: seed {seed}, {} faults over {minutes} min, run {run_no}, work {}",
+        "chaos: seed {seed}, {} faults over {minutes} min, {} region(s), run {run_no}, work {}",
         schedule.len(),
+        layout.regions.len(),
         work.display()
     );
     let bounds = bounds(&tuning);
-    let mut region = cluster::Cluster::start(run_no, &work, iris, &repo, tuning)?;
+    let mut region = cluster::Cluster::start(run_no, layout, &work, iris, &repo, tuning)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?;
     let rec = Recorder::create(&dir.join("history.jsonl"))?;
     let access = workload::Access {
-        edges: cluster::EDGES.iter().map(|e| (e.to_string(), region.edge_url(e))).collect(),
+        edges: region.layout.edges().iter().map(|e| (e.clone(), region.edge_url(e))).collect(),
         signer: Arc::new(iris_auth::Signer::hs256(&region.key)),
     };
     let pop = workload::Population { tenants: vec!["ta".into(), "tb".into()], active: users, offline: 2 };
@@ -232,14 +236,36 @@ fn run(
             )));
         }
     }
+    // Each active user's second device: it catches up once every sender
+    // has stopped (a send waits at most 5 s for its answer).
+    let catch_up_at = work_end + Duration::from_secs(6);
+    for (ti, tenant) in pop.tenants.iter().enumerate() {
+        for u in 0..pop.active {
+            let s = seed.wrapping_mul(1_000).wrapping_add((500 + ti * 100 + u) as u64);
+            tasks.push(runtime.spawn(workload::second_device(
+                rec.clone(),
+                access.clone(),
+                tenant.clone(),
+                u,
+                s,
+                work_end,
+                catch_up_at,
+            )));
+        }
+    }
     for e in 0..access.edges.len() {
         tasks.push(runtime.spawn(workload::prober(rec.clone(), access.clone(), e, work_end)));
     }
-    let api = service::Api { nodes: region.api_addrs() };
+    // Events never leave their region: each tenant ingests into one region
+    // (in a federation, `ta` into the first and `tb` into the second), and
+    // its events log is read there.
+    let regions: Vec<String> = region.layout.regions.iter().map(|r| r.name.clone()).collect();
+    let ingests_in = |ti: usize| regions[ti % regions.len()].clone();
     for (ti, tenant) in pop.tenants.iter().enumerate() {
-        let key = region.api_key(tenant)?;
+        let api = service::Api { nodes: region.api_addrs(&ingests_in(ti)) };
+        let key = region.api_key(&ingests_in(ti), tenant)?;
         let s = seed.wrapping_mul(1_000).wrapping_add(900 + ti as u64);
-        tasks.push(runtime.spawn(service::ingester(rec.clone(), api.clone(), key, tenant.clone(), s, work_end)));
+        tasks.push(runtime.spawn(service::ingester(rec.clone(), api, key, tenant.clone(), s, work_end)));
     }
     // The watchers stop a second before the chatters leave (their goodbyes
     // are not the truth the checker compares with).
@@ -283,6 +309,7 @@ fn run(
 
     // Every inbox, read whole.
     eprintln!("chaos: reading every inbox");
+    let api_addrs: Vec<Vec<String>> = regions.iter().map(|r| region.api_addrs(r)).collect();
     let read_all = runtime.block_on(async {
         // A ten-minute run's inboxes take about 9 s each to read (a few
         // thousand messages): the bound is for a region that does not
@@ -294,10 +321,13 @@ fn run(
                 missing.push(format!("{t}/{u}"));
             }
         }
-        // Each tenant's events and graph logs, whole, with their own time.
+        // Each tenant's events and graph logs, whole, with their own time:
+        // the events log where the tenant ingests, the graph log of every
+        // region (a user's changes are logged in its home region's), as one.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        for t in &pop.tenants {
+        for (ti, t) in pop.tenants.iter().enumerate() {
             let token = access.signer.service_token(t, "chaos", 3_600).expect("tokens sign");
+            let api = service::Api { nodes: api_addrs[ti % api_addrs.len()].clone() };
             match service::read_log(&api, "/v1/events/log", &token, deadline).await {
                 Ok(log) => {
                     let keys = log.iter().filter_map(|e| e.get("key")?.as_str().map(str::to_owned)).collect();
@@ -305,18 +335,26 @@ fn run(
                 }
                 Err(why) => missing.push(format!("{t}: events log: {why}")),
             }
-            match service::read_log(&api, "/v1/graph/events", &token, deadline).await {
-                Ok(log) => {
-                    let upserts = log
-                        .iter()
-                        .filter(|e| e.get("type").and_then(|t| t.as_str()) == Some("contact.upserted"))
-                        .filter_map(|e| {
-                            Some((e.get("owner")?.as_str()?.to_owned(), e.get("contact")?.as_str()?.to_owned()))
-                        })
-                        .collect();
-                    rec.record(What::GraphLog { tenant: t.clone(), upserts });
+            let mut upserts = Vec::new();
+            let mut complete = true;
+            for nodes in &api_addrs {
+                let api = service::Api { nodes: nodes.clone() };
+                match service::read_log(&api, "/v1/graph/events", &token, deadline).await {
+                    Ok(log) => upserts.extend(
+                        log.iter()
+                            .filter(|e| e.get("type").and_then(|t| t.as_str()) == Some("contact.upserted"))
+                            .filter_map(|e| {
+                                Some((e.get("owner")?.as_str()?.to_owned(), e.get("contact")?.as_str()?.to_owned()))
+                            }),
+                    ),
+                    Err(why) => {
+                        missing.push(format!("{t}: graph log: {why}"));
+                        complete = false;
+                    }
                 }
-                Err(why) => missing.push(format!("{t}: graph log: {why}")),
+            }
+            if complete {
+                rec.record(What::GraphLog { tenant: t.clone(), upserts });
             }
         }
         missing
@@ -333,7 +371,7 @@ fn run(
     ));
     verdicts.push(checker::Verdict::from_problems("no_node_crashed", "no node exited by itself", &crashes));
     let ok = verdicts.iter().all(checker::Verdict::holds);
-    report::write(&dir, seed, minutes, faults, &schedule, &verdicts, &events)?;
+    report::write(&dir, seed, minutes, faults, regions.len(), &schedule, &verdicts, &events)?;
     if !ok {
         // The processes' own logs, for whoever replays the seed.
         let logs = dir.join("logs");
@@ -344,10 +382,10 @@ fn run(
                 std::fs::copy(&path, logs.join(path.file_name().expect("a file")))?;
             }
         }
-        for b in 1..=3 {
-            let log = work.join(format!("kafka/broker-{b}/kafka.log"));
+        for (cluster, b) in [("kafka", 1), ("kafka", 2), ("kafka", 3), ("global", 1)] {
+            let log = work.join(format!("{cluster}/broker-{b}/kafka.log"));
             if log.exists() {
-                std::fs::copy(&log, logs.join(format!("kafka-{b}.log")))?;
+                std::fs::copy(&log, logs.join(format!("{cluster}-{b}.log")))?;
             }
         }
     }

@@ -37,10 +37,14 @@ pub enum Kind {
     /// fault ends (the space is freed, and Redis started again if it
     /// stopped).
     DiskFull,
+    /// One region cut off from the global layer (federation runs only):
+    /// every node of the region, both ways, from the global brokers.
+    CutGlobal,
 }
 
 impl Kind {
-    /// Every kind, in the order `--faults all` lists them.
+    /// Every kind a one-region run has, in the order `--faults all` lists
+    /// them (a federation run adds [`Kind::FEDERATION`]).
     pub const ALL: [Kind; 12] = [
         Kind::Kill,
         Kind::Pause,
@@ -55,6 +59,10 @@ impl Kind {
         Kind::Slow,
         Kind::DiskFull,
     ];
+
+    /// The kinds only a federation run has (after [`Kind::ALL`], so that a
+    /// seed's one-region schedule is the same as before they existed).
+    pub const FEDERATION: [Kind; 1] = [Kind::CutGlobal];
 
     /// Its name.
     pub fn name(self) -> &'static str {
@@ -71,19 +79,27 @@ impl Kind {
             Kind::Rolling => "rolling",
             Kind::Slow => "slow",
             Kind::DiskFull => "disk-full",
+            Kind::CutGlobal => "cut-global",
         }
     }
 
-    /// Parses `kill,pause,…` or `all`.
-    pub fn parse_list(s: &str) -> anyhow::Result<Vec<Kind>> {
+    /// Parses `kill,pause,…` or `all`, for a run of one region or a
+    /// federation (`federated`), whose kinds are all of one region's and
+    /// `cut-global`.
+    pub fn parse_list(s: &str, federated: bool) -> anyhow::Result<Vec<Kind>> {
+        let known: Vec<Kind> =
+            Kind::ALL.iter().chain(if federated { &Kind::FEDERATION[..] } else { &[] }).copied().collect();
         if s == "all" {
-            return Ok(Kind::ALL.to_vec());
+            return Ok(known);
         }
         s.split(',')
             .filter(|k| !k.is_empty())
             .map(|k| {
-                Kind::ALL.iter().copied().find(|x| x.name() == k).ok_or_else(|| {
-                    let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+                known.iter().copied().find(|x| x.name() == k).ok_or_else(|| {
+                    if Kind::FEDERATION.iter().any(|x| x.name() == k) {
+                        return anyhow::anyhow!("fault {k:?} needs a federation: --regions 2");
+                    }
+                    let names: Vec<&str> = known.iter().map(|k| k.name()).collect();
                     anyhow::anyhow!("unknown fault {k:?}; known: {}, or all", names.join(", "))
                 })
             })
@@ -137,8 +153,12 @@ pub struct Targets {
     pub cores: Vec<String>,
     /// Edge nodes.
     pub edges: Vec<String>,
-    /// Brokers.
+    /// Brokers (the regional ones, and in a federation the global ones).
     pub brokers: Vec<String>,
+    /// Redis servers, one per region.
+    pub redis: Vec<String>,
+    /// Regions (`cut-global` cuts one off).
+    pub regions: Vec<String>,
 }
 
 /// A schedule for `length_ms` of workload: faults one after another (one at
@@ -167,7 +187,13 @@ pub fn schedule(seed: u64, kinds: &[Kind], targets: &Targets, length_ms: u64) ->
             }
             Kind::CutClients => targets.edges[rng.random_range(0..targets.edges.len())].clone(),
             Kind::KillBroker => targets.brokers[rng.random_range(0..targets.brokers.len())].clone(),
+            // One Redis: nothing drawn, so that one region's schedules
+            // stay as they were before federation runs.
+            Kind::DiskFull | Kind::RestartRedis if targets.redis.len() > 1 => {
+                targets.redis[rng.random_range(0..targets.redis.len())].clone()
+            }
             Kind::DiskFull => "redis".to_string(),
+            Kind::CutGlobal => targets.regions[rng.random_range(0..targets.regions.len())].clone(),
             Kind::RestartRedis | Kind::Rolling => String::new(),
         };
         let skew_s = if kind == Kind::Skew { rng.random_range(-120..=120i64) } else { 0 };
@@ -188,12 +214,46 @@ pub fn schedule(seed: u64, kinds: &[Kind], targets: &Targets, length_ms: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn targets() -> Targets {
         Targets {
             cores: vec!["core-1".into(), "core-2".into()],
             edges: vec!["edge-1".into(), "edge-2".into()],
             brokers: vec!["kafka-1".into(), "kafka-2".into(), "kafka-3".into()],
+            redis: vec!["redis".into()],
+            regions: vec!["chaos".into()],
+        }
+    }
+
+    fn federation() -> Targets {
+        Targets {
+            cores: vec!["core-eu1".into(), "core-us1".into()],
+            edges: vec!["edge-eu1".into(), "edge-us1".into()],
+            brokers: vec!["kafka-1".into(), "global-1".into()],
+            redis: vec!["redis-eu".into(), "redis-us".into()],
+            regions: vec!["eu".into(), "us".into()],
+        }
+    }
+
+    #[test]
+    fn a_federation_draws_its_own_kinds_and_every_redis() {
+        let kinds = Kind::parse_list("all", true).unwrap();
+        assert!(kinds.contains(&Kind::CutGlobal));
+        let t = federation();
+        let mut seen = HashSet::new();
+        for seed in 0..50 {
+            for f in schedule(seed, &kinds, &t, 300_000) {
+                match f.kind {
+                    Kind::CutGlobal => assert!(t.regions.contains(&f.target), "{f:?}"),
+                    Kind::RestartRedis | Kind::DiskFull => assert!(t.redis.contains(&f.target), "{f:?}"),
+                    _ => {}
+                }
+                seen.insert(f.describe());
+            }
+        }
+        for want in ["cut-global eu", "cut-global us", "restart-redis redis-us", "disk-full redis-eu"] {
+            assert!(seen.contains(want), "{want} never drawn");
         }
     }
 
@@ -232,9 +292,25 @@ mod tests {
 
     #[test]
     fn fault_lists_parse_by_name_and_unknown_ones_are_named() {
-        assert_eq!(Kind::parse_list("kill,pause").unwrap(), vec![Kind::Kill, Kind::Pause]);
-        assert_eq!(Kind::parse_list("all").unwrap().len(), Kind::ALL.len());
-        let e = Kind::parse_list("kill,explode").unwrap_err().to_string();
+        assert_eq!(Kind::parse_list("kill,pause", false).unwrap(), vec![Kind::Kill, Kind::Pause]);
+        assert_eq!(Kind::parse_list("all", false).unwrap().len(), Kind::ALL.len());
+        assert_eq!(Kind::parse_list("all", true).unwrap().len(), Kind::ALL.len() + 1);
+        let e = Kind::parse_list("kill,explode", false).unwrap_err().to_string();
         assert!(e.contains("explode") && e.contains("kill-broker"), "{e}");
+        let e = Kind::parse_list("cut-global", false).unwrap_err().to_string();
+        assert!(e.contains("--regions 2"), "{e}");
+        assert_eq!(Kind::parse_list("cut-global", true).unwrap(), vec![Kind::CutGlobal]);
+    }
+
+    /// The first faults of seed 21's committed run (`chaos/results/seed-21`).
+    const FIRST_OF_SEED_21: [&str; 4] =
+        ["cut-clients edge-2", "cut-clients edge-1", "slow core-2 +246ms 0%", "rolling"];
+
+    #[test]
+    fn one_region_schedules_are_what_they_were() {
+        // Seed 21's ten-minute run (chaos/results/seed-21), as committed.
+        let s = schedule(21, &Kind::ALL, &targets(), 600_000);
+        let first: Vec<String> = s.iter().take(4).map(Fault::describe).collect();
+        assert_eq!(first, FIRST_OF_SEED_21);
     }
 }

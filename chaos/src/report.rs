@@ -35,6 +35,7 @@ pub fn write(
     seed: u64,
     minutes: f64,
     faults: &str,
+    regions: usize,
     schedule: &[Fault],
     verdicts: &[Verdict],
     events: &[Event],
@@ -53,12 +54,16 @@ pub fn write(
         })
         .sum();
     let latency = crate::checker::delivery_latency(events);
+    // One region's runs replay as they always did; a federation's say so.
+    let fed = if regions > 1 { format!(" --regions {regions}") } else { String::new() };
+    let replay = format!("chaos/run --seed {seed} --minutes {minutes} --faults {faults}{fed}");
     let json = serde_json::json!({
         "seed": seed,
         "minutes": minutes,
         "faults": faults,
+        "regions": regions,
         "ok": ok,
-        "replay": format!("chaos/run --seed {seed} --minutes {minutes} --faults {faults}"),
+        "replay": replay,
         "schedule": schedule,
         "verdicts": verdicts,
         "counts": { "sends": sends, "accepted": accepted, "stored": stored, "hellos": hellos, "hellos_ok": hellos_ok },
@@ -68,10 +73,11 @@ pub fn write(
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json)?)?;
 
     let mut md = format!(
-        "# Chaos run, seed {seed}: {}\n\n{minutes} minutes of faults ({faults}); replay: `chaos/run --seed {seed} --minutes {minutes} --faults {faults}`\n\n\
+        "# Chaos run, seed {seed}: {}\n\n{minutes} minutes of faults ({faults}){}; replay: `{replay}`\n\n\
          Sends (with retries) {sends}, accepted {accepted}, stored {stored}; sessions asked {hellos}, opened {hellos_ok}.\n\n\
          ## Invariants\n\n| invariant | holds | checked | broken | what it says |\n|---|---|---|---|---|\n",
-        if ok { "every invariant holds" } else { "INVARIANTS BROKEN" }
+        if ok { "every invariant holds" } else { "INVARIANTS BROKEN" },
+        if regions > 1 { format!(", {regions} federated regions") } else { String::new() }
     );
     for v in verdicts {
         md.push_str(&format!(

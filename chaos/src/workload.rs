@@ -1,6 +1,7 @@
 //! The clients: users of two tenants chatting with retries by id, moving to
 //! the other edge when one fails and resuming after the last seq they saw;
-//! a watcher per tenant that follows everyone's presence (every active user
+//! a second device per active user that only receives and catches up at
+//! the end; a watcher per tenant that follows everyone's presence (every active user
 //! has it as a contact); probes that open a fresh session on each edge every
 //! second; and, at the end, a full read of every inbox. Everything they do
 //! and see is recorded.
@@ -88,6 +89,10 @@ async fn hello(
 }
 
 fn record_delivery(rec: &Recorder, tenant: &str, user: &str, m: &iris_protocol::Message, last_seq: &mut u64) {
+    record_on(rec, tenant, user, 0, m, last_seq)
+}
+
+fn record_on(rec: &Recorder, tenant: &str, user: &str, device: u8, m: &iris_protocol::Message, last_seq: &mut u64) {
     *last_seq = (*last_seq).max(m.seq);
     rec.record(What::Delivered {
         tenant: tenant.into(),
@@ -96,6 +101,7 @@ fn record_delivery(rec: &Recorder, tenant: &str, user: &str, m: &iris_protocol::
         msg_id: m.msg_id.clone(),
         from: m.from.clone(),
         body: m.body.as_str().unwrap_or_default().to_owned(),
+        device,
     });
 }
 
@@ -286,6 +292,81 @@ pub async fn watcher(rec: Recorder, access: Access, pop: Population, tenant: Str
         if !broke {
             rec.record(What::PresenceEnd { tenant: tenant.clone(), since });
             let _closed = c.close().await;
+            return;
+        }
+        edge = (edge + 1) % access.edges.len();
+    }
+}
+
+/// A user's second device until `until`: a session of its own on an edge
+/// drawn from `seed` (the next one when a session fails or breaks), that
+/// resumes after the last seq it saw and only receives, pinging as the
+/// watcher does. At `catch_up_at` (once every sender has stopped) it
+/// resumes once more and reads until nothing comes for a while, and
+/// records that it caught up ([`What::DeviceEnd`]).
+pub async fn second_device(
+    rec: Recorder,
+    access: Access,
+    tenant: String,
+    me: usize,
+    seed: u64,
+    until: Instant,
+    catch_up_at: Instant,
+) {
+    const DEVICE: u8 = 1;
+    let user = format!("u{me}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut edge = rng.random_range(0..access.edges.len());
+    let mut last_seq = 0u64;
+    while Instant::now() < until {
+        // Every session resumes (the first after 0: the whole inbox).
+        let Some(mut c) = hello(&rec, &access, edge, &tenant, &user, Some(last_seq)).await else {
+            edge = (edge + 1) % access.edges.len();
+            tokio::time::sleep(Duration::from_millis(rng.random_range(100..500))).await;
+            continue;
+        };
+        let mut ping = tokio::time::interval(WATCHER_PING);
+        let broke = loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break false,
+                _ = ping.tick() => {
+                    if c.ping(rec.now() as i64).await.is_err() {
+                        break true;
+                    }
+                }
+                f = c.recv() => match f {
+                    Ok(ServerFrame::Message(m)) => record_on(&rec, &tenant, &user, DEVICE, &m, &mut last_seq),
+                    Ok(_) => {}
+                    Err(_) => break true,
+                },
+            }
+        };
+        let _closed = c.close().await;
+        if broke {
+            edge = (edge + 1) % access.edges.len();
+        }
+    }
+    tokio::time::sleep_until(catch_up_at).await;
+    let from = rec.now();
+    // The region is settled by now; a minute is for one that is not.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let Some(mut c) = hello(&rec, &access, edge, &tenant, &user, Some(last_seq)).await else {
+            edge = (edge + 1) % access.edges.len();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            continue;
+        };
+        let quiet = loop {
+            match c.recv_timeout(Duration::from_secs(3)).await {
+                Ok(ServerFrame::Message(m)) => record_on(&rec, &tenant, &user, DEVICE, &m, &mut last_seq),
+                Ok(_) => {}
+                Err(iris_client::ClientError::Timeout(_)) => break true,
+                Err(_) => break false,
+            }
+        };
+        let _closed = c.close().await;
+        if quiet {
+            rec.record(What::DeviceEnd { tenant, user, device: DEVICE, from });
             return;
         }
         edge = (edge + 1) % access.edges.len();
