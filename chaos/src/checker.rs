@@ -304,6 +304,9 @@ fn devices_see_every_message(
                 seen.entry((tenant, user, *device)).or_default().insert(*seq);
                 devices.insert((tenant, user, *device));
             }
+            What::DeviceStart { tenant, user, device } => {
+                devices.insert((tenant, user, *device));
+            }
             What::DeviceEnd { tenant, user, device, from } => {
                 ended.push((tenant, user, *device, *from));
                 devices.insert((tenant, user, *device));
@@ -599,10 +602,14 @@ mod tests {
         late.extend([end(3), ev(4, acc("x", 2, "m2")), ev(8, inbox("y", &stored))]);
         late.sort_by_key(|e| e.t);
         assert!(broken(&check(&late, &B)).is_empty(), "{:?}", broken(&check(&late, &B)));
-        // A device that never caught up is named.
+        // A device that never caught up is named, whether it got anything
+        // or not.
         let mut never = base();
         never.extend([ev(6, on_device(2)), ev(8, inbox("y", &stored))]);
         assert_eq!(broken(&check(&never, &B)), vec!["devices_see_every_message"]);
+        let silent =
+            vec![ev(0, What::DeviceStart { tenant: "a".into(), user: "y".into(), device: 1 }), ev(8, inbox("y", &[]))];
+        assert_eq!(broken(&check(&silent, &B)), vec!["devices_see_every_message"]);
     }
 
     #[test]

@@ -88,9 +88,18 @@ pub enum What {
         #[serde(default, skip_serializing_if = "is_zero")]
         device: u8,
     },
+    /// A user's second device started (a [`What::DeviceEnd`] is due for it).
+    DeviceStart {
+        /// Tenant.
+        tenant: String,
+        /// The user.
+        user: String,
+        /// The device (1).
+        device: u8,
+    },
     /// A user's second device has caught up at the end: it resumed after
-    /// the last seq it had, once every sender had stopped, and read until
-    /// nothing more came. Every message accepted before `from` must be
+    /// its resume point, once every sender had stopped, and paged to the
+    /// end of its inbox. Every message accepted before `from` must be
     /// among what it got.
     DeviceEnd {
         /// Tenant.

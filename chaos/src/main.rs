@@ -118,8 +118,9 @@ fn main() -> anyhow::Result<()> {
             let tuning = cluster::Tuning { drain_spread_ms, ..TUNING };
             let ok = run(seed, minutes, &kinds, &faults, &out, &iris, users, tuning, layout)?;
             if !ok {
+                let fed = if regions > 1 { format!(" --regions {regions}") } else { String::new() };
                 eprintln!(
-                    "chaos: invariants broken; replay with: chaos/run --seed {seed} --minutes {minutes} --faults {faults} --regions {regions}"
+                    "chaos: invariants broken; replay with: chaos/run --seed {seed} --minutes {minutes} --faults {faults}{fed}"
                 );
                 std::process::exit(1);
             }

@@ -298,12 +298,75 @@ pub async fn watcher(rec: Recorder, access: Access, pop: Population, tenant: Str
     }
 }
 
+/// A device's resume point, kept as docs/protocol.md ("Writing a client")
+/// says: the highest seq up to which it has every message (a live message
+/// may overtake a replay or a page), and the highest it has received.
+#[derive(Debug, Default)]
+struct ResumePoint {
+    /// Every seq up to here has been received.
+    point: u64,
+    /// Seqs received above `point`.
+    above: std::collections::BTreeSet<u64>,
+}
+
+impl ResumePoint {
+    fn got(&mut self, seq: u64) {
+        if seq > self.point {
+            self.above.insert(seq);
+        }
+        while self.above.remove(&(self.point + 1)) {
+            self.point += 1;
+        }
+    }
+
+    /// The highest seq received (where the next `sync` page starts).
+    fn highest(&self) -> u64 {
+        self.above.last().copied().unwrap_or(self.point).max(self.point)
+    }
+}
+
+/// What a device's session brought before it ended.
+enum DeviceFrame {
+    /// The replay or a page is complete (`synced` with `more: false`).
+    UpToDate,
+    /// Anything else (recorded, or paged on).
+    Other,
+}
+
+/// Handles one frame a device got: records messages, pages on while
+/// `more`; `Err` when the session broke.
+async fn device_frame(
+    c: &mut Client,
+    f: Result<ServerFrame, iris_client::ClientError>,
+    rec: &Recorder,
+    tenant: &str,
+    user: &str,
+    at: &mut ResumePoint,
+) -> Result<DeviceFrame, ()> {
+    const DEVICE: u8 = 1;
+    match f {
+        Ok(ServerFrame::Message(m)) => {
+            let mut ignored = 0;
+            record_on(rec, tenant, user, DEVICE, &m, &mut ignored);
+            at.got(m.seq);
+            Ok(DeviceFrame::Other)
+        }
+        Ok(ServerFrame::Synced(s)) if s.more => {
+            c.sync(at.highest(), Some(1_000)).await.map_err(drop)?;
+            Ok(DeviceFrame::Other)
+        }
+        Ok(ServerFrame::Synced(_)) => Ok(DeviceFrame::UpToDate),
+        Ok(_) => Ok(DeviceFrame::Other),
+        Err(_) => Err(()),
+    }
+}
+
 /// A user's second device until `until`: a session of its own on an edge
-/// drawn from `seed` (the next one when a session fails or breaks), that
-/// resumes after the last seq it saw and only receives, pinging as the
-/// watcher does. At `catch_up_at` (once every sender has stopped) it
-/// resumes once more and reads until nothing comes for a while, and
-/// records that it caught up ([`What::DeviceEnd`]).
+/// drawn from `seed` (the next one when a session fails or breaks) that
+/// only receives, resuming from its resume point on every session and
+/// paging while `more`, pinging as the watcher does. At `catch_up_at`
+/// (once every sender has stopped) it resumes once more and pages to the
+/// end, and records that it caught up ([`What::DeviceEnd`]).
 pub async fn second_device(
     rec: Recorder,
     access: Access,
@@ -315,12 +378,13 @@ pub async fn second_device(
 ) {
     const DEVICE: u8 = 1;
     let user = format!("u{me}");
+    rec.record(What::DeviceStart { tenant: tenant.clone(), user: user.clone(), device: DEVICE });
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut edge = rng.random_range(0..access.edges.len());
-    let mut last_seq = 0u64;
+    let mut at = ResumePoint::default();
     while Instant::now() < until {
         // Every session resumes (the first after 0: the whole inbox).
-        let Some(mut c) = hello(&rec, &access, edge, &tenant, &user, Some(last_seq)).await else {
+        let Some(mut c) = hello(&rec, &access, edge, &tenant, &user, Some(at.point)).await else {
             edge = (edge + 1) % access.edges.len();
             tokio::time::sleep(Duration::from_millis(rng.random_range(100..500))).await;
             continue;
@@ -334,10 +398,8 @@ pub async fn second_device(
                         break true;
                     }
                 }
-                f = c.recv() => match f {
-                    Ok(ServerFrame::Message(m)) => record_on(&rec, &tenant, &user, DEVICE, &m, &mut last_seq),
-                    Ok(_) => {}
-                    Err(_) => break true,
+                f = c.recv() => if device_frame(&mut c, f, &rec, &tenant, &user, &mut at).await.is_err() {
+                    break true;
                 },
             }
         };
@@ -351,21 +413,22 @@ pub async fn second_device(
     // The region is settled by now; a minute is for one that is not.
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        let Some(mut c) = hello(&rec, &access, edge, &tenant, &user, Some(last_seq)).await else {
+        let Some(mut c) = hello(&rec, &access, edge, &tenant, &user, Some(at.point)).await else {
             edge = (edge + 1) % access.edges.len();
             tokio::time::sleep(Duration::from_millis(300)).await;
             continue;
         };
-        let quiet = loop {
-            match c.recv_timeout(Duration::from_secs(3)).await {
-                Ok(ServerFrame::Message(m)) => record_on(&rec, &tenant, &user, DEVICE, &m, &mut last_seq),
-                Ok(_) => {}
-                Err(iris_client::ClientError::Timeout(_)) => break true,
-                Err(_) => break false,
+        // Paged to the end, or the session failed (then another edge).
+        let caught_up = loop {
+            let f = c.recv_timeout(ANSWER_TIMEOUT).await;
+            match device_frame(&mut c, f, &rec, &tenant, &user, &mut at).await {
+                Ok(DeviceFrame::UpToDate) => break true,
+                Ok(DeviceFrame::Other) => {}
+                Err(()) => break false,
             }
         };
         let _closed = c.close().await;
-        if quiet {
+        if caught_up {
             rec.record(What::DeviceEnd { tenant, user, device: DEVICE, from });
             return;
         }
