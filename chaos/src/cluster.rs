@@ -33,7 +33,7 @@ struct NodeProc {
     name: String,
     dir: PathBuf,
     child: Option<Child>,
-    /// A clock offset to start with (libfaketime), seconds.
+    /// A clock offset to start with (`IRIS_CLOCK_OFFSET_MS`), seconds.
     skew_s: i64,
 }
 
@@ -59,6 +59,9 @@ pub struct Cluster {
     proxy: Proxy,
     /// Each node's link impairment (the `slow` fault).
     knobs: HashMap<String, Knob>,
+    /// Nodes found to have exited by themselves when the nemesis came to
+    /// stop them (reported with [`Cluster::exited`]).
+    crashes: Vec<String>,
 }
 
 /// The size of Redis's disk, MiB: far more than a run writes (a few MiB a
@@ -179,13 +182,6 @@ struct RedisProc {
     disk: bool,
 }
 
-fn faketime_lib() -> Option<PathBuf> {
-    ["/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
 /// Makes a child die with the harness: a run that is interrupted leaves no
 /// node or Redis running (the brokers have scripts/kafka's watchdog).
 fn die_with_parent(cmd: &mut Command) {
@@ -284,6 +280,7 @@ impl Cluster {
             tuning,
             proxy: Proxy::new()?,
             knobs: HashMap::new(),
+            crashes: Vec::new(),
         };
         for r in c.layout.regions.clone() {
             c.start_redis(&r.redis)?;
@@ -501,11 +498,10 @@ impl Cluster {
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
         if node.skew_s != 0 {
-            let lib = faketime_lib().context("libfaketime (Debian: faketime) is needed for the skew fault")?;
-            cmd.env("LD_PRELOAD", lib)
-                .env("FAKETIME", format!("{:+}s", node.skew_s))
-                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-                .env("FAKETIME_NO_CACHE", "1");
+            // The node's own clock, moved (docs/chaos.md: libfaketime 0.9.10
+            // cannot move only the wall clock of a process that mixes Rust's
+            // and librdkafka's timed waits).
+            cmd.env("IRIS_CLOCK_OFFSET_MS", (node.skew_s * 1_000).to_string());
         }
         die_with_parent(&mut cmd);
         node.child = Some(cmd.spawn().with_context(|| format!("starting {name}"))?);
@@ -516,9 +512,23 @@ impl Cluster {
         self.node(name).child.as_ref().map(Child::id)
     }
 
+    /// Takes a node's process to stop it; one that has already exited by
+    /// itself (at a restart that failed, say) is recorded as a crash, not
+    /// stopped again as if it ran.
+    fn take_running(&mut self, name: &str) -> Option<Child> {
+        let mut child = self.node(name).child.take()?;
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                self.crashes.push(format!("{name} exited: {status} (found when stopping it)"));
+                None
+            }
+            _ => Some(child),
+        }
+    }
+
     fn kill_node(&mut self, name: &str) {
-        if let Some(mut child) = self.node(name).child.take() {
-            // Already gone is as good as killed.
+        if let Some(mut child) = self.take_running(name) {
+            // Gone meanwhile is as good as killed.
             let _gone = child.kill();
             let _reaped = child.wait();
         }
@@ -530,17 +540,20 @@ impl Cluster {
     /// it. A node that has not written its pid file yet gets SIGTERM.
     fn stop_node(&mut self, name: &str) {
         let iris = self.iris.clone();
-        let Some(mut child) = self.node(name).child.take() else { return };
+        let Some(mut child) = self.take_running(name) else { return };
         let dir = self.node(name).dir.clone();
-        let drained = Command::new(&iris)
+        let drain = Command::new(&iris)
             .args(["drain", "--timeout", "20s", "--data-dir"])
             .arg(&dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !drained {
-            eprintln!("chaos: iris drain did not stop {name} (no pid file yet?); sending SIGTERM");
+            .stderr(Stdio::piped())
+            .output();
+        if !drain.as_ref().is_ok_and(|o| o.status.success()) {
+            let why = match &drain {
+                Ok(o) => String::from_utf8_lossy(&o.stderr).trim().lines().last().unwrap_or_default().to_owned(),
+                Err(e) => e.to_string(),
+            };
+            eprintln!("chaos: iris drain did not stop {name} ({why}); sending SIGTERM");
             signal(child.id(), libc::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -682,7 +695,7 @@ impl Cluster {
 
     /// Nodes that exited by themselves (a crash is a finding).
     pub fn exited(&mut self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.crashes);
         for n in &mut self.nodes {
             if let Some(c) = n.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {

@@ -8,8 +8,8 @@
 //!   chaos clean                                            (removes leftover namespaces)
 //!
 //! Needs root (network namespaces), iproute2, nftables, redis-server, Java
-//! and Maven (Apache Kafka through scripts/kafka), and libfaketime for the
-//! skew fault: `chaos/run` installs what is missing, builds, and runs this.
+//! and Maven (Apache Kafka through scripts/kafka): `chaos/run` installs what
+//! is missing, builds, and runs this.
 
 mod checker;
 mod cluster;

@@ -26,7 +26,7 @@ pub enum Kind {
     KillBroker,
     /// Redis killed with -9 and restarted from its append-only file.
     RestartRedis,
-    /// A node restarted with its clock skewed (libfaketime).
+    /// A node restarted with its wall clock skewed (`IRIS_CLOCK_OFFSET_MS`).
     Skew,
     /// Every node restarted in turn (SIGTERM, start), one at a time.
     Rolling,

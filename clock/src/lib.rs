@@ -72,6 +72,61 @@ pub fn system() -> SharedClock {
     Arc::new(SystemClock)
 }
 
+/// The environment variable that moves a node's wall clock: a fault-testing
+/// knob ([`from_env`]).
+pub const OFFSET_ENV: &str = "IRIS_CLOCK_OFFSET_MS";
+
+/// The largest offset [`OFFSET_ENV`] may name, either way: a day.
+pub const MAX_OFFSET_MS: i64 = 86_400_000;
+
+/// The system clock moved by a fixed offset: a node whose wall clock is
+/// wrong by that much (an NTP fault) while its monotonic clock is not. The
+/// chaos harness's `skew` fault starts a node on one (docs/chaos.md); it
+/// skews what the node decides by (message times, leases, token expiry,
+/// retention), not the wall clock that the libraries inside it read for
+/// themselves (librdkafka's timestamps, Redis's TTLs are the server's).
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetClock {
+    /// Added to the system clock's reading, ms (negative: behind).
+    pub offset_ms: i64,
+}
+
+impl Clock for OffsetClock {
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms().saturating_add(self.offset_ms)
+    }
+}
+
+/// The clock a node runs on: the system clock, or, when [`OFFSET_ENV`] is
+/// set (a knob for fault tests, never for production), the system clock
+/// moved by that many ms; with the offset, so that the node can say so.
+/// An offset that is not a whole number of ms within a day either way is
+/// an error that names the variable.
+pub fn from_env() -> Result<(SharedClock, i64), String> {
+    match std::env::var(OFFSET_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok((system(), 0)),
+        Err(e) => Err(format!("{OFFSET_ENV}: {e}")),
+        Ok(v) => {
+            let offset_ms = parse_offset(&v)?;
+            if offset_ms == 0 {
+                return Ok((system(), 0));
+            }
+            Ok((Arc::new(OffsetClock { offset_ms }), offset_ms))
+        }
+    }
+}
+
+fn parse_offset(v: &str) -> Result<i64, String> {
+    let offset_ms: i64 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("{OFFSET_ENV}={v:?}: a whole number of milliseconds is expected (e.g. -90000)"))?;
+    if offset_ms.abs() > MAX_OFFSET_MS {
+        return Err(format!("{OFFSET_ENV}={offset_ms}: at most {MAX_OFFSET_MS} ms (a day) either way"));
+    }
+    Ok(offset_ms)
+}
+
 /// A clock that stands still until told to move: for tests and the
 /// deterministic simulator. Share it as `Arc<ManualClock>` (which coerces
 /// to a [`SharedClock`]) and keep a handle to move it.
@@ -201,6 +256,27 @@ mod tests {
         assert!(before <= now && now <= after, "{before} <= {now} <= {after}");
         let secs = SystemClock.now_secs() as i64;
         assert!((secs - now / 1_000).abs() <= 1);
+    }
+
+    #[test]
+    fn an_offset_clock_is_the_system_clock_moved() {
+        for offset_ms in [-120_000, 90_000] {
+            let before = SystemClock.now_ms();
+            let now = OffsetClock { offset_ms }.now_ms();
+            let after = SystemClock.now_ms();
+            assert!(before + offset_ms <= now && now <= after + offset_ms, "{before} {now} {after} {offset_ms}");
+        }
+    }
+
+    #[test]
+    fn offsets_parse_as_whole_ms_within_a_day() {
+        assert_eq!(parse_offset("-90000"), Ok(-90_000));
+        assert_eq!(parse_offset(" 1500 "), Ok(1_500));
+        assert_eq!(parse_offset("86400000"), Ok(MAX_OFFSET_MS));
+        let e = parse_offset("86400001").unwrap_err();
+        assert!(e.contains(OFFSET_ENV) && e.contains("a day"), "{e}");
+        let e = parse_offset("90s").unwrap_err();
+        assert!(e.contains(OFFSET_ENV) && e.contains("milliseconds"), "{e}");
     }
 
     #[test]

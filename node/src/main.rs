@@ -395,8 +395,17 @@ fn init_tracing() {
 fn run_node(cfg: Config) -> anyhow::Result<()> {
     let settings = settings(&cfg)?;
     let secret = settings.auth.secret.load()?;
+    // The system clock, unless a fault test moved it (IRIS_CLOCK_OFFSET_MS).
+    let (clock, offset_ms) = iris_clock::from_env().map_err(anyhow::Error::msg)?;
+    if offset_ms != 0 {
+        tracing::warn!(
+            offset_ms,
+            "{} is set: this node's wall clock is off by {offset_ms} ms (a knob for fault tests)",
+            iris_clock::OFFSET_ENV
+        );
+    }
     iris_node::system().block_on(async move {
-        let node = Node::from_settings(settings, secret, iris_clock::system()).await?;
+        let node = Node::from_settings(settings, secret, clock).await?;
         // Registered before `iris ready`, so that a signal sent on seeing it
         // is a request to stop, not the end of the process.
         let signals = Signals::os()?;
