@@ -116,12 +116,10 @@ fn main() -> anyhow::Result<()> {
             let layout = cluster::Layout::new(regions);
             let kinds = kinds_of(&faults, &layout)?;
             let tuning = cluster::Tuning { drain_spread_ms, ..TUNING };
-            let ok = run(seed, minutes, &kinds, &faults, &out, &iris, users, tuning, layout)?;
-            if !ok {
-                let fed = if regions > 1 { format!(" --regions {regions}") } else { String::new() };
-                eprintln!(
-                    "chaos: invariants broken; replay with: chaos/run --seed {seed} --minutes {minutes} --faults {faults}{fed}"
-                );
+            let plan = Plan { seed, minutes, faults, kinds, users, tuning, layout };
+            let replay = plan.replay();
+            if !run(plan, &out, &iris)? {
+                eprintln!("chaos: invariants broken; replay with: {replay}");
                 std::process::exit(1);
             }
             Ok(())
@@ -163,17 +161,36 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn run(
-    seed: u64,
-    minutes: f64,
-    kinds: &[nemesis::Kind],
-    faults: &str,
-    out: &Path,
-    iris: &Path,
-    users: usize,
-    tuning: cluster::Tuning,
-    layout: cluster::Layout,
-) -> anyhow::Result<bool> {
+/// What one run is: the seed, the faults and the region(s) under them.
+pub struct Plan {
+    /// The seed of the schedule and the workload.
+    pub seed: u64,
+    /// Minutes of faults.
+    pub minutes: f64,
+    /// The fault kinds, as given on the command line (for the replay).
+    pub faults: String,
+    /// ... and parsed.
+    pub kinds: Vec<nemesis::Kind>,
+    /// Active users per tenant.
+    pub users: usize,
+    /// The nodes' settings.
+    pub tuning: cluster::Tuning,
+    /// One region or two.
+    pub layout: cluster::Layout,
+}
+
+impl Plan {
+    /// The command that replays this run (`--regions` only for a federation).
+    pub fn replay(&self) -> String {
+        let fed =
+            if self.layout.federated() { format!(" --regions {}", self.layout.regions.len()) } else { String::new() };
+        format!("chaos/run --seed {} --minutes {} --faults {}{fed}", self.seed, self.minutes, self.faults)
+    }
+}
+
+fn run(plan: Plan, out: &Path, iris: &Path) -> anyhow::Result<bool> {
+    let Plan { seed, minutes, ref kinds, users, .. } = plan;
+    let (tuning, layout) = (plan.tuning.clone(), plan.layout.clone());
     anyhow::ensure!(unsafe { libc::geteuid() } == 0, "chaos needs root (network namespaces)");
     let repo = std::env::current_dir()?;
     anyhow::ensure!(repo.join("scripts/kafka").exists(), "run chaos from the repository's top directory");
@@ -372,7 +389,7 @@ fn run(
     ));
     verdicts.push(checker::Verdict::from_problems("no_node_crashed", "no node exited by itself", &crashes));
     let ok = verdicts.iter().all(checker::Verdict::holds);
-    report::write(&dir, seed, minutes, faults, regions.len(), &schedule, &verdicts, &events)?;
+    report::write(&dir, &plan, &schedule, &verdicts, &events)?;
     if !ok {
         // The processes' own logs, for whoever replays the seed.
         let logs = dir.join("logs");

@@ -32,10 +32,7 @@ fn per_second(events: &[Event]) -> Vec<(u64, u64, u64)> {
 /// Writes the report files.
 pub fn write(
     dir: &Path,
-    seed: u64,
-    minutes: f64,
-    faults: &str,
-    regions: usize,
+    plan: &crate::Plan,
     schedule: &[Fault],
     verdicts: &[Verdict],
     events: &[Event],
@@ -54,9 +51,9 @@ pub fn write(
         })
         .sum();
     let latency = crate::checker::delivery_latency(events);
-    // One region's runs replay as they always did; a federation's say so.
-    let fed = if regions > 1 { format!(" --regions {regions}") } else { String::new() };
-    let replay = format!("chaos/run --seed {seed} --minutes {minutes} --faults {faults}{fed}");
+    let (seed, minutes, faults) = (plan.seed, plan.minutes, plan.faults.as_str());
+    let regions = plan.layout.regions.len();
+    let replay = plan.replay();
     let json = serde_json::json!({
         "seed": seed,
         "minutes": minutes,

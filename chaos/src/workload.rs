@@ -298,6 +298,9 @@ pub async fn watcher(rec: Recorder, access: Access, pop: Population, tenant: Str
     }
 }
 
+/// The device number of a user's second device (its first, 0, sends).
+const SECOND_DEVICE: u8 = 1;
+
 /// A device's resume point, kept as docs/protocol.md ("Writing a client")
 /// says: the highest seq up to which it has every message (a live message
 /// may overtake a replay or a page), and the highest it has received.
@@ -343,11 +346,10 @@ async fn device_frame(
     user: &str,
     at: &mut ResumePoint,
 ) -> Result<DeviceFrame, ()> {
-    const DEVICE: u8 = 1;
     match f {
         Ok(ServerFrame::Message(m)) => {
             let mut ignored = 0;
-            record_on(rec, tenant, user, DEVICE, &m, &mut ignored);
+            record_on(rec, tenant, user, SECOND_DEVICE, &m, &mut ignored);
             at.got(m.seq);
             Ok(DeviceFrame::Other)
         }
@@ -376,9 +378,8 @@ pub async fn second_device(
     until: Instant,
     catch_up_at: Instant,
 ) {
-    const DEVICE: u8 = 1;
     let user = format!("u{me}");
-    rec.record(What::DeviceStart { tenant: tenant.clone(), user: user.clone(), device: DEVICE });
+    rec.record(What::DeviceStart { tenant: tenant.clone(), user: user.clone(), device: SECOND_DEVICE });
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut edge = rng.random_range(0..access.edges.len());
     let mut at = ResumePoint::default();
@@ -429,7 +430,7 @@ pub async fn second_device(
         };
         let _closed = c.close().await;
         if caught_up {
-            rec.record(What::DeviceEnd { tenant, user, device: DEVICE, from });
+            rec.record(What::DeviceEnd { tenant, user, device: SECOND_DEVICE, from });
             return;
         }
         edge = (edge + 1) % access.edges.len();
