@@ -88,12 +88,15 @@ async fn hello(
     client
 }
 
+/// Records a message the sending device (0) got, and moves its resume
+/// point (the highest seq seen).
 fn record_delivery(rec: &Recorder, tenant: &str, user: &str, m: &iris_protocol::Message, last_seq: &mut u64) {
-    record_on(rec, tenant, user, 0, m, last_seq)
+    *last_seq = (*last_seq).max(m.seq);
+    record_on(rec, tenant, user, 0, m)
 }
 
-fn record_on(rec: &Recorder, tenant: &str, user: &str, device: u8, m: &iris_protocol::Message, last_seq: &mut u64) {
-    *last_seq = (*last_seq).max(m.seq);
+/// Records a message that one of `user`'s devices got.
+fn record_on(rec: &Recorder, tenant: &str, user: &str, device: u8, m: &iris_protocol::Message) {
     rec.record(What::Delivered {
         tenant: tenant.into(),
         user: user.into(),
@@ -348,8 +351,7 @@ async fn device_frame(
 ) -> Result<DeviceFrame, ()> {
     match f {
         Ok(ServerFrame::Message(m)) => {
-            let mut ignored = 0;
-            record_on(rec, tenant, user, SECOND_DEVICE, &m, &mut ignored);
+            record_on(rec, tenant, user, SECOND_DEVICE, &m);
             at.got(m.seq);
             Ok(DeviceFrame::Other)
         }
