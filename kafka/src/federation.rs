@@ -6,7 +6,9 @@
 //! Nothing here waits on another region: the outbound topic is regional,
 //! and the relays run beside the node's work, not in its path.
 
-use crate::{KafkaBusError, PUBLISH_TIMEOUT, Topics, client_config, ensure_topics, group_config, reader_config};
+use crate::{
+    KafkaBusError, PUBLISH_TIMEOUT, Topics, client_config, ensure_topics, incremental_group_config, reader_config,
+};
 use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
@@ -168,12 +170,23 @@ fn group_consumer(
     fetch_wait_ms: u32,
     session_timeout_ms: u32,
 ) -> Result<StreamConsumer, KafkaBusError> {
-    let consumer: StreamConsumer = group_config(bootstrap, group, fetch_wait_ms, session_timeout_ms).create()?;
+    let consumer: StreamConsumer =
+        incremental_group_config(bootstrap, group, fetch_wait_ms, session_timeout_ms).create()?;
     consumer.subscribe(&[topic])?;
     Ok(consumer)
 }
 
 fn commit_done(consumer: &StreamConsumer, topic: &str, done: &mut HashMap<i32, i64>) {
+    if done.is_empty() {
+        return;
+    }
+    // A partition taken away since it was read is no longer this relay's
+    // to commit: its new owner commits it, and a late commit from here
+    // (still a member, so the coordinator would take it) could move the
+    // position back.
+    if let Ok(owned) = consumer.assignment() {
+        done.retain(|p, _| owned.elements_for_topic(topic).iter().any(|e| e.partition() == *p));
+    }
     if done.is_empty() {
         return;
     }

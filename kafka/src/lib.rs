@@ -166,6 +166,24 @@ fn group_config(bootstrap: &str, group: &str, fetch: impl Into<Fetch>, session_t
     c
 }
 
+/// [`group_config`] with incremental (cooperative-sticky) assignment: when
+/// a member joins or leaves, only the partitions that move stop; the others
+/// are neither revoked nor assigned again (eager assignment stops every
+/// partition of the group twice per change). The shard and relay groups use
+/// it (ADR 0026). Every member of a group must agree: librdkafka refuses to
+/// mix eager and cooperative assignors, and the coordinator refuses a member
+/// whose assignor no other member has.
+fn incremental_group_config(
+    bootstrap: &str,
+    group: &str,
+    fetch: impl Into<Fetch>,
+    session_timeout_ms: u32,
+) -> ClientConfig {
+    let mut c = group_config(bootstrap, group, fetch, session_timeout_ms);
+    c.set("partition.assignment.strategy", "cooperative-sticky");
+    c
+}
+
 /// How long a created topic may take to appear in the brokers' metadata.
 const TOPIC_VISIBLE_WAIT: Duration = Duration::from_secs(10);
 
@@ -537,7 +555,9 @@ impl rdkafka::consumer::ConsumerContext for GroupContext {
 }
 
 /// The core nodes' consumer of the shard topic: one consumer group, in
-/// which Kafka decides which node owns which shard partitions.
+/// which Kafka decides which node owns which shard partitions. Assignment
+/// is incremental: a change of members revokes only the partitions that
+/// move, and [`Ownership`] reports exactly those.
 pub struct ShardGroup {
     consumer: StreamConsumer<GroupContext>,
     topic: String,
@@ -557,7 +577,8 @@ impl ShardGroup {
         // Offsets are committed by the node, only up to envelopes whose work
         // is durable (`ShardGroup::commit`).
         let consumer: StreamConsumer<GroupContext> =
-            group_config(bootstrap, group, fetch, session_timeout_ms).create_with_context(GroupContext { changes })?;
+            incremental_group_config(bootstrap, group, fetch, session_timeout_ms)
+                .create_with_context(GroupContext { changes })?;
         consumer.subscribe(&[topic])?;
         Ok((Self { consumer, topic: topic.to_owned() }, rx))
     }
@@ -770,7 +791,9 @@ mod tests {
     }
 
     /// Two members of a group split the shard partitions; when one leaves,
-    /// the other owns them all.
+    /// the other owns them all. Assignment is incremental: the first member
+    /// gives up only what the second takes when it joins, and is only
+    /// given, never asked to give up, when the second leaves.
     #[tokio::test]
     async fn the_group_moves_partitions_when_a_member_leaves() {
         let b = broker();
@@ -786,22 +809,26 @@ mod tests {
                 }
             }
         });
+        // Every partition ever revoked from a member is kept in `revoked`.
         let owned_by = |rx: &mut tokio::sync::mpsc::Receiver<Ownership>,
-                        owned: &mut std::collections::BTreeSet<i32>| {
+                        owned: &mut std::collections::BTreeSet<i32>,
+                        revoked: &mut std::collections::BTreeSet<i32>| {
             while let Ok(change) = rx.try_recv() {
                 match change {
                     Ownership::Assigned(p) => owned.extend(p),
                     Ownership::Revoked(p) => p.iter().for_each(|x| {
                         owned.remove(x);
+                        revoked.insert(*x);
                     }),
                 }
             }
         };
+        let (mut a_revoked, mut b_revoked) = Default::default();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let mut a_owned = std::collections::BTreeSet::new();
         while a_owned.len() != 4 {
             assert!(std::time::Instant::now() < deadline, "first member never owned all: {a_owned:?}");
-            owned_by(&mut first_rx, &mut a_owned);
+            owned_by(&mut first_rx, &mut a_owned, &mut a_revoked);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let (second, mut second_rx) = ShardGroup::join(&b, &group, &topic, 5, 6_000).unwrap();
@@ -814,8 +841,8 @@ mod tests {
         });
         let mut b_owned = std::collections::BTreeSet::new();
         loop {
-            owned_by(&mut first_rx, &mut a_owned);
-            owned_by(&mut second_rx, &mut b_owned);
+            owned_by(&mut first_rx, &mut a_owned, &mut a_revoked);
+            owned_by(&mut second_rx, &mut b_owned, &mut b_revoked);
             if !a_owned.is_empty()
                 && !b_owned.is_empty()
                 && a_owned.len() + b_owned.len() == 4
@@ -826,15 +853,21 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "no split: {a_owned:?} / {b_owned:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Only what moved to the second member was revoked from the first
+        // (eager assignment would have revoked all four, then given some
+        // back).
+        assert_eq!(a_revoked, b_owned, "the first member gave up only what moved");
         // The first member leaves (its consumer is dropped with its task).
         a.abort();
         let _ = a.await;
+        let kept = b_owned.clone();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while b_owned.len() != 4 {
-            owned_by(&mut second_rx, &mut b_owned);
+            owned_by(&mut second_rx, &mut b_owned, &mut b_revoked);
             assert!(std::time::Instant::now() < deadline, "partitions never moved: {b_owned:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        assert!(b_revoked.is_empty(), "the staying member kept {kept:?} throughout, but gave up {b_revoked:?}");
         b_task.abort();
     }
 
