@@ -792,8 +792,8 @@ mod tests {
 
     /// Two members of a group split the shard partitions; when one leaves,
     /// the other owns them all. Assignment is incremental: the first member
-    /// gives up only what the second takes when it joins, and is only
-    /// given, never asked to give up, when the second leaves.
+    /// gives up only what the second takes when it joins, and the second is
+    /// only given, never asked to give up, when the first leaves.
     #[tokio::test]
     async fn the_group_moves_partitions_when_a_member_leaves() {
         let b = broker();
