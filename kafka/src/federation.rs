@@ -184,8 +184,11 @@ fn commit_done(consumer: &StreamConsumer, topic: &str, done: &mut HashMap<i32, i
     // to commit: its new owner commits it, and a late commit from here
     // (still a member, so the coordinator would take it) could move the
     // position back.
-    if let Ok(owned) = consumer.assignment() {
-        done.retain(|p, _| owned.elements_for_topic(topic).iter().any(|e| e.partition() == *p));
+    // (If the assignment cannot be read, everything is committed, as
+    // before incremental assignment.)
+    if let Ok(assignment) = consumer.assignment() {
+        let owned: Vec<i32> = assignment.elements_for_topic(topic).iter().map(|e| e.partition()).collect();
+        done.retain(|p, _| owned.contains(p));
     }
     if done.is_empty() {
         return;
