@@ -494,7 +494,8 @@ impl Cluster {
             .arg(&node.dir)
             .arg("--config")
             .arg(node.dir.join("node.toml"))
-            .env("IRIS_LOG", "warn")
+            // CHAOS_NODE_LOG raises the nodes' log level when a seed is replayed to be read.
+            .env("IRIS_LOG", std::env::var("CHAOS_NODE_LOG").unwrap_or_else(|_| "warn".to_owned()))
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
         if node.skew_s != 0 {

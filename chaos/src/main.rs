@@ -408,6 +408,13 @@ fn run(plan: Plan, out: &Path, iris: &Path) -> anyhow::Result<bool> {
         }
     }
     let _cleaned = std::fs::remove_dir_all(&work);
+    // CI keeps only what is printed: name each broken invariant and its first examples.
+    for v in verdicts.iter().filter(|v| !v.holds()) {
+        eprintln!("chaos: broken: {} ({} of {} checked): {}", v.name, v.violations, v.checked, v.says);
+        for e in v.examples.iter().take(5) {
+            eprintln!("chaos:   {e}");
+        }
+    }
     eprintln!("chaos: {} -> {}", if ok { "every invariant holds" } else { "INVARIANTS BROKEN" }, dir.display());
     Ok(ok)
 }

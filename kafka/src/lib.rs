@@ -122,6 +122,11 @@ fn client_config(bootstrap: &str) -> ClientConfig {
     // for the previous one's ACK (measured here: one hop p50 5.5 ms with
     // it, 0.4 ms without, at 1,000 msgs/s).
     c.set("bootstrap.servers", bootstrap).set("socket.nagle.disable", "true");
+    // librdkafka's own debug contexts (`consumer,fetch,topic`, say), for an
+    // operator reading why a client waits; shown with IRIS_LOG=librdkafka=debug.
+    if let Ok(contexts) = std::env::var("IRIS_KAFKA_DEBUG") {
+        c.set("debug", contexts).set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+    }
     c
 }
 
