@@ -169,9 +169,9 @@ const COMMIT_EVERY: Duration = Duration::from_millis(100);
 /// with incremental assignment, federated chaos seed 2 left one region's
 /// path to the other stuck after a broker was killed, in four runs out of
 /// four (a user homed across the link could not open a session for the
-/// rest of the run); with eager assignment the path came back within
-/// seconds (ADR 0026). A relay's connections give up on a silent peer
-/// sooner than librdkafka's defaults ([`quick_to_reconnect`]).
+/// rest of the run); with eager assignment the path came back after every
+/// fault (ADR 0026). A relay's connections give up on a silent peer sooner
+/// than librdkafka's defaults ([`quick_to_reconnect`]).
 fn group_consumer(
     bootstrap: &str,
     group: &str,
