@@ -177,9 +177,11 @@ const QUICK_SOCKET_TIMEOUT_MS: u32 = 10_000;
 /// the edges' readers of their topics. A request in flight during a cut is
 /// given up after [`QUICK_SOCKET_TIMEOUT_MS`] instead of 60 s, and the
 /// connection made anew, instead of waiting on TCP's retransmission
-/// back-off, which grows through the cut (docs/chaos.md: an edge resumed
-/// 26 s after a one-way cut healed; a cross-region path took 40 s after
-/// `cut-global`).
+/// back-off, which grows through the cut. Written for two slow recoveries
+/// (an edge resumed 26 s after a one-way cut healed; a cross-region path
+/// took 40 s after `cut-global`), but measured with and without it they did
+/// not get faster (docs/chaos.md): it stays as a bound on a request hanging
+/// on a dead connection.
 pub(crate) fn quick_to_reconnect(c: &mut ClientConfig) -> &mut ClientConfig {
     c.set("socket.timeout.ms", QUICK_SOCKET_TIMEOUT_MS.to_string()).set("socket.keepalive.enable", "true")
 }
