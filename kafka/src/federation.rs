@@ -190,11 +190,11 @@ fn commit_done(consumer: &StreamConsumer, topic: &str, done: &mut HashMap<i32, i
         return;
     }
     // A partition taken away since it was read is no longer this relay's
-    // to commit: its new owner commits it, and a late commit from here
-    // (still a member, so the coordinator would take it) could move the
-    // position back.
-    // (If the assignment cannot be read, everything is committed, as
-    // before incremental assignment.)
+    // to commit: its new owner commits it. (Under eager assignment the
+    // coordinator also refuses a commit from an old generation; the filter
+    // was written for incremental assignment and keeps a late commit from
+    // moving a position back whichever assignor runs. If the assignment
+    // cannot be read, everything is committed.)
     if let Ok(assignment) = consumer.assignment() {
         let owned: Vec<i32> = assignment.elements_for_topic(topic).iter().map(|e| e.partition()).collect();
         done.retain(|p, _| owned.contains(p));

@@ -210,8 +210,8 @@ fn group_config(bootstrap: &str, group: &str, fetch: impl Into<Fetch>, session_t
 /// [`group_config`] with incremental (cooperative-sticky) assignment: when
 /// a member joins or leaves, only the partitions that move stop; the others
 /// are neither revoked nor assigned again (eager assignment stops every
-/// partition of the group twice per change). The shard and relay groups use
-/// it (ADR 0026). Every member of a group must agree: librdkafka refuses to
+/// partition of the group twice per change). The shard group uses it; the
+/// relay groups went back to eager assignment (ADR 0026, amended). Every member of a group must agree: librdkafka refuses to
 /// mix eager and cooperative assignors, and the coordinator refuses a member
 /// whose assignor no other member has.
 fn incremental_group_config(
