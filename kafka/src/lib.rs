@@ -30,6 +30,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use std::time::Duration;
 
 mod federation;
+mod lanes;
 pub mod logs;
 pub use federation::{OutboundLink, RelayConfig, follow_homes, relay_in, relay_out};
 
@@ -298,10 +299,15 @@ pub async fn ensure_topics_compacting(
 /// librdkafka sends one partition per ProduceRequest (librdkafka#1700),
 /// at most five in flight per connection with idempotence, and a broker
 /// answers a connection's requests one at a time (ADR 0016).
+///
+/// What goes to an edge's topic goes through that edge's lane (ADR 0027):
+/// at most four records in flight, and what arrives meanwhile merged into
+/// the next one.
 pub struct KafkaBus {
     producers: Vec<FutureProducer>,
     topics: Topics,
     watch: DeliveryWatch,
+    edges: std::sync::Arc<EdgeWriter>,
 }
 
 /// How long librdkafka keeps trying to deliver a message before it reports
@@ -389,7 +395,8 @@ impl KafkaBus {
                     .create()
             })
             .collect::<Result<Vec<FutureProducer>, _>>()?;
-        Ok(Self { producers, topics, watch: DeliveryWatch::start() })
+        let edges = EdgeWriter::start(producers.clone(), topics.clone());
+        Ok(Self { producers, topics, watch: DeliveryWatch::start(), edges })
     }
 
     /// The producer that writes a shard's partition.
@@ -397,17 +404,22 @@ impl KafkaBus {
         &self.producers[shard.0 as usize % self.producers.len()]
     }
 
-    /// The producer that writes an edge's topic (one partition each).
-    fn for_edge_topic(&self, topic: &str) -> &FutureProducer {
-        // FNV-1a: stable across processes and releases, unlike std's hasher.
-        let h = topic.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
-        &self.producers[(h % self.producers.len() as u64) as usize]
-    }
-
     /// Waits until everything queued is delivered (shutdown), within
-    /// `timeout` in all.
-    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaBusError> {
+    /// `timeout` in all: what waits in the edge lanes first, then the
+    /// producers' queues.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaBusError> {
         let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let room = self.edges.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if self.edges.idle() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline.into(), room).await.is_err() {
+                return Err(KafkaBusError::Kafka(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)));
+            }
+        }
         for p in &self.producers {
             p.flush(deadline.saturating_duration_since(std::time::Instant::now()))?;
         }
@@ -452,35 +464,251 @@ impl Bus for KafkaBus {
     }
 
     fn try_publish_edge(&self, env: EdgeEnvelope) -> Result<(), PublishError<EdgeEnvelope>> {
-        let payload = iris_envelope::encode(&env);
-        let topic = self.topics.edge(&env.edge);
-        let mut record = FutureRecord::<(), _>::to(&topic).partition(0).payload(&payload);
-        if let Some(h) = trace_headers(&env.traces) {
-            record = record.headers(h);
-        }
-        match self.for_edge_topic(&topic).send_result(record) {
-            Ok(delivery) => {
-                self.watch.watch("edge", delivery);
-                Ok(())
-            }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(PublishError::Full(env)),
-            Err(_) => Err(PublishError::Closed(env)),
+        match self.edges.offer(env, None) {
+            Ok(()) => Ok(()),
+            Err(Refused::Full(p)) => Err(PublishError::Full(p.env)),
+            Err(Refused::Closed(p, _)) => Err(PublishError::Closed(p.env)),
         }
     }
 
     async fn publish_edge(&self, env: EdgeEnvelope) -> Result<(), BusError> {
+        let edge = env.edge.clone();
+        let closed = |e: String| BusError::Closed(format!("edge {edge}: {e}"));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (mut env, mut tx) = (env, tx);
+        // Room is waited for as long as a full producer queue was before
+        // (PUBLISH_TIMEOUT); the delivery then as long as librdkafka tries.
+        let room_until = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
+        loop {
+            let room = self.edges.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.edges.offer(env, Some(tx)) {
+                Ok(()) => break,
+                Err(Refused::Closed(_, e)) => return Err(closed(e.to_string())),
+                Err(Refused::Full(mut p)) => {
+                    let Some(t) = p.done.pop() else { return Err(closed("no waiter".into())) };
+                    (env, tx) = (p.env, t);
+                    if tokio::time::timeout_at(room_until, room).await.is_err() {
+                        return Err(closed("no room in its lane".into()));
+                    }
+                }
+            }
+        }
+        let delivered = Duration::from_millis(u64::from(MESSAGE_TIMEOUT_MS)) + PUBLISH_TIMEOUT;
+        match tokio::time::timeout(delivered, rx).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(closed(e)),
+            Ok(Err(_)) => Err(closed("the producer went away".into())),
+            Err(_) => Err(closed("not delivered in time".into())),
+        }
+    }
+}
+
+/// Who waits for an edge record's delivery ([`Bus::publish_edge`]).
+type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// An envelope a lane would not take.
+enum Refused {
+    /// The lane is at its bound.
+    Full(lanes::Pending<Done>),
+    /// The producer will not take records.
+    Closed(lanes::Pending<Done>, KafkaError),
+}
+
+/// How long an edge lane waits before it tries again a record the
+/// producer's queue had no room for (the queue is shared with the shard
+/// topic's records).
+const LANE_RETRY: Duration = Duration::from_millis(10);
+
+/// Writes edge topics through their lanes ([`lanes::Lane`] decides; this
+/// sends, and a task of its own watches the deliveries and sends what
+/// waited). Lanes with nothing in flight and nothing waiting are
+/// forgotten, so there are only as many as edges being written to.
+struct EdgeWriter {
+    producers: Vec<FutureProducer>,
+    topics: Topics,
+    lanes: std::sync::Mutex<std::collections::HashMap<EdgeId, lanes::Lane<Done>>>,
+    /// Told whenever a lane has room again (a record completed).
+    room: tokio::sync::Notify,
+    /// To the watching task: a record handed to the producer, or a lane to
+    /// try again after [`LANE_RETRY`]. Unbounded, but never holds more
+    /// than [`lanes::IN_FLIGHT`] records per lane plus one retry.
+    events: tokio::sync::mpsc::UnboundedSender<LaneEvent>,
+}
+
+enum LaneEvent {
+    Sent { edge: EdgeId, delivery: rdkafka::producer::DeliveryFuture, done: Vec<Done> },
+    Retry(EdgeId),
+}
+
+impl EdgeWriter {
+    /// Starts the writer and its watching task (in the current runtime).
+    fn start(producers: Vec<FutureProducer>, topics: Topics) -> std::sync::Arc<Self> {
+        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+        let writer = std::sync::Arc::new(Self {
+            producers,
+            topics,
+            lanes: std::sync::Mutex::new(std::collections::HashMap::new()),
+            room: tokio::sync::Notify::new(),
+            events,
+        });
+        tokio::spawn(watch_lanes(std::sync::Arc::downgrade(&writer), rx));
+        writer
+    }
+
+    fn lanes(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<EdgeId, lanes::Lane<Done>>> {
+        // A panic while the lock was held cannot leave a lane half-changed
+        // (each change is one call on it); go on with it.
+        self.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Nothing in flight and nothing waiting in any lane.
+    fn idle(&self) -> bool {
+        self.lanes().is_empty()
+    }
+
+    /// Offers an envelope to its edge's lane: sent now, or queued behind
+    /// what waits, or refused at the lane's bound.
+    fn offer(&self, env: EdgeEnvelope, done: Option<Done>) -> Result<(), Refused> {
         let payload = iris_envelope::encode(&env);
-        let topic = self.topics.edge(&env.edge);
+        let p = lanes::Pending { size: payload.len(), env, done: done.into_iter().collect() };
+        let mut all = self.lanes();
+        let edge = p.env.edge.clone();
+        let lane = all.entry(edge.clone()).or_default();
+        let outcome = match lane.offer(p) {
+            lanes::Offer::Queued => Ok(()),
+            lanes::Offer::Full(p) => Err(Refused::Full(p)),
+            lanes::Offer::Send(p) => match self.send(p, Some(payload)) {
+                Ok(()) => Ok(()),
+                Err((e, p)) => {
+                    lane.refused();
+                    match e {
+                        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => Err(Refused::Full(p)),
+                        e => Err(Refused::Closed(p, e)),
+                    }
+                }
+            },
+        };
+        if lane.idle() {
+            all.remove(&edge);
+        }
+        outcome
+    }
+
+    /// Hands a record to the producer (`payload`: its encoding, if made
+    /// already); its delivery goes to the watching task. Called with the
+    /// lanes locked, so that records of a lane reach the producer in order.
+    fn send(
+        &self,
+        p: lanes::Pending<Done>,
+        payload: Option<Vec<u8>>,
+    ) -> Result<(), (KafkaError, lanes::Pending<Done>)> {
+        let payload = payload.unwrap_or_else(|| iris_envelope::encode(&p.env));
+        let topic = self.topics.edge(&p.env.edge);
         let mut record = FutureRecord::<(), _>::to(&topic).partition(0).payload(&payload);
-        if let Some(h) = trace_headers(&env.traces) {
+        if let Some(h) = trace_headers(&p.env.traces) {
             record = record.headers(h);
         }
-        self.for_edge_topic(&topic)
-            .send(record, PUBLISH_TIMEOUT)
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| BusError::Closed(format!("edge {}: {e}", env.edge)))
+        match producer_for_edge_topic(&self.producers, &topic).send_result(record) {
+            Ok(delivery) => {
+                // The receiver lives as long as this writer (it holds the
+                // sender): a send cannot fail here.
+                let _ = self.events.send(LaneEvent::Sent { edge: p.env.edge, delivery, done: p.done });
+                Ok(())
+            }
+            Err((e, _)) => Err((e, p)),
+        }
     }
+
+    /// A record of `edge`'s lane completed (`completed`), or the lane is to
+    /// be tried again: sends what waits, if anything.
+    fn settle(&self, edge: &EdgeId, completed: bool) {
+        let mut all = self.lanes();
+        let Some(lane) = all.get_mut(edge) else { return };
+        let mut next = if completed { lane.completed() } else { lane.next() };
+        while let Some(p) = next.take() {
+            match self.send(p, None) {
+                Ok(()) => {}
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), p)) => {
+                    lane.unsent(p);
+                    let _ = self.events.send(LaneEvent::Retry(edge.clone()));
+                }
+                Err((e, p)) => {
+                    // Not deliverable at all (the producer is failing):
+                    // counted and told, as a failed delivery is; the next
+                    // waiting record is tried.
+                    lane.refused();
+                    fail(p.done, &e.to_string());
+                    next = lane.next();
+                }
+            }
+        }
+        if lane.idle() {
+            all.remove(edge);
+        }
+        drop(all);
+        self.room.notify_waiters();
+    }
+}
+
+/// Tells whoever waits that their records were not delivered, and counts
+/// it.
+fn fail(done: Vec<Done>, error: &str) {
+    metrics::counter!("iris_bus_delivery_failures_total", "topic" => "edge").increment(1);
+    tracing::warn!(topic = "edge", error, "a publish was not delivered");
+    for d in done {
+        let _ = d.send(Err(error.to_owned()));
+    }
+}
+
+/// Watches the deliveries of the edge lanes' records: tells their waiters,
+/// counts failures, and lets the lane send what waited. Ends when the
+/// writer is gone and nothing is pending.
+async fn watch_lanes(writer: std::sync::Weak<EdgeWriter>, mut rx: tokio::sync::mpsc::UnboundedReceiver<LaneEvent>) {
+    use futures::StreamExt;
+    type Settled = (EdgeId, Option<Result<(), String>>, Vec<Done>);
+    let mut pending: futures::stream::FuturesUnordered<futures::future::BoxFuture<'static, Settled>> =
+        futures::stream::FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            next = rx.recv(), if open => match next {
+                Some(LaneEvent::Sent { edge, delivery, done }) => pending.push(Box::pin(async move {
+                    let outcome = match delivery.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err((e, _))) => Err(e.to_string()),
+                        Err(_) => Err("the producer went away".to_owned()),
+                    };
+                    (edge, Some(outcome), done)
+                })),
+                Some(LaneEvent::Retry(edge)) => pending.push(Box::pin(async move {
+                    tokio::time::sleep(LANE_RETRY).await;
+                    (edge, None, Vec::new())
+                })),
+                None => open = false,
+            },
+            Some((edge, outcome, done)) = pending.next(), if !pending.is_empty() => {
+                let completed = outcome.is_some();
+                match outcome {
+                    Some(Ok(())) => done.into_iter().for_each(|d| { let _ = d.send(Ok(())); }),
+                    Some(Err(e)) => fail(done, &e),
+                    None => {}
+                }
+                if let Some(w) = writer.upgrade() {
+                    w.settle(&edge, completed);
+                }
+            }
+            else => return,
+        }
+    }
+}
+
+/// The producer that writes an edge's topic (one partition each).
+fn producer_for_edge_topic<'a>(producers: &'a [FutureProducer], topic: &str) -> &'a FutureProducer {
+    // FNV-1a: stable across processes and releases, unlike std's hasher.
+    let h = topic.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    &producers[(h % producers.len() as u64) as usize]
 }
 
 /// Records how long a message took from its producer to this consumer
@@ -922,6 +1150,8 @@ mod tests {
         source: KafkaSource,
         edges: [EdgeId; 2],
         readers: std::collections::HashMap<EdgeId, PartitionReader>,
+        /// Parts of a merged record not yet handed out.
+        unpacked: std::collections::HashMap<EdgeId, std::collections::VecDeque<EdgeEnvelope>>,
     }
 
     #[async_trait]
@@ -936,8 +1166,17 @@ mod tests {
             self.edges.clone()
         }
         async fn next_edge(&mut self, edge: &EdgeId, within: Duration) -> Option<EdgeEnvelope> {
-            let r = self.readers.get(edge)?;
-            tokio::time::timeout(within, r.next_edge()).await.ok()?.ok()
+            let queued = self.unpacked.entry(edge.clone()).or_default();
+            if queued.is_empty() {
+                let r = self.readers.get(edge)?;
+                let env = tokio::time::timeout(within, r.next_edge()).await.ok()?.ok()?;
+                queued.extend(env.body.into_parts().into_iter().map(|body| EdgeEnvelope {
+                    edge: env.edge.clone(),
+                    body,
+                    traces: Vec::new(),
+                }));
+            }
+            queued.pop_front()
         }
         async fn poison(&mut self, shard: ShardId) -> bool {
             let producer: FutureProducer = client_config(&self.bootstrap).create().unwrap();
@@ -976,7 +1215,7 @@ mod tests {
             readers
                 .insert(e.clone(), PartitionReader::new(&b, &unique("edge"), &topics.edge(e), &[0], 5, false).unwrap());
         }
-        let mut f = KafkaFixture { bootstrap: b, topics, bus, source, edges, readers };
+        let mut f = KafkaFixture { bootstrap: b, topics, bus, source, edges, readers, unpacked: Default::default() };
         iris_router::contract::run_all(&mut f, "acme").await.unwrap();
     }
 
@@ -1075,7 +1314,7 @@ mod tests {
                 assert!(bus.try_publish_edge(env).is_ok());
             }
         }
-        bus.flush(Duration::from_secs(20)).unwrap();
+        bus.flush(Duration::from_secs(20)).await.unwrap();
         for shard in 0..5i32 {
             let reader = PartitionReader::new(&b, &unique("g"), &topics.shard, &[shard], 5, false).unwrap();
             for i in 0..EACH {
@@ -1089,16 +1328,25 @@ mod tests {
                 assert_eq!(env.trace, traced(i), "the traceparent header travels with the record");
             }
         }
+        // An edge's envelopes may arrive merged (its lane, ADR 0027): in
+        // order, each record carrying the traces of its parts.
         for e in &edges {
             let reader = PartitionReader::new(&b, &unique("g"), &topics.edge(e), &[0], 5, false).unwrap();
-            for i in 0..EACH {
+            let mut next = 0;
+            while next < EACH {
                 let env = tokio::time::timeout(Duration::from_secs(20), reader.next_edge()).await.unwrap().unwrap();
                 assert_eq!(env.edge, *e);
-                assert!(
-                    matches!(env.body, iris_envelope::EdgeInput::Resync { shard, .. } if shard == ShardId(i as u32)),
-                    "{e:?}, record {i}: {env:?}"
-                );
-                assert_eq!(env.traces, traced(i).into_iter().collect::<Vec<_>>());
+                let parts = env.body.into_parts();
+                let first = next;
+                for part in parts {
+                    assert!(
+                        matches!(part, iris_envelope::EdgeInput::Resync { shard, .. } if shard == ShardId(next as u32)),
+                        "{e:?}, envelope {next}: {part:?}"
+                    );
+                    next += 1;
+                }
+                let traces: Vec<TraceParent> = (first..next).filter_map(traced).take(MAX_TRACES).collect();
+                assert_eq!(env.traces, traces, "the traceparent headers travel with the record");
             }
         }
     }

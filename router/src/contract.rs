@@ -21,7 +21,9 @@ pub trait BusFixture: Send {
     fn source(&mut self) -> &mut dyn ShardSource;
     /// The two edges.
     fn edges(&self) -> [EdgeId; 2];
-    /// The next envelope for `edge`, or `None` after `within`.
+    /// The next envelope for `edge`, or `None` after `within`. A bus may
+    /// carry several envelopes for an edge as one batch
+    /// ([`EdgeInput::Batch`]); the fixture hands out its parts one at a time.
     async fn next_edge(&mut self, edge: &EdgeId, within: Duration) -> Option<EdgeEnvelope>;
     /// Writes a record that does not decode to `shard`'s partition and
     /// returns true, or returns false where the bus cannot carry one.
