@@ -59,10 +59,15 @@ def quantile(cum, q):
     return prev_le
 
 
-def one(rate, shards, producers, fetch, chat, core_b, core_a, edge_b, edge_a):
+PROCESSES = ("core", "edge", "broker", "redis")
+
+
+def one(rate, shards, producers, fetch, chat, core_b, core_a, edge_b, edge_a,
+        build="this", cpu_b=None, cpu_a=None, t0=None, t1=None):
     files = {"core": (core_b, core_a), "edge": (edge_b, edge_a)}
     r = json.load(open(chat))
     row = {
+        "build": build,
         "rate": int(rate),
         "shards": int(shards),
         "producers": int(producers),
@@ -74,6 +79,15 @@ def one(rate, shards, producers, fetch, chat, core_b, core_a, edge_b, edge_a):
         "send_to_delivered_ms": {k: r["send_to_delivered"][k] / 1000 for k in ("p50_us", "p99_us")},
         "hops": {},
     }
+    if cpu_b and cpu_a and t0 and t1:
+        tick = os.sysconf("SC_CLK_TCK")
+        secs = float(t1) - float(t0)
+        used = [(int(a) - int(b)) / tick for b, a in zip(cpu_b.split(), cpu_a.split())]
+        row["cpu"] = {
+            name: {"percent": round(100 * u / secs, 1),
+                   "us_per_delivered": round(1e6 * u / max(1, r["delivered"]), 1)}
+            for name, u in zip(PROCESSES, used)
+        }
     for name, node, metric, want in HOPS:
         before, after = (buckets(p, metric, want) for p in files[node])
         run = {le: after.get(le, 0) - before.get(le, 0) for le in after}
@@ -99,7 +113,7 @@ def summarize(results, out):
     rows = [json.loads(l) for l in open(results) if l.strip()]
     groups = {}
     for r in rows:
-        key = (r["shards"], r.get("producers", 1), r.get("fetch", "100:1"), r["load"], r["rate"])
+        key = (r.get("build", "this"), r["shards"], r.get("producers", 1), r.get("fetch", "100:1"), r["load"], r["rate"])
         groups.setdefault(key, []).append(r)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     lines = [
@@ -110,24 +124,44 @@ def summarize(results, out):
         "quantiles of each node's own histograms over the run (bucket-interpolated, so coarse);",
         "medians over the runs of each combination (`runs`).",
         "",
-        "| shards | producers | fetch wait:min bytes | load | rate | runs | delivered | client send -> accepted p50 / p99 ms | client send -> delivered p50 / p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| build | shards | producers | fetch wait:min bytes | load | rate | runs | delivered | client send -> accepted p50 / p99 ms | client send -> delivered p50 / p99 ms | CPU % of a core: core / edge / broker / Redis | CPU µs per delivered message: core / edge / broker / Redis |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for (shards, producers, fetch, load, rate), rs in groups.items():
+    for (build, shards, producers, fetch, load, rate), rs in groups.items():
         a50 = med(r["send_to_accepted_ms"]["p50_us"] for r in rs)
         a99 = med(r["send_to_accepted_ms"]["p99_us"] for r in rs)
         d50 = med(r["send_to_delivered_ms"]["p50_us"] for r in rs)
         d99 = med(r["send_to_delivered_ms"]["p99_us"] for r in rs)
         got = sum(r["delivered"] for r in rs)
         sent = sum(r["sent"] for r in rs)
-        lines.append(f"| {shards} | {producers} | {fetch} | {load} | {rate} | {len(rs)} | {got} of {sent} | {fmt(a50)} / {fmt(a99)} | {fmt(d50)} / {fmt(d99)} |")
-    lines += ["", "| shards | producers | fetch wait:min bytes | load | rate | hop | count (all runs) | p50 ms | p99 ms |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for (shards, producers, fetch, load, rate), rs in groups.items():
+        with_cpu = [r for r in rs if "cpu" in r]
+        pct = " / ".join(fmt(med(r["cpu"][p]["percent"] for r in with_cpu)) for p in PROCESSES) if with_cpu else "-"
+        per = " / ".join(f"{med(r['cpu'][p]['us_per_delivered'] for r in with_cpu):.0f}" for p in PROCESSES) if with_cpu else "-"
+        lines.append(f"| {build} | {shards} | {producers} | {fetch} | {load} | {rate} | {len(rs)} | {got} of {sent} | {fmt(a50)} / {fmt(a99)} | {fmt(d50)} / {fmt(d99)} | {pct} | {per} |")
+    builds = list(dict.fromkeys(k[0] for k in groups))
+    if len(builds) > 1:
+        first = builds[0]
+        lines += ["", f"Ratios against `{first}` (medians; below 1 is better):", "",
+                  "| build | shards | producers | fetch | load | rate | delivered p50 | delivered p99 | CPU per message, all four |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        def total_cpu(rs):
+            with_cpu = [r for r in rs if "cpu" in r]
+            return med(sum(r["cpu"][p]["us_per_delivered"] for p in PROCESSES) for r in with_cpu) if with_cpu else None
+        def ratio(x, y):
+            return "-" if x is None or y is None or x == 0 else f"{y / x:.2f}"
+        for (build, *rest), rs in groups.items():
+            if build == first or (first, *rest) not in groups:
+                continue
+            base = groups[(first, *rest)]
+            d = lambda g, q: med(r["send_to_delivered_ms"][q] for r in g)
+            lines.append(f"| {build} | {' | '.join(str(x) for x in rest)} | {ratio(d(base, 'p50_us'), d(rs, 'p50_us'))} | {ratio(d(base, 'p99_us'), d(rs, 'p99_us'))} | {ratio(total_cpu(base), total_cpu(rs))} |")
+    lines += ["", "| build | shards | producers | fetch wait:min bytes | load | rate | hop | count (all runs) | p50 ms | p99 ms |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for (build, shards, producers, fetch, load, rate), rs in groups.items():
         for name in rs[0]["hops"]:
             hs = [r["hops"][name] for r in rs]
             count = sum(h["count"] for h in hs)
-            lines.append(f"| {shards} | {producers} | {fetch} | {load} | {rate} | {name} | {count} | {fmt(med(h['p50_ms'] for h in hs))} | {fmt(med(h['p99_ms'] for h in hs))} |")
+            lines.append(f"| {build} | {shards} | {producers} | {fetch} | {load} | {rate} | {name} | {count} | {fmt(med(h['p50_ms'] for h in hs))} | {fmt(med(h['p99_ms'] for h in hs))} |")
     open(out, "w").write("\n".join(lines) + "\n")
 
 
@@ -135,4 +169,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "--summarize":
         summarize(sys.argv[2], sys.argv[3])
     else:
-        one(*sys.argv[1:10])
+        one(*sys.argv[1:15])
