@@ -28,7 +28,11 @@ pub(crate) const IN_FLIGHT: usize = 4;
 pub(crate) const MAX_WAITING: usize = 8_192;
 
 /// Encoded bytes one lane holds waiting, at most.
-pub(crate) const MAX_WAITING_BYTES: usize = 16 << 20;
+pub(crate) const MAX_WAITING_BYTES: usize = 4 << 20;
+
+/// Encoded bytes all lanes of a process hold waiting, at most (checked by
+/// the writer, which passes `may_queue` to [`Lane::offer`]).
+pub(crate) const MAX_WAITING_BYTES_PER_PROCESS: usize = 64 << 20;
 
 /// Encoded bytes merged into one record, at most (one envelope larger than
 /// this still goes, alone): well under the broker's default 1 MiB record.
@@ -70,13 +74,15 @@ impl<N> Default for Lane<N> {
 
 impl<N> Lane<N> {
     /// An envelope to send: at once if the lane has room in flight and
-    /// nothing waits before it (order is kept), otherwise queued.
-    pub fn offer(&mut self, p: Pending<N>) -> Offer<N> {
+    /// nothing waits before it (order is kept), otherwise queued, unless
+    /// the lane is at its bound or the process's lanes are at theirs
+    /// (`may_queue` false).
+    pub fn offer(&mut self, p: Pending<N>, may_queue: bool) -> Offer<N> {
         if self.in_flight < IN_FLIGHT && self.waiting.is_empty() {
             self.in_flight += 1;
             return Offer::Send(p);
         }
-        if self.waiting.len() >= MAX_WAITING || self.waiting_bytes + p.size > MAX_WAITING_BYTES {
+        if !may_queue || self.waiting.len() >= MAX_WAITING || self.waiting_bytes + p.size > MAX_WAITING_BYTES {
             return Offer::Full(p);
         }
         self.waiting_bytes += p.size;
@@ -128,6 +134,11 @@ impl<N> Lane<N> {
         self.waiting.push_front(p);
     }
 
+    /// Encoded bytes waiting.
+    pub fn waiting_bytes(&self) -> usize {
+        self.waiting_bytes
+    }
+
     /// Nothing in flight and nothing waiting: the lane may be forgotten.
     pub fn idle(&self) -> bool {
         self.in_flight == 0 && self.waiting.is_empty()
@@ -141,7 +152,7 @@ impl<N> Lane<N> {
 }
 
 /// Envelopes for one edge, in order, as one: a batch of every part (batches
-/// are unpacked, never nested), their traces up to [`MAX_TRACES`]. The size
+/// are unpacked, never nested), their distinct traces up to [`MAX_TRACES`]. The size
 /// is the sum of theirs (an estimate of the merged encoding, a little over).
 fn merge<N>(mut ps: Vec<Pending<N>>) -> Pending<N> {
     if ps.len() == 1 {
@@ -155,7 +166,11 @@ fn merge<N>(mut ps: Vec<Pending<N>>) -> Pending<N> {
     for p in ps {
         debug_assert_eq!(p.env.edge, edge, "a lane is one edge's");
         parts.extend(p.env.body.into_parts());
-        traces.extend(p.env.traces);
+        for t in p.env.traces {
+            if !traces.contains(&t) {
+                traces.push(t);
+            }
+        }
         done.extend(p.done);
         size += p.size;
     }
@@ -197,10 +212,10 @@ mod tests {
     fn an_idle_lane_sends_at_once_and_queues_beyond_its_records_in_flight() {
         let mut lane = Lane::default();
         for i in 0..IN_FLIGHT as u64 {
-            assert!(matches!(lane.offer(welcome(i)), Offer::Send(p) if sessions(&p) == [i]));
+            assert!(matches!(lane.offer(welcome(i), true), Offer::Send(p) if sessions(&p) == [i]));
         }
-        assert!(matches!(lane.offer(welcome(10)), Offer::Queued));
-        assert!(matches!(lane.offer(welcome(11)), Offer::Queued));
+        assert!(matches!(lane.offer(welcome(10), true), Offer::Queued));
+        assert!(matches!(lane.offer(welcome(11), true), Offer::Queued));
         assert_eq!(lane.in_flight(), IN_FLIGHT);
         assert!(lane.next().is_none(), "no room in flight");
     }
@@ -209,10 +224,10 @@ mod tests {
     fn what_waits_goes_merged_in_order_when_a_record_completes() {
         let mut lane = Lane::default();
         for i in 0..IN_FLIGHT as u64 {
-            let _ = lane.offer(welcome(i));
+            let _ = lane.offer(welcome(i), true);
         }
         for i in 10..15 {
-            let _ = lane.offer(welcome(i));
+            let _ = lane.offer(welcome(i), true);
         }
         let next = lane.completed().expect("what waits goes");
         assert_eq!(sessions(&next), [10, 11, 12, 13, 14]);
@@ -228,15 +243,15 @@ mod tests {
     fn an_offer_never_overtakes_what_waits() {
         let mut lane = Lane::default();
         for i in 0..IN_FLIGHT as u64 {
-            let _ = lane.offer(welcome(i));
+            let _ = lane.offer(welcome(i), true);
         }
-        let _ = lane.offer(welcome(10));
+        let _ = lane.offer(welcome(10), true);
         let next = lane.completed().expect("10 goes");
         // The producer's queue was full: 10 waits again, with room in
         // flight. A new envelope queues behind it rather than going first.
         lane.unsent(next);
         assert!(lane.in_flight() < IN_FLIGHT);
-        assert!(matches!(lane.offer(welcome(11)), Offer::Queued));
+        assert!(matches!(lane.offer(welcome(11), true), Offer::Queued));
         assert_eq!(sessions(&lane.next().expect("both go")), [10, 11]);
     }
 
@@ -244,13 +259,13 @@ mod tests {
     fn a_merged_record_holds_at_most_its_bytes_and_the_rest_waits() {
         let mut lane = Lane::default();
         for i in 0..IN_FLIGHT as u64 {
-            let _ = lane.offer(welcome(i));
+            let _ = lane.offer(welcome(i), true);
         }
         let per = MERGED_BYTES / 3;
         for i in 10..14 {
             let mut p = welcome(i);
             p.size = per;
-            let _ = lane.offer(p);
+            let _ = lane.offer(p, true);
         }
         let first = lane.completed().expect("some go");
         assert_eq!(sessions(&first), [10, 11, 12]);
@@ -262,31 +277,58 @@ mod tests {
     fn a_full_lane_refuses_and_gives_the_envelope_back() {
         let mut lane = Lane::default();
         for i in 0..IN_FLIGHT as u64 {
-            let _ = lane.offer(welcome(i));
+            let _ = lane.offer(welcome(i), true);
         }
         for i in 0..MAX_WAITING as u64 {
-            assert!(matches!(lane.offer(welcome(100 + i)), Offer::Queued));
+            assert!(matches!(lane.offer(welcome(100 + i), true), Offer::Queued));
         }
-        assert!(matches!(lane.offer(welcome(7)), Offer::Full(p) if sessions(&p) == [7]));
+        assert!(matches!(lane.offer(welcome(7), true), Offer::Full(p) if sessions(&p) == [7]));
         let mut big = welcome(8);
         big.size = MAX_WAITING_BYTES + 1;
         let mut fresh: Lane<u64> = Lane::default();
         for i in 0..IN_FLIGHT as u64 {
-            let _ = fresh.offer(welcome(i));
+            let _ = fresh.offer(welcome(i), true);
         }
-        assert!(matches!(fresh.offer(big), Offer::Full(_)), "bytes are bounded too");
+        assert!(matches!(fresh.offer(big, true), Offer::Full(_)), "bytes are bounded too");
+    }
+
+    #[test]
+    fn a_lane_refuses_to_queue_when_the_process_is_at_its_bound_but_still_sends() {
+        let mut lane = Lane::default();
+        assert!(matches!(lane.offer(welcome(1), false), Offer::Send(_)), "sending needs no room to wait");
+        for i in 2..=IN_FLIGHT as u64 {
+            let _ = lane.offer(welcome(i), true);
+        }
+        assert!(matches!(lane.offer(welcome(9), false), Offer::Full(_)));
+        assert!(matches!(lane.offer(welcome(9), true), Offer::Queued));
+        assert_eq!(lane.waiting_bytes(), 10);
+    }
+
+    #[test]
+    fn a_trace_carried_by_several_merged_envelopes_is_kept_once() {
+        let mut lane = Lane::default();
+        for i in 0..IN_FLIGHT as u64 {
+            let _ = lane.offer(welcome(i), true);
+        }
+        let t = iris_envelope::TraceParent::parse(&format!("00-{:032x}-{:016x}-01", 5, 6)).expect("valid");
+        for i in 10..13 {
+            let mut p = welcome(i);
+            p.env.traces = vec![t.clone()];
+            let _ = lane.offer(p, true);
+        }
+        assert_eq!(lane.completed().expect("merged").env.traces, vec![t]);
     }
 
     #[test]
     fn an_unsent_record_goes_back_to_the_front_and_is_tried_again() {
         let mut lane = Lane::default();
         for i in 0..IN_FLIGHT as u64 {
-            let _ = lane.offer(welcome(i));
+            let _ = lane.offer(welcome(i), true);
         }
-        let _ = lane.offer(welcome(10));
-        let _ = lane.offer(welcome(11));
+        let _ = lane.offer(welcome(10), true);
+        let _ = lane.offer(welcome(11), true);
         let next = lane.completed().expect("10 and 11");
-        let _ = lane.offer(welcome(12));
+        let _ = lane.offer(welcome(12), true);
         lane.unsent(next);
         assert_eq!(lane.in_flight(), IN_FLIGHT - 1);
         let again = lane.next().expect("tried again");
@@ -296,7 +338,7 @@ mod tests {
     #[test]
     fn a_refused_send_leaves_the_lane_idle() {
         let mut lane = Lane::default();
-        let Offer::Send(_) = lane.offer(welcome(1)) else { panic!("an idle lane sends") };
+        let Offer::Send(_) = lane.offer(welcome(1), true) else { panic!("an idle lane sends") };
         lane.refused();
         assert!(lane.idle());
     }
@@ -305,7 +347,7 @@ mod tests {
     fn batches_offered_are_unpacked_into_one_and_traces_are_bounded() {
         let mut lane = Lane::default();
         for i in 0..IN_FLIGHT as u64 {
-            let _ = lane.offer(welcome(i));
+            let _ = lane.offer(welcome(i), true);
         }
         for k in 0..3u64 {
             let mut p = welcome(10 + k);
@@ -318,7 +360,7 @@ mod tests {
                     iris_envelope::TraceParent::parse(&format!("00-{:032x}-{:016x}-01", i + 1, k + 1)).expect("valid")
                 })
                 .collect();
-            let _ = lane.offer(p);
+            let _ = lane.offer(p, true);
         }
         let next = lane.completed().expect("merged");
         assert_eq!(sessions(&next), [20, 21, 22, 23, 24, 25]);

@@ -466,7 +466,7 @@ impl Bus for KafkaBus {
     fn try_publish_edge(&self, env: EdgeEnvelope) -> Result<(), PublishError<EdgeEnvelope>> {
         match self.edges.offer(env, None) {
             Ok(()) => Ok(()),
-            Err(Refused::Full(p)) => Err(PublishError::Full(p.env)),
+            Err(Refused::Full(p) | Refused::QueueFull(p)) => Err(PublishError::Full(p.env)),
             Err(Refused::Closed(p, _)) => Err(PublishError::Closed(p.env)),
         }
     }
@@ -477,30 +477,38 @@ impl Bus for KafkaBus {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (mut env, mut tx) = (env, tx);
         // Room is waited for as long as a full producer queue was before
-        // (PUBLISH_TIMEOUT); the delivery then as long as librdkafka tries.
+        // (PUBLISH_TIMEOUT): a lane at its bound is told when a record of
+        // any lane completes; a producer queue full of other records is
+        // tried again every LANE_RETRY.
         let room_until = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
         loop {
             let room = self.edges.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.edges.offer(env, Some(tx)) {
+            let (p, wait) = match self.edges.offer(env, Some(tx)) {
                 Ok(()) => break,
                 Err(Refused::Closed(_, e)) => return Err(closed(e.to_string())),
-                Err(Refused::Full(mut p)) => {
-                    let Some(t) = p.done.pop() else { return Err(closed("no waiter".into())) };
-                    (env, tx) = (p.env, t);
-                    if tokio::time::timeout_at(room_until, room).await.is_err() {
-                        return Err(closed("no room in its lane".into()));
-                    }
-                }
+                Err(Refused::Full(p)) => (p, None),
+                Err(Refused::QueueFull(p)) => (p, Some(LANE_RETRY)),
+            };
+            let mut p = p;
+            let Some(t) = p.done.pop() else { return Err(closed("no waiter".into())) };
+            (env, tx) = (p.env, t);
+            if tokio::time::Instant::now() >= room_until {
+                return Err(closed("no room in its lane".into()));
             }
+            let until = wait.map_or(room_until, |w| (tokio::time::Instant::now() + w).min(room_until));
+            let _ = tokio::time::timeout_at(until, room).await;
         }
-        let delivered = Duration::from_millis(u64::from(MESSAGE_TIMEOUT_MS)) + PUBLISH_TIMEOUT;
-        match tokio::time::timeout(delivered, rx).await {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(closed(e)),
-            Ok(Err(_)) => Err(closed("the producer went away".into())),
-            Err(_) => Err(closed("not delivered in time".into())),
+        // Always answered: delivered, failed (librdkafka gives up after
+        // MESSAGE_TIMEOUT_MS, and a lane sends what waits behind a failed
+        // record), or the writer gone. No timeout of its own here: one
+        // could report a failure for an envelope still waiting in its lane
+        // and delivered later.
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(closed(e)),
+            Err(_) => Err(closed("the producer went away".into())),
         }
     }
 }
@@ -510,8 +518,10 @@ type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 /// An envelope a lane would not take.
 enum Refused {
-    /// The lane is at its bound.
+    /// The lane, or all lanes of the process, at their bound.
     Full(lanes::Pending<Done>),
+    /// The producer's queue (shared with the shard topic's records) is full.
+    QueueFull(lanes::Pending<Done>),
     /// The producer will not take records.
     Closed(lanes::Pending<Done>, KafkaError),
 }
@@ -528,13 +538,37 @@ const LANE_RETRY: Duration = Duration::from_millis(10);
 struct EdgeWriter {
     producers: Vec<FutureProducer>,
     topics: Topics,
-    lanes: std::sync::Mutex<std::collections::HashMap<EdgeId, lanes::Lane<Done>>>,
+    lanes: std::sync::Mutex<Lanes>,
     /// Told whenever a lane has room again (a record completed).
     room: tokio::sync::Notify,
     /// To the watching task: a record handed to the producer, or a lane to
-    /// try again after [`LANE_RETRY`]. Unbounded, but never holds more
-    /// than [`lanes::IN_FLIGHT`] records per lane plus one retry.
+    /// try again after [`LANE_RETRY`]. Unbounded, but it never holds more
+    /// than [`lanes::IN_FLIGHT`] records and as many retries per lane.
     events: tokio::sync::mpsc::UnboundedSender<LaneEvent>,
+}
+
+/// The lanes of a process, and the bytes waiting in all of them.
+#[derive(Default)]
+struct Lanes {
+    by_edge: std::collections::HashMap<EdgeId, lanes::Lane<Done>>,
+    waiting_bytes: usize,
+}
+
+impl Lanes {
+    /// Runs `f` on `edge`'s lane (made if missing), keeps the count of
+    /// waiting bytes, and forgets the lane if it is left idle.
+    fn with<T>(&mut self, edge: &EdgeId, f: impl FnOnce(&mut lanes::Lane<Done>, bool) -> T) -> T {
+        let may_queue = self.waiting_bytes < lanes::MAX_WAITING_BYTES_PER_PROCESS;
+        let lane = self.by_edge.entry(edge.clone()).or_default();
+        let before = lane.waiting_bytes();
+        let out = f(lane, may_queue);
+        let after = lane.waiting_bytes();
+        self.waiting_bytes = self.waiting_bytes + after - before;
+        if lane.idle() {
+            self.by_edge.remove(edge);
+        }
+        out
+    }
 }
 
 enum LaneEvent {
@@ -549,7 +583,7 @@ impl EdgeWriter {
         let writer = std::sync::Arc::new(Self {
             producers,
             topics,
-            lanes: std::sync::Mutex::new(std::collections::HashMap::new()),
+            lanes: std::sync::Mutex::new(Lanes::default()),
             room: tokio::sync::Notify::new(),
             events,
         });
@@ -557,7 +591,7 @@ impl EdgeWriter {
         writer
     }
 
-    fn lanes(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<EdgeId, lanes::Lane<Done>>> {
+    fn lanes(&self) -> std::sync::MutexGuard<'_, Lanes> {
         // A panic while the lock was held cannot leave a lane half-changed
         // (each change is one call on it); go on with it.
         self.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -565,18 +599,16 @@ impl EdgeWriter {
 
     /// Nothing in flight and nothing waiting in any lane.
     fn idle(&self) -> bool {
-        self.lanes().is_empty()
+        self.lanes().by_edge.is_empty()
     }
 
     /// Offers an envelope to its edge's lane: sent now, or queued behind
-    /// what waits, or refused at the lane's bound.
+    /// what waits, or refused at the bounds.
     fn offer(&self, env: EdgeEnvelope, done: Option<Done>) -> Result<(), Refused> {
         let payload = iris_envelope::encode(&env);
+        let edge = env.edge.clone();
         let p = lanes::Pending { size: payload.len(), env, done: done.into_iter().collect() };
-        let mut all = self.lanes();
-        let edge = p.env.edge.clone();
-        let lane = all.entry(edge.clone()).or_default();
-        let outcome = match lane.offer(p) {
+        self.lanes().with(&edge, |lane, may_queue| match lane.offer(p, may_queue) {
             lanes::Offer::Queued => Ok(()),
             lanes::Offer::Full(p) => Err(Refused::Full(p)),
             lanes::Offer::Send(p) => match self.send(p, Some(payload)) {
@@ -584,26 +616,27 @@ impl EdgeWriter {
                 Err((e, p)) => {
                     lane.refused();
                     match e {
-                        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => Err(Refused::Full(p)),
+                        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => Err(Refused::QueueFull(p)),
                         e => Err(Refused::Closed(p, e)),
                     }
                 }
             },
-        };
-        if lane.idle() {
-            all.remove(&edge);
-        }
-        outcome
+        })
     }
 
     /// Hands a record to the producer (`payload`: its encoding, if made
     /// already); its delivery goes to the watching task. Called with the
     /// lanes locked, so that records of a lane reach the producer in order.
+    /// Refused (`Canceled`) if the watching task is gone: a record whose
+    /// completion nobody would see would hold its lane forever.
     fn send(
         &self,
         p: lanes::Pending<Done>,
         payload: Option<Vec<u8>>,
     ) -> Result<(), (KafkaError, lanes::Pending<Done>)> {
+        if self.events.is_closed() {
+            return Err((KafkaError::Canceled, p));
+        }
         let payload = payload.unwrap_or_else(|| iris_envelope::encode(&p.env));
         let topic = self.topics.edge(&p.env.edge);
         let mut record = FutureRecord::<(), _>::to(&topic).partition(0).payload(&payload);
@@ -612,8 +645,8 @@ impl EdgeWriter {
         }
         match producer_for_edge_topic(&self.producers, &topic).send_result(record) {
             Ok(delivery) => {
-                // The receiver lives as long as this writer (it holds the
-                // sender): a send cannot fail here.
+                // Checked open above, under the lock; the task only ends
+                // once the writer (this sender) is gone.
                 let _ = self.events.send(LaneEvent::Sent { edge: p.env.edge, delivery, done: p.done });
                 Ok(())
             }
@@ -625,28 +658,29 @@ impl EdgeWriter {
     /// be tried again: sends what waits, if anything.
     fn settle(&self, edge: &EdgeId, completed: bool) {
         let mut all = self.lanes();
-        let Some(lane) = all.get_mut(edge) else { return };
-        let mut next = if completed { lane.completed() } else { lane.next() };
-        while let Some(p) = next.take() {
-            match self.send(p, None) {
-                Ok(()) => {}
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), p)) => {
-                    lane.unsent(p);
-                    let _ = self.events.send(LaneEvent::Retry(edge.clone()));
-                }
-                Err((e, p)) => {
-                    // Not deliverable at all (the producer is failing):
-                    // counted and told, as a failed delivery is; the next
-                    // waiting record is tried.
-                    lane.refused();
-                    fail(p.done, &e.to_string());
-                    next = lane.next();
+        if !all.by_edge.contains_key(edge) {
+            return;
+        }
+        all.with(edge, |lane, _| {
+            let mut next = if completed { lane.completed() } else { lane.next() };
+            while let Some(p) = next.take() {
+                match self.send(p, None) {
+                    Ok(()) => {}
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), p)) => {
+                        lane.unsent(p);
+                        let _ = self.events.send(LaneEvent::Retry(edge.clone()));
+                    }
+                    Err((e, p)) => {
+                        // Not deliverable at all (the producer is failing):
+                        // counted and told, as a failed delivery is; the
+                        // next waiting record is tried.
+                        lane.refused();
+                        fail(p.done, &e.to_string());
+                        next = lane.next();
+                    }
                 }
             }
-        }
-        if lane.idle() {
-            all.remove(edge);
-        }
+        });
         drop(all);
         self.room.notify_waiters();
     }
