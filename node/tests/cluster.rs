@@ -420,9 +420,10 @@ async fn redis_stopped_mid_run_gives_no_false_accepted_and_loses_nothing() {
             alice.send(&id, "bob", &i.to_string()).await.unwrap();
             let wanted = id.clone();
             // While Redis is down each answer takes a command timeout (5 s),
-            // and the shard may first have to wait out a session-record
-            // repair that retries on its lease timer (another 5 s each, up
-            // to two seen in CI): 20 s is the bound, not the expectation.
+            // and the shard may first have to wait out the repair commits it
+            // retries after every failed one (`ShardState::reset`, on its
+            // timer or before an input; another 5 s each, two seen once in
+            // CI): 20 s is the bound, not the expectation.
             let answer = alice
                 .expect(Duration::from_secs(20), "an answer", |f| {
                     matches!(f, ServerFrame::Accepted(a) if a.id == wanted)
