@@ -195,6 +195,16 @@ mod tests {
         }
     }
 
+    /// A lane with [`IN_FLIGHT`] records in flight (welcomes 0, 1, ...),
+    /// each of which was sent at once.
+    fn busy() -> Lane<u64> {
+        let mut lane = Lane::default();
+        for i in 0..IN_FLIGHT as u64 {
+            assert!(matches!(lane.offer(welcome(i), true), Offer::Send(_)));
+        }
+        lane
+    }
+
     fn sessions(p: &Pending<u64>) -> Vec<u64> {
         p.env
             .body
@@ -222,10 +232,7 @@ mod tests {
 
     #[test]
     fn what_waits_goes_merged_in_order_when_a_record_completes() {
-        let mut lane = Lane::default();
-        for i in 0..IN_FLIGHT as u64 {
-            let _ = lane.offer(welcome(i), true);
-        }
+        let mut lane = busy();
         for i in 10..15 {
             let _ = lane.offer(welcome(i), true);
         }
@@ -241,10 +248,7 @@ mod tests {
 
     #[test]
     fn an_offer_never_overtakes_what_waits() {
-        let mut lane = Lane::default();
-        for i in 0..IN_FLIGHT as u64 {
-            let _ = lane.offer(welcome(i), true);
-        }
+        let mut lane = busy();
         let _ = lane.offer(welcome(10), true);
         let next = lane.completed().expect("10 goes");
         // The producer's queue was full: 10 waits again, with room in
@@ -257,10 +261,7 @@ mod tests {
 
     #[test]
     fn a_merged_record_holds_at_most_its_bytes_and_the_rest_waits() {
-        let mut lane = Lane::default();
-        for i in 0..IN_FLIGHT as u64 {
-            let _ = lane.offer(welcome(i), true);
-        }
+        let mut lane = busy();
         let per = MERGED_BYTES / 3;
         for i in 10..14 {
             let mut p = welcome(i);
@@ -275,20 +276,14 @@ mod tests {
 
     #[test]
     fn a_full_lane_refuses_and_gives_the_envelope_back() {
-        let mut lane = Lane::default();
-        for i in 0..IN_FLIGHT as u64 {
-            let _ = lane.offer(welcome(i), true);
-        }
+        let mut lane = busy();
         for i in 0..MAX_WAITING as u64 {
             assert!(matches!(lane.offer(welcome(100 + i), true), Offer::Queued));
         }
         assert!(matches!(lane.offer(welcome(7), true), Offer::Full(p) if sessions(&p) == [7]));
         let mut big = welcome(8);
         big.size = MAX_WAITING_BYTES + 1;
-        let mut fresh: Lane<u64> = Lane::default();
-        for i in 0..IN_FLIGHT as u64 {
-            let _ = fresh.offer(welcome(i), true);
-        }
+        let mut fresh = busy();
         assert!(matches!(fresh.offer(big, true), Offer::Full(_)), "bytes are bounded too");
     }
 
@@ -306,10 +301,7 @@ mod tests {
 
     #[test]
     fn a_trace_carried_by_several_merged_envelopes_is_kept_once() {
-        let mut lane = Lane::default();
-        for i in 0..IN_FLIGHT as u64 {
-            let _ = lane.offer(welcome(i), true);
-        }
+        let mut lane = busy();
         let t = iris_envelope::TraceParent::parse(&format!("00-{:032x}-{:016x}-01", 5, 6)).expect("valid");
         for i in 10..13 {
             let mut p = welcome(i);
@@ -321,10 +313,7 @@ mod tests {
 
     #[test]
     fn an_unsent_record_goes_back_to_the_front_and_is_tried_again() {
-        let mut lane = Lane::default();
-        for i in 0..IN_FLIGHT as u64 {
-            let _ = lane.offer(welcome(i), true);
-        }
+        let mut lane = busy();
         let _ = lane.offer(welcome(10), true);
         let _ = lane.offer(welcome(11), true);
         let next = lane.completed().expect("10 and 11");
@@ -345,10 +334,7 @@ mod tests {
 
     #[test]
     fn batches_offered_are_unpacked_into_one_and_traces_are_bounded() {
-        let mut lane = Lane::default();
-        for i in 0..IN_FLIGHT as u64 {
-            let _ = lane.offer(welcome(i), true);
-        }
+        let mut lane = busy();
         for k in 0..3u64 {
             let mut p = welcome(10 + k);
             p.env.body = EdgeInput::Batch(vec![

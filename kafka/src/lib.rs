@@ -212,9 +212,10 @@ fn group_config(bootstrap: &str, group: &str, fetch: impl Into<Fetch>, session_t
 /// a member joins or leaves, only the partitions that move stop; the others
 /// are neither revoked nor assigned again (eager assignment stops every
 /// partition of the group twice per change). The shard group uses it; the
-/// relay groups went back to eager assignment (ADR 0026, amended). Every member of a group must agree: librdkafka refuses to
-/// mix eager and cooperative assignors, and the coordinator refuses a member
-/// whose assignor no other member has.
+/// relay groups went back to eager assignment (ADR 0026, amended). Every
+/// member of a group must agree: librdkafka refuses to mix eager and
+/// cooperative assignors, and the coordinator refuses a member whose
+/// assignor no other member has.
 fn incremental_group_config(
     bootstrap: &str,
     group: &str,
@@ -336,12 +337,14 @@ impl DeliveryWatch {
             tokio::sync::mpsc::channel::<(&'static str, rdkafka::producer::DeliveryFuture)>(WATCHED_DELIVERIES);
         tokio::spawn(async move {
             let mut pending = futures::stream::FuturesUnordered::new();
+            // Once every sender is gone, only what is pending is awaited (a
+            // closed channel answers at once: polling it again would spin).
+            let mut open = true;
             loop {
                 tokio::select! {
-                    next = rx.recv() => match next {
+                    next = rx.recv(), if open => match next {
                         Some((topic, delivery)) => pending.push(async move { (topic, delivery.await) }),
-                        None if pending.is_empty() => return,
-                        None => {}
+                        None => open = false,
                     },
                     Some((topic, outcome)) = pending.next(), if !pending.is_empty() => {
                         let failure = match outcome {
@@ -350,10 +353,10 @@ impl DeliveryWatch {
                             Err(_) => Some("the producer went away".to_owned()),
                         };
                         if let Some(e) = failure {
-                            metrics::counter!("iris_bus_delivery_failures_total", "topic" => topic).increment(1);
-                            tracing::warn!(topic, error = %e, "a publish was not delivered");
+                            count_failure(topic, &e);
                         }
                     }
+                    else => return,
                 }
             }
         });
@@ -485,13 +488,12 @@ impl Bus for KafkaBus {
             let room = self.edges.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            let (p, wait) = match self.edges.offer(env, Some(tx)) {
+            let (mut p, wait) = match self.edges.offer(env, Some(tx)) {
                 Ok(()) => break,
                 Err(Refused::Closed(_, e)) => return Err(closed(e.to_string())),
                 Err(Refused::Full(p)) => (p, None),
                 Err(Refused::QueueFull(p)) => (p, Some(LANE_RETRY)),
             };
-            let mut p = p;
             let Some(t) = p.done.pop() else { return Err(closed("no waiter".into())) };
             (env, tx) = (p.env, t);
             if tokio::time::Instant::now() >= room_until {
@@ -686,11 +688,16 @@ impl EdgeWriter {
     }
 }
 
+/// Counts and logs a record of `topic` that was not delivered.
+fn count_failure(topic: &'static str, error: &str) {
+    metrics::counter!("iris_bus_delivery_failures_total", "topic" => topic).increment(1);
+    tracing::warn!(topic, error, "a publish was not delivered");
+}
+
 /// Tells whoever waits that their records were not delivered, and counts
 /// it.
 fn fail(done: Vec<Done>, error: &str) {
-    metrics::counter!("iris_bus_delivery_failures_total", "topic" => "edge").increment(1);
-    tracing::warn!(topic = "edge", error, "a publish was not delivered");
+    count_failure("edge", error);
     for d in done {
         let _ = d.send(Err(error.to_owned()));
     }
