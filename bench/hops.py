@@ -60,6 +60,8 @@ def quantile(cum, q):
 
 
 PROCESSES = ("core", "edge", "broker", "redis")
+# The broker's JIT compiler threads, a part of "broker" (bench/jit.sh).
+JIT = "broker_jit"
 
 
 def one(rate, shards, producers, fetch, chat, core_b, core_a, edge_b, edge_a,
@@ -86,7 +88,7 @@ def one(rate, shards, producers, fetch, chat, core_b, core_a, edge_b, edge_a,
         row["cpu"] = {
             name: {"percent": round(100 * u / secs, 1),
                    "us_per_delivered": round(1e6 * u / max(1, r["delivered"]), 1)}
-            for name, u in zip(PROCESSES, used)
+            for name, u in zip(PROCESSES + (JIT,), used)
         }
     for name, node, metric, want in HOPS:
         before, after = (buckets(p, metric, want) for p in files[node])
@@ -124,8 +126,8 @@ def summarize(results, out):
         "quantiles of each node's own histograms over the run (bucket-interpolated, so coarse);",
         "medians over the runs of each combination (`runs`).",
         "",
-        "| build | shards | producers | fetch wait:min bytes | load | rate | runs | delivered | client send -> accepted p50 / p99 ms | client send -> delivered p50 / p99 ms | CPU % of a core: core / edge / broker / Redis | CPU µs per delivered message: core / edge / broker / Redis |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| build | shards | producers | fetch wait:min bytes | load | rate | runs | delivered | client send -> accepted p50 / p99 ms | client send -> delivered p50 / p99 ms | CPU % of a core: core / edge / broker / Redis | CPU µs per delivered message: core / edge / broker / Redis | broker's JIT compiler, % of a core |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (build, shards, producers, fetch, load, rate), rs in groups.items():
         a50 = med(r["send_to_accepted_ms"]["p50_us"] for r in rs)
@@ -137,7 +139,8 @@ def summarize(results, out):
         with_cpu = [r for r in rs if "cpu" in r]
         pct = " / ".join(fmt(med(r["cpu"][p]["percent"] for r in with_cpu)) for p in PROCESSES) if with_cpu else "-"
         per = " / ".join(f"{med(r['cpu'][p]['us_per_delivered'] for r in with_cpu):.0f}" for p in PROCESSES) if with_cpu else "-"
-        lines.append(f"| {build} | {shards} | {producers} | {fetch} | {load} | {rate} | {len(rs)} | {got} of {sent} | {fmt(a50)} / {fmt(a99)} | {fmt(d50)} / {fmt(d99)} | {pct} | {per} |")
+        jit = fmt(med(r["cpu"][JIT]["percent"] for r in with_cpu if JIT in r["cpu"]))
+        lines.append(f"| {build} | {shards} | {producers} | {fetch} | {load} | {rate} | {len(rs)} | {got} of {sent} | {fmt(a50)} / {fmt(a99)} | {fmt(d50)} / {fmt(d99)} | {pct} | {per} | {jit} |")
     builds = list(dict.fromkeys(k[0] for k in groups))
     if len(builds) > 1:
         first = builds[0]
