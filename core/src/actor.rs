@@ -33,7 +33,7 @@ use actix::prelude::*;
 use iris_clock::{Clock, SharedClock};
 use iris_envelope::{EdgeEnvelope, ShardEnvelope, ShardId, UserKey};
 use iris_router::{PublishError, Router, ShardReceiver};
-use iris_storage::{Store, StoreError, UserRecord, WriteBatch, WriteOp};
+use iris_storage::{DedupKey, DedupRecord, Store, StoreError, UserRecord, WriteBatch, WriteOp};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -72,6 +72,38 @@ pub struct ShardsConfig {
 struct Deliver {
     env: ShardEnvelope,
     permit: OwnedSemaphorePermit,
+    /// The store's idempotency record for a `send`, looked up by the pump
+    /// while the envelope waited behind others.
+    prefetched: Option<Prefetched>,
+}
+
+/// Envelopes the pump takes ahead of the one the actor handles, to look up
+/// their idempotency records meanwhile. A shard takes its input one
+/// envelope at a time, and a `send` waits for that store round trip before
+/// it is handled: without the look-ahead a shard's rate was one round trip
+/// per send (about 50-60 sends a second on Redis with `appendfsync always`
+/// in a region on two cores; docs/performance.md). Bounded, far below the
+/// state's memory of recent records (`max_inflight_writes + 1,024`), which
+/// an early answer relies on (see [`ShardState::dedup_key`]).
+const LOOK_AHEAD: usize = 32;
+
+/// A look-up the pump started for a waiting `send`.
+struct Prefetched {
+    key: DedupKey,
+    /// [`ShardState::resets`] when it started: an answer from before a
+    /// reset is not used.
+    resets: u64,
+    answer: tokio::task::JoinHandle<Result<Option<DedupRecord>, StoreError>>,
+}
+
+impl Prefetched {
+    /// Starts the look-up of `env`'s idempotency record, if it has one.
+    fn start(env: &ShardEnvelope, store: &Arc<dyn Store>, resets: u64) -> Option<Self> {
+        let key = ShardState::dedup_key(env)?;
+        let (store, k) = (store.clone(), key.clone());
+        let answer = actix_rt::spawn(async move { store.dedup(&k).await });
+        Some(Self { key, resets, answer })
+    }
 }
 
 /// The store granted the shard its owner epoch (sent by the pump before any
@@ -111,6 +143,8 @@ struct ShardActor {
     clock: Arc<SharedInputClock>,
     /// Where the time handed to the state comes from.
     time: SharedClock,
+    /// [`ShardState::resets`], for the pump's look-ups.
+    resets: Arc<std::sync::atomic::AtomicU64>,
     /// Writes waiting for a commit, merged while earlier ones run.
     commits: CommitQueue,
     /// Spans of sampled inputs, by their arrival count, ended once that
@@ -205,11 +239,7 @@ impl Actor for ShardActor {
                 }
             }
             // After a failed commit, an idle shard repairs its records too.
-            if act.state.needs_reset()
-                && let Some((ticket, batch)) = act.state.reset()
-            {
-                act.commit(ticket, batch, ctx);
-            }
+            act.reset_if_needed(ctx);
             if let Some((ticket, batch)) = act.state.handle_timeout(now, act.clock.caught_up(now)) {
                 act.commit(ticket, batch, ctx);
             }
@@ -227,13 +257,13 @@ type Loaded = (Option<Result<(UserKey, UserRecord), StoreError>>, Result<Found, 
 impl Handler<Deliver> for ShardActor {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) -> Self::Result {
-        if self.state.needs_reset()
-            && let Some((ticket, batch)) = self.state.reset()
-        {
-            self.commit(ticket, batch, ctx);
-        }
+    fn handle(&mut self, mut msg: Deliver, ctx: &mut Context<Self>) -> Self::Result {
+        self.reset_if_needed(ctx);
         let needs = self.state.needs(&msg.env);
+        // The pump's early answer, unless the state forgot records since it
+        // was read (it would miss a write made in between).
+        let resets = self.state.resets();
+        let prefetched = msg.prefetched.take().filter(|p| p.resets == resets && needs.dedup.as_ref() == Some(&p.key));
         let store = self.store.clone();
         let load = async move {
             let user = match needs.user {
@@ -241,9 +271,14 @@ impl Handler<Deliver> for ShardActor {
                 None => None,
             };
             let found = async {
-                let dedup = match &needs.dedup {
-                    Some(k) => store.dedup(k).await?,
-                    None => None,
+                let dedup = match (&needs.dedup, prefetched) {
+                    (Some(_), Some(p)) => match p.answer.await {
+                        Ok(answer) => answer?,
+                        // The look-up's task was cancelled: read again.
+                        Err(_) => store.dedup(&p.key).await?,
+                    },
+                    (Some(k), None) => store.dedup(k).await?,
+                    (None, _) => None,
                 };
                 // One batch's idempotency keys are looked up concurrently
                 // (one round trip's wait on Redis or ScyllaDB, not one each).
@@ -299,6 +334,20 @@ impl ShardActor {
         }
         self.held.push_back((self.state.inputs_seen(), msg.permit));
         self.flush(ctx);
+    }
+
+    /// After a failed commit, once nothing is in flight: the state forgets
+    /// what may be ahead of the store and commits the repair of its session
+    /// records; the pump learns that its early look-ups are stale.
+    fn reset_if_needed(&mut self, ctx: &mut Context<Self>) {
+        if !self.state.needs_reset() {
+            return;
+        }
+        let repair = self.state.reset();
+        self.resets.store(self.state.resets(), std::sync::atomic::Ordering::Release);
+        if let Some((ticket, batch)) = repair {
+            self.commit(ticket, batch, ctx);
+        }
     }
 
     fn commit(&mut self, ticket: Ticket, batch: WriteBatch, ctx: &mut Context<Self>) {
@@ -599,6 +648,8 @@ impl ShardHost {
         let clock = Arc::new(SharedInputClock::ticking(origin, now));
         let pump_clock = clock.clone();
         let (time, pump_time) = (self.clock.clone(), self.clock.clone());
+        let resets = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let actor_resets = resets.clone();
         let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| ShardActor {
             state,
             store,
@@ -612,6 +663,7 @@ impl ShardHost {
             held: std::collections::VecDeque::new(),
             clock,
             time,
+            resets: actor_resets,
             commits: CommitQueue::new(COMMITS_IN_FLIGHT, MAX_COMMIT_OPS)
                 .isolating_users(isolate_users)
                 .with_outbox(outbox),
@@ -620,7 +672,7 @@ impl ShardHost {
         let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
         self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(shard, sem.clone());
         let claims = self.store.clone();
-        if !arbiter.spawn(pump(rx, addr, sem, shard, pump_clock.clone(), pump_time, claims)) {
+        if !arbiter.spawn(pump(rx, addr, sem, shard, pump_clock.clone(), pump_time, claims, resets)) {
             tracing::error!(shard = shard.0, "arbiter is gone; shard not started");
         }
         pump_clock
@@ -677,6 +729,7 @@ async fn pump(
     clock: Arc<SharedInputClock>,
     time: SharedClock,
     store: Arc<dyn Store>,
+    resets: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let depth = metrics::gauge!("iris_shard_mailbox_depth", "shard" => shard.0.to_string());
     // The shard's owner epoch first (ADR 0021): until the store grants it,
@@ -704,15 +757,34 @@ async fn pump(
     if addr.send(Claimed(epoch)).await.is_err() {
         return;
     }
+    // Envelopes taken ahead (LOOK_AHEAD), in order, with their look-ups
+    // running. The input clock counts them as waiting: an envelope is
+    // "taken" when it is handed to the actor, as before.
+    let mut ahead: std::collections::VecDeque<(ShardEnvelope, Option<Prefetched>)> =
+        std::collections::VecDeque::with_capacity(LOOK_AHEAD);
     loop {
-        let empty = rx.is_empty();
+        let empty = rx.is_empty() && ahead.is_empty();
         clock.mark(empty, empty, &*time);
-        let Some(env) = rx.recv().await else { break };
+        let (env, prefetched) = match ahead.pop_front() {
+            Some(next) => next,
+            // Nothing waits: the envelope that comes is handed over at once
+            // and its look-up is the actor's, as without the look-ahead.
+            None => match rx.recv().await {
+                Some(env) => (env, None),
+                None => break,
+            },
+        };
+        // Start the look-ups of what waits behind it.
+        while ahead.len() < LOOK_AHEAD {
+            let Ok(next) = rx.try_recv() else { break };
+            let p = Prefetched::start(&next, &store, resets.load(std::sync::atomic::Ordering::Acquire));
+            ahead.push_back((next, p));
+        }
         clock.took(&env.body);
-        clock.mark(rx.is_empty(), false, &*time);
-        depth.set(rx.len() as f64);
+        clock.mark(rx.is_empty() && ahead.is_empty(), false, &*time);
+        depth.set((rx.len() + ahead.len()) as f64);
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
-        if addr.send(Deliver { env, permit }).await.is_err() {
+        if addr.send(Deliver { env, permit, prefetched }).await.is_err() {
             break;
         }
     }
@@ -756,6 +828,90 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         true
+    }
+
+    fn config() -> ShardsConfig {
+        ShardsConfig {
+            shards: 1,
+            threads: 1,
+            max_inflight_writes: 16,
+            max_cached_users: 16,
+            max_contacts: 16,
+            max_subscribers: 16,
+            max_sessions: 4,
+            page_max_bytes: 1 << 16,
+            edge_lease_ms: 200,
+            region: "test".into(),
+            outbox_max: None,
+        }
+    }
+
+    /// A shard that finds its input already waiting looks up the records
+    /// of the sends behind the one it handles (LOOK_AHEAD); a retry waiting
+    /// right behind its original, and one far behind it, must still be
+    /// answered as a duplicate: with the original's msg id, stored once.
+    #[test]
+    fn sends_looked_up_ahead_still_find_their_duplicates() {
+        use iris_envelope::{EdgeId, EdgeInput, SessionAddr, SessionId, ShardInput};
+        use iris_protocol::ServerFrame;
+        let dir = tempfile::tempdir().unwrap();
+        actix::System::new().block_on(async {
+            let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
+            let edge = EdgeId("e".into());
+            let (bus, _, mut edges) = InProcessBus::new(1, std::slice::from_ref(&edge), 1_024);
+            let mut answers = edges.remove(&edge).unwrap();
+            let router = Router::new(Arc::new(Ring::new(1)), Arc::new(bus));
+            let host = ShardHost::new(&config(), store.clone(), router, iris_clock::system(), 1);
+            let send = |i: usize| ShardEnvelope {
+                owner: UserKey::new("acme", "bob"),
+                body: ShardInput::Send {
+                    from: "alice".into(),
+                    client_id: format!("c{i}").into(),
+                    body: bytes::Bytes::from(format!("body {i}")),
+                    reply: SessionAddr { edge: edge.clone(), session: SessionId(1) },
+                },
+                trace: None,
+            };
+            // 60 sends, each followed at once by its retry, and every tenth
+            // by a retry of a send 40 back (beyond the look-ahead).
+            let (tx, rx) = tokio::sync::mpsc::channel(1_024);
+            let mut sent = 0;
+            for i in 0..60 {
+                for env in [send(i), send(i)] {
+                    tx.send(env).await.unwrap();
+                    sent += 1;
+                }
+                if i % 10 == 0 && i >= 40 {
+                    tx.send(send(i - 40)).await.unwrap();
+                    sent += 1;
+                }
+            }
+            host.start(ShardId(0), rx, None);
+            let mut ids: std::collections::HashMap<String, Vec<String>> = Default::default();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            let mut got = 0;
+            while got < sent {
+                let env = tokio::time::timeout_at(deadline, answers.recv())
+                    .await
+                    .expect("every send answered within 20 s")
+                    .expect("the edge's queue is open");
+                for part in env.body.into_parts() {
+                    if let EdgeInput::Frame { frame: ServerFrame::Accepted(a), .. } = part {
+                        ids.entry(a.id).or_default().push(a.msg_id);
+                        got += 1;
+                    }
+                }
+            }
+            assert_eq!(ids.len(), 60, "every client id accepted");
+            for (id, msg_ids) in &ids {
+                assert!(msg_ids.iter().all(|m| m == &msg_ids[0]), "{id}: one msg id for every retry, got {msg_ids:?}");
+            }
+            let record = store.load_user(&UserKey::new("acme", "bob")).await.unwrap();
+            assert_eq!(record.head, 60, "each send stored once");
+            drop(tx);
+            assert!(runs(&host, 0).await, "the shard actor stopped");
+            host.stop();
+        });
     }
 
     #[test]

@@ -342,6 +342,9 @@ pub struct ShardState {
     stalled_at: Option<Millis>,
     /// Tickets in flight that write session records, and whose.
     record_writes: BTreeMap<Ticket, Vec<UserKey>>,
+    /// How many times [`ShardState::reset`] forgot the in-memory
+    /// idempotency records (see [`ShardState::resets`]).
+    resets: u64,
     /// Users whose session record write failed: rewritten from memory
     /// (which is true) at the next [`ShardState::reset`].
     records_to_repair: std::collections::BTreeSet<UserKey>,
@@ -446,6 +449,7 @@ impl ShardState {
             leases: HashMap::new(),
             stalled_at: None,
             record_writes: BTreeMap::new(),
+            resets: 0,
             records_to_repair: Default::default(),
             started_at: None,
             takeover: Some(Default::default()),
@@ -494,6 +498,7 @@ impl ShardState {
         for u in self.users.values_mut() {
             u.stale = true;
         }
+        self.resets += 1;
         self.inflight_dedup.clear();
         self.inflight_order.clear();
         self.recent_dedup.clear();
@@ -568,13 +573,37 @@ impl ShardState {
         if self.users.get(&env.owner).is_none_or(|u| u.stale) {
             needs.user = Some(env.owner.clone());
         }
-        if let ShardInput::Send { from, client_id, .. } = &env.body {
-            let key = DedupKey { sender: env.owner.peer(from), client_id: client_id.clone() };
-            if !self.inflight_dedup.contains_key(&key) && !self.recent_dedup.contains_key(&key) {
-                needs.dedup = Some(key);
-            }
+        if let Some(key) = Self::dedup_key(env)
+            && !self.inflight_dedup.contains_key(&key)
+            && !self.recent_dedup.contains_key(&key)
+        {
+            needs.dedup = Some(key);
         }
         needs
+    }
+
+    /// The idempotency record a `send` is checked against (`None` for any
+    /// other input). A shell may look it up in the store before the state
+    /// asks ([`Needs::dedup`]), for envelopes still waiting: the state
+    /// checks its in-flight and recent records first, so an answer read
+    /// early cannot hide a duplicate of an input handled in between, as
+    /// long as no [`ShardState::reset`] forgot those records meanwhile
+    /// ([`ShardState::resets`] tells).
+    pub fn dedup_key(env: &ShardEnvelope) -> Option<DedupKey> {
+        match &env.body {
+            ShardInput::Send { from, client_id, .. } => {
+                Some(DedupKey { sender: env.owner.peer(from), client_id: client_id.clone() })
+            }
+            _ => None,
+        }
+    }
+
+    /// How many times the state forgot its in-memory idempotency records
+    /// ([`ShardState::reset`]). A store answer for [`Needs::dedup`] read
+    /// while this count was lower than it is now may be older than a write
+    /// the state no longer remembers, and must be read again.
+    pub fn resets(&self) -> u64 {
+        self.resets
     }
 
     /// Hands over a user record the actor loaded.
