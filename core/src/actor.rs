@@ -264,6 +264,10 @@ impl Handler<Deliver> for ShardActor {
         // was read (it would miss a write made in between).
         let resets = self.state.resets();
         let prefetched = msg.prefetched.take().filter(|p| p.resets == resets && needs.dedup.as_ref() == Some(&p.key));
+        // A reset while the record is read (a commit completion or the
+        // lease timer runs meanwhile) makes the answer as stale as an early
+        // one: `apply` then answers `unavailable` and the client retries.
+        let read_at = needs.dedup.as_ref().map(|_| resets);
         let store = self.store.clone();
         let load = async move {
             let user = match needs.user {
@@ -273,9 +277,11 @@ impl Handler<Deliver> for ShardActor {
             let found = async {
                 let dedup = match (&needs.dedup, prefetched) {
                     (Some(_), Some(p)) => match p.answer.await {
-                        Ok(answer) => answer?,
-                        // The look-up's task was cancelled: read again.
-                        Err(_) => store.dedup(&p.key).await?,
+                        Ok(Ok(answer)) => answer,
+                        // The look-up failed (perhaps long before the send
+                        // is handled, in an outage since ended) or its task
+                        // was cancelled: read again, as without it.
+                        Ok(Err(_)) | Err(_) => store.dedup(&p.key).await?,
                     },
                     (Some(k), None) => store.dedup(k).await?,
                     (None, _) => None,
@@ -289,12 +295,14 @@ impl Handler<Deliver> for ShardActor {
             .await;
             (user, found)
         };
-        Box::pin(load.into_actor(self).map(move |loaded: Loaded, act, ctx| act.apply(msg, loaded, ctx)))
+        Box::pin(load.into_actor(self).map(move |loaded: Loaded, act, ctx| act.apply(msg, loaded, read_at, ctx)))
     }
 }
 
 impl ShardActor {
-    fn apply(&mut self, msg: Deliver, (user, found): Loaded, ctx: &mut Context<Self>) {
+    /// `read_at`: [`ShardState::resets`] when the input's idempotency
+    /// record was looked up, if it was.
+    fn apply(&mut self, msg: Deliver, (user, found): Loaded, read_at: Option<u64>, ctx: &mut Context<Self>) {
         let kind = msg.env.body.kind();
         metrics::counter!("iris_shard_envelopes_total", "kind" => kind).increment(1);
         let loaded = match user {
@@ -314,7 +322,11 @@ impl ShardActor {
             s.attr("iris.shard", iris_trace::Value::Int(self.shard.0.into()));
             s.attr("iris.input", iris_trace::Value::Str(kind.to_owned()));
         }
-        match loaded.and(found) {
+        let mut outcome = loaded.and(found).map_err(Some);
+        if read_at.is_some_and(|r| r != self.state.resets()) {
+            outcome = Err(None);
+        }
+        match outcome {
             Ok(found) => {
                 if let Some((ticket, batch)) = self.state.handle(self.time.now_ms(), env, found) {
                     self.commit(ticket, batch, ctx);
@@ -324,7 +336,10 @@ impl ShardActor {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, kind, "load failed; answering unavailable");
+                match e {
+                    Some(e) => tracing::warn!(error = %e, kind, "load failed; answering unavailable"),
+                    None => tracing::debug!(kind, "records forgotten while this input was read; answering unavailable"),
+                }
                 self.state.load_failed(&env);
                 if let Some(mut s) = span {
                     s.fail();
@@ -672,7 +687,7 @@ impl ShardHost {
         let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
         self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(shard, sem.clone());
         let claims = self.store.clone();
-        if !arbiter.spawn(pump(rx, addr, sem, shard, pump_clock.clone(), pump_time, claims, resets)) {
+        if !arbiter.spawn(pump(rx, addr, sem, shard, (pump_clock.clone(), pump_time), claims, resets)) {
             tracing::error!(shard = shard.0, "arbiter is gone; shard not started");
         }
         pump_clock
@@ -726,8 +741,7 @@ async fn pump(
     addr: Addr<ShardActor>,
     permits: Arc<Semaphore>,
     shard: ShardId,
-    clock: Arc<SharedInputClock>,
-    time: SharedClock,
+    (clock, time): (Arc<SharedInputClock>, SharedClock),
     store: Arc<dyn Store>,
     resets: Arc<std::sync::atomic::AtomicU64>,
 ) {
@@ -910,6 +924,37 @@ mod tests {
             assert_eq!(record.head, 60, "each send stored once");
             drop(tx);
             assert!(runs(&host, 0).await, "the shard actor stopped");
+            host.stop();
+
+            // The shard starts again (another owner, empty memory) with
+            // every send retried and waiting: the early answers are the
+            // store's records, and each retry gets its original msg id.
+            let (bus, _, mut edges) = InProcessBus::new(1, std::slice::from_ref(&edge), 1_024);
+            let mut answers = edges.remove(&edge).unwrap();
+            let router = Router::new(Arc::new(Ring::new(1)), Arc::new(bus));
+            let host = ShardHost::new(&config(), store.clone(), router, iris_clock::system(), 2);
+            let (tx, rx) = tokio::sync::mpsc::channel(1_024);
+            for i in 0..60 {
+                tx.send(send(i)).await.unwrap();
+            }
+            host.start(ShardId(0), rx, None);
+            let mut again = 0;
+            while again < 60 {
+                let env = tokio::time::timeout_at(deadline, answers.recv())
+                    .await
+                    .expect("every retry answered within 20 s")
+                    .expect("the edge's queue is open");
+                for part in env.body.into_parts() {
+                    if let EdgeInput::Frame { frame: ServerFrame::Accepted(a), .. } = part {
+                        assert_eq!(Some(&a.msg_id), ids[&a.id].first(), "{}: the original msg id", a.id);
+                        again += 1;
+                    }
+                }
+            }
+            let record = store.load_user(&UserKey::new("acme", "bob")).await.unwrap();
+            assert_eq!(record.head, 60, "no retry stored again");
+            drop(tx);
+            assert!(runs(&host, 0).await, "the second shard actor stopped");
             host.stop();
         });
     }

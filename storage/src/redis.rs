@@ -282,15 +282,21 @@ impl RedisStore {
     /// loop, takes several times more commits per fsync. A Redis that does
     /// not know the script (restarted, or `SCRIPT FLUSH`) answers NOSCRIPT
     /// without running anything; the commit is then sent as `EVAL`, which
-    /// caches it again.
+    /// caches it again; so does a commit while `SCRIPT LOAD` is refused.
     async fn apply_batch(&self, all: Vec<Value>) -> Result<(), fred::error::Error> {
         let keys: Vec<Key> = Vec::new();
         let sha = match self.apply_batch_sha.get() {
             Some(sha) => sha.clone(),
-            None => {
-                let sha: String = self.client.script_load(APPLY_BATCH).await?;
-                self.apply_batch_sha.get_or_init(|| sha).clone()
-            }
+            None => match self.client.script_load::<String, _>(APPLY_BATCH).await {
+                Ok(sha) => self.apply_batch_sha.get_or_init(|| sha).clone(),
+                // `SCRIPT` refused (an ACL, a renamed command) or failed:
+                // this commit goes whole, as `EVAL`, and the next tries again.
+                Err(e) => {
+                    tracing::debug!(error = %e, "SCRIPT LOAD failed; committing with EVAL");
+                    let _: Value = self.client.eval(APPLY_BATCH, keys, all).await?;
+                    return Ok(());
+                }
+            },
         };
         match self.client.evalsha::<Value, _, _, _>(sha, keys.clone(), all.clone()).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
