@@ -860,14 +860,35 @@ mod tests {
         }
     }
 
+    /// The next `n` `accepted` frames an edge receives, as (client id, msg
+    /// id), in order; panics at `deadline`.
+    async fn accepted(
+        answers: &mut iris_router::EdgeReceiver,
+        n: usize,
+        deadline: tokio::time::Instant,
+    ) -> Vec<(String, String)> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let env = tokio::time::timeout_at(deadline, answers.recv())
+                .await
+                .expect("every send answered in time")
+                .expect("the edge's queue is open");
+            for part in env.body.into_parts() {
+                if let iris_envelope::EdgeInput::Frame { frame: iris_protocol::ServerFrame::Accepted(a), .. } = part {
+                    out.push((a.id, a.msg_id));
+                }
+            }
+        }
+        out
+    }
+
     /// A shard that finds its input already waiting looks up the records
     /// of the sends behind the one it handles (LOOK_AHEAD); a retry waiting
     /// right behind its original, and one far behind it, must still be
     /// answered as a duplicate: with the original's msg id, stored once.
     #[test]
     fn sends_looked_up_ahead_still_find_their_duplicates() {
-        use iris_envelope::{EdgeId, EdgeInput, SessionAddr, SessionId, ShardInput};
-        use iris_protocol::ServerFrame;
+        use iris_envelope::{EdgeId, SessionAddr, SessionId, ShardInput};
         let dir = tempfile::tempdir().unwrap();
         actix::System::new().block_on(async {
             let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
@@ -903,18 +924,8 @@ mod tests {
             host.start(ShardId(0), rx, None);
             let mut ids: std::collections::HashMap<String, Vec<String>> = Default::default();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-            let mut got = 0;
-            while got < sent {
-                let env = tokio::time::timeout_at(deadline, answers.recv())
-                    .await
-                    .expect("every send answered within 20 s")
-                    .expect("the edge's queue is open");
-                for part in env.body.into_parts() {
-                    if let EdgeInput::Frame { frame: ServerFrame::Accepted(a), .. } = part {
-                        ids.entry(a.id).or_default().push(a.msg_id);
-                        got += 1;
-                    }
-                }
+            for (id, msg_id) in accepted(&mut answers, sent, deadline).await {
+                ids.entry(id).or_default().push(msg_id);
             }
             assert_eq!(ids.len(), 60, "every client id accepted");
             for (id, msg_ids) in &ids {
@@ -938,18 +949,8 @@ mod tests {
                 tx.send(send(i)).await.unwrap();
             }
             host.start(ShardId(0), rx, None);
-            let mut again = 0;
-            while again < 60 {
-                let env = tokio::time::timeout_at(deadline, answers.recv())
-                    .await
-                    .expect("every retry answered within 20 s")
-                    .expect("the edge's queue is open");
-                for part in env.body.into_parts() {
-                    if let EdgeInput::Frame { frame: ServerFrame::Accepted(a), .. } = part {
-                        assert_eq!(Some(&a.msg_id), ids[&a.id].first(), "{}: the original msg id", a.id);
-                        again += 1;
-                    }
-                }
+            for (id, msg_id) in accepted(&mut answers, 60, deadline).await {
+                assert_eq!(Some(&msg_id), ids[&id].first(), "{id}: the original msg id");
             }
             let record = store.load_user(&UserKey::new("acme", "bob")).await.unwrap();
             assert_eq!(record.head, 60, "no retry stored again");
@@ -966,19 +967,7 @@ mod tests {
             let store = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
             let (bus, _, _) = InProcessBus::new(1, &[], 16);
             let router = Router::new(Arc::new(Ring::new(1)), Arc::new(bus));
-            let cfg = ShardsConfig {
-                shards: 1,
-                threads: 1,
-                max_inflight_writes: 16,
-                max_cached_users: 16,
-                max_contacts: 16,
-                max_subscribers: 16,
-                max_sessions: 4,
-                page_max_bytes: 1 << 16,
-                edge_lease_ms: 200,
-                region: "test".into(),
-                outbox_max: None,
-            };
+            let cfg = config();
             let host = ShardHost::new(&cfg, store, router, iris_clock::system(), 1);
             let (tx, rx) = tokio::sync::mpsc::channel(16);
             host.start(ShardId(0), rx, None);

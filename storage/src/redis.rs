@@ -800,18 +800,24 @@ impl Store for RedisStore {
 mod tests {
     use super::*;
 
-    /// Runs against the Redis that `scripts/test` starts (IRIS_TEST_REDIS).
-    #[tokio::test]
-    async fn redis_store_passes_the_contract() {
+    /// The Redis that `scripts/test` starts (IRIS_TEST_REDIS).
+    async fn test_store() -> RedisStore {
         let Ok(url) = std::env::var("IRIS_TEST_REDIS") else {
             panic!("IRIS_TEST_REDIS is not set: run scripts/test, which starts a Redis server on loopback");
         };
-        let store =
-            RedisStore::connect(RedisConfig { url, retention_secs: 3_600, session_ttl_secs: 60 }).await.unwrap();
-        // A fresh tenant per run: the server may hold earlier runs' data.
-        let tenant =
-            format!("t{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-        crate::contract::run_all(&store, &tenant).await.unwrap();
+        RedisStore::connect(RedisConfig { url, retention_secs: 3_600, session_ttl_secs: 60 }).await.unwrap()
+    }
+
+    /// A fresh tenant per run: the server may hold earlier runs' data.
+    fn fresh_tenant(prefix: &str) -> String {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        format!("{prefix}{t}")
+    }
+
+    #[tokio::test]
+    async fn redis_store_passes_the_contract() {
+        let store = test_store().await;
+        crate::contract::run_all(&store, &fresh_tenant("t")).await.unwrap();
     }
 
     /// Commits go by the script's SHA1; a Redis that forgot the script (a
@@ -819,18 +825,10 @@ mod tests {
     /// whole instead: the contract passes again after a flush.
     #[tokio::test]
     async fn commits_go_on_after_redis_forgets_the_script() {
-        let Ok(url) = std::env::var("IRIS_TEST_REDIS") else {
-            panic!("IRIS_TEST_REDIS is not set: run scripts/test, which starts a Redis server on loopback");
-        };
-        let store =
-            RedisStore::connect(RedisConfig { url, retention_secs: 3_600, session_ttl_secs: 60 }).await.unwrap();
-        let tenant = |n: u8| {
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-            format!("s{n}{t}")
-        };
-        crate::contract::run_all(&store, &tenant(1)).await.unwrap();
+        let store = test_store().await;
+        crate::contract::run_all(&store, &fresh_tenant("s1")).await.unwrap();
         assert!(store.apply_batch_sha.get().is_some(), "commits went by the script's SHA1");
         let _: () = store.client.script_flush(false).await.unwrap();
-        crate::contract::run_all(&store, &tenant(2)).await.unwrap();
+        crate::contract::run_all(&store, &fresh_tenant("s2")).await.unwrap();
     }
 }
