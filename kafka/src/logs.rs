@@ -150,6 +150,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("a blocking Kafka call panicked")
 }
 
+/// The longest wait between outbox reads while the store is away.
+const STORE_AWAY_MAX_WAIT: Duration = Duration::from_secs(1);
+
 /// The shards whose outbox leases `consumer` holds.
 fn leased(consumer: &StreamConsumer, topic: &str) -> BTreeSet<u32> {
     consumer
@@ -180,10 +183,18 @@ async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<std::c
     // Shard → position published up to.
     let mut published: BTreeMap<u32, u64> = BTreeMap::new();
     let mut busy = false;
+    // Rounds in a row whose outbox read found the store away: the wait
+    // before the next grows with them (the store fails at once while its
+    // connection is down), and only the first is logged as a warning.
+    let mut store_away: u32 = 0;
     loop {
         // Serves the group (rebalances, heartbeats); nothing is ever
         // written to the lease topic, so this only waits.
-        let wait = if busy { Duration::ZERO } else { cfg.interval };
+        let wait = match (busy, store_away) {
+            (true, 0) => Duration::ZERO,
+            (_, 0) => cfg.interval,
+            (_, n) => (cfg.interval * 2u32.saturating_pow(n.min(8))).min(STORE_AWAY_MAX_WAIT),
+        };
         busy = false;
         if let Ok(Err(e)) = tokio::time::timeout(wait, consumer.recv()).await {
             tracing::debug!(error = %e, "outbox lease consumer");
@@ -223,6 +234,7 @@ async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<std::c
         // A fair share each, so that one busy shard does not hold up the
         // others.
         let share = (BATCH / published.len().max(1)).max(1);
+        let was_away = std::mem::take(&mut store_away);
         for (shard, pos) in &published {
             match store.read_outbox(&outbox(*shard), *pos, share).await {
                 Ok(entries) if !entries.is_empty() => {
@@ -233,8 +245,13 @@ async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<std::c
                 Ok(_) => {}
                 Err(StoreError::Unavailable(e)) => {
                     // The store is away: the rest of the round would wait
-                    // for it too; the next round tries again.
-                    tracing::warn!(error = %e, shard, "outbox read failed");
+                    // for it too; the next round tries again, later.
+                    if was_away == 0 {
+                        tracing::warn!(error = %e, shard, "outbox read failed; retrying with a growing wait");
+                    } else {
+                        tracing::debug!(error = %e, shard, rounds = was_away, "outbox read failed again");
+                    }
+                    store_away = was_away.saturating_add(1);
                     break;
                 }
                 Err(e) => {

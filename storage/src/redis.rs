@@ -42,7 +42,10 @@ pub struct RedisConfig {
 
 /// The Redis-backed store.
 pub struct RedisStore {
-    client: Client,
+    /// Every command fails at once while the connection is down or being
+    /// made again (fred's `fail_fast`), rather than waiting in fred's queue
+    /// for a reconnection until its 5 s timeout (see [`RedisStore::connect`]).
+    client: fred::clients::WithOptions<Client>,
     retention_secs: i64,
     session_ttl_secs: i64,
     /// The SHA1 of [`APPLY_BATCH`] as Redis named it (`SCRIPT LOAD`), once
@@ -243,6 +246,18 @@ end
 return 0
 ";
 
+/// How a lost connection is made again: after 1 ms, then 2, 4, … ms up to
+/// every 2 s, for ever. fred holds the client `Connected` until its first
+/// attempt, and a command sent meanwhile waits (up to its timeout) instead
+/// of failing fast: the first attempt comes after a millisecond or two,
+/// not after 100 to 200 ms (fred's default delay and jitter). Attempts
+/// against a Redis that refuses them cost a round trip each.
+fn reconnect_policy() -> ReconnectPolicy {
+    let mut policy = ReconnectPolicy::new_exponential(0, 1, 2_000, 2);
+    policy.set_jitter(1);
+    policy
+}
+
 impl RedisStore {
     /// Connects (and keeps reconnecting in the background when Redis goes
     /// away; calls meanwhile fail with `Unavailable`).
@@ -263,10 +278,20 @@ impl RedisStore {
             .with_performance_config(|p| {
                 p.default_command_timeout = std::time::Duration::from_secs(5);
             })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .set_policy(reconnect_policy())
             .build()
             .map_err(err)?;
         client.init().await.map_err(err)?;
+        // A Redis that is gone (its process stopped, its connection reset)
+        // fails every command at once, not after a 5 s timeout each: a
+        // shard then answers `unavailable` within the client's round trip
+        // and tries its repair commits again without waiting out a timeout
+        // for each (they were what kept answers waiting 5 to 15 s while
+        // Redis was down). A Redis that stops answering without closing the
+        // connection still costs a command its timeout; once fred has given
+        // up on that connection, the rest fail at once too.
+        let fail_fast = fred::types::config::Options { fail_fast: true, ..Default::default() };
+        let client = client.with_options(&fail_fast);
         Ok(Self {
             client,
             retention_secs: cfg.retention_secs,
