@@ -51,6 +51,14 @@ pub struct RedisStore {
     /// The SHA1 of [`APPLY_BATCH`] as Redis named it (`SCRIPT LOAD`), once
     /// known: commits send `EVALSHA` with it rather than the 2.5 KB script.
     apply_batch_sha: std::sync::OnceLock<String>,
+    /// The connection's watchdog ([`watch`]), stopped with the store.
+    watchdog: tokio::task::AbortHandle,
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.watchdog.abort();
+    }
 }
 
 /// The documented lookup key other services read: `session:{tenant}:{user}`.
@@ -246,6 +254,50 @@ end
 return 0
 ";
 
+/// How often the watchdog asks Redis whether it answers (`PING`).
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long the watchdog's `PING` may go unanswered before the connection
+/// is dropped and made again (below the 5 s command timeout).
+const WATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The watchdog: a Redis that keeps its connection open but answers
+/// nothing (frozen, or cut off with no reset) would cost every command its
+/// 5 s timeout, for as long as it lasts. fred's own check for unresponsive
+/// connections measures from the last write, so a connection written to
+/// every few milliseconds (a core's publisher, the shards) never trips it.
+/// This one asks `PING` every second; one unanswered for 3 s drops the
+/// connection and makes it again (fred's `force_reconnection`). Commands in
+/// flight on it fail (they are never resent), and while the new connection
+/// waits for its own `PING` every command fails at once (`fail_fast`).
+fn watch(client: Client) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let probe =
+            fred::types::config::Options { fail_fast: true, timeout: Some(WATCH_TIMEOUT), ..Default::default() };
+        let ping = client.with_options(&probe);
+        let mut tick = tokio::time::interval(WATCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match ping.ping::<Value>(None).await {
+                Err(e) if *e.kind() == fred::error::ErrorKind::Timeout => {
+                    tracing::warn!(
+                        "Redis left a PING unanswered for 3 s: dropping the connection and connecting again"
+                    );
+                    metrics::counter!("iris_redis_unresponsive_total").increment(1);
+                    // Resolves once a connection is made again, however long.
+                    if let Err(e) = client.force_reconnection().await {
+                        tracing::debug!(error = %e, "forced Redis reconnection");
+                    }
+                }
+                // Answered, or failed fast: the connection is down and
+                // already being made again.
+                _ => {}
+            }
+        }
+    })
+}
+
 /// How a lost connection is made again: after 1 ms, then 2, 4, … ms up to
 /// every 2 s, for ever. fred holds the client `Connected` until its first
 /// attempt, and a command sent meanwhile waits (up to its timeout) instead
@@ -288,12 +340,14 @@ impl RedisStore {
         // and tries its repair commits again without waiting out a timeout
         // for each (they were what kept answers waiting 5 to 15 s while
         // Redis was down). A Redis that stops answering without closing the
-        // connection still costs a command its timeout; once fred has given
-        // up on that connection, the rest fail at once too.
+        // connection is found by the watchdog, which drops the connection:
+        // from then on commands fail at once too.
+        let watchdog = watch(client.clone()).abort_handle();
         let fail_fast = fred::types::config::Options { fail_fast: true, ..Default::default() };
         let client = client.with_options(&fail_fast);
         Ok(Self {
             client,
+            watchdog,
             retention_secs: cfg.retention_secs,
             session_ttl_secs: cfg.session_ttl_secs,
             apply_batch_sha: std::sync::OnceLock::new(),

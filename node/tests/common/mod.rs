@@ -304,6 +304,22 @@ impl Redis {
         }
         Redis(child)
     }
+
+    /// Freezes it (SIGSTOP): its connections stay open, nothing is answered.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused one run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.0.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "signal {sig} to redis-server");
+    }
 }
 
 impl Drop for Redis {
