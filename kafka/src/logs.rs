@@ -153,6 +153,18 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// The longest wait between outbox reads while the store is away.
 const STORE_AWAY_MAX_WAIT: Duration = Duration::from_secs(1);
 
+/// How long the publisher waits before its next round: not at all after a
+/// full round (more is waiting), `interval` after a quiet one, and after
+/// `store_away` rounds in a row that found the store away, `interval`
+/// doubled that many times, at most [`STORE_AWAY_MAX_WAIT`].
+fn next_wait(interval: Duration, busy: bool, store_away: u32) -> Duration {
+    match (busy, store_away) {
+        (true, 0) => Duration::ZERO,
+        (false, 0) => interval,
+        (_, n) => interval.saturating_mul(2u32.saturating_pow(n.min(16))).min(STORE_AWAY_MAX_WAIT),
+    }
+}
+
 /// The shards whose outbox leases `consumer` holds.
 fn leased(consumer: &StreamConsumer, topic: &str) -> BTreeSet<u32> {
     consumer
@@ -190,11 +202,7 @@ async fn publish(cfg: &PublisherConfig, store: &Arc<dyn Store>) -> Result<std::c
     loop {
         // Serves the group (rebalances, heartbeats); nothing is ever
         // written to the lease topic, so this only waits.
-        let wait = match (busy, store_away) {
-            (true, 0) => Duration::ZERO,
-            (_, 0) => cfg.interval,
-            (_, n) => (cfg.interval * 2u32.saturating_pow(n.min(8))).min(STORE_AWAY_MAX_WAIT),
-        };
+        let wait = next_wait(cfg.interval, busy, store_away);
         busy = false;
         if let Ok(Err(e)) = tokio::time::timeout(wait, consumer.recv()).await {
             tracing::debug!(error = %e, "outbox lease consumer");
@@ -448,5 +456,18 @@ mod tests {
         assert_eq!(r.key, r#"["acme","clicks"]"#);
         let v: serde_json::Value = serde_json::from_str(&r.value).unwrap();
         assert_eq!(v["seq"], 17);
+    }
+
+    #[test]
+    fn the_publisher_waits_longer_while_the_store_is_away_and_not_at_all_when_busy() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_wait(ms(50), true, 0), Duration::ZERO);
+        assert_eq!(next_wait(ms(50), false, 0), ms(50));
+        let away: Vec<Duration> = (1..=6).map(|n| next_wait(ms(50), false, n)).collect();
+        assert_eq!(away, vec![ms(100), ms(200), ms(400), ms(800), ms(1_000), ms(1_000)]);
+        // A full round does not hurry a store that is away.
+        assert_eq!(next_wait(ms(50), true, 2), ms(200));
+        // No overflow however long the outage.
+        assert_eq!(next_wait(Duration::from_secs(3_600), false, u32::MAX), STORE_AWAY_MAX_WAIT);
     }
 }
