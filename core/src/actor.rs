@@ -960,6 +960,121 @@ mod tests {
         });
     }
 
+    /// Every answer an edge receives to a send, as (client id, msg id or
+    /// error code), until `n` arrived; panics at `deadline`.
+    async fn answers(
+        edge: &mut iris_router::EdgeReceiver,
+        n: usize,
+        deadline: tokio::time::Instant,
+    ) -> Vec<(String, Result<String, iris_protocol::ErrorCode>)> {
+        use iris_protocol::ServerFrame;
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let env = tokio::time::timeout_at(deadline, edge.recv())
+                .await
+                .expect("every send answered in time")
+                .expect("the edge's queue is open");
+            for part in env.body.into_parts() {
+                if let iris_envelope::EdgeInput::Frame { frame, .. } = part {
+                    match frame {
+                        ServerFrame::Accepted(a) => out.push((a.id, Ok(a.msg_id))),
+                        ServerFrame::Error(e) => out.push((e.id.expect("a send's error names it"), Err(e.code))),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Commits that applied but answered a failure (a reply lost, as a
+    /// Redis commit that timed out after running) reset the shard while
+    /// the sends behind were looked up early, before those commits wrote:
+    /// their early answers ("never seen") are stale and must not be used.
+    /// Each send is followed, five sends later, by its retry (within the
+    /// look-ahead); then everything is retried until accepted. Each client
+    /// id must end stored once, with one msg id for all its acceptances.
+    #[test]
+    fn early_look_ups_from_before_a_lost_commit_reply_are_not_trusted() {
+        use iris_envelope::{EdgeId, SessionAddr, SessionId, ShardInput};
+        use iris_storage::memory::MemoryStore;
+        actix::System::new().block_on(async {
+            let memory = Arc::new(MemoryStore::default());
+            let store: Arc<dyn Store> = memory.clone();
+            let edge = EdgeId("e".into());
+            let (bus, _, mut edges) = InProcessBus::new(1, std::slice::from_ref(&edge), 1_024);
+            let mut edge_rx = edges.remove(&edge).unwrap();
+            let router = Router::new(Arc::new(Ring::new(1)), Arc::new(bus));
+            let host = ShardHost::new(&config(), store.clone(), router, iris_clock::system(), 1);
+            let bob = UserKey::new("acme", "bob");
+            let send = |i: usize| ShardEnvelope {
+                owner: bob.clone(),
+                body: ShardInput::Send {
+                    from: "alice".into(),
+                    client_id: format!("c{i}").into(),
+                    body: bytes::Bytes::from(format!("body {i}")),
+                    reply: SessionAddr { edge: edge.clone(), session: SessionId(1) },
+                },
+                trace: None,
+            };
+            const SENDS: usize = 40;
+            memory.lose_replies(6);
+            let (tx, rx) = tokio::sync::mpsc::channel(1_024);
+            let mut sent = 0;
+            for i in 0..SENDS {
+                tx.send(send(i)).await.unwrap();
+                sent += 1;
+                if i >= 5 {
+                    tx.send(send(i - 5)).await.unwrap();
+                    sent += 1;
+                }
+            }
+            host.start(ShardId(0), rx, None);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            let mut ids: std::collections::HashMap<String, Vec<String>> = Default::default();
+            let mut refused = 0;
+            for (id, answer) in answers(&mut edge_rx, sent, deadline).await {
+                match answer {
+                    Ok(msg_id) => ids.entry(id).or_default().push(msg_id),
+                    Err(code) => {
+                        assert_eq!(code, iris_protocol::ErrorCode::Unavailable, "{id}");
+                        refused += 1;
+                    }
+                }
+            }
+            assert!(refused > 0, "the lost replies were answered unavailable");
+            // The clients retry whatever was not accepted, until it is.
+            for _ in 0..10 {
+                let missing: Vec<usize> = (0..SENDS).filter(|i| !ids.contains_key(&format!("c{i}"))).collect();
+                if missing.is_empty() {
+                    break;
+                }
+                for i in &missing {
+                    tx.send(send(*i)).await.unwrap();
+                }
+                for (id, answer) in answers(&mut edge_rx, missing.len(), deadline).await {
+                    if let Ok(msg_id) = answer {
+                        ids.entry(id).or_default().push(msg_id);
+                    }
+                }
+            }
+            assert_eq!(ids.len(), SENDS, "every client id accepted in the end");
+            for (id, msg_ids) in &ids {
+                assert!(
+                    msg_ids.iter().all(|m| m == &msg_ids[0]),
+                    "{id}: one msg id for every acceptance, got {msg_ids:?}"
+                );
+            }
+            let inbox = memory.inbox(&bob);
+            let bodies: std::collections::BTreeSet<&[u8]> = inbox.iter().map(|m| m.body.as_ref()).collect();
+            assert_eq!(bodies.len(), inbox.len(), "no send stored twice: {} stored", inbox.len());
+            assert_eq!(inbox.len(), SENDS, "each send stored once");
+            drop(tx);
+            assert!(runs(&host, 0).await, "the shard actor stopped");
+            host.stop();
+        });
+    }
+
     #[test]
     fn a_shard_whose_input_closes_stops() {
         let dir = tempfile::tempdir().unwrap();

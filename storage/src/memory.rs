@@ -35,6 +35,7 @@
 //!   [`StoreError::Unavailable`]; reads go on working.
 //!
 //! For fault injection and invariants it adds [`MemoryStore::fail_commits`],
+//! [`MemoryStore::lose_replies`],
 //! [`MemoryStore::commits`], [`MemoryStore::inbox`] and
 //! [`MemoryStore::reopen`] (a new handle on the same data, as a restarted
 //! node opens the embedded store's directory again).
@@ -86,6 +87,8 @@ struct State {
     commits: u64,
     /// Commits still to fail.
     fail_next: usize,
+    /// Commits still to apply and then report failed.
+    lose_next: usize,
 }
 
 fn kind_index(kind: LogKind) -> usize {
@@ -246,6 +249,14 @@ impl MemoryStore {
         self.state().fail_next = n;
     }
 
+    /// Makes the next `n` commits of a non-empty batch apply and then
+    /// report [`StoreError::Unavailable`], as a Redis commit that ran but
+    /// whose reply was lost (a timeout) does (replacing any count still
+    /// pending; 0 cancels). Checked after [`MemoryStore::fail_commits`].
+    pub fn lose_replies(&self, n: usize) {
+        self.state().lose_next = n;
+    }
+
     /// How many commits applied (not empty batches, nor failed commits).
     pub fn commits(&self) -> u64 {
         self.state().commits
@@ -288,6 +299,10 @@ impl MemoryStore {
             s.apply(op);
         }
         s.commits += 1;
+        if s.lose_next > 0 {
+            s.lose_next -= 1;
+            return Err(StoreError::Unavailable("injected lost reply (the commit applied)".into()));
+        }
         Ok(())
     }
 }
@@ -602,6 +617,21 @@ mod tests {
         store.fail_commits(3);
         store.fail_commits(0);
         now(store.commit(busy_batch(&bob, 3, "m3"))).expect("fail_commits(0) cancels");
+    }
+
+    #[test]
+    fn lost_replies_apply_and_answer_unavailable() {
+        let store = MemoryStore::default();
+        let bob = UserKey::new("t", "bob");
+        store.lose_replies(1);
+        match now(store.commit(busy_batch(&bob, 1, "m1"))) {
+            Err(StoreError::Unavailable(_)) => {}
+            other => panic!("a lost reply answers Unavailable, got {other:?}"),
+        }
+        assert_eq!(store.inbox(&bob).len(), 1, "the commit whose reply was lost applied");
+        assert_eq!(store.commits(), 1);
+        now(store.commit(busy_batch(&bob, 2, "m2"))).expect("only the next n replies are lost");
+        assert_eq!(store.inbox(&bob).len(), 2);
     }
 
     #[test]
