@@ -424,7 +424,7 @@ enum RedisFault {
 /// while it is away, every accepted message is stored once and in order,
 /// and refusals come fast: the store fails commands at once while its
 /// connection is down (fred's `fail_fast`), and its watchdog drops a
-/// connection that leaves a `PING` unanswered for 3 s, so a refusal costs
+/// connection that leaves a `PING` unanswered for 5 s, so a refusal costs
 /// a bus round trip, not a 5 s command timeout (before: 5 to 15 s each).
 /// The commands caught when Redis went away still wait out their timeout:
 /// the first refusal may take 5 s (the first two when Redis hangs, if the

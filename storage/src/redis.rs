@@ -148,6 +148,11 @@ fn err(e: fred::error::Error) -> StoreError {
     if e.details().contains("OUTBOXFULL") {
         return StoreError::Unavailable(e.details().into());
     }
+    // A command in flight on a connection fred dropped and made again is
+    // not resent (`max_command_attempts = 1`) and fails with this.
+    if e.details().contains("failed write attempts") {
+        return StoreError::Unavailable(e.to_string().into());
+    }
     match e.kind() {
         K::IO | K::Timeout | K::Canceled | K::Backpressure => StoreError::Unavailable(e.to_string().into()),
         _ => StoreError::Backend(e.to_string().into()),
@@ -258,41 +263,66 @@ return 0
 const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long the watchdog's `PING` may go unanswered before the connection
-/// is dropped and made again (below the 5 s command timeout).
-const WATCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// is dropped and made again: the command timeout, so that the watchdog
+/// gives up on a connection only when any command sent with its `PING`
+/// would have failed anyway. (A `PING` waits behind the commands sent
+/// before it: a Redis slowed by a disk stall or a long command is not
+/// given up on sooner than its commands are.)
+const WATCH_TIMEOUT: std::time::Duration = COMMAND_TIMEOUT;
+
+/// How long a command may go unanswered; also the connection's
+/// `TCP_USER_TIMEOUT` (data written but unacknowledged, or unsent behind a
+/// zero window, that long drops the connection).
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The watchdog: a Redis that keeps its connection open but answers
 /// nothing (frozen, or cut off with no reset) would cost every command its
 /// 5 s timeout, for as long as it lasts. fred's own check for unresponsive
 /// connections measures from the last write, so a connection written to
 /// every few milliseconds (a core's publisher, the shards) never trips it.
-/// This one asks `PING` every second; one unanswered for 3 s drops the
-/// connection and makes it again (fred's `force_reconnection`). Commands in
-/// flight on it fail (they are never resent), and while the new connection
-/// waits for its own `PING` every command fails at once (`fail_fast`).
+/// This one asks `PING` every second; one unanswered for the command
+/// timeout, on a connection that was not made again meanwhile, drops the
+/// connection and makes it again (fred's `force_reconnection`). Commands
+/// in flight on it fail (they are never resent), and while the new
+/// connection waits for its own `PING` every command fails at once
+/// (`fail_fast`). When Redis stops reading while commands are written to
+/// it, fred's writer waits on the full socket and cannot take the
+/// reconnection; the connection's `TCP_USER_TIMEOUT` ends that wait.
 fn watch(client: Client) -> tokio::task::JoinHandle<()> {
+    use tokio::sync::broadcast::error::TryRecvError;
     tokio::spawn(async move {
         let probe =
             fred::types::config::Options { fail_fast: true, timeout: Some(WATCH_TIMEOUT), ..Default::default() };
         let ping = client.with_options(&probe);
+        let mut reconnects = client.reconnect_rx();
+        // Whether fred made a connection again since the last look.
+        let mut reconnected = move || {
+            let mut any = false;
+            loop {
+                match reconnects.try_recv() {
+                    Ok(_) | Err(TryRecvError::Lagged(_)) => any = true,
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => return any,
+                }
+            }
+        };
         let mut tick = tokio::time::interval(WATCH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match ping.ping::<Value>(None).await {
-                Err(e) if *e.kind() == fred::error::ErrorKind::Timeout => {
-                    tracing::warn!(
-                        "Redis left a PING unanswered for 3 s: dropping the connection and connecting again"
-                    );
-                    metrics::counter!("iris_redis_unresponsive_total").increment(1);
-                    // Resolves once a connection is made again, however long.
-                    if let Err(e) = client.force_reconnection().await {
-                        tracing::debug!(error = %e, "forced Redis reconnection");
-                    }
-                }
-                // Answered, or failed fast: the connection is down and
-                // already being made again.
-                _ => {}
+            reconnected();
+            let unanswered =
+                matches!(ping.ping::<Value>(None).await, Err(e) if *e.kind() == fred::error::ErrorKind::Timeout);
+            // Not answered, or failed fast (the connection is down and
+            // already being made again), or the connection it waited on
+            // was replaced meanwhile: nothing to do.
+            if !unanswered || reconnected() || !client.is_connected() {
+                continue;
+            }
+            tracing::warn!("Redis left a PING unanswered for 5 s: dropping the connection and connecting again");
+            metrics::counter!("iris_redis_unresponsive_total").increment(1);
+            // Resolves once a connection is made again, however long.
+            if let Err(e) = client.force_reconnection().await {
+                tracing::debug!(error = %e, "forced Redis reconnection");
             }
         }
     })
@@ -318,7 +348,12 @@ impl RedisStore {
         let client = Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = std::time::Duration::from_secs(5);
-                c.internal_command_timeout = std::time::Duration::from_secs(5);
+                c.internal_command_timeout = COMMAND_TIMEOUT;
+                // A Redis that stops reading (frozen, or its host cut off)
+                // while commands are written to it drops the connection
+                // after this long instead of holding fred's writer on a
+                // full socket (see [`watch`]).
+                c.tcp = fred::types::config::TcpConfig { user_timeout: Some(COMMAND_TIMEOUT), ..Default::default() };
                 // A batch script whose reply was lost may have run: sending it
                 // again would append logs and add rollups twice. The shard
                 // sees the failure and answers `unavailable`; clients retry
@@ -328,7 +363,7 @@ impl RedisStore {
                 c.max_command_buffer_len = 100_000;
             })
             .with_performance_config(|p| {
-                p.default_command_timeout = std::time::Duration::from_secs(5);
+                p.default_command_timeout = COMMAND_TIMEOUT;
             })
             .set_policy(reconnect_policy())
             .build()
@@ -909,5 +944,107 @@ mod tests {
         assert!(store.apply_batch_sha.get().is_some(), "commits went by the script's SHA1");
         let _: () = store.client.script_flush(false).await.unwrap();
         crate::contract::run_all(&store, &fresh_tenant("s2")).await.unwrap();
+    }
+
+    /// A Redis of this test's own on a free port, without persistence, to
+    /// freeze and thaw (SIGSTOP, SIGCONT) without touching the shared one.
+    struct PrivateRedis {
+        child: std::process::Child,
+        port: u16,
+    }
+
+    impl PrivateRedis {
+        fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server (scripts/test installs it)");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(std::time::Instant::now() < deadline, "redis-server did not listen");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Self { child, port }
+        }
+
+        fn signal(&self, sig: &str) {
+            let ok = std::process::Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+            assert!(ok.success(), "kill {sig}");
+        }
+    }
+
+    impl Drop for PrivateRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// A Redis that stops reading while commits are written to it fills the
+    /// connection's socket buffers, and fred's writer then waits on the
+    /// socket: no reconnection, forced or not, gets through, and every
+    /// command waits its 5 s timeout for as long as Redis is frozen. The
+    /// connection's TCP_USER_TIMEOUT ends it: within 30 s of the freeze
+    /// (5 s of a full socket, then the watchdog's and the reconnection's
+    /// time), a command fails at once, and once Redis runs again commands
+    /// succeed.
+    #[tokio::test]
+    async fn a_redis_frozen_under_write_load_fails_commands_fast_and_comes_back() {
+        use std::time::{Duration, Instant};
+        let redis = PrivateRedis::start();
+        let url = format!("redis://127.0.0.1:{}", redis.port);
+        let store = Arc::new(
+            RedisStore::connect(RedisConfig { url, retention_secs: 3_600, session_ttl_secs: 60 }).await.unwrap(),
+        );
+        let bob = UserKey::new(fresh_tenant("f").as_str(), "bob");
+        store.load_user(&bob).await.expect("Redis answers before the freeze");
+        redis.signal("-STOP");
+        // 64 writers, each with a 256 KiB commit always in flight: 16 MiB
+        // waiting, more than a loopback connection's socket buffers hold.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let body = Bytes::from(vec![b'x'; 256 << 10]);
+        let writers: Vec<_> = (0..64u64)
+            .map(|w| {
+                let (store, stop, body, bob) = (store.clone(), stop.clone(), body.clone(), bob.clone());
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let mut batch = WriteBatch::default();
+                        let message = StoredMessage {
+                            seq: w + 1,
+                            msg_id: "m".into(),
+                            from: "a".into(),
+                            body: body.clone(),
+                            ts: 1,
+                        };
+                        batch.push(WriteOp::Message { user: bob.clone(), message });
+                        let _ = store.commit(batch).await;
+                    }
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut waits = Vec::new();
+        loop {
+            let asked = Instant::now();
+            let answer = store.load_user(&bob).await;
+            waits.push(asked.elapsed());
+            assert!(answer.is_err(), "Redis is frozen, yet it answered");
+            if asked.elapsed() < Duration::from_secs(1) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "commands still wait on a frozen Redis after 30 s: {waits:?}");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        redis.signal("-CONT");
+        for w in writers {
+            w.await.unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while store.load_user(&bob).await.is_err() {
+            assert!(Instant::now() < deadline, "Redis runs again, yet commands still fail");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
