@@ -860,26 +860,33 @@ mod tests {
         }
     }
 
-    /// The next `n` `accepted` frames an edge receives, as (client id, msg
-    /// id), in order; panics at `deadline`.
+    /// The next `n` answers an edge receives, all `accepted`, as (client
+    /// id, msg id), in order; panics on any other answer or at `deadline`.
     async fn accepted(
-        answers: &mut iris_router::EdgeReceiver,
+        edge: &mut iris_router::EdgeReceiver,
         n: usize,
         deadline: tokio::time::Instant,
     ) -> Vec<(String, String)> {
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            let env = tokio::time::timeout_at(deadline, answers.recv())
-                .await
-                .expect("every send answered in time")
-                .expect("the edge's queue is open");
-            for part in env.body.into_parts() {
-                if let iris_envelope::EdgeInput::Frame { frame: iris_protocol::ServerFrame::Accepted(a), .. } = part {
-                    out.push((a.id, a.msg_id));
-                }
-            }
+        answers(edge, n, deadline)
+            .await
+            .into_iter()
+            .map(|(id, answer)| (id.clone(), answer.unwrap_or_else(|code| panic!("{id} refused: {code:?}"))))
+            .collect()
+    }
+
+    /// A `send` from alice to bob on the test edge, client id `c{i}`.
+    fn send_to_bob(edge: &iris_envelope::EdgeId, i: usize) -> ShardEnvelope {
+        use iris_envelope::{SessionAddr, SessionId, ShardInput};
+        ShardEnvelope {
+            owner: UserKey::new("acme", "bob"),
+            body: ShardInput::Send {
+                from: "alice".into(),
+                client_id: format!("c{i}").into(),
+                body: bytes::Bytes::from(format!("body {i}")),
+                reply: SessionAddr { edge: edge.clone(), session: SessionId(1) },
+            },
+            trace: None,
         }
-        out
     }
 
     /// A shard that finds its input already waiting looks up the records
@@ -888,7 +895,7 @@ mod tests {
     /// answered as a duplicate: with the original's msg id, stored once.
     #[test]
     fn sends_looked_up_ahead_still_find_their_duplicates() {
-        use iris_envelope::{EdgeId, SessionAddr, SessionId, ShardInput};
+        use iris_envelope::EdgeId;
         let dir = tempfile::tempdir().unwrap();
         actix::System::new().block_on(async {
             let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
@@ -897,16 +904,7 @@ mod tests {
             let mut answers = edges.remove(&edge).unwrap();
             let router = Router::new(Arc::new(Ring::new(1)), Arc::new(bus));
             let host = ShardHost::new(&config(), store.clone(), router, iris_clock::system(), 1);
-            let send = |i: usize| ShardEnvelope {
-                owner: UserKey::new("acme", "bob"),
-                body: ShardInput::Send {
-                    from: "alice".into(),
-                    client_id: format!("c{i}").into(),
-                    body: bytes::Bytes::from(format!("body {i}")),
-                    reply: SessionAddr { edge: edge.clone(), session: SessionId(1) },
-                },
-                trace: None,
-            };
+            let send = |i: usize| send_to_bob(&edge, i);
             // 60 sends, each followed at once by its retry, and every tenth
             // by a retry of a send 40 back (beyond the look-ahead).
             let (tx, rx) = tokio::sync::mpsc::channel(1_024);
@@ -996,7 +994,7 @@ mod tests {
     /// id must end stored once, with one msg id for all its acceptances.
     #[test]
     fn early_look_ups_from_before_a_lost_commit_reply_are_not_trusted() {
-        use iris_envelope::{EdgeId, SessionAddr, SessionId, ShardInput};
+        use iris_envelope::EdgeId;
         use iris_storage::memory::MemoryStore;
         actix::System::new().block_on(async {
             let memory = Arc::new(MemoryStore::default());
@@ -1007,16 +1005,7 @@ mod tests {
             let router = Router::new(Arc::new(Ring::new(1)), Arc::new(bus));
             let host = ShardHost::new(&config(), store.clone(), router, iris_clock::system(), 1);
             let bob = UserKey::new("acme", "bob");
-            let send = |i: usize| ShardEnvelope {
-                owner: bob.clone(),
-                body: ShardInput::Send {
-                    from: "alice".into(),
-                    client_id: format!("c{i}").into(),
-                    body: bytes::Bytes::from(format!("body {i}")),
-                    reply: SessionAddr { edge: edge.clone(), session: SessionId(1) },
-                },
-                trace: None,
-            };
+            let send = |i: usize| send_to_bob(&edge, i);
             const SENDS: usize = 40;
             memory.lose_replies(6);
             let (tx, rx) = tokio::sync::mpsc::channel(1_024);
