@@ -40,6 +40,41 @@ pub async fn run_all(store: &dyn Store, tenant: &str) -> Result<(), String> {
     if store.keeps_api_keys() {
         api_keys(store, tenant).await?;
     }
+    if store.keeps_bars() {
+        bars(store, tenant).await?;
+    }
+    Ok(())
+}
+
+/// Tenant bars (ADR 0030): a bar holds its first id, is listed until
+/// lifted, and only confirmations of that id and region count.
+async fn bars(store: &dyn Store, tenant: &str) -> Result<(), String> {
+    let e = |e: StoreError| e.to_string();
+    let (t, other) = (format!("{tenant}-bar"), format!("{tenant}-bar-other"));
+    let listed = |bars: &[Bar], t: &str| bars.iter().find(|b| &*b.tenant == t).map(|b| b.id);
+    check(listed(&store.barred_tenants().await.map_err(e)?, &t).is_none(), "a tenant is not barred at first")?;
+    check(store.bar_tenant(&t, 7).await.map_err(e)? == 7, "a new bar holds its id")?;
+    check(store.bar_tenant(&t, 9).await.map_err(e)? == 7, "barring again keeps the first bar")?;
+    let bars = store.barred_tenants().await.map_err(e)?;
+    check(listed(&bars, &t) == Some(7) && listed(&bars, &other).is_none(), "only the barred tenant is listed")?;
+    let bar = Bar { tenant: t.as_str().into(), id: 7 };
+    store.confirm_bar("r1", &bar, 3).await.map_err(e)?;
+    store.confirm_bar("r1", &bar, 0).await.map_err(e)?;
+    store.confirm_bar("r2", &bar, 5).await.map_err(e)?;
+    store.confirm_bar("r1", &Bar { tenant: t.as_str().into(), id: 6 }, 4).await.map_err(e)?;
+    let mut got = store.bar_confirmations("r1", &t, 7).await.map_err(e)?;
+    got.sort_unstable();
+    check(got == vec![0, 3], "a region's confirmations of the bar, not another region's or bar's")?;
+    check(store.bar_confirmations("r1", &other, 7).await.map_err(e)?.is_empty(), "no other tenant's")?;
+    check(store.lift_bar(&t).await.map_err(e)?, "lifting a bar finds it")?;
+    check(!store.lift_bar(&t).await.map_err(e)?, "lifting it again finds none")?;
+    check(listed(&store.barred_tenants().await.map_err(e)?, &t).is_none(), "a lifted bar is not listed")?;
+    check(store.bar_tenant(&t, 8).await.map_err(e)? == 8, "a new bar after a lift has its own id")?;
+    check(
+        store.bar_confirmations("r1", &t, 8).await.map_err(e)?.is_empty(),
+        "the old bar's confirmations do not count",
+    )?;
+    store.lift_bar(&t).await.map_err(e)?;
     Ok(())
 }
 
@@ -63,7 +98,9 @@ async fn fill(store: &dyn Store, tenant: &str, outbox: &OutboxId) -> Result<(), 
     let receipt = PendingReceipt { msg_id: "m-1".into(), by: "bob".into(), state: ReceiptState::Delivered };
     b.push(WriteOp::Receipt { user: ann.clone(), receipt });
     let session = SessionRecord { nodes: vec!["n".into()], region: "r".into(), sessions: 1, last_seen: None };
-    b.push(WriteOp::Session { user: bob.clone(), record: session, version: 1 });
+    b.push(WriteOp::Session { user: bob.clone(), record: session.clone(), version: 1 });
+    // A user with nothing but a session record (online, never written to).
+    b.push(WriteOp::Session { user: UserKey::new(tenant, "cy"), record: session, version: 1 });
     b.push(WriteOp::Log { kind: LogKind::Graph, tenant: tenant.into(), record: Bytes::from_static(b"{}") });
     b.push(WriteOp::Log { kind: LogKind::Events, tenant: tenant.into(), record: Bytes::from_static(b"{}") });
     let key = EventKey { tenant: tenant.into(), stream: "s".into(), key: "k".into() };
@@ -99,6 +136,7 @@ async fn left_of(store: &dyn Store, tenant: &str, outbox: &OutboxId) -> Result<V
     note(!a.policies.is_empty(), "policies");
     note(!store.pending_receipts(&ann, 10).await.map_err(e)?.is_empty(), "receipts");
     note(store.session(&bob).await.map_err(e)?.is_some(), "session");
+    note(store.session(&UserKey::new(tenant, "cy")).await.map_err(e)?.is_some(), "a session record alone");
     for kind in [LogKind::Graph, LogKind::Events] {
         note(!store.read_log(kind, tenant, 0, 10).await.map_err(e)?.is_empty(), "log");
     }

@@ -181,6 +181,18 @@ pub struct OutboxEntry {
     pub record: Bytes,
 }
 
+/// A tenant barred from a region's shards: its deletion is under way or
+/// done, and no shard may write anything of it
+/// (docs/adr/0030-a-tenant-deleted-under-running-shards.md).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bar {
+    /// The tenant.
+    pub tenant: Arc<str>,
+    /// Names this bar: a shard confirms the bar it saw, so a confirmation of
+    /// an earlier bar of the same name (lifted since) never counts.
+    pub id: u64,
+}
+
 /// Identifies an ingested event for deduplication.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EventKey {
@@ -517,6 +529,34 @@ pub trait Store: Send + Sync + 'static {
     /// key is never touched.
     async fn revoke_api_key(&self, _tenant: &str, _prefix: &str) -> Result<bool, StoreError> {
         Err(StoreError::Backend("this backend keeps no API keys".into()))
+    }
+    /// Whether tenants can be barred here: a store a region's nodes share
+    /// (Redis, ScyllaDB, the memory store). The embedded store's node is
+    /// stopped to delete a tenant, and bars nothing.
+    fn keeps_bars(&self) -> bool {
+        false
+    }
+    /// Bars `tenant` from every shard of the store, under `id` unless it
+    /// is barred already. Returns the id of the bar that holds.
+    async fn bar_tenant(&self, _tenant: &str, _id: u64) -> Result<u64, StoreError> {
+        Err(StoreError::Backend("this backend keeps no tenant bars".into()))
+    }
+    /// Lifts `tenant`'s bar; returns whether there was one.
+    async fn lift_bar(&self, _tenant: &str) -> Result<bool, StoreError> {
+        Err(StoreError::Backend("this backend keeps no tenant bars".into()))
+    }
+    /// Every barred tenant (a store that keeps none has none).
+    async fn barred_tenants(&self) -> Result<Vec<Bar>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Records that `shard` of `region` writes nothing of `bar`'s tenant
+    /// any more, and that every write it made of it before has finished.
+    async fn confirm_bar(&self, _region: &str, _bar: &Bar, _shard: u32) -> Result<(), StoreError> {
+        Err(StoreError::Backend("this backend keeps no tenant bars".into()))
+    }
+    /// The shards of `region` that confirmed bar `id` of `tenant`.
+    async fn bar_confirmations(&self, _region: &str, _tenant: &str, _id: u64) -> Result<Vec<u32>, StoreError> {
+        Err(StoreError::Backend("this backend keeps no tenant bars".into()))
     }
     /// Finishes queued writes and releases the backend.
     async fn close(&self) {}

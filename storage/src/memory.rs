@@ -81,6 +81,10 @@ struct State {
     claims: BTreeMap<u32, u64>,
     /// API key hash → tenant.
     api_keys: BTreeMap<String, String>,
+    /// Barred tenant → bar id.
+    bars: BTreeMap<Arc<str>, u64>,
+    /// (region, tenant) → shard → the bar id it confirmed.
+    bar_confirmations: BTreeMap<(String, String), BTreeMap<u32, u64>>,
     /// Per shard: the last outbox position handed out, and the entries.
     outboxes: BTreeMap<OutboxId, (u64, BTreeMap<u64, OutboxEntry>)>,
     /// Commits that applied.
@@ -481,6 +485,36 @@ impl Store for MemoryStore {
         let before = s.rollups.len();
         s.rollups.retain(|k, _| &*k.tenant != tenant || k.hour_ms >= before_ms);
         Ok((before - s.rollups.len()) as u64)
+    }
+
+    fn keeps_bars(&self) -> bool {
+        true
+    }
+
+    async fn bar_tenant(&self, tenant: &str, id: u64) -> Result<u64, StoreError> {
+        Ok(*self.state().bars.entry(tenant.into()).or_insert(id))
+    }
+
+    async fn lift_bar(&self, tenant: &str) -> Result<bool, StoreError> {
+        Ok(self.state().bars.remove(tenant).is_some())
+    }
+
+    async fn barred_tenants(&self) -> Result<Vec<Bar>, StoreError> {
+        Ok(self.state().bars.iter().map(|(t, id)| Bar { tenant: t.clone(), id: *id }).collect())
+    }
+
+    async fn confirm_bar(&self, region: &str, bar: &Bar, shard: u32) -> Result<(), StoreError> {
+        let mut s = self.state();
+        s.bar_confirmations.entry((region.to_owned(), bar.tenant.to_string())).or_default().insert(shard, bar.id);
+        Ok(())
+    }
+
+    async fn bar_confirmations(&self, region: &str, tenant: &str, id: u64) -> Result<Vec<u32>, StoreError> {
+        let s = self.state();
+        let Some(shards) = s.bar_confirmations.get(&(region.to_owned(), tenant.to_owned())) else {
+            return Ok(Vec::new());
+        };
+        Ok(shards.iter().filter(|(_, b)| **b == id).map(|(shard, _)| *shard).collect())
     }
 
     async fn put_api_key(&self, hash: &str, tenant: &str) -> Result<(), StoreError> {

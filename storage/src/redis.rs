@@ -61,9 +61,18 @@ impl Drop for RedisStore {
     }
 }
 
+/// Barred tenants: tenant → bar id (ADR 0030).
+const BARS: &str = "barred";
+
 /// The documented lookup key other services read: `session:{tenant}:{user}`.
 fn session_key(u: &UserKey) -> Key {
     Key::from(format!("session:{}:{}", u.tenant, u.user).as_str())
+}
+
+/// The users of a tenant that have a session record (they may have
+/// nothing else), for deleting the tenant.
+fn session_users_key(tenant: &str) -> Key {
+    key(&[b"sessusers", tenant.as_bytes()])
 }
 
 /// The version of a user's session record (ADR 0021), beside the record.
@@ -636,6 +645,9 @@ impl Store for RedisStore {
                     // JSON, so that other services can read it; last in the
                     // arguments, checked before anything is written.
                     let json = serde_json::to_string(&record).map_err(|e| StoreError::Backend(e.to_string().into()))?;
+                    // Listed under its tenant: a user may have no other
+                    // record by which a tenant's deletion finds it.
+                    push(&mut args, vec!["sadd".into(), k(session_users_key(&u.tenant)), u.user.to_string().into()]);
                     sessions.extend([
                         k(session_key(&u)),
                         json.into(),
@@ -754,7 +766,9 @@ impl Store for RedisStore {
                 gone += n;
             }
         }
-        let mut exact: Vec<Key> = Vec::new();
+        let listed: Vec<String> = self.client.smembers(session_users_key(tenant)).await.map_err(err)?;
+        users.extend(listed);
+        let mut exact: Vec<Key> = vec![session_users_key(tenant)];
         // (The log seq counters stay: a tenant of the same name later must
         // not hand out seqs that readers and the topics have seen.)
         for kind in [LogKind::Graph, LogKind::Events] {
@@ -828,6 +842,47 @@ impl Store for RedisStore {
             }
         }
         Ok(gone)
+    }
+
+    fn keeps_bars(&self) -> bool {
+        true
+    }
+
+    async fn bar_tenant(&self, tenant: &str, id: u64) -> Result<u64, StoreError> {
+        let _: bool = self.client.hsetnx(BARS, tenant, id.to_string()).await.map_err(err)?;
+        let held: Option<String> = self.client.hget(BARS, tenant).await.map_err(err)?;
+        held.and_then(|h| h.parse().ok()).ok_or(StoreError::Corrupt("tenant bar"))
+    }
+
+    async fn lift_bar(&self, tenant: &str) -> Result<bool, StoreError> {
+        let n: u64 = self.client.hdel(BARS, tenant).await.map_err(err)?;
+        Ok(n > 0)
+    }
+
+    async fn barred_tenants(&self) -> Result<Vec<Bar>, StoreError> {
+        let all: HashMap<String, String> = self.client.hgetall(BARS).await.map_err(err)?;
+        let mut bars = all
+            .into_iter()
+            .map(|(t, id)| Ok(Bar { tenant: t.into(), id: id.parse().map_err(|_| StoreError::Corrupt("tenant bar"))? }))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        bars.sort();
+        Ok(bars)
+    }
+
+    async fn confirm_bar(&self, region: &str, bar: &Bar, shard: u32) -> Result<(), StoreError> {
+        let k = key(&[b"barconf", region.as_bytes(), bar.tenant.as_bytes()]);
+        let _: u64 = self.client.hset(k, (shard.to_string(), bar.id.to_string())).await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn bar_confirmations(&self, region: &str, tenant: &str, id: u64) -> Result<Vec<u32>, StoreError> {
+        let k = key(&[b"barconf", region.as_bytes(), tenant.as_bytes()]);
+        let all: HashMap<String, String> = self.client.hgetall(k).await.map_err(err)?;
+        let id = id.to_string();
+        let mut shards: Vec<u32> =
+            all.into_iter().filter(|(_, b)| *b == id).filter_map(|(s, _)| s.parse().ok()).collect();
+        shards.sort_unstable();
+        Ok(shards)
     }
 
     async fn put_api_key(&self, hash: &str, tenant: &str) -> Result<(), StoreError> {

@@ -69,6 +69,18 @@ pub const MIGRATIONS: &[Migration] = &[
             "CREATE TABLE IF NOT EXISTS {ks}.tenant_api_keys (tenant text, hash text, PRIMARY KEY ((tenant), hash))",
         ],
     },
+    Migration {
+        version: 3,
+        name: "tenant bars: tenants being deleted under running shards, and each shard's confirmation",
+        statements: &[
+            // One small partition (a handful of tenants being deleted),
+            // read by every shard as it starts and every few seconds.
+            "CREATE TABLE IF NOT EXISTS {ks}.tenant_bars (bucket int, tenant text, bar_id bigint, \
+         PRIMARY KEY ((bucket), tenant))",
+            "CREATE TABLE IF NOT EXISTS {ks}.tenant_bar_confirmations (region text, tenant text, shard int, \
+         bar_id bigint, PRIMARY KEY ((region, tenant), shard))",
+        ],
+    },
 ];
 
 /// Every table and its partition key, whose first column is the tenant:
@@ -285,6 +297,16 @@ pub enum Stmt {
     ApiKeyDelete,
     /// Takes a key out of its tenant's list.
     TenantApiKeyDelete,
+    /// Bars a tenant (if not barred: `IF NOT EXISTS`).
+    BarPut,
+    /// Every bar.
+    Bars,
+    /// Lifts a bar.
+    BarDelete,
+    /// A shard's confirmation of a bar.
+    BarConfirm,
+    /// The confirmations of a tenant's bar in a region.
+    BarConfirmations,
 }
 
 impl Stmt {
@@ -334,6 +356,11 @@ impl Stmt {
         Stmt::TenantApiKeys,
         Stmt::ApiKeyDelete,
         Stmt::TenantApiKeyDelete,
+        Stmt::BarPut,
+        Stmt::Bars,
+        Stmt::BarDelete,
+        Stmt::BarConfirm,
+        Stmt::BarConfirmations,
     ];
 
     /// The CQL, with `{ks}` for the keyspace.
@@ -431,6 +458,15 @@ impl Stmt {
             Stmt::TenantApiKeys => "SELECT hash FROM {ks}.tenant_api_keys WHERE tenant = ?",
             Stmt::ApiKeyDelete => "DELETE FROM {ks}.api_keys WHERE hash = ?",
             Stmt::TenantApiKeyDelete => "DELETE FROM {ks}.tenant_api_keys WHERE tenant = ? AND hash = ?",
+            Stmt::BarPut => "INSERT INTO {ks}.tenant_bars (bucket, tenant, bar_id) VALUES (0, ?, ?) IF NOT EXISTS",
+            Stmt::Bars => "SELECT tenant, bar_id FROM {ks}.tenant_bars WHERE bucket = 0",
+            Stmt::BarDelete => "DELETE FROM {ks}.tenant_bars WHERE bucket = 0 AND tenant = ?",
+            Stmt::BarConfirm => {
+                "INSERT INTO {ks}.tenant_bar_confirmations (region, tenant, shard, bar_id) VALUES (?, ?, ?, ?)"
+            }
+            Stmt::BarConfirmations => {
+                "SELECT shard, bar_id FROM {ks}.tenant_bar_confirmations WHERE region = ? AND tenant = ?"
+            }
         }
     }
 
@@ -456,7 +492,7 @@ impl Stmt {
     /// Counter increments are not; conditional writes are retried by Paxos
     /// itself, not by the driver.
     pub fn idempotent(self) -> bool {
-        !matches!(self, Stmt::RollupAdd | Stmt::AppendChecked | Stmt::Unappend)
+        !matches!(self, Stmt::RollupAdd | Stmt::AppendChecked | Stmt::Unappend | Stmt::BarPut)
     }
 
     /// How many values it binds.
@@ -854,6 +890,17 @@ pub fn outcome(columns: &[&str], row: &Row) -> Result<Outcome, StoreError> {
     }
 }
 
+/// Reads the answer of a bar's `INSERT ... IF NOT EXISTS`: `None` when it
+/// was applied, else the id of the bar that holds.
+pub fn bar_held(columns: &[&str], row: &Row) -> Result<Option<i64>, StoreError> {
+    let col = |name: &str| columns.iter().position(|c| *c == name).and_then(|i| row.columns.get(i)?.as_ref());
+    match (col("[applied]"), col("bar_id")) {
+        (Some(CqlValue::Boolean(true)), _) => Ok(None),
+        (Some(CqlValue::Boolean(false)), Some(CqlValue::BigInt(id))) => Ok(Some(*id)),
+        _ => Err(StoreError::Corrupt("conditional write answer")),
+    }
+}
+
 /// Parses a consistency level as the config names it.
 pub fn consistency(name: &str) -> Option<scylla::statement::Consistency> {
     use scylla::statement::Consistency as C;
@@ -1154,6 +1201,11 @@ mod tests {
         ]);
         assert_eq!(outcome(&names, &held).unwrap(), Outcome::Held("other".into()));
         assert!(outcome(&["seq"], &row(vec![big(1)])).is_err());
+        let bar = ["[applied]", "bucket", "tenant", "bar_id"];
+        assert_eq!(bar_held(&["[applied]"], &row(vec![Some(CqlValue::Boolean(true))])).unwrap(), None);
+        let held = row(vec![Some(CqlValue::Boolean(false)), Some(CqlValue::Int(0)), text("t"), big(7)]);
+        assert_eq!(bar_held(&bar, &held).unwrap(), Some(7));
+        assert!(bar_held(&bar[..2], &row(vec![Some(CqlValue::Boolean(false)), Some(CqlValue::Int(0))])).is_err());
     }
 
     #[test]

@@ -397,11 +397,17 @@ async fn applied_versions(session: &Session, ks: &str) -> Result<BTreeSet<u32>, 
     Ok(out)
 }
 
-fn conditional(answer: scylla::response::query_result::QueryResult) -> Result<Outcome, StoreError> {
+/// The column names and the row of a conditional write's answer.
+fn answer_row(answer: scylla::response::query_result::QueryResult) -> Result<(Vec<String>, Row), StoreError> {
     let rows = answer.into_rows_result().map_err(|_| StoreError::Corrupt("conditional write answer"))?;
     let names: Vec<String> = rows.column_specs().iter().map(|c| c.name().to_owned()).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let row: Row = rows.first_row().map_err(|_| StoreError::Corrupt("conditional write answer"))?;
+    Ok((names, row))
+}
+
+fn conditional(answer: scylla::response::query_result::QueryResult) -> Result<Outcome, StoreError> {
+    let (names, row) = answer_row(answer)?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     cql::outcome(&names, &row)
 }
 
@@ -657,6 +663,40 @@ impl Store for ScyllaStore {
         self.exec(Stmt::ApiKeyDelete, (hash.as_str(),)).await?;
         self.exec(Stmt::TenantApiKeyDelete, (tenant, hash.as_str())).await?;
         Ok(true)
+    }
+
+    fn keeps_bars(&self) -> bool {
+        true
+    }
+
+    async fn bar_tenant(&self, tenant: &str, id: u64) -> Result<u64, StoreError> {
+        // A lightweight transaction: two operators barring one tenant at
+        // once agree on one id. Its answer carries the id that holds.
+        let answer =
+            self.session.execute_unpaged(self.stmt(Stmt::BarPut), (tenant, id as i64)).await.map_err(unavailable)?;
+        let (names, row) = answer_row(answer)?;
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Ok(cql::bar_held(&names, &row)?.map_or(id, |held| held as u64))
+    }
+
+    async fn lift_bar(&self, tenant: &str) -> Result<bool, StoreError> {
+        let was = self.barred_tenants().await?.iter().any(|b| &*b.tenant == tenant);
+        self.exec(Stmt::BarDelete, (tenant,)).await?;
+        Ok(was)
+    }
+
+    async fn barred_tenants(&self) -> Result<Vec<Bar>, StoreError> {
+        let rows = self.rows::<(String, i64)>(Stmt::Bars, ()).await?;
+        Ok(rows.into_iter().map(|(t, id)| Bar { tenant: t.into(), id: id as u64 }).collect())
+    }
+
+    async fn confirm_bar(&self, region: &str, bar: &Bar, shard: u32) -> Result<(), StoreError> {
+        self.exec(Stmt::BarConfirm, (region, &*bar.tenant, shard as i32, bar.id as i64)).await
+    }
+
+    async fn bar_confirmations(&self, region: &str, tenant: &str, id: u64) -> Result<Vec<u32>, StoreError> {
+        let rows = self.rows::<(i32, i64)>(Stmt::BarConfirmations, (region, tenant)).await?;
+        Ok(rows.into_iter().filter(|(_, b)| *b as u64 == id).map(|(s, _)| s as u32).collect())
     }
 
     async fn delete_tenant(&self, tenant: &str) -> Result<u64, StoreError> {
