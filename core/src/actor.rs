@@ -33,7 +33,7 @@ use actix::prelude::*;
 use iris_clock::{Clock, SharedClock};
 use iris_envelope::{EdgeEnvelope, ShardEnvelope, ShardId, UserKey};
 use iris_router::{PublishError, Router, ShardReceiver};
-use iris_storage::{DedupKey, DedupRecord, Store, StoreError, UserRecord, WriteBatch, WriteOp};
+use iris_storage::{Bar, DedupKey, DedupRecord, Store, StoreError, UserRecord, WriteBatch, WriteOp};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -106,19 +106,26 @@ impl Prefetched {
     }
 }
 
-/// The store granted the shard its owner epoch (sent by the pump before any
-/// input).
+/// The store granted the shard its owner epoch, and these tenants are
+/// barred (sent by the pump before any input).
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Claimed(u64);
+struct Claimed(u64, Vec<Bar>);
 
 impl Handler<Claimed> for ShardActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Claimed, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Claimed, ctx: &mut Context<Self>) {
         self.state.claimed(msg.0);
+        self.state.set_bars(&msg.1);
+        self.bars_read_at = Some(self.time.now_ms());
+        self.confirm_bars(ctx);
     }
 }
+
+/// How often a shard reads the store's tenant bars (ADR 0030): a shard
+/// learns of a bar within this plus one lease check.
+pub const BARS_EVERY_MS: i64 = 2_000;
 
 struct ShardActor {
     state: ShardState,
@@ -150,6 +157,11 @@ struct ShardActor {
     /// Spans of sampled inputs, by their arrival count, ended once that
     /// many inputs are durable (at most one per held permit).
     traced: std::collections::VecDeque<(u64, iris_trace::Span)>,
+    /// The region, whose shards confirm tenant bars.
+    region: Arc<str>,
+    /// When the tenant bars were last read (`None` while a read runs, or
+    /// before the claim); only on a store that keeps bars.
+    bars_read_at: Option<i64>,
 }
 
 /// Commits one shard runs at once; what arrives meanwhile goes together in
@@ -238,6 +250,7 @@ impl Actor for ShardActor {
                     metrics::counter!("iris_shard_ticks_dropped_total").increment(1);
                 }
             }
+            act.read_bars(now, ctx);
             // After a failed commit, an idle shard repairs its records too.
             act.reset_if_needed(ctx);
             if let Some((ticket, batch)) = act.state.handle_timeout(now, act.clock.caught_up(now)) {
@@ -397,9 +410,46 @@ impl ShardActor {
         }
     }
 
+    /// Reads the store's tenant bars again if they are due, and hands them
+    /// to the state.
+    fn read_bars(&mut self, now: i64, ctx: &mut Context<Self>) {
+        if !self.store.keeps_bars() || self.bars_read_at.is_none_or(|at| now - at < BARS_EVERY_MS) {
+            return;
+        }
+        self.bars_read_at = None;
+        let store = self.store.clone();
+        ctx.spawn(async move { store.barred_tenants().await }.into_actor(self).map(move |bars, act, ctx| {
+            act.bars_read_at = Some(act.time.now_ms());
+            match bars {
+                Ok(bars) => act.state.set_bars(&bars),
+                Err(e) => tracing::debug!(shard = act.shard.0, error = %e, "could not read the tenant bars"),
+            }
+            act.confirm_bars(ctx);
+        }));
+    }
+
+    /// Writes the confirmations of the bars the state says are due.
+    fn confirm_bars(&mut self, ctx: &mut Context<Self>) {
+        for bar in self.state.bars_to_confirm() {
+            let (store, region, shard) = (self.store.clone(), self.region.clone(), self.shard.0);
+            let fut = async move {
+                let result = store.confirm_bar(&region, &bar, shard).await;
+                (bar, result)
+            };
+            ctx.spawn(fut.into_actor(self).map(|(bar, result), act, _| {
+                match &result {
+                    Ok(()) => tracing::info!(shard = act.shard.0, tenant = %bar.tenant, "tenant barred here"),
+                    Err(e) => tracing::warn!(shard = act.shard.0, error = %e, "could not confirm a tenant bar"),
+                }
+                act.state.bar_confirmed(&bar, result.is_ok());
+            }));
+        }
+    }
+
     /// Carries out ready outputs: publishes that fit right now go at once;
     /// from the first that must wait, the rest go in order under `ctx.wait`.
     fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.confirm_bars(ctx);
         let durable = self.state.inputs_durable();
         if let Some(p) = &self.progress {
             p.store(durable, std::sync::atomic::Ordering::Release);
@@ -665,6 +715,7 @@ impl ShardHost {
         let (time, pump_time) = (self.clock.clone(), self.clock.clone());
         let resets = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let actor_resets = resets.clone();
+        let region: Arc<str> = cfg.region.as_str().into();
         let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| ShardActor {
             state,
             store,
@@ -683,6 +734,8 @@ impl ShardHost {
                 .isolating_users(isolate_users)
                 .with_outbox(outbox),
             traced: std::collections::VecDeque::new(),
+            region,
+            bars_read_at: None,
         });
         let sem = Arc::new(Semaphore::new(cfg.max_inflight_writes));
         self.permits.lock().unwrap_or_else(|p| p.into_inner()).insert(shard, sem.clone());
@@ -748,27 +801,17 @@ async fn pump(
     let depth = metrics::gauge!("iris_shard_mailbox_depth", "shard" => shard.0.to_string());
     // The shard's owner epoch first (ADR 0021): until the store grants it,
     // the shard takes no input and writes nothing; its inputs wait in the
-    // queue (and the partition pauses behind it).
-    let mut backoff = Duration::from_millis(50);
-    let epoch = loop {
-        match store.claim_shard(shard.0).await {
-            Ok(epoch) => break epoch,
-            Err(e) if rx.is_closed() => {
-                tracing::debug!(shard = shard.0, error = %e, "shard revoked before its epoch was claimed");
-                // The actor stops, lease timer and all.
-                if addr.send(Close).await.is_err() {
-                    tracing::debug!(shard = shard.0, "shard actor already stopped");
-                }
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(shard = shard.0, error = %e, "could not claim the shard's epoch; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-        }
+    // queue (and the partition pauses behind it). Then the tenants barred
+    // from the region: the shard refuses their inputs from the first one
+    // (ADR 0030).
+    let Some(epoch) = until_read(&rx, &addr, shard, "claim the shard's epoch", || store.claim_shard(shard.0)).await
+    else {
+        return;
     };
-    if addr.send(Claimed(epoch)).await.is_err() {
+    let Some(bars) = until_read(&rx, &addr, shard, "read the tenant bars", || store.barred_tenants()).await else {
+        return;
+    };
+    if addr.send(Claimed(epoch, bars)).await.is_err() {
         return;
     }
     // Envelopes taken ahead (LOOK_AHEAD), in order, with their look-ups
@@ -805,6 +848,40 @@ async fn pump(
     // The actor finishes what is in flight and stops.
     if addr.send(Close).await.is_err() {
         tracing::debug!(shard = shard.0, "shard actor already stopped");
+    }
+}
+
+/// Reads from the store before the shard's first input, retrying with a
+/// backoff (to 2 s) until it succeeds; `None` once the shard's input closed
+/// meanwhile (revoked), after telling the actor to stop.
+async fn until_read<T, F>(
+    rx: &ShardReceiver,
+    addr: &Addr<ShardActor>,
+    shard: ShardId,
+    what: &str,
+    mut read: impl FnMut() -> F,
+) -> Option<T>
+where
+    F: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match read().await {
+            Ok(v) => return Some(v),
+            Err(e) if rx.is_closed() => {
+                tracing::debug!(shard = shard.0, error = %e, "shard revoked before it could {what}");
+                // The actor stops, lease timer and all.
+                if addr.send(Close).await.is_err() {
+                    tracing::debug!(shard = shard.0, "shard actor already stopped");
+                }
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(shard = shard.0, error = %e, "could not {what}; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
     }
 }
 

@@ -36,6 +36,7 @@ pub use input::InputClock;
 pub use tickets::Ticket;
 use tickets::TicketLedger;
 
+mod bars;
 mod contacts;
 mod inbox;
 mod ingest;
@@ -359,6 +360,9 @@ pub struct ShardState {
     /// The sampled trace of the input being handled: every edge output it
     /// causes carries it (ADR 0023). Set only inside `handle`.
     trace: Option<iris_envelope::TraceParent>,
+    /// Tenants barred from this shard (their deletion under way or done):
+    /// see [`bars`].
+    bars: HashMap<Arc<str>, bars::Barred>,
 }
 
 fn frame_to(sessions: &[SessionAddr], frame: ServerFrame, droppable: bool, out: &mut Vec<Output>) {
@@ -455,6 +459,7 @@ impl ShardState {
             takeover: Some(Default::default()),
             records,
             trace: None,
+            bars: HashMap::new(),
         }
     }
 
@@ -559,6 +564,9 @@ impl ShardState {
     /// What must be loaded before `env` can be handled.
     pub fn needs(&self, env: &ShardEnvelope) -> Needs {
         let mut needs = Needs::default();
+        if self.is_barred(&env.owner.tenant) {
+            return needs; // refused by `handle`, unloaded
+        }
         if let ShardInput::EdgeAlive { .. } | ShardInput::EdgeStarted { .. } | ShardInput::Tick { .. } = &env.body {
             return needs;
         }
@@ -608,6 +616,9 @@ impl ShardState {
 
     /// Hands over a user record the actor loaded.
     pub fn insert_user(&mut self, user: UserKey, record: UserRecord) {
+        if self.is_barred(&user.tenant) {
+            return; // barred while it was loaded: its input is refused
+        }
         match self.users.get_mut(&user) {
             Some(u) => u.refresh(record),
             None => {
@@ -671,6 +682,11 @@ impl ShardState {
     /// make durable, with their ticket, if any.
     pub fn handle(&mut self, now: Millis, env: ShardEnvelope, found: Found) -> Option<(Ticket, WriteBatch)> {
         self.started_at.get_or_insert(now);
+        if self.is_barred(&env.owner.tenant) {
+            // The tenant is being deleted: nothing of it is written again.
+            self.reject(&env, ErrorCode::Forbidden, "tenant deleted");
+            return None;
+        }
         self.trace = env.trace;
         let written = self.handle_input(now, env, found);
         self.trace = None;

@@ -125,6 +125,7 @@ fn frames_of(outputs: &[Output]) -> Vec<ServerFrame> {
         .collect()
 }
 
+mod bars;
 mod contacts;
 mod inbox;
 mod ingest;
