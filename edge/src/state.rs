@@ -62,6 +62,8 @@ pub enum CloseReason {
     Unavailable,
     /// The session was refused by a limit (sessions per user).
     Refused,
+    /// The session was refused: its tenant was deleted (barred, ADR 0030).
+    TenantBarred,
 }
 
 impl CloseReason {
@@ -72,7 +74,7 @@ impl CloseReason {
             CloseReason::ClientGone => 1000,
             CloseReason::Timeout | CloseReason::Shutdown => 1001,
             CloseReason::Garbage => 1002,
-            CloseReason::Unauthorized | CloseReason::Refused => 1008,
+            CloseReason::Unauthorized | CloseReason::Refused | CloseReason::TenantBarred => 1008,
             CloseReason::TooLarge => 1009,
             CloseReason::Overloaded | CloseReason::Unavailable => 1013,
         }
@@ -90,6 +92,7 @@ impl CloseReason {
             CloseReason::TooLarge => "frame too large",
             CloseReason::Unavailable => "session could not be opened; retry",
             CloseReason::Refused => "session refused: limit reached",
+            CloseReason::TenantBarred => "session refused: tenant deleted",
         }
     }
 }
@@ -375,8 +378,11 @@ impl SessionState {
         match frame {
             ServerFrame::Message(m) => self.sent_message(m.seq),
             ServerFrame::Error(e) if matches!(self.phase, Phase::AwaitWelcome | Phase::Authenticating) => {
-                let reason =
-                    if e.code == ErrorCode::RateLimited { CloseReason::Refused } else { CloseReason::Unavailable };
+                let reason = match e.code {
+                    ErrorCode::RateLimited => CloseReason::Refused,
+                    ErrorCode::Forbidden => CloseReason::TenantBarred,
+                    _ => CloseReason::Unavailable,
+                };
                 self.close(reason);
             }
             _ => {}

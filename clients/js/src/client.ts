@@ -909,9 +909,11 @@ export class IrisClient {
     this.sentAt.clear();
     this.readSent = 0;
     this.failWaiting(new IrisError('disconnected', `the session ended (${code} ${reason})`));
-    // A session refused by the per-user limit (1008 after rate_limited) is
-    // not a refused token.
-    const refused = (code === 1008 && lastErrorCode !== 'rate_limited') || lastErrorCode === 'unauthorized';
+    // A session refused by the per-user limit (1008 after rate_limited) or
+    // for a deleted tenant (1008 after forbidden) is not a refused token.
+    const refused =
+      (code === 1008 && lastErrorCode !== 'rate_limited' && lastErrorCode !== 'forbidden') ||
+      lastErrorCode === 'unauthorized';
     if (refused) this.tokenRefusals++;
     const { state, action } = onClosed(
       this.reconnectState,

@@ -37,7 +37,7 @@ export type CloseAction =
   | {
       kind: 'stop';
       /** The error code reported to the app. */
-      code: 'unauthorized' | 'bad_frame' | 'too_large' | 'rate_limited';
+      code: 'unauthorized' | 'bad_frame' | 'too_large' | 'rate_limited' | 'forbidden';
       /** Why, for humans. */
       reason: string;
     };
@@ -111,6 +111,11 @@ export function onClosed(
     // limit reached"; 1013 from servers before 2026-12): only another
     // session ending helps, so wait longer than usual. Not a token refusal.
     return { state: next, action: reconnect(RATE_LIMITED_FLOOR_MS) };
+  }
+  if (input.code === 1008 && input.lastErrorCode === 'forbidden') {
+    // 1008 "session refused: tenant deleted": the operator deleted the
+    // user's tenant. No token helps; not a token refusal either.
+    return { state: next, action: { kind: 'stop', code: 'forbidden', reason: 'the tenant was deleted' } };
   }
   if (input.code === 1008 || input.lastErrorCode === 'unauthorized') {
     // Never retry a refused token in a loop: the server counts refusals

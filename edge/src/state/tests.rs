@@ -95,9 +95,11 @@ fn a_service_token_never_opens_a_session() {
 
 #[test]
 fn a_shard_refusing_the_session_closes_it_with_the_matching_reason() {
-    for (code, reason) in
-        [(ErrorCode::RateLimited, CloseReason::Refused), (ErrorCode::Unavailable, CloseReason::Unavailable)]
-    {
+    for (code, reason) in [
+        (ErrorCode::RateLimited, CloseReason::Refused),
+        (ErrorCode::Forbidden, CloseReason::TenantBarred),
+        (ErrorCode::Unavailable, CloseReason::Unavailable),
+    ] {
         let mut s = session();
         s.handle_frame(1, br#"{"type":"hello","token":"x"}"#, Encoding::Json);
         s.authenticated(Ok(Identity { tenant: "acme".into(), user: "alice".into(), scopes: vec![] }));
@@ -283,6 +285,7 @@ fn every_transport_closes_with_the_documented_codes() {
         CloseReason::Garbage,
         CloseReason::Unauthorized,
         CloseReason::Refused,
+        CloseReason::TenantBarred,
         CloseReason::TooLarge,
         CloseReason::Overloaded,
         CloseReason::Unavailable,
@@ -300,6 +303,7 @@ fn every_transport_closes_with_the_documented_codes() {
             (Garbage, 1002),
             (Unauthorized, 1008),
             (Refused, 1008),
+            (TenantBarred, 1008),
             (TooLarge, 1009),
             (Overloaded, 1013),
             (Unavailable, 1013)

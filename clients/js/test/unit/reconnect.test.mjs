@@ -63,6 +63,9 @@ test('close codes: refused tokens, client bugs, overload and behind', () => {
   // Older servers closed it with 1013: the same.
   r = onClosed(s, input({ code: 1013, lastErrorCode: 'rate_limited', reason: 'session could not be opened; retry' }), P, 0, 0);
   assert.equal(r.action.delayMs, 5_000);
+  // 1008 after forbidden (the tenant was deleted): stop, no token helps.
+  r = onClosed(s, input({ code: 1008, lastErrorCode: 'forbidden', reason: 'session refused: tenant deleted' }), P, 0, 0);
+  assert.deepEqual(r.action, { kind: 'stop', code: 'forbidden', reason: 'the tenant was deleted' });
   // 1013 could not be opened: at least 1 s.
   r = onClosed(s, input({ code: 1013, lastErrorCode: 'unavailable', reason: 'session could not be opened; retry' }), P, 0, 0);
   assert.equal(r.action.delayMs, 1_000);
