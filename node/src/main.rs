@@ -51,7 +51,8 @@ enum ApiKeyAction {
 enum TenantAction {
     /// Delete everything of a tenant: messages, contacts, logs, rollups,
     /// dedup records, session records, API keys (the node stopped when its
-    /// store is embedded).
+    /// store is embedded). In a region the tenant is barred first, and stays
+    /// barred (`iris tenant allow` lifts it).
     Delete {
         /// The tenant.
         #[arg(long)]
@@ -59,6 +60,19 @@ enum TenantAction {
         /// Confirms: nothing deleted can be brought back.
         #[arg(long)]
         yes: bool,
+        /// In a region: how long to wait for every shard to confirm the bar.
+        #[arg(long, default_value_t = 120)]
+        wait_secs: u64,
+        /// In a region none of whose nodes runs: delete without waiting for
+        /// the shards (each reads the bar when it starts).
+        #[arg(long)]
+        region_stopped: bool,
+    },
+    /// Lift a deleted tenant's bar: its users may write again.
+    Allow {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
     },
 }
 
@@ -299,7 +313,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Some(Command::Tenant { action: TenantAction::Delete { tenant, yes } }) => {
+        Some(Command::Tenant { action: TenantAction::Delete { tenant, yes, wait_secs, region_stopped } }) => {
             if !iris_auth::valid_name(tenant) {
                 bail!("--tenant must be 1-128 bytes without control characters");
             }
@@ -308,8 +322,29 @@ fn main() -> anyhow::Result<()> {
             }
             let s = settings(&load_config(&cli)?)?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            let deleted = rt.block_on(iris_node::tenants::delete(&s, tenant))?;
+            let shards = if *region_stopped {
+                iris_node::tenants::Shards::Stopped
+            } else {
+                iris_node::tenants::Shards::Confirm(std::time::Duration::from_secs(*wait_secs))
+            };
+            let deleted = rt.block_on(iris_node::tenants::delete(&s, tenant, shards))?;
             println!("deleted tenant {tenant}: {} records, {} API key files", deleted.records, deleted.key_files);
+            if deleted.barred {
+                println!("tenant {tenant} stays barred: `iris tenant allow --tenant {tenant}` lets it write again");
+            }
+            Ok(())
+        }
+        Some(Command::Tenant { action: TenantAction::Allow { tenant } }) => {
+            if !iris_auth::valid_name(tenant) {
+                bail!("--tenant must be 1-128 bytes without control characters");
+            }
+            let s = settings(&load_config(&cli)?)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            if rt.block_on(iris_node::tenants::allow(&s, tenant))? {
+                println!("tenant {tenant} may write again");
+            } else {
+                println!("tenant {tenant} was not barred");
+            }
             Ok(())
         }
         Some(Command::Home { action }) => {

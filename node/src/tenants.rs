@@ -1,18 +1,22 @@
-//! `iris tenant delete`: removes a tenant's data from the node's (or the
-//! region's) store, and its API keys wherever they are kept.
+//! `iris tenant delete` and `iris tenant allow`: removes a tenant's data
+//! from the node's (or the region's) store, and its API keys wherever they
+//! are kept.
 //!
 //! The embedded store is locked by its running node, so there the node is
-//! stopped first (the command says so if it is not). In a region the
-//! shared store is changed under running nodes: the tenant is cut off
-//! first (its token keys and API keys gone, its sessions ended), or a shard
-//! that still has one of its users in memory may write a record of it
-//! again when a session closes; running the command once more after that
-//! removes it (docs/operations.md).
+//! stopped first (the command says so if it is not). A store that a
+//! region's nodes share (Redis, ScyllaDB) is changed under running shards
+//! (docs/adr/0030-a-tenant-deleted-under-running-shards.md): the tenant is
+//! barred first, every shard of the region confirms that it has forgotten
+//! the tenant's users, refuses its inputs and has no write of it left in
+//! flight, and only then is the data removed. The bar stays, so nothing of
+//! the tenant is written again, until `iris tenant allow` lifts it.
 
 use crate::apikeys::{KeyHome, home};
 use crate::settings::Settings;
 use crate::store;
 use iris_auth::apikeys::revoke_all_api_keys;
+use iris_storage::Store;
+use std::time::Duration;
 
 /// What was removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,17 +25,165 @@ pub struct Deleted {
     pub records: u64,
     /// API key files (the store's own API keys count among the records).
     pub key_files: usize,
+    /// Whether the tenant is barred (a store shared by a region's nodes).
+    pub barred: bool,
 }
 
+/// How the deletion waits for a region's shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shards {
+    /// Until every shard of the region confirmed the bar, at most this long.
+    Confirm(Duration),
+    /// Not at all: no shard of the region runs (the operator says so); a
+    /// shard that starts later reads the bar before any input.
+    Stopped,
+}
+
+/// Most tenants barred at once in a store: every shard reads the whole list
+/// every few seconds and confirms each bar when it starts. A deletion that
+/// would bar one more is refused until bars are lifted (`iris tenant allow`).
+pub const MAX_BARS: usize = 1_000;
+
+/// How often the confirmations are read while waiting.
+const POLL: Duration = Duration::from_millis(200);
+
 /// Deletes everything of `tenant` that `settings` store and keep.
-pub async fn delete(settings: &Settings, tenant: &str) -> anyhow::Result<Deleted> {
+pub async fn delete(settings: &Settings, tenant: &str, shards: Shards) -> anyhow::Result<Deleted> {
     let store = store::open(&settings.store, &iris_clock::system()).await?;
-    let records = store.delete_tenant(tenant).await;
+    let region = (settings.shards.region.as_str(), settings.shards.shards);
+    let result = delete_from(&*store, region, tenant, shards).await;
     store.close().await;
-    let records = records?;
+    let (records, barred) = result?;
     let key_files = match home(settings) {
         KeyHome::Files(dir) => revoke_all_api_keys(&dir, tenant)?,
         KeyHome::Shared => 0,
     };
-    Ok(Deleted { records, key_files })
+    Ok(Deleted { records, key_files, barred })
+}
+
+/// Deletes `tenant` from `store`; a store that keeps bars bars it first and
+/// waits for the shards of `region` (its name and shard count).
+async fn delete_from(
+    store: &dyn Store,
+    (region, want): (&str, u32),
+    tenant: &str,
+    shards: Shards,
+) -> anyhow::Result<(u64, bool)> {
+    if !store.keeps_bars() {
+        return Ok((store.delete_tenant(tenant).await?, false));
+    }
+    let bars = store.barred_tenants().await?;
+    if bars.len() >= MAX_BARS && !bars.iter().any(|b| &*b.tenant == tenant) {
+        anyhow::bail!(
+            "{} tenants are barred already (at most {MAX_BARS}): lift the bars of tenants deleted long ago with \
+             `iris tenant allow` first",
+            bars.len()
+        );
+    }
+    let id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
+    let id = store.bar_tenant(tenant, id).await?;
+    if let Shards::Confirm(wait) = shards {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let confirmed = store.bar_confirmations(region, tenant, id).await?;
+            let missing: Vec<u32> = (0..want).filter(|shard| !confirmed.contains(shard)).collect();
+            if missing.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= until {
+                anyhow::bail!(
+                    "tenant {tenant:?} is barred, but {} of region {region}'s {want} shards have not confirmed it \
+                     within {:?} (shards {}): nothing was deleted. Every shard needs a running core node; run the \
+                     command again, or with --region-stopped if no node of the region runs",
+                    missing.len(),
+                    wait,
+                    list(&missing),
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    Ok((store.delete_tenant(tenant).await?, true))
+}
+
+/// The first few of `shards`, for a message.
+fn list(shards: &[u32]) -> String {
+    let mut s: Vec<String> = shards.iter().take(8).map(u32::to_string).collect();
+    if shards.len() > 8 {
+        s.push("…".into());
+    }
+    s.join(", ")
+}
+
+/// Lifts `tenant`'s bar: its users may write again. Returns whether it was
+/// barred.
+pub async fn allow(settings: &Settings, tenant: &str) -> anyhow::Result<bool> {
+    let store = store::open(&settings.store, &iris_clock::system()).await?;
+    let result = if store.keeps_bars() {
+        store.lift_bar(tenant).await.map_err(anyhow::Error::from)
+    } else {
+        Err(anyhow::anyhow!("this store keeps no tenant bars (a single node's embedded store bars nothing)"))
+    };
+    store.close().await;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iris_storage::memory::MemoryStore;
+    use iris_storage::{Bar, LogKind, WriteBatch, WriteOp};
+
+    async fn store_with(tenants: &[&str]) -> MemoryStore {
+        let store = MemoryStore::new(60_000);
+        for t in tenants {
+            let mut b = WriteBatch::default();
+            b.push(WriteOp::Log { kind: LogKind::Graph, tenant: (*t).into(), record: (&b"{}"[..]).into() });
+            store.commit(b).await.unwrap();
+        }
+        store
+    }
+
+    async fn logged(store: &MemoryStore, tenant: &str) -> usize {
+        store.read_log(LogKind::Graph, tenant, 0, 10).await.unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn a_region_s_tenant_is_deleted_only_once_every_shard_confirmed_its_bar() {
+        let store = store_with(&["gone", "kept"]).await;
+        // Barred earlier (an earlier run of the command): the bar holds.
+        store.bar_tenant("gone", 5).await.unwrap();
+        store.confirm_bar("eu", &Bar { tenant: "gone".into(), id: 5 }, 0).await.unwrap();
+        // Shard 1 of 2 never confirms: nothing is deleted, the bar stays.
+        let e = delete_from(&store, ("eu", 2), "gone", Shards::Confirm(Duration::from_millis(300))).await.unwrap_err();
+        assert!(e.to_string().contains("1 of region eu's 2 shards") && e.to_string().contains("shards 1)"), "{e}");
+        assert_eq!(logged(&store, "gone").await, 1, "nothing deleted");
+        let bars = store.barred_tenants().await.unwrap();
+        assert_eq!(bars, vec![Bar { tenant: "gone".into(), id: 5 }]);
+        // Confirmations of another region, or of an older bar, do not count.
+        store.confirm_bar("us", &bars[0], 1).await.unwrap();
+        store.confirm_bar("eu", &Bar { tenant: "gone".into(), id: bars[0].id - 1 }, 1).await.unwrap();
+        assert!(delete_from(&store, ("eu", 2), "gone", Shards::Confirm(Duration::from_millis(300))).await.is_err());
+        store.confirm_bar("eu", &bars[0], 1).await.unwrap();
+        let (gone, barred) =
+            delete_from(&store, ("eu", 2), "gone", Shards::Confirm(Duration::from_secs(5))).await.unwrap();
+        assert!(gone > 0 && barred);
+        assert_eq!((logged(&store, "gone").await, logged(&store, "kept").await), (0, 1));
+        assert_eq!(store.barred_tenants().await.unwrap(), bars, "the bar stays, with its id");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_region_is_deleted_at_once_and_bars_are_bounded() {
+        let store = store_with(&["gone"]).await;
+        let (_, barred) = delete_from(&store, ("eu", 64), "gone", Shards::Stopped).await.unwrap();
+        assert!(barred);
+        assert_eq!(logged(&store, "gone").await, 0);
+        for i in 1..MAX_BARS {
+            store.bar_tenant(&format!("t{i}"), 1).await.unwrap();
+        }
+        let e = delete_from(&store, ("eu", 64), "one-more", Shards::Stopped).await.unwrap_err();
+        assert!(e.to_string().contains("iris tenant allow"), "{e}");
+        // A tenant barred already may be deleted again.
+        delete_from(&store, ("eu", 64), "t1", Shards::Stopped).await.unwrap();
+    }
 }

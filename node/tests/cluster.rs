@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use iris_client::{Client, Encoding, ServerFrame};
+use iris_client::{Encoding, ServerFrame};
 use iris_protocol::{PresenceStatus, ReceiptState};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -130,30 +130,6 @@ const EDGE: &str = "\"edge\", \"router\"";
 fn share_key(dir: &Path, key: &str) {
     std::fs::create_dir_all(dir.join("auth")).unwrap();
     std::fs::write(dir.join("auth/dev-hs256.key"), key).unwrap();
-}
-
-/// Logs in, retrying until the core node owns the shards (joining the
-/// consumer group takes a moment).
-async fn login_when_ready(node: &Node, tenant: &str, user: &str) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            Client::hello(&node.ws_url, &node.token(tenant, user), None, Encoding::Json),
-        )
-        .await
-        {
-            Ok(Ok((c, _))) => return c,
-            Ok(Err(e)) => {
-                assert!(Instant::now() < deadline, "no welcome from the region: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(_) => {
-                assert!(Instant::now() < deadline, "no welcome from the region in time");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
 }
 
 #[tokio::test]

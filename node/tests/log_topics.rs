@@ -360,3 +360,146 @@ async fn keys_analytics_and_logs_are_the_regions_on_every_node() {
     }
     drop(nodes);
 }
+
+/// Every Redis key that holds something of `tenant`, but the two a deletion
+/// leaves on purpose: its log seq counters (a tenant of the same name later
+/// must not hand out seqs readers have seen) and the shards' confirmations
+/// of its bar (ADR 0030).
+fn keys_of(tenant: &str) -> std::collections::BTreeSet<String> {
+    let out = Command::new("redis-cli")
+        // Quoted, NUL as \x00 (raw output would cut each key at its first NUL).
+        .args(["-u", &env("IRIS_TEST_REDIS"), "--no-raw", "--scan", "--pattern", &format!("*{tenant}*")])
+        .output()
+        .expect("redis-cli (scripts/test installs it with redis-server)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|k| k.trim_matches('"'))
+        .filter(|k| !k.starts_with("logseq") && !k.starts_with("barconf"))
+        // A tenant whose name continues this one's is another tenant.
+        .map(|k| k.replace("\\x00", "\0"))
+        .filter(|k| k.split(['\0', ':']).any(|part| part == tenant))
+        .collect()
+}
+
+/// ADR 0030: a tenant deleted while the region runs, its users online and
+/// its records being written. The command bars it, waits for every shard
+/// to confirm, then deletes; nothing of it is left in Redis, nothing of it
+/// is written again (its open sessions' sends, a new login, its sessions
+/// closing, the service API are all refused), another tenant keeps every
+/// record, and `iris tenant allow` lets it write again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_deleted_under_running_shards_leaves_nothing_and_writes_nothing_again() {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let (region, gone, kept) = (format!("r{n}"), format!("g{n}"), format!("k{n}"));
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let cfgs = [
+        config("core-1", &region, "\"core\", \"router\"", false),
+        config("api-a", &region, "\"edge\", \"router\"", true),
+    ];
+    let paths: Vec<std::path::PathBuf> = dirs.iter().zip(&cfgs).map(|(d, c)| prepare(d.path(), c)).collect();
+    let nodes: Vec<Node> = dirs.iter().zip(&cfgs).map(|(d, c)| start_in(d.path(), c)).collect();
+    let api = &nodes[1];
+    let deadline = Instant::now() + Duration::from_secs(90);
+
+    // Both tenants write every kind of record: messages, contacts (the
+    // graph log), events (its log and rollups), session records.
+    let (mut online, mut keys) = (Vec::new(), Vec::new());
+    for tenant in [&gone, &kept] {
+        let mut alice = login_when_ready(api, tenant, "alice").await;
+        let mut bob = login_when_ready(api, tenant, "bob").await;
+        send_until_accepted(&mut alice, "m1", "bob", "hi", deadline).await;
+        assert_eq!(message(&mut bob).await.body.as_str(), Some("hi"));
+        let tok = format!("Bearer {}", api.service_token(tenant));
+        loop {
+            let list = json!({"contacts": [{"user": "alice"}]});
+            let (s, _, body) = http("PUT", &api.api("/v1/contacts/bob"), &[("authorization", &tok)], Some(&list)).await;
+            if s == 200 {
+                break;
+            }
+            assert!(s == 503 || s == 504, "{s} {body}");
+            assert!(Instant::now() < deadline, "the contacts were never taken: {body}");
+        }
+        let key = api.api_key(tenant);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+        let events = json!({"events": [{"type": "click", "idempotency_key": "e1", "ts": now}]});
+        loop {
+            let (s, _, body) = http("POST", &api.api("/v1/events"), &[("x-api-key", &key)], Some(&events)).await;
+            if s == 200 || s == 202 {
+                break;
+            }
+            assert!(s == 503 || s == 504, "{s} {body}");
+            assert!(Instant::now() < deadline, "the events were never taken: {body}");
+        }
+        online.push((alice, bob));
+        keys.push(key);
+    }
+    assert!(keys_of(&gone).len() >= 8, "the tenant has records of every kind: {:?}", keys_of(&gone));
+    let kept_keys = keys_of(&kept);
+
+    // Deleted under the running region, its users still online.
+    let out = Command::new(bin())
+        .args(["tenant", "delete", "--tenant", &gone, "--yes", "--wait-secs", "60", "--config"])
+        .arg(&paths[0])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stays barred"));
+    assert!(keys_of(&gone).is_empty(), "left: {:?}", keys_of(&gone));
+    let retained = Command::new("redis-cli")
+        .args(["-u", &env("IRIS_TEST_REDIS"), "SISMEMBER", "retained", &gone])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&retained.stdout).trim(), "0", "no longer listed for retention");
+    // Its API key stops within the lookup cache's time.
+    let deleted_at = Instant::now();
+    loop {
+        let (s, _, _) = http("GET", &api.api("/v1/analytics"), &[("x-api-key", &keys[0])], None).await;
+        if s == 401 {
+            break;
+        }
+        assert!(deleted_at.elapsed() < REVOKE_BOUND, "its API key still works after {REVOKE_BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Its open sessions are refused, a new login's session too, and the
+    // service API; then its sessions close.
+    let (mut alice, bob) = online.remove(0);
+    alice.send("m2", "bob", "after").await.unwrap();
+    expect(&mut alice, "forbidden", is_error(iris_protocol::ErrorCode::Forbidden)).await;
+    let refused =
+        iris_client::Client::hello(&api.ws_url, &api.token(&gone, "carol"), None, iris_client::Encoding::Json).await;
+    assert!(
+        matches!(&refused, Err(iris_client::ClientError::Unexpected(f)) if is_error(iris_protocol::ErrorCode::Forbidden)(f)),
+        "a new session of the deleted tenant: {:?}",
+        refused.map(|(_, w)| w)
+    );
+    let tok = format!("Bearer {}", api.service_token(&gone));
+    let list = json!({"contacts": [{"user": "dan"}]});
+    let (s, _, body) = http("PUT", &api.api("/v1/contacts/bob"), &[("authorization", &tok)], Some(&list)).await;
+    assert_eq!(s, 403, "{body}");
+    drop((alice, bob));
+    // Nothing of it comes back: watched for two edge leases, while its
+    // sessions' ends reach the shards and the leases are checked.
+    let watch = Instant::now() + Duration::from_millis(3_000);
+    while Instant::now() < watch {
+        assert!(keys_of(&gone).is_empty(), "written again: {:?}", keys_of(&gone));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(keys_of(&kept), kept_keys, "the other tenant keeps every record");
+    let (s, _, body) = http("GET", &api.api("/v1/analytics"), &[("x-api-key", &keys[1])], None).await;
+    assert_eq!(s, 200, "the other tenant's key works: {body}");
+    let (mut ann, mut ben) = online.remove(0);
+    send_until_accepted(&mut ann, "m2", "bob", "still here", deadline).await;
+    assert_eq!(message(&mut ben).await.body.as_str(), Some("still here"));
+
+    // Allowed again: its users write (the shards learn within seconds).
+    let out =
+        Command::new(bin()).args(["tenant", "allow", "--tenant", &gone, "--config"]).arg(&paths[1]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("may write again"));
+    let mut alice = login_when_ready(api, &gone, "alice").await;
+    send_until_accepted(&mut alice, "m9", "bob", "back", deadline).await;
+    assert!(!keys_of(&gone).is_empty(), "it writes again");
+    drop(nodes);
+}

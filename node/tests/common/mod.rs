@@ -451,3 +451,27 @@ pub async fn collect_until(c: &mut Client, want: u64, deadline: Instant) -> Vec<
     }
     got.into_iter().map(|(seq, (id, body))| (seq, id, body)).collect()
 }
+
+/// Logs in, retrying until the core node owns the shards (joining the
+/// consumer group takes a moment).
+pub async fn login_when_ready(node: &Node, tenant: &str, user: &str) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            Client::hello(&node.ws_url, &node.token(tenant, user), None, Encoding::Json),
+        )
+        .await
+        {
+            Ok(Ok((c, _))) => return c,
+            Ok(Err(e)) => {
+                assert!(Instant::now() < deadline, "no welcome from the region: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(_) => {
+                assert!(Instant::now() < deadline, "no welcome from the region in time");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
