@@ -117,8 +117,9 @@ impl Handler<Claimed> for ShardActor {
 
     fn handle(&mut self, msg: Claimed, ctx: &mut Context<Self>) {
         self.state.claimed(msg.0);
-        self.state.set_bars(&msg.1);
-        self.bars_read_at = Some(self.time.now_ms());
+        let now = self.time.now_ms();
+        self.state.set_bars(now, &msg.1);
+        self.bars_read_at = Some(now);
         self.confirm_bars(ctx);
     }
 }
@@ -251,6 +252,7 @@ impl Actor for ShardActor {
                 }
             }
             act.read_bars(now, ctx);
+            act.confirm_bars(ctx);
             // After a failed commit, an idle shard repairs its records too.
             act.reset_if_needed(ctx);
             if let Some((ticket, batch)) = act.state.handle_timeout(now, act.clock.caught_up(now)) {
@@ -281,6 +283,9 @@ impl Handler<Deliver> for ShardActor {
         // lease timer runs meanwhile) makes the answer as stale as an early
         // one: `apply` then answers `unavailable` and the client retries.
         let read_at = needs.dedup.as_ref().map(|_| resets);
+        // Bars that change while the input's records load (a tenant barred
+        // or lifted) make its needs as stale: answered `unavailable` too.
+        let bars_at = self.state.bars_changed();
         let store = self.store.clone();
         let load = async move {
             let user = match needs.user {
@@ -308,14 +313,23 @@ impl Handler<Deliver> for ShardActor {
             .await;
             (user, found)
         };
-        Box::pin(load.into_actor(self).map(move |loaded: Loaded, act, ctx| act.apply(msg, loaded, read_at, ctx)))
+        Box::pin(
+            load.into_actor(self).map(move |loaded: Loaded, act, ctx| act.apply(msg, loaded, (read_at, bars_at), ctx)),
+        )
     }
 }
 
 impl ShardActor {
     /// `read_at`: [`ShardState::resets`] when the input's idempotency
-    /// record was looked up, if it was.
-    fn apply(&mut self, msg: Deliver, (user, found): Loaded, read_at: Option<u64>, ctx: &mut Context<Self>) {
+    /// record was looked up, if it was; `bars_at`:
+    /// [`ShardState::bars_changed`] when its needs were judged.
+    fn apply(
+        &mut self,
+        msg: Deliver,
+        (user, found): Loaded,
+        (read_at, bars_at): (Option<u64>, u64),
+        ctx: &mut Context<Self>,
+    ) {
         let kind = msg.env.body.kind();
         metrics::counter!("iris_shard_envelopes_total", "kind" => kind).increment(1);
         let loaded = match user {
@@ -336,7 +350,7 @@ impl ShardActor {
             s.attr("iris.input", iris_trace::Value::Str(kind.to_owned()));
         }
         let mut outcome = loaded.and(found).map_err(Some);
-        if read_at.is_some_and(|r| r != self.state.resets()) {
+        if read_at.is_some_and(|r| r != self.state.resets()) || bars_at != self.state.bars_changed() {
             outcome = Err(None);
         }
         match outcome {
@@ -351,7 +365,10 @@ impl ShardActor {
             Err(e) => {
                 match e {
                     Some(e) => tracing::warn!(error = %e, kind, "load failed; answering unavailable"),
-                    None => tracing::debug!(kind, "records forgotten while this input was read; answering unavailable"),
+                    None => tracing::debug!(
+                        kind,
+                        "records forgotten or tenant bars changed while this input was read; answering unavailable"
+                    ),
                 }
                 self.state.load_failed(&env);
                 if let Some(mut s) = span {
@@ -419,9 +436,10 @@ impl ShardActor {
         self.bars_read_at = None;
         let store = self.store.clone();
         ctx.spawn(async move { store.barred_tenants().await }.into_actor(self).map(move |bars, act, ctx| {
-            act.bars_read_at = Some(act.time.now_ms());
+            let now = act.time.now_ms();
+            act.bars_read_at = Some(now);
             match bars {
-                Ok(bars) => act.state.set_bars(&bars),
+                Ok(bars) => act.state.set_bars(now, &bars),
                 Err(e) => tracing::debug!(shard = act.shard.0, error = %e, "could not read the tenant bars"),
             }
             act.confirm_bars(ctx);
@@ -430,7 +448,7 @@ impl ShardActor {
 
     /// Writes the confirmations of the bars the state says are due.
     fn confirm_bars(&mut self, ctx: &mut Context<Self>) {
-        for bar in self.state.bars_to_confirm() {
+        for bar in self.state.bars_to_confirm(self.time.now_ms()) {
             let (store, region, shard) = (self.store.clone(), self.region.clone(), self.shard.0);
             let fut = async move {
                 let result = store.confirm_bar(&region, &bar, shard).await;

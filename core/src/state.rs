@@ -363,6 +363,10 @@ pub struct ShardState {
     /// Tenants barred from this shard (their deletion under way or done):
     /// see [`bars`].
     bars: HashMap<Arc<str>, bars::Barred>,
+    /// When the shard first read the bars (at its claim).
+    bars_since: Option<Millis>,
+    /// See [`ShardState::bars_changed`].
+    bars_changed: u64,
 }
 
 fn frame_to(sessions: &[SessionAddr], frame: ServerFrame, droppable: bool, out: &mut Vec<Output>) {
@@ -460,6 +464,8 @@ impl ShardState {
             records,
             trace: None,
             bars: HashMap::new(),
+            bars_since: None,
+            bars_changed: 0,
         }
     }
 

@@ -254,6 +254,14 @@ redis.call('SADD', ARGV[2], ARGV[4])
 return 1
 ";
 
+/// Bars a tenant unless it is barred, and answers the id of the bar that
+/// holds, in one step (a lift in between cannot leave nothing to read):
+/// the bars' hash, the tenant, the new id.
+const BAR_TENANT: &str = r"
+redis.call('HSETNX', ARGV[1], ARGV[2], ARGV[3])
+return redis.call('HGET', ARGV[1], ARGV[2])
+";
+
 /// Removes the first of the tenant's keys whose hash starts with the
 /// prefix: the tenant's set, the prefix, the key-name prefix. Only the
 /// tenant's own set is searched, so no other tenant's key can go.
@@ -849,9 +857,9 @@ impl Store for RedisStore {
     }
 
     async fn bar_tenant(&self, tenant: &str, id: u64) -> Result<u64, StoreError> {
-        let _: bool = self.client.hsetnx(BARS, tenant, id.to_string()).await.map_err(err)?;
-        let held: Option<String> = self.client.hget(BARS, tenant).await.map_err(err)?;
-        held.and_then(|h| h.parse().ok()).ok_or(StoreError::Corrupt("tenant bar"))
+        let args: Vec<Value> = vec![BARS.into(), tenant.into(), id.to_string().into()];
+        let held: String = self.client.eval(BAR_TENANT, Vec::<Key>::new(), args).await.map_err(err)?;
+        held.parse().map_err(|_| StoreError::Corrupt("tenant bar"))
     }
 
     async fn lift_bar(&self, tenant: &str) -> Result<bool, StoreError> {

@@ -31,13 +31,26 @@ impl ShardState {
     /// seconds): a bar new here (or a new bar of a tenant, after a lift)
     /// forgets the tenant's users and waits for the writes issued so far;
     /// a tenant no longer listed is served again.
-    pub fn set_bars(&mut self, bars: &[Bar]) {
-        self.bars.retain(|t, _| bars.iter().any(|b| b.tenant == *t));
+    ///
+    /// `now` is when they were read: a shard that has just started here
+    /// confirms no bar within [`ShardState::takeover_window`] of first
+    /// reading them, however few writes it issued itself: an earlier owner
+    /// that never learned of the bar may still have writes of the tenant
+    /// landing.
+    pub fn set_bars(&mut self, now: Millis, bars: &[Bar]) {
+        self.bars_since.get_or_insert(now);
+        let listed: HashSet<&Arc<str>> = bars.iter().map(|b| &b.tenant).collect();
+        let before = self.bars.len();
+        self.bars.retain(|t, _| listed.contains(t));
+        if self.bars.len() != before {
+            self.bars_changed += 1;
+        }
         let newest = self.tickets.next() - 1;
         for bar in bars {
             if self.bars.get(&bar.tenant).is_some_and(|b| b.id == bar.id) {
                 continue;
             }
+            self.bars_changed += 1;
             self.bars.insert(bar.tenant.clone(), Barred { id: bar.id, confirm: Confirm::After(newest) });
             let tenant = &bar.tenant;
             // Everything held of its users goes: no later input, lease
@@ -55,10 +68,23 @@ impl ShardState {
         !self.bars.is_empty() && self.bars.contains_key(tenant)
     }
 
+    /// How many times the bars held here changed (a tenant barred or
+    /// lifted). An input whose needs were judged while this count was
+    /// lower may have been judged by a bar that is gone (nothing loaded
+    /// for it) and must be answered `unavailable`, like a stale look-up.
+    pub fn bars_changed(&self) -> u64 {
+        self.bars_changed
+    }
+
     /// Bars whose confirmation is due: every write issued before the shard
-    /// learned of them has finished. Each is handed out once; the shell
-    /// reports the write's result with [`ShardState::bar_confirmed`].
-    pub fn bars_to_confirm(&mut self) -> Vec<Bar> {
+    /// learned of them has finished, and the previous owner's writes have
+    /// had time to land (see [`ShardState::takeover_window`]). Each is handed out
+    /// once; the shell reports the write's result with
+    /// [`ShardState::bar_confirmed`].
+    pub fn bars_to_confirm(&mut self, now: Millis) -> Vec<Bar> {
+        if self.bars.is_empty() || self.bars_since.is_none_or(|since| now - since < self.takeover_window()) {
+            return Vec::new();
+        }
         let done = self.tickets.done_upto();
         let mut due = Vec::new();
         for (tenant, b) in self.bars.iter_mut() {

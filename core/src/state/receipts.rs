@@ -77,6 +77,10 @@ impl ShardState {
     /// other write.
     pub fn read_done(&mut self, read: Read, result: ReadResult) -> ReadOutcome {
         let mut o = ReadOutcome::default();
+        let (Read::Replay { user, .. } | Read::Receipts { user, .. } | Read::FlushReceipts { user, .. }) = &read;
+        if self.is_barred(&user.tenant) {
+            return o; // asked before the bar: nothing of the tenant goes out or is written
+        }
         match (read, result) {
             (Read::Replay { session, after, inbox_head, always_synced, .. }, ReadResult::Inbox(r)) => {
                 let to = std::slice::from_ref(&session);

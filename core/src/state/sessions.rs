@@ -172,6 +172,14 @@ impl ShardState {
         dead
     }
 
+    /// How long after a shard started here an earlier owner's writes may
+    /// still land: its commits in flight reach the store within their
+    /// timeout (5 s on Redis, below the 10 s default lease) or not at all.
+    /// Two leases.
+    pub fn takeover_window(&self) -> Millis {
+        2 * self.config.edge_lease_ms
+    }
+
     /// Two leases after this shard started here, the session records it
     /// wrote meanwhile are written once more, from memory. A partition that
     /// moved can still have the previous owner's last commit in flight, and
@@ -182,7 +190,7 @@ impl ShardState {
     fn takeover_repair(&mut self, now: Millis) -> WriteBatch {
         let mut batch = WriteBatch::default();
         let started = *self.started_at.get_or_insert(now);
-        if now - started < 2 * self.config.edge_lease_ms {
+        if now - started < self.takeover_window() {
             return batch;
         }
         let Some(users) = self.takeover.take() else { return batch };

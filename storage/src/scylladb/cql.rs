@@ -301,7 +301,8 @@ pub enum Stmt {
     BarPut,
     /// Every bar.
     Bars,
-    /// Lifts a bar.
+    /// Lifts a bar (`IF EXISTS`: a bar is written under Paxos, and so is
+    /// its lift, or a skewed clock could order them the other way).
     BarDelete,
     /// A shard's confirmation of a bar.
     BarConfirm,
@@ -460,7 +461,7 @@ impl Stmt {
             Stmt::TenantApiKeyDelete => "DELETE FROM {ks}.tenant_api_keys WHERE tenant = ? AND hash = ?",
             Stmt::BarPut => "INSERT INTO {ks}.tenant_bars (bucket, tenant, bar_id) VALUES (0, ?, ?) IF NOT EXISTS",
             Stmt::Bars => "SELECT tenant, bar_id FROM {ks}.tenant_bars WHERE bucket = 0",
-            Stmt::BarDelete => "DELETE FROM {ks}.tenant_bars WHERE bucket = 0 AND tenant = ?",
+            Stmt::BarDelete => "DELETE FROM {ks}.tenant_bars WHERE bucket = 0 AND tenant = ? IF EXISTS",
             Stmt::BarConfirm => {
                 "INSERT INTO {ks}.tenant_bar_confirmations (region, tenant, shard, bar_id) VALUES (?, ?, ?, ?)"
             }
@@ -492,7 +493,7 @@ impl Stmt {
     /// Counter increments are not; conditional writes are retried by Paxos
     /// itself, not by the driver.
     pub fn idempotent(self) -> bool {
-        !matches!(self, Stmt::RollupAdd | Stmt::AppendChecked | Stmt::Unappend | Stmt::BarPut)
+        !matches!(self, Stmt::RollupAdd | Stmt::AppendChecked | Stmt::Unappend | Stmt::BarPut | Stmt::BarDelete)
     }
 
     /// How many values it binds.

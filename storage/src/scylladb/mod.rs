@@ -680,9 +680,8 @@ impl Store for ScyllaStore {
     }
 
     async fn lift_bar(&self, tenant: &str) -> Result<bool, StoreError> {
-        let was = self.barred_tenants().await?.iter().any(|b| &*b.tenant == tenant);
-        self.exec(Stmt::BarDelete, (tenant,)).await?;
-        Ok(was)
+        let answer = self.session.execute_unpaged(self.stmt(Stmt::BarDelete), (tenant,)).await.map_err(unavailable)?;
+        Ok(conditional(answer)? == Outcome::Applied)
     }
 
     async fn barred_tenants(&self) -> Result<Vec<Bar>, StoreError> {

@@ -28,7 +28,7 @@ fn a_barred_tenant_is_forgotten_refused_and_never_written_while_others_are_serve
     h.add_contact("bob", "dave");
     h.commit_all();
     h.outputs();
-    h.state.set_bars(&[bar("acme", 7)]);
+    h.state.set_bars(h.now, &[bar("acme", 7)]);
     assert!(h.state.is_barred("acme") && !h.state.is_barred("other"));
     assert!(h.state.users.keys().all(|k| &*k.tenant != "acme"), "its users are forgotten");
     // Its inputs need nothing loaded and are refused, unwritten.
@@ -72,35 +72,69 @@ fn a_barred_tenant_is_forgotten_refused_and_never_written_while_others_are_serve
 #[test]
 fn a_bar_is_confirmed_once_every_write_issued_before_it_finished() {
     let mut h = Harness::new();
+    h.state.set_bars(h.now, &[]); // read at the claim, long ago
+    h.now += h.state.takeover_window();
     h.open("bob", 1);
     h.send("alice", "bob", "c1", 2); // in flight
     assert_eq!(h.pending.len(), 1);
-    h.state.set_bars(&[bar("acme", 7)]);
-    assert!(h.state.bars_to_confirm().is_empty(), "a write of the tenant may still land");
+    let now = h.now;
+    h.state.set_bars(now, &[bar("acme", 7)]);
+    assert!(h.state.bars_to_confirm(now).is_empty(), "a write of the tenant may still land");
     h.commit_all();
-    assert_eq!(h.state.bars_to_confirm(), vec![bar("acme", 7)]);
-    assert!(h.state.bars_to_confirm().is_empty(), "handed out once");
+    assert_eq!(h.state.bars_to_confirm(now), vec![bar("acme", 7)]);
+    assert!(h.state.bars_to_confirm(now).is_empty(), "handed out once");
     h.state.bar_confirmed(&bar("acme", 7), false);
-    assert_eq!(h.state.bars_to_confirm(), vec![bar("acme", 7)], "a failed confirmation is due again");
+    assert_eq!(h.state.bars_to_confirm(now), vec![bar("acme", 7)], "a failed confirmation is due again");
     h.state.bar_confirmed(&bar("acme", 7), true);
-    h.state.set_bars(&[bar("acme", 7)]);
-    assert!(h.state.bars_to_confirm().is_empty(), "the same bar read again changes nothing");
+    let changed = h.state.bars_changed();
+    h.state.set_bars(now, &[bar("acme", 7)]);
+    assert!(h.state.bars_to_confirm(now).is_empty(), "the same bar read again changes nothing");
+    assert_eq!(h.state.bars_changed(), changed);
     // A new bar of the tenant (lifted and barred again) is confirmed anew.
-    h.state.set_bars(&[bar("acme", 8)]);
-    assert_eq!(h.state.bars_to_confirm(), vec![bar("acme", 8)]);
+    h.state.set_bars(now, &[bar("acme", 8)]);
+    assert_eq!(h.state.bars_to_confirm(now), vec![bar("acme", 8)]);
     // A stale report of the old bar does not touch the new one.
     h.state.bar_confirmed(&bar("acme", 7), false);
-    assert!(h.state.bars_to_confirm().is_empty());
-    // Lifted: the tenant is served again.
-    h.state.set_bars(&[]);
+    assert!(h.state.bars_to_confirm(now).is_empty());
+    // Lifted: the tenant is served again, and inputs judged before see it.
+    let changed = h.state.bars_changed();
+    h.state.set_bars(now, &[]);
     assert!(!h.state.is_barred("acme"));
+    assert!(h.state.bars_changed() > changed, "a lift is a change too");
     h.open("bob", 3);
     assert_eq!(h.state.users[&key("bob")].sessions.len(), 1);
 }
 
 #[test]
-fn a_shard_that_learns_of_a_bar_before_any_write_may_confirm_it_at_once() {
+fn a_shard_just_started_confirms_only_once_an_earlier_owner_s_writes_cannot_land() {
     let mut h = Harness::new();
-    h.state.set_bars(&[bar("acme", 1), bar("beta", 2)]);
-    assert_eq!(h.state.bars_to_confirm(), vec![bar("acme", 1), bar("beta", 2)]);
+    let claimed = h.now;
+    h.state.set_bars(claimed, &[bar("acme", 1), bar("beta", 2)]);
+    let window = h.state.takeover_window();
+    assert!(h.state.bars_to_confirm(claimed + window - 1).is_empty(), "it has written nothing, the earlier owner may");
+    assert_eq!(h.state.bars_to_confirm(claimed + window), vec![bar("acme", 1), bar("beta", 2)]);
+}
+
+#[test]
+fn reads_asked_before_a_bar_send_and_write_nothing_after_it() {
+    let mut h = Harness::new();
+    h.open("bob", 1);
+    h.state.set_bars(h.now, &[bar("acme", 7)]);
+    let session = addr("e1", 1);
+    let page = iris_storage::InboxPage { messages: vec![stored(1, "alice")], more: false };
+    let replay = Read::Replay {
+        user: key("bob"),
+        session: session.clone(),
+        after: 0,
+        limit: 10,
+        inbox_head: 1,
+        always_synced: true,
+    };
+    let o = h.state.read_done(replay, ReadResult::Inbox(Ok(page)));
+    assert!(o.outputs.is_empty() && o.commit.is_none(), "{:?}", o.outputs);
+    let pending =
+        vec![iris_storage::PendingReceipt { msg_id: "m1".into(), by: "ann".into(), state: ReceiptState::Read }];
+    let flush = Read::FlushReceipts { user: key("bob"), session };
+    let o = h.state.read_done(flush, ReadResult::PendingReceipts(Ok(pending)));
+    assert!(o.outputs.is_empty() && o.commit.is_none(), "no receipt goes out, none is forgotten");
 }
