@@ -44,6 +44,13 @@ pub enum Shards {
 /// would bar one more is refused until bars are lifted (`iris tenant allow`).
 pub const MAX_BARS: usize = 1_000;
 
+/// After the deletion, how long the command waits before it deletes once
+/// more: a write that failed on its client (a Redis command timed out, a
+/// ScyllaDB batch the batchlog replays) may still land on the server
+/// after its shard counted it done and confirmed. Twice Redis's command
+/// timeout.
+pub const SECOND_PASS: Duration = Duration::from_secs(10);
+
 /// How often the confirmations are read while waiting.
 const POLL: Duration = Duration::from_millis(200);
 
@@ -51,7 +58,7 @@ const POLL: Duration = Duration::from_millis(200);
 pub async fn delete(settings: &Settings, tenant: &str, shards: Shards) -> anyhow::Result<Deleted> {
     let store = store::open(&settings.store, &iris_clock::system()).await?;
     let region = (settings.shards.region.as_str(), settings.shards.shards);
-    let result = delete_from(&*store, region, tenant, shards).await;
+    let result = delete_from(&*store, region, tenant, shards, SECOND_PASS).await;
     store.close().await;
     let (records, barred) = result?;
     let key_files = match home(settings) {
@@ -63,11 +70,14 @@ pub async fn delete(settings: &Settings, tenant: &str, shards: Shards) -> anyhow
 
 /// Deletes `tenant` from `store`; a store that keeps bars bars it first and
 /// waits for the shards of `region` (its name and shard count).
+/// `second_pass`: how long to wait before deleting once more
+/// ([`SECOND_PASS`]; not when the region is stopped).
 async fn delete_from(
     store: &dyn Store,
     (region, want): (&str, u32),
     tenant: &str,
     shards: Shards,
+    second_pass: Duration,
 ) -> anyhow::Result<(u64, bool)> {
     if !store.keeps_bars() {
         return Ok((store.delete_tenant(tenant).await?, false));
@@ -103,7 +113,20 @@ async fn delete_from(
             tokio::time::sleep(POLL).await;
         }
     }
-    Ok((store.delete_tenant(tenant).await?, true))
+    // An `iris tenant allow` while the command waited lets the shards that
+    // had confirmed serve the tenant again: then nothing is deleted.
+    let still = store.barred_tenants().await?;
+    if !still.iter().any(|b| &*b.tenant == tenant && b.id == id) {
+        anyhow::bail!(
+            "tenant {tenant:?}'s bar was lifted or replaced while the shards confirmed it: nothing was deleted"
+        );
+    }
+    let mut gone = store.delete_tenant(tenant).await?;
+    if let Shards::Confirm(_) = shards {
+        tokio::time::sleep(second_pass).await;
+        gone += store.delete_tenant(tenant).await?;
+    }
+    Ok((gone, true))
 }
 
 /// The first few of `shards`, for a message.
@@ -155,7 +178,9 @@ mod tests {
         store.bar_tenant("gone", 5).await.unwrap();
         store.confirm_bar("eu", &Bar { tenant: "gone".into(), id: 5 }, 0).await.unwrap();
         // Shard 1 of 2 never confirms: nothing is deleted, the bar stays.
-        let e = delete_from(&store, ("eu", 2), "gone", Shards::Confirm(Duration::from_millis(300))).await.unwrap_err();
+        let e = delete_from(&store, ("eu", 2), "gone", Shards::Confirm(Duration::from_millis(300)), Duration::ZERO)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("1 of region eu's 2 shards") && e.to_string().contains("shards 1)"), "{e}");
         assert_eq!(logged(&store, "gone").await, 1, "nothing deleted");
         let bars = store.barred_tenants().await.unwrap();
@@ -163,27 +188,55 @@ mod tests {
         // Confirmations of another region, or of an older bar, do not count.
         store.confirm_bar("us", &bars[0], 1).await.unwrap();
         store.confirm_bar("eu", &Bar { tenant: "gone".into(), id: bars[0].id - 1 }, 1).await.unwrap();
-        assert!(delete_from(&store, ("eu", 2), "gone", Shards::Confirm(Duration::from_millis(300))).await.is_err());
+        assert!(
+            delete_from(&store, ("eu", 2), "gone", Shards::Confirm(Duration::from_millis(300)), Duration::ZERO)
+                .await
+                .is_err()
+        );
         store.confirm_bar("eu", &bars[0], 1).await.unwrap();
         let (gone, barred) =
-            delete_from(&store, ("eu", 2), "gone", Shards::Confirm(Duration::from_secs(5))).await.unwrap();
+            delete_from(&store, ("eu", 2), "gone", Shards::Confirm(Duration::from_secs(5)), Duration::ZERO)
+                .await
+                .unwrap();
         assert!(gone > 0 && barred);
         assert_eq!((logged(&store, "gone").await, logged(&store, "kept").await), (0, 1));
         assert_eq!(store.barred_tenants().await.unwrap(), bars, "the bar stays, with its id");
     }
 
     #[tokio::test]
+    async fn a_bar_lifted_while_the_shards_confirm_deletes_nothing() {
+        let store = std::sync::Arc::new(store_with(&["gone"]).await);
+        store.bar_tenant("gone", 5).await.unwrap();
+        store.confirm_bar("eu", &Bar { tenant: "gone".into(), id: 5 }, 0).await.unwrap();
+        // While the command waits for shard 1, an operator allows the
+        // tenant and deletes it again (a new bar); shard 1 then confirms
+        // the first bar late.
+        let other = store.clone();
+        let meanwhile = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(other.lift_bar("gone").await.unwrap());
+            other.bar_tenant("gone", 9).await.unwrap();
+            other.confirm_bar("eu", &Bar { tenant: "gone".into(), id: 5 }, 1).await.unwrap();
+        });
+        let shards = Shards::Confirm(Duration::from_secs(10));
+        let e = delete_from(&*store, ("eu", 2), "gone", shards, Duration::ZERO).await.unwrap_err();
+        meanwhile.await.unwrap();
+        assert!(e.to_string().contains("lifted or replaced"), "{e}");
+        assert_eq!(logged(&store, "gone").await, 1, "nothing deleted");
+    }
+
+    #[tokio::test]
     async fn a_stopped_region_is_deleted_at_once_and_bars_are_bounded() {
         let store = store_with(&["gone"]).await;
-        let (_, barred) = delete_from(&store, ("eu", 64), "gone", Shards::Stopped).await.unwrap();
+        let (_, barred) = delete_from(&store, ("eu", 64), "gone", Shards::Stopped, Duration::ZERO).await.unwrap();
         assert!(barred);
         assert_eq!(logged(&store, "gone").await, 0);
         for i in 1..MAX_BARS {
             store.bar_tenant(&format!("t{i}"), 1).await.unwrap();
         }
-        let e = delete_from(&store, ("eu", 64), "one-more", Shards::Stopped).await.unwrap_err();
+        let e = delete_from(&store, ("eu", 64), "one-more", Shards::Stopped, Duration::ZERO).await.unwrap_err();
         assert!(e.to_string().contains("iris tenant allow"), "{e}");
         // A tenant barred already may be deleted again.
-        delete_from(&store, ("eu", 64), "t1", Shards::Stopped).await.unwrap();
+        delete_from(&store, ("eu", 64), "t1", Shards::Stopped, Duration::ZERO).await.unwrap();
     }
 }
