@@ -456,7 +456,7 @@ impl ShardActor {
             };
             ctx.spawn(fut.into_actor(self).map(|(bar, result), act, _| {
                 match &result {
-                    Ok(()) => tracing::info!(shard = act.shard.0, tenant = %bar.tenant, "tenant barred here"),
+                    Ok(()) => tracing::debug!(shard = act.shard.0, tenant = %bar.tenant, "tenant bar confirmed"),
                     Err(e) => tracing::warn!(shard = act.shard.0, error = %e, "could not confirm a tenant bar"),
                 }
                 act.state.bar_confirmed(&bar, result.is_ok());
