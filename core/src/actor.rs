@@ -446,7 +446,9 @@ impl ShardActor {
         }));
     }
 
-    /// Writes the confirmations of the bars the state says are due.
+    /// Writes the confirmations of the bars the state says are due (at the
+    /// claim, after each read of the bars and on every lease check: not per
+    /// input).
     fn confirm_bars(&mut self, ctx: &mut Context<Self>) {
         for bar in self.state.bars_to_confirm(self.time.now_ms()) {
             let (store, region, shard) = (self.store.clone(), self.region.clone(), self.shard.0);
@@ -467,7 +469,6 @@ impl ShardActor {
     /// Carries out ready outputs: publishes that fit right now go at once;
     /// from the first that must wait, the rest go in order under `ctx.wait`.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        self.confirm_bars(ctx);
         let durable = self.state.inputs_durable();
         if let Some(p) = &self.progress {
             p.store(durable, std::sync::atomic::Ordering::Release);

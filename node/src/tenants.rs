@@ -205,22 +205,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_bar_lifted_while_the_shards_confirm_deletes_nothing() {
-        let store = std::sync::Arc::new(store_with(&["gone"]).await);
+        let store = store_with(&["gone"]).await;
         store.bar_tenant("gone", 5).await.unwrap();
         store.confirm_bar("eu", &Bar { tenant: "gone".into(), id: 5 }, 0).await.unwrap();
-        // While the command waits for shard 1, an operator allows the
-        // tenant and deletes it again (a new bar); shard 1 then confirms
-        // the first bar late.
-        let other = store.clone();
-        let meanwhile = tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            assert!(other.lift_bar("gone").await.unwrap());
-            other.bar_tenant("gone", 9).await.unwrap();
-            other.confirm_bar("eu", &Bar { tenant: "gone".into(), id: 5 }, 1).await.unwrap();
-        });
+        // While the command waits for shard 1 (polled once: it is then
+        // waiting), an operator allows the tenant and deletes it again (a
+        // new bar); shard 1 then confirms the first bar late.
         let shards = Shards::Confirm(Duration::from_secs(10));
-        let e = delete_from(&*store, ("eu", 2), "gone", shards, Duration::ZERO).await.unwrap_err();
-        meanwhile.await.unwrap();
+        let mut deleting = Box::pin(delete_from(&store, ("eu", 2), "gone", shards, Duration::ZERO));
+        assert!(futures::poll!(&mut deleting).is_pending(), "it waits for shard 1");
+        assert!(store.lift_bar("gone").await.unwrap());
+        store.bar_tenant("gone", 9).await.unwrap();
+        store.confirm_bar("eu", &Bar { tenant: "gone".into(), id: 5 }, 1).await.unwrap();
+        let e = deleting.await.unwrap_err();
         assert!(e.to_string().contains("lifted or replaced"), "{e}");
         assert_eq!(logged(&store, "gone").await, 1, "nothing deleted");
     }

@@ -887,8 +887,11 @@ impl Store for RedisStore {
         let k = key(&[b"barconf", region.as_bytes(), tenant.as_bytes()]);
         let all: HashMap<String, String> = self.client.hgetall(k).await.map_err(err)?;
         let id = id.to_string();
-        let mut shards: Vec<u32> =
-            all.into_iter().filter(|(_, b)| *b == id).filter_map(|(s, _)| s.parse().ok()).collect();
+        let mut shards = all
+            .into_iter()
+            .filter(|(_, b)| *b == id)
+            .map(|(s, _)| s.parse().map_err(|_| StoreError::Corrupt("tenant bar confirmation")))
+            .collect::<Result<Vec<u32>, StoreError>>()?;
         shards.sort_unstable();
         Ok(shards)
     }
