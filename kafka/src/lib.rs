@@ -174,38 +174,54 @@ pub(crate) fn reader_config(bootstrap: &str, group: &str, fetch: impl Into<Fetch
 const QUICK_SOCKET_TIMEOUT_MS: u32 = 10_000;
 
 /// Settings for a client whose link may be cut silently (packets dropped,
-/// not refused) and that must be back soon after it heals: the relays, and
-/// the edges' readers of their topics. A request in flight during a cut is
-/// given up after [`QUICK_SOCKET_TIMEOUT_MS`] instead of 60 s, and the
-/// connection made anew, instead of waiting on TCP's retransmission
-/// back-off, which grows through the cut. Written for two slow recoveries
-/// (an edge resumed 26 s after a one-way cut healed; a cross-region path
-/// took 40 s after `cut-global`), but measured with and without it they did
-/// not get faster (docs/chaos.md): it stays as a bound on a request hanging
-/// on a dead connection.
+/// not refused) and that must be back soon after it heals: the relays, the
+/// edges' readers of their topics, and every node's producers. A request in
+/// flight during a cut is given up after [`QUICK_SOCKET_TIMEOUT_MS`]
+/// instead of 60 s (a produce request: instead of the lesser of 60 s and
+/// what is left of `message.timeout.ms`), and the connection made anew,
+/// instead of waiting on TCP's retransmission back-off, which grows through
+/// the cut (0.2 s doubling: the seventh retransmission is 26 s after the
+/// first loss).
 pub(crate) fn quick_to_reconnect(c: &mut ClientConfig) -> &mut ClientConfig {
     c.set("socket.timeout.ms", QUICK_SOCKET_TIMEOUT_MS.to_string()).set("socket.keepalive.enable", "true")
 }
 
-/// How long a producer that [`quick_producer`] set up waits for a produce
-/// request's answer before sending it again (librdkafka's default is 30 s).
+/// How long the broker may wait for its replicas before answering a
+/// produce request of a [`quick_producer`] with a timeout (librdkafka's
+/// default is 30 s). Enforced by the broker only: the client's own limit on
+/// an unanswered request is [`QUICK_SOCKET_TIMEOUT_MS`].
 const QUICK_REQUEST_TIMEOUT_MS: u32 = 5_000;
 
 /// [`quick_to_reconnect`] for an idempotent producer on the cross-region
-/// path: a produce request in flight during a cut is also sent again after
-/// [`QUICK_REQUEST_TIMEOUT_MS`] (safe: the broker drops the duplicate by its
-/// sequence number), not after 30 s.
+/// path: a produce request whose replicas lag is also answered (and sent
+/// again, safe: the broker drops the duplicate by its sequence number)
+/// after [`QUICK_REQUEST_TIMEOUT_MS`], not after 30 s.
 pub(crate) fn quick_producer(c: &mut ClientConfig) -> &mut ClientConfig {
     quick_to_reconnect(c).set("request.timeout.ms", QUICK_REQUEST_TIMEOUT_MS.to_string())
 }
 
+/// The longest a group member goes between heartbeats. A member learns
+/// that its group is rebalancing only from a heartbeat's answer, so every
+/// step of a rebalance (one when a member leaves, two when one joins under
+/// incremental assignment) leaves the moving partitions unread for up to
+/// this long: a third of the session, as librdkafka suggests, was 2 s at
+/// the chaos runs' 6 s session (ADR 0026, amended again). A heartbeat is a
+/// few dozen bytes to the coordinator.
+const MAX_HEARTBEAT_MS: u32 = 500;
+
 /// A consumer-group member (`reader_config`) that is thrown out after
-/// `session_timeout_ms` of silence.
+/// `session_timeout_ms` of silence, and heartbeats every third of that, at
+/// most every [`MAX_HEARTBEAT_MS`].
 fn group_config(bootstrap: &str, group: &str, fetch: impl Into<Fetch>, session_timeout_ms: u32) -> ClientConfig {
     let mut c = reader_config(bootstrap, group, fetch);
     c.set("session.timeout.ms", session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", (session_timeout_ms / 3).max(100).to_string());
+        .set("heartbeat.interval.ms", heartbeat_ms(session_timeout_ms).to_string());
     c
+}
+
+/// A group member's heartbeat interval for a session of `session_timeout_ms`.
+fn heartbeat_ms(session_timeout_ms: u32) -> u32 {
+    (session_timeout_ms / 3).clamp(100, MAX_HEARTBEAT_MS)
 }
 
 /// [`group_config`] with incremental (cooperative-sticky) assignment: when
@@ -317,6 +333,24 @@ pub struct KafkaBus {
 /// not after five minutes of silence.
 const MESSAGE_TIMEOUT_MS: u32 = 30_000;
 
+/// A bus producer: idempotent, `acks=all`, holding at most `queued`
+/// messages, and quick to reconnect. Without the last, a produce request
+/// in flight during a cut that drops the broker's answers (`one-way`)
+/// waited on TCP's retransmission back-off, and since an edge's lease
+/// renewals and re-registrations (`Resync`, ADR 0015) go through this
+/// producer, deliveries to its sessions waited as long: 12 s after a 15 s
+/// cut had healed (docs/chaos.md, seed 61).
+fn bus_producer_config(bootstrap: &str, linger_ms: u32, queued: usize) -> ClientConfig {
+    let mut c = client_config(bootstrap);
+    quick_to_reconnect(&mut c)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", linger_ms.to_string())
+        .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
+        .set("queue.buffering.max.messages", queued.to_string());
+    c
+}
+
 /// Messages a process's producers may hold unacknowledged in all; beyond
 /// this a `try_publish` answers `Full` (a bounded queue, ADR 0016).
 const QUEUED_PER_PROCESS: usize = 100_000;
@@ -388,15 +422,7 @@ impl KafkaBus {
         let n = producers.max(1);
         let queued = (QUEUED_PER_PROCESS / n).max(1);
         let producers = (0..n)
-            .map(|_| {
-                client_config(bootstrap)
-                    .set("enable.idempotence", "true")
-                    .set("acks", "all")
-                    .set("linger.ms", linger_ms.to_string())
-                    .set("message.timeout.ms", MESSAGE_TIMEOUT_MS.to_string())
-                    .set("queue.buffering.max.messages", queued.to_string())
-                    .create()
-            })
+            .map(|_| bus_producer_config(bootstrap, linger_ms, queued).create())
             .collect::<Result<Vec<FutureProducer>, _>>()?;
         let edges = EdgeWriter::start(producers.clone(), topics.clone());
         Ok(Self { producers, topics, watch: DeliveryWatch::start(), edges })
@@ -1050,6 +1076,28 @@ impl PartitionReader {
 
 #[cfg(test)]
 mod tests {
+    /// Heartbeats every third of the session, but never further apart than
+    /// 500 ms, nor closer than 100 ms.
+    #[test]
+    fn heartbeats_are_a_third_of_the_session_at_most_500_ms() {
+        assert_eq!(super::heartbeat_ms(6_000), 500, "2 s would leave moving partitions unread that long");
+        assert_eq!(super::heartbeat_ms(1_200), 400);
+        assert_eq!(super::heartbeat_ms(150), 100);
+    }
+
+    /// The bus producers (an edge's lease renewals and re-registrations go
+    /// through them) give up a request unanswered for 10 s and connect
+    /// again, rather than waiting on TCP's back-off after a one-way cut
+    /// (60 s, or what is left of the 30 s message timeout, by default).
+    #[test]
+    fn bus_producers_drop_a_silent_connection_after_10_s() {
+        let c = super::bus_producer_config("localhost:9092", 1, 10);
+        assert_eq!(c.get("socket.timeout.ms"), Some("10000"));
+        assert_eq!(c.get("socket.keepalive.enable"), Some("true"));
+        assert_eq!(c.get("enable.idempotence"), Some("true"), "a request sent again must not be stored twice");
+        assert_eq!(c.get("acks"), Some("all"));
+    }
+
     /// A member that takes over a partition resumes after the last
     /// committed offset: what was committed is not handed out again, what
     /// was not is.
