@@ -12,10 +12,14 @@ For each `one-way` cut of an edge: the sends made during the cut to users whose
 session was on that edge, and when they were delivered, counted from the heal
 (p50 / max, ms). An edge whose sessions a shard ended during the cut gets them
 back only through its own lease renewals (ADR 0015), so this is how long the
-edge took to be heard again.
+edge took to be heard again. A user's edge is that of their latest session
+(`hello_done` does not say which of a user's devices opened it, so a second
+device's session counts too); sends never delivered to the main device are
+counted apart.
 """
 import json
 import lzma
+import math
 import sys
 
 
@@ -27,7 +31,8 @@ def events(path):
 
 
 def pct(xs, q):
-    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else None
+    """Nearest rank, as the checker's (`chaos/src/checker.rs`)."""
+    return xs[max(0, math.ceil(q * len(xs)) - 1)] if xs else None
 
 
 def summarize(path):
@@ -42,6 +47,12 @@ def summarize(path):
     faults += [(f, t, end) for f, t in started.items()]
 
     edge, first, accepted, by_msg, delivered = {}, {}, {}, {}, {}
+    # Accepts first: a delivery can be recorded before its send's `accepted`.
+    for e in evs:
+        if e["op"] == "accepted":
+            k = (e["tenant"], e["id"])
+            accepted.setdefault(k, e["t"])
+            by_msg[(e["tenant"], e["msg_id"])] = k
     for e in evs:
         op = e["op"]
         if op == "hello_done" and e.get("ok"):
@@ -50,10 +61,6 @@ def summarize(path):
             k = (e["tenant"], e["id"])
             if k not in first:
                 first[k] = (e["t"], edge.get((e["tenant"], e["to"])))
-        elif op == "accepted":
-            k = (e["tenant"], e["id"])
-            accepted.setdefault(k, e["t"])
-            by_msg[(e["tenant"], e["msg_id"])] = k
         elif op == "delivered" and "device" not in e:
             k = by_msg.get((e["tenant"], e["msg_id"]))
             if k is not None and k not in delivered:
@@ -73,11 +80,12 @@ def summarize(path):
         if not f.startswith("one-way edge"):
             continue
         cut = f.split()[-1]
-        after = sorted(delivered[k] - b for k, (t, to) in first.items() if a <= t <= b and to == cut and k in delivered)
+        sent = [k for k, (t, to) in first.items() if a <= t <= b and to == cut and k in accepted]
+        after = sorted(delivered[k] - b for k in sent if k in delivered)
         if after:
             print(
-                "  %s, %.1f s: %d sends to its sessions made during the cut, delivered at heal + p50 / max %d / %d ms"
-                % (f, (b - a) / 1000, len(after), pct(after, 0.5), after[-1])
+                "  %s, %.1f s: %d sends to its sessions made during the cut, delivered at heal + p50 / max %d / %d ms; %d accepted, not delivered to the main device"
+                % (f, (b - a) / 1000, len(after), pct(after, 0.5), after[-1], len(sent) - len(after))
             )
 
 

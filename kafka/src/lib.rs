@@ -192,10 +192,12 @@ pub(crate) fn quick_to_reconnect(c: &mut ClientConfig) -> &mut ClientConfig {
 /// an unanswered request is [`QUICK_SOCKET_TIMEOUT_MS`].
 const QUICK_REQUEST_TIMEOUT_MS: u32 = 5_000;
 
-/// [`quick_to_reconnect`] for an idempotent producer on the cross-region
-/// path: a produce request whose replicas lag is also answered (and sent
-/// again, safe: the broker drops the duplicate by its sequence number)
-/// after [`QUICK_REQUEST_TIMEOUT_MS`], not after 30 s.
+/// [`quick_to_reconnect`] for an idempotent producer (the bus's and the
+/// cross-region path's): a produce request whose replicas lag is answered
+/// with a retriable timeout (and sent again, safe: the broker drops the
+/// duplicate by its sequence number) after [`QUICK_REQUEST_TIMEOUT_MS`],
+/// not after 30 s, and so before the client's own 10 s would drop the
+/// whole connection.
 pub(crate) fn quick_producer(c: &mut ClientConfig) -> &mut ClientConfig {
     quick_to_reconnect(c).set("request.timeout.ms", QUICK_REQUEST_TIMEOUT_MS.to_string())
 }
@@ -334,15 +336,18 @@ pub struct KafkaBus {
 const MESSAGE_TIMEOUT_MS: u32 = 30_000;
 
 /// A bus producer: idempotent, `acks=all`, holding at most `queued`
-/// messages, and quick to reconnect. Without the last, a produce request
-/// in flight during a cut that drops the broker's answers (`one-way`)
-/// waited on TCP's retransmission back-off, and since an edge's lease
-/// renewals and re-registrations (`Resync`, ADR 0015) go through this
-/// producer, deliveries to its sessions waited as long: 12 s after a 15 s
-/// cut had healed (docs/chaos.md, seed 61).
+/// messages, and quick to reconnect ([`quick_producer`]). Without the
+/// last, a produce request in flight during a cut that drops the broker's
+/// answers (`one-way`) waited on TCP's retransmission back-off, and since
+/// an edge's lease renewals and re-registrations (`Resync`, ADR 0015) go
+/// through this producer, deliveries to its sessions waited as long: 12.9 s
+/// after a 14.7 s cut had healed (docs/chaos.md, seed 61). The broker
+/// answers a request whose replicas lag within 5 s, below the 10 s after
+/// which the client drops the connection, so a slow follower costs a
+/// retry, not a connection.
 fn bus_producer_config(bootstrap: &str, linger_ms: u32, queued: usize) -> ClientConfig {
     let mut c = client_config(bootstrap);
-    quick_to_reconnect(&mut c)
+    quick_producer(&mut c)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", linger_ms.to_string())
@@ -1094,6 +1099,7 @@ mod tests {
         let c = super::bus_producer_config("localhost:9092", 1, 10);
         assert_eq!(c.get("socket.timeout.ms"), Some("10000"));
         assert_eq!(c.get("socket.keepalive.enable"), Some("true"));
+        assert_eq!(c.get("request.timeout.ms"), Some("5000"), "a lagging replica must be answered before 10 s");
         assert_eq!(c.get("enable.idempotence"), Some("true"), "a request sent again must not be stored twice");
         assert_eq!(c.get("acks"), Some("all"));
     }
