@@ -22,14 +22,20 @@ def events(path):
             yield json.loads(line)
 
 
-def summarize(path):
-    evs = list(events(path))
+def fault_windows(evs):
+    """The faults that ended, as (fault, start, end); and those still on, by start."""
     faults, started = [], {}
     for e in evs:
         if e["op"] == "fault_start":
             started[e["fault"]] = e["t"]
         elif e["op"] == "fault_end" and e["fault"] in started:
-            faults.append((e["fault"].split()[0], started.pop(e["fault"]), e["t"]))
+            faults.append((e["fault"], started.pop(e["fault"]), e["t"]))
+    return faults, started
+
+
+def summarize(path):
+    evs = list(events(path))
+    faults = [(f.split()[0], a, b) for f, a, b in fault_windows(evs)[0]]
 
     def kind(t):
         for name, a, b in faults:

@@ -17,17 +17,10 @@ edge took to be heard again. A user's edge is that of their latest session
 device's session counts too); sends never delivered to the main device are
 counted apart.
 """
-import json
-import lzma
 import math
 import sys
 
-
-def events(path):
-    opener = lzma.open if path.endswith(".xz") else open
-    with opener(path, "rt") as f:
-        for line in f:
-            yield json.loads(line)
+from attempts import events, fault_windows
 
 
 def pct(xs, q):
@@ -37,12 +30,7 @@ def pct(xs, q):
 
 def summarize(path):
     evs = list(events(path))
-    faults, started = [], {}
-    for e in evs:
-        if e["op"] == "fault_start":
-            started[e["fault"]] = e["t"]
-        elif e["op"] == "fault_end" and e["fault"] in started:
-            faults.append((e["fault"], started.pop(e["fault"]), e["t"]))
+    faults, started = fault_windows(evs)
     end = evs[-1]["t"] if evs else 0
     faults += [(f, t, end) for f, t in started.items()]
 
