@@ -71,7 +71,7 @@ def one(rate, shards, producers, fetch, chat, core_b, core_a, edge_b, edge_a,
     row = {
         "build": build,
         "rate": int(rate),
-        "shards": int(shards),
+        "shards": int(shards) if shards.isdigit() else shards,
         "producers": int(producers),
         "fetch": fetch,
         "load": "spread" if r.get("spread") else "burst",

@@ -232,6 +232,13 @@ pub struct Cluster {
     /// shards one connection queues them (ADR 0016).
     #[serde(default = "d_producers")]
     pub producers: u32,
+    /// Partitions of the shard topic (`iris.<region>.shard`). Unset: one
+    /// per shard. Fewer (dividing `core.shards`) carry several shards each,
+    /// shard `s` in partition `s % shard_partitions`, so that the edges'
+    /// produce requests, which carry one partition each, carry more records
+    /// (ADR 0031). Fixed for the life of the topic, like `core.shards`.
+    #[serde(default)]
+    pub shard_partitions: Option<u32>,
     /// Publish every accepted graph change and ingested event to the
     /// topics `iris.<region>.graph` and `iris.<region>.events`, exactly
     /// once, through each shard's outbox (ADR 0022). Unset: on with the
@@ -1194,6 +1201,13 @@ impl Config {
             check(c.session_timeout_ms >= 1_000, "cluster.session_timeout_ms", "at least 1000")?;
             check(c.linger_ms <= 1_000, "cluster.linger_ms", "at most 1000")?;
             check((1..=16).contains(&c.producers), "cluster.producers", "between 1 and 16")?;
+            if let Some(p) = c.shard_partitions {
+                check(
+                    p >= 1 && p <= self.core.shards && self.core.shards % p == 0,
+                    "cluster.shard_partitions",
+                    "a divisor of core.shards (each partition carries the same number of shards)",
+                )?;
+            }
             check((1..=1_048_576).contains(&c.fetch_min_bytes), "cluster.fetch_min_bytes", "between 1 and 1048576")?;
             check(
                 !(c.log_topics == Some(true) && self.storage.backend != Backend::Redis),
@@ -1412,6 +1426,12 @@ mod tests {
         for bad in ["0", "17"] {
             let e = redis(&format!("producers = {bad}\n")).unwrap_err().to_string();
             assert!(e.contains("cluster.producers"), "{e}");
+        }
+        assert_eq!(redis("").unwrap().cluster.unwrap().shard_partitions, None);
+        assert_eq!(redis("shard_partitions = 16\n").unwrap().cluster.unwrap().shard_partitions, Some(16));
+        for bad in ["0", "12", "128"] {
+            let e = redis(&format!("shard_partitions = {bad}\n")).unwrap_err().to_string();
+            assert!(e.contains("cluster.shard_partitions"), "{bad}: {e}");
         }
     }
 

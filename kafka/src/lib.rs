@@ -32,7 +32,9 @@ use std::time::Duration;
 mod federation;
 mod lanes;
 pub mod logs;
+pub mod spread;
 pub use federation::{OutboundLink, RelayConfig, follow_homes, relay_in, relay_out};
+pub use spread::ShardSpread;
 
 /// Kafka failures.
 #[derive(Debug, thiserror::Error)]
@@ -325,6 +327,7 @@ pub async fn ensure_topics_compacting(
 pub struct KafkaBus {
     producers: Vec<FutureProducer>,
     topics: Topics,
+    spread: ShardSpread,
     watch: DeliveryWatch,
     edges: std::sync::Arc<EdgeWriter>,
 }
@@ -430,12 +433,43 @@ impl KafkaBus {
             .map(|_| bus_producer_config(bootstrap, linger_ms, queued).create())
             .collect::<Result<Vec<FutureProducer>, _>>()?;
         let edges = EdgeWriter::start(producers.clone(), topics.clone());
-        Ok(Self { producers, topics, watch: DeliveryWatch::start(), edges })
+        Ok(Self { producers, topics, spread: ShardSpread::default(), watch: DeliveryWatch::start(), edges })
     }
 
-    /// The producer that writes a shard's partition.
-    fn for_shard(&self, shard: ShardId) -> &FutureProducer {
-        &self.producers[shard.0 as usize % self.producers.len()]
+    /// Writes shards to the shard topic's partitions as `spread` says
+    /// (ADR 0031; by default one partition per shard).
+    pub fn with_spread(mut self, spread: ShardSpread) -> Self {
+        self.spread = spread;
+        self
+    }
+
+    /// The producer that writes a partition: always the same one, so that
+    /// a partition's records stay in the order they were sent.
+    fn for_partition(&self, partition: i32) -> &FutureProducer {
+        &self.producers[partition as usize % self.producers.len()]
+    }
+
+    /// `env`'s record for `shard`: its partition, its key, its headers (a
+    /// trace, and the shard when partitions are shared).
+    fn shard_record<'a>(
+        &'a self,
+        shard: ShardId,
+        env: &ShardEnvelope,
+        key: &'a [u8],
+        payload: &'a [u8],
+    ) -> (i32, FutureRecord<'a, [u8], [u8]>) {
+        let partition = self.spread.partition(shard);
+        let mut record = FutureRecord::to(&self.topics.shard).partition(partition).key(key).payload(payload);
+        let mut headers = trace_headers(&env.trace);
+        if self.spread.shared() {
+            let id = shard.0.to_be_bytes();
+            let h = rdkafka::message::Header { key: spread::SHARD_HEADER, value: Some(&id[..]) };
+            headers = Some(headers.unwrap_or_default().insert(h));
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        (partition, record)
     }
 
     /// Waits until everything queued is delivered (shutdown), within
@@ -468,11 +502,8 @@ impl Bus for KafkaBus {
     fn try_publish_shard(&self, shard: ShardId, env: ShardEnvelope) -> Result<(), PublishError<ShardEnvelope>> {
         let payload = iris_envelope::encode(&env);
         let key = env.owner.shard_key();
-        let mut record = FutureRecord::to(&self.topics.shard).partition(shard.0 as i32).key(&key).payload(&payload);
-        if let Some(h) = trace_headers(&env.trace) {
-            record = record.headers(h);
-        }
-        match self.for_shard(shard).send_result(record) {
+        let (partition, record) = self.shard_record(shard, &env, key.as_ref(), &payload);
+        match self.for_partition(partition).send_result(record) {
             // Delivery is confirmed asynchronously (the idempotent producer
             // retries); a failure after this point is counted by the watch.
             Ok(delivery) => {
@@ -487,12 +518,9 @@ impl Bus for KafkaBus {
     async fn publish_shard(&self, shard: ShardId, env: ShardEnvelope) -> Result<(), BusError> {
         let payload = iris_envelope::encode(&env);
         let key = env.owner.shard_key();
-        let mut record = FutureRecord::to(&self.topics.shard).partition(shard.0 as i32).key(&key).payload(&payload);
-        if let Some(h) = trace_headers(&env.trace) {
-            record = record.headers(h);
-        }
+        let (partition, record) = self.shard_record(shard, &env, key.as_ref(), &payload);
         let started = std::time::Instant::now();
-        let sent = self.for_shard(shard).send(record, PUBLISH_TIMEOUT).await;
+        let sent = self.for_partition(partition).send(record, PUBLISH_TIMEOUT).await;
         metrics::histogram!("iris_bus_publish_seconds", "topic" => "shard").record(started.elapsed().as_secs_f64());
         sent.map(|_| ()).map_err(|(e, _)| BusError::Closed(format!("shard {}: {e}", shard.0)))
     }
@@ -975,6 +1003,9 @@ impl ShardGroup {
 pub struct KafkaSource {
     group: ShardGroup,
     ownership: tokio::sync::mpsc::Receiver<Ownership>,
+    spread: ShardSpread,
+    /// Commits and pauses of shared partitions (unused without sharing).
+    shared: spread::SharedPartitions,
 }
 
 impl KafkaSource {
@@ -987,12 +1018,54 @@ impl KafkaSource {
         session_timeout_ms: u32,
     ) -> Result<Self, KafkaBusError> {
         let (group, ownership) = ShardGroup::join(bootstrap, group, topic, fetch, session_timeout_ms)?;
-        Ok(Self { group, ownership })
+        let spread = ShardSpread::default();
+        Ok(Self { group, ownership, spread, shared: spread::SharedPartitions::new(spread) })
+    }
+
+    /// Reads the shard topic as `spread` lays it out (ADR 0031; by
+    /// default one partition per shard).
+    pub fn with_spread(mut self, spread: ShardSpread) -> Self {
+        self.spread = spread;
+        self.shared = spread::SharedPartitions::new(spread);
+        self
     }
 }
 
-fn shard_ids(partitions: Vec<i32>) -> Vec<ShardId> {
-    partitions.into_iter().map(|p| ShardId(p as u32)).collect()
+/// A record read from the shard topic, as the feed takes it (`shared`
+/// learns of it when partitions are shared).
+fn read_record(spread: &ShardSpread, shared: &mut spread::SharedPartitions, m: &impl Message) -> SourceEvent {
+    let (partition, offset) = (m.partition(), m.offset());
+    let header = match spread.shared() {
+        false => None,
+        true => m.headers().and_then(|h| {
+            rdkafka::message::Headers::iter(h)
+                .find(|h| h.key == spread::SHARD_HEADER)
+                .map(|h| h.value.unwrap_or_default())
+        }),
+    };
+    let (shard, env) = match spread.shard_of(partition, header) {
+        // Reported on the partition's first shard, which it carries.
+        Err(error) => (ShardId(partition.max(0) as u32), Err(error)),
+        Ok(shard) => (shard, decode_shard(m).map_err(|e| e.to_string())),
+    };
+    if spread.shared() {
+        shared.returned(partition, offset, env.is_ok().then_some(shard));
+    }
+    match env {
+        Ok(env) => SourceEvent::Record { shard, offset, env },
+        Err(error) => SourceEvent::Unreadable { shard, offset, error },
+    }
+}
+
+impl KafkaSource {
+    /// The shards `partitions` carry; `assigned` says whether they came or went.
+    fn shards(&mut self, partitions: Vec<i32>, assigned: bool) -> Vec<ShardId> {
+        match (self.spread.shared(), assigned) {
+            (true, true) => self.shared.assigned(&partitions),
+            (true, false) => self.shared.revoked(&partitions),
+            (false, _) => partitions.into_iter().map(|p| ShardId(p as u32)).collect(),
+        }
+    }
 }
 
 fn bus_error(e: KafkaBusError) -> iris_router::BusError {
@@ -1006,18 +1079,14 @@ impl ShardSource for KafkaSource {
             // An ownership change goes before the records that follow it.
             biased;
             change = self.ownership.recv() => match change {
-                Some(Ownership::Assigned(p)) => SourceEvent::Assigned(shard_ids(p)),
-                Some(Ownership::Revoked(p)) => SourceEvent::Revoked(shard_ids(p)),
+                Some(Ownership::Assigned(p)) => SourceEvent::Assigned(self.shards(p, true)),
+                Some(Ownership::Revoked(p)) => SourceEvent::Revoked(self.shards(p, false)),
                 None => SourceEvent::Closed,
             },
             m = self.group.consumer.recv() => match m {
                 Ok(m) => {
                     record_hop(&m, "shard");
-                    let (shard, offset) = (ShardId(m.partition() as u32), m.offset());
-                    match decode_shard(&m) {
-                        Ok(env) => SourceEvent::Record { shard, offset, env },
-                        Err(e) => SourceEvent::Unreadable { shard, offset, error: e.to_string() },
-                    }
+                    read_record(&self.spread, &mut self.shared, &m)
                 }
                 Err(e) => SourceEvent::Failed(e.to_string()),
             },
@@ -1025,16 +1094,34 @@ impl ShardSource for KafkaSource {
     }
 
     fn pause(&mut self, shard: ShardId) -> Result<(), iris_router::BusError> {
-        self.group.pause(shard.0 as i32).map_err(bus_error)
+        match self.spread.shared() {
+            false => self.group.pause(shard.0 as i32).map_err(bus_error),
+            true => match self.shared.pause(shard) {
+                Some(p) => self.group.pause(p).map_err(bus_error),
+                None => Ok(()),
+            },
+        }
     }
 
     fn resume(&mut self, shard: ShardId) -> Result<(), iris_router::BusError> {
-        self.group.resume(shard.0 as i32).map_err(bus_error)
+        match self.spread.shared() {
+            false => self.group.resume(shard.0 as i32).map_err(bus_error),
+            true => match self.shared.resume(shard) {
+                Some(p) => self.group.resume(p).map_err(bus_error),
+                None => Ok(()),
+            },
+        }
     }
 
     fn commit(&mut self, offsets: &[(ShardId, i64)]) -> Result<(), iris_router::BusError> {
-        let offsets: Vec<(i32, i64)> = offsets.iter().map(|(s, o)| (s.0 as i32, *o)).collect();
-        self.group.commit_all(&offsets).map_err(bus_error)
+        if !self.spread.shared() {
+            let offsets: Vec<(i32, i64)> = offsets.iter().map(|(s, o)| (s.0 as i32, *o)).collect();
+            return self.group.commit_all(&offsets).map_err(bus_error);
+        }
+        let partitions = self.shared.to_commit(offsets);
+        self.group.commit_all(&partitions).map_err(bus_error)?;
+        self.shared.committed(&partitions);
+        Ok(())
     }
 }
 
@@ -1241,6 +1328,7 @@ mod tests {
     struct KafkaFixture {
         bootstrap: String,
         topics: Topics,
+        spread: ShardSpread,
         bus: std::sync::Arc<KafkaBus>,
         source: KafkaSource,
         edges: [EdgeId; 2],
@@ -1275,8 +1363,13 @@ mod tests {
         }
         async fn poison(&mut self, shard: ShardId) -> bool {
             let producer: FutureProducer = client_config(&self.bootstrap).create().unwrap();
-            let record =
-                FutureRecord::<(), _>::to(&self.topics.shard).partition(shard.0 as i32).payload(b"\xffnot an envelope");
+            let partition = self.spread.partition(shard);
+            let id = shard.0.to_be_bytes();
+            let header = rdkafka::message::Header { key: spread::SHARD_HEADER, value: Some(&id[..]) };
+            let record = FutureRecord::<(), _>::to(&self.topics.shard)
+                .partition(partition)
+                .headers(rdkafka::message::OwnedHeaders::new().insert(header))
+                .payload(b"\xffnot an envelope");
             producer.send(record, Duration::from_secs(10)).await.is_ok()
         }
         fn patience(&self) -> Duration {
@@ -1287,30 +1380,35 @@ mod tests {
     /// The Kafka bus passes the same contract as the in-process one, on a
     /// real broker: publish order per partition, pausing, edges, commits,
     /// and a poisoned record that does not stop its partition; with one
-    /// producer and with the partitions spread over three.
+    /// producer and with the partitions spread over three; and with four
+    /// shards sharing two partitions (ADR 0031).
     #[tokio::test]
     async fn the_kafka_bus_passes_the_bus_contract() {
         for producers in [1, 3] {
-            bus_contract(producers).await;
+            bus_contract(producers, ShardSpread::one_per_shard(2)).await;
         }
+        bus_contract(2, ShardSpread::new(4, 2)).await;
     }
 
-    async fn bus_contract(producers: usize) {
+    async fn bus_contract(producers: usize, spread: ShardSpread) {
         let b = broker();
         let region = unique("contract");
         let topics = Topics::for_region(&region);
         let edges = [EdgeId("a".into()), EdgeId("b".into())];
-        ensure_topics(&b, &[(&topics.shard, 2), (&topics.edge(&edges[0]), 1), (&topics.edge(&edges[1]), 1)])
+        let partitions = spread.partitions() as usize;
+        ensure_topics(&b, &[(&topics.shard, partitions), (&topics.edge(&edges[0]), 1), (&topics.edge(&edges[1]), 1)])
             .await
             .unwrap();
-        let bus = std::sync::Arc::new(KafkaBus::with_producers(&b, topics.clone(), 0, producers).unwrap());
-        let source = KafkaSource::join(&b, &unique("group"), &topics.shard, 5, 6_000).unwrap();
+        let bus = KafkaBus::with_producers(&b, topics.clone(), 0, producers).unwrap().with_spread(spread);
+        let bus = std::sync::Arc::new(bus);
+        let source = KafkaSource::join(&b, &unique("group"), &topics.shard, 5, 6_000).unwrap().with_spread(spread);
         let mut readers = std::collections::HashMap::new();
         for e in &edges {
             readers
                 .insert(e.clone(), PartitionReader::new(&b, &unique("edge"), &topics.edge(e), &[0], 5, false).unwrap());
         }
-        let mut f = KafkaFixture { bootstrap: b, topics, bus, source, edges, readers, unpacked: Default::default() };
+        let mut f =
+            KafkaFixture { bootstrap: b, topics, spread, bus, source, edges, readers, unpacked: Default::default() };
         iris_router::contract::run_all(&mut f, "acme").await.unwrap();
     }
 
@@ -1363,6 +1461,66 @@ mod tests {
             assert_eq!(env.owner, owner);
             assert!(matches!(env.body, ShardInput::Send { ref client_id, .. } if **client_id == *format!("c-{i}")));
         }
+    }
+
+    /// Two shards share a partition (ADR 0031): each reads only its own
+    /// records, and the partition is committed only as far as both have
+    /// reported done; a member taking over resumes there, so nothing a
+    /// shard had not finished is skipped.
+    #[tokio::test]
+    async fn shards_sharing_a_partition_commit_only_what_both_did() {
+        let b = broker();
+        let topics = Topics::for_region(&unique("shared"));
+        let spread = ShardSpread::new(4, 2);
+        ensure_topics(&b, &[(&topics.shard, 2)]).await.unwrap();
+        let bus = KafkaBus::new(&b, topics.clone(), 0).unwrap().with_spread(spread);
+        // Shards 0 and 2 share partition 0: a0 b0 a1 b1 a2 b2.
+        for i in 0..3 {
+            for (shard, name) in [(0, "a"), (2, "b")] {
+                let env = ShardEnvelope {
+                    owner: UserKey::new("acme", format!("{name}{i}")),
+                    body: ShardInput::Ack { up_to: i, read: false },
+                    trace: None,
+                };
+                bus.publish_shard(ShardId(shard), env).await.unwrap();
+            }
+        }
+        let group = unique("group");
+        let mut source = KafkaSource::join(&b, &group, &topics.shard, 5, 6_000).unwrap().with_spread(spread);
+        let mut owned = std::collections::BTreeSet::new();
+        let mut got: Vec<(u32, i64, String)> = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while got.len() < 6 {
+            match tokio::time::timeout_at(deadline, source.next()).await.expect("records never arrived") {
+                SourceEvent::Assigned(s) => owned.extend(s.into_iter().map(|s| s.0)),
+                SourceEvent::Record { shard, offset, env } => got.push((shard.0, offset, env.owner.user.to_string())),
+                SourceEvent::Failed(_) => {}
+                e => panic!("unexpected {e:?}"),
+            }
+        }
+        assert_eq!(owned, (0..4).collect(), "a partition's assignment brings all its shards");
+        let names: Vec<String> = got.iter().map(|(s, _, n)| format!("{s}:{n}")).collect();
+        assert_eq!(names, ["0:a0", "2:b0", "0:a1", "2:b1", "0:a2", "2:b2"], "each record to its own shard, in order");
+        // Shard 0 did all three, shard 2 only b0: the partition may go no
+        // further than b1.
+        let after = |shard: u32, name: &str| got.iter().find(|g| g.0 == shard && g.2 == name).unwrap().1 + 1;
+        source.commit(&[(ShardId(0), after(0, "a2")), (ShardId(2), after(2, "b0"))]).unwrap();
+        let b1 = after(2, "b1") - 1;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let committed = source.group.consumer.committed(Duration::from_secs(5)).unwrap();
+            let at = committed.find_partition(&topics.shard, 0).map(|e| e.offset());
+            if at == Some(rdkafka::Offset::Offset(b1)) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "partition 0 committed at {at:?}, wanted b1's {b1}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        drop(source);
+        let (second, _) = ShardGroup::join(&b, &group, &topics.shard, 5, 6_000).unwrap();
+        let (partition, offset, env) =
+            tokio::time::timeout(Duration::from_secs(30), second.next_shard()).await.unwrap().unwrap();
+        assert_eq!((partition, offset, &*env.owner.user), (0, b1, "b1"), "resumed at the first record not done");
     }
 
     /// Every third record carries a trace context (ADR 0023).

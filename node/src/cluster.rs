@@ -8,8 +8,8 @@ use iris_clock::SharedClock;
 use iris_core::ShardHost;
 use iris_envelope::EdgeId;
 use iris_kafka::{
-    KafkaBus, KafkaSource, OutboundLink, PartitionReader, RelayConfig, Topics, ensure_topics_compacting, follow_homes,
-    relay_in, relay_out,
+    KafkaBus, KafkaSource, OutboundLink, PartitionReader, RelayConfig, ShardSpread, Topics, ensure_topics_compacting,
+    follow_homes, relay_in, relay_out,
 };
 use iris_router::{EdgeReceiver, Federation, HomeDirectory, Ring, Router};
 use iris_storage::Store;
@@ -33,7 +33,8 @@ pub async fn start(
     shard_seed: u64,
 ) -> anyhow::Result<Started> {
     let topics = Topics::for_region(&cfg.region);
-    let mut wanted: Vec<(String, usize)> = vec![(topics.shard.clone(), cfg.shards.shards as usize)];
+    let spread = ShardSpread::new(cfg.shards.shards, cluster.shard_partitions);
+    let mut wanted: Vec<(String, usize)> = vec![(topics.shard.clone(), spread.partitions() as usize)];
     wanted.extend(edges.iter().map(|e| (topics.edge(e), 1)));
     if let Some(f) = &cluster.federation {
         wanted.push((topics.outbound.clone(), f.outbound_partitions as usize));
@@ -45,7 +46,8 @@ pub async fn start(
         .await
         .context("checking the cluster's topics")?;
     let bus = KafkaBus::with_producers(&cluster.kafka, topics.clone(), cluster.linger_ms, cluster.producers)
-        .context("connecting the Kafka producer")?;
+        .context("connecting the Kafka producer")?
+        .with_spread(spread);
     let mut router = Router::new(ring, Arc::new(bus));
     if let Some(f) = &cluster.federation {
         router = federate(cfg, cluster, f, &topics, router, clock).await?;
@@ -81,7 +83,8 @@ pub async fn start(
     let shards = if cluster.runs_shards {
         let host = Arc::new(ShardHost::new(&cfg.shards, store, router.clone(), clock.clone(), shard_seed));
         let source =
-            KafkaSource::join(&cluster.kafka, &cluster.core_group, &topics.shard, fetch, cluster.session_timeout_ms)?;
+            KafkaSource::join(&cluster.kafka, &cluster.core_group, &topics.shard, fetch, cluster.session_timeout_ms)?
+                .with_spread(spread);
         // Which partitions are ours, what is handed, paused and committed:
         // decided in `iris_router::feed`, carried out by `run_feed`.
         tokio::spawn(iris_core::run_feed(host.clone(), source, cfg.bus_queue));

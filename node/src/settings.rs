@@ -113,6 +113,8 @@ pub struct ClusterSettings {
     pub linger_ms: u32,
     /// Producers the node spreads its partitions over.
     pub producers: usize,
+    /// Partitions of the shard topic (ADR 0031).
+    pub shard_partitions: u32,
     /// Whether this node runs shards (the core role).
     pub runs_shards: bool,
     /// The federation this region belongs to.
@@ -243,6 +245,7 @@ impl Settings {
                 session_timeout_ms: c.session_timeout_ms,
                 linger_ms: c.linger_ms,
                 producers: c.producers as usize,
+                shard_partitions: c.shard_partitions.unwrap_or(cfg.core.shards),
                 runs_shards: cfg.roles.contains(&Role::Core),
                 federation: cfg.federation.clone(),
                 log_topics: c.publishes_logs(cfg.storage.backend),

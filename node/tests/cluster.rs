@@ -180,6 +180,17 @@ async fn killing_a_core_node_moves_its_shards_and_loses_nothing_accepted() {
     a_core_killed_under_traffic_loses_nothing(&mut region).await;
 }
 
+/// The same with the shard topic's 64 shards on 8 partitions (ADR 0031):
+/// a partition that moves takes its eight shards along, and its offset was
+/// committed only as far as all eight had made their work durable.
+#[tokio::test]
+async fn a_core_killed_while_shards_share_partitions_loses_nothing_accepted() {
+    let mut backing = Backing::shared();
+    backing.cluster = "shard_partitions = 8\n".into();
+    let mut region = Region::start_on(&[("core-1", CORE), ("core-2", CORE), ("edge-a", EDGE)], &backing);
+    a_core_killed_under_traffic_loses_nothing(&mut region).await;
+}
+
 /// Sends 40 messages from one user of the region's third node to eight
 /// recipients (so both core nodes own some), kills the first core node with
 /// -9 after ten, and checks that every accepted message is stored once, in

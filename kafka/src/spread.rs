@@ -1,0 +1,303 @@
+//! Several shards to a partition of the shard topic (ADR 0031): which
+//! partition carries a shard, and, on the consuming side, how far each
+//! shared partition may be committed and when it must be paused. Pure: the
+//! source ([`crate::KafkaSource`]) reads and commits, this decides.
+//!
+//! Shard `s` is written to partition `s % partitions`, with its id in the
+//! record's `iris-shard` header. A partition's offset may be committed
+//! only up to its first record whose shard has not reported it done: the
+//! shards of one partition progress independently, and a commit is a
+//! promise that everything before it is durable.
+
+use iris_envelope::ShardId;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+/// The record header naming a record's shard when partitions are shared.
+pub const SHARD_HEADER: &str = "iris-shard";
+
+/// How shards map onto the shard topic's partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardSpread {
+    shards: u32,
+    partitions: u32,
+}
+
+impl Default for ShardSpread {
+    /// One partition per shard, however many shards there are.
+    fn default() -> Self {
+        Self::one_per_shard(u32::MAX)
+    }
+}
+
+impl ShardSpread {
+    /// One partition per shard: the partition is the shard id, and records
+    /// carry no shard header (the layout of every region before ADR 0031).
+    pub fn one_per_shard(shards: u32) -> Self {
+        Self { shards: shards.max(1), partitions: shards.max(1) }
+    }
+
+    /// `shards` over `partitions` (clamped to `1..=shards`).
+    pub fn new(shards: u32, partitions: u32) -> Self {
+        let shards = shards.max(1);
+        Self { shards, partitions: partitions.clamp(1, shards) }
+    }
+
+    /// The shard topic's partition count.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// Whether a partition carries more than one shard (records then name
+    /// their shard in [`SHARD_HEADER`]).
+    pub fn shared(&self) -> bool {
+        self.partitions < self.shards
+    }
+
+    /// The partition that carries `shard`.
+    pub fn partition(&self, shard: ShardId) -> i32 {
+        (shard.0 % self.partitions) as i32
+    }
+
+    /// The shards `partition` carries, in order.
+    pub fn shards_of(&self, partition: i32) -> impl Iterator<Item = ShardId> + '_ {
+        let p = partition.max(0) as u32;
+        (p..self.shards).step_by(self.partitions as usize).map(ShardId)
+    }
+
+    /// The shard of a record read from `partition` whose header named
+    /// `header` (`None`: no header). Without sharing, the partition; with
+    /// it, the header, which must name a shard of this partition. A record
+    /// whose shard cannot be told is an error (reported unreadable).
+    pub fn shard_of(&self, partition: i32, header: Option<&[u8]>) -> Result<ShardId, String> {
+        if !self.shared() {
+            return Ok(ShardId(partition.max(0) as u32));
+        }
+        let bytes = header.ok_or_else(|| format!("no {SHARD_HEADER} header on a shared partition"))?;
+        let raw: [u8; 4] = bytes.try_into().map_err(|_| format!("{SHARD_HEADER} header of {} bytes", bytes.len()))?;
+        let shard = ShardId(u32::from_be_bytes(raw));
+        if shard.0 >= self.shards || self.partition(shard) != partition {
+            return Err(format!("{SHARD_HEADER} {} does not belong to partition {partition}", shard.0));
+        }
+        Ok(shard)
+    }
+}
+
+/// One shared partition as its consumer sees it.
+#[derive(Debug, Default)]
+struct Part {
+    /// Records returned and not yet known done, in offset order, with
+    /// their shard. Bounded by what the shards hold: the feed stops
+    /// reading while a shard's backlog is over its bound.
+    outstanding: VecDeque<(i64, u32)>,
+    /// The offset after the last record returned.
+    next: Option<i64>,
+    /// Shard → every one of its records before this offset is done.
+    done: HashMap<u32, i64>,
+    /// The offset last committed.
+    committed: Option<i64>,
+    /// The shards that asked for this partition to be paused.
+    paused: BTreeSet<u32>,
+}
+
+/// The consuming side's decisions over shared partitions: which shards an
+/// assignment brings, how far each partition may be committed, when a
+/// partition pauses and resumes.
+#[derive(Debug)]
+pub struct SharedPartitions {
+    spread: ShardSpread,
+    parts: HashMap<i32, Part>,
+}
+
+impl SharedPartitions {
+    /// Nothing owned yet.
+    pub fn new(spread: ShardSpread) -> Self {
+        Self { spread, parts: HashMap::new() }
+    }
+
+    /// `partitions` are now ours: their shards, which start afresh.
+    pub fn assigned(&mut self, partitions: &[i32]) -> Vec<ShardId> {
+        let mut shards = Vec::new();
+        for p in partitions {
+            self.parts.insert(*p, Part::default());
+            shards.extend(self.spread.shards_of(*p));
+        }
+        shards.sort_unstable();
+        shards
+    }
+
+    /// `partitions` are no longer ours: their shards.
+    pub fn revoked(&mut self, partitions: &[i32]) -> Vec<ShardId> {
+        let mut shards = Vec::new();
+        for p in partitions {
+            self.parts.remove(p);
+            shards.extend(self.spread.shards_of(*p));
+        }
+        shards.sort_unstable();
+        shards
+    }
+
+    /// A record at `offset` of `partition` was returned, for `shard`
+    /// (`None`: unreadable, skipped, so done as soon as what is before it).
+    pub fn returned(&mut self, partition: i32, offset: i64, shard: Option<ShardId>) {
+        let Some(part) = self.parts.get_mut(&partition) else { return };
+        if let Some(s) = shard {
+            part.outstanding.push_back((offset, s.0));
+        }
+        part.next = Some(part.next.map_or(offset + 1, |n| n.max(offset + 1)));
+    }
+
+    /// The shards report every record of theirs before each offset done:
+    /// the partitions whose committable offset moved, with it. Nothing is
+    /// taken as committed until [`SharedPartitions::committed`].
+    pub fn to_commit(&mut self, done: &[(ShardId, i64)]) -> Vec<(i32, i64)> {
+        let mut touched = BTreeSet::new();
+        for (s, next) in done {
+            let p = self.spread.partition(*s);
+            if let Some(part) = self.parts.get_mut(&p) {
+                let d = part.done.entry(s.0).or_insert(*next);
+                *d = (*d).max(*next);
+                touched.insert(p);
+            }
+        }
+        let mut out = Vec::new();
+        for p in touched {
+            let Some(part) = self.parts.get_mut(&p) else { continue };
+            while let Some((offset, s)) = part.outstanding.front() {
+                if part.done.get(s).is_some_and(|d| d > offset) {
+                    part.outstanding.pop_front();
+                } else {
+                    break;
+                }
+            }
+            let at = part.outstanding.front().map(|(o, _)| *o).or(part.next);
+            if let Some(at) = at
+                && part.committed.is_none_or(|c| c < at)
+            {
+                out.push((p, at));
+            }
+        }
+        out
+    }
+
+    /// The broker took these commits.
+    pub fn committed(&mut self, offsets: &[(i32, i64)]) {
+        for (p, at) in offsets {
+            if let Some(part) = self.parts.get_mut(p) {
+                part.committed = Some(part.committed.map_or(*at, |c| c.max(*at)));
+            }
+        }
+    }
+
+    /// `shard` is full: the partition to pause now, if it is not already.
+    pub fn pause(&mut self, shard: ShardId) -> Option<i32> {
+        let p = self.spread.partition(shard);
+        let part = self.parts.get_mut(&p)?;
+        let first = part.paused.is_empty();
+        part.paused.insert(shard.0);
+        first.then_some(p)
+    }
+
+    /// `shard` may read again: the partition to resume, unless another of
+    /// its shards still holds it paused.
+    pub fn resume(&mut self, shard: ShardId) -> Option<i32> {
+        let p = self.spread.partition(shard);
+        match self.parts.get_mut(&p) {
+            Some(part) => {
+                part.paused.remove(&shard.0);
+                part.paused.is_empty().then_some(p)
+            }
+            // Not (or no longer) ours: resuming is harmless.
+            None => Some(p),
+        }
+    }
+
+    /// Records returned and not yet known done, over every partition.
+    pub fn outstanding(&self) -> usize {
+        self.parts.values().map(|p| p.outstanding.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_go_round_the_partitions() {
+        let s = ShardSpread::new(64, 8);
+        assert!(s.shared());
+        assert_eq!(s.partition(ShardId(0)), 0);
+        assert_eq!(s.partition(ShardId(9)), 1);
+        assert_eq!(s.partition(ShardId(63)), 7);
+        let of3: Vec<u32> = s.shards_of(3).map(|s| s.0).collect();
+        assert_eq!(of3, (0..8).map(|k| 3 + 8 * k).collect::<Vec<_>>());
+        let all: BTreeSet<u32> = (0..8).flat_map(|p| s.shards_of(p).map(|s| s.0).collect::<Vec<_>>()).collect();
+        assert_eq!(all, (0..64).collect::<BTreeSet<_>>(), "every shard in exactly one partition");
+        let one = ShardSpread::one_per_shard(64);
+        assert!(!one.shared());
+        assert_eq!(one.partition(ShardId(63)), 63);
+        assert_eq!(ShardSpread::new(4, 9).partitions(), 4, "never more partitions than shards");
+    }
+
+    #[test]
+    fn a_shared_partitions_records_name_their_shard() {
+        let s = ShardSpread::new(6, 3);
+        assert_eq!(s.shard_of(1, Some(&4u32.to_be_bytes())), Ok(ShardId(4)));
+        assert!(s.shard_of(1, None).unwrap_err().contains("no iris-shard header"));
+        assert!(s.shard_of(1, Some(&5u32.to_be_bytes())).unwrap_err().contains("does not belong"));
+        assert!(s.shard_of(1, Some(&7u32.to_be_bytes())).is_err(), "beyond the shards");
+        assert!(s.shard_of(1, Some(b"\x01")).is_err());
+        let one = ShardSpread::one_per_shard(6);
+        assert_eq!(one.shard_of(5, None), Ok(ShardId(5)), "one per shard: the partition is the shard");
+    }
+
+    #[test]
+    fn a_partition_commits_only_what_all_its_shards_did() {
+        let spread = ShardSpread::new(4, 2);
+        let mut p = SharedPartitions::new(spread);
+        assert_eq!(p.assigned(&[0]), vec![ShardId(0), ShardId(2)]);
+        // Offsets 10..14 of partition 0: shards 0, 2, 0, 2.
+        for (o, s) in [(10, 0), (11, 2), (12, 0), (13, 2)] {
+            p.returned(0, o, Some(ShardId(s)));
+        }
+        // Shard 0 did both of its records; shard 2 nothing: 11 waits.
+        assert_eq!(p.to_commit(&[(ShardId(0), 13)]), vec![(0, 11)]);
+        p.committed(&[(0, 11)]);
+        assert_eq!(p.to_commit(&[(ShardId(0), 13)]), vec![], "nothing new");
+        // Shard 2 did its first: 13 waits.
+        assert_eq!(p.to_commit(&[(ShardId(2), 12)]), vec![(0, 13)]);
+        // A commit the broker refused is offered again.
+        assert_eq!(p.to_commit(&[(ShardId(2), 12)]), vec![(0, 13)]);
+        p.committed(&[(0, 13)]);
+        // An unreadable record at the end is passed once all before it is done.
+        p.returned(0, 14, None);
+        assert_eq!(p.to_commit(&[(ShardId(2), 14)]), vec![(0, 15)]);
+        p.committed(&[(0, 15)]);
+        assert_eq!(p.outstanding(), 0);
+        // A shard of a partition not owned here is ignored.
+        assert_eq!(p.to_commit(&[(ShardId(1), 99)]), vec![]);
+    }
+
+    #[test]
+    fn a_partition_moved_away_and_back_starts_afresh() {
+        let mut p = SharedPartitions::new(ShardSpread::new(4, 2));
+        p.assigned(&[0, 1]);
+        p.returned(1, 5, Some(ShardId(1)));
+        assert_eq!(p.revoked(&[1]), vec![ShardId(1), ShardId(3)]);
+        p.returned(1, 6, Some(ShardId(3)));
+        assert_eq!(p.to_commit(&[(ShardId(3), 7)]), vec![], "not ours: nothing to commit");
+        p.assigned(&[1]);
+        p.returned(1, 20, Some(ShardId(3)));
+        assert_eq!(p.to_commit(&[(ShardId(1), 6)]), vec![(1, 20)], "only what was read since");
+    }
+
+    #[test]
+    fn a_partition_stays_paused_while_any_of_its_shards_is_full() {
+        let mut p = SharedPartitions::new(ShardSpread::new(4, 2));
+        p.assigned(&[0, 1]);
+        assert_eq!(p.pause(ShardId(0)), Some(0));
+        assert_eq!(p.pause(ShardId(2)), None, "already paused");
+        assert_eq!(p.resume(ShardId(0)), None, "shard 2 is still full");
+        assert_eq!(p.resume(ShardId(2)), Some(0));
+        assert_eq!(p.resume(ShardId(1)), Some(1), "resuming what is not paused is harmless");
+    }
+}
