@@ -232,11 +232,12 @@ pub struct Cluster {
     /// shards one connection queues them (ADR 0016).
     #[serde(default = "d_producers")]
     pub producers: u32,
-    /// Partitions of the shard topic (`iris.<region>.shard`). Unset: one
-    /// per shard. Fewer (dividing `core.shards`) carry several shards each,
-    /// shard `s` in partition `s % shard_partitions`, so that the edges'
-    /// produce requests, which carry one partition each, carry more records
-    /// (ADR 0031). Fixed for the life of the topic, like `core.shards`.
+    /// Partitions of the shard topic (`iris.<region>.shard`), a divisor of
+    /// `core.shards`: shard `s` goes to partition `s % shard_partitions`, so
+    /// that the edges' produce requests, which carry one partition each,
+    /// carry more records (ADR 0031). Unset: as the topic already has them,
+    /// or for a new region eight shards to a partition. Fixed for the life
+    /// of the topic: a topic with another count is refused.
     #[serde(default)]
     pub shard_partitions: Option<u32>,
     /// Publish every accepted graph change and ingested event to the

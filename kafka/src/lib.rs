@@ -313,6 +313,14 @@ pub async fn ensure_topics_compacting(
     Ok(())
 }
 
+/// How many partitions `topic` has, or `None` when it does not exist (a
+/// new region).
+pub async fn partition_count(bootstrap: &str, topic: &str) -> Result<Option<usize>, KafkaBusError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let metadata = admin.inner().fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()).map(|t| t.partitions().len()))
+}
+
 /// The producer side of the bus: idempotent producers (acks=all), each
 /// with its own broker connections. A partition is always written by the
 /// same one (`shard % n`; an edge's topic by its name), so its order holds;

@@ -15,6 +15,9 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 /// The record header naming a record's shard when partitions are shared.
 pub const SHARD_HEADER: &str = "iris-shard";
 
+/// Shards to a partition in a new region's shard topic.
+pub const SHARDS_PER_PARTITION: u32 = 8;
+
 /// How shards map onto the shard topic's partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardSpread {
@@ -40,6 +43,30 @@ impl ShardSpread {
     pub fn new(shards: u32, partitions: u32) -> Self {
         let shards = shards.max(1);
         Self { shards, partitions: partitions.clamp(1, shards) }
+    }
+
+    /// The layout a new region's shard topic gets: eight shards to a
+    /// partition (the largest divisor of `shards` at most `shards / 8`,
+    /// at least one partition), measured in ADR 0031.
+    pub fn for_new_region(shards: u32) -> Self {
+        let shards = shards.max(1);
+        let mut p = (shards / SHARDS_PER_PARTITION).max(1);
+        while shards % p != 0 {
+            p -= 1;
+        }
+        Self::new(shards, p)
+    }
+
+    /// The layout of an existing shard topic of `partitions` partitions,
+    /// or why `shards` cannot be spread over it.
+    pub fn for_existing(shards: u32, partitions: usize) -> Result<Self, String> {
+        let p = u32::try_from(partitions).unwrap_or(u32::MAX);
+        if p == 0 || p > shards || shards % p != 0 {
+            return Err(format!(
+                "the shard topic has {partitions} partitions, which does not divide core.shards = {shards}"
+            ));
+        }
+        Ok(Self::new(shards, p))
     }
 
     /// The shard topic's partition count.
@@ -236,6 +263,18 @@ mod tests {
         assert!(!one.shared());
         assert_eq!(one.partition(ShardId(63)), 63);
         assert_eq!(ShardSpread::new(4, 9).partitions(), 4, "never more partitions than shards");
+    }
+
+    #[test]
+    fn a_new_region_puts_eight_shards_on_a_partition() {
+        let p = |shards| ShardSpread::for_new_region(shards).partitions();
+        assert_eq!((p(64), p(1024), p(4096)), (8, 128, 512));
+        assert_eq!((p(1), p(7), p(12), p(100)), (1, 1, 1, 10), "a divisor, at least one");
+        assert_eq!(ShardSpread::for_existing(64, 64).unwrap(), ShardSpread::one_per_shard(64));
+        assert_eq!(ShardSpread::for_existing(64, 16).unwrap().partitions(), 16);
+        for bad in [0, 12, 128] {
+            assert!(ShardSpread::for_existing(64, bad).unwrap_err().contains("does not divide"), "{bad}");
+        }
     }
 
     #[test]

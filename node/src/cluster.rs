@@ -33,7 +33,7 @@ pub async fn start(
     shard_seed: u64,
 ) -> anyhow::Result<Started> {
     let topics = Topics::for_region(&cfg.region);
-    let spread = ShardSpread::new(cfg.shards.shards, cluster.shard_partitions);
+    let spread = shard_spread(cfg.shards.shards, cluster, &topics.shard).await?;
     let mut wanted: Vec<(String, usize)> = vec![(topics.shard.clone(), spread.partitions() as usize)];
     wanted.extend(edges.iter().map(|e| (topics.edge(e), 1)));
     if let Some(f) = &cluster.federation {
@@ -93,6 +93,21 @@ pub async fn start(
         None
     };
     Ok((router, shards, edge_rxs))
+}
+
+/// How the region's shards lie on its shard topic (ADR 0031): as
+/// configured; else as the topic already has them (so a region made before
+/// the setting keeps its one partition per shard); else, for a new region,
+/// eight shards to a partition.
+async fn shard_spread(shards: u32, cluster: &ClusterSettings, topic: &str) -> anyhow::Result<ShardSpread> {
+    if let Some(p) = cluster.shard_partitions {
+        return Ok(ShardSpread::new(shards, p));
+    }
+    let found = iris_kafka::partition_count(&cluster.kafka, topic).await.context("reading the shard topic")?;
+    match found {
+        Some(n) => ShardSpread::for_existing(shards, n).map_err(|e| anyhow::anyhow!("{topic}: {e}")),
+        None => Ok(ShardSpread::for_new_region(shards)),
+    }
 }
 
 /// Joins the federation: loads the home assignments, sends what belongs to

@@ -113,8 +113,9 @@ pub struct ClusterSettings {
     pub linger_ms: u32,
     /// Producers the node spreads its partitions over.
     pub producers: usize,
-    /// Partitions of the shard topic (ADR 0031).
-    pub shard_partitions: u32,
+    /// Partitions of the shard topic (ADR 0031); unset, as the topic has
+    /// them, or eight shards to a partition for a new topic.
+    pub shard_partitions: Option<u32>,
     /// Whether this node runs shards (the core role).
     pub runs_shards: bool,
     /// The federation this region belongs to.
@@ -245,7 +246,7 @@ impl Settings {
                 session_timeout_ms: c.session_timeout_ms,
                 linger_ms: c.linger_ms,
                 producers: c.producers as usize,
-                shard_partitions: c.shard_partitions.unwrap_or(cfg.core.shards),
+                shard_partitions: c.shard_partitions,
                 runs_shards: cfg.roles.contains(&Role::Core),
                 federation: cfg.federation.clone(),
                 log_topics: c.publishes_logs(cfg.storage.backend),

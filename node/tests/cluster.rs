@@ -78,6 +78,8 @@ fn redis_get(key: &str) -> Option<String> {
 /// A region of separate node processes with their own data dirs, sharing
 /// one token key, one Redis and one Kafka.
 struct Region {
+    /// The region's name.
+    name: String,
     tenant: String,
     nodes: Vec<Node>,
     /// Each node's config, to restart it as it was.
@@ -98,18 +100,28 @@ impl Region {
 
     /// Starts nodes whose shards give edges a lease of `lease_ms`.
     fn start_with_lease(nodes: &[(&str, &str)], backing: &Backing, lease_ms: u64) -> Self {
+        Self::start_named(&fresh_region(), nodes, backing, lease_ms)
+    }
+
+    /// Starts nodes of the region called `region`.
+    fn start_named(region: &str, nodes: &[(&str, &str)], backing: &Backing, lease_ms: u64) -> Self {
         let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let region = format!("r{n}");
         let dirs: Vec<tempfile::TempDir> = nodes.iter().map(|_| tempfile::tempdir().unwrap()).collect();
         let mut started = Vec::new();
         let mut configs = Vec::new();
         for ((id, roles), dir) in nodes.iter().zip(&dirs) {
             share_key(dir.path(), KEY);
-            let config = node_config(id, &region, roles, backing, lease_ms);
+            let config = node_config(id, region, roles, backing, lease_ms);
             started.push(start_in(dir.path(), &config));
             configs.push(config);
         }
-        Self { tenant: format!("t{n}"), nodes: started, configs, dirs }
+        Self { name: region.to_owned(), tenant: format!("t{n}"), nodes: started, configs, dirs }
+    }
+
+    /// How many partitions the region's shard topic has.
+    async fn shard_partitions(&self) -> Option<usize> {
+        let topic = iris_kafka::Topics::for_region(&self.name).shard;
+        iris_kafka::partition_count(&env("IRIS_TEST_KAFKA"), &topic).await.unwrap()
     }
 
     /// Kills node `i` with SIGKILL and starts it again at once, under the
@@ -118,6 +130,12 @@ impl Region {
         self.nodes[i].kill9();
         self.nodes[i] = start_in(self.dirs[i].path(), &self.configs[i]);
     }
+}
+
+/// A region name no other test uses.
+fn fresh_region() -> String {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("r{n}")
 }
 
 /// The token key every node of a test region shares.
@@ -174,21 +192,47 @@ async fn clients_on_different_edges_chat_through_the_core_node() {
     assert_eq!(message(&mut bob_elsewhere).await.msg_id, acc.msg_id);
 }
 
+/// A new region puts eight shards on a partition of its shard topic (ADR
+/// 0031): a partition that moves takes its shards along, and its offset was
+/// committed only as far as all of them had made their work durable.
 #[tokio::test]
 async fn killing_a_core_node_moves_its_shards_and_loses_nothing_accepted() {
     let mut region = Region::start(&[("core-1", CORE), ("core-2", CORE), ("edge-a", EDGE)]);
     a_core_killed_under_traffic_loses_nothing(&mut region).await;
+    assert_eq!(region.shard_partitions().await, Some(8), "64 shards, eight to a partition");
 }
 
-/// The same with the shard topic's 64 shards on 8 partitions (ADR 0031):
-/// a partition that moves takes its eight shards along, and its offset was
-/// committed only as far as all eight had made their work durable.
+/// The same on a region made before `cluster.shard_partitions` (ADR
+/// 0031), whose shard topic has one partition per shard: its nodes keep
+/// that layout rather than refuse the topic.
 #[tokio::test]
-async fn a_core_killed_while_shards_share_partitions_loses_nothing_accepted() {
-    let mut backing = Backing::shared();
-    backing.cluster = "shard_partitions = 8\n".into();
-    let mut region = Region::start_on(&[("core-1", CORE), ("core-2", CORE), ("edge-a", EDGE)], &backing);
+async fn a_region_made_with_a_partition_per_shard_keeps_it() {
+    let name = fresh_region();
+    let topic = iris_kafka::Topics::for_region(&name).shard;
+    iris_kafka::ensure_topics(&env("IRIS_TEST_KAFKA"), &[(&topic, 64)]).await.unwrap();
+    let mut region = Region::start_named(
+        &name,
+        &[("core-1", CORE), ("core-2", CORE), ("edge-a", EDGE)],
+        &Backing::shared(),
+        LEASE_MS,
+    );
     a_core_killed_under_traffic_loses_nothing(&mut region).await;
+    assert_eq!(region.shard_partitions().await, Some(64));
+}
+
+/// A configured partition count is the topic's (one that does not divide
+/// the shards is refused by the config's checks).
+#[tokio::test]
+async fn a_configured_shard_partition_count_is_used() {
+    let mut backing = Backing::shared();
+    backing.cluster = "shard_partitions = 16\n".into();
+    let region = Region::start_on(&[("core-1", CORE), ("edge-a", EDGE)], &backing);
+    let mut alice = login_when_ready(&region.nodes[1], &region.tenant, "alice").await;
+    let mut bob = login_when_ready(&region.nodes[1], &region.tenant, "bob").await;
+    alice.send("p-1", "bob", "on 16 partitions").await.unwrap();
+    accepted(&mut alice, "p-1").await;
+    assert_eq!(message(&mut bob).await.body.as_str(), Some("on 16 partitions"));
+    assert_eq!(region.shard_partitions().await, Some(16));
 }
 
 /// Sends 40 messages from one user of the region's third node to eight
