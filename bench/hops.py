@@ -65,7 +65,7 @@ JIT = "broker_jit"
 
 
 def one(rate, shards, producers, fetch, chat, core_b, core_a, edge_b, edge_a,
-        build="this", cpu_b=None, cpu_a=None, t0=None, t1=None):
+        build="this", cpu_b=None, cpu_a=None, t0=None, t1=None, rq_b=None, rq_a=None):
     files = {"core": (core_b, core_a), "edge": (edge_b, edge_a)}
     r = json.load(open(chat))
     row = {
@@ -90,6 +90,12 @@ def one(rate, shards, producers, fetch, chat, core_b, core_a, edge_b, edge_a,
                    "us_per_delivered": round(1e6 * u / max(1, r["delivered"]), 1)}
             for name, u in zip(PROCESSES + (JIT,), used)
         }
+    if rq_b and rq_a and t0 and t1:
+        # Time the process's threads were runnable but waited for a CPU
+        # (/proc/PID/task/*/schedstat, second field, ns), per second of run.
+        secs = float(t1) - float(t0)
+        waited = [(int(a) - int(b)) / 1e6 for b, a in zip(rq_b.split(), rq_a.split())]
+        row["run_queue_ms_per_s"] = {name: round(w / secs, 1) for name, w in zip(PROCESSES, waited)}
     for name, node, metric, want in HOPS:
         before, after = (buckets(p, metric, want) for p in files[node])
         run = {le: after.get(le, 0) - before.get(le, 0) for le in after}
@@ -158,6 +164,16 @@ def summarize(results, out):
             base = groups[(first, *rest)]
             d = lambda g, q: med(r["send_to_delivered_ms"][q] for r in g)
             lines.append(f"| {build} | {' | '.join(str(x) for x in rest)} | {ratio(d(base, 'p50_us'), d(rs, 'p50_us'))} | {ratio(d(base, 'p99_us'), d(rs, 'p99_us'))} | {ratio(total_cpu(base), total_cpu(rs))} |")
+    waits = {k: rs for k, rs in groups.items() if any("run_queue_ms_per_s" in r for r in rs)}
+    if waits:
+        lines += ["", "Time each process's threads were runnable but waited for a CPU, ms per second of run",
+                  "(`/proc/PID/task/*/schedstat`; 1,000 is one thread waiting all the time), medians:", "",
+                  "| build | shards | producers | fetch | load | rate | run-queue wait ms/s: core / edge / broker / Redis |",
+                  "|---|---|---|---|---|---|---|"]
+        for (build, shards, producers, fetch, load, rate), rs in waits.items():
+            w = [r for r in rs if "run_queue_ms_per_s" in r]
+            cell = " / ".join(f"{med(r['run_queue_ms_per_s'][p] for r in w):.0f}" for p in PROCESSES)
+            lines.append(f"| {build} | {shards} | {producers} | {fetch} | {load} | {rate} | {cell} |")
     lines += ["", "| build | shards | producers | fetch wait:min bytes | load | rate | hop | count (all runs) | p50 ms | p99 ms |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for (build, shards, producers, fetch, load, rate), rs in groups.items():
@@ -172,4 +188,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "--summarize":
         summarize(sys.argv[2], sys.argv[3])
     else:
-        one(*sys.argv[1:15])
+        one(*sys.argv[1:17])
