@@ -1204,7 +1204,7 @@ impl Config {
             check((1..=16).contains(&c.producers), "cluster.producers", "between 1 and 16")?;
             if let Some(p) = c.shard_partitions {
                 check(
-                    p >= 1 && p <= self.core.shards && self.core.shards % p == 0,
+                    p >= 1 && p <= self.core.shards && self.core.shards.is_multiple_of(p),
                     "cluster.shard_partitions",
                     "a divisor of core.shards (each partition carries the same number of shards)",
                 )?;

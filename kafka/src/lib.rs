@@ -119,6 +119,18 @@ impl Topics {
     }
 }
 
+/// A client that only asks about topics: its metadata requests must not
+/// create the topic they ask about. An admin client is a producer to
+/// librdkafka, whose default lets a broker with
+/// `auto.create.topics.enable=true` (Kafka's default) create a topic asked
+/// about, with the broker's `num.partitions`: a new region's shard topic
+/// would get that count instead of the one the region wants.
+fn asking_config(bootstrap: &str) -> ClientConfig {
+    let mut c = client_config(bootstrap);
+    c.set("allow.auto.create.topics", "false");
+    c
+}
+
 fn client_config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     // Nagle off: librdkafka leaves it on, and a small request then waits
@@ -316,7 +328,7 @@ pub async fn ensure_topics_compacting(
 /// How many partitions `topic` has, or `None` when it does not exist (a
 /// new region).
 pub async fn partition_count(bootstrap: &str, topic: &str) -> Result<Option<usize>, KafkaBusError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let admin: AdminClient<DefaultClientContext> = asking_config(bootstrap).create()?;
     let metadata = admin.inner().fetch_metadata(Some(topic), Duration::from_secs(10))?;
     Ok(metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()).map(|t| t.partitions().len()))
 }
@@ -1056,8 +1068,14 @@ fn read_record(spread: &ShardSpread, shared: &mut spread::SharedPartitions, m: &
         Err(error) => (ShardId(partition.max(0) as u32), Err(error)),
         Ok(shard) => (shard, decode_shard(m).map_err(|e| e.to_string())),
     };
-    if spread.shared() {
-        shared.returned(partition, offset, env.is_ok().then_some(shard));
+    if spread.shared() && shared.returned(partition, offset, env.is_ok().then_some(shard)) {
+        metrics::counter!("iris_bus_partition_commits_stopped_total").increment(1);
+        tracing::error!(
+            partition,
+            offset,
+            max = spread::MAX_OUTSTANDING,
+            "a shared shard partition's first record is still not done after this many more: it is no longer committed until it moves"
+        );
     }
     match env {
         Ok(env) => SourceEvent::Record { shard, offset, env },
@@ -1189,6 +1207,16 @@ mod tests {
     /// through them) give up a request unanswered for 10 s and connect
     /// again, rather than waiting on TCP's back-off after a one-way cut
     /// (60 s, or what is left of the 30 s message timeout, by default).
+    /// Asking how many partitions a new region's shard topic has must not
+    /// create it on a broker that creates topics on demand (Kafka's
+    /// default; the test brokers have it off, so this is checked here).
+    #[test]
+    fn asking_about_a_topic_never_creates_it() {
+        let c = super::asking_config("k:9092");
+        assert_eq!(c.get("allow.auto.create.topics"), Some("false"));
+        assert_eq!(c.get("socket.nagle.disable"), Some("true"), "otherwise a client like the others");
+    }
+
     #[test]
     fn bus_producers_drop_a_silent_connection_after_10_s() {
         let c = super::bus_producer_config("localhost:9092", 1, 10);

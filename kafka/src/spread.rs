@@ -18,6 +18,13 @@ pub const SHARD_HEADER: &str = "iris-shard";
 /// Shards to a partition in a new region's shard topic.
 pub const SHARDS_PER_PARTITION: u32 = 8;
 
+/// Records one shared partition keeps while its first one is not done.
+/// Past it the partition stops committing (at that first record) until it
+/// moves: only a shard that stopped for good, or one hundreds of thousands
+/// of records behind, gets there, and re-reading is safe where skipping is
+/// not. 16 bytes each: 4 MiB.
+pub const MAX_OUTSTANDING: usize = 262_144;
+
 /// How shards map onto the shard topic's partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShardSpread {
@@ -51,7 +58,7 @@ impl ShardSpread {
     pub fn for_new_region(shards: u32) -> Self {
         let shards = shards.max(1);
         let mut p = (shards / SHARDS_PER_PARTITION).max(1);
-        while shards % p != 0 {
+        while !shards.is_multiple_of(p) {
             p -= 1;
         }
         Self::new(shards, p)
@@ -61,7 +68,7 @@ impl ShardSpread {
     /// or why `shards` cannot be spread over it.
     pub fn for_existing(shards: u32, partitions: usize) -> Result<Self, String> {
         let p = u32::try_from(partitions).unwrap_or(u32::MAX);
-        if p == 0 || p > shards || shards % p != 0 {
+        if p == 0 || p > shards || !shards.is_multiple_of(p) {
             return Err(format!(
                 "the shard topic has {partitions} partitions, which does not divide core.shards = {shards}"
             ));
@@ -124,6 +131,9 @@ struct Part {
     committed: Option<i64>,
     /// The shards that asked for this partition to be paused.
     paused: BTreeSet<u32>,
+    /// Past [`MAX_OUTSTANDING`]: committed no further than this, until
+    /// the partition moves.
+    frozen: Option<i64>,
 }
 
 /// The consuming side's decisions over shared partitions: which shards an
@@ -145,7 +155,9 @@ impl SharedPartitions {
     pub fn assigned(&mut self, partitions: &[i32]) -> Vec<ShardId> {
         let mut shards = Vec::new();
         for p in partitions {
-            self.parts.insert(*p, Part::default());
+            // One already ours keeps what it knows (an assignment repeated
+            // without a revocation must not forget records not done).
+            self.parts.entry(*p).or_default();
             shards.extend(self.spread.shards_of(*p));
         }
         shards.sort_unstable();
@@ -165,12 +177,23 @@ impl SharedPartitions {
 
     /// A record at `offset` of `partition` was returned, for `shard`
     /// (`None`: unreadable, skipped, so done as soon as what is before it).
-    pub fn returned(&mut self, partition: i32, offset: i64, shard: Option<ShardId>) {
-        let Some(part) = self.parts.get_mut(&partition) else { return };
+    /// True when this record made the partition stop committing
+    /// ([`MAX_OUTSTANDING`]).
+    pub fn returned(&mut self, partition: i32, offset: i64, shard: Option<ShardId>) -> bool {
+        let Some(part) = self.parts.get_mut(&partition) else { return false };
+        part.next = Some(part.next.map_or(offset + 1, |n| n.max(offset + 1)));
+        if part.frozen.is_some() {
+            return false;
+        }
         if let Some(s) = shard {
             part.outstanding.push_back((offset, s.0));
         }
-        part.next = Some(part.next.map_or(offset + 1, |n| n.max(offset + 1)));
+        if part.outstanding.len() > MAX_OUTSTANDING {
+            part.frozen = part.outstanding.front().map(|(o, _)| *o);
+            part.outstanding = VecDeque::new();
+            return true;
+        }
+        false
     }
 
     /// The shards report every record of theirs before each offset done:
@@ -196,7 +219,10 @@ impl SharedPartitions {
                     break;
                 }
             }
-            let at = part.outstanding.front().map(|(o, _)| *o).or(part.next);
+            let at = match part.frozen {
+                Some(at) => Some(at),
+                None => part.outstanding.front().map(|(o, _)| *o).or(part.next),
+            };
             if let Some(at) = at
                 && part.committed.is_none_or(|c| c < at)
             {
@@ -327,6 +353,40 @@ mod tests {
         p.assigned(&[1]);
         p.returned(1, 20, Some(ShardId(3)));
         assert_eq!(p.to_commit(&[(ShardId(1), 6)]), vec![(1, 20)], "only what was read since");
+    }
+
+    #[test]
+    fn a_partition_whose_first_record_is_never_done_stops_committing_within_its_bound() {
+        let mut p = SharedPartitions::new(ShardSpread::new(4, 2));
+        p.assigned(&[0]);
+        // Shard 2 stopped at offset 0; shard 0 goes on and on.
+        p.returned(0, 0, Some(ShardId(2)));
+        let mut froze = false;
+        for o in 1..=(MAX_OUTSTANDING as i64 + 10) {
+            froze |= p.returned(0, o, Some(ShardId(0)));
+        }
+        assert!(froze, "stopped recording at the bound");
+        assert!(p.outstanding() <= MAX_OUTSTANDING, "memory bounded: {}", p.outstanding());
+        let end = MAX_OUTSTANDING as i64 + 11;
+        assert_eq!(p.to_commit(&[(ShardId(0), end)]), vec![(0, 0)], "never past shard 2's record");
+        p.committed(&[(0, 0)]);
+        // Even once shard 2 reports, what was not recorded is not assumed done.
+        assert_eq!(p.to_commit(&[(ShardId(2), 1), (ShardId(0), end)]), vec![]);
+        // Moving away and back starts afresh.
+        p.revoked(&[0]);
+        p.assigned(&[0]);
+        p.returned(0, 5, Some(ShardId(0)));
+        assert_eq!(p.to_commit(&[(ShardId(0), 6)]), vec![(0, 6)]);
+    }
+
+    #[test]
+    fn an_assignment_repeated_keeps_what_is_not_done() {
+        let mut p = SharedPartitions::new(ShardSpread::new(4, 2));
+        p.assigned(&[1]);
+        p.returned(1, 7, Some(ShardId(3)));
+        p.returned(1, 8, Some(ShardId(1)));
+        p.assigned(&[1]);
+        assert_eq!(p.to_commit(&[(ShardId(1), 9)]), vec![(1, 7)], "shard 3's record is still not done");
     }
 
     #[test]

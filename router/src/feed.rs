@@ -260,6 +260,14 @@ impl Feed {
                     // partition is committed past what was handed before,
                     // so the next owner reads the rest again.
                     p.ledger.lost = true;
+                    // A partition it held paused reads again: several
+                    // shards may share it (ADR 0031), and a gone shard
+                    // will never empty its held envelopes to resume it.
+                    if p.paused {
+                        p.paused = false;
+                        p.blocked = false;
+                        self.out.push_back(FeedOutput::Resume(shard));
+                    }
                 }
             }
             FeedInput::Retry => {

@@ -197,6 +197,23 @@ fn nothing_is_committed_past_records_dropped_for_a_shard_that_is_gone() {
     assert_eq!(drain(&mut f), [], "never past it");
 }
 
+/// A full shard that goes away does not leave its partition paused: the
+/// other shards sharing it (ADR 0031) read on.
+#[test]
+fn a_paused_shard_that_is_gone_resumes_its_partition() {
+    let mut f = Feed::default();
+    f.handle_input(FeedInput::Assigned(vec![S]));
+    drain(&mut f);
+    for off in 0..3 {
+        f.handle_input(FeedInput::Record { shard: S, offset: off, env: env(off) });
+    }
+    let (_, other) = run(&mut f, &mut 1);
+    assert_eq!(other, [FeedOutput::Pause(S)]);
+    f.handle_input(FeedInput::Gone { shard: S });
+    assert_eq!(drain(&mut f), [FeedOutput::Resume(S)]);
+    assert!(!f.paused(S) && !f.holding());
+}
+
 #[derive(Debug, Clone)]
 enum Step {
     Record(u8),
