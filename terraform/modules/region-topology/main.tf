@@ -99,6 +99,9 @@ locals {
     ), 2) - 0.000001)))
   }
   shards = { for name, n in local.shards_wanted : name => min(local.max_shards, n) }
+  # Eight shards to a partition of the shard topic (docs/adr/0031): the
+  # shard counts here are powers of two of at least 16, so this divides them.
+  shard_partitions = { for name, n in local.shards : name => max(1, floor(n / 8)) }
 
 
   outbound_partitions = {
@@ -132,16 +135,17 @@ locals {
       relays              = c.relays
       shards              = local.shards[name]
       storage_backend     = c.backend
-      kafka_partition_rep = 3 * (local.shards[name] + c.edges + (local.federated ? local.outbound_partitions[name] + 1 : 0))
+      shard_partitions    = local.shard_partitions[name]
+      kafka_partition_rep = 3 * (local.shard_partitions[name] + c.edges + (local.federated ? local.outbound_partitions[name] + 1 : 0))
       kafka_brokers = c.zones * ceil(max(
         3, c.broker_need,
-        ceil(3 * (local.shards[name] + c.edges + (local.federated ? local.outbound_partitions[name] + 1 : 0)) / local.part_per_brkr),
+        ceil(3 * (local.shard_partitions[name] + c.edges + (local.federated ? local.outbound_partitions[name] + 1 : 0)) / local.part_per_brkr),
         ceil(c.kafka_gib / (var.instances.broker.disk_gib * local.disk_fill)),
       ) / c.zones)
       kafka_disk_gib = c.kafka_gib
       kafka_topics = merge(
         {
-          "iris.${name}.shard" = local.shards[name]
+          "iris.${name}.shard" = local.shard_partitions[name]
         },
         { for i in local.indices[c.edges] : "iris.${name}.edge.${format("edge-%03d", i + 1)}" => 1 },
         local.federated ? {

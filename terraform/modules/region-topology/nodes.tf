@@ -54,6 +54,7 @@ locals {
         metrics = "0.0.0.0:${var.ports.metrics}"
       }
       shards              = local.regions[n.region].shards
+      shard_partitions    = local.regions[n.region].shard_partitions
       shard_threads       = n.role == "core" ? var.instances.core.vcpu : 2
       backend             = local.regions[n.region].storage_backend
       redis_url           = local.endpoints[n.region].redis_url

@@ -55,8 +55,11 @@ run "design_region" {
     error_message = "${output.regions["fra"].shards} shards do not fit the rule (power of two, >= 8 per core, <= 10 % of a thread each at 2x)."
   }
   assert {
-    condition     = output.regions["fra"].kafka_topics["iris.fra.shard"] == output.regions["fra"].shards
-    error_message = "The shard topic has one partition per shard."
+    condition = (
+      output.regions["fra"].kafka_topics["iris.fra.shard"] * 8 == output.regions["fra"].shards
+      && output.regions["fra"].shard_partitions == output.regions["fra"].kafka_topics["iris.fra.shard"]
+    )
+    error_message = "The shard topic has one partition per eight shards (ADR 0031), and the region says so."
   }
   assert {
     condition     = length([for t, _ in output.regions["fra"].kafka_topics : t if startswith(t, "iris.fra.edge.")]) == output.regions["fra"].edges
@@ -77,8 +80,8 @@ run "design_region" {
     error_message = "One config per edge and per core."
   }
   assert {
-    condition     = alltrue([for k, c in output.node_configs : strcontains(c, "shards = ${output.regions["fra"].shards}\n") && strcontains(c, "node_id = \"${split("/", k)[1]}\"")])
-    error_message = "Every config should carry its own node_id and the region's shard count."
+    condition     = alltrue([for k, c in output.node_configs : strcontains(c, "shards = ${output.regions["fra"].shards}\n") && strcontains(c, "shard_partitions = ${output.regions["fra"].shard_partitions}\n") && strcontains(c, "node_id = \"${split("/", k)[1]}\"")])
+    error_message = "Every config should carry its own node_id, the region's shard count and its shard topic's partitions."
   }
 }
 
