@@ -335,7 +335,7 @@ pub async fn partition_count(bootstrap: &str, topic: &str) -> Result<Option<usiz
 
 /// The producer side of the bus: idempotent producers (acks=all), each
 /// with its own broker connections. A partition is always written by the
-/// same one (`shard % n`; an edge's topic by its name), so its order holds;
+/// same one (`partition % n`; an edge's topic by its name), so its order holds;
 /// several spread the partitions over several connections because
 /// librdkafka sends one partition per ProduceRequest (librdkafka#1700),
 /// at most five in flight per connection with idempotence, and a broker
