@@ -83,6 +83,16 @@ pub async fn run_feed(host: Arc<ShardHost>, mut source: impl ShardSource, queue:
     }
 }
 
+/// Marks the running shards among `shards` as having envelopes wait before
+/// their queues (or no longer).
+fn held_upstream(running: &HashMap<ShardId, Running>, shards: &[ShardId], held: bool) {
+    for s in shards {
+        if let Some(r) = running.get(s) {
+            r.clock.set_held_upstream(held);
+        }
+    }
+}
+
 async fn carry_out(
     out: FeedOutput,
     feed: &mut Feed,
@@ -96,8 +106,9 @@ async fn carry_out(
             let (input, rx) = mpsc::channel(queue);
             let progress = Arc::new(AtomicU64::new(0));
             let clock = host.start(shard, rx, Some(progress.clone()));
-            if let Err(e) = source.resume(shard) {
-                tracing::warn!(shard = shard.0, error = %e, "resuming a newly assigned partition failed");
+            match source.resume(shard) {
+                Ok(started) => held_upstream(running, &started, false),
+                Err(e) => tracing::warn!(shard = shard.0, error = %e, "resuming a newly assigned partition failed"),
             }
             running.insert(shard, Running { input, progress, clock });
             tracing::info!(shard = shard.0, "shard assigned here");
@@ -131,22 +142,24 @@ async fn carry_out(
         }
         FeedOutput::Pause(shard) => {
             // Envelopes wait before the queue from now on: an empty queue
-            // must not be taken for caught up (edge leases).
-            if let Some(r) = running.get(&shard) {
-                r.clock.set_held_upstream(true);
-            }
-            if let Err(e) = source.pause(shard) {
-                tracing::warn!(shard = shard.0, error = %e, "pausing a full shard's partition failed");
+            // must not be taken for caught up (edge leases). Nor may the
+            // queues of the shards sharing its partition, whose records
+            // wait on the bus meanwhile (ADR 0031).
+            held_upstream(running, &[shard], true);
+            match source.pause(shard) {
+                Ok(stopped) => held_upstream(running, &stopped, true),
+                Err(e) => tracing::warn!(shard = shard.0, error = %e, "pausing a full shard's partition failed"),
             }
         }
-        FeedOutput::Resume(shard) => {
-            if let Err(e) = source.resume(shard) {
+        FeedOutput::Resume(shard) => match source.resume(shard) {
+            // Only the shards whose records come again: on a partition
+            // another full shard still holds paused, none.
+            Ok(started) => held_upstream(running, &started, false),
+            Err(e) => {
                 tracing::warn!(shard = shard.0, error = %e, "resuming a shard's partition failed");
+                held_upstream(running, &[shard], false);
             }
-            if let Some(r) = running.get(&shard) {
-                r.clock.set_held_upstream(false);
-            }
-        }
+        },
         FeedOutput::Commit(offsets) => match source.commit(&offsets) {
             Ok(()) => feed.handle_input(FeedInput::Committed(offsets)),
             // Offered again on the next tick.

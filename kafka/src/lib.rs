@@ -33,8 +33,10 @@ use std::time::Duration;
 mod federation;
 mod lanes;
 pub mod logs;
-pub mod spread;
 pub use federation::{OutboundLink, RelayConfig, follow_homes, relay_in, relay_out};
+/// Several shards to a partition (ADR 0031): the pure layout and commit
+/// ledger, in `iris-router` so the simulator runs the same decisions.
+pub use iris_router::spread;
 pub use spread::ShardSpread;
 
 /// Kafka failures.
@@ -1073,9 +1075,9 @@ impl ShardGroup {
 pub struct KafkaSource {
     group: ShardGroup,
     ownership: tokio::sync::mpsc::Receiver<Ownership>,
-    spread: ShardSpread,
-    /// Commits and pauses of shared partitions (unused without sharing).
-    shared: spread::SharedPartitions,
+    /// How shards lie on the partitions: which shards an assignment
+    /// brings, what to pause and commit (pure, shared with the simulator).
+    parts: spread::ShardPartitions,
 }
 
 impl KafkaSource {
@@ -1088,23 +1090,21 @@ impl KafkaSource {
         session_timeout_ms: u32,
     ) -> Result<Self, KafkaBusError> {
         let (group, ownership) = ShardGroup::join(bootstrap, group, topic, fetch, session_timeout_ms)?;
-        let spread = ShardSpread::default();
-        Ok(Self { group, ownership, spread, shared: spread::SharedPartitions::new(spread) })
+        Ok(Self { group, ownership, parts: spread::ShardPartitions::new(ShardSpread::default()) })
     }
 
     /// Reads the shard topic as `spread` lays it out (ADR 0031; by
     /// default one partition per shard).
     pub fn with_spread(mut self, spread: ShardSpread) -> Self {
-        self.spread = spread;
-        self.shared = spread::SharedPartitions::new(spread);
+        self.parts = spread::ShardPartitions::new(spread);
         self
     }
 }
 
-/// A record read from the shard topic, as the feed takes it (`shared`
-/// learns of it when partitions are shared).
-fn read_record(spread: &ShardSpread, shared: &mut spread::SharedPartitions, m: &impl Message) -> SourceEvent {
-    let (partition, offset) = (m.partition(), m.offset());
+/// A record read from the shard topic, as the feed takes it (`parts`
+/// learns of it).
+fn read_record(parts: &mut spread::ShardPartitions, m: &impl Message) -> SourceEvent {
+    let (partition, offset, spread) = (m.partition(), m.offset(), parts.spread());
     let header = match spread.shared() {
         false => None,
         true => m.headers().and_then(|h| {
@@ -1118,7 +1118,7 @@ fn read_record(spread: &ShardSpread, shared: &mut spread::SharedPartitions, m: &
         Err(error) => (ShardId(partition.max(0) as u32), Err(error)),
         Ok(shard) => (shard, decode_shard(m).map_err(|e| e.to_string())),
     };
-    if spread.shared() && shared.returned(partition, offset, env.is_ok().then_some(shard)) {
+    if parts.returned(partition, offset, env.is_ok().then_some(shard)) {
         metrics::counter!("iris_bus_partition_commits_stopped_total").increment(1);
         tracing::error!(
             partition,
@@ -1133,17 +1133,6 @@ fn read_record(spread: &ShardSpread, shared: &mut spread::SharedPartitions, m: &
     }
 }
 
-impl KafkaSource {
-    /// The shards `partitions` carry; `assigned` says whether they came or went.
-    fn shards(&mut self, partitions: Vec<i32>, assigned: bool) -> Vec<ShardId> {
-        match (self.spread.shared(), assigned) {
-            (true, true) => self.shared.assigned(&partitions),
-            (true, false) => self.shared.revoked(&partitions),
-            (false, _) => partitions.into_iter().map(|p| ShardId(p as u32)).collect(),
-        }
-    }
-}
-
 fn bus_error(e: KafkaBusError) -> iris_router::BusError {
     iris_router::BusError::Closed(e.to_string())
 }
@@ -1155,48 +1144,44 @@ impl ShardSource for KafkaSource {
             // An ownership change goes before the records that follow it.
             biased;
             change = self.ownership.recv() => match change {
-                Some(Ownership::Assigned(p)) => SourceEvent::Assigned(self.shards(p, true)),
-                Some(Ownership::Revoked(p)) => SourceEvent::Revoked(self.shards(p, false)),
+                Some(Ownership::Assigned(p)) => SourceEvent::Assigned(self.parts.assigned(&p)),
+                Some(Ownership::Revoked(p)) => SourceEvent::Revoked(self.parts.revoked(&p)),
                 None => SourceEvent::Closed,
             },
             m = self.group.consumer.recv() => match m {
                 Ok(m) => {
                     record_hop(&m, "shard");
-                    read_record(&self.spread, &mut self.shared, &m)
+                    read_record(&mut self.parts, &m)
                 }
                 Err(e) => SourceEvent::Failed(e.to_string()),
             },
         }
     }
 
-    fn pause(&mut self, shard: ShardId) -> Result<(), iris_router::BusError> {
-        match self.spread.shared() {
-            false => self.group.pause(shard.0 as i32).map_err(bus_error),
-            true => match self.shared.pause(shard) {
-                Some(p) => self.group.pause(p).map_err(bus_error),
-                None => Ok(()),
-            },
+    fn pause(&mut self, shard: ShardId) -> Result<Vec<ShardId>, iris_router::BusError> {
+        match self.parts.pause(shard) {
+            Some(p) => {
+                self.group.pause(p).map_err(bus_error)?;
+                Ok(self.parts.spread().shards_of(p).collect())
+            }
+            None => Ok(Vec::new()),
         }
     }
 
-    fn resume(&mut self, shard: ShardId) -> Result<(), iris_router::BusError> {
-        match self.spread.shared() {
-            false => self.group.resume(shard.0 as i32).map_err(bus_error),
-            true => match self.shared.resume(shard) {
-                Some(p) => self.group.resume(p).map_err(bus_error),
-                None => Ok(()),
-            },
+    fn resume(&mut self, shard: ShardId) -> Result<Vec<ShardId>, iris_router::BusError> {
+        match self.parts.resume(shard) {
+            Some(p) => {
+                self.group.resume(p).map_err(bus_error)?;
+                Ok(self.parts.spread().shards_of(p).collect())
+            }
+            None => Ok(Vec::new()),
         }
     }
 
     fn commit(&mut self, offsets: &[(ShardId, i64)]) -> Result<(), iris_router::BusError> {
-        if !self.spread.shared() {
-            let offsets: Vec<(i32, i64)> = offsets.iter().map(|(s, o)| (s.0 as i32, *o)).collect();
-            return self.group.commit_all(&offsets).map_err(bus_error);
-        }
-        let partitions = self.shared.to_commit(offsets);
+        let partitions = self.parts.to_commit(offsets);
         self.group.commit_all(&partitions).map_err(bus_error)?;
-        self.shared.committed(&partitions);
+        self.parts.committed(&partitions);
         Ok(())
     }
 }

@@ -151,9 +151,15 @@ pub trait ShardSource: Send + 'static {
     async fn next(&mut self) -> SourceEvent;
     /// Stops delivering records of `shard` until [`ShardSource::resume`]:
     /// after resuming, delivery goes on after the last record returned.
-    fn pause(&mut self, shard: ShardId) -> Result<(), BusError>;
+    /// Returns the shards whose records stopped coming with this call:
+    /// `shard`'s, and the others on its partition when several share one
+    /// (ADR 0031; their records wait on the bus too), or none when it was
+    /// paused already.
+    fn pause(&mut self, shard: ShardId) -> Result<Vec<ShardId>, BusError>;
     /// Delivers `shard`'s records again (harmless when not paused).
-    fn resume(&mut self, shard: ShardId) -> Result<(), BusError>;
+    /// Returns the shards whose records come again with this call: none
+    /// while another shard on its partition still holds it paused.
+    fn resume(&mut self, shard: ShardId) -> Result<Vec<ShardId>, BusError>;
     /// Records that every record of each partition before its offset is done.
     fn commit(&mut self, offsets: &[(ShardId, i64)]) -> Result<(), BusError>;
 }
@@ -225,16 +231,16 @@ impl ShardSource for InProcessSource {
         .await
     }
 
-    fn pause(&mut self, shard: ShardId) -> Result<(), BusError> {
+    fn pause(&mut self, shard: ShardId) -> Result<Vec<ShardId>, BusError> {
         let p = self.paused.get_mut(shard.0 as usize).ok_or_else(|| BusError::Closed(format!("shard {}", shard.0)))?;
         *p = true;
-        Ok(())
+        Ok(vec![shard])
     }
 
-    fn resume(&mut self, shard: ShardId) -> Result<(), BusError> {
+    fn resume(&mut self, shard: ShardId) -> Result<Vec<ShardId>, BusError> {
         let p = self.paused.get_mut(shard.0 as usize).ok_or_else(|| BusError::Closed(format!("shard {}", shard.0)))?;
         *p = false;
-        Ok(())
+        Ok(vec![shard])
     }
 
     fn commit(&mut self, offsets: &[(ShardId, i64)]) -> Result<(), BusError> {

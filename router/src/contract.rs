@@ -147,7 +147,8 @@ async fn each_partition_in_publish_order(f: &mut dyn BusFixture, tenant: &str) -
 /// what it held, in order.
 async fn a_paused_partition_waits_and_the_others_do_not(f: &mut dyn BusFixture, tenant: &str) -> Result<(), String> {
     let bus = f.bus();
-    f.source().pause(ShardId(0)).map_err(|e| format!("pause: {e}"))?;
+    let stopped = f.source().pause(ShardId(0)).map_err(|e| format!("pause: {e}"))?;
+    check(stopped.contains(&ShardId(0)), || format!("a_paused_partition_waits: pausing shard 0 stopped {stopped:?}"))?;
     for i in 0..3 {
         bus.publish_shard(ShardId(0), shard_env(tenant, &format!("held-{i}"))).await.map_err(|e| e.to_string())?;
     }
@@ -156,7 +157,8 @@ async fn a_paused_partition_waits_and_the_others_do_not(f: &mut dyn BusFixture, 
     check(got[0].0 == ShardId(1) && &*got[0].2.owner.user == "sentinel", || {
         format!("a_paused_partition_waits: a paused partition delivered {:?}", got[0].2.owner)
     })?;
-    f.source().resume(ShardId(0)).map_err(|e| format!("resume: {e}"))?;
+    let started = f.source().resume(ShardId(0)).map_err(|e| format!("resume: {e}"))?;
+    check(started.contains(&ShardId(0)), || format!("a_paused_partition_waits: resuming shard 0 started {started:?}"))?;
     let got = records(f, 3).await.map_err(|e| format!("a_paused_partition_waits, after resuming: {e}"))?;
     let names: Vec<String> = got.iter().map(|(s, _, e)| format!("{}:{}", s.0, e.owner.user)).collect();
     check(names == ["0:held-0", "0:held-1", "0:held-2"], || {
@@ -259,10 +261,10 @@ mod tests {
             async fn next(&mut self) -> SourceEvent {
                 self.0.next().await
             }
-            fn pause(&mut self, _: ShardId) -> Result<(), crate::BusError> {
-                Ok(())
+            fn pause(&mut self, s: ShardId) -> Result<Vec<ShardId>, crate::BusError> {
+                Ok(vec![s])
             }
-            fn resume(&mut self, s: ShardId) -> Result<(), crate::BusError> {
+            fn resume(&mut self, s: ShardId) -> Result<Vec<ShardId>, crate::BusError> {
                 self.0.resume(s)
             }
             fn commit(&mut self, o: &[(ShardId, i64)]) -> Result<(), crate::BusError> {

@@ -9,12 +9,14 @@ mod federation;
 pub mod feed;
 pub mod relay;
 mod ring;
+pub mod spread;
 
 pub use bus::{
     Bus, BusError, EdgeReceiver, InProcessBus, InProcessSource, PublishError, ShardReceiver, ShardSource, SourceEvent,
 };
 pub use federation::{Federation, FederationLink, HomeDirectory, MAX_HOPS, PresenceBatch};
 pub use ring::{RING_VERSION, Ring, VNODES_PER_SHARD};
+pub use spread::ShardSpread;
 
 use iris_envelope::{EdgeEnvelope, EdgeId, ShardEnvelope, ShardId, ShardInput, UserKey};
 use std::sync::Arc;

@@ -47,8 +47,9 @@ use iris_core::commits::{CommitQueue, Started};
 use iris_core::state::{Found, InputClock, Output, ReadResult, ShardConfig, ShardState, Ticket};
 use iris_envelope::{EdgeId, EdgeInput, InboxSeq, SessionAddr, SessionId, ShardEnvelope, ShardId, ShardInput, UserKey};
 use iris_protocol::ServerFrame;
-use iris_router::Ring;
 use iris_router::feed::{Feed, FeedInput, FeedOutput};
+use iris_router::spread::ShardPartitions;
+use iris_router::{Ring, ShardSpread};
 use iris_storage::memory::MemoryStore;
 use iris_storage::{Store, StoreError, WriteBatch};
 use rand::rngs::StdRng;
@@ -59,8 +60,13 @@ use std::hash::{Hash, Hasher};
 /// The shape and the fault rates of one simulated region.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
-    /// Shard partitions.
-    pub partitions: u32,
+    /// Shards (the ring's).
+    pub shards: u32,
+    /// Shards to a partition of the shard topic (ADR 0031): 1, a partition
+    /// per shard as every region made before it; more, records naming
+    /// their shard and a partition committed only as far as all its shards
+    /// did. `None`: by seed, one on even seeds and two on odd ones.
+    pub shards_per_partition: Option<u32>,
     /// Core nodes in the consumer group.
     pub nodes: usize,
     /// Edges clients connect through.
@@ -144,7 +150,8 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
-            partitions: 4,
+            shards: 4,
+            shards_per_partition: None,
             nodes: 3,
             edges: 2,
             users: 6,
@@ -216,6 +223,8 @@ pub struct Outcome {
     pub edge_cuts: usize,
     /// Commits that landed but were reported failed.
     pub landed_timeouts: usize,
+    /// Shards to a partition of the shard topic in this run.
+    pub shards_per_partition: u32,
 }
 
 /// Test-only switches that bring back bugs this project fixed, to show
@@ -257,6 +266,16 @@ pub struct Bugs {
     /// stamped with the lagging time, and a step forward then ends live
     /// leases.
     pub clock_goes_back: bool,
+    /// Each shard's offset is committed to its partition as if the
+    /// partition were its own, when several shards share it: the last
+    /// shard to report wins, past records its siblings have not made
+    /// durable (what `ShardPartitions` exists to prevent, ADR 0031).
+    pub shared_commit_by_shard: bool,
+    /// Only the full shard is marked as having envelopes wait before its
+    /// queue when its shared partition pauses (found by this simulator):
+    /// the other shards of the partition, whose records wait on the bus
+    /// too, look caught up with an empty queue.
+    pub siblings_look_caught_up: bool,
 }
 
 impl Bugs {
@@ -271,13 +290,15 @@ impl Bugs {
             "no-ticks" => self.no_ticks = true,
             "unfenced-records" => self.unfenced_records = true,
             "clock-goes-back" => self.clock_goes_back = true,
+            "shared-commit-by-shard" => self.shared_commit_by_shard = true,
+            "siblings-look-caught-up" => self.siblings_look_caught_up = true,
             other => return Err(format!("unknown bug {other:?} (known: {})", Self::NAMES.join(", "))),
         }
         Ok(())
     }
 
     /// Every switch's name.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 10] = [
         "commit-on-hand",
         "no-user-isolation",
         "lease-after-revoke",
@@ -286,11 +307,14 @@ impl Bugs {
         "no-ticks",
         "unfenced-records",
         "clock-goes-back",
+        "shared-commit-by-shard",
+        "siblings-look-caught-up",
     ];
 }
 
 struct Partition {
-    log: Vec<ShardEnvelope>,
+    /// Each record with the shard its header names.
+    log: Vec<(ShardId, ShardEnvelope)>,
     committed: i64,
     owner: Option<usize>,
 }
@@ -302,7 +326,7 @@ impl Partition {
     fn drained(&self) -> bool {
         self.log[self.committed as usize..]
             .iter()
-            .all(|e| matches!(e.body, ShardInput::EdgeAlive { .. } | ShardInput::Tick { .. }))
+            .all(|(_, e)| matches!(e.body, ShardInput::EdgeAlive { .. } | ShardInput::Tick { .. }))
     }
 }
 
@@ -311,7 +335,7 @@ impl Partition {
 /// input clock. A revoked shard keeps running until what it started is
 /// written, as the actor does, but takes no input.
 struct Shard {
-    partition: ShardId,
+    shard: ShardId,
     state: ShardState,
     queue: VecDeque<ShardEnvelope>,
     commits: CommitQueue,
@@ -331,8 +355,12 @@ struct Node {
     /// The instance running each owned partition's shard.
     active: BTreeMap<ShardId, u64>,
     /// Next offset to fetch, per owned partition.
-    fetch: BTreeMap<ShardId, i64>,
-    paused: BTreeSet<ShardId>,
+    fetch: BTreeMap<i32, i64>,
+    /// Partitions not fetched (a shard of theirs is full).
+    paused: BTreeSet<i32>,
+    /// Which shards its partitions carry, what to pause and how far to
+    /// commit: the Kafka source's own decisions (`iris_kafka::KafkaSource`).
+    parts: ShardPartitions,
     /// Commits in flight.
     commits: Vec<Running>,
     /// Records handed to each shard (for the commit-on-hand bug).
@@ -366,7 +394,7 @@ struct Node {
 }
 
 impl Node {
-    fn new() -> Self {
+    fn new(spread: ShardSpread) -> Self {
         Self {
             up: true,
             feed: Feed::default(),
@@ -374,6 +402,7 @@ impl Node {
             active: BTreeMap::new(),
             fetch: BTreeMap::new(),
             paused: BTreeSet::new(),
+            parts: ShardPartitions::new(spread),
             commits: Vec::new(),
             handed: BTreeMap::new(),
             retry_at: 0,
@@ -454,6 +483,7 @@ pub struct Sim {
     rng: StdRng,
     now: u64,
     ring: Ring,
+    spread: ShardSpread,
     partitions: Vec<Partition>,
     nodes: Vec<Node>,
     edges: Vec<Edge>,
@@ -517,11 +547,13 @@ fn now_or_never<T>(f: impl std::future::Future<Output = T>) -> T {
 impl Sim {
     /// A region for `seed`.
     pub fn new(cfg: SimConfig, seed: u64, bugs: Bugs, keep_trace: bool) -> Self {
-        let ring = Ring::new(cfg.partitions);
+        let ring = Ring::new(cfg.shards);
+        let per = cfg.shards_per_partition.unwrap_or(if seed % 2 == 1 { 2 } else { 1 }).max(1);
+        let spread = ShardSpread::new(cfg.shards, cfg.shards / per);
         let partitions =
-            (0..cfg.partitions).map(|_| Partition { log: Vec::new(), committed: 0, owner: None }).collect();
+            (0..spread.partitions()).map(|_| Partition { log: Vec::new(), committed: 0, owner: None }).collect();
         let mut rng = StdRng::seed_from_u64(seed);
-        let nodes = (0..cfg.nodes).map(|_| Node { id_seed: rng.random(), ..Node::new() }).collect();
+        let nodes = (0..cfg.nodes).map(|_| Node { id_seed: rng.random(), ..Node::new(spread) }).collect();
         let edges = (0..cfg.edges)
             .map(|e| Edge {
                 id: edge_id(e),
@@ -552,6 +584,7 @@ impl Sim {
             bugs,
             now,
             ring,
+            spread,
             partitions,
             nodes,
             edges,
@@ -663,6 +696,7 @@ impl Sim {
             clock_jumps: self.clock_jumps,
             edge_cuts: self.edge_cuts,
             landed_timeouts: self.landed_timeouts,
+            shards_per_partition: self.cfg.shards / self.spread.partitions(),
         }
     }
 
@@ -787,17 +821,17 @@ impl Sim {
     /// (librdkafka revokes them as lost).
     fn give_up_lost(&mut self, n: usize) {
         // All of them: it cannot know which the group gave away.
-        let lost: Vec<ShardId> = self.nodes[n].fetch.keys().copied().collect();
+        let lost: Vec<i32> = self.nodes[n].fetch.keys().copied().collect();
         if !lost.is_empty() {
-            self.nodes[n].feed.handle_input(FeedInput::Revoked(lost.clone()));
-            for s in &lost {
-                self.nodes[n].fetch.remove(s);
-                self.nodes[n].paused.remove(s);
+            let shards = self.nodes[n].parts.revoked(&lost);
+            self.nodes[n].feed.handle_input(FeedInput::Revoked(shards));
+            for p in &lost {
+                self.nodes[n].fetch.remove(p);
+                self.nodes[n].paused.remove(p);
             }
             self.carry_out(n);
         }
         self.nodes[n].learned = true;
-        let lost: Vec<u32> = lost.iter().map(|s| s.0).collect();
         self.event(format!("node {n} learns it is out of the group and gives up partitions {lost:?}"));
     }
 
@@ -886,7 +920,7 @@ impl Sim {
                 landed += 1;
             }
         }
-        self.nodes[n] = Node { up: false, skew: self.nodes[n].skew, ..Node::new() };
+        self.nodes[n] = Node { up: false, skew: self.nodes[n].skew, ..Node::new(self.spread) };
         // The group forgets the member (it may have no other to give its
         // partitions to yet: a node that stalled is out of it too).
         for p in &mut self.partitions {
@@ -899,7 +933,7 @@ impl Sim {
     }
 
     fn restart(&mut self, n: usize) {
-        self.nodes[n] = Node { skew: self.nodes[n].skew, id_seed: self.rng.random(), ..Node::new() };
+        self.nodes[n] = Node { skew: self.nodes[n].skew, id_seed: self.rng.random(), ..Node::new(self.spread) };
         self.event(format!("restart node {n}"));
         self.rebalance();
     }
@@ -938,19 +972,27 @@ impl Sim {
     /// (`Router::edge_started`).
     fn announce_start(&mut self, e: usize) {
         let edge = self.edges[e].id.clone();
-        for p in &mut self.partitions {
-            p.log.push(ShardEnvelope {
+        for s in 0..self.cfg.shards {
+            let env = ShardEnvelope {
                 owner: UserKey::new("", ""),
                 body: ShardInput::EdgeStarted { edge: edge.clone() },
                 trace: None,
-            });
+            };
+            self.append(ShardId(s), env);
         }
     }
 
-    /// Appends an envelope to its owner's partition.
+    /// Appends an envelope to its owner's shard's partition.
     fn publish(&mut self, env: ShardEnvelope) -> (usize, usize) {
-        let p = self.ring.shard_of(&env.owner).0 as usize;
-        self.partitions[p].log.push(env);
+        let shard = self.ring.shard_of(&env.owner);
+        self.append(shard, env)
+    }
+
+    /// Appends an envelope for `shard` to the partition that carries it
+    /// (named in its header when the partition is shared).
+    fn append(&mut self, shard: ShardId, env: ShardEnvelope) -> (usize, usize) {
+        let p = self.spread.partition(shard) as usize;
+        self.partitions[p].log.push((shard, env));
         (p, self.partitions[p].log.len() - 1)
     }
 
@@ -966,12 +1008,13 @@ impl Sim {
             }
             self.edges[e].next_renewal = self.now + every;
             let edge = self.edges[e].id.clone();
-            for p in &mut self.partitions {
-                p.log.push(ShardEnvelope {
+            for s in 0..self.cfg.shards {
+                let env = ShardEnvelope {
                     owner: UserKey::new("", ""),
                     body: ShardInput::EdgeAlive { edge: edge.clone() },
                     trace: None,
-                });
+                };
+                self.append(ShardId(s), env);
             }
         }
     }
@@ -1025,22 +1068,25 @@ impl Sim {
             if old == Some(owner) {
                 continue;
             }
-            let shard = ShardId(p as u32);
+            let part = p as i32;
             // A node out of the group (stalled) is not told: it learns
             // when it reaches the group again.
             if let Some(o) = old
                 && self.nodes[o].up
                 && self.nodes[o].in_group
             {
-                self.nodes[o].feed.handle_input(FeedInput::Revoked(vec![shard]));
-                self.nodes[o].fetch.remove(&shard);
-                self.nodes[o].paused.remove(&shard);
+                let shards = self.nodes[o].parts.revoked(&[part]);
+                self.nodes[o].feed.handle_input(FeedInput::Revoked(shards));
+                self.nodes[o].fetch.remove(&part);
+                self.nodes[o].paused.remove(&part);
                 self.carry_out(o);
             }
             self.partitions[p].owner = Some(owner);
             let from = self.partitions[p].committed;
-            self.nodes[owner].fetch.insert(shard, from);
-            self.nodes[owner].feed.handle_input(FeedInput::Assigned(vec![shard]));
+            self.nodes[owner].fetch.insert(part, from);
+            self.nodes[owner].paused.remove(&part);
+            let shards = self.nodes[owner].parts.assigned(&[part]);
+            self.nodes[owner].feed.handle_input(FeedInput::Assigned(shards));
             self.event(format!("partition {p} to node {owner} from offset {from}"));
             self.carry_out(owner);
         }
@@ -1147,19 +1193,21 @@ impl Sim {
     fn node_step(&mut self, n: usize) {
         // Fetch what each owned, unpaused partition has (a fetch returns a
         // batch, as Kafka's does).
-        let owned: Vec<(ShardId, i64)> = self.nodes[n].fetch.iter().map(|(s, o)| (*s, *o)).collect();
+        let owned: Vec<(i32, i64)> = self.nodes[n].fetch.iter().map(|(p, o)| (*p, *o)).collect();
         let cut = self.now < self.nodes[n].cut_until;
-        for (shard, at) in owned {
-            if cut || self.nodes[n].paused.contains(&shard) {
+        for (p, at) in owned {
+            if cut || self.nodes[n].paused.contains(&p) {
                 continue;
             }
-            let log_len = self.partitions[shard.0 as usize].log.len() as i64;
+            let log_len = self.partitions[p as usize].log.len() as i64;
             let upto = (at + 16).min(log_len);
             for off in at..upto {
-                let env = self.partitions[shard.0 as usize].log[off as usize].clone();
+                let (shard, env) = self.partitions[p as usize].log[off as usize].clone();
+                // (Never past its bound here: a few thousand records a run.)
+                self.nodes[n].parts.returned(p, off, Some(shard));
                 self.nodes[n].feed.handle_input(FeedInput::Record { shard, offset: off, env });
             }
-            self.nodes[n].fetch.insert(shard, upto);
+            self.nodes[n].fetch.insert(p, upto);
         }
         // The shell's timer retries envelopes held before a full shard
         // (it may fire late).
@@ -1258,12 +1306,11 @@ impl Sim {
             sh.next_lease_check = now + every;
             // The shard's tick to its own partition (not while its node is
             // cut off from the bus).
-            let (partition, tick) = (sh.partition, sh.clock.tick(t));
+            let (shard, tick) = (sh.shard, sh.clock.tick(t));
             if let Some(tick) = tick
                 && now >= self.nodes[n].cut_until
             {
-                let p = partition.0 as usize;
-                self.partitions[p].log.push(ShardEnvelope { owner: UserKey::new("", ""), body: tick, trace: None });
+                self.append(shard, ShardEnvelope { owner: UserKey::new("", ""), body: tick, trace: None });
             }
             let sh = self.nodes[n].shards.get_mut(&inst).expect("listed above");
             // After a failed commit, an idle shard repairs its records too.
@@ -1278,15 +1325,15 @@ impl Sim {
             let caught_up = sh.clock.caught_up(t);
             let written = sh.state.handle_timeout(t, caught_up);
             let after = sh.state.leased_edges();
-            let (p, revoked) = (sh.partition.0, sh.revoked);
+            let (p, revoked) = (sh.shard.0, sh.revoked);
             for edge in before.iter().filter(|e| !after.contains(e)) {
                 self.leases_ended += 1;
                 let e = self.edge_index(edge);
-                self.event(format!("shard instance {inst} (partition {p}) ends the lease of edge {e}"));
+                self.event(format!("shard instance {inst} (shard {p}) ends the lease of edge {e}"));
                 // (An edge cut off from the bus is not renewing.)
                 if self.edges[e].up && now >= self.edges[e].cut_until && self.edges[e].up_since + lease <= now {
                     self.violation(format!(
-                        "shard instance {inst} (partition {p}) ended the lease of edge {e}, which has been up and renewing it since {}",
+                        "shard instance {inst} (shard {p}) ended the lease of edge {e}, which has been up and renewing it since {}",
                         self.edges[e].up_since
                     ));
                 }
@@ -1294,7 +1341,7 @@ impl Sim {
             if let Some((ticket, batch)) = written {
                 if revoked {
                     self.violation(format!(
-                        "shard instance {inst} (partition {p}) wrote {} records after its revocation",
+                        "shard instance {inst} (shard {p}) wrote {} records after its revocation",
                         batch.ops.len()
                     ));
                 }
@@ -1343,7 +1390,7 @@ impl Sim {
                     let ticks = !self.bugs.no_ticks && !self.bugs.paused_looks_caught_up;
                     let clock = if ticks { clock.with_ticks(inst + 1, self.node_now(n)) } else { clock };
                     let shard = Shard {
-                        partition: s,
+                        shard: s,
                         state,
                         queue: VecDeque::new(),
                         commits,
@@ -1353,7 +1400,13 @@ impl Sim {
                     };
                     self.nodes[n].shards.insert(inst, shard);
                     self.nodes[n].active.insert(s, inst);
-                    self.nodes[n].paused.remove(&s);
+                    // As the shell does: its partition may have been left
+                    // paused by an earlier owner here (shared: unless a
+                    // sibling shard still holds it paused).
+                    if let Some(p) = self.nodes[n].parts.resume(s) {
+                        self.nodes[n].paused.remove(&p);
+                        self.partition_held(n, p, false);
+                    }
                 }
                 FeedOutput::Stop(s) => {
                     // The actor finishes what is in flight and stops; what
@@ -1380,25 +1433,41 @@ impl Sim {
                     }
                     if self.bugs.commit_on_hand {
                         let next = self.nodes[n].handed.get(&shard).copied().unwrap_or(0);
-                        self.commit_offsets(n, vec![(shard, next)]);
+                        self.commit_offsets(n, vec![(self.spread.partition(shard), next)]);
                     }
                 }
                 FeedOutput::Pause(s) => {
-                    self.nodes[n].paused.insert(s);
                     self.held_upstream(n, s, true);
+                    if let Some(p) = self.nodes[n].parts.pause(s) {
+                        self.nodes[n].paused.insert(p);
+                        if !self.bugs.siblings_look_caught_up {
+                            self.partition_held(n, p, true);
+                        }
+                    }
                 }
                 FeedOutput::Resume(s) => {
-                    self.nodes[n].paused.remove(&s);
-                    self.held_upstream(n, s, false);
+                    // Only once no shard of its partition holds it paused.
+                    if let Some(p) = self.nodes[n].parts.resume(s) {
+                        self.nodes[n].paused.remove(&p);
+                        self.partition_held(n, p, false);
+                    } else if self.bugs.siblings_look_caught_up {
+                        self.held_upstream(n, s, false);
+                    }
                 }
                 FeedOutput::Commit(_) if !self.nodes[n].in_group || self.now < self.nodes[n].cut_until => {
                     // The coordinator cannot be reached, or refuses a member
                     // it no longer has; the feed commits again later.
                 }
                 FeedOutput::Commit(offsets) => {
+                    let partitions = if self.bugs.shared_commit_by_shard {
+                        offsets.iter().map(|(s, next)| (self.spread.partition(*s), *next)).collect()
+                    } else {
+                        self.nodes[n].parts.to_commit(&offsets)
+                    };
                     if !self.bugs.commit_on_hand {
-                        self.commit_offsets(n, offsets.clone());
+                        self.commit_offsets(n, partitions.clone());
                     }
+                    self.nodes[n].parts.committed(&partitions);
                     self.nodes[n].feed.handle_input(FeedInput::Committed(offsets));
                 }
                 FeedOutput::NotOwned { shard, offset } => {
@@ -1418,11 +1487,20 @@ impl Sim {
         }
     }
 
+    /// Every shard partition `p` carries, as the shell marks them when the
+    /// partition pauses or resumes (their records wait on the bus).
+    fn partition_held(&mut self, n: usize, p: i32, held: bool) {
+        let shards: Vec<ShardId> = self.spread.shards_of(p).collect();
+        for s in shards {
+            self.held_upstream(n, s, held);
+        }
+    }
+
     /// The group coordinator takes a commit only from the partition's
     /// owner; the checker verifies it covers only durable work.
-    fn commit_offsets(&mut self, n: usize, offsets: Vec<(ShardId, i64)>) {
-        for (s, next) in offsets {
-            let p = s.0 as usize;
+    fn commit_offsets(&mut self, n: usize, offsets: Vec<(i32, i64)>) {
+        for (p, next) in offsets {
+            let p = p as usize;
             if !self.nodes[n].in_group || self.now < self.nodes[n].cut_until {
                 continue; // refused: the coordinator does not hear it, or not from a member
             }
@@ -1438,7 +1516,7 @@ impl Sim {
             // Every send before `next` must be done: in the store, or
             // answered with an error (its write failed; the client retries).
             for off in self.partitions[p].committed..next {
-                let env = self.partitions[p].log[off as usize].clone();
+                let (_, env) = self.partitions[p].log[off as usize].clone();
                 if let ShardInput::Send { from, client_id, .. } = &env.body
                     && !self.refused.contains(&**client_id)
                     && !self.stored(&env.owner, from, client_id)

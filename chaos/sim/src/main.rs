@@ -31,7 +31,8 @@ struct Cli {
     check: bool,
     /// Bring back a bug this project fixed: commit-on-hand,
     /// no-user-isolation, lease-after-revoke, paused-looks-caught-up,
-    /// silent-edge-restart, no-ticks, unfenced-records, clock-goes-back.
+    /// silent-edge-restart, no-ticks, unfenced-records, clock-goes-back,
+    /// shared-commit-by-shard, siblings-look-caught-up.
     #[arg(long)]
     bug: Vec<String>,
     /// Steps (simulated ms) of traffic with faults per seed.
@@ -46,6 +47,10 @@ struct Cli {
     /// Chance per simulated ms that a node stalls (default 0.002).
     #[arg(long)]
     stall: Option<f64>,
+    /// Shards to a partition of the shard topic (ADR 0031); by default one
+    /// on even seeds and two on odd ones.
+    #[arg(long)]
+    shards_per_partition: Option<u32>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +70,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(st) = cli.stall {
         cfg.stall = st;
     }
+    cfg.shards_per_partition = cli.shards_per_partition;
     if let Some(seed) = cli.seed {
         let out = run_seed(&cfg, seed, bugs, cli.trace);
         for line in &out.trace {

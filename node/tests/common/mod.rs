@@ -82,9 +82,18 @@ pub fn start_in(dir: &Path, extra: &str) -> Node {
         match rx.recv_timeout(left) {
             Ok(line) if line.starts_with("iris ready:") => break line,
             Ok(_) => continue,
-            Err(_) => {
+            Err(e) => {
+                // Whether it gave up (its error is on stderr above) or is
+                // still starting says which wait ran out.
+                let exited = match e {
+                    std::sync::mpsc::RecvTimeoutError::Disconnected => child.wait().ok(),
+                    std::sync::mpsc::RecvTimeoutError::Timeout => child.try_wait().ok().flatten(),
+                };
                 let _ = child.kill();
-                panic!("node did not report ready in time");
+                match exited {
+                    Some(status) => panic!("node exited before it was ready ({status}); its error is above"),
+                    None => panic!("node did not report ready within {READY_WAIT:?}"),
+                }
             }
         }
     };

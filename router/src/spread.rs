@@ -1,7 +1,8 @@
 //! Several shards to a partition of the shard topic (ADR 0031): which
 //! partition carries a shard, and, on the consuming side, how far each
 //! shared partition may be committed and when it must be paused. Pure: the
-//! source ([`crate::KafkaSource`]) reads and commits, this decides.
+//! Kafka source (`iris_kafka::KafkaSource`) and the simulator (`chaos/sim`)
+//! read and commit, this decides.
 //!
 //! Shard `s` is written to partition `s % partitions`, with its id in the
 //! record's `iris-shard` header. A partition's offset may be committed
@@ -136,23 +137,33 @@ struct Part {
     frozen: Option<i64>,
 }
 
-/// The consuming side's decisions over shared partitions: which shards an
-/// assignment brings, how far each partition may be committed, when a
-/// partition pauses and resumes.
+/// The consuming side's decisions over the shard topic's partitions:
+/// which shards an assignment brings, how far each partition may be
+/// committed, when a partition pauses and resumes. Without sharing (one
+/// partition per shard) each answer is the shard's own partition and
+/// nothing is kept; with it, what [`Part`] says.
 #[derive(Debug)]
-pub struct SharedPartitions {
+pub struct ShardPartitions {
     spread: ShardSpread,
     parts: HashMap<i32, Part>,
 }
 
-impl SharedPartitions {
+impl ShardPartitions {
     /// Nothing owned yet.
     pub fn new(spread: ShardSpread) -> Self {
         Self { spread, parts: HashMap::new() }
     }
 
+    /// The layout.
+    pub fn spread(&self) -> ShardSpread {
+        self.spread
+    }
+
     /// `partitions` are now ours: their shards, which start afresh.
     pub fn assigned(&mut self, partitions: &[i32]) -> Vec<ShardId> {
+        if !self.spread.shared() {
+            return partitions.iter().map(|p| ShardId(*p as u32)).collect();
+        }
         let mut shards = Vec::new();
         for p in partitions {
             // One already ours keeps what it knows (an assignment repeated
@@ -166,6 +177,9 @@ impl SharedPartitions {
 
     /// `partitions` are no longer ours: their shards.
     pub fn revoked(&mut self, partitions: &[i32]) -> Vec<ShardId> {
+        if !self.spread.shared() {
+            return partitions.iter().map(|p| ShardId(*p as u32)).collect();
+        }
         let mut shards = Vec::new();
         for p in partitions {
             self.parts.remove(p);
@@ -178,8 +192,11 @@ impl SharedPartitions {
     /// A record at `offset` of `partition` was returned, for `shard`
     /// (`None`: unreadable, skipped, so done as soon as what is before it).
     /// True when this record made the partition stop committing
-    /// ([`MAX_OUTSTANDING`]).
+    /// ([`MAX_OUTSTANDING`]). Without sharing, nothing to keep.
     pub fn returned(&mut self, partition: i32, offset: i64, shard: Option<ShardId>) -> bool {
+        if !self.spread.shared() {
+            return false;
+        }
         let Some(part) = self.parts.get_mut(&partition) else { return false };
         part.next = Some(part.next.map_or(offset + 1, |n| n.max(offset + 1)));
         if part.frozen.is_some() {
@@ -198,8 +215,12 @@ impl SharedPartitions {
 
     /// The shards report every record of theirs before each offset done:
     /// the partitions whose committable offset moved, with it. Nothing is
-    /// taken as committed until [`SharedPartitions::committed`].
+    /// taken as committed until [`ShardPartitions::committed`]. Without
+    /// sharing, each shard's own offset on its own partition.
     pub fn to_commit(&mut self, done: &[(ShardId, i64)]) -> Vec<(i32, i64)> {
+        if !self.spread.shared() {
+            return done.iter().map(|(s, next)| (s.0 as i32, *next)).collect();
+        }
         let mut touched = BTreeSet::new();
         for (s, next) in done {
             let p = self.spread.partition(*s);
@@ -241,8 +262,12 @@ impl SharedPartitions {
         }
     }
 
-    /// `shard` is full: the partition to pause now, if it is not already.
+    /// `shard` is full: the partition to pause now, if it is not already
+    /// (without sharing, its own, every time: pausing is idempotent).
     pub fn pause(&mut self, shard: ShardId) -> Option<i32> {
+        if !self.spread.shared() {
+            return Some(shard.0 as i32);
+        }
         let p = self.spread.partition(shard);
         let part = self.parts.get_mut(&p)?;
         let first = part.paused.is_empty();
@@ -254,6 +279,9 @@ impl SharedPartitions {
     /// its shards still holds it paused.
     pub fn resume(&mut self, shard: ShardId) -> Option<i32> {
         let p = self.spread.partition(shard);
+        if !self.spread.shared() {
+            return Some(p);
+        }
         match self.parts.get_mut(&p) {
             Some(part) => {
                 part.paused.remove(&shard.0);
@@ -291,6 +319,21 @@ mod tests {
         assert_eq!(ShardSpread::new(4, 9).partitions(), 4, "never more partitions than shards");
     }
 
+    /// One partition per shard (every region made before ADR 0031): the
+    /// partition is the shard for every decision, and nothing is kept.
+    #[test]
+    fn without_sharing_each_shard_is_its_own_partition() {
+        let mut parts = ShardPartitions::new(ShardSpread::one_per_shard(8));
+        assert_eq!(parts.assigned(&[3, 5]), vec![ShardId(3), ShardId(5)]);
+        assert!(!parts.returned(3, 10, Some(ShardId(3))));
+        assert_eq!(parts.to_commit(&[(ShardId(3), 11), (ShardId(5), 2)]), vec![(3, 11), (5, 2)]);
+        assert_eq!(parts.pause(ShardId(3)), Some(3));
+        assert_eq!(parts.pause(ShardId(3)), Some(3), "pausing again is harmless");
+        assert_eq!(parts.resume(ShardId(3)), Some(3));
+        assert_eq!(parts.revoked(&[5]), vec![ShardId(5)]);
+        assert_eq!(parts.outstanding(), 0);
+    }
+
     #[test]
     fn a_new_region_puts_eight_shards_on_a_partition() {
         let p = |shards| ShardSpread::for_new_region(shards).partitions();
@@ -318,7 +361,7 @@ mod tests {
     #[test]
     fn a_partition_commits_only_what_all_its_shards_did() {
         let spread = ShardSpread::new(4, 2);
-        let mut p = SharedPartitions::new(spread);
+        let mut p = ShardPartitions::new(spread);
         assert_eq!(p.assigned(&[0]), vec![ShardId(0), ShardId(2)]);
         // Offsets 10..14 of partition 0: shards 0, 2, 0, 2.
         for (o, s) in [(10, 0), (11, 2), (12, 0), (13, 2)] {
@@ -344,7 +387,7 @@ mod tests {
 
     #[test]
     fn a_partition_moved_away_and_back_starts_afresh() {
-        let mut p = SharedPartitions::new(ShardSpread::new(4, 2));
+        let mut p = ShardPartitions::new(ShardSpread::new(4, 2));
         p.assigned(&[0, 1]);
         p.returned(1, 5, Some(ShardId(1)));
         assert_eq!(p.revoked(&[1]), vec![ShardId(1), ShardId(3)]);
@@ -357,7 +400,7 @@ mod tests {
 
     #[test]
     fn a_partition_whose_first_record_is_never_done_stops_committing_within_its_bound() {
-        let mut p = SharedPartitions::new(ShardSpread::new(4, 2));
+        let mut p = ShardPartitions::new(ShardSpread::new(4, 2));
         p.assigned(&[0]);
         // Shard 2 stopped at offset 0; shard 0 goes on and on.
         p.returned(0, 0, Some(ShardId(2)));
@@ -381,7 +424,7 @@ mod tests {
 
     #[test]
     fn an_assignment_repeated_keeps_what_is_not_done() {
-        let mut p = SharedPartitions::new(ShardSpread::new(4, 2));
+        let mut p = ShardPartitions::new(ShardSpread::new(4, 2));
         p.assigned(&[1]);
         p.returned(1, 7, Some(ShardId(3)));
         p.returned(1, 8, Some(ShardId(1)));
@@ -391,7 +434,7 @@ mod tests {
 
     #[test]
     fn a_partition_stays_paused_while_any_of_its_shards_is_full() {
-        let mut p = SharedPartitions::new(ShardSpread::new(4, 2));
+        let mut p = ShardPartitions::new(ShardSpread::new(4, 2));
         p.assigned(&[0, 1]);
         assert_eq!(p.pause(ShardId(0)), Some(0));
         assert_eq!(p.pause(ShardId(2)), None, "already paused");
