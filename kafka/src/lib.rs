@@ -1249,9 +1249,8 @@ mod tests {
     }
 
     /// A topic just made, all its partitions listed but some leaders still
-    /// being elected, is waited for: taking it for a partition mismatch
-    /// stopped a node at start (a region test on a busy machine, CI of
-    /// 2026-12-06).
+    /// being elected, is waited for: it was taken for a partition mismatch
+    /// (found 64, expected 64), which stops a node at start.
     #[test]
     fn a_topic_whose_leaders_are_being_elected_is_waited_for() {
         use super::{TopicReadiness::*, topic_readiness};
@@ -1594,6 +1593,12 @@ mod tests {
         let after = |shard: u32, name: &str| got.iter().find(|g| g.0 == shard && g.2 == name).unwrap().1 + 1;
         source.commit(&[(ShardId(0), after(0, "a2")), (ShardId(2), after(2, "b0"))]).unwrap();
         let b1 = after(2, "b1") - 1;
+        // A full shard pauses its whole partition, and says so: shard 2's
+        // records wait too, so it must not look caught up (ADR 0031).
+        assert_eq!(source.pause(ShardId(0)).unwrap(), vec![ShardId(0), ShardId(2)]);
+        assert_eq!(source.pause(ShardId(2)).unwrap(), vec![], "already paused");
+        assert_eq!(source.resume(ShardId(0)).unwrap(), vec![], "shard 2 still holds it paused");
+        assert_eq!(source.resume(ShardId(2)).unwrap(), vec![ShardId(0), ShardId(2)]);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let committed = source.group.consumer.committed(Duration::from_secs(5)).unwrap();
