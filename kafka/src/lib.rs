@@ -60,6 +60,10 @@ pub enum KafkaBusError {
     /// The brokers' metadata for a topic carried an error past the wait.
     #[error("topic {0}: the brokers' metadata says {1}")]
     Metadata(String, String),
+    /// A topic made (or found existing) was not listed by the brokers
+    /// within the wait.
+    #[error("topic {0} was not listed by the brokers within 10 s of creating it")]
+    NotVisible(String),
     /// A topic's partitions had no leader within the wait.
     #[error("topic {0} has partitions without a leader")]
     Leaderless(String),
@@ -320,6 +324,7 @@ pub async fn ensure_topics_compacting(
                 TopicReadiness::Ready => break,
                 TopicReadiness::Wait => tokio::time::sleep(Duration::from_millis(50)).await,
                 TopicReadiness::Leaderless => return Err(KafkaBusError::Leaderless(name.to_string())),
+                TopicReadiness::NotVisible => return Err(KafkaBusError::NotVisible(name.to_string())),
                 TopicReadiness::Mismatch => {
                     return Err(KafkaBusError::PartitionMismatch {
                         topic: name.to_string(),
@@ -343,7 +348,9 @@ enum TopicReadiness {
     Wait,
     /// The right partitions, some without a leader past the wait.
     Leaderless,
-    /// Another partition count (or none past the wait).
+    /// Not listed (or listed with an error) past the wait.
+    NotVisible,
+    /// Another partition count.
     Mismatch,
 }
 
@@ -357,6 +364,7 @@ fn topic_readiness(found: usize, expected: usize, led: bool, over: bool) -> Topi
         (f, false, false) if f == expected => TopicReadiness::Wait,
         (f, false, true) if f == expected => TopicReadiness::Leaderless,
         (0, _, false) => TopicReadiness::Wait,
+        (0, _, true) => TopicReadiness::NotVisible,
         _ => TopicReadiness::Mismatch,
     }
 }
@@ -1259,7 +1267,7 @@ mod tests {
         assert_eq!(topic_readiness(64, 64, true, true), Ready);
         assert_eq!(topic_readiness(64, 64, false, true), Leaderless);
         assert_eq!(topic_readiness(0, 64, false, false), Wait, "not yet in this broker's metadata");
-        assert_eq!(topic_readiness(0, 64, false, true), Mismatch);
+        assert_eq!(topic_readiness(0, 64, false, true), NotVisible, "not a count that differs");
         assert_eq!(topic_readiness(8, 64, true, false), Mismatch, "made before with another count");
         assert_eq!(topic_readiness(8, 64, false, false), Mismatch);
     }

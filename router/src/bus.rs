@@ -151,10 +151,11 @@ pub trait ShardSource: Send + 'static {
     async fn next(&mut self) -> SourceEvent;
     /// Stops delivering records of `shard` until [`ShardSource::resume`]:
     /// after resuming, delivery goes on after the last record returned.
-    /// Returns the shards whose records stopped coming with this call:
-    /// `shard`'s, and the others on its partition when several share one
-    /// (ADR 0031; their records wait on the bus too), or none when it was
-    /// paused already.
+    /// Returns the shards whose records stop coming: `shard`'s, and the
+    /// others on its partition when several share one (ADR 0031; their
+    /// records wait on the bus too). It may name shards already stopped
+    /// (marking them again is harmless), and names none when a shared
+    /// partition was paused already.
     fn pause(&mut self, shard: ShardId) -> Result<Vec<ShardId>, BusError>;
     /// Delivers `shard`'s records again (harmless when not paused).
     /// Returns the shards whose records come again with this call: none

@@ -549,6 +549,7 @@ impl Sim {
     pub fn new(cfg: SimConfig, seed: u64, bugs: Bugs, keep_trace: bool) -> Self {
         let ring = Ring::new(cfg.shards);
         let per = cfg.shards_per_partition.unwrap_or(if seed % 2 == 1 { 2 } else { 1 }).max(1);
+        assert!(cfg.shards.is_multiple_of(per), "{per} shards to a partition do not divide {} shards", cfg.shards);
         let spread = ShardSpread::new(cfg.shards, cfg.shards / per);
         let partitions =
             (0..spread.partitions()).map(|_| Partition { log: Vec::new(), committed: 0, owner: None }).collect();

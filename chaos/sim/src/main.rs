@@ -70,6 +70,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(st) = cli.stall {
         cfg.stall = st;
     }
+    if let Some(per) = cli.shards_per_partition {
+        anyhow::ensure!(
+            per > 0 && cfg.shards.is_multiple_of(per),
+            "--shards-per-partition must divide the {} shards",
+            cfg.shards
+        );
+    }
     cfg.shards_per_partition = cli.shards_per_partition;
     if let Some(seed) = cli.seed {
         let out = run_seed(&cfg, seed, bugs, cli.trace);

@@ -84,14 +84,21 @@ pub fn start_in(dir: &Path, extra: &str) -> Node {
             Ok(_) => continue,
             Err(e) => {
                 // Whether it gave up (its error is on stderr above) or is
-                // still starting says which wait ran out.
-                let exited = match e {
-                    std::sync::mpsc::RecvTimeoutError::Disconnected => child.wait().ok(),
-                    std::sync::mpsc::RecvTimeoutError::Timeout => child.try_wait().ok().flatten(),
+                // still starting says which wait ran out. (Its output
+                // closes as it exits: the exit is given a moment.)
+                let closed = matches!(e, std::sync::mpsc::RecvTimeoutError::Disconnected);
+                let until = Instant::now() + if closed { Duration::from_secs(5) } else { Duration::ZERO };
+                let exited = loop {
+                    match child.try_wait() {
+                        Ok(Some(status)) => break Some(status),
+                        Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+                        _ => break None,
+                    }
                 };
                 let _ = child.kill();
                 match exited {
                     Some(status) => panic!("node exited before it was ready ({status}); its error is above"),
+                    None if closed => panic!("node closed its output before it reported ready"),
                     None => panic!("node did not report ready within {READY_WAIT:?}"),
                 }
             }
