@@ -1141,6 +1141,20 @@ fn read_record(parts: &mut spread::ShardPartitions, m: &impl Message) -> SourceE
     }
 }
 
+impl KafkaSource {
+    /// Pauses or resumes `partition` as `ShardPartitions` decided (`None`:
+    /// nothing to do): the shards whose records stop or start coming.
+    fn flip(
+        &self,
+        partition: Option<i32>,
+        call: fn(&ShardGroup, i32) -> Result<(), KafkaBusError>,
+    ) -> Result<Vec<ShardId>, iris_router::BusError> {
+        let Some(p) = partition else { return Ok(Vec::new()) };
+        call(&self.group, p).map_err(bus_error)?;
+        Ok(self.parts.spread().shards_of(p).collect())
+    }
+}
+
 fn bus_error(e: KafkaBusError) -> iris_router::BusError {
     iris_router::BusError::Closed(e.to_string())
 }
@@ -1167,23 +1181,13 @@ impl ShardSource for KafkaSource {
     }
 
     fn pause(&mut self, shard: ShardId) -> Result<Vec<ShardId>, iris_router::BusError> {
-        match self.parts.pause(shard) {
-            Some(p) => {
-                self.group.pause(p).map_err(bus_error)?;
-                Ok(self.parts.spread().shards_of(p).collect())
-            }
-            None => Ok(Vec::new()),
-        }
+        let partition = self.parts.pause(shard);
+        self.flip(partition, ShardGroup::pause)
     }
 
     fn resume(&mut self, shard: ShardId) -> Result<Vec<ShardId>, iris_router::BusError> {
-        match self.parts.resume(shard) {
-            Some(p) => {
-                self.group.resume(p).map_err(bus_error)?;
-                Ok(self.parts.spread().shards_of(p).collect())
-            }
-            None => Ok(Vec::new()),
-        }
+        let partition = self.parts.resume(shard);
+        self.flip(partition, ShardGroup::resume)
     }
 
     fn commit(&mut self, offsets: &[(ShardId, i64)]) -> Result<(), iris_router::BusError> {

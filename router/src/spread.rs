@@ -161,30 +161,28 @@ impl ShardPartitions {
 
     /// `partitions` are now ours: their shards, which start afresh.
     pub fn assigned(&mut self, partitions: &[i32]) -> Vec<ShardId> {
-        if !self.spread.shared() {
-            return partitions.iter().map(|p| ShardId(*p as u32)).collect();
+        if self.spread.shared() {
+            for p in partitions {
+                // One already ours keeps what it knows (an assignment
+                // repeated without a revocation must not forget records
+                // not done).
+                self.parts.entry(*p).or_default();
+            }
         }
-        let mut shards = Vec::new();
-        for p in partitions {
-            // One already ours keeps what it knows (an assignment repeated
-            // without a revocation must not forget records not done).
-            self.parts.entry(*p).or_default();
-            shards.extend(self.spread.shards_of(*p));
-        }
-        shards.sort_unstable();
-        shards
+        self.shards_of(partitions)
     }
 
     /// `partitions` are no longer ours: their shards.
     pub fn revoked(&mut self, partitions: &[i32]) -> Vec<ShardId> {
-        if !self.spread.shared() {
-            return partitions.iter().map(|p| ShardId(*p as u32)).collect();
-        }
-        let mut shards = Vec::new();
         for p in partitions {
             self.parts.remove(p);
-            shards.extend(self.spread.shards_of(*p));
         }
+        self.shards_of(partitions)
+    }
+
+    /// The shards `partitions` carry, in order.
+    fn shards_of(&self, partitions: &[i32]) -> Vec<ShardId> {
+        let mut shards: Vec<ShardId> = partitions.iter().flat_map(|p| self.spread.shards_of(*p)).collect();
         shards.sort_unstable();
         shards
     }
