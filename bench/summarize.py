@@ -163,6 +163,28 @@ def main():
               "sync_interval, 2 min, so acked before synced; `jetstream-sync`: sync_interval always, synced on "
               "every write); ejabberd no ack (no XEP-0198), routed in memory (Mnesia offline storage only for "
               "users not online).", ""]
+    with_cpu = [r for r in chat if r.get("cpu")]
+    if with_cpu:
+        lines += ["## Chat: server CPU per message delivered (median of runs)", "",
+                  "The server's CPU time (user and system, every thread) from the first send until the last user "
+                  "was done, divided by the messages delivered; the load generator's own beside it. On a loopback "
+                  "the kernel's work for both ends of a connection is partly charged to whichever process runs it. "
+                  "A system past its limit shows less CPU per message than it needs (it batches, and the load "
+                  "generator, starved of CPU, sends late).", "",
+                  "| system | target rate | runs | server CPU (s) | server µs per message | load generator µs per message "
+                  "| Iris / system (µs per message) |",
+                  "|---|---|---|---|---|---|---|"]
+        iris_us = {rate: median_of([r for r in with_cpu if r["peer"] == "iris" and r["target_rate"] == rate],
+                                   lambda r: r["cpu"]["server_us_per_msg"])
+                   for rate in {r["target_rate"] for r in with_cpu if r["peer"] == "iris"}}
+        for peer in PEERS:
+            for rate in sorted({r["target_rate"] for r in with_cpu if r["peer"] == peer}):
+                rows = [r for r in with_cpu if r["peer"] == peer and r["target_rate"] == rate]
+                us = median_of(rows, lambda r: r["cpu"]["server_us_per_msg"])
+                ratio = f"{iris_us[rate] / us:.2f}" if rate in iris_us and us > 0 else "n/a"
+                lines.append(f"| {peer} | {rate} | {len(rows)} | {median_of(rows, lambda r: r['cpu']['server_s']):.2f} "
+                             f"| {us:.1f} | {median_of(rows, lambda r: r['cpu']['bench_us_per_msg']):.1f} | {ratio} |")
+        lines.append("")
     rates = sustained_rates(chat)
     if rates:
         lines += ["## Chat: highest sustained rate", "",

@@ -69,6 +69,11 @@ enum Cmd {
         /// Off by default: the committed results were measured in bursts.
         #[arg(long)]
         spread: bool,
+        /// The server's process: its CPU time (all threads) from the first
+        /// send until the last user is done is reported, and per message
+        /// delivered.
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// The floor under a region: the broker alone. An rdkafka producer
     /// (idempotent, acks=all) sends messages of a chat message's size at a
@@ -409,6 +414,23 @@ async fn ingest(
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+/// CPU seconds (user and system, all threads) a process has used so far,
+/// from `/proc/<pid>/stat` (`self` for this one), in the kernel's clock
+/// ticks (10 ms here).
+fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name may hold spaces; the fields after it are plain.
+    let rest = stat.rsplit_once(')').context("no ')' in /proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line; `rest`
+    // starts at field 3.
+    let ticks = |i: usize| -> anyhow::Result<f64> { Ok(fields.get(i).context("short /proc stat")?.parse::<f64>()?) };
+    let hz = std::process::Command::new("getconf").arg("CLK_TCK").output().ok();
+    let hz =
+        hz.and_then(|o| String::from_utf8(o.stdout).ok()).and_then(|s| s.trim().parse::<f64>().ok()).unwrap_or(100.0);
+    Ok((ticks(11)? + ticks(12)?) / hz)
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -819,9 +841,9 @@ fn summary(h: &Histogram<u64>) -> serde_json::Value {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (system, url, metrics, data_dir, users, rate, seconds, binary, quic, spread) = match Cli::parse().command {
-        Cmd::Chat { system, url, metrics, data_dir, users, rate, seconds, binary, quic, spread } => {
-            (system, url, metrics, data_dir, users, rate, seconds, binary, quic, spread)
+    let (system, url, metrics, data_dir, users, rate, seconds, binary, quic, spread, pid) = match Cli::parse().command {
+        Cmd::Chat { system, url, metrics, data_dir, users, rate, seconds, binary, quic, spread, pid } => {
+            (system, url, metrics, data_dir, users, rate, seconds, binary, quic, spread, pid)
         }
         Cmd::Idle { system, url, quic, data_dir, pid, sessions, concurrency, keep_alive_secs } => {
             let opts = IdleOpts { sessions, concurrency, keep_alive: Duration::from_secs(keep_alive_secs) };
@@ -914,6 +936,10 @@ async fn main() -> anyhow::Result<()> {
             Err(_) => bail!("connecting: not all users were online within 60 s"),
         }
     }
+    let cpu_at_start = match pid {
+        Some(p) => Some((cpu_seconds(&p.to_string())?, cpu_seconds("self")?)),
+        None => None,
+    };
     go_tx.send_replace(true);
     let progress = {
         let counters = counters.clone();
@@ -939,6 +965,19 @@ async fn main() -> anyhow::Result<()> {
         del.add(d)?;
     }
     progress.abort();
+    let delivered = counters.delivered.load(Ordering::Relaxed);
+    let cpu = match (pid, cpu_at_start) {
+        (Some(p), Some((server0, bench0))) => {
+            let server = cpu_seconds(&p.to_string())? - server0;
+            let bench = cpu_seconds("self")? - bench0;
+            let per_msg = |s: f64| if delivered > 0 { s * 1e6 / delivered as f64 } else { 0.0 };
+            serde_json::json!({
+                "server_s": server, "server_us_per_msg": per_msg(server),
+                "bench_s": bench, "bench_us_per_msg": per_msg(bench),
+            })
+        }
+        _ => serde_json::Value::Null,
+    };
     let fsync = match (&metrics, before) {
         (Some(m), Some((s0, c0))) => {
             let (s1, c1) = metric_sums(m).await?;
@@ -959,11 +998,12 @@ async fn main() -> anyhow::Result<()> {
         "spread": spread,
         "sent": counters.sent.load(Ordering::Relaxed),
         "accepted": counters.accepted.load(Ordering::Relaxed),
-        "delivered": counters.delivered.load(Ordering::Relaxed),
+        "delivered": delivered,
         "errors": counters.errors.load(Ordering::Relaxed),
         "send_to_accepted": summary(&acc),
         "send_to_delivered": summary(&del),
         "group_commit": fsync,
+        "cpu": cpu,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
