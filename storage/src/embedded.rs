@@ -315,17 +315,65 @@ fn apply(s: &Spaces, batch: &mut fjall::OwnedWriteBatch, g: &mut Group, op: Writ
     }
 }
 
+/// The highest inbox seq stored for each user the committer wrote to
+/// lately (by [`user_prefix`]): a message at a seq above it is at a free
+/// seq, known without reading the inbox. Never below the truth: it is read
+/// from the inbox the first time, rises with every seq claimed (a claim
+/// whose commit then fails leaves it higher than the truth, which costs a
+/// read, never a wrong answer), and nothing but the committer writes the
+/// inbox; trims only delete. Forgotten whole at [`HEADS_MAX`] users.
+#[derive(Default)]
+struct Heads(HashMap<Vec<u8>, InboxSeq>);
+
+/// Users whose inbox head the committer keeps (about 100 bytes each).
+const HEADS_MAX: usize = 100_000;
+
+impl Heads {
+    /// The stored head of the user of `prefix`, read from the inbox when
+    /// not known.
+    fn get(&mut self, s: &Spaces, prefix: &[u8]) -> Result<InboxSeq, StoreError> {
+        if let Some(h) = self.0.get(prefix) {
+            return Ok(*h);
+        }
+        let head = match s.inbox.prefix(prefix).next_back() {
+            Some(g) => seq_of_inbox_key(&g.key().map_err(backend)?).ok_or(StoreError::Corrupt("inbox key"))?,
+            None => 0,
+        };
+        self.raise(prefix, head);
+        Ok(head)
+    }
+
+    fn raise(&mut self, prefix: &[u8], seq: InboxSeq) {
+        if let Some(h) = self.0.get_mut(prefix) {
+            *h = (*h).max(seq);
+            return;
+        }
+        if self.0.len() >= HEADS_MAX {
+            self.0.clear();
+        }
+        self.0.insert(prefix.to_vec(), seq);
+    }
+}
+
 /// Checks that every seq `b` appends at is free, or holds the same message
 /// (a replay), both on disk and among the commits already in this group,
 /// and claims them for the group. The committer is the only writer, so the
-/// check and the write cannot interleave with another batch.
-fn claim_seqs(s: &Spaces, taken: &mut HashMap<Vec<u8>, Arc<str>>, b: &WriteBatch) -> Result<(), StoreError> {
+/// check and the write cannot interleave with another batch. A seq above
+/// the user's known head is free without a read (appends, nearly always).
+fn claim_seqs(
+    s: &Spaces,
+    heads: &mut Heads,
+    taken: &mut HashMap<Vec<u8>, Arc<str>>,
+    b: &WriteBatch,
+) -> Result<(), StoreError> {
     let mut mine = Vec::new();
     for op in &b.ops {
         let WriteOp::Message { user, message } = op else { continue };
         let key = inbox_key(user, message.seq);
+        let prefix = &key[..key.len() - 8];
         let holder = match taken.get(&key) {
             Some(id) => Some(id.clone()),
+            None if message.seq > heads.get(s, prefix)? => None,
             None => match s.inbox.get(&key).map_err(backend)? {
                 Some(v) => Some(dec::<StoredMessage>("inbox", &v)?.msg_id),
                 None => None,
@@ -335,6 +383,10 @@ fn claim_seqs(s: &Spaces, taken: &mut HashMap<Vec<u8>, Arc<str>>, b: &WriteBatch
             return Err(StoreError::Conflict(format!("{}/{} seq {}", user.tenant, user.user, message.seq).into()));
         }
         mine.push((key, message.msg_id.clone()));
+    }
+    for (key, _) in &mine {
+        let seq = seq_of_inbox_key(key).expect("an inbox key");
+        heads.raise(&key[..key.len() - 8], seq);
     }
     taken.extend(mine);
     Ok(())
@@ -446,6 +498,7 @@ fn committer(
     let mut last_sweep = Instant::now();
     let mut waiting: Vec<Reply> = Vec::new();
     let mut log_head = cfg_log_head;
+    let mut heads = Heads::default();
     let mut stop: Option<oneshot::Sender<()>> = None;
     while stop.is_none() {
         let (first, reply) = match rx.blocking_recv() {
@@ -477,7 +530,7 @@ fn committer(
             if failed.load(std::sync::atomic::Ordering::Acquire) {
                 let _ = reply.send(Err(StoreError::Backend("an earlier commit failed; restart the node".into())));
             } else {
-                match claim_seqs(&s, &mut taken, &b) {
+                match claim_seqs(&s, &mut heads, &mut taken, &b) {
                     // A seq another message holds: only this commit fails
                     // (that seq is not empty, so no gap), the group goes on.
                     Err(e @ StoreError::Conflict(_)) => {
@@ -735,5 +788,68 @@ impl Store for EmbeddedStore {
             return Ok(());
         }
         self.ask(|reply| Request::Commit(batch, reply)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(seq: InboxSeq, id: &str) -> StoredMessage {
+        StoredMessage { seq, msg_id: id.into(), from: "bob".into(), body: bytes::Bytes::from_static(b"hi"), ts: 1 }
+    }
+
+    async fn append(store: &EmbeddedStore, user: &UserKey, m: StoredMessage) -> Result<(), StoreError> {
+        let mut b = WriteBatch::default();
+        b.push(WriteOp::Message { user: user.clone(), message: m });
+        store.commit(b).await
+    }
+
+    #[tokio::test]
+    async fn a_known_head_answers_appends_and_taken_seqs_below_it_are_still_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ann = UserKey::new("acme", "ann");
+        {
+            let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+            append(&store, &ann, msg(1, "a")).await.unwrap();
+            append(&store, &ann, msg(2, "b")).await.unwrap();
+            store.close().await;
+        }
+        // A new committer learns the head from the inbox.
+        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+        assert!(matches!(append(&store, &ann, msg(2, "other")).await, Err(StoreError::Conflict(_))));
+        append(&store, &ann, msg(3, "c")).await.unwrap();
+        // Below the head it knows now: still read, still refused or replayed.
+        assert!(matches!(append(&store, &ann, msg(1, "other")).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(append(&store, &ann, msg(3, "other")).await, Err(StoreError::Conflict(_))));
+        append(&store, &ann, msg(3, "c")).await.unwrap();
+        // Two seqs of one user in one batch, above the head.
+        let mut b = WriteBatch::default();
+        b.push(WriteOp::Message { user: ann.clone(), message: msg(4, "d") });
+        b.push(WriteOp::Message { user: ann.clone(), message: msg(5, "e") });
+        store.commit(b).await.unwrap();
+        // A deleted tenant's inbox starts again at 1, below the head kept.
+        store.delete_tenant("acme").await.unwrap();
+        append(&store, &ann, msg(1, "new")).await.unwrap();
+        let page = store.read_inbox(&ann, 0, 10, usize::MAX).await.unwrap();
+        assert_eq!(page.messages.iter().map(|m| (m.seq, &*m.msg_id)).collect::<Vec<_>>(), [(1, "new")]);
+        store.close().await;
+    }
+
+    #[test]
+    fn heads_forget_everything_at_their_bound_and_never_go_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+        let mut heads = Heads::default();
+        heads.raise(b"a", 5);
+        heads.raise(b"a", 3);
+        assert_eq!(heads.get(&store.spaces, b"a").unwrap(), 5);
+        for i in 0..HEADS_MAX {
+            heads.raise(format!("u{i}").as_bytes(), 1);
+        }
+        assert!(heads.0.len() <= HEADS_MAX);
+        // "a" was forgotten: read again from the (empty) inbox.
+        assert_eq!(heads.get(&store.spaces, b"a").unwrap(), 0);
+        futures::executor::block_on(store.close());
     }
 }
