@@ -181,7 +181,7 @@ def main():
             for rate in sorted({r["target_rate"] for r in with_cpu if r["peer"] == peer}):
                 rows = [r for r in with_cpu if r["peer"] == peer and r["target_rate"] == rate]
                 us = median_of(rows, lambda r: r["cpu"]["server_us_per_msg"])
-                ratio = f"{iris_us[rate] / us:.2f}" if rate in iris_us and us > 0 else "n/a"
+                ratio = f"{iris_us[rate] / us:.2f}" if iris_us.get(rate, 0) > 0 and us > 0 else "n/a"
                 lines.append(f"| {peer} | {rate} | {len(rows)} | {median_of(rows, lambda r: r['cpu']['server_s']):.2f} "
                              f"| {us:.1f} | {median_of(rows, lambda r: r['cpu']['bench_us_per_msg']):.1f} | {ratio} |")
         lines.append("")

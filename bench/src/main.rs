@@ -966,16 +966,19 @@ async fn main() -> anyhow::Result<()> {
     }
     progress.abort();
     let delivered = counters.delivered.load(Ordering::Relaxed);
-    let cpu = match (pid, cpu_at_start) {
-        (Some(p), Some((server0, bench0))) => {
-            let server = cpu_seconds(&p.to_string())? - server0;
-            let bench = cpu_seconds("self")? - bench0;
-            let per_msg = |s: f64| if delivered > 0 { s * 1e6 / delivered as f64 } else { 0.0 };
-            serde_json::json!({
-                "server_s": server, "server_us_per_msg": per_msg(server),
-                "bench_s": bench, "bench_us_per_msg": per_msg(bench),
-            })
-        }
+    // Null when nothing was delivered, or the server is gone by now.
+    let cpu = match (pid, cpu_at_start, delivered) {
+        (Some(p), Some((server0, bench0)), 1..) => match (cpu_seconds(&p.to_string()), cpu_seconds("self")) {
+            (Ok(server), Ok(bench)) => {
+                let (server, bench) = (server - server0, bench - bench0);
+                let per_msg = |s: f64| s * 1e6 / delivered as f64;
+                serde_json::json!({
+                    "server_s": server, "server_us_per_msg": per_msg(server),
+                    "bench_s": bench, "bench_us_per_msg": per_msg(bench),
+                })
+            }
+            _ => serde_json::Value::Null,
+        },
         _ => serde_json::Value::Null,
     };
     let fsync = match (&metrics, before) {

@@ -321,7 +321,10 @@ fn apply(s: &Spaces, batch: &mut fjall::OwnedWriteBatch, g: &mut Group, op: Writ
 /// from the inbox the first time, rises with every seq claimed (a claim
 /// whose commit then fails leaves it higher than the truth, which costs a
 /// read, never a wrong answer), and nothing but the committer writes the
-/// inbox; trims only delete. Forgotten whole at [`HEADS_MAX`] users.
+/// inbox; trims only delete. Forgotten whole when a group starts with
+/// [`HEADS_MAX`] users or more, never within a group: a head read from the
+/// inbox within a group would miss the group's own claims, which are not
+/// on disk yet.
 #[derive(Default)]
 struct Heads(HashMap<Vec<u8>, InboxSeq>);
 
@@ -344,14 +347,20 @@ impl Heads {
     }
 
     fn raise(&mut self, prefix: &[u8], seq: InboxSeq) {
-        if let Some(h) = self.0.get_mut(prefix) {
-            *h = (*h).max(seq);
-            return;
+        match self.0.get_mut(prefix) {
+            Some(h) => *h = (*h).max(seq),
+            None => {
+                self.0.insert(prefix.to_vec(), seq);
+            }
         }
+    }
+
+    /// Called as a group starts, when nothing claimed is waiting to be
+    /// written: the bound is kept here (a group adds at most its own users).
+    fn start_group(&mut self) {
         if self.0.len() >= HEADS_MAX {
             self.0.clear();
         }
-        self.0.insert(prefix.to_vec(), seq);
     }
 }
 
@@ -519,6 +528,7 @@ fn committer(
         let mut batch = s.db.batch().durability(Some(PersistMode::SyncData));
         let mut group = Group { next_log_seq: log_head, rollups: HashMap::new() };
         let mut taken = HashMap::new();
+        heads.start_group();
         let mut ops = 0;
         let mut next = Some((first, reply));
         // A read that failed while checking seqs: the group fails with it.
@@ -837,7 +847,7 @@ mod tests {
     }
 
     #[test]
-    fn heads_forget_everything_at_their_bound_and_never_go_down() {
+    fn heads_forget_everything_at_their_bound_only_as_a_group_starts() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
         let mut heads = Heads::default();
@@ -847,9 +857,46 @@ mod tests {
         for i in 0..HEADS_MAX {
             heads.raise(format!("u{i}").as_bytes(), 1);
         }
-        assert!(heads.0.len() <= HEADS_MAX);
+        // Within a group nothing is forgotten.
+        assert_eq!(heads.get(&store.spaces, b"a").unwrap(), 5);
+        heads.start_group();
+        assert!(heads.0.is_empty());
         // "a" was forgotten: read again from the (empty) inbox.
         assert_eq!(heads.get(&store.spaces, b"a").unwrap(), 0);
         futures::executor::block_on(store.close());
+    }
+
+    /// A group's claims are not on disk until it commits: a head read
+    /// from the inbox within a group would be below them, and the next
+    /// group would take a seq this one wrote as free.
+    #[tokio::test]
+    async fn a_head_never_falls_below_a_claim_of_the_same_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap();
+        let (ann, carol) = (UserKey::new("acme", "ann"), UserKey::new("acme", "carol"));
+        for seq in 1..=4 {
+            append(&store, &ann, msg(seq, &format!("a{seq}"))).await.unwrap();
+        }
+        append(&store, &carol, msg(1, "c1")).await.unwrap();
+        let batch = |ops: Vec<(UserKey, StoredMessage)>| {
+            let mut b = WriteBatch::default();
+            for (user, message) in ops {
+                b.push(WriteOp::Message { user, message });
+            }
+            b
+        };
+        let (mut heads, mut taken) = (Heads::default(), HashMap::new());
+        let s = &store.spaces;
+        claim_seqs(s, &mut heads, &mut taken, &batch(vec![(ann.clone(), msg(5, "a5"))])).unwrap();
+        // Many users later in the same group.
+        for i in 0..HEADS_MAX {
+            heads.raise(format!("u{i}").as_bytes(), 1);
+        }
+        // A batch that asks for ann's head and then fails on carol's taken seq.
+        let refused =
+            claim_seqs(s, &mut heads, &mut taken, &batch(vec![(ann.clone(), msg(6, "a6")), (carol, msg(1, "x"))]));
+        assert!(matches!(refused, Err(StoreError::Conflict(_))));
+        assert!(heads.get(s, &user_prefix(&ann)).unwrap() >= 5, "ann's head fell below the group's claim of 5");
+        store.close().await;
     }
 }
