@@ -115,14 +115,16 @@ def main():
     p.add_argument("--chat", required=True)
     p.add_argument("--storm", required=True)
     p.add_argument("--presence", default="/dev/null")
+    p.add_argument("--ingest", default="/dev/null")
     p.add_argument("--date", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--quick", default="0")
     a = p.parse_args()
     idle, chat, storm, presence = load(a.idle), load(a.chat), load(a.storm), load(a.presence)
+    ingest = load(a.ingest)
     suffix = "-quick" if a.quick == "1" else ""
     machine = {"cpus": os.cpu_count(), "kernel": platform.release(), "machine": platform.machine()}
-    for name, rows in (("idle", idle), ("chat", chat), ("storm", storm), ("presence", presence)):
+    for name, rows in (("idle", idle), ("chat", chat), ("storm", storm), ("presence", presence), ("ingest", ingest)):
         with open(os.path.join(a.out, f"{a.date}-{name}{suffix}.json"), "w") as f:
             json.dump({"date": a.date, "machine": machine, "rows": rows}, f, indent=1)
 
@@ -211,6 +213,23 @@ def main():
             lines.append(f"| {n} | {len(rows)} | {median_of(rows, lambda r: r['all_resumed_s']):.2f} | {each} | "
                          f"{sum(r['messages_accepted'] for r in rows)} | {sum(r['messages_delivered'] for r in rows)} | "
                          f"{sum(r['lost'] for r in rows)} |")
+        lines.append("")
+    if ingest:
+        lines += ["## Event ingestion over HTTP (Iris, median of runs)", "",
+                  "`iris-bench ingest`: batches of 100 events on 8 connections at a fixed total rate (one batch in flight on each), each answered "
+                  "202 once its events, idempotency keys and rollups are synced. Server CPU: the node's, every "
+                  "thread, during the load, per event accepted.", "",
+                  "| target events/s | runs | accepted events/s | refused batches | batch ack p50 (ms) | p99 (ms) "
+                  "| server µs per event |",
+                  "|---|---|---|---|---|---|---|"]
+        for rate in sorted({r["target_events_per_second"] for r in ingest}):
+            rows = [r for r in ingest if r["target_events_per_second"] == rate]
+            cpu = [r["cpu"]["server_us_per_event"] for r in rows if r.get("cpu")]
+            lines.append(f"| {rate} | {len(rows)} | {median_of(rows, lambda r: r['events_per_second']):.0f} "
+                         f"| {sum(r['refused_batches'] for r in rows)} "
+                         f"| {median_of(rows, lambda r: r['batch_ack']['p50_us']) / 1000:.2f} "
+                         f"| {median_of(rows, lambda r: r['batch_ack']['p99_us']) / 1000:.2f} "
+                         f"| {statistics.median(cpu) if cpu else float('nan'):.1f} |")
         lines.append("")
     if presence:
         lines += ["## Presence: one user, K subscribers, a status change (Iris)", "",

@@ -141,6 +141,10 @@ enum Cmd {
         /// Seconds of load.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// The server's process: its CPU time (all threads) during the
+        /// load is reported, and per event accepted.
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// `GET /v1/analytics` over a month of hourly rollups: fills the
     /// tenant's rollups (one event per type, project and hour), then asks
@@ -361,8 +365,10 @@ async fn ingest(
     batch: usize,
     connections: usize,
     seconds: u64,
+    pid: Option<u32>,
 ) -> anyhow::Result<()> {
     let host = api.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let cpu_at_start = cpu_start(pid)?;
     let batches_per_sec = rate as f64 / batch as f64;
     let interval = Duration::from_secs_f64(connections as f64 / batches_per_sec);
     let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
@@ -411,9 +417,35 @@ async fn ingest(
         "events_per_second": events as f64 / seconds as f64,
         "refused_batches": refused,
         "batch_ack": summary(&all),
+        "cpu": cpu_report(pid, cpu_at_start, events, "event"),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+/// The server's and this process's CPU seconds so far, when the server's
+/// pid is given.
+fn cpu_start(pid: Option<u32>) -> anyhow::Result<Option<(f64, f64)>> {
+    match pid {
+        Some(p) => Ok(Some((cpu_seconds(&p.to_string())?, cpu_seconds("self")?))),
+        None => Ok(None),
+    }
+}
+
+/// The server's and this process's CPU seconds since `start`, and per
+/// `unit` (`server_us_per_<unit>`, `bench_us_per_<unit>`) over `count`;
+/// null when nothing was counted, or the server is gone by now.
+fn cpu_report(pid: Option<u32>, start: Option<(f64, f64)>, count: u64, unit: &str) -> serde_json::Value {
+    let (Some(p), Some((server0, bench0)), 1..) = (pid, start, count) else { return serde_json::Value::Null };
+    let (Ok(server), Ok(bench)) = (cpu_seconds(&p.to_string()), cpu_seconds("self")) else {
+        return serde_json::Value::Null;
+    };
+    let (server, bench) = (server - server0, bench - bench0);
+    let per = |s: f64| s * 1e6 / count as f64;
+    serde_json::json!({
+        "server_s": server, format!("server_us_per_{unit}"): per(server),
+        "bench_s": bench, format!("bench_us_per_{unit}"): per(bench),
+    })
 }
 
 /// CPU seconds (user and system, all threads) a process has used so far,
@@ -863,8 +895,8 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Analytics { api, query, key, days, types, projects, queries, no_fill } => {
             return analytics(api, query, key, days, types, projects, queries, no_fill).await;
         }
-        Cmd::Ingest { api, key, rate, batch, connections, seconds } => {
-            return ingest(api, key, rate, batch, connections, seconds).await;
+        Cmd::Ingest { api, key, rate, batch, connections, seconds, pid } => {
+            return ingest(api, key, rate, batch, connections, seconds, pid).await;
         }
         Cmd::KafkaFloor { bootstrap, rate, seconds, bytes, partitions, linger_ms } => {
             let load = floor::Load { rate, seconds, bytes, partitions, linger_ms };
@@ -936,10 +968,7 @@ async fn main() -> anyhow::Result<()> {
             Err(_) => bail!("connecting: not all users were online within 60 s"),
         }
     }
-    let cpu_at_start = match pid {
-        Some(p) => Some((cpu_seconds(&p.to_string())?, cpu_seconds("self")?)),
-        None => None,
-    };
+    let cpu_at_start = cpu_start(pid)?;
     go_tx.send_replace(true);
     let progress = {
         let counters = counters.clone();
@@ -966,21 +995,7 @@ async fn main() -> anyhow::Result<()> {
     }
     progress.abort();
     let delivered = counters.delivered.load(Ordering::Relaxed);
-    // Null when nothing was delivered, or the server is gone by now.
-    let cpu = match (pid, cpu_at_start, delivered) {
-        (Some(p), Some((server0, bench0)), 1..) => match (cpu_seconds(&p.to_string()), cpu_seconds("self")) {
-            (Ok(server), Ok(bench)) => {
-                let (server, bench) = (server - server0, bench - bench0);
-                let per_msg = |s: f64| s * 1e6 / delivered as f64;
-                serde_json::json!({
-                    "server_s": server, "server_us_per_msg": per_msg(server),
-                    "bench_s": bench, "bench_us_per_msg": per_msg(bench),
-                })
-            }
-            _ => serde_json::Value::Null,
-        },
-        _ => serde_json::Value::Null,
-    };
+    let cpu = cpu_report(pid, cpu_at_start, delivered, "msg");
     let fsync = match (&metrics, before) {
         (Some(m), Some((s0, c0))) => {
             let (s1, c1) = metric_sums(m).await?;
