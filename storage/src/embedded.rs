@@ -391,11 +391,10 @@ fn claim_seqs(
         if holder.is_some_and(|id| id != message.msg_id) {
             return Err(StoreError::Conflict(format!("{}/{} seq {}", user.tenant, user.user, message.seq).into()));
         }
+        // Raised even if a later op of this batch is refused: a head above
+        // the truth costs a read, never a wrong answer.
+        heads.raise(prefix, message.seq);
         mine.push((key, message.msg_id.clone()));
-    }
-    for (key, _) in &mine {
-        let seq = seq_of_inbox_key(key).expect("an inbox key");
-        heads.raise(&key[..key.len() - 8], seq);
     }
     taken.extend(mine);
     Ok(())
