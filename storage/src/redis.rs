@@ -45,6 +45,7 @@ pub struct RedisStore {
     /// Every command fails at once while the connection is down or being
     /// made again (fred's `fail_fast`), rather than waiting in fred's queue
     /// for a reconnection until its 5 s timeout (see [`RedisStore::connect`]).
+    /// Except Lua scripts: they go through [`RedisStore::scripts`].
     client: fred::clients::WithOptions<Client>,
     retention_secs: i64,
     session_ttl_secs: i64,
@@ -406,6 +407,24 @@ impl RedisStore {
         })
     }
 
+    /// The client for Lua scripts (`EVAL`, `EVALSHA`, `SCRIPT LOAD`), or
+    /// the error fred's `fail_fast` gives while the connection is down or
+    /// being made again. fred 10.1 has no `LuaInterface` for `WithOptions`:
+    /// a script called on [`RedisStore::client`] reaches the plain client
+    /// through `Deref` and loses the options (aembke/fred.rs#353), so it
+    /// waited its whole 5 s timeout in fred's queue instead of failing at
+    /// once. Measured against a frozen Redis: every commit took 5 s for as
+    /// long as the freeze lasted while every read failed within a
+    /// millisecond; a shard answers a send only after its commit, so
+    /// refusals took 5 to 10 s each. This is the check fred makes for the
+    /// other commands.
+    fn scripts(&self) -> Result<&Client, fred::error::Error> {
+        if self.client.state() != fred::types::ClientState::Connected {
+            return Err(fred::error::Error::new(fred::error::ErrorKind::Canceled, "Connection closed unexpectedly."));
+        }
+        Ok(&self.client)
+    }
+
     /// Runs [`APPLY_BATCH`] by its SHA1 (`EVALSHA`): a commit then carries
     /// its arguments and 40 bytes instead of the 2.5 KB script, which Redis
     /// would also hash again on every call, and Redis, which reads a
@@ -418,20 +437,20 @@ impl RedisStore {
         let keys: Vec<Key> = Vec::new();
         let sha = match self.apply_batch_sha.get() {
             Some(sha) => sha.clone(),
-            None => match self.client.script_load::<String, _>(APPLY_BATCH).await {
+            None => match self.scripts()?.script_load::<String, _>(APPLY_BATCH).await {
                 Ok(sha) => self.apply_batch_sha.get_or_init(|| sha).clone(),
                 // `SCRIPT` refused (an ACL, a renamed command) or failed:
                 // this commit goes whole, as `EVAL`, and the next tries again.
                 Err(e) => {
                     tracing::debug!(error = %e, "SCRIPT LOAD failed; committing with EVAL");
-                    let _: Value = self.client.eval(APPLY_BATCH, keys, all).await?;
+                    let _: Value = self.scripts()?.eval(APPLY_BATCH, keys, all).await?;
                     return Ok(());
                 }
             },
         };
-        match self.client.evalsha::<Value, _, _, _>(sha, keys.clone(), all.clone()).await {
+        match self.scripts()?.evalsha::<Value, _, _, _>(sha, keys.clone(), all.clone()).await {
             Err(e) if e.details().starts_with("NOSCRIPT") => {
-                let _: Value = self.client.eval(APPLY_BATCH, keys, all).await?;
+                let _: Value = self.scripts()?.eval(APPLY_BATCH, keys, all).await?;
                 Ok(())
             }
             Err(e) => Err(e),
@@ -858,7 +877,7 @@ impl Store for RedisStore {
 
     async fn bar_tenant(&self, tenant: &str, id: u64) -> Result<u64, StoreError> {
         let args: Vec<Value> = vec![BARS.into(), tenant.into(), id.to_string().into()];
-        let held: String = self.client.eval(BAR_TENANT, Vec::<Key>::new(), args).await.map_err(err)?;
+        let held: String = self.scripts().map_err(err)?.eval(BAR_TENANT, Vec::<Key>::new(), args).await.map_err(err)?;
         held.parse().map_err(|_| StoreError::Corrupt("tenant bar"))
     }
 
@@ -903,7 +922,7 @@ impl Store for RedisStore {
             tenant.into(),
             hash.into(),
         ];
-        let _: Value = self.client.eval(PUT_API_KEY, Vec::<Key>::new(), args).await.map_err(err)?;
+        let _: Value = self.scripts().map_err(err)?.eval(PUT_API_KEY, Vec::<Key>::new(), args).await.map_err(err)?;
         Ok(())
     }
 
@@ -917,7 +936,7 @@ impl Store for RedisStore {
             prefix.into(),
             Value::Bytes(Bytes::from_static(b"apikey\0")),
         ];
-        let n: i64 = self.client.eval(REVOKE_API_KEY, Vec::<Key>::new(), args).await.map_err(err)?;
+        let n: i64 = self.scripts().map_err(err)?.eval(REVOKE_API_KEY, Vec::<Key>::new(), args).await.map_err(err)?;
         Ok(n > 0)
     }
 
@@ -933,7 +952,7 @@ impl Store for RedisStore {
 
     async fn raise_outbox_position(&self, id: &OutboxId, at_least: u64) -> Result<bool, StoreError> {
         let args: Vec<Value> = vec![Value::Bytes(outbox_pos_key(id).into_bytes()), at_least.to_string().into()];
-        let n: i64 = self.client.eval(RAISE_POSITION, Vec::<Key>::new(), args).await.map_err(err)?;
+        let n: i64 = self.scripts().map_err(err)?.eval(RAISE_POSITION, Vec::<Key>::new(), args).await.map_err(err)?;
         Ok(n > 0)
     }
 
@@ -1046,6 +1065,64 @@ mod tests {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+
+    /// A frozen Redis whose connection the watchdog has dropped fails
+    /// commits (Lua scripts) as fast as reads. Before, fred's `fail_fast`
+    /// never reached a script (see [`RedisStore::scripts`]): reads failed
+    /// within a millisecond while every commit waited its 5 s timeout, for
+    /// as long as the freeze lasted. Commits succeed again once Redis runs.
+    #[tokio::test]
+    async fn a_frozen_redis_fails_commits_as_fast_as_reads() {
+        use std::time::{Duration, Instant};
+        let redis = PrivateRedis::start();
+        let url = format!("redis://127.0.0.1:{}", redis.port);
+        let store =
+            RedisStore::connect(RedisConfig { url, retention_secs: 3_600, session_ttl_secs: 60 }).await.unwrap();
+        let bob = UserKey::new(fresh_tenant("z").as_str(), "bob");
+        let batch = |seq: u64| {
+            let mut batch = WriteBatch::default();
+            let message = StoredMessage {
+                seq,
+                msg_id: format!("m{seq}").into(),
+                from: "a".into(),
+                body: Bytes::from_static(b"x"),
+                ts: 1,
+            };
+            batch.push(WriteOp::Message { user: bob.clone(), message });
+            batch
+        };
+        store.commit(batch(1)).await.expect("Redis answers before the freeze");
+        redis.signal("-STOP");
+        // The watchdog drops the connection within about 6 s of the freeze;
+        // from then on a read fails at once.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let asked = Instant::now();
+            assert!(store.load_user(&bob).await.is_err(), "Redis is frozen, yet it answered");
+            if asked.elapsed() < Duration::from_secs(1) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "reads still wait on a frozen Redis after 30 s");
+        }
+        for seq in 2..5 {
+            let asked = Instant::now();
+            let answer = store.commit(batch(seq)).await;
+            let took = asked.elapsed();
+            assert!(answer.is_err(), "Redis is frozen, yet the commit succeeded");
+            assert!(took < Duration::from_secs(1), "a commit waited {took:?} while reads failed at once");
+        }
+        let asked = Instant::now();
+        assert!(store.put_api_key("h", "t").await.is_err(), "Redis is frozen, yet a script ran");
+        assert!(asked.elapsed() < Duration::from_secs(1), "a script waited {:?}", asked.elapsed());
+        redis.signal("-CONT");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while store.commit(batch(2)).await.is_err() {
+            assert!(Instant::now() < deadline, "Redis runs again, yet commits still fail");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let head = store.load_user(&bob).await.expect("Redis answers after the thaw");
+        assert_eq!(head.head, 2, "the first commit and the one after the thaw are stored");
     }
 
     /// A Redis that stops reading while commits are written to it fills the

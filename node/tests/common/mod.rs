@@ -59,7 +59,7 @@ pub fn start_in(dir: &Path, extra: &str) -> Node {
         .arg(dir)
         .arg("--config")
         .arg(&config)
-        .env("IRIS_LOG", "warn")
+        .env("IRIS_LOG", std::env::var("IRIS_TEST_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
