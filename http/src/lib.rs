@@ -634,8 +634,18 @@ async fn get_analytics(front: web::Data<HttpFront>, req: HttpRequest, q: web::Qu
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HomeBody {
-    /// The region, or null to fall back to the consistent hash.
-    region: Option<String>,
+    /// The region, or null to fall back to the consistent hash. Required:
+    /// `{}` is refused rather than taken for null (a body that lost its
+    /// field would otherwise clear the user's home; found by Schemathesis
+    /// against a federated node).
+    #[serde(default, deserialize_with = "present")]
+    region: Option<Option<String>>,
+}
+
+/// A field that was in the body, whatever its value (null included);
+/// with `#[serde(default)]`, `None` means it was missing.
+fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 fn federation(front: &HttpFront) -> Result<&Arc<iris_router::Federation>, Failure> {
@@ -671,7 +681,10 @@ async fn put_home(front: web::Data<HttpFront>, req: HttpRequest, path: web::Path
         let owner = user_path(&tenant, &path)?;
         let fed = federation(&front)?;
         let b: HomeBody = parse(&body.0)?;
-        if let Some(r) = &b.region {
+        let region = b.region.ok_or_else(|| {
+            Failure::new(StatusCode::BAD_REQUEST, "invalid body: region is required (null clears the home)")
+        })?;
+        if let Some(r) = &region {
             if !fed.homes().knows(r) {
                 let known: Vec<&str> = fed.homes().regions().iter().map(|r| &**r).collect();
                 return Err(Failure::new(
@@ -680,7 +693,7 @@ async fn put_home(front: web::Data<HttpFront>, req: HttpRequest, path: web::Path
                 ));
             }
         }
-        fed.set_home(owner.clone(), b.region.map(Arc::from))
+        fed.set_home(owner.clone(), region.map(Arc::from))
             .await
             .map_err(|e| Failure::new(StatusCode::SERVICE_UNAVAILABLE, format!("not recorded: {e}")))?;
         Ok(HttpResponse::Ok().json(home_json(&owner, fed.homes())))

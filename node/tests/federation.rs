@@ -252,6 +252,12 @@ async fn a_travelling_user_is_served_through_the_home_region() {
     )
     .await;
     assert_eq!(status, 400, "unknown regions are refused: {body}");
+    let (status, _, body) =
+        http("PUT", &na.api(&format!("/v1/homes/{bob}")), &[("authorization", &auth)], Some(&serde_json::json!({})))
+            .await;
+    assert_eq!(status, 400, "a body without region is refused, not taken for null: {body}");
+    let (status, _, body) = http("GET", &na.api(&format!("/v1/homes/{bob}")), &[("authorization", &auth)], None).await;
+    assert_eq!((status, body["region"].as_str(), body["explicit"].as_bool()), (200, Some(fed.b.as_str()), Some(true)));
 
     // bob travels: he connects to a's edge, and is served by his home, b.
     let mut b = login(na, &t, &bob, None).await;
