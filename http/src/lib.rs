@@ -10,6 +10,7 @@
 //! ranges) comes from the clock the front end is given (ADR 0019).
 
 pub mod demo;
+pub mod rules;
 pub mod validate;
 
 use actix_web::http::StatusCode;
@@ -24,7 +25,7 @@ use iris_envelope::{
     EdgeId, EdgeInput, Millis, ServiceReply, SessionAddr, SessionId, ShardEnvelope, ShardInput, Tenant, UserKey,
     stream_owner,
 };
-use iris_protocol::{ErrorCode, ServerFrame};
+use iris_protocol::ServerFrame;
 use iris_router::{EdgeReceiver, Router};
 use iris_storage::{LogKind, Store};
 use serde_json::json;
@@ -119,16 +120,6 @@ impl Failure {
             r.insert_header(("Retry-After", s.to_string()));
         }
         r.json(json!({ "error": self.message }))
-    }
-}
-
-fn status_for(code: ErrorCode) -> StatusCode {
-    match code {
-        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::BadFrame | ErrorCode::TooLarge | ErrorCode::UnknownType => StatusCode::BAD_REQUEST,
-        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::Unavailable | ErrorCode::Internal => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -420,7 +411,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
 
 fn reply_error(reply: ServiceReply) -> Failure {
     match reply {
-        ServiceReply::Error { code, message } => Failure::new(status_for(code), message),
+        ServiceReply::Error { code, message } => Failure::new(rules::status_for(code), message),
         other => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected answer {other:?}")),
     }
 }
@@ -490,7 +481,7 @@ async fn put_circle(
             Answer::Frame(ServerFrame::CirclePolicyOk(ok)) => {
                 Ok(HttpResponse::Ok().json(json!({ "circle": ok.circle })))
             }
-            Answer::Frame(ServerFrame::Error(e)) => Err(Failure::new(status_for(e.code), e.message)),
+            Answer::Frame(ServerFrame::Error(e)) => Err(Failure::new(rules::status_for(e.code), e.message)),
             other => Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {other:?}"))),
         }
     };
@@ -507,7 +498,7 @@ struct LogQuery {
 
 async fn read_log(front: &HttpFront, req: &HttpRequest, kind: LogKind, q: LogQuery) -> Result<HttpResponse, Failure> {
     let tenant = front.service(req)?;
-    let limit = q.limit.unwrap_or(1_000).clamp(1, 10_000);
+    let limit = rules::log_page(q.limit);
     let entries = front
         .store
         .read_log(kind, &tenant, q.after, limit)
@@ -537,9 +528,8 @@ async fn post_events(front: web::Data<HttpFront>, req: HttpRequest, body: Body) 
         let tenant = front.api_key(&req).await?;
         let batch: validate::Batch = parse(&body.0)?;
         let limits = &front.cfg.ingest;
-        if batch.events.is_empty() || batch.events.len() > limits.max_batch {
-            return Err(Failure::new(StatusCode::BAD_REQUEST, format!("a batch has 1-{} events", limits.max_batch)));
-        }
+        rules::event_batch(batch.events.len(), limits.max_batch)
+            .map_err(|m| Failure::new(StatusCode::BAD_REQUEST, m))?;
         let now = front.now_ms();
         front.take_events(&tenant, batch.events.len(), now)?;
         let mut errors = Vec::new();
@@ -604,18 +594,11 @@ struct AnalyticsQuery {
     to: Option<i64>,
 }
 
-/// Longest range one analytics query may cover.
-const MAX_ANALYTICS_RANGE_MS: i64 = 93 * 24 * 3_600_000;
-
 async fn get_analytics(front: web::Data<HttpFront>, req: HttpRequest, q: web::Query<AnalyticsQuery>) -> HttpResponse {
     let work = async {
         let tenant = front.api_key_or_service(&req).await?;
-        let now = front.now_ms();
-        let to = q.to.unwrap_or(now.saturating_add(3_600_000));
-        let from = q.from.unwrap_or(to.saturating_sub(24 * 3_600_000));
-        if from >= to || to.saturating_sub(from) > MAX_ANALYTICS_RANGE_MS {
-            return Err(Failure::new(StatusCode::BAD_REQUEST, "from must be before to, at most 93 days apart"));
-        }
+        let (from, to) = rules::analytics_range(front.now_ms(), q.from, q.to)
+            .map_err(|m| Failure::new(StatusCode::BAD_REQUEST, m))?;
         let rows = front
             .store
             .rollups(&tenant, q.event_type.as_deref(), from, to)
@@ -634,10 +617,9 @@ async fn get_analytics(front: web::Data<HttpFront>, req: HttpRequest, q: web::Qu
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HomeBody {
-    /// The region, or null to fall back to the consistent hash. Required:
-    /// `{}` is refused rather than taken for null (a body that lost its
-    /// field would otherwise clear the user's home; found by Schemathesis
-    /// against a federated node).
+    /// The region, or null to fall back to the consistent hash; `None`
+    /// when the field is missing, which [`rules::home_change`] refuses
+    /// (found by Schemathesis against a federated node).
     #[serde(default, deserialize_with = "present")]
     region: Option<Option<String>>,
 }
@@ -681,19 +663,9 @@ async fn put_home(front: web::Data<HttpFront>, req: HttpRequest, path: web::Path
         let owner = user_path(&tenant, &path)?;
         let fed = federation(&front)?;
         let b: HomeBody = parse(&body.0)?;
-        let region = b.region.ok_or_else(|| {
-            Failure::new(StatusCode::BAD_REQUEST, "invalid body: region is required (null clears the home)")
-        })?;
-        if let Some(r) = &region {
-            if !fed.homes().knows(r) {
-                let known: Vec<&str> = fed.homes().regions().iter().map(|r| &**r).collect();
-                return Err(Failure::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("unknown region {r:?}; the federation has {}", known.join(", ")),
-                ));
-            }
-        }
-        fed.set_home(owner.clone(), region.map(Arc::from))
+        let region = rules::home_change(b.region, fed.homes().regions())
+            .map_err(|m| Failure::new(StatusCode::BAD_REQUEST, m))?;
+        fed.set_home(owner.clone(), region)
             .await
             .map_err(|e| Failure::new(StatusCode::SERVICE_UNAVAILABLE, format!("not recorded: {e}")))?;
         Ok(HttpResponse::Ok().json(home_json(&owner, fed.homes())))

@@ -1,0 +1,147 @@
+//! Decisions of the service API that need no I/O, each a pure function
+//! tested here: which HTTP status an error code gets, how many records a
+//! log page holds, which hours an analytics query covers, how many events
+//! a batch may hold, and what a `PUT /v1/homes/{user}` body asks for. The handlers in `lib.rs` only
+//! carry them out.
+
+use actix_web::http::StatusCode;
+use iris_protocol::ErrorCode;
+use std::sync::Arc;
+
+/// Records in a log page when the request names no `limit`.
+pub const DEFAULT_LOG_PAGE: usize = 1_000;
+
+/// The most records in one log page.
+pub const MAX_LOG_PAGE: usize = 10_000;
+
+/// The longest range one analytics query may cover: 93 days.
+pub const MAX_ANALYTICS_RANGE_MS: i64 = 93 * 24 * 3_600_000;
+
+/// The status a request refused with `code` gets.
+pub fn status_for(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::BadFrame | ErrorCode::TooLarge | ErrorCode::UnknownType => StatusCode::BAD_REQUEST,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Unavailable | ErrorCode::Internal => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// How many records a log page holds: the request's `limit`, else
+/// [`DEFAULT_LOG_PAGE`], always within 1 to [`MAX_LOG_PAGE`].
+pub fn log_page(limit: Option<usize>) -> usize {
+    limit.unwrap_or(DEFAULT_LOG_PAGE).clamp(1, MAX_LOG_PAGE)
+}
+
+/// The range `[from, to)`, in Unix milliseconds, an analytics query at
+/// `now` covers: by default up to an hour after `now` and from a day
+/// before `to`. Refused, with the message of a 400, unless `from` is
+/// before `to` and they are at most [`MAX_ANALYTICS_RANGE_MS`] apart.
+pub fn analytics_range(now: i64, from: Option<i64>, to: Option<i64>) -> Result<(i64, i64), &'static str> {
+    let to = to.unwrap_or(now.saturating_add(3_600_000));
+    let from = from.unwrap_or(to.saturating_sub(24 * 3_600_000));
+    if from >= to || to.saturating_sub(from) > MAX_ANALYTICS_RANGE_MS {
+        return Err("from must be before to, at most 93 days apart");
+    }
+    Ok((from, to))
+}
+
+/// Whether a batch of `n` events may be ingested: 1 to `max` (the
+/// configured `ingest.max_batch`); refused, with the message of a 400,
+/// otherwise.
+pub fn event_batch(n: usize, max: usize) -> Result<(), String> {
+    if n == 0 || n > max {
+        return Err(format!("a batch has 1-{max} events"));
+    }
+    Ok(())
+}
+
+/// What the `region` field of a `PUT /v1/homes/{user}` body asks for
+/// (`None`: the field was missing; `Some(None)`: null): `Some(region)`
+/// to home the user there, `None` to clear the explicit home and fall
+/// back to the consistent hash. Refused, with the message of a 400, when
+/// the field is missing (rather than taken for null: a body that lost its
+/// field would clear the home) or names no region of the federation
+/// (`regions`).
+pub fn home_change(region: Option<Option<String>>, regions: &[Arc<str>]) -> Result<Option<Arc<str>>, String> {
+    match region {
+        None => Err("invalid body: region is required (null clears the home)".to_owned()),
+        Some(None) => Ok(None),
+        Some(Some(r)) => match regions.iter().find(|known| ***known == *r) {
+            Some(known) => Ok(Some(known.clone())),
+            None => {
+                let names: Vec<&str> = regions.iter().map(|r| &**r).collect();
+                Err(format!("unknown region {r:?}; the federation has {}", names.join(", ")))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_code_has_its_status() {
+        let cases = [
+            (ErrorCode::Forbidden, 403),
+            (ErrorCode::RateLimited, 429),
+            (ErrorCode::BadFrame, 400),
+            (ErrorCode::TooLarge, 400),
+            (ErrorCode::UnknownType, 400),
+            (ErrorCode::Unauthorized, 401),
+            (ErrorCode::Unavailable, 503),
+            (ErrorCode::Internal, 503),
+        ];
+        for (code, status) in cases {
+            assert_eq!(status_for(code).as_u16(), status, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn a_log_page_holds_the_default_or_the_limit_within_its_bounds() {
+        assert_eq!(log_page(None), 1_000);
+        assert_eq!(log_page(Some(0)), 1, "an empty page would never advance");
+        assert_eq!(log_page(Some(1)), 1);
+        assert_eq!(log_page(Some(250)), 250);
+        assert_eq!(log_page(Some(10_000)), 10_000);
+        assert_eq!(log_page(Some(10_001)), 10_000);
+        assert_eq!(log_page(Some(usize::MAX)), 10_000);
+    }
+
+    #[test]
+    fn analytics_cover_the_last_day_by_default_and_at_most_93_days() {
+        const H: i64 = 3_600_000;
+        let now = 1_000 * 24 * H;
+        assert_eq!(analytics_range(now, None, None), Ok((now + H - 24 * H, now + H)));
+        assert_eq!(analytics_range(now, None, Some(now)), Ok((now - 24 * H, now)), "a day before the end");
+        assert_eq!(analytics_range(now, Some(now - 2 * H), None), Ok((now - 2 * H, now + H)));
+        assert_eq!(analytics_range(now, Some(0), Some(93 * 24 * H)), Ok((0, 93 * 24 * H)), "93 days exactly");
+        assert!(analytics_range(now, Some(0), Some(93 * 24 * H + 1)).is_err(), "over 93 days");
+        assert!(analytics_range(now, Some(now), Some(now)).is_err(), "an empty range");
+        assert!(analytics_range(now, Some(now + 1), Some(now)).is_err(), "from after to");
+        assert!(analytics_range(now, Some(i64::MIN), Some(i64::MAX)).is_err(), "no overflow into a small range");
+        assert!(analytics_range(i64::MAX, None, None).is_ok(), "the default saturates");
+    }
+
+    #[test]
+    fn an_event_batch_has_one_to_the_most_events() {
+        assert_eq!(event_batch(0, 500), Err("a batch has 1-500 events".to_owned()));
+        assert_eq!(event_batch(1, 500), Ok(()));
+        assert_eq!(event_batch(500, 500), Ok(()));
+        assert!(event_batch(501, 500).is_err());
+    }
+
+    #[test]
+    fn a_home_change_names_a_known_region_or_null_and_never_leaves_the_field_out() {
+        let regions: Vec<Arc<str>> = vec!["eu".into(), "us".into()];
+        assert_eq!(home_change(Some(Some("us".into())), &regions), Ok(Some(Arc::from("us"))));
+        assert_eq!(home_change(Some(None), &regions), Ok(None), "null clears");
+        let missing = home_change(None, &regions).unwrap_err();
+        assert!(missing.contains("region is required"), "{missing}");
+        let unknown = home_change(Some(Some("mars".into())), &regions).unwrap_err();
+        assert_eq!(unknown, "unknown region \"mars\"; the federation has eu, us");
+        assert!(home_change(Some(Some("EU".into())), &regions).is_err(), "names are exact");
+    }
+}
