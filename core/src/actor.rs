@@ -1060,8 +1060,7 @@ mod tests {
         edge: &mut iris_router::EdgeReceiver,
         n: usize,
         deadline: tokio::time::Instant,
-    ) -> Vec<(String, Result<String, iris_protocol::ErrorCode>)> {
-        use iris_protocol::ServerFrame;
+    ) -> Vec<(String, Result<String, iris_types::ErrorCode>)> {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
             let env = tokio::time::timeout_at(deadline, edge.recv())
@@ -1069,10 +1068,12 @@ mod tests {
                 .expect("every send answered in time")
                 .expect("the edge's queue is open");
             for part in env.body.into_parts() {
-                if let iris_envelope::EdgeInput::Frame { frame, .. } = part {
-                    match frame {
-                        ServerFrame::Accepted(a) => out.push((a.id, Ok(a.msg_id))),
-                        ServerFrame::Error(e) => out.push((e.id.expect("a send's error names it"), Err(e.code))),
+                if let iris_envelope::EdgeInput::Notice { notice, .. } = part {
+                    match notice {
+                        iris_envelope::Notice::Accepted { id, msg_id, .. } => out.push((id, Ok(msg_id))),
+                        iris_envelope::Notice::Refused { code, id, .. } => {
+                            out.push((id.expect("a send's error names it"), Err(code)))
+                        }
                         _ => {}
                     }
                 }
@@ -1122,7 +1123,7 @@ mod tests {
                 match answer {
                     Ok(msg_id) => ids.entry(id).or_default().push(msg_id),
                     Err(code) => {
-                        assert_eq!(code, iris_protocol::ErrorCode::Unavailable, "{id}");
+                        assert_eq!(code, iris_types::ErrorCode::Unavailable, "{id}");
                         refused += 1;
                     }
                 }

@@ -14,17 +14,14 @@
 //! keeps this order is [`tickets`] (its own tests beside it).
 
 use iris_envelope::{
-    EdgeEnvelope, EdgeId, EdgeInput, InboxSeq, IngestEvent, Millis, Recipients, ServiceReply, SessionAddr,
+    EdgeEnvelope, EdgeId, EdgeInput, InboxSeq, IngestEvent, Millis, Notice, Recipients, ServiceReply, SessionAddr,
     ShardEnvelope, ShardId, ShardInput, UserKey,
-};
-use iris_protocol::{
-    Accepted, Body, ContactEntry, ContactsOk, ErrorCode, Message, PresenceStatus, PresenceUpdate, Receipt,
-    ReceiptState, ServerFrame, SetStatus, Synced, TypingFrom,
 };
 use iris_storage::{
     CirclePolicy, Contact, DedupKey, DedupRecord, EventKey, LogKind, RollupKey, StoreError, StoredMessage, UserMeta,
     UserRecord, WriteBatch, WriteOp,
 };
+use iris_types::{ContactEntry, ErrorCode, PresenceStatus, ReceiptState, SetStatus};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
@@ -369,7 +366,7 @@ pub struct ShardState {
     bars_changed: u64,
 }
 
-fn frame_to(sessions: &[SessionAddr], frame: ServerFrame, droppable: bool, out: &mut Vec<Output>) {
+fn notice_to(sessions: &[SessionAddr], notice: Notice, droppable: bool, out: &mut Vec<Output>) {
     let mut by_edge: Vec<(EdgeId, Vec<iris_envelope::SessionId>)> = Vec::new();
     for s in sessions {
         match by_edge.iter_mut().find(|(e, _)| *e == s.edge) {
@@ -382,7 +379,7 @@ fn frame_to(sessions: &[SessionAddr], frame: ServerFrame, droppable: bool, out: 
             if ids.len() == 1 { Recipients::Session(ids.pop().expect("one id")) } else { Recipients::Sessions(ids) };
         out.push(Output::Edge(EdgeEnvelope {
             edge,
-            body: EdgeInput::Frame { to, frame: frame.clone(), droppable },
+            body: EdgeInput::Notice { to, notice: notice.clone(), droppable },
             traces: Vec::new(),
         }));
     }
@@ -391,7 +388,7 @@ fn frame_to(sessions: &[SessionAddr], frame: ServerFrame, droppable: bool, out: 
 /// Merges each run of consecutive edge outputs into one envelope per edge
 /// (in the order the edges first appear, each edge's inputs in their
 /// order), so that outputs released together cost one bus record per edge.
-/// Any other output ends a run: a replay's frames must not be overtaken.
+/// Any other output ends a run: a replay's messages must not be overtaken.
 /// Edges of other regions are left alone (federation batches their
 /// presence itself).
 pub fn coalesce_edge_outputs(outputs: Vec<Output>, region: &str) -> Vec<Output> {
@@ -429,10 +426,10 @@ pub fn coalesce_edge_outputs(outputs: Vec<Output>, region: &str) -> Vec<Output> 
     out
 }
 
-fn reply(session: &SessionAddr, frame: ServerFrame) -> Output {
+fn reply(session: &SessionAddr, notice: Notice) -> Output {
     Output::Edge(EdgeEnvelope {
         edge: session.edge.clone(),
-        body: EdgeInput::Frame { to: Recipients::Session(session.session), frame, droppable: false },
+        body: EdgeInput::Notice { to: Recipients::Session(session.session), notice, droppable: false },
         traces: Vec::new(),
     })
 }
@@ -642,9 +639,9 @@ impl ShardState {
     /// Answers an envelope that could not be handled.
     fn reject(&mut self, env: &ShardEnvelope, code: ErrorCode, message: &str) {
         self.input_done();
-        let frame = |id: Option<String>| ServerFrame::error(code, message, id);
+        let refused = |id: Option<String>| Notice::refused(code, message, id);
         let out = match &env.body {
-            ShardInput::Send { client_id, reply: r, .. } => Some(reply(r, frame(Some(client_id.to_string())))),
+            ShardInput::Send { client_id, reply: r, .. } => Some(reply(r, refused(Some(client_id.to_string())))),
             ShardInput::ContactsReplace { reply: r, .. }
             | ShardInput::IdentityVerified { reply: r, .. }
             | ShardInput::Ingest { reply: r, .. } => {
@@ -653,7 +650,7 @@ impl ShardState {
             ShardInput::SessionOpened { session, .. }
             | ShardInput::Sync { session, .. }
             | ShardInput::Contacts { session, .. }
-            | ShardInput::CirclePolicy { session, .. } => Some(reply(session, frame(None))),
+            | ShardInput::CirclePolicy { session, .. } => Some(reply(session, refused(None))),
             _ => None,
         };
         if let Some(o) = out {
@@ -885,17 +882,17 @@ impl ShardState {
 /// What a client sees instead of an output whose write failed.
 fn failed_output(o: Output) -> Option<Output> {
     match o {
-        Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Frame { to, frame, droppable: false }, traces }) => {
-            let id = match &frame {
-                ServerFrame::Accepted(a) => Some(a.id.clone()),
-                ServerFrame::ContactsOk(_) | ServerFrame::CirclePolicyOk(_) => None,
+        Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Notice { to, notice, droppable: false }, traces }) => {
+            let id = match notice {
+                Notice::Accepted { id, .. } => Some(id),
+                Notice::ContactsOk { .. } | Notice::CirclePolicyOk { .. } => None,
                 _ => return None,
             };
             Some(Output::Edge(EdgeEnvelope {
                 edge,
-                body: EdgeInput::Frame {
+                body: EdgeInput::Notice {
                     to,
-                    frame: ServerFrame::error(ErrorCode::Unavailable, "storage failed; retry", id),
+                    notice: Notice::refused(ErrorCode::Unavailable, "storage failed; retry", id),
                     droppable: false,
                 },
                 traces,
@@ -906,9 +903,9 @@ fn failed_output(o: Output) -> Option<Output> {
         Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Welcome { session, .. }, .. }) => {
             Some(Output::Edge(EdgeEnvelope {
                 edge,
-                body: EdgeInput::Frame {
+                body: EdgeInput::Notice {
                     to: Recipients::Session(session),
-                    frame: ServerFrame::error(ErrorCode::Unavailable, "storage failed; retry", None),
+                    notice: Notice::refused(ErrorCode::Unavailable, "storage failed; retry", None),
                     droppable: false,
                 },
                 traces: Vec::new(),
@@ -931,11 +928,11 @@ fn failed_output(o: Output) -> Option<Output> {
     }
 }
 
-fn presence_frame(user: &str, view: View) -> ServerFrame {
-    ServerFrame::Presence(PresenceUpdate { user: user.to_owned(), status: view.status, last_seen: view.last_seen })
+fn presence_notice(user: &str, view: View) -> Notice {
+    Notice::Presence { user: user.to_owned(), status: view.status, last_seen: view.last_seen }
 }
 
-/// Sends each subscriber whose view changed one frame; subscribers on the
+/// Sends each subscriber whose view changed one notice; subscribers on the
 /// same edge who see the same thing share one envelope.
 /// Tells every subscriber what it may see of `me` now, whether or not it
 /// was told so before.
@@ -960,7 +957,7 @@ fn notify_subscribers(me: &str, user: &mut UserState, out: &mut Vec<Output>) {
         }
     }
     for (view, sessions) in groups {
-        frame_to(&sessions, presence_frame(me, view), false, out);
+        notice_to(&sessions, presence_notice(me, view), false, out);
     }
 }
 
@@ -1067,15 +1064,9 @@ fn plan_contacts(user: &UserState, upsert: &[ContactEntry], remove: &[String], m
     if count > max { Err(format!("at most {max} contacts")) } else { Ok(()) }
 }
 
-/// The frame of one replayed message.
-fn message_frame(m: StoredMessage) -> ServerFrame {
-    ServerFrame::Message(Message {
-        seq: m.seq,
-        msg_id: m.msg_id.to_string(),
-        from: m.from.to_string(),
-        body: Body(m.body),
-        ts: m.ts,
-    })
+/// The notice of one replayed message.
+fn message_notice(m: StoredMessage) -> Notice {
+    Notice::Message { seq: m.seq, msg_id: m.msg_id.to_string(), from: m.from.to_string(), body: m.body, ts: m.ts }
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@
 
 use bytes::Bytes;
 use iris_core::state::{Found, Output, ShardConfig, ShardState, Ticket};
-use iris_envelope::{EdgeId, EdgeInput, SessionAddr, SessionId, ShardEnvelope, ShardId, ShardInput, UserKey};
-use iris_protocol::{ErrorCode, ServerFrame};
+use iris_envelope::{EdgeId, EdgeInput, Notice, SessionAddr, SessionId, ShardEnvelope, ShardId, ShardInput, UserKey};
 use iris_storage::embedded::{EmbeddedConfig, EmbeddedStore};
 use iris_storage::{Store, StoreError, WriteBatch};
+use iris_types::ErrorCode;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 const TENANT: &str = "acme";
@@ -70,10 +70,10 @@ async fn prepare(
 fn answers(state: &mut ShardState, out: &mut Vec<(String, Result<String, ErrorCode>)>) {
     while let Some(o) = state.poll_output() {
         let Output::Edge(e) = o else { continue };
-        let EdgeInput::Frame { frame, .. } = e.body else { continue };
-        match frame {
-            ServerFrame::Accepted(a) => out.push((a.id, Ok(a.msg_id))),
-            ServerFrame::Error(err) => out.push((err.id.expect("send errors carry the id"), Err(err.code))),
+        let EdgeInput::Notice { notice, .. } = e.body else { continue };
+        match notice {
+            Notice::Accepted { id, msg_id, .. } => out.push((id, Ok(msg_id))),
+            Notice::Refused { code, id, .. } => out.push((id.expect("send errors carry the id"), Err(code))),
             _ => {}
         }
     }

@@ -7,6 +7,7 @@
 /// Failed-auth limits per address (shared with the HTTP API, in `iris-auth`).
 pub use iris_auth::guard;
 pub mod drain;
+pub mod notice;
 pub mod presence;
 pub mod quic;
 pub mod session;
@@ -159,8 +160,8 @@ pub async fn dispatch(mut rx: EdgeReceiver, presence: Arc<LocalPresence>) {
 /// sessions themselves know their users and subscriptions.
 fn handle_part(part: EdgeInput, presence: &LocalPresence) {
     match part {
-        EdgeInput::Frame { to, frame, droppable } => {
-            let frame: Arc<ServerFrame> = Arc::new(frame);
+        EdgeInput::Notice { to, notice, droppable } => {
+            let frame: Arc<ServerFrame> = Arc::new(notice::frame_of(notice));
             for id in to.as_slice() {
                 match presence.deliver(*id, SessionEvent::Frame(frame.clone()), droppable) {
                     Delivery::Queued | Delivery::Unknown => {}

@@ -6,11 +6,13 @@
 //! in-process bus moves them as values; the Kafka bus will move them encoded
 //! with [`encode`] / [`decode`] (postcard behind a version byte).
 
+mod notice;
 mod trace;
+pub use notice::{FrameOnly, Notice};
 pub use trace::{TRACEPARENT, TraceParent, to_hex};
 
 use bytes::Bytes;
-use iris_protocol::{ContactEntry, ReceiptState, ServerFrame, SetStatus, TypingState};
+use iris_types::{ContactEntry, ErrorCode, ReceiptState, SetStatus, TypingState};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
@@ -356,7 +358,7 @@ pub enum ServiceReply {
     /// The request failed.
     Error {
         /// What kind of failure.
-        code: iris_protocol::ErrorCode,
+        code: ErrorCode,
         /// Why.
         message: String,
     },
@@ -434,12 +436,12 @@ pub const MAX_TRACES: usize = 16;
 /// Work for an edge.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EdgeInput {
-    /// Write a frame to these sessions.
-    Frame {
+    /// Tell these sessions something: the edge writes it as a frame.
+    Notice {
         /// The sessions.
         to: Recipients,
-        /// The frame.
-        frame: ServerFrame,
+        /// What to tell them.
+        notice: Notice,
         /// May be dropped when a session's queue is full (typing).
         droppable: bool,
     },
@@ -486,7 +488,7 @@ impl EdgeInput {
     /// if everything in it may be).
     pub fn is_droppable(&self) -> bool {
         match self {
-            EdgeInput::Frame { droppable, .. } => *droppable,
+            EdgeInput::Notice { droppable, .. } => *droppable,
             EdgeInput::Batch(parts) => parts.iter().all(EdgeInput::is_droppable),
             _ => false,
         }

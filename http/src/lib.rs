@@ -22,10 +22,9 @@ use iris_auth::guard::AuthGuard;
 use iris_auth::{KeyStore, SERVICE_SCOPE, valid_name};
 use iris_clock::SharedClock;
 use iris_envelope::{
-    EdgeId, EdgeInput, Millis, ServiceReply, SessionAddr, SessionId, ShardEnvelope, ShardInput, Tenant, UserKey,
-    stream_owner,
+    EdgeId, EdgeInput, Millis, Notice, ServiceReply, SessionAddr, SessionId, ShardEnvelope, ShardInput, Tenant,
+    UserKey, stream_owner,
 };
-use iris_protocol::ServerFrame;
 use iris_router::{EdgeReceiver, Router};
 use iris_storage::{LogKind, Store};
 use serde_json::json;
@@ -66,7 +65,7 @@ pub struct HttpConfig {
 #[derive(Debug)]
 enum Answer {
     Reply(ServiceReply),
-    Frame(ServerFrame),
+    Notice(Notice),
 }
 
 /// What every handler shares.
@@ -333,9 +332,9 @@ pub async fn dispatch(front: Arc<HttpFront>, mut rx: EdgeReceiver) {
         for part in env.body.into_parts() {
             match part {
                 EdgeInput::Reply { request, reply } => front.resolve(request, Answer::Reply(reply)),
-                EdgeInput::Frame { to, frame, .. } => {
+                EdgeInput::Notice { to, notice, .. } => {
                     for id in to.as_slice() {
-                        front.resolve(*id, Answer::Frame(frame.clone()));
+                        front.resolve(*id, Answer::Notice(notice.clone()));
                     }
                 }
                 // The front end holds no sessions to open or register again.
@@ -440,7 +439,7 @@ async fn put_contacts(
                 Ok(HttpResponse::Ok().json(json!({ "upserted": upserted, "removed": removed, "count": count })))
             }
             Answer::Reply(other) => Err(reply_error(other)),
-            Answer::Frame(f) => Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {f:?}"))),
+            Answer::Notice(f) => Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {f:?}"))),
         }
     };
     work.await.unwrap_or_else(Failure::respond)
@@ -455,7 +454,7 @@ async fn post_verified(front: web::Data<HttpFront>, req: HttpRequest, body: Body
         match front.ask(owner, |reply| ShardInput::IdentityVerified { channel: v.channel, reply }).await? {
             Answer::Reply(ServiceReply::IdentityVerified) => Ok(HttpResponse::Ok().json(json!({ "ok": true }))),
             Answer::Reply(other) => Err(reply_error(other)),
-            Answer::Frame(f) => Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {f:?}"))),
+            Answer::Notice(f) => Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {f:?}"))),
         }
     };
     work.await.unwrap_or_else(Failure::respond)
@@ -478,10 +477,12 @@ async fn put_circle(
         let input =
             |session| ShardInput::CirclePolicy { session, circle, presence: p.presence, last_seen: p.last_seen };
         match front.ask(owner, input).await? {
-            Answer::Frame(ServerFrame::CirclePolicyOk(ok)) => {
-                Ok(HttpResponse::Ok().json(json!({ "circle": ok.circle })))
+            Answer::Notice(Notice::CirclePolicyOk { circle }) => {
+                Ok(HttpResponse::Ok().json(json!({ "circle": circle })))
             }
-            Answer::Frame(ServerFrame::Error(e)) => Err(Failure::new(rules::status_for(e.code), e.message)),
+            Answer::Notice(Notice::Refused { code, message, .. }) => {
+                Err(Failure::new(rules::status_for(code), message))
+            }
             other => Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {other:?}"))),
         }
     };
@@ -552,7 +553,7 @@ async fn post_events(front: web::Data<HttpFront>, req: HttpRequest, body: Body) 
                     duplicates += d.len();
                 }
                 Answer::Reply(other) => return Err(reply_error(other)),
-                Answer::Frame(f) => {
+                Answer::Notice(f) => {
                     return Err(Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("unexpected {f:?}")));
                 }
             }

@@ -5,7 +5,7 @@
 //! carry them out.
 
 use actix_web::http::StatusCode;
-use iris_protocol::ErrorCode;
+use iris_types::ErrorCode;
 use std::sync::Arc;
 
 /// Records in a log page when the request names no `limit`.

@@ -7,6 +7,7 @@
 //! stays a fixed, positional layout.
 
 use crate::body::Body;
+use iris_types::{ContactEntry, PresenceStatus, ReceiptState, SetStatus, TypingState};
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -113,18 +114,6 @@ pub struct Sync {
     pub limit: Option<u32>,
 }
 
-/// A status a user sets for themselves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SetStatus {
-    /// Visible as online.
-    Online,
-    /// Visible as away until the last session ends.
-    Away,
-    /// Looks offline to everyone; remembered durably.
-    Invisible,
-}
-
 /// Client → server: set one's own status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetPresence {
@@ -137,16 +126,6 @@ pub struct SetPresence {
 pub struct Users {
     /// User names in the session's tenant.
     pub users: Vec<String>,
-}
-
-/// One contact in a `contacts` upsert.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContactEntry {
-    /// The contact's user name.
-    pub user: String,
-    /// The circle to put the contact in (default `contacts`).
-    #[serde(default)]
-    pub circle: Option<String>,
 }
 
 /// Client → server: change one's contacts.
@@ -171,16 +150,6 @@ pub struct CirclePolicy {
     /// May members see last_seen? Absent keeps the current value.
     #[serde(default)]
     pub last_seen: Option<bool>,
-}
-
-/// Typing state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TypingState {
-    /// The user started typing.
-    Start,
-    /// The user stopped typing.
-    Stop,
 }
 
 /// Client → server: typing notification.
@@ -307,16 +276,6 @@ impl<'de> Deserialize<'de> for Message {
     }
 }
 
-/// Delivery state named by a receipt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReceiptState {
-    /// The recipient's client stored the message.
-    Delivered,
-    /// The recipient read the message.
-    Read,
-}
-
 /// Server → client: a receipt for a message this user sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
@@ -335,18 +294,6 @@ pub struct Synced {
     pub inbox_head: u64,
     /// Another page is waiting.
     pub more: bool,
-}
-
-/// Status as others see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PresenceStatus {
-    /// At least one session, status online.
-    Online,
-    /// At least one session, status away.
-    Away,
-    /// No session, invisible, or not visible to this viewer.
-    Offline,
 }
 
 /// Server → client: presence of one user.

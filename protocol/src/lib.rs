@@ -14,6 +14,7 @@ pub mod quic;
 pub use body::Body;
 pub use codec::{BINARY_VERSION, DecodeError, Encoding};
 pub use frames::*;
+pub use iris_types::{ContactEntry, ErrorCode, MAX_PAGE_LIMIT, PresenceStatus, ReceiptState, SetStatus, TypingState};
 
 use serde::{Deserialize, Serialize};
 
@@ -24,46 +25,6 @@ pub const ALPN: &[u8] = b"iris/1";
 pub const MAX_CLIENT_ID_CHARS: usize = 64;
 /// Default page size for `sync`.
 pub const DEFAULT_SYNC_LIMIT: u32 = 100;
-/// The most messages one replay or sync page carries.
-pub const MAX_PAGE_LIMIT: u32 = 1_000;
-
-/// Error codes clients see in `error` frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// Missing, bad or expired token, or a frame before `hello`.
-    Unauthorized,
-    /// A frame that decodes but is not valid.
-    BadFrame,
-    /// A frame whose `type` is unknown.
-    UnknownType,
-    /// A body or frame over the limit.
-    TooLarge,
-    /// Too many frames, sessions or subscriptions.
-    RateLimited,
-    /// Not allowed.
-    Forbidden,
-    /// The server cannot serve this now (overload, storage down); retry.
-    Unavailable,
-    /// A server bug.
-    Internal,
-}
-
-impl ErrorCode {
-    /// The code as it appears on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::BadFrame => "bad_frame",
-            ErrorCode::UnknownType => "unknown_type",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::Unavailable => "unavailable",
-            ErrorCode::Internal => "internal",
-        }
-    }
-}
 
 /// Declares a frame enum and its codecs from one table of
 /// `Variant(Struct) = "json type", binary code;` rows, so the two codecs can

@@ -12,10 +12,9 @@ use dashmap::DashMap;
 use hashring::HashRing;
 use iris_clock::SharedClock;
 use iris_envelope::{
-    EdgeEnvelope, EdgeId, EdgeInput, GlobalBody, GlobalEnvelope, HomeAssignment, Millis, SessionId, ShardEnvelope,
-    UserKey,
+    EdgeEnvelope, EdgeId, EdgeInput, GlobalBody, GlobalEnvelope, HomeAssignment, Millis, Notice, SessionId,
+    ShardEnvelope, UserKey,
 };
-use iris_protocol::ServerFrame;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -156,10 +155,10 @@ impl PresenceBatch {
     /// Takes a presence update. At the bound the update is handed back, to
     /// be sent at once rather than held.
     pub fn offer(&mut self, env: EdgeEnvelope) -> Option<EdgeEnvelope> {
-        let EdgeInput::Frame { to, frame: ServerFrame::Presence(p), .. } = &env.body else {
+        let EdgeInput::Notice { to, notice: Notice::Presence { user, .. }, .. } = &env.body else {
             return Some(env);
         };
-        let key = (env.edge.clone(), p.user.clone(), to.as_slice().to_vec());
+        let key = (env.edge.clone(), user.clone(), to.as_slice().to_vec());
         if self.waiting.len() >= self.max && !self.waiting.contains_key(&key) {
             return Some(env);
         }
@@ -189,7 +188,7 @@ impl PresenceBatch {
 
 /// Whether an edge envelope is a presence update (batched across regions).
 fn is_presence(env: &EdgeEnvelope) -> bool {
-    matches!(&env.body, EdgeInput::Frame { frame: ServerFrame::Presence(_), .. })
+    matches!(&env.body, EdgeInput::Notice { notice: Notice::Presence { .. }, .. })
 }
 
 /// This node's view of the federation: the home directory and the link.
@@ -360,7 +359,7 @@ fn unwrap_edge(g: GlobalEnvelope) -> EdgeEnvelope {
 mod tests {
     use super::*;
     use iris_envelope::Recipients;
-    use iris_protocol::{PresenceStatus, PresenceUpdate};
+    use iris_types::PresenceStatus;
 
     fn regions() -> Vec<String> {
         vec!["eu".into(), "us".into(), "ap".into()]
@@ -406,9 +405,9 @@ mod tests {
     fn presence(edge: &str, user: &str, status: PresenceStatus) -> EdgeEnvelope {
         EdgeEnvelope {
             edge: EdgeId(edge.into()),
-            body: EdgeInput::Frame {
+            body: EdgeInput::Notice {
                 to: Recipients::Sessions(vec![SessionId(1), SessionId(2)]),
-                frame: ServerFrame::Presence(PresenceUpdate { user: user.into(), status, last_seen: None }),
+                notice: Notice::Presence { user: user.into(), status, last_seen: None },
                 droppable: false,
             },
             traces: Vec::new(),

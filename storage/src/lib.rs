@@ -22,7 +22,7 @@ pub mod scylladb;
 use async_trait::async_trait;
 use bytes::Bytes;
 use iris_envelope::{InboxSeq, Millis, UserKey};
-use iris_protocol::ReceiptState;
+use iris_types::ReceiptState;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -45,8 +45,9 @@
 
 use iris_core::commits::{CommitQueue, Started};
 use iris_core::state::{Found, InputClock, Output, ReadResult, ShardConfig, ShardState, Ticket};
-use iris_envelope::{EdgeId, EdgeInput, InboxSeq, SessionAddr, SessionId, ShardEnvelope, ShardId, ShardInput, UserKey};
-use iris_protocol::ServerFrame;
+use iris_envelope::{
+    EdgeId, EdgeInput, InboxSeq, Notice, SessionAddr, SessionId, ShardEnvelope, ShardId, ShardInput, UserKey,
+};
 use iris_router::feed::{Feed, FeedInput, FeedOutput};
 use iris_router::spread::ShardPartitions;
 use iris_router::{Ring, ShardSpread};
@@ -473,7 +474,7 @@ struct Client {
     /// subscribed (every user follows the next one, who has it as a contact).
     subscribed: Option<u64>,
     /// The last presence of its target it was sent on that session.
-    target_seen: Option<iris_protocol::PresenceStatus>,
+    target_seen: Option<iris_types::PresenceStatus>,
 }
 
 /// One simulated region.
@@ -1648,9 +1649,7 @@ impl Sim {
         let e = self.edge_index(edge);
         // A send answered with an error is done, whether or not its
         // session is still there to hear it.
-        if let EdgeInput::Frame { frame: ServerFrame::Error(err), .. } = &input
-            && let Some(id) = &err.id
-        {
+        if let EdgeInput::Notice { notice: Notice::Refused { id: Some(id), .. }, .. } = &input {
             self.refused.insert(id.clone());
         }
         if !self.edges[e].up {
@@ -1728,10 +1727,10 @@ impl Sim {
                     );
                 }
             }
-            EdgeInput::Frame { to, frame, .. } => {
+            EdgeInput::Notice { to, notice, .. } => {
                 for id in to.as_slice() {
                     if let Some(&c) = self.edges[e].sessions.get(&id.0) {
-                        self.client_frame(c, e, id.0, frame.clone());
+                        self.client_notice(c, e, id.0, notice.clone());
                     }
                 }
             }
@@ -1739,17 +1738,17 @@ impl Sim {
         }
     }
 
-    /// A frame reaches client `c` on its session `id` of edge `e`.
-    fn client_frame(&mut self, c: usize, e: usize, id: u64, frame: ServerFrame) {
-        match frame {
-            ServerFrame::Error(err) => {
-                match &err.id {
-                    Some(send) => self.event(format!("u{c} got error {} for {send}", err.code.as_str())),
+    /// A notice reaches client `c` on its session `id` of edge `e`.
+    fn client_notice(&mut self, c: usize, e: usize, id: u64, notice: Notice) {
+        match notice {
+            Notice::Refused { code, message, id: send } => {
+                match &send {
+                    Some(send) => self.event(format!("u{c} got error {} for {send}", code.as_str())),
                     None if matches!(self.clients[c].conn, Conn::Opening(_)) => {
                         // A session refused: the edge closes it and says so
                         // to the shard (its farewell); the client tries
                         // again later.
-                        self.event(format!("u{c}'s session {id} refused: {}", err.message));
+                        self.event(format!("u{c}'s session {id} refused: {message}"));
                         self.edges[e].sessions.remove(&id);
                         self.clients[c].conn = Conn::Off;
                         let session = SessionAddr { edge: self.edges[e].id.clone(), session: SessionId(id) };
@@ -1761,23 +1760,23 @@ impl Sim {
                     None => {}
                 }
             }
-            ServerFrame::Accepted(a) => {
+            Notice::Accepted { id: send, msg_id, .. } => {
                 let Some(p) = &self.clients[c].pending else { return };
-                if p.client_id != a.id {
+                if p.client_id != send {
                     return; // an answer to an earlier try, already taken
                 }
                 let to = p.to;
-                self.event(format!("u{c} got accepted {} ({})", a.id, a.msg_id));
-                self.clients[c].accepted.push((to, a.id, a.msg_id));
+                self.event(format!("u{c} got accepted {send} ({msg_id})"));
+                self.clients[c].accepted.push((to, send, msg_id));
                 self.clients[c].pending = None;
             }
-            ServerFrame::Message(m) => {
-                self.clients[c].seen = self.clients[c].seen.max(m.seq);
+            Notice::Message { seq, .. } => {
+                self.clients[c].seen = self.clients[c].seen.max(seq);
             }
-            ServerFrame::Presence(p) if self.clients[c].subscribed == Some(id) => {
-                if p.user == format!("u{}", self.target(c)) {
-                    self.clients[c].target_seen = Some(p.status);
-                    self.event(format!("u{c} hears {} is {:?} (session {id})", p.user, p.status));
+            Notice::Presence { user, status, .. } if self.clients[c].subscribed == Some(id) => {
+                if user == format!("u{}", self.target(c)) {
+                    self.clients[c].target_seen = Some(status);
+                    self.event(format!("u{c} hears {user} is {status:?} (session {id})"));
                 }
             }
             _ => {}
@@ -1796,7 +1795,7 @@ impl Sim {
         // end, and each follower's last word of its target says so.
         for c in 0..self.clients.len() {
             let (t, seen) = (self.target(c), self.clients[c].target_seen);
-            if seen != Some(iris_protocol::PresenceStatus::Online) {
+            if seen != Some(iris_types::PresenceStatus::Online) {
                 self.violation(format!("u{c} follows u{t}, who is online, and last heard {seen:?}"));
             }
         }

@@ -16,7 +16,7 @@ impl ShardState {
     ) {
         let user = self.users.get_mut(owner).expect("loaded before handling");
         match plan_contacts(user, &upsert, &remove, self.config.max_contacts) {
-            Err(message) => fx.out.push(reply(&session, ServerFrame::error(ErrorCode::Forbidden, message, None))),
+            Err(message) => fx.out.push(reply(&session, Notice::refused(ErrorCode::Forbidden, message, None))),
             Ok(()) => {
                 for ContactEntry { user: contact, circle } in upsert {
                     let circle = circle.unwrap_or_else(|| DEFAULT_CIRCLE.to_owned());
@@ -28,7 +28,7 @@ impl ShardState {
                     remove_contact(owner, user, now, contact, &mut fx.batch);
                 }
                 let count = user.contacts.len() as u32;
-                fx.out.push(reply(&session, ServerFrame::ContactsOk(ContactsOk { count })));
+                fx.out.push(reply(&session, Notice::ContactsOk { count }));
                 fx.presence_changed = true;
             }
         }

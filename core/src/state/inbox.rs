@@ -25,11 +25,7 @@ impl ShardState {
         if let Some(rec) = earlier {
             let accepted = reply(
                 &to_session,
-                ServerFrame::Accepted(Accepted {
-                    id: client_id.to_string(),
-                    msg_id: rec.msg_id.to_string(),
-                    ts: rec.ts,
-                }),
+                Notice::Accepted { id: client_id.to_string(), msg_id: rec.msg_id.to_string(), ts: rec.ts },
             );
             match in_flight {
                 // A retry of a send still being written: its answer
@@ -40,7 +36,7 @@ impl ShardState {
         } else if self.tickets.poisoned() {
             fx.out.push(reply(
                 &to_session,
-                ServerFrame::error(ErrorCode::Unavailable, "storage failed; retry", Some(client_id.to_string())),
+                Notice::refused(ErrorCode::Unavailable, "storage failed; retry", Some(client_id.to_string())),
             ));
         } else {
             let user = self.users.get_mut(owner).expect("loaded above");
@@ -58,16 +54,10 @@ impl ShardState {
             self.inflight_dedup.insert(key, (record, ticket));
             fx.out.push(reply(
                 &to_session,
-                ServerFrame::Accepted(Accepted { id: client_id.to_string(), msg_id: msg_id.to_string(), ts: now }),
+                Notice::Accepted { id: client_id.to_string(), msg_id: msg_id.to_string(), ts: now },
             ));
-            let frame = ServerFrame::Message(Message {
-                seq,
-                msg_id: msg_id.to_string(),
-                from: from.to_string(),
-                body: Body(body),
-                ts: now,
-            });
-            frame_to(&sessions, frame, false, &mut fx.out);
+            let notice = Notice::Message { seq, msg_id: msg_id.to_string(), from: from.to_string(), body, ts: now };
+            notice_to(&sessions, notice, false, &mut fx.out);
         }
     }
 
@@ -85,7 +75,7 @@ impl ShardState {
             user: owner.clone(),
             session,
             after,
-            limit: limit.clamp(1, iris_protocol::MAX_PAGE_LIMIT),
+            limit: limit.clamp(1, iris_types::MAX_PAGE_LIMIT),
             inbox_head: user.head,
             always_synced: true,
         }));

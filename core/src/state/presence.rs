@@ -32,13 +32,13 @@ impl ShardState {
         if !known && user.subscribers.len() >= self.config.max_subscribers {
             fx.out.push(reply(
                 &session,
-                ServerFrame::error(ErrorCode::RateLimited, format!("too many subscribers for {}", owner.user), None),
+                Notice::refused(ErrorCode::RateLimited, format!("too many subscribers for {}", owner.user), None),
             ));
         } else {
             if !known {
                 user.subscribers.push(Subscriber { viewer, session: session.clone(), last: view });
             }
-            fx.out.push(reply(&session, presence_frame(&owner.user, view)));
+            fx.out.push(reply(&session, presence_notice(&owner.user, view)));
         }
     }
 
@@ -76,20 +76,14 @@ impl ShardState {
             });
             fx.batch.push(graph_log(owner, &record));
         }
-        fx.out.push(reply(&session, ServerFrame::CirclePolicyOk(iris_protocol::CirclePolicyOk { circle })));
+        fx.out.push(reply(&session, Notice::CirclePolicyOk { circle }));
         fx.presence_changed = true;
     }
 
     /// `from` is typing to `owner` (dropped rather than queued).
-    pub(super) fn typing(
-        &mut self,
-        owner: &UserKey,
-        from: Arc<str>,
-        state: iris_protocol::TypingState,
-        fx: &mut Effects,
-    ) {
+    pub(super) fn typing(&mut self, owner: &UserKey, from: Arc<str>, state: iris_types::TypingState, fx: &mut Effects) {
         let user = self.users.get_mut(owner).expect("loaded before handling");
-        let frame = ServerFrame::Typing(TypingFrom { from: from.to_string(), state });
-        frame_to(&user.sessions, frame, true, &mut fx.out);
+        let notice = Notice::Typing { from: from.to_string(), state };
+        notice_to(&user.sessions, notice, true, &mut fx.out);
     }
 }

@@ -54,8 +54,8 @@ impl ShardState {
                 receipt: iris_storage::PendingReceipt { msg_id, by, state },
             });
         } else {
-            let frame = ServerFrame::Receipt(Receipt { msg_id: msg_id.to_string(), by: by.to_string(), state });
-            frame_to(&user.sessions, frame, false, &mut fx.out);
+            let notice = Notice::Receipt { msg_id: msg_id.to_string(), by: by.to_string(), state };
+            notice_to(&user.sessions, notice, false, &mut fx.out);
         }
     }
 
@@ -71,7 +71,7 @@ impl ShardState {
     }
 
     /// Takes the store's answer to a [`Read`] and decides what follows: the
-    /// frames of a replay page and its `synced`; receipts to the senders'
+    /// notices of a replay page and its `synced`; receipts to the senders'
     /// shards and the next page's read; a returning sender's pending
     /// receipts, and forgetting them through the ticket order like every
     /// other write.
@@ -89,20 +89,20 @@ impl ShardState {
                         let last = page.messages.last().map(|m| m.seq).unwrap_or(after);
                         let more = page.more;
                         for m in page.messages {
-                            frame_to(to, message_frame(m), false, &mut o.outputs);
+                            notice_to(to, message_notice(m), false, &mut o.outputs);
                         }
                         // A replay nobody asked for ends silently unless the
                         // client must go on with `sync` (PROTOCOL: synced
                         // with more).
                         if always_synced || more {
-                            let synced = ServerFrame::Synced(Synced { inbox_head: inbox_head.max(last), more });
-                            frame_to(to, synced, false, &mut o.outputs);
+                            let synced = Notice::Synced { inbox_head: inbox_head.max(last), more };
+                            notice_to(to, synced, false, &mut o.outputs);
                         }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "replay read failed");
-                        let frame = ServerFrame::error(ErrorCode::Unavailable, "history unavailable; retry sync", None);
-                        frame_to(to, frame, false, &mut o.outputs);
+                        let notice = Notice::refused(ErrorCode::Unavailable, "history unavailable; retry sync", None);
+                        notice_to(to, notice, false, &mut o.outputs);
                     }
                 }
             }
@@ -127,12 +127,9 @@ impl ShardState {
                     let to = std::slice::from_ref(&session);
                     let mut ids = Vec::with_capacity(pending.len());
                     for r in pending {
-                        let frame = ServerFrame::Receipt(Receipt {
-                            msg_id: r.msg_id.to_string(),
-                            by: r.by.to_string(),
-                            state: r.state,
-                        });
-                        frame_to(to, frame, false, &mut o.outputs);
+                        let notice =
+                            Notice::Receipt { msg_id: r.msg_id.to_string(), by: r.by.to_string(), state: r.state };
+                        notice_to(to, notice, false, &mut o.outputs);
                         ids.push(r.msg_id);
                     }
                     let mut batch = WriteBatch::default();

@@ -17,7 +17,7 @@ impl ShardState {
         let user = self.users.get_mut(owner).expect("loaded before handling");
         if !user.sessions.contains(&session) && user.sessions.len() >= self.config.max_sessions {
             let m = format!("at most {} sessions per user", self.config.max_sessions);
-            fx.out.push(reply(&session, ServerFrame::error(ErrorCode::RateLimited, m, None)));
+            fx.out.push(reply(&session, Notice::refused(ErrorCode::RateLimited, m, None)));
             return;
         }
         if !user.sessions.contains(&session) {
@@ -35,7 +35,7 @@ impl ShardState {
                 user: owner.clone(),
                 session: session.clone(),
                 after,
-                limit: iris_protocol::MAX_PAGE_LIMIT,
+                limit: iris_types::MAX_PAGE_LIMIT,
                 inbox_head: user.head,
                 always_synced: true,
             }));
@@ -69,7 +69,7 @@ impl ShardState {
                 user: owner.clone(),
                 session: session.clone(),
                 after,
-                limit: iris_protocol::MAX_PAGE_LIMIT,
+                limit: iris_types::MAX_PAGE_LIMIT,
                 inbox_head: user.head,
                 always_synced: false,
             }));

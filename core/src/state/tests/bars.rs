@@ -44,9 +44,9 @@ fn a_barred_tenant_is_forgotten_refused_and_never_written_while_others_are_serve
     };
     assert_eq!(h.state.needs(&env), Needs::default());
     assert!(h.state.handle(h.now, env, Found::default()).is_none());
-    let f = h.frames();
+    let f = h.notices();
     assert!(
-        matches!(&f[..], [(s, ServerFrame::Error(e))] if s == &[SessionId(4)] && e.code == ErrorCode::Forbidden),
+        matches!(&f[..], [(s, Notice::Refused { code, .. })] if s == &[SessionId(4)] && *code == ErrorCode::Forbidden),
         "{f:?}"
     );
     // A user loaded while the bar came is not taken back in.

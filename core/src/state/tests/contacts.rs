@@ -8,7 +8,7 @@ fn contact_limit_is_enforced_without_partial_changes() {
     let many: Vec<ContactEntry> = (0..6).map(|i| ContactEntry { user: format!("u{i}"), circle: None }).collect();
     h.input("bob", ShardInput::Contacts { session: addr("e1", 1), upsert: many, remove: vec![] });
     assert!(h.pending.is_empty());
-    assert!(matches!(&h.frames()[0].1, ServerFrame::Error(e) if e.code == ErrorCode::Forbidden));
+    assert!(matches!(&h.notices()[0].1, Notice::Refused { code, .. } if *code == ErrorCode::Forbidden));
     assert!(h.state.users[&key("bob")].contacts.is_empty());
 }
 

@@ -11,10 +11,10 @@ fn send_waits_for_commit_then_accepts_and_delivers() {
     assert!(h.outputs().is_empty(), "nothing leaves before the write is durable");
     let batches = h.commit_all();
     assert_eq!(batches[0].ops.len(), 2, "message and dedup record in one batch");
-    let frames = h.frames();
-    assert!(matches!(&frames[0], (s, ServerFrame::Accepted(a)) if s == &[SessionId(1)] && a.id == "c-1"));
+    let frames = h.notices();
+    assert!(matches!(&frames[0], (s, Notice::Accepted { id, .. }) if s == &[SessionId(1)] && id == "c-1"));
     assert!(
-        matches!(&frames[1], (s, ServerFrame::Message(m)) if s == &[SessionId(2)] && m.seq == 1 && m.from == "alice")
+        matches!(&frames[1], (s, Notice::Message { seq, from, .. }) if s == &[SessionId(2)] && *seq == 1 && from == "alice")
     );
 }
 
@@ -26,10 +26,10 @@ fn retry_gets_the_same_msg_id_in_flight_and_after_commit() {
     assert_eq!(h.pending.len(), 1, "the retry writes nothing");
     h.commit_all();
     let ids: Vec<String> = h
-        .frames()
+        .notices()
         .into_iter()
         .filter_map(|(_, f)| match f {
-            ServerFrame::Accepted(a) => Some(a.msg_id),
+            Notice::Accepted { msg_id, .. } => Some(msg_id),
             _ => None,
         })
         .collect();
@@ -43,7 +43,7 @@ fn retry_gets_the_same_msg_id_in_flight_and_after_commit() {
         Some(rec),
     );
     assert!(h.pending.is_empty(), "a retry to another recipient is not stored");
-    assert!(matches!(&h.frames()[0].1, ServerFrame::Accepted(a) if a.msg_id == ids[0] && a.ts == 5));
+    assert!(matches!(&h.notices()[0].1, Notice::Accepted { msg_id, ts, .. } if *msg_id == ids[0] && *ts == 5));
 }
 
 #[test]
@@ -52,10 +52,10 @@ fn failed_commit_turns_accepted_into_unavailable_and_resets() {
     h.send("alice", "bob", "c-1", 1);
     let (t, _) = h.pending.pop().unwrap();
     h.state.committed(t, Err(StoreError::Backend("disk".into())));
-    let frames = h.frames();
+    let frames = h.notices();
     assert_eq!(frames.len(), 1);
     assert!(
-        matches!(&frames[0].1, ServerFrame::Error(e) if e.code == ErrorCode::Unavailable && e.id.as_deref() == Some("c-1"))
+        matches!(&frames[0].1, Notice::Refused { code, id, .. } if *code == ErrorCode::Unavailable && id.as_deref() == Some("c-1"))
     );
     assert!(h.state.needs_reset());
     assert!(h.state.reset().is_none(), "a send writes no session record");
@@ -125,10 +125,10 @@ fn a_retry_of_a_failed_in_flight_send_is_not_accepted() {
     assert_eq!(h.pending.len(), 1);
     let (t, _) = h.pending.pop().unwrap();
     h.state.committed(t, Err(StoreError::Backend("disk".into())));
-    let frames = h.frames();
+    let frames = h.notices();
     assert_eq!(frames.len(), 2);
     for (_, f) in frames {
-        assert!(matches!(&f, ServerFrame::Error(e) if e.code == ErrorCode::Unavailable), "{f:?}");
+        assert!(matches!(&f, Notice::Refused { code, .. } if *code == ErrorCode::Unavailable), "{f:?}");
     }
 }
 
@@ -149,7 +149,7 @@ fn a_failed_load_answers_a_send_with_a_retryable_error_naming_it() {
     assert_eq!(s.inputs_durable(), 1, "answered: nothing to write, nothing to wait for");
     let out: Vec<Output> = std::iter::from_fn(|| s.poll_output()).collect();
     assert!(
-        matches!(&frames_of(&out)[..], [ServerFrame::Error(e)] if e.code == ErrorCode::Unavailable && e.id.as_deref() == Some("c-9")),
+        matches!(&notices_of(&out)[..], [Notice::Refused { code, id, .. }] if *code == ErrorCode::Unavailable && id.as_deref() == Some("c-9")),
         "{out:?}"
     );
 }

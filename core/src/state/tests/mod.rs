@@ -66,12 +66,12 @@ impl Harness {
         std::iter::from_fn(|| self.state.poll_output()).collect()
     }
 
-    fn frames(&mut self) -> Vec<(Vec<SessionId>, ServerFrame)> {
+    fn notices(&mut self) -> Vec<(Vec<SessionId>, Notice)> {
         self.outputs()
             .into_iter()
             .filter_map(|o| match o {
-                Output::Edge(EdgeEnvelope { body: EdgeInput::Frame { to, frame, .. }, .. }) => {
-                    Some((to.as_slice().to_vec(), frame))
+                Output::Edge(EdgeEnvelope { body: EdgeInput::Notice { to, notice, .. }, .. }) => {
+                    Some((to.as_slice().to_vec(), notice))
                 }
                 _ => None,
             })
@@ -104,9 +104,9 @@ impl Harness {
     }
 }
 
-fn presence(f: &ServerFrame) -> Option<(&str, PresenceStatus, Option<Millis>)> {
-    match f {
-        ServerFrame::Presence(p) => Some((&p.user, p.status, p.last_seen)),
+fn presence(n: &Notice) -> Option<(&str, PresenceStatus, Option<Millis>)> {
+    match n {
+        Notice::Presence { user, status, last_seen } => Some((user, *status, *last_seen)),
         _ => None,
     }
 }
@@ -115,11 +115,11 @@ fn stored(seq: u64, from: &str) -> StoredMessage {
     StoredMessage { seq, msg_id: format!("m{seq}").into(), from: from.into(), body: "hi".into(), ts: 5 }
 }
 
-fn frames_of(outputs: &[Output]) -> Vec<ServerFrame> {
+fn notices_of(outputs: &[Output]) -> Vec<Notice> {
     outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Edge(EdgeEnvelope { body: EdgeInput::Frame { frame, .. }, .. }) => Some(frame.clone()),
+            Output::Edge(EdgeEnvelope { body: EdgeInput::Notice { notice, .. }, .. }) => Some(notice.clone()),
             _ => None,
         })
         .collect()
@@ -158,10 +158,10 @@ mod traces {
         let outputs = h.outputs();
         let mut seen = Vec::new();
         for o in &outputs {
-            let Output::Edge(EdgeEnvelope { body: EdgeInput::Frame { frame, .. }, traces, .. }) = o else { continue };
-            let what = match frame {
-                ServerFrame::Accepted(a) => format!("accepted {}", a.id),
-                ServerFrame::Message(m) => format!("message {}", m.seq),
+            let Output::Edge(EdgeEnvelope { body: EdgeInput::Notice { notice, .. }, traces, .. }) = o else { continue };
+            let what = match notice {
+                Notice::Accepted { id, .. } => format!("accepted {id}"),
+                Notice::Message { seq, .. } => format!("message {seq}"),
                 other => format!("{other:?}"),
             };
             seen.push((what, traces.clone()));

@@ -41,7 +41,7 @@ fn idle_users_are_evicted_above_the_cap() {
 fn inputs_count_as_durable_in_order_once_their_writes_commit() {
     let mut h = Harness::new();
     h.send("alice", "bob", "c-1", 1); // input 1 writes (ticket 1)
-    h.input("bob", ShardInput::Typing { from: "alice".into(), state: iris_protocol::TypingState::Start }); // input 2, behind ticket 1
+    h.input("bob", ShardInput::Typing { from: "alice".into(), state: iris_types::TypingState::Start }); // input 2, behind ticket 1
     h.send("alice", "bob", "c-2", 1); // input 3 writes (ticket 2)
     assert_eq!(h.state.inputs_durable(), 0);
     let (t1, _) = h.pending.remove(0);
@@ -50,18 +50,18 @@ fn inputs_count_as_durable_in_order_once_their_writes_commit() {
     let (t2, _) = h.pending.remove(0);
     h.state.committed(t2, Ok(()));
     assert_eq!(h.state.inputs_durable(), 3);
-    h.input("bob", ShardInput::Typing { from: "alice".into(), state: iris_protocol::TypingState::Stop });
+    h.input("bob", ShardInput::Typing { from: "alice".into(), state: iris_types::TypingState::Stop });
     assert_eq!(h.state.inputs_durable(), 4, "nothing in flight: durable at once");
 }
 
 #[test]
 fn outputs_released_together_go_as_one_envelope_per_edge_without_overtaking_a_replay() {
-    let frame = |edge: &str, s: u64| {
+    let notice = |edge: &str, s: u64| {
         Output::Edge(EdgeEnvelope {
             edge: EdgeId(edge.into()),
-            body: EdgeInput::Frame {
+            body: EdgeInput::Notice {
                 to: Recipients::Session(SessionId(s)),
-                frame: ServerFrame::Pong(iris_protocol::Ping { ts: Some(s as i64) }),
+                notice: Notice::Synced { inbox_head: s, more: false },
                 droppable: false,
             },
             traces: Vec::new(),
@@ -83,7 +83,15 @@ fn outputs_released_together_go_as_one_envelope_per_edge_without_overtaking_a_re
         })
     };
     let out = coalesce_edge_outputs(
-        vec![frame("e1", 1), frame("e2", 2), frame("e1", 3), replay.clone(), frame("e1", 4), foreign(5), foreign(6)],
+        vec![
+            notice("e1", 1),
+            notice("e2", 2),
+            notice("e1", 3),
+            replay.clone(),
+            notice("e1", 4),
+            foreign(5),
+            foreign(6),
+        ],
         "r1",
     );
     let sessions = |o: &Output| -> Vec<u64> {
@@ -94,7 +102,7 @@ fn outputs_released_together_go_as_one_envelope_per_edge_without_overtaking_a_re
                 .into_parts()
                 .iter()
                 .map(|p| match p {
-                    EdgeInput::Frame { to, .. } => to.as_slice()[0].0,
+                    EdgeInput::Notice { to, .. } => to.as_slice()[0].0,
                     EdgeInput::Welcome { session, .. } => session.0,
                     _ => 0,
                 })
@@ -110,7 +118,7 @@ fn outputs_released_together_go_as_one_envelope_per_edge_without_overtaking_a_re
     assert_eq!((sessions(&out[4]), sessions(&out[5])), (vec![5], vec![6]), "another region's edge: left alone");
     assert!(matches!(&out[0], Output::Edge(EdgeEnvelope { body: EdgeInput::Batch(_), .. })));
     assert!(
-        matches!(&out[1], Output::Edge(EdgeEnvelope { body: EdgeInput::Frame { .. }, .. })),
+        matches!(&out[1], Output::Edge(EdgeEnvelope { body: EdgeInput::Notice { .. }, .. })),
         "one alone is not wrapped"
     );
 }

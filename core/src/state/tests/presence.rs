@@ -8,23 +8,23 @@ fn presence_follows_policy_and_never_leaks() {
     // carol subscribes to bob without being a contact: offline, no last_seen.
     h.input("bob", ShardInput::Subscribe { viewer: "carol".into(), session: addr("e1", 9) });
     h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e2", 8) });
-    let f = h.frames();
+    let f = h.notices();
     assert_eq!(presence(&f[0].1), Some(("bob", PresenceStatus::Offline, None)));
     h.open("bob", 1);
     // bob adds dave to contacts (default circle: sees presence and last_seen).
     h.add_contact("bob", "dave");
     h.commit_all();
-    let f = h.frames();
-    assert!(matches!(f[0].1, ServerFrame::ContactsOk(ContactsOk { count: 1 })));
+    let f = h.notices();
+    assert!(matches!(f[0].1, Notice::ContactsOk { count: 1 }));
     assert_eq!(f.len(), 2, "only dave's view changed: {f:?}");
     assert_eq!(f[1].0, vec![SessionId(8)]);
     assert_eq!(presence(&f[1].1), Some(("bob", PresenceStatus::Online, None)));
     // Away, then the last session ends: offline with last_seen for dave only.
     h.input("bob", ShardInput::SetPresence { session: addr("e1", 1), status: SetStatus::Away });
-    assert_eq!(presence(&h.frames()[0].1), Some(("bob", PresenceStatus::Away, None)));
+    assert_eq!(presence(&h.notices()[0].1), Some(("bob", PresenceStatus::Away, None)));
     h.input("bob", ShardInput::SessionClosed { session: addr("e1", 1) });
     h.commit_all();
-    let f = h.frames();
+    let f = h.notices();
     assert_eq!(f.len(), 1);
     let (_, status, seen) = presence(&f[0].1).unwrap();
     assert_eq!((status, seen.is_some()), (PresenceStatus::Offline, true));
@@ -39,8 +39,8 @@ fn presence_follows_policy_and_never_leaks() {
         },
     );
     h.commit_all();
-    let f = h.frames();
-    assert!(matches!(f[0].1, ServerFrame::CirclePolicyOk(_)));
+    let f = h.notices();
+    assert!(matches!(f[0].1, Notice::CirclePolicyOk { .. }));
     assert_eq!(presence(&f[1].1), Some(("bob", PresenceStatus::Offline, None)));
     // Back online: away does not survive the end of all sessions.
     h.open("bob", 3);
@@ -54,19 +54,19 @@ fn invisible_looks_offline_with_frozen_last_seen_and_is_durable() {
     h.add_contact("bob", "dave");
     h.open("bob", 1);
     h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e1", 8) });
-    h.frames();
+    h.notices();
     h.input("bob", ShardInput::SetPresence { session: addr("e1", 1), status: SetStatus::Invisible });
     let (_, batch) = h.pending.last().unwrap();
     assert!(matches!(&batch.ops[0], WriteOp::Meta { meta, .. } if meta.invisible_since.is_some()));
     h.commit_all();
-    let f = h.frames();
+    let f = h.notices();
     let (_, status, since) = presence(&f[0].1).unwrap();
     assert_eq!(status, PresenceStatus::Offline);
     h.input("bob", ShardInput::SessionClosed { session: addr("e1", 1) });
     h.commit_all();
-    assert!(h.frames().is_empty(), "dave saw offline already; the frozen last_seen does not move");
+    assert!(h.notices().is_empty(), "dave saw offline already; the frozen last_seen does not move");
     h.open("bob", 2);
-    assert!(h.frames().is_empty(), "still invisible after reconnect");
+    assert!(h.notices().is_empty(), "still invisible after reconnect");
     assert_eq!(h.state.users[&key("bob")].view_for("bob", "dave").last_seen, since);
 }
 
@@ -84,7 +84,7 @@ fn new_circles_allow_nothing_until_set() {
     );
     h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e1", 8) });
     h.commit_all();
-    let f = h.frames();
+    let f = h.notices();
     assert_eq!(presence(&f.last().unwrap().1), Some(("bob", PresenceStatus::Offline, None)));
     h.input(
         "bob",
@@ -96,6 +96,6 @@ fn new_circles_allow_nothing_until_set() {
         },
     );
     h.commit_all();
-    let f = h.frames();
+    let f = h.notices();
     assert_eq!(presence(&f[1].1), Some(("bob", PresenceStatus::Online, None)));
 }

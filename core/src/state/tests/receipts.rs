@@ -36,7 +36,7 @@ fn receipt_for_offline_sender_is_stored_and_online_sender_gets_it() {
     h.open("alice", 1);
     h.input("alice", ShardInput::Receipt { msg_id: "m2".into(), by: "bob".into(), state: ReceiptState::Delivered });
     assert!(h.pending.is_empty());
-    assert!(matches!(&h.frames()[0].1, ServerFrame::Receipt(r) if r.msg_id == "m2"));
+    assert!(matches!(&h.notices()[0].1, Notice::Receipt { msg_id, .. } if msg_id == "m2"));
 }
 
 #[test]
@@ -58,18 +58,24 @@ fn a_replay_page_read_becomes_its_messages_then_synced_or_a_retryable_error() {
     let page = iris_storage::InboxPage { messages: vec![stored(2, "alice"), stored(3, "alice")], more: true };
     let o = s.read_done(read.clone(), ReadResult::Inbox(Ok(page)));
     assert!(o.commit.is_none());
-    let f = frames_of(&o.outputs);
+    let f = notices_of(&o.outputs);
     assert!(
-        matches!(&f[..], [ServerFrame::Message(a), ServerFrame::Message(b), ServerFrame::Synced(Synced { inbox_head: 9, more: true })]
-        if a.seq == 2 && b.seq == 3),
+        matches!(
+            &f[..],
+            [
+                Notice::Message { seq: 2, .. },
+                Notice::Message { seq: 3, .. },
+                Notice::Synced { inbox_head: 9, more: true }
+            ]
+        ),
         "{f:?}"
     );
     // An unasked replay that read everything ends silently.
     let page = iris_storage::InboxPage { messages: vec![stored(2, "alice")], more: false };
-    assert_eq!(frames_of(&s.read_done(read.clone(), ReadResult::Inbox(Ok(page))).outputs).len(), 1);
+    assert_eq!(notices_of(&s.read_done(read.clone(), ReadResult::Inbox(Ok(page))).outputs).len(), 1);
     let o = s.read_done(read, ReadResult::Inbox(Err(StoreError::Unavailable("down".into()))));
     assert!(
-        matches!(&frames_of(&o.outputs)[..], [ServerFrame::Error(e)] if e.code == ErrorCode::Unavailable),
+        matches!(&notices_of(&o.outputs)[..], [Notice::Refused { code, .. }] if *code == ErrorCode::Unavailable),
         "the client is told to retry its sync"
     );
 }
@@ -113,7 +119,9 @@ fn pending_receipts_are_delivered_then_forgotten_through_the_ticket_order() {
     let pending =
         vec![iris_storage::PendingReceipt { msg_id: "m1".into(), by: "bob".into(), state: ReceiptState::Delivered }];
     let o = h.state.read_done(read.clone(), ReadResult::PendingReceipts(Ok(pending)));
-    assert!(matches!(&frames_of(&o.outputs)[..], [ServerFrame::Receipt(r)] if r.msg_id == "m1" && r.by == "bob"));
+    assert!(
+        matches!(&notices_of(&o.outputs)[..], [Notice::Receipt { msg_id, by, .. }] if msg_id == "m1" && by == "bob")
+    );
     let (ticket, batch) = o.commit.expect("forgetting them is a write");
     assert!(
         matches!(&batch.ops[..], [WriteOp::ReceiptsDelivered { user, msg_ids }] if *user == key("alice") && msg_ids.len() == 1)

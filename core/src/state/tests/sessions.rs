@@ -9,8 +9,10 @@ fn sessions_per_user_are_limited() {
         h.open("bob", s);
     }
     h.input("bob", ShardInput::SessionOpened { session: addr("e1", 4), resume_after: None });
-    let f = h.frames();
-    assert!(matches!(&f[0], (s, ServerFrame::Error(e)) if s == &[SessionId(4)] && e.code == ErrorCode::RateLimited));
+    let f = h.notices();
+    assert!(
+        matches!(&f[0], (s, Notice::Refused { code, .. }) if s == &[SessionId(4)] && *code == ErrorCode::RateLimited)
+    );
     assert_eq!(h.state.users[&key("bob")].sessions.len(), 3);
 }
 
@@ -21,7 +23,7 @@ fn an_edge_that_stops_renewing_its_lease_loses_its_sessions() {
     h.open("bob", 1);
     h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e2", 8) });
     h.commit_all();
-    h.frames();
+    h.notices();
     // e2 keeps renewing, e1 does not.
     let alive = |h: &mut Harness, now: Millis| {
         let env =
@@ -36,7 +38,7 @@ fn an_edge_that_stops_renewing_its_lease_loses_its_sessions() {
     let (t, batch) = h.state.handle_timeout(opened + 1_500, opened + 1_500).expect("e1's lease expired");
     assert!(matches!(&batch.ops[0], WriteOp::Meta { meta, .. } if meta.last_seen == Some(opened + 1_500)));
     h.state.committed(t, Ok(()));
-    let f = h.frames();
+    let f = h.notices();
     assert_eq!(f.len(), 1, "dave (on the live edge) hears bob went offline: {f:?}");
     assert_eq!(presence(&f[0].1).map(|p| p.1), Some(PresenceStatus::Offline));
     assert!(h.state.users[&key("bob")].sessions.is_empty());
@@ -86,9 +88,9 @@ fn a_session_whose_opening_cannot_be_written_is_refused() {
     let (t, batch) = h.pending.pop().unwrap();
     assert!(matches!(&batch.ops[0], WriteOp::Session { record, .. } if record.sessions == 1 && record.nodes == ["e1"]));
     h.state.committed(t, Err(StoreError::Backend("disk".into())));
-    let f = h.frames();
+    let f = h.notices();
     assert!(
-        matches!(&f[0], (s, ServerFrame::Error(e)) if s == &[SessionId(5)] && e.code == ErrorCode::Unavailable),
+        matches!(&f[0], (s, Notice::Refused { code, .. }) if s == &[SessionId(5)] && *code == ErrorCode::Unavailable),
         "{f:?}"
     );
 }
@@ -147,8 +149,8 @@ fn a_resumed_session_gets_what_it_missed_and_live_traffic_without_a_welcome() {
     );
     h.send("alice", "bob", "c-1", 1);
     h.commit_all();
-    let frames = h.frames();
-    assert!(frames.iter().any(|(to, f)| to == &[SessionId(7)] && matches!(f, ServerFrame::Message(m) if m.seq == 4)));
+    let frames = h.notices();
+    assert!(frames.iter().any(|(to, f)| to == &[SessionId(7)] && matches!(f, Notice::Message { seq: 4, .. })));
     // Registering again what is registered changes nothing and writes nothing.
     h.input("bob", ShardInput::SessionResumed { session: addr("e1", 7), after: 4 });
     assert!(h.pending.is_empty(), "nothing to write");
@@ -175,7 +177,7 @@ fn a_restarted_edge_s_previous_sessions_end_when_it_says_it_started() {
     assert!(h.state.users[&key("bob")].sessions.is_empty());
     h.commit_all();
     let outs = h.outputs();
-    let offline = frames_of(&outs).into_iter().filter_map(|f| presence(&f).map(|p| p.1)).collect::<Vec<_>>();
+    let offline = notices_of(&outs).into_iter().filter_map(|f| presence(&f).map(|p| p.1)).collect::<Vec<_>>();
     assert_eq!(offline, vec![PresenceStatus::Offline], "dave hears bob went offline");
     assert_eq!(resyncs(&outs), vec![("e1".to_string(), ShardId(3))], "the new process is asked for its sessions");
     // A session the new process opens is kept.
@@ -279,7 +281,7 @@ fn subscribers_who_missed_a_change_whose_write_failed_hear_it_with_the_repair() 
     h.add_contact("bob", "carol");
     h.commit_all();
     h.input("bob", ShardInput::Subscribe { viewer: "carol".into(), session: addr("e2", 9) });
-    let told = h.frames();
+    let told = h.notices();
     let first: Vec<_> = told.iter().filter_map(|(_, f)| presence(f).map(|p| p.1)).collect();
     assert_eq!(first, vec![PresenceStatus::Offline], "{told:?}");
     // bob comes online, and the write of it fails: carol's notice goes
@@ -287,12 +289,12 @@ fn subscribers_who_missed_a_change_whose_write_failed_hear_it_with_the_repair() 
     h.input("bob", ShardInput::SessionOpened { session: addr("e1", 1), resume_after: None });
     let (t, _) = h.pending.pop().unwrap();
     h.state.committed(t, Err(StoreError::Backend("timeout".into())));
-    assert!(h.frames().iter().all(|(_, f)| presence(f).is_none()), "no presence notice rides on a failed commit");
+    assert!(h.notices().iter().all(|(_, f)| presence(f).is_none()), "no presence notice rides on a failed commit");
     // The repair writes bob's record again and tells carol, once durable.
     let (t, _) = h.state.reset().expect("a repair write");
-    assert!(h.frames().iter().all(|(_, f)| presence(f).is_none()), "not before the repair is durable");
+    assert!(h.notices().iter().all(|(_, f)| presence(f).is_none()), "not before the repair is durable");
     h.state.committed(t, Ok(()));
-    let f = h.frames();
+    let f = h.notices();
     let heard: Vec<_> = f.iter().filter_map(|(to, f)| presence(f).map(|p| (to.clone(), p.1))).collect();
     assert_eq!(heard, vec![(vec![SessionId(9)], PresenceStatus::Online)], "{f:?}");
 }
