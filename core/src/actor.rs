@@ -28,7 +28,8 @@
 //! decides nothing about it.
 
 use crate::commits::CommitQueue;
-use crate::state::{Found, InputClock, Output, Query, ReadResult, ShardConfig, ShardState, Ticket};
+use crate::rules::{self, Dropped, EdgeFate, Refusal, ShardFate};
+use crate::state::{Found, InputClock, Output, Query, ReadResult, ShardState, Ticket};
 use actix::prelude::*;
 use iris_clock::{Clock, SharedClock};
 use iris_envelope::{EdgeEnvelope, ShardEnvelope, ShardId, UserKey};
@@ -133,7 +134,7 @@ struct ShardActor {
     store: Arc<dyn Store>,
     router: Router,
     detached: Arc<Semaphore>,
-    lease_check_ms: u64,
+    lease_check: Duration,
     /// The shard this actor runs (its ticks go to its own partition).
     shard: ShardId,
     /// Where the count of durable inputs is published (for a bus that
@@ -164,12 +165,6 @@ struct ShardActor {
     /// before the claim); only on a store that keeps bars.
     bars_read_at: Option<i64>,
 }
-
-/// Commits one shard runs at once; what arrives meanwhile goes together in
-/// the next (group commit: one store round trip for many inputs).
-const COMMITS_IN_FLIGHT: usize = 2;
-/// Most writes in one merged commit.
-const MAX_COMMIT_OPS: usize = 512;
 
 /// The shard's [`InputClock`] (when its pump last had nothing waiting),
 /// shared by the pump that marks it, the feed that tells it of envelopes
@@ -230,9 +225,6 @@ impl Handler<Close> for ShardActor {
     }
 }
 
-/// Shard-to-shard publishes that may wait for room at once, per node.
-const DETACHED_PUBLISHES: usize = 65_536;
-
 impl Actor for ShardActor {
     type Context = Context<Self>;
 
@@ -240,8 +232,7 @@ impl Actor for ShardActor {
         // Edge leases are checked, and the shard's tick published to its
         // own partition, eight times per lease period.
         self.running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let every = Duration::from_millis((self.lease_check_ms).max(50));
-        self.lease_timer = Some(ctx.run_interval(every, |act, ctx| {
+        self.lease_timer = Some(ctx.run_interval(self.lease_check, |act, ctx| {
             let now = act.time.now_ms();
             if let Some(tick) = act.clock.tick(now) {
                 let env = ShardEnvelope { owner: UserKey::new("", ""), body: tick, trace: None };
@@ -475,9 +466,8 @@ impl ShardActor {
         }
         // Outputs of durable inputs are released below (and, when they must
         // wait for room, carried out before the actor's next event).
-        while self.held.front().is_some_and(|(n, _)| *n <= durable) {
-            self.held.pop_front();
-        }
+        let released = rules::permits_released(self.held.iter().map(|(n, _)| *n), durable);
+        self.held.drain(..released);
         while self.traced.front().is_some_and(|(n, _)| *n <= durable) {
             if let Some((_, span)) = self.traced.pop_front() {
                 span.end();
@@ -492,11 +482,13 @@ impl ShardActor {
             match out {
                 Output::Edge(env) => match self.router.try_to_edge(env) {
                     Ok(()) => {}
-                    Err(PublishError::Full(env)) if is_droppable(&env) => {
-                        metrics::counter!("iris_ephemeral_dropped_total").increment(1);
+                    Err(e) => {
+                        let (refusal, env) = refused(e);
+                        match rules::edge_refused(refusal, env.body.is_droppable()) {
+                            EdgeFate::Wait => rest.push(Output::Edge(env)),
+                            EdgeFate::Drop(why) => dropped(why),
+                        }
                     }
-                    Err(PublishError::Full(env)) => rest.push(Output::Edge(env)),
-                    Err(PublishError::Closed(env)) => tracing::debug!(edge = %env.edge, "edge gone; dropped"),
                 },
                 Output::Shard(env) => self.io().to_shard(env),
                 other => rest.push(other),
@@ -555,8 +547,25 @@ impl ShardActor {
     }
 }
 
-fn is_droppable(env: &EdgeEnvelope) -> bool {
-    env.body.is_droppable()
+/// A refused publish: why, and the envelope back.
+fn refused<T>(e: PublishError<T>) -> (Refusal, T) {
+    match e {
+        PublishError::Full(env) => (Refusal::Full, env),
+        PublishError::Closed(env) => (Refusal::Closed, env),
+    }
+}
+
+/// Counts and logs an output a rule dropped.
+fn dropped(why: Dropped) {
+    match why {
+        Dropped::Ephemeral => metrics::counter!("iris_ephemeral_dropped_total").increment(1),
+        Dropped::EdgeGone => tracing::debug!("edge gone; dropped"),
+        Dropped::ShardGone => tracing::warn!("shard queue closed; envelope dropped"),
+        Dropped::TooManyWaiting => {
+            metrics::counter!("iris_shard_envelopes_dropped_total").increment(1);
+            tracing::warn!("shard queues full and too many publishes waiting; receipt dropped");
+        }
+    }
 }
 
 /// What the slow path of output handling needs, owned so it can run as a
@@ -606,30 +615,23 @@ impl OutputIo {
         }
     }
 
-    /// Publishes to a shard without ever making this shard wait: a shard
-    /// that waited for room in a partition could wait for itself (or for a
-    /// shard that waits for it). When the partition is full the publish goes
-    /// on in a detached task; at most `DETACHED_PUBLISHES` of those exist per
-    /// node, beyond which the envelope (a receipt) is dropped with a metric.
+    /// Publishes to a shard without ever making this shard wait
+    /// ([`rules::shard_refused`]).
     fn to_shard(&self, env: ShardEnvelope) {
-        match self.router.try_to_shard(env) {
-            Ok(()) => {}
-            Err(PublishError::Full(env)) => match self.detached.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let router = self.router.clone();
-                    actix_rt::spawn(async move {
-                        if let Err(e) = router.to_shard(env).await {
-                            tracing::warn!(error = %e, "shard queue closed; envelope dropped");
-                        }
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    metrics::counter!("iris_shard_envelopes_dropped_total").increment(1);
-                    tracing::warn!("shard queues full and too many publishes waiting; receipt dropped");
-                }
-            },
-            Err(PublishError::Closed(_)) => tracing::warn!("shard queue closed; envelope dropped"),
+        let Err(e) = self.router.try_to_shard(env) else { return };
+        let (refusal, env) = refused(e);
+        let slot = self.detached.clone().try_acquire_owned().ok();
+        match rules::shard_refused(refusal, slot.is_some()) {
+            ShardFate::Detach => {
+                let router = self.router.clone();
+                actix_rt::spawn(async move {
+                    if let Err(e) = router.to_shard(env).await {
+                        tracing::warn!(error = %e, "shard queue closed; envelope dropped");
+                    }
+                    drop(slot);
+                });
+            }
+            ShardFate::Drop(why) => dropped(why),
         }
     }
 }
@@ -650,18 +652,6 @@ pub struct ShardHost {
     running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// A shard actor's tick origin: distinct per actor started here (the
-/// count), per shard, per host (the seed) and per start (the time), so that
-/// a shard never takes an earlier owner's ticks for its own.
-fn tick_origin(seed: u64, shard: ShardId, started: u64, now: i64) -> u64 {
-    // splitmix64 over the parts: spread, not secret.
-    let mut z = seed ^ (u64::from(shard.0) << 40) ^ started.rotate_left(20) ^ (now as u64).rotate_left(7);
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 impl ShardHost {
     /// Shard threads with no shard yet. Must run inside an actix `System`.
     /// The shards read the time from `clock`; `seed` (drawn afresh at every
@@ -677,7 +667,7 @@ impl ShardHost {
             clock,
             seed,
             starts: std::sync::atomic::AtomicU64::new(0),
-            detached: Arc::new(Semaphore::new(DETACHED_PUBLISHES)),
+            detached: Arc::new(Semaphore::new(rules::DETACHED_PUBLISHES)),
             running: Arc::default(),
         }
     }
@@ -707,28 +697,17 @@ impl ShardHost {
         // simulator: two messages with one id).
         let now = self.clock.now_ms();
         let started = self.starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let instance = tick_origin(self.seed, shard, started, 0);
-        let state = ShardState::new(ShardConfig {
-            shard,
-            max_cached_users: cfg.max_cached_users,
-            max_contacts: cfg.max_contacts,
-            max_subscribers: cfg.max_subscribers,
-            max_sessions: cfg.max_sessions,
-            id_seed: (instance ^ (instance >> 32)) as u32,
-            recent_dedup: cfg.max_inflight_writes + 1_024,
-            edge_lease_ms: cfg.edge_lease_ms as i64,
-            region: cfg.region.as_str().into(),
-            page_max_bytes: cfg.page_max_bytes,
-        });
+        let instance = rules::tick_origin(self.seed, shard, started, 0);
+        let state = ShardState::new(rules::shard_config(cfg, shard, instance));
         let (store, router, detached) = (self.store.clone(), self.router.clone(), self.detached.clone());
-        let lease_check_ms = cfg.edge_lease_ms / 8;
+        let lease_check = rules::lease_check_every(cfg.edge_lease_ms);
         let running = self.running.clone();
         let isolate_users = self.store.commits_fail_alone();
         let outbox = cfg.outbox_max.filter(|_| self.store.keeps_outbox()).map(|max| iris_storage::OutboxTarget {
             id: iris_storage::OutboxId { region: cfg.region.as_str().into(), shard: shard.0 },
             max,
         });
-        let origin = tick_origin(self.seed, shard, started, now);
+        let origin = rules::tick_origin(self.seed, shard, started, now);
         let clock = Arc::new(SharedInputClock::ticking(origin, now));
         let pump_clock = clock.clone();
         let (time, pump_time) = (self.clock.clone(), self.clock.clone());
@@ -740,7 +719,7 @@ impl ShardHost {
             store,
             router,
             detached,
-            lease_check_ms,
+            lease_check,
             shard,
             progress,
             lease_timer: None,
@@ -749,7 +728,7 @@ impl ShardHost {
             clock,
             time,
             resets: actor_resets,
-            commits: CommitQueue::new(COMMITS_IN_FLIGHT, MAX_COMMIT_OPS)
+            commits: CommitQueue::new(rules::COMMITS_IN_FLIGHT, rules::MAX_COMMIT_OPS)
                 .isolating_users(isolate_users)
                 .with_outbox(outbox),
             traced: std::collections::VecDeque::new(),

@@ -4,6 +4,7 @@
 pub mod actor;
 pub mod commits;
 pub mod feed;
+pub mod rules;
 pub mod state;
 
 pub use actor::{ShardHost, ShardsConfig, SharedInputClock, start_shards};

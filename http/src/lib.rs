@@ -288,9 +288,11 @@ impl HttpFront {
     /// Publishes an envelope that answers to a new pending request, and
     /// waits for the answer.
     async fn ask(&self, owner: UserKey, body: impl FnOnce(SessionAddr) -> ShardInput) -> Result<Answer, Failure> {
-        if self.pending.len() >= self.cfg.max_pending {
-            return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight; retry"));
-        }
+        let failed = |f| {
+            let (status, message) = rules::ask_failure(f);
+            Failure::new(status, message)
+        };
+        rules::admit(self.pending.len(), self.cfg.max_pending).map_err(failed)?;
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.insert(id, tx);
@@ -303,17 +305,14 @@ impl HttpFront {
             Ok(Ok(())) => tokio::time::timeout_at(deadline, rx).await,
             _ => {
                 self.pending.remove(&id);
-                return Err(Failure::new(StatusCode::SERVICE_UNAVAILABLE, "node is busy or shutting down; retry"));
+                return Err(failed(rules::AskFailed::NotHandedOver));
             }
         };
         match answer {
             Ok(Ok(a)) => Ok(a),
             _ => {
                 self.pending.remove(&id);
-                Err(Failure::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "no answer in time; the request may have been applied, retry it",
-                ))
+                Err(failed(rules::AskFailed::NoAnswer))
             }
         }
     }

@@ -1,8 +1,9 @@
 //! Decisions of the service API that need no I/O, each a pure function
 //! tested here: which HTTP status an error code gets, how many records a
 //! log page holds, which hours an analytics query covers, how many events
-//! a batch may hold, and what a `PUT /v1/homes/{user}` body asks for. The handlers in `lib.rs` only
-//! carry them out.
+//! a batch may hold, what a `PUT /v1/homes/{user}` body asks for, and
+//! what a request that asks a shard gets when it cannot be taken in, handed
+//! over or answered in time. The handlers in `lib.rs` only carry them out.
 
 use actix_web::http::StatusCode;
 use iris_types::ErrorCode;
@@ -25,6 +26,38 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::BadFrame | ErrorCode::TooLarge | ErrorCode::UnknownType => StatusCode::BAD_REQUEST,
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Unavailable | ErrorCode::Internal => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// Where a request that asks a shard ([`crate::HttpFront`]'s `ask`) failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AskFailed {
+    /// `max_pending` requests already wait for shards: refused before it
+    /// was handed over.
+    TooMany,
+    /// The shard's queue did not take it within the request's deadline, or
+    /// is closed (the node is stopping): never handed over.
+    NotHandedOver,
+    /// Handed over, but no answer came within the deadline: it may have
+    /// been applied.
+    NoAnswer,
+}
+
+/// Whether a request may ask a shard with `pending` already waiting.
+pub fn admit(pending: usize, max_pending: usize) -> Result<(), AskFailed> {
+    if pending >= max_pending { Err(AskFailed::TooMany) } else { Ok(()) }
+}
+
+/// The status and message of an ask that failed: 503 (retry, nothing was
+/// done) before the shard has the request, 504 (retry; it may have been
+/// applied, and every service request is idempotent) after.
+pub fn ask_failure(failed: AskFailed) -> (StatusCode, &'static str) {
+    match failed {
+        AskFailed::TooMany => (StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight; retry"),
+        AskFailed::NotHandedOver => (StatusCode::SERVICE_UNAVAILABLE, "node is busy or shutting down; retry"),
+        AskFailed::NoAnswer => {
+            (StatusCode::GATEWAY_TIMEOUT, "no answer in time; the request may have been applied, retry it")
+        }
     }
 }
 
@@ -81,6 +114,18 @@ pub fn home_change(region: Option<Option<String>>, regions: &[Arc<str>]) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ask_is_refused_at_the_bound_and_says_whether_it_may_have_been_applied() {
+        assert_eq!(admit(0, 1), Ok(()));
+        assert_eq!(admit(1, 1), Err(AskFailed::TooMany));
+        assert_eq!(admit(5, 0), Err(AskFailed::TooMany));
+        assert_eq!(ask_failure(AskFailed::TooMany).0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ask_failure(AskFailed::NotHandedOver).0, StatusCode::SERVICE_UNAVAILABLE);
+        let (status, message) = ask_failure(AskFailed::NoAnswer);
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(message.contains("may have been applied"));
+    }
 
     #[test]
     fn every_error_code_has_its_status() {

@@ -21,6 +21,25 @@ pub use spread::ShardSpread;
 use iris_envelope::{EdgeEnvelope, EdgeId, ShardEnvelope, ShardId, ShardInput, UserKey};
 use std::sync::Arc;
 
+/// Where a shard envelope goes ([`Router::shard_path`]), decided before
+/// anything is published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardPath {
+    /// A shard of this region, on its bus.
+    Shard(ShardId),
+    /// The owner's home, another region, through the outbound queue.
+    Region(Arc<str>),
+}
+
+/// Where an edge envelope goes ([`Router::edge_path`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EdgePath {
+    /// The edge's topic in this region.
+    Here,
+    /// The edge's region, another one, through the outbound queue.
+    Region(Arc<str>),
+}
+
 /// Routes envelopes: shard envelopes to `ring(owner)`, edge envelopes to
 /// their edge; in a federation, envelopes for users homed elsewhere and for
 /// edges of other regions to this region's outbound queue. Cheap to clone;
@@ -122,20 +141,38 @@ impl Router {
 
     /// Publishes to the owner's shard, waiting for room (backpressure).
     pub async fn to_shard(&self, env: ShardEnvelope) -> Result<(), BusError> {
-        if let Some((f, home)) = self.federation.as_ref().and_then(|f| f.foreign_home(&env).map(|h| (f, h))) {
-            return f.send_shard(home, env).await;
+        match (self.shard_path(&env), &self.federation) {
+            (ShardPath::Shard(shard), _) => self.bus.publish_shard(shard, env).await,
+            (ShardPath::Region(home), Some(f)) => f.send_shard(home, env).await,
+            (ShardPath::Region(home), None) => Err(BusError::Closed(format!("region {home}"))),
         }
-        let shard = self.ring.shard_of(&env.owner);
-        self.bus.publish_shard(shard, env).await
     }
 
     /// Publishes to the owner's shard only if there is room now.
     pub fn try_to_shard(&self, env: ShardEnvelope) -> Result<(), PublishError<ShardEnvelope>> {
-        if let Some((f, home)) = self.federation.as_ref().and_then(|f| f.foreign_home(&env).map(|h| (f, h))) {
-            return f.try_send_shard(home, env);
+        match (self.shard_path(&env), &self.federation) {
+            (ShardPath::Shard(shard), _) => self.bus.try_publish_shard(shard, env),
+            (ShardPath::Region(home), Some(f)) => f.try_send_shard(home, env),
+            (ShardPath::Region(_), None) => Err(PublishError::Closed(env)),
         }
-        let shard = self.ring.shard_of(&env.owner);
-        self.bus.try_publish_shard(shard, env)
+    }
+
+    /// Where a shard envelope goes: to its owner's home region when that
+    /// is another one, else to the shard the ring places the owner on.
+    pub fn shard_path(&self, env: &ShardEnvelope) -> ShardPath {
+        match self.federation.as_ref().and_then(|f| f.foreign_home(env)) {
+            Some(home) => ShardPath::Region(home),
+            None => ShardPath::Shard(self.ring.shard_of(&env.owner)),
+        }
+    }
+
+    /// Where an edge envelope goes: to the edge's region when its id names
+    /// another one, else to the edge's topic here.
+    pub fn edge_path(&self, edge: &EdgeId) -> EdgePath {
+        match self.federation.as_ref().and_then(|f| f.foreign_edge(edge)) {
+            Some(region) => EdgePath::Region(region),
+            None => EdgePath::Here,
+        }
     }
 
     /// The number of shards.
@@ -150,18 +187,18 @@ impl Router {
 
     /// Publishes to an edge, waiting for room (backpressure).
     pub async fn to_edge(&self, env: EdgeEnvelope) -> Result<(), BusError> {
-        if let Some((f, region)) = self.federation.as_ref().and_then(|f| f.foreign_edge(&env.edge).map(|r| (f, r))) {
-            return f.send_edge(region, env).await;
+        match (self.edge_path(&env.edge), &self.federation) {
+            (EdgePath::Region(region), Some(f)) => f.send_edge(region, env).await,
+            _ => self.bus.publish_edge(env).await,
         }
-        self.bus.publish_edge(env).await
     }
 
     /// Publishes to an edge only if there is room now.
     pub fn try_to_edge(&self, env: EdgeEnvelope) -> Result<(), PublishError<EdgeEnvelope>> {
-        if let Some((f, region)) = self.federation.as_ref().and_then(|f| f.foreign_edge(&env.edge).map(|r| (f, r))) {
-            return f.try_send_edge(region, env);
+        match (self.edge_path(&env.edge), &self.federation) {
+            (EdgePath::Region(region), Some(f)) => f.try_send_edge(region, env),
+            _ => self.bus.try_publish_edge(env),
         }
-        self.bus.try_publish_edge(env)
     }
 }
 
@@ -196,6 +233,31 @@ mod tests {
             let env = rx.try_recv().expect("every shard hears it");
             assert!(matches!(env.body, ShardInput::EdgeStarted { edge: ref e } if *e == edge), "{env:?}");
         }
+    }
+
+    #[test]
+    fn envelopes_go_to_the_ring_s_shard_or_edge_here_and_to_the_home_or_edge_s_region_elsewhere() {
+        let ring = Arc::new(Ring::new(8));
+        let (bus, _, _) = InProcessBus::new(8, &[], 4);
+        let router = Router::new(ring.clone(), Arc::new(bus));
+        let (bob, carol) = (UserKey::new("acme", "bob"), UserKey::new("acme", "carol"));
+        let env = |owner: &UserKey| ShardEnvelope {
+            owner: owner.clone(),
+            body: ShardInput::EdgeAlive { edge: EdgeId("e".into()) },
+            trace: None,
+        };
+        assert_eq!(router.shard_path(&env(&bob)), ShardPath::Shard(ring.shard_of(&bob)), "no federation: the ring");
+        assert_eq!(router.edge_path(&EdgeId::qualified("e1", "us")), EdgePath::Here, "no federation: here");
+        let homes = Arc::new(HomeDirectory::new("eu", &["eu".to_owned(), "us".to_owned()]));
+        homes.apply(&HomeAssignment { user: bob.clone(), region: Some("us".into()), set_at: 1 });
+        homes.apply(&HomeAssignment { user: carol.clone(), region: Some("eu".into()), set_at: 1 });
+        let fed = Arc::new(Federation::new(homes, Arc::new(Nowhere), 16, iris_clock::system()));
+        let router = router.with_federation(fed);
+        assert_eq!(router.shard_path(&env(&bob)), ShardPath::Region("us".into()), "bob's home is us");
+        assert_eq!(router.shard_path(&env(&carol)), ShardPath::Shard(ring.shard_of(&carol)));
+        assert_eq!(router.edge_path(&EdgeId::qualified("e1", "us")), EdgePath::Region("us".into()));
+        assert_eq!(router.edge_path(&EdgeId::qualified("e1", "eu")), EdgePath::Here);
+        assert_eq!(router.edge_path(&EdgeId("e1".into())), EdgePath::Here, "an unqualified edge is local");
     }
 
     #[test]
