@@ -14,14 +14,13 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use iris_envelope::{GlobalEnvelope, HomeAssignment};
-use iris_router::relay::{Arrival, RelayIn};
+use iris_router::relay::{Arrival, OUT_MAX_IN_FLIGHT, Outbound, RelayIn, RelayLedger, RelayOut, global_retry_wait};
 use iris_router::{BusError, FederationLink, HomeDirectory, PublishError, Router};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,9 +157,6 @@ pub struct RelayConfig {
     pub session_timeout_ms: u32,
 }
 
-/// Envelopes the outbound relay has handed to the global producer and not
-/// seen confirmed; reading pauses at this bound.
-const MAX_IN_FLIGHT: usize = 4_096;
 /// How often relays commit what is done.
 const COMMIT_EVERY: Duration = Duration::from_millis(100);
 
@@ -185,34 +181,33 @@ fn group_consumer(
     Ok(consumer)
 }
 
-fn commit_done(consumer: &StreamConsumer, topic: &str, done: &mut HashMap<i32, i64>) {
-    if done.is_empty() {
-        return;
-    }
-    // A partition taken away since it was read is no longer this relay's
-    // to commit: its new owner commits it. (Under eager assignment the
-    // coordinator also refuses a commit from an old generation; the filter
-    // was written for incremental assignment and keeps a late commit from
-    // moving a position back whichever assignor runs. If the assignment
-    // cannot be read, everything is committed.)
-    if let Ok(assignment) = consumer.assignment() {
-        let owned: Vec<i32> = assignment.elements_for_topic(topic).iter().map(|e| e.partition()).collect();
-        done.retain(|p, _| owned.contains(p));
-    }
-    if done.is_empty() {
-        return;
+/// The partitions of `topic` assigned to this member now, if that can be
+/// read (a partition taken away since it was read is its new owner's to
+/// commit; see [`RelayLedger::to_commit`]).
+fn owned(consumer: &StreamConsumer, topic: &str) -> Option<Vec<i32>> {
+    let assignment = consumer.assignment().ok()?;
+    Some(assignment.elements_for_topic(topic).iter().map(|e| e.partition()).collect())
+}
+
+/// Commits these positions, asynchronously: a commit that fails later is
+/// overtaken by a later one covering the same partitions. Returns them if
+/// the commit could not even be started, to be offered again.
+fn commit(consumer: &StreamConsumer, topic: &str, positions: Vec<(i32, i64)>) -> Option<Vec<(i32, i64)>> {
+    if positions.is_empty() {
+        return None;
     }
     let mut tpl = TopicPartitionList::new();
-    for (p, next) in done.iter() {
+    for (p, next) in &positions {
         if tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(*next)).is_err() {
-            return;
+            return Some(positions);
         }
     }
-    // Asynchronous: a commit that fails later is overtaken by the next
-    // tick's, which covers the same partitions with newer offsets.
     match consumer.commit(&tpl, CommitMode::Async) {
-        Ok(()) => done.clear(),
-        Err(e) => tracing::warn!(error = %e, "relay offset commit failed; retried"),
+        Ok(()) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "relay offset commit failed; retried");
+            Some(positions)
+        }
     }
 }
 
@@ -221,14 +216,15 @@ fn commit_done(consumer: &StreamConsumer, topic: &str, done: &mut HashMap<i32, i
 async fn ensure_global(cfg: &RelayConfig) {
     let names: Vec<String> = cfg.regions.iter().map(|r| Topics::global(r)).collect();
     let wanted: Vec<(&str, usize)> = names.iter().map(|n| (n.as_str(), cfg.global_partitions)).collect();
-    let mut wait = Duration::from_millis(200);
+    let mut wait = None;
     loop {
         match ensure_topics(&cfg.global, &wanted).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "global topics not ready; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
+                let w = global_retry_wait(wait);
+                tokio::time::sleep(w).await;
+                wait = Some(w);
             }
         }
     }
@@ -251,26 +247,18 @@ pub async fn relay_out(cfg: RelayConfig) -> Result<(), KafkaBusError> {
         .set("linger.ms", "1")
         // Never give up on an envelope: an outage only delays it.
         .set("message.timeout.ms", "0")
-        .set("queue.buffering.max.messages", (MAX_IN_FLIGHT * 2).to_string())
+        .set("queue.buffering.max.messages", (OUT_MAX_IN_FLIGHT * 2).to_string())
         .create()?;
-    let local: Arc<str> = cfg.region.as_str().into();
-    let global_partitions = cfg.global_partitions as i32;
+    let mut relay = RelayOut::new(cfg.region.as_str().into(), cfg.global_partitions as i32);
     let mut in_flight = FuturesOrdered::new();
-    let mut done: HashMap<i32, i64> = HashMap::new();
     let mut tick = tokio::time::interval(COMMIT_EVERY);
     loop {
         tokio::select! {
             Some((p, off, outcome)) = in_flight.next() => {
-                let outcome: Result<(), String> = outcome;
-                if let Err(e) = outcome {
-                    // Never commit past it: stop, and the restarted relay
-                    // reads again from the last commit (the receiving
-                    // region drops the copies by relay id).
-                    return Err(KafkaBusError::Relay(format!("partition {p} offset {off}: {e}")));
-                }
-                done.insert(p, off + 1);
+                // A refusal stops the relay: never commit past it.
+                relay.delivered(p, off, outcome).map_err(KafkaBusError::Relay)?;
             }
-            m = consumer.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
+            m = consumer.recv(), if relay.may_read() => {
                 let m = match m {
                     Ok(m) => m,
                     Err(e) => {
@@ -280,41 +268,38 @@ pub async fn relay_out(cfg: RelayConfig) -> Result<(), KafkaBusError> {
                     }
                 };
                 let (p, off) = (m.partition(), m.offset());
-                let env = match iris_envelope::decode::<GlobalEnvelope>(m.payload().unwrap_or_default()) {
-                    Ok(env) => env,
-                    Err(e) => {
+                let env = iris_envelope::decode::<GlobalEnvelope>(m.payload().unwrap_or_default())
+                    .inspect_err(|e| {
                         metrics::counter!("iris_federation_dropped_total", "reason" => "undecodable").increment(1);
                         tracing::error!(partition = p, offset = off, error = %e, "undecodable outbound envelope skipped");
-                        in_flight.push_back(futures::future::Either::Left(futures::future::ready((p, off, Ok(())))));
-                        continue;
-                    }
-                };
-                let mut env = env;
-                let partition = iris_router::relay::stamp_outbound(&mut env, &local, p, off, global_partitions);
+                    })
+                    .ok();
+                let Outbound::Produce { env, partition } = relay.read(p, off, env) else { continue };
                 let payload = iris_envelope::encode(&env);
                 let key = env.body.key();
                 let topic = Topics::global(&env.dest);
                 let record = FutureRecord::to(&topic).partition(partition).key(&key).payload(&payload);
                 match producer.send_result(record) {
                     Ok(delivery) => {
-                        in_flight.push_back(futures::future::Either::Right(async move {
-                            let outcome = match delivery.await {
+                        in_flight.push_back(async move {
+                            let outcome: Result<(), String> = match delivery.await {
                                 Ok(Ok(_)) => Ok(()),
                                 Ok(Err((e, _))) => Err(e.to_string()),
                                 Err(_) => Err("producer closed".to_owned()),
                             };
                             (p, off, outcome)
-                        }));
+                        });
                         metrics::counter!("iris_federation_relayed_total", "direction" => "out", "kind" => env.body.kind()).increment(1);
                     }
-                    Err((e, _)) => {
-                        return Err(KafkaBusError::Relay(format!("partition {p} offset {off}: {e}")));
-                    }
+                    Err((e, _)) => relay.delivered(p, off, Err(e.to_string())).map_err(KafkaBusError::Relay)?,
                 }
             }
             _ = tick.tick() => {
-                metrics::gauge!("iris_federation_in_flight").set(in_flight.len() as f64);
-                commit_done(&consumer, &topics.outbound, &mut done);
+                metrics::gauge!("iris_federation_in_flight").set(relay.in_flight() as f64);
+                let positions = relay.to_commit(owned(&consumer, &topics.outbound).as_deref());
+                if let Some(again) = commit(&consumer, &topics.outbound, positions) {
+                    relay.not_committed(&again);
+                }
             }
         }
     }
@@ -334,13 +319,16 @@ pub async fn relay_in(cfg: RelayConfig, router: Router) -> Result<(), KafkaBusEr
     let consumer = group_consumer(&cfg.global, &group, &topic, cfg.fetch_wait_ms, cfg.session_timeout_ms)?;
     let link = OutboundLink::new(&cfg.regional, &Topics::for_region(&cfg.region))?;
     let mut relay = RelayIn::new();
-    let mut done: HashMap<i32, i64> = HashMap::new();
+    let mut ledger = RelayLedger::default();
     let mut tick = tokio::time::interval(COMMIT_EVERY);
     loop {
         let m = tokio::select! {
             m = consumer.recv() => m,
             _ = tick.tick() => {
-                commit_done(&consumer, &topic, &mut done);
+                let positions = ledger.to_commit(owned(&consumer, &topic).as_deref());
+                if let Some(again) = commit(&consumer, &topic, positions) {
+                    ledger.not_committed(&again);
+                }
                 continue;
             }
         };
@@ -353,7 +341,10 @@ pub async fn relay_in(cfg: RelayConfig, router: Router) -> Result<(), KafkaBusEr
             }
         };
         let (p, off) = (m.partition(), m.offset());
-        done.insert(p, off + 1);
+        // Done once handled below (each record is handled before the next
+        // is read), or at once when it is skipped.
+        ledger.read(p, off);
+        ledger.done(p, off);
         let env = match iris_envelope::decode::<GlobalEnvelope>(m.payload().unwrap_or_default()) {
             Ok(env) => env,
             Err(e) => {

@@ -7,7 +7,7 @@
 
 use crate::{HomeDirectory, MAX_HOPS};
 use iris_envelope::{EdgeEnvelope, EdgeId, GlobalBody, GlobalEnvelope, HomeAssignment, RelayId, ShardEnvelope};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,9 +135,276 @@ impl RelayIn {
     }
 }
 
+/// Envelopes the outbound relay has read and the global layer has not yet
+/// confirmed: reading pauses at this bound while the global layer is slow
+/// or away, and the backlog waits, durable, in the outbound topic.
+pub const OUT_MAX_IN_FLIGHT: usize = 4_096;
+
+/// How long a relay waits before it tries the global layer's topics again:
+/// from 200 ms, doubling, at most 5 s.
+pub fn global_retry_wait(previous: Option<Duration>) -> Duration {
+    previous.map_or(Duration::from_millis(200), |w| (w * 2).min(Duration::from_secs(5)))
+}
+
+/// How far each partition of a relay's input may be committed: past every
+/// record that is done, never past one still in flight. Records are read in
+/// offset order per partition and may be done in any order.
+#[derive(Debug, Default)]
+pub struct RelayLedger {
+    parts: BTreeMap<i32, LedgerPart>,
+    in_flight: usize,
+}
+
+#[derive(Debug)]
+struct LedgerPart {
+    /// The offset after the last one read.
+    next_read: i64,
+    /// Read, not done.
+    in_flight: BTreeSet<i64>,
+    /// The position last handed out to commit.
+    committed: Option<i64>,
+}
+
+impl RelayLedger {
+    /// A record was read.
+    pub fn read(&mut self, partition: i32, offset: i64) {
+        let part = self.parts.entry(partition).or_insert(LedgerPart {
+            next_read: offset,
+            in_flight: BTreeSet::new(),
+            committed: None,
+        });
+        if part.in_flight.insert(offset) {
+            self.in_flight += 1;
+        }
+        part.next_read = part.next_read.max(offset + 1);
+    }
+
+    /// A record is done (handed on, or skipped).
+    pub fn done(&mut self, partition: i32, offset: i64) {
+        if self.parts.get_mut(&partition).is_some_and(|p| p.in_flight.remove(&offset)) {
+            self.in_flight -= 1;
+        }
+    }
+
+    /// Records read and not done, over every partition.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// The positions to commit now (the offset of the first record not
+    /// done, per partition), only where they moved since the last call. With
+    /// `owned` (the partitions assigned now), a partition no longer owned is
+    /// forgotten, its position left to its new owner, even a late commit of
+    /// ours must not move it back.
+    pub fn to_commit(&mut self, owned: Option<&[i32]>) -> Vec<(i32, i64)> {
+        if let Some(owned) = owned {
+            let before = self.parts.len();
+            let mut dropped = 0;
+            self.parts.retain(|p, part| {
+                let keep = owned.contains(p);
+                if !keep {
+                    dropped += part.in_flight.len();
+                }
+                keep
+            });
+            if self.parts.len() != before {
+                self.in_flight -= dropped;
+            }
+        }
+        let mut out = Vec::new();
+        for (&p, part) in &mut self.parts {
+            let next = part.in_flight.first().copied().unwrap_or(part.next_read);
+            if part.committed.is_none_or(|c| next > c) {
+                part.committed = Some(next);
+                out.push((p, next));
+            }
+        }
+        out
+    }
+
+    /// A commit of these positions could not be made: offer them again.
+    pub fn not_committed(&mut self, positions: &[(i32, i64)]) {
+        for (p, next) in positions {
+            if let Some(part) = self.parts.get_mut(p).filter(|part| part.committed == Some(*next)) {
+                part.committed = None;
+            }
+        }
+    }
+}
+
+/// What the outbound relay does with a record of its region's outbound
+/// topic.
+#[derive(Debug, PartialEq)]
+pub enum Outbound {
+    /// Produce it, stamped, to this partition of `env.dest`'s global topic.
+    Produce {
+        /// The envelope, stamped ([`stamp_outbound`]).
+        env: GlobalEnvelope,
+        /// The global partition.
+        partition: i32,
+    },
+    /// Unreadable: skipped, counted done (a poisoned record must not stop
+    /// the relay).
+    Skip,
+}
+
+/// The outbound relay's decisions (the shell, `iris_kafka::relay_out`,
+/// reads, produces and commits): stamp and place each envelope, read no
+/// more than [`OUT_MAX_IN_FLIGHT`] ahead of the global layer's
+/// confirmations, commit an envelope only once the global layer has it, and
+/// stop at the first it refuses rather than commit past it (the relay
+/// restarts from its last commit; the receiving region drops the copies by
+/// relay id).
+#[derive(Debug)]
+pub struct RelayOut {
+    local: Arc<str>,
+    global_partitions: i32,
+    ledger: RelayLedger,
+}
+
+impl RelayOut {
+    /// The outbound relay of region `local`, over a global layer whose
+    /// topics have `global_partitions` partitions.
+    pub fn new(local: Arc<str>, global_partitions: i32) -> Self {
+        Self { local, global_partitions, ledger: RelayLedger::default() }
+    }
+
+    /// Whether the relay may read another record now.
+    pub fn may_read(&self) -> bool {
+        self.ledger.in_flight() < OUT_MAX_IN_FLIGHT
+    }
+
+    /// A record read at `partition`, `offset`: the envelope, or `None` when
+    /// it did not decode.
+    pub fn read(&mut self, partition: i32, offset: i64, env: Option<GlobalEnvelope>) -> Outbound {
+        self.ledger.read(partition, offset);
+        let Some(mut env) = env else {
+            self.ledger.done(partition, offset);
+            return Outbound::Skip;
+        };
+        let partition = stamp_outbound(&mut env, &self.local, partition, offset, self.global_partitions);
+        Outbound::Produce { env, partition }
+    }
+
+    /// The global layer confirmed (`Ok`) or refused the record at
+    /// `partition`, `offset`. A refusal stops the relay: the error says
+    /// which record.
+    pub fn delivered(&mut self, partition: i32, offset: i64, outcome: Result<(), String>) -> Result<(), String> {
+        match outcome {
+            Ok(()) => {
+                self.ledger.done(partition, offset);
+                Ok(())
+            }
+            Err(e) => Err(format!("partition {partition} offset {offset}: {e}")),
+        }
+    }
+
+    /// Envelopes read and not yet confirmed.
+    pub fn in_flight(&self) -> usize {
+        self.ledger.in_flight()
+    }
+
+    /// The positions to commit now ([`RelayLedger::to_commit`]).
+    pub fn to_commit(&mut self, owned: Option<&[i32]>) -> Vec<(i32, i64)> {
+        self.ledger.to_commit(owned)
+    }
+
+    /// A commit of these positions could not be made.
+    pub fn not_committed(&mut self, positions: &[(i32, i64)]) {
+        self.ledger.not_committed(positions);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn outbound(dest: &str) -> GlobalEnvelope {
+        GlobalEnvelope {
+            origin: "eu".into(),
+            dest: dest.into(),
+            hops: 0,
+            relay: None,
+            queued_at: 1,
+            body: GlobalBody::EdgeAlive { edge: EdgeId("e1@eu".into()) },
+        }
+    }
+
+    #[test]
+    fn a_partition_is_committed_up_to_its_first_record_not_done() {
+        let mut l = RelayLedger::default();
+        for off in 10..14 {
+            l.read(0, off);
+        }
+        l.read(1, 5);
+        assert_eq!(l.in_flight(), 5);
+        assert_eq!(l.to_commit(None), vec![(0, 10), (1, 5)], "nothing done yet: the first read");
+        l.done(0, 11);
+        l.done(0, 12);
+        assert_eq!(l.to_commit(None), vec![], "10 still in flight holds 11 and 12 back");
+        l.done(0, 10);
+        l.done(1, 5);
+        assert_eq!(l.to_commit(None), vec![(0, 13), (1, 6)]);
+        l.done(0, 13);
+        assert_eq!(l.to_commit(None), vec![(0, 14)]);
+        assert_eq!(l.to_commit(None), vec![], "only positions that moved");
+        l.not_committed(&[(0, 14)]);
+        assert_eq!(l.to_commit(None), vec![(0, 14)], "a failed commit is offered again");
+        assert_eq!(l.in_flight(), 0);
+        l.done(0, 13);
+        assert_eq!(l.in_flight(), 0, "done twice counts once");
+    }
+
+    #[test]
+    fn a_partition_taken_away_is_forgotten_and_never_committed_by_the_old_owner() {
+        let mut l = RelayLedger::default();
+        l.read(0, 1);
+        l.read(1, 7);
+        l.read(1, 8);
+        assert_eq!(l.to_commit(Some(&[0])), vec![(0, 1)]);
+        assert_eq!(l.in_flight(), 1, "partition 1's records no longer count");
+        l.done(1, 7);
+        assert_eq!(l.to_commit(Some(&[0, 1])), vec![], "a late confirmation of a lost partition moves nothing");
+        // Assigned again, it starts from wherever its owner committed.
+        l.read(1, 3);
+        assert_eq!(l.to_commit(Some(&[0, 1])), vec![(1, 3)]);
+    }
+
+    #[test]
+    fn the_outbound_relay_stamps_skips_the_unreadable_bounds_its_reading_and_stops_at_a_refusal() {
+        let mut r = RelayOut::new("eu".into(), 4);
+        let Outbound::Produce { env, partition } = r.read(6, 40, Some(outbound("us"))) else { panic!("produced") };
+        assert_eq!(partition, 2, "the outbound partition's place on the global layer");
+        assert_eq!(env.hops, 1);
+        assert_eq!(env.relay, Some(RelayId { region: "eu".into(), partition: 6, offset: 40 }));
+        assert_eq!(r.read(6, 41, None), Outbound::Skip);
+        assert_eq!(r.to_commit(None), vec![(6, 40)], "the unreadable one waits behind the one in flight");
+        r.delivered(6, 40, Ok(())).unwrap();
+        assert_eq!(r.to_commit(None), vec![(6, 42)]);
+        for off in 0..OUT_MAX_IN_FLIGHT as i64 {
+            assert!(r.may_read());
+            r.read(0, off, Some(outbound("us")));
+        }
+        assert!(!r.may_read(), "reading pauses at the bound");
+        r.delivered(0, 0, Ok(())).unwrap();
+        assert!(r.may_read());
+        let err = r.delivered(0, 1, Err("broker down".into())).unwrap_err();
+        assert_eq!(err, "partition 0 offset 1: broker down");
+        assert_eq!(r.to_commit(None), vec![(0, 1)], "never past the refused one");
+    }
+
+    #[test]
+    fn the_global_layer_is_tried_again_from_200_ms_doubling_to_5_s() {
+        let mut w = global_retry_wait(None);
+        assert_eq!(w, Duration::from_millis(200));
+        let mut waits = vec![w];
+        for _ in 0..6 {
+            w = global_retry_wait(Some(w));
+            waits.push(w);
+        }
+        let ms: Vec<u128> = waits.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [200, 400, 800, 1_600, 3_200, 5_000, 5_000]);
+    }
     use iris_envelope::{ShardInput, UserKey};
 
     fn homes() -> HomeDirectory {
