@@ -108,9 +108,11 @@ impl Failure {
         Self { status, message: message.into(), retry_after_secs: None, bad_credential: false }
     }
 
-    /// 401 for a credential that was presented and failed its check.
-    fn bad_credential(message: &str) -> Self {
-        Self { bad_credential: true, ..Self::new(StatusCode::UNAUTHORIZED, message) }
+    /// A refused credential, counted against the address when it was
+    /// presented ([`rules::Refused::counted`]).
+    fn refused(r: rules::Refused) -> Self {
+        let (status, message) = r.answer();
+        Self { bad_credential: r.counted(), ..Self::new(status, message) }
     }
 
     fn respond(self) -> HttpResponse {
@@ -182,11 +184,9 @@ impl HttpFront {
     async fn api_key_or_service(&self, req: &HttpRequest) -> Result<Tenant, Failure> {
         let found = self.look_up_api_key(req).await?;
         self.guarded(req, || {
-            self.check_api_key(found).or_else(|key| {
-                // A refused key is the answer (and counted) when no token was sent.
-                self.check_service(req)
-                    .map_err(|token| if key.bad_credential && !token.bad_credential { key } else { token })
-            })
+            rules::key_or_token(rules::api_key(found), || self.service_tenant(req))
+                .map(Tenant::from)
+                .map_err(Failure::refused)
         })
     }
 
@@ -227,18 +227,23 @@ impl HttpFront {
     }
 
     fn check_service(&self, req: &HttpRequest) -> Result<Tenant, Failure> {
-        let token = bearer(req).ok_or_else(|| Failure::new(StatusCode::UNAUTHORIZED, "a service token is required"))?;
-        let id = self.keys.verify(token).map_err(|_| Failure::bad_credential("invalid token"))?;
-        if !id.has_scope(SERVICE_SCOPE) {
-            return Err(Failure::new(StatusCode::FORBIDDEN, "this API needs a token with the service scope"));
-        }
-        Ok(id.tenant.into())
+        self.service_tenant(req).map(Tenant::from).map_err(Failure::refused)
+    }
+
+    /// The tenant of the request's service token ([`rules::service_token`]).
+    fn service_tenant(&self, req: &HttpRequest) -> Result<String, rules::Refused> {
+        let token = bearer(req);
+        let verified = token.and_then(|t| self.keys.verify(t).ok()).map(|id| {
+            let scoped = id.has_scope(SERVICE_SCOPE);
+            (id.tenant, scoped)
+        });
+        rules::service_token(token.is_some(), verified)
     }
 
     /// The API key a request presents, if any.
     fn presented_key<'r>(&self, req: &'r HttpRequest) -> Option<&'r str> {
         let header = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
-        header.or_else(|| bearer(req).filter(|b| b.starts_with(KEY_PREFIX)))
+        rules::presented_key(header, bearer(req), KEY_PREFIX)
     }
 
     /// Looks the presented key up: in the key files, or (a store that keeps
@@ -268,11 +273,7 @@ impl HttpFront {
     }
 
     fn check_api_key(&self, found: Option<Option<String>>) -> Result<Tenant, Failure> {
-        match found {
-            None => Err(Failure::new(StatusCode::UNAUTHORIZED, "an API key is required")),
-            Some(Some(t)) => Ok(t.into()),
-            Some(None) => Err(Failure::bad_credential("invalid API key")),
-        }
+        rules::api_key(found).map(Tenant::from).map_err(Failure::refused)
     }
 
     /// Takes `n` events from the tenant's budget, or says when to retry.

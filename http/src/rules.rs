@@ -3,7 +3,8 @@
 //! log page holds, which hours an analytics query covers, how many events
 //! a batch may hold, what a `PUT /v1/homes/{user}` body asks for, and
 //! what a request that asks a shard gets when it cannot be taken in, handed
-//! over or answered in time. The handlers in `lib.rs` only carry them out.
+//! over or answered in time, which credential a request presents and what
+//! each refusal of one means. The handlers in `lib.rs` only carry them out.
 
 use actix_web::http::StatusCode;
 use iris_types::ErrorCode;
@@ -27,6 +28,75 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
         ErrorCode::Unavailable | ErrorCode::Internal => StatusCode::SERVICE_UNAVAILABLE,
     }
+}
+
+/// Why a request's credential was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// No service token was sent.
+    NoToken,
+    /// No API key was sent.
+    NoKey,
+    /// A token was sent and is not valid.
+    BadToken,
+    /// An API key was sent and is unknown or revoked.
+    BadKey,
+    /// A valid token without the service scope.
+    NoServiceScope,
+}
+
+impl Refused {
+    /// The status and message a refusal gets.
+    pub fn answer(self) -> (StatusCode, &'static str) {
+        match self {
+            Refused::NoToken => (StatusCode::UNAUTHORIZED, "a service token is required"),
+            Refused::NoKey => (StatusCode::UNAUTHORIZED, "an API key is required"),
+            Refused::BadToken => (StatusCode::UNAUTHORIZED, "invalid token"),
+            Refused::BadKey => (StatusCode::UNAUTHORIZED, "invalid API key"),
+            Refused::NoServiceScope => (StatusCode::FORBIDDEN, "this API needs a token with the service scope"),
+        }
+    }
+
+    /// Whether it counts against the address (`auth.failed_auth_per_minute`):
+    /// a credential presented and refused does; a missing one costs nothing
+    /// to refuse, and a valid token without the scope proved its holder.
+    pub fn counted(self) -> bool {
+        matches!(self, Refused::BadToken | Refused::BadKey)
+    }
+}
+
+/// The API key a request presents: the `X-Api-Key` header, else a bearer
+/// credential that starts with the keys' prefix (`key_prefix`).
+pub fn presented_key<'r>(header: Option<&'r str>, bearer: Option<&'r str>, key_prefix: &str) -> Option<&'r str> {
+    header.or_else(|| bearer.filter(|b| b.starts_with(key_prefix)))
+}
+
+/// A service token's check: present, valid (`scopes` is what its
+/// verification gave, `None` when it failed), and holding `service`.
+pub fn service_token<T>(presented: bool, verified: Option<(T, bool)>) -> Result<T, Refused> {
+    match (presented, verified) {
+        (false, _) => Err(Refused::NoToken),
+        (true, None) => Err(Refused::BadToken),
+        (true, Some((_, false))) => Err(Refused::NoServiceScope),
+        (true, Some((tenant, true))) => Ok(tenant),
+    }
+}
+
+/// An API key's check: `None` when no key was presented, `Some(None)` when
+/// the key is unknown or revoked.
+pub fn api_key<T>(found: Option<Option<T>>) -> Result<T, Refused> {
+    match found {
+        None => Err(Refused::NoKey),
+        Some(None) => Err(Refused::BadKey),
+        Some(Some(tenant)) => Ok(tenant),
+    }
+}
+
+/// Analytics take an API key or else a service token: the key's answer
+/// when it holds, else the token's, except that a refused key is the
+/// answer (and is counted) when no token was sent at all.
+pub fn key_or_token<T>(key: Result<T, Refused>, token: impl FnOnce() -> Result<T, Refused>) -> Result<T, Refused> {
+    key.or_else(|k| token().map_err(|t| if k.counted() && !t.counted() { k } else { t }))
 }
 
 /// Where a request that asks a shard ([`crate::HttpFront`]'s `ask`) failed.
@@ -114,6 +184,39 @@ pub fn home_change(region: Option<Option<String>>, regions: &[Arc<str>]) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_found_checked_and_refused_with_what_they_mean() {
+        assert_eq!(presented_key(Some("k1"), Some("iris_k2"), "iris_"), Some("k1"), "the header first");
+        assert_eq!(presented_key(None, Some("iris_k2"), "iris_"), Some("iris_k2"));
+        assert_eq!(presented_key(None, Some("eyJ.token"), "iris_"), None, "a bearer token is not a key");
+        assert_eq!(service_token::<&str>(false, None), Err(Refused::NoToken));
+        assert_eq!(service_token::<&str>(true, None), Err(Refused::BadToken));
+        assert_eq!(service_token(true, Some(("acme", false))), Err(Refused::NoServiceScope));
+        assert_eq!(service_token(true, Some(("acme", true))), Ok("acme"));
+        assert_eq!(api_key::<&str>(None), Err(Refused::NoKey));
+        assert_eq!(api_key::<&str>(Some(None)), Err(Refused::BadKey));
+        assert_eq!(api_key(Some(Some("acme"))), Ok("acme"));
+        for r in [Refused::NoToken, Refused::NoKey, Refused::NoServiceScope] {
+            assert!(!r.counted(), "{r:?}");
+        }
+        assert!(Refused::BadToken.counted() && Refused::BadKey.counted());
+        assert_eq!(Refused::NoServiceScope.answer().0, StatusCode::FORBIDDEN);
+        assert_eq!(Refused::BadKey.answer(), (StatusCode::UNAUTHORIZED, "invalid API key"));
+    }
+
+    #[test]
+    fn analytics_take_a_key_or_a_token_and_report_the_refusal_that_was_presented() {
+        assert_eq!(key_or_token(Ok("a"), || Err(Refused::BadToken)), Ok("a"));
+        assert_eq!(key_or_token(Err(Refused::NoKey), || Ok("b")), Ok("b"));
+        assert_eq!(key_or_token::<&str>(Err(Refused::BadKey), || Err(Refused::NoToken)), Err(Refused::BadKey));
+        assert_eq!(key_or_token::<&str>(Err(Refused::NoKey), || Err(Refused::NoToken)), Err(Refused::NoToken));
+        assert_eq!(key_or_token::<&str>(Err(Refused::BadKey), || Err(Refused::BadToken)), Err(Refused::BadToken));
+        assert_eq!(
+            key_or_token::<&str>(Err(Refused::NoKey), || Err(Refused::NoServiceScope)),
+            Err(Refused::NoServiceScope)
+        );
+    }
 
     #[test]
     fn an_ask_is_refused_at_the_bound_and_says_whether_it_may_have_been_applied() {
