@@ -306,6 +306,25 @@ const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// (`fail_fast`). When Redis stops reading while commands are written to
 /// it, fred's writer waits on the full socket and cannot take the
 /// reconnection; the connection's `TCP_USER_TIMEOUT` ends that wait.
+/// How the watchdog's `PING` went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ping {
+    /// Answered.
+    Answered,
+    /// Not answered within [`WATCH_TIMEOUT`].
+    Unanswered,
+    /// Failed another way (at once: the connection is down and being made
+    /// again).
+    Failed,
+}
+
+/// Whether the watchdog drops the connection after a `PING`: only one left
+/// unanswered, on a connection still up and not made again meanwhile (the
+/// `PING` waited on the connection that was replaced).
+fn drop_connection(ping: Ping, reconnected_meanwhile: bool, connected: bool) -> bool {
+    ping == Ping::Unanswered && !reconnected_meanwhile && connected
+}
+
 fn watch(client: Client) -> tokio::task::JoinHandle<()> {
     use tokio::sync::broadcast::error::TryRecvError;
     tokio::spawn(async move {
@@ -328,12 +347,12 @@ fn watch(client: Client) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             reconnected();
-            let unanswered =
-                matches!(ping.ping::<Value>(None).await, Err(e) if *e.kind() == fred::error::ErrorKind::Timeout);
-            // Not answered, or failed fast (the connection is down and
-            // already being made again), or the connection it waited on
-            // was replaced meanwhile: nothing to do.
-            if !unanswered || reconnected() || !client.is_connected() {
+            let outcome = match ping.ping::<Value>(None).await {
+                Ok(_) => Ping::Answered,
+                Err(e) if *e.kind() == fred::error::ErrorKind::Timeout => Ping::Unanswered,
+                Err(_) => Ping::Failed,
+            };
+            if !drop_connection(outcome, reconnected(), client.is_connected()) {
                 continue;
             }
             tracing::warn!("Redis left a PING unanswered for 5 s: dropping the connection and connecting again");
@@ -1005,6 +1024,15 @@ mod tests {
             panic!("IRIS_TEST_REDIS is not set: run scripts/test, which starts a Redis server on loopback");
         };
         RedisStore::connect(RedisConfig { url, retention_secs: 3_600, session_ttl_secs: 60 }).await.unwrap()
+    }
+
+    #[test]
+    fn the_watchdog_drops_only_a_live_connection_that_left_its_ping_unanswered() {
+        assert!(drop_connection(Ping::Unanswered, false, true));
+        assert!(!drop_connection(Ping::Answered, false, true));
+        assert!(!drop_connection(Ping::Failed, false, true), "failed fast: already being made again");
+        assert!(!drop_connection(Ping::Unanswered, true, true), "it waited on the connection replaced meanwhile");
+        assert!(!drop_connection(Ping::Unanswered, false, false), "down already");
     }
 
     /// A fresh tenant per run: the server may hold earlier runs' data.
