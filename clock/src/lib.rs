@@ -175,6 +175,16 @@ impl Seed {
         Self(root)
     }
 
+    /// A node's root seed: the configured one (`seed` in the config, for
+    /// reproducing a run), else `drawn` (random bits) cut to 63 bits, so
+    /// that it can be written back into a config (TOML integers are i64).
+    pub const fn configured_or_drawn(configured: Option<u64>, drawn: u64) -> Self {
+        match configured {
+            Some(s) => Self(s),
+            None => Self(drawn >> 1),
+        }
+    }
+
     /// The root value (log it: it reproduces the run).
     pub const fn root(self) -> u64 {
         self.0
@@ -217,6 +227,12 @@ fn splitmix64(x: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_root_seed_is_the_configured_one_or_63_drawn_bits() {
+        assert_eq!(Seed::configured_or_drawn(Some(u64::MAX), 5).root(), u64::MAX, "as configured");
+        assert_eq!(Seed::configured_or_drawn(None, u64::MAX).root(), i64::MAX as u64, "fits a TOML integer");
+    }
 
     #[test]
     fn the_system_clock_never_goes_back() {

@@ -127,6 +127,35 @@ impl Topics {
     pub fn global(region: &str) -> String {
         format!("iris.global.{region}")
     }
+
+    /// The topics a region's node needs, with their partition counts: the
+    /// shard topic (`shard_partitions`), one single-partition topic per
+    /// edge, and, in a federation (`outbound_partitions`), the outbound
+    /// topic and the one-partition homes topic. The second list names those
+    /// that are compacted: the home assignments are state keyed by user,
+    /// never expired.
+    pub fn region_plan(
+        &self,
+        shard_partitions: usize,
+        edges: &[EdgeId],
+        outbound_partitions: Option<usize>,
+    ) -> (Vec<(String, usize)>, Vec<String>) {
+        let mut wanted = vec![(self.shard.clone(), shard_partitions)];
+        wanted.extend(edges.iter().map(|e| (self.edge(e), 1)));
+        let mut compacted = Vec::new();
+        if let Some(n) = outbound_partitions {
+            wanted.push((self.outbound.clone(), n));
+            wanted.push((self.homes.clone(), 1));
+            compacted.push(self.homes.clone());
+        }
+        (wanted, compacted)
+    }
+
+    /// The consumer group of an edge's reader: its own, read from the end
+    /// (an edge only needs what arrives while it runs).
+    pub fn edge_group(region: &str, edge: &EdgeId) -> String {
+        format!("iris.{region}.edge.{edge}")
+    }
 }
 
 /// A client that only asks about topics: its metadata requests must not
@@ -1236,6 +1265,27 @@ impl PartitionReader {
     pub async fn next_shard(&self) -> Result<(i32, i64, ShardEnvelope), KafkaBusError> {
         let m = self.consumer.recv().await?;
         Ok((m.partition(), m.offset(), decode_shard(&m)?))
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+
+    #[test]
+    fn a_region_wants_its_shard_topic_a_topic_per_edge_and_in_a_federation_outbound_and_compacted_homes() {
+        let t = Topics::for_region("eu");
+        let edges = [EdgeId::qualified("e1", "eu"), EdgeId::qualified("e2", "eu")];
+        let (wanted, compacted) = t.region_plan(8, &edges, None);
+        assert_eq!(
+            wanted,
+            vec![("iris.eu.shard".to_owned(), 8), ("iris.eu.edge.e1".to_owned(), 1), ("iris.eu.edge.e2".to_owned(), 1)]
+        );
+        assert!(compacted.is_empty());
+        let (wanted, compacted) = t.region_plan(8, &edges[..1], Some(4));
+        assert_eq!(&wanted[2..], &[("iris.eu.outbound".to_owned(), 4), ("iris.eu.homes".to_owned(), 1)]);
+        assert_eq!(compacted, vec!["iris.eu.homes".to_owned()]);
+        assert_eq!(Topics::edge_group("eu", &edges[0]), "iris.eu.edge.e1@eu");
     }
 }
 

@@ -34,17 +34,11 @@ pub async fn start(
 ) -> anyhow::Result<Started> {
     let topics = Topics::for_region(&cfg.region);
     let spread = shard_spread(cfg.shards.shards, cluster, &topics.shard).await?;
-    let mut wanted: Vec<(String, usize)> = vec![(topics.shard.clone(), spread.partitions() as usize)];
-    wanted.extend(edges.iter().map(|e| (topics.edge(e), 1)));
-    if let Some(f) = &cluster.federation {
-        wanted.push((topics.outbound.clone(), f.outbound_partitions as usize));
-        wanted.push((topics.homes.clone(), 1));
-    }
+    let outbound = cluster.federation.as_ref().map(|f| f.outbound_partitions as usize);
+    let (wanted, compacted) = topics.region_plan(spread.partitions() as usize, edges, outbound);
     let refs: Vec<(&str, usize)> = wanted.iter().map(|(t, n)| (t.as_str(), *n)).collect();
-    // The home assignments are state keyed by user: compacted, never expired.
-    ensure_topics_compacting(&cluster.kafka, &refs, &[topics.homes.as_str()])
-        .await
-        .context("checking the cluster's topics")?;
+    let compacted: Vec<&str> = compacted.iter().map(String::as_str).collect();
+    ensure_topics_compacting(&cluster.kafka, &refs, &compacted).await.context("checking the cluster's topics")?;
     let bus = KafkaBus::with_producers(&cluster.kafka, topics.clone(), cluster.linger_ms, cluster.producers)
         .context("connecting the Kafka producer")?
         .with_spread(spread);
@@ -57,8 +51,7 @@ pub async fn start(
     let fetch = iris_kafka::Fetch { wait_ms: cluster.fetch_wait_ms, min_bytes: cluster.fetch_min_bytes };
     for e in edges {
         let (tx, rx) = mpsc::channel(cfg.bus_queue);
-        let group = format!("iris.{}.edge.{}", cfg.region, e);
-        // An edge only needs what arrives while it runs: its sessions are new.
+        let group = Topics::edge_group(&cfg.region, e);
         let reader = PartitionReader::new(&cluster.kafka, &group, &topics.edge(e), &[0], fetch, true)?;
         tokio::spawn(edge_pump(reader, tx));
         edge_rxs.insert(e.clone(), rx);
@@ -95,19 +88,14 @@ pub async fn start(
     Ok((router, shards, edge_rxs))
 }
 
-/// How the region's shards lie on its shard topic (ADR 0031): as
-/// configured; else as the topic already has them (so a region made before
-/// the setting keeps its one partition per shard); else, for a new region,
-/// eight shards to a partition.
+/// How the region's shards lie on its shard topic ([`ShardSpread::choose`]):
+/// the topic's partition count is read only when none is configured.
 async fn shard_spread(shards: u32, cluster: &ClusterSettings, topic: &str) -> anyhow::Result<ShardSpread> {
-    if let Some(p) = cluster.shard_partitions {
-        return Ok(ShardSpread::new(shards, p));
-    }
-    let found = iris_kafka::partition_count(&cluster.kafka, topic).await.context("reading the shard topic")?;
-    match found {
-        Some(n) => ShardSpread::for_existing(shards, n).map_err(|e| anyhow::anyhow!("{topic}: {e}")),
-        None => Ok(ShardSpread::for_new_region(shards)),
-    }
+    let found = match cluster.shard_partitions {
+        Some(_) => None,
+        None => iris_kafka::partition_count(&cluster.kafka, topic).await.context("reading the shard topic")?,
+    };
+    ShardSpread::choose(shards, cluster.shard_partitions, found).map_err(|e| anyhow::anyhow!("{topic}: {e}"))
 }
 
 /// Joins the federation: loads the home assignments, sends what belongs to

@@ -170,10 +170,8 @@ impl Node {
     pub async fn from_settings(s: Settings, secret: Vec<u8>, clock: SharedClock) -> anyhow::Result<Node> {
         install_crypto_provider();
         layout::check(&s.data_dir, s.shards.shards)?;
-        // The one seed every random choice derives from (ADR 0019). A drawn
-        // seed has 63 bits so that it can be written back into a config
-        // (TOML integers are i64).
-        let root = Seed::new(s.seed.unwrap_or_else(|| rand::random::<u64>() >> 1));
+        // The one seed every random choice derives from (ADR 0019).
+        let root = Seed::configured_or_drawn(s.seed, rand::random::<u64>());
         if s.seed.is_some() {
             tracing::warn!(seed = %root, "root seed fixed by the config: for reproducing a run, not for production");
         }
@@ -308,13 +306,14 @@ impl Node {
         self.health.ready();
         tokio::spawn(reload_on_request(reload, self.certs.clone(), self.keys.clone()));
 
-        let healthy = tokio::select! {
-            _ = signals::next(&mut stop) => true,
-            _ = store_failed(&*self.store) => false,
+        let failed = tokio::select! {
+            _ = signals::next(&mut stop) => false,
+            _ = store_failed(&*self.store) => true,
         };
+        let plan = self.shutdown.plan(failed);
         self.health.draining();
-        let drain = self.shutdown.drain;
-        if healthy && !drain.is_zero() {
+        let drain = plan.drain;
+        if !drain.is_zero() {
             // Not a wait for a condition: the time a load balancer needs to
             // see /readyz fail and send new sessions elsewhere.
             tracing::info!(drain_ms = drain.as_millis() as u64, "draining: /readyz answers 503 before sessions close");
@@ -323,17 +322,16 @@ impl Node {
                 _ = signals::next(&mut stop) => {}
             }
         }
-        if healthy {
-            tracing::info!("shutting down: closing sessions, flushing writes");
-        } else {
+        if plan.failed {
             tracing::error!("storage failed; stopping so that a restart recovers from the journal");
+        } else {
+            tracing::info!("shutting down: closing sessions, flushing writes");
         }
         if let Some(http) = &self.http {
             http.stop(true).await;
         }
-        // Sessions close spread out (a store that failed ends them at once:
-        // they can do nothing); a second stop request closes the rest now.
-        let spread = if healthy { self.shutdown.spread } else { Duration::ZERO };
+        // A second stop request closes the rest now.
+        let spread = plan.spread;
         tokio::select! {
             _ = self.edge.close_spread(spread) => {}
             _ = signals::next(&mut stop) => self.edge.close_spread(Duration::ZERO).await,
@@ -352,7 +350,7 @@ impl Node {
             shards.stop();
         }
         tracing::info!("stopped");
-        if !healthy {
+        if plan.failed {
             bail!("storage failed");
         }
         Ok(())

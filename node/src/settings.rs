@@ -139,6 +139,36 @@ pub struct ShutdownSettings {
     pub writes: Duration,
 }
 
+/// How a node stops ([`ShutdownSettings::plan`]), carried out in order
+/// by `Node::run`: `/readyz` answers 503 for `drain`; the HTTP API stops;
+/// sessions close over `spread`; sessions get `sessions` to finish and
+/// writes in flight `writes` to become durable; the store closes. A second
+/// stop request cuts the drain and the spread short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownPlan {
+    /// How long `/readyz` answers 503 first.
+    pub drain: Duration,
+    /// Over how long the sessions close.
+    pub spread: Duration,
+    /// The node exits with an error (its store failed: a restart recovers
+    /// from the journal).
+    pub failed: bool,
+}
+
+impl ShutdownSettings {
+    /// The plan for a stop asked for (`store_failed == false`) or forced by
+    /// a failed store: then nothing waits, since sessions and load balancers
+    /// can do nothing with a node that cannot write, and the exit is an
+    /// error.
+    pub fn plan(&self, store_failed: bool) -> ShutdownPlan {
+        if store_failed {
+            ShutdownPlan { drain: Duration::ZERO, spread: Duration::ZERO, failed: true }
+        } else {
+            ShutdownPlan { drain: self.drain, spread: self.spread, failed: false }
+        }
+    }
+}
+
 impl Settings {
     /// Checks `cfg` and converts it.
     pub fn from_config(cfg: &Config) -> Result<Self, ConfigError> {
@@ -319,6 +349,21 @@ fn retention_policy(r: &iris_config::Retention) -> iris_storage::retention::Rete
 mod tests {
     use super::*;
     use crate::keys::SecretSource;
+
+    #[test]
+    fn a_stop_asked_for_drains_and_spreads_and_a_failed_store_stops_at_once_with_an_error() {
+        let s = ShutdownSettings {
+            drain: Duration::from_secs(5),
+            spread: Duration::from_secs(2),
+            sessions: Duration::from_secs(10),
+            writes: Duration::from_secs(10),
+        };
+        assert_eq!(
+            s.plan(false),
+            ShutdownPlan { drain: Duration::from_secs(5), spread: Duration::from_secs(2), failed: false }
+        );
+        assert_eq!(s.plan(true), ShutdownPlan { drain: Duration::ZERO, spread: Duration::ZERO, failed: true });
+    }
     use crate::store::StoreSettings;
 
     fn settings(toml: &str) -> Settings {

@@ -77,6 +77,19 @@ impl ShardSpread {
         Ok(Self::new(shards, p))
     }
 
+    /// How a region's shards lie on its shard topic (ADR 0031): as
+    /// `configured` (`cluster.shard_partitions`); else as the topic
+    /// already has them (`found`, so a region made before the setting keeps
+    /// its one partition per shard); else, for a new region, eight shards
+    /// to a partition.
+    pub fn choose(shards: u32, configured: Option<u32>, found: Option<usize>) -> Result<Self, String> {
+        match (configured, found) {
+            (Some(p), _) => Ok(Self::new(shards, p)),
+            (None, Some(n)) => Self::for_existing(shards, n),
+            (None, None) => Ok(Self::for_new_region(shards)),
+        }
+    }
+
     /// The shard topic's partition count.
     pub fn partitions(&self) -> u32 {
         self.partitions
@@ -299,6 +312,18 @@ impl ShardPartitions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_layout_is_the_configured_one_else_the_topic_s_else_eight_shards_to_a_partition() {
+        assert_eq!(ShardSpread::choose(64, Some(4), Some(64)).unwrap(), ShardSpread::new(64, 4), "configured wins");
+        assert_eq!(
+            ShardSpread::choose(64, None, Some(64)).unwrap(),
+            ShardSpread::new(64, 64),
+            "an old region keeps its layout"
+        );
+        assert_eq!(ShardSpread::choose(64, None, None).unwrap(), ShardSpread::new(64, 8), "a new region");
+        assert!(ShardSpread::choose(64, None, Some(3)).unwrap_err().contains("does not divide"));
+    }
 
     #[test]
     fn shards_go_round_the_partitions() {
