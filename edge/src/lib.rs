@@ -301,3 +301,15 @@ async fn announce_start(ctx: &session::EdgeContext) {
 fn session_id_start(seed: u64) -> u64 {
     seed >> 16
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_start_at_48_bits_of_the_seed_leaving_room_to_count() {
+        assert_eq!(session_id_start(u64::MAX), (1 << 48) - 1);
+        assert_eq!(session_id_start(0x1234_5678_9abc_def0), 0x1234_5678_9abc);
+        assert!(session_id_start(u64::MAX).checked_add(1 << 40).is_some(), "a trillion sessions before wrapping");
+    }
+}

@@ -145,7 +145,7 @@ async fn next_frame(assembler: &mut FrameAssembler, recv: &mut quinn::RecvStream
             Assembled::Need => {}
             Assembled::TooLarge(_) => return Inbound::TooLarge,
             Assembled::Frame(frame) => {
-                let encoding = if frame.first() == Some(&b'{') { Encoding::Json } else { Encoding::Binary };
+                let encoding = iris_protocol::framing::encoding_of(&frame);
                 return Inbound::Frame(frame, encoding);
             }
         }

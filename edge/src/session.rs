@@ -8,7 +8,7 @@
 
 use crate::guard::AuthGuard;
 use crate::presence::{LocalPresence, QueueReceiver, SessionEvent};
-use crate::state::{AuthRefusal, CloseReason, RouteRefusal, SessionConfig, SessionOutput, SessionState};
+use crate::state::{AuthRefusal, CloseReason, RouteRefusal, SessionConfig, SessionOutput, SessionState, token_checked};
 use iris_auth::KeyStore;
 use iris_clock::SharedClock;
 use iris_envelope::{EdgeId, SessionAddr, SessionId, ShardInput};
@@ -357,17 +357,14 @@ impl<T: Transport> Session<T> {
                     if !matches!(tokio::time::timeout(proving, self.t.address_proven()).await, Ok(true)) {
                         return false;
                     }
-                    let now = self.ctx.now_ms();
-                    let result = if !self.ctx.guard.allowed(self.peer, now) {
+                    let allowed = self.ctx.guard.allowed(self.peer, self.ctx.now_ms());
+                    let result = token_checked(allowed, || {
+                        // Never log the token; the reason stays server-side.
+                        self.ctx.keys.verify(&token).inspect_err(|e| tracing::debug!(reason = %e, "token refused"))
+                    });
+                    if matches!(result, Err(AuthRefusal::Throttled)) {
                         metrics::counter!("iris_auth_throttled_total").increment(1);
-                        Err(AuthRefusal::Throttled)
-                    } else {
-                        self.ctx.keys.verify(&token).map_err(|e| {
-                            // Never log the token; the reason stays server-side.
-                            tracing::debug!(reason = %e, "token refused");
-                            AuthRefusal::Invalid
-                        })
-                    };
+                    }
                     self.state.authenticated(result);
                 }
                 SessionOutput::AuthFailed => {

@@ -106,6 +106,17 @@ pub enum AuthRefusal {
     Throttled,
 }
 
+/// What a hello's token comes to, as the shell checks it: refused unread
+/// when its address failed too often lately (`allowed` is false), else
+/// what `verify` says, any error of which is `Invalid` (its reason stays
+/// in the server's log, never in the client's answer).
+pub fn token_checked<E>(allowed: bool, verify: impl FnOnce() -> Result<Identity, E>) -> Result<Identity, AuthRefusal> {
+    if !allowed {
+        return Err(AuthRefusal::Throttled);
+    }
+    verify().map_err(|_| AuthRefusal::Invalid)
+}
+
 /// Why the shell could not route a [`SessionOutput::Route`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteRefusal {

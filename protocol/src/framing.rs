@@ -5,6 +5,15 @@
 //!
 //! [`buf`]: FrameAssembler::buf
 
+use crate::Encoding;
+
+/// The encoding of a framed payload: JSON frames are objects and start
+/// with `{`; anything else is read as the binary codec (whose frames start
+/// with their version byte, and which refuses a wrong one).
+pub fn encoding_of(payload: &[u8]) -> Encoding {
+    if payload.first() == Some(&b'{') { Encoding::Json } else { Encoding::Binary }
+}
+
 /// How much the payload buffer grows at a time.
 const GROW_BYTES: usize = 16 * 1024;
 
@@ -86,6 +95,13 @@ pub fn frame(payload: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_payload_starting_with_a_brace_is_json_and_anything_else_binary() {
+        assert_eq!(encoding_of(br#"{"type":"ping"}"#), Encoding::Json);
+        assert_eq!(encoding_of(&[1, 12, 0]), Encoding::Binary);
+        assert_eq!(encoding_of(b""), Encoding::Binary, "the binary codec refuses it");
+    }
 
     fn feed(a: &mut FrameAssembler, mut bytes: &[u8], chunk: usize) -> Vec<Assembled> {
         let mut out = Vec::new();

@@ -310,3 +310,17 @@ fn every_transport_closes_with_the_documented_codes() {
         ]
     );
 }
+
+#[test]
+fn a_token_from_a_throttled_address_is_refused_unread_and_any_failure_is_invalid() {
+    let id = Identity { tenant: "acme".into(), user: "alice".into(), scopes: vec![] };
+    let mut read = false;
+    let throttled = token_checked(false, || -> Result<Identity, ()> {
+        read = true;
+        Ok(id.clone())
+    });
+    assert_eq!(throttled, Err(AuthRefusal::Throttled));
+    assert!(!read, "a throttled address's token is never verified");
+    assert_eq!(token_checked(true, || Err::<Identity, _>("expired")), Err(AuthRefusal::Invalid));
+    assert_eq!(token_checked(true, || Ok::<_, ()>(id.clone())), Ok(id));
+}
