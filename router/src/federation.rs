@@ -451,6 +451,70 @@ mod tests {
         }
     }
 
+    /// Writes down, in order, what it was asked to do, and refuses
+    /// `try_send` when told to.
+    struct Ordered {
+        log: Mutex<Vec<String>>,
+        homes: Arc<HomeDirectory>,
+        refuse: bool,
+    }
+
+    #[async_trait]
+    impl FederationLink for Ordered {
+        fn try_send(&self, env: GlobalEnvelope) -> Result<(), PublishError<GlobalEnvelope>> {
+            if self.refuse {
+                return Err(PublishError::Full(env));
+            }
+            self.log.lock().unwrap().push(format!("try_send {} {}", env.dest, env.body.kind()));
+            Ok(())
+        }
+        async fn send(&self, env: GlobalEnvelope) -> Result<(), BusError> {
+            self.log.lock().unwrap().push(format!("send {} {} hops {}", env.dest, env.body.kind(), env.hops));
+            Ok(())
+        }
+        async fn record_home(&self, a: &HomeAssignment) -> Result<(), BusError> {
+            let applied = self.homes.home_of(&a.user).1;
+            self.log.lock().unwrap().push(format!("record (applied here already: {applied})"));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_home_change_reaches_other_regions_before_this_one_routes_by_it() {
+        let homes = Arc::new(HomeDirectory::new("eu", &regions()));
+        let link = Arc::new(Ordered { log: Mutex::default(), homes: homes.clone(), refuse: false });
+        let f = Federation::new(homes.clone(), link.clone(), 16, iris_clock::system());
+        let bob = UserKey::new("acme", "bob");
+        f.set_home(bob.clone(), Some("us".into())).await.unwrap();
+        assert_eq!(
+            link.log.lock().unwrap().as_slice(),
+            ["send us home hops 0", "send ap home hops 0", "record (applied here already: false)"],
+            "every other region first, then this region's record, and only then is it applied here"
+        );
+        assert_eq!(homes.home_of(&bob), ("us".into(), true));
+    }
+
+    #[tokio::test]
+    async fn an_envelope_crosses_at_most_max_hops_and_presence_the_link_refuses_is_dropped() {
+        let homes = Arc::new(HomeDirectory::new("eu", &regions()));
+        let link = Arc::new(Ordered { log: Mutex::default(), homes: homes.clone(), refuse: true });
+        let f = Federation::new(homes, link.clone(), 16, iris_clock::system());
+        let mut env = GlobalEnvelope {
+            origin: "us".into(),
+            dest: "eu".into(),
+            hops: MAX_HOPS - 1,
+            relay: None,
+            queued_at: 0,
+            body: GlobalBody::EdgeAlive { edge: EdgeId("e@us".into()) },
+        };
+        assert!(f.forward(env.clone(), "ap".into()).await.unwrap());
+        env.hops = MAX_HOPS;
+        assert!(!f.forward(env, "ap".into()).await.unwrap(), "no further crossing");
+        assert!(f.try_send_edge("us".into(), presence("e@us", "bob", PresenceStatus::Online)).is_ok(), "held");
+        f.flush_presence();
+        assert_eq!(link.log.lock().unwrap().as_slice(), ["send ap edge_alive hops 1"], "the refused update is gone");
+    }
+
     #[tokio::test]
     async fn envelopes_and_assignments_are_stamped_by_the_given_clock() {
         let clock = Arc::new(iris_clock::ManualClock::new(5_000));
