@@ -32,7 +32,7 @@ use crate::rules::{self, Dropped, EdgeFate, Refusal, ShardFate};
 use crate::state::{Found, InputClock, Output, Query, ReadResult, ShardState, Ticket};
 use actix::prelude::*;
 use iris_clock::{Clock, SharedClock};
-use iris_envelope::{EdgeEnvelope, ShardEnvelope, ShardId, UserKey};
+use iris_envelope::{EdgeEnvelope, ShardEnvelope, ShardId, ShardKey, UserKey};
 use iris_router::{PublishError, Router, ShardReceiver};
 use iris_storage::{Bar, DedupKey, DedupRecord, Store, StoreError, UserRecord, WriteBatch, WriteOp};
 use std::sync::Arc;
@@ -235,7 +235,7 @@ impl Actor for ShardActor {
         self.lease_timer = Some(ctx.run_interval(self.lease_check, |act, ctx| {
             let now = act.time.now_ms();
             if let Some(tick) = act.clock.tick(now) {
-                let env = ShardEnvelope { owner: UserKey::new("", ""), body: tick, trace: None };
+                let env = ShardEnvelope { owner: ShardKey::Shard, body: tick, trace: None };
                 // Ephemeral: a tick that finds no room is simply not read,
                 // and the shard judges itself behind, as it is.
                 if act.router.try_to_shard_id(act.shard, env).is_err() {
@@ -953,7 +953,7 @@ mod tests {
     fn send_to_bob(edge: &iris_envelope::EdgeId, i: usize) -> ShardEnvelope {
         use iris_envelope::{SessionAddr, SessionId, ShardInput};
         ShardEnvelope {
-            owner: UserKey::new("acme", "bob"),
+            owner: UserKey::new("acme", "bob").into(),
             body: ShardInput::Send {
                 from: "alice".into(),
                 client_id: format!("c{i}").into(),

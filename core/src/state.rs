@@ -15,7 +15,7 @@
 
 use iris_envelope::{
     EdgeEnvelope, EdgeId, EdgeInput, InboxSeq, IngestEvent, Millis, Notice, Recipients, ServiceReply, SessionAddr,
-    ShardEnvelope, ShardId, ShardInput, UserKey,
+    ShardEnvelope, ShardId, ShardInput, ShardKey, UserKey,
 };
 use iris_storage::{
     CirclePolicy, Contact, DedupKey, DedupRecord, EventKey, LogKind, RollupKey, StoreError, StoredMessage, UserMeta,
@@ -567,22 +567,23 @@ impl ShardState {
     /// What must be loaded before `env` can be handled.
     pub fn needs(&self, env: &ShardEnvelope) -> Needs {
         let mut needs = Needs::default();
-        if self.is_barred(&env.owner.tenant) {
+        if env.owner.tenant().is_some_and(|t| self.is_barred(t)) {
             return needs; // refused by `handle`, unloaded
         }
         if let ShardInput::EdgeAlive { .. } | ShardInput::EdgeStarted { .. } | ShardInput::Tick { .. } = &env.body {
             return needs;
         }
-        if let ShardInput::Ingest { stream, events, .. } = &env.body {
+        if let (ShardInput::Ingest { stream, events, .. }, Some(tenant)) = (&env.body, env.owner.tenant()) {
             // Event streams have no user state; only their keys matter.
             needs.events = events
                 .iter()
-                .map(|e| EventKey { tenant: env.owner.tenant.clone(), stream: stream.clone(), key: e.key.clone() })
+                .map(|e| EventKey { tenant: tenant.clone(), stream: stream.clone(), key: e.key.clone() })
                 .collect();
             return needs;
         }
-        if self.users.get(&env.owner).is_none_or(|u| u.stale) {
-            needs.user = Some(env.owner.clone());
+        let Some(owner) = env.owner.user() else { return needs }; // refused by `handle`
+        if self.users.get(owner).is_none_or(|u| u.stale) {
+            needs.user = Some(owner.clone());
         }
         if let Some(key) = Self::dedup_key(env)
             && !self.inflight_dedup.contains_key(&key)
@@ -603,7 +604,7 @@ impl ShardState {
     pub fn dedup_key(env: &ShardEnvelope) -> Option<DedupKey> {
         match &env.body {
             ShardInput::Send { from, client_id, .. } => {
-                Some(DedupKey { sender: env.owner.peer(from), client_id: client_id.clone() })
+                Some(DedupKey { sender: env.owner.user()?.peer(from), client_id: client_id.clone() })
             }
             _ => None,
         }
@@ -639,6 +640,17 @@ impl ShardState {
     /// Answers an envelope that could not be handled.
     fn reject(&mut self, env: &ShardEnvelope, code: ErrorCode, message: &str) {
         self.input_done();
+        self.refuse(env, code, message);
+    }
+
+    /// Refuses a user's input whose key names no user (a record no node
+    /// of ours writes; read from the bus, it must not touch anyone's state).
+    fn reject_unowned(&mut self, env: &ShardEnvelope) {
+        self.refuse(env, ErrorCode::BadFrame, "the input names no user");
+    }
+
+    /// Tells whoever waits for `env` that it was refused.
+    fn refuse(&mut self, env: &ShardEnvelope, code: ErrorCode, message: &str) {
         let refused = |id: Option<String>| Notice::refused(code, message, id);
         let out = match &env.body {
             ShardInput::Send { client_id, reply: r, .. } => Some(reply(r, refused(Some(client_id.to_string())))),
@@ -685,7 +697,7 @@ impl ShardState {
     /// make durable, with their ticket, if any.
     pub fn handle(&mut self, now: Millis, env: ShardEnvelope, found: Found) -> Option<(Ticket, WriteBatch)> {
         self.started_at.get_or_insert(now);
-        if self.is_barred(&env.owner.tenant) {
+        if env.owner.tenant().is_some_and(|t| self.is_barred(t)) {
             // The tenant is being deleted: nothing of it is written again.
             self.reject(&env, ErrorCode::Forbidden, "tenant deleted");
             return None;
@@ -715,8 +727,13 @@ impl ShardState {
     }
 
     fn handle_input(&mut self, now: Millis, env: ShardEnvelope, found: Found) -> Option<(Ticket, WriteBatch)> {
-        if let ShardInput::Ingest { stream, events, reply } = env.body {
-            return self.ingest(now, &env.owner.tenant, stream, events, &reply, found.events_seen);
+        if let ShardInput::Ingest { .. } = env.body {
+            let Some(tenant) = env.owner.tenant().cloned() else {
+                self.reject_unowned(&env);
+                return None;
+            };
+            let ShardInput::Ingest { stream, events, reply } = env.body else { return None };
+            return self.ingest(now, &tenant, stream, events, &reply, found.events_seen);
         }
         if let ShardInput::EdgeAlive { edge } = env.body {
             let mut out = Vec::new();
@@ -732,7 +749,15 @@ impl ShardState {
             return None;
         }
         let dedup = found.dedup;
-        let owner = env.owner;
+        let owner = match &env.owner {
+            ShardKey::User(u) => u.clone(),
+            // A user's input without a user: refused (an ingest without a
+            // tenant, a session for no one), never applied to anyone.
+            _ => {
+                self.reject_unowned(&env);
+                return None;
+            }
+        };
         if !self.users.contains_key(&owner) {
             debug_assert!(false, "handle called before the owner was loaded");
             return None;

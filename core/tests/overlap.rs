@@ -32,7 +32,7 @@ fn owner(seed: u32) -> ShardState {
 
 fn send(i: usize) -> ShardEnvelope {
     ShardEnvelope {
-        owner: UserKey::new(TENANT, "bob"),
+        owner: UserKey::new(TENANT, "bob").into(),
         body: ShardInput::Send {
             from: format!("sender{}", i % 3).into(),
             client_id: format!("c{i}").into(),

@@ -317,7 +317,8 @@ impl<T: Transport> Session<T> {
                 },
                 SessionOutput::Route { env, ephemeral: false, charged } => {
                     let id = SessionState::refusal_id(&env);
-                    if charged && self.ctx.tenant_sends.take(&env.owner.tenant, 1, self.ctx.now_ms()).is_err() {
+                    let now = self.ctx.now_ms();
+                    if charged && env.owner.tenant().is_some_and(|t| self.ctx.tenant_sends.take(t, 1, now).is_err()) {
                         metrics::counter!("iris_tenant_rate_limited_total").increment(1);
                         let per_second = self.ctx.tenant_sends.per_second();
                         self.state.route_refused(id, RouteRefusal::TenantBudget { per_second });
@@ -332,7 +333,10 @@ impl<T: Transport> Session<T> {
                     };
                     if let Some(s) = &mut span {
                         env.trace = Some(s.ctx());
-                        s.attr("iris.tenant", iris_trace::Value::Str(env.owner.tenant.to_string()));
+                        s.attr(
+                            "iris.tenant",
+                            iris_trace::Value::Str(env.owner.tenant().map(|t| t.to_string()).unwrap_or_default()),
+                        );
                     }
                     let routed = self.ctx.router.to_shard(env).await;
                     if let Err(e) = routed {

@@ -311,13 +311,13 @@ impl SessionState {
             .subscriptions
             .drain()
             .map(|target| ShardEnvelope {
-                owner: user.peer(&target),
+                owner: user.peer(&target).into(),
                 body: ShardInput::Unsubscribe { viewer: user.user.clone(), session: self.addr.clone() },
                 trace: None,
             })
             .collect();
         v.push(ShardEnvelope {
-            owner: user,
+            owner: user.into(),
             body: ShardInput::SessionClosed { session: self.addr.clone() },
             trace: None,
         });
@@ -455,7 +455,7 @@ impl SessionState {
         // Sends are what the tenant's budget counts.
         let charged = matches!(body, ShardInput::Send { .. });
         self.out.push_back(SessionOutput::Route {
-            env: ShardEnvelope { owner, body, trace: None },
+            env: ShardEnvelope { owner: owner.into(), body, trace: None },
             ephemeral,
             charged,
         });

@@ -6,8 +6,10 @@
 //! in-process bus moves them as values; the Kafka bus will move them encoded
 //! with [`encode`] / [`decode`] (postcard behind a version byte).
 
+mod key;
 mod notice;
 mod trace;
+pub use key::ShardKey;
 pub use notice::{FrameOnly, Notice};
 pub use trace::{TRACEPARENT, TraceParent, to_hex};
 
@@ -122,8 +124,9 @@ pub type Millis = i64;
 /// An envelope addressed to the shard that owns `owner`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShardEnvelope {
-    /// The user whose shard handles this (the ring places this key).
-    pub owner: UserKey,
+    /// Whose state it touches: the ring places this key (a shard's own
+    /// inputs are published to a shard by number).
+    pub owner: ShardKey,
     /// What to do.
     pub body: ShardInput,
     /// The sampled trace this input belongs to, if any: carried beside the
@@ -247,13 +250,13 @@ pub enum ShardInput {
         reply: SessionAddr,
     },
     /// An edge is alive: it renews its lease on this shard (the owner is
-    /// ignored; the envelope is addressed to a shard directly).
+    /// [`ShardKey::Shard`]; the envelope is addressed to a shard directly).
     EdgeAlive {
         /// The edge.
         edge: EdgeId,
     },
-    /// Analytics events of one stream of `owner.tenant` (`owner` is the
-    /// stream's shard key, see [`stream_owner`]).
+    /// Analytics events of one stream (`owner` is the stream's
+    /// [`ShardKey::Stream`]).
     Ingest {
         /// The stream.
         stream: Arc<str>,
@@ -273,7 +276,7 @@ pub enum ShardInput {
         /// The highest seq the session was sent (or its inbox head at welcome).
         after: InboxSeq,
     },
-    /// An edge process started (the owner is ignored; the envelope is
+    /// An edge process started (the owner is [`ShardKey::Shard`]; the envelope is
     /// addressed to every shard directly, before the edge takes any
     /// session): every session the shard holds on that edge belonged to
     /// the process before and is gone. Without it, an edge that restarts
@@ -283,7 +286,7 @@ pub enum ShardInput {
         /// The edge.
         edge: EdgeId,
     },
-    /// A shard's own clock tick (the owner is ignored): its actor publishes
+    /// A shard's own clock tick (the owner is [`ShardKey::Shard`]): its actor publishes
     /// one to its own partition every eighth of a lease, and reading it
     /// back proves that everything the partition held when it was
     /// published has been read. The lease check trusts the input no further
@@ -326,12 +329,6 @@ pub struct IngestEvent {
     pub key: Arc<str>,
     /// The payload, as JSON text.
     pub payload: Bytes,
-}
-
-/// The shard key of a tenant's event stream. Its name starts with a control
-/// character, which no user name may contain, so it never meets a user.
-pub fn stream_owner(tenant: &Tenant, stream: &str) -> UserKey {
-    UserKey { tenant: tenant.clone(), user: format!("\u{1}events:{stream}").into() }
 }
 
 /// Answers to service requests (HTTP API), sent to the requesting node.
@@ -610,7 +607,7 @@ mod tests {
     #[test]
     fn envelopes_roundtrip() {
         let env = ShardEnvelope {
-            owner: UserKey::new("acme", "bob"),
+            owner: UserKey::new("acme", "bob").into(),
             body: ShardInput::Send {
                 from: "alice".into(),
                 client_id: "c-1".into(),

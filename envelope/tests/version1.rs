@@ -84,7 +84,7 @@ fn edge_records_of_version_1_read_as_notices_and_write_back_the_same() {
 #[test]
 fn shard_records_of_version_1_read_the_same_and_write_back_the_same() {
     let addr = SessionAddr { edge: EdgeId::qualified("edge-1", "eu"), session: SessionId(1) };
-    let owner = UserKey::new("acme", "bob");
+    let owner: ShardKey = UserKey::new("acme", "bob").into();
     let env = |body| ShardEnvelope { owner: owner.clone(), trace: None, body };
     let want = vec![
         env(ShardInput::Receipt { msg_id: "m-4".into(), by: "alice".into(), state: ReceiptState::Delivered }),

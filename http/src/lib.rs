@@ -22,8 +22,8 @@ use iris_auth::guard::AuthGuard;
 use iris_auth::{KeyStore, SERVICE_SCOPE, valid_name};
 use iris_clock::SharedClock;
 use iris_envelope::{
-    EdgeId, EdgeInput, Millis, Notice, ServiceReply, SessionAddr, SessionId, ShardEnvelope, ShardInput, Tenant,
-    UserKey, stream_owner,
+    EdgeId, EdgeInput, Millis, Notice, ServiceReply, SessionAddr, SessionId, ShardEnvelope, ShardInput, ShardKey,
+    Tenant, UserKey,
 };
 use iris_router::{EdgeReceiver, Router};
 use iris_storage::{LogKind, Store};
@@ -288,7 +288,12 @@ impl HttpFront {
 
     /// Publishes an envelope that answers to a new pending request, and
     /// waits for the answer.
-    async fn ask(&self, owner: UserKey, body: impl FnOnce(SessionAddr) -> ShardInput) -> Result<Answer, Failure> {
+    async fn ask(
+        &self,
+        owner: impl Into<ShardKey>,
+        body: impl FnOnce(SessionAddr) -> ShardInput,
+    ) -> Result<Answer, Failure> {
+        let owner = owner.into();
         let failed = |f| {
             let (status, message) = rules::ask_failure(f);
             Failure::new(status, message)
@@ -542,7 +547,7 @@ async fn post_events(front: web::Data<HttpFront>, req: HttpRequest, body: Body) 
             }
         }
         let asks = by_stream.into_iter().map(|(stream, events)| {
-            let owner = stream_owner(&tenant, &stream);
+            let owner = ShardKey::stream(&tenant, &stream);
             front.ask(owner, move |reply| ShardInput::Ingest { stream, events, reply })
         });
         let (mut accepted, mut duplicates) = (0usize, 0usize);

@@ -380,7 +380,7 @@ pub async fn relay_in(cfg: RelayConfig, router: Router) -> Result<(), KafkaBusEr
 async fn deliver(router: &Router, federation: &Arc<iris_router::Federation>, link: &OutboundLink, arrival: Arrival) {
     for attempt in 1.. {
         let outcome = match &arrival {
-            Arrival::Shard(se) => router.bus().publish_shard(router.shard_of(&se.owner), se.clone()).await,
+            Arrival::Shard(se) => router.bus().publish_shard(router.shard_of_key(&se.owner), se.clone()).await,
             Arrival::Forward { env, home } => federation.forward(env.clone(), home.clone()).await.map(|_| ()),
             Arrival::Edge(ee) => router.bus().publish_edge(ee.clone()).await,
             Arrival::EdgeAlive(edge) => {

@@ -1352,7 +1352,7 @@ mod tests {
         let bus = KafkaBus::new(&b, topics.clone(), 0).unwrap();
         for i in 0..4 {
             let env = ShardEnvelope {
-                owner: UserKey::new("acme", "bob"),
+                owner: UserKey::new("acme", "bob").into(),
                 body: ShardInput::Ack { up_to: i, read: false },
                 trace: None,
             };
@@ -1591,7 +1591,7 @@ mod tests {
         let owner = UserKey::new("acme", "bob");
         for i in 0..5 {
             let env = ShardEnvelope {
-                owner: owner.clone(),
+                owner: owner.clone().into(),
                 body: ShardInput::Send {
                     from: "alice".into(),
                     client_id: format!("c-{i}").into(),
@@ -1607,7 +1607,7 @@ mod tests {
             let (partition, _, env) =
                 tokio::time::timeout(Duration::from_secs(20), reader.next_shard()).await.unwrap().unwrap();
             assert_eq!(partition, 2);
-            assert_eq!(env.owner, owner);
+            assert_eq!(env.owner.user(), Some(&owner));
             assert!(matches!(env.body, ShardInput::Send { ref client_id, .. } if **client_id == *format!("c-{i}")));
         }
     }
@@ -1627,7 +1627,7 @@ mod tests {
         for i in 0..3 {
             for (shard, name) in [(0, "a"), (2, "b")] {
                 let env = ShardEnvelope {
-                    owner: UserKey::new("acme", format!("{name}{i}")),
+                    owner: UserKey::new("acme", format!("{name}{i}")).into(),
                     body: ShardInput::Ack { up_to: i, read: false },
                     trace: None,
                 };
@@ -1642,7 +1642,7 @@ mod tests {
         while got.len() < 6 {
             match tokio::time::timeout_at(deadline, source.next()).await.expect("records never arrived") {
                 SourceEvent::Assigned(s) => owned.extend(s.into_iter().map(|s| s.0)),
-                SourceEvent::Record { shard, offset, env } => got.push((shard.0, offset, env.owner.user.to_string())),
+                SourceEvent::Record { shard, offset, env } => got.push((shard.0, offset, env.owner.name().to_string())),
                 SourceEvent::Failed(_) => {}
                 e => panic!("unexpected {e:?}"),
             }
@@ -1675,7 +1675,7 @@ mod tests {
         let (second, _) = ShardGroup::join(&b, &group, &topics.shard, 5, 6_000).unwrap();
         let (partition, offset, env) =
             tokio::time::timeout(Duration::from_secs(30), second.next_shard()).await.unwrap().unwrap();
-        assert_eq!((partition, offset, &*env.owner.user), (0, b1, "b1"), "resumed at the first record not done");
+        assert_eq!((partition, offset, &*env.owner.name()), (0, b1, "b1"), "resumed at the first record not done");
     }
 
     /// Every third record carries a trace context (ADR 0023).
@@ -1702,7 +1702,7 @@ mod tests {
         for i in 0..EACH {
             for shard in 0..5u32 {
                 let env = ShardEnvelope {
-                    owner: UserKey::new("acme", format!("u{shard}")),
+                    owner: UserKey::new("acme", format!("u{shard}")).into(),
                     body: ShardInput::Send {
                         from: "alice".into(),
                         client_id: format!("{shard}-{i}").into(),

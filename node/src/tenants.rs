@@ -39,10 +39,8 @@ pub enum Shards {
     Stopped,
 }
 
-/// Most tenants barred at once in a store: every shard reads the whole list
-/// every few seconds and confirms each bar when it starts. A deletion that
-/// would bar one more is refused until bars are lifted (`iris tenant allow`).
-pub const MAX_BARS: usize = 1_000;
+pub use iris_storage::bars::MAX_BARS;
+use iris_storage::bars::{bar_stands, may_bar, unconfirmed};
 
 /// After the deletion, how long the command waits before it deletes once
 /// more: a write that failed on its client (a Redis command timed out, a
@@ -82,21 +80,14 @@ async fn delete_from(
     if !store.keeps_bars() {
         return Ok((store.delete_tenant(tenant).await?, false));
     }
-    let bars = store.barred_tenants().await?;
-    if bars.len() >= MAX_BARS && !bars.iter().any(|b| &*b.tenant == tenant) {
-        anyhow::bail!(
-            "{} tenants are barred already (at most {MAX_BARS}): lift the bars of tenants deleted long ago with \
-             `iris tenant allow` first",
-            bars.len()
-        );
-    }
+    may_bar(&store.barred_tenants().await?, tenant).map_err(anyhow::Error::msg)?;
     let id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_micros() as u64;
     let id = store.bar_tenant(tenant, id).await?;
     if let Shards::Confirm(wait) = shards {
         let until = tokio::time::Instant::now() + wait;
         loop {
             let confirmed = store.bar_confirmations(region, tenant, id).await?;
-            let missing: Vec<u32> = (0..want).filter(|shard| !confirmed.contains(shard)).collect();
+            let missing = unconfirmed(want, &confirmed);
             if missing.is_empty() {
                 break;
             }
@@ -115,8 +106,7 @@ async fn delete_from(
     }
     // An `iris tenant allow` while the command waited lets the shards that
     // had confirmed serve the tenant again: then nothing is deleted.
-    let still = store.barred_tenants().await?;
-    if !still.iter().any(|b| &*b.tenant == tenant && b.id == id) {
+    if !bar_stands(&store.barred_tenants().await?, tenant, id) {
         anyhow::bail!(
             "tenant {tenant:?}'s bar was lifted or replaced while the shards confirmed it: nothing was deleted"
         );

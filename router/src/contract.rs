@@ -68,7 +68,7 @@ async fn records(f: &mut dyn BusFixture, want: usize) -> Result<Vec<(ShardId, i6
 
 fn shard_env(tenant: &str, name: &str) -> ShardEnvelope {
     ShardEnvelope {
-        owner: UserKey::new(tenant, name),
+        owner: UserKey::new(tenant, name).into(),
         body: ShardInput::EdgeAlive { edge: EdgeId("contract".into()) },
         trace: None,
     }
@@ -125,7 +125,7 @@ async fn each_partition_in_publish_order(f: &mut dyn BusFixture, tenant: &str) -
     }
     let mut per: HashMap<ShardId, Vec<(i64, String)>> = HashMap::new();
     for (shard, offset, env) in got {
-        per.entry(shard).or_default().push((offset, env.owner.user.to_string()));
+        per.entry(shard).or_default().push((offset, env.owner.name().to_string()));
     }
     for s in [0u32, 1] {
         let seen = per.remove(&ShardId(s)).unwrap_or_default();
@@ -154,13 +154,13 @@ async fn a_paused_partition_waits_and_the_others_do_not(f: &mut dyn BusFixture, 
     }
     bus.publish_shard(ShardId(1), shard_env(tenant, "sentinel")).await.map_err(|e| e.to_string())?;
     let got = records(f, 1).await.map_err(|e| format!("a_paused_partition_waits: {e}"))?;
-    check(got[0].0 == ShardId(1) && &*got[0].2.owner.user == "sentinel", || {
+    check(got[0].0 == ShardId(1) && &*got[0].2.owner.name() == "sentinel", || {
         format!("a_paused_partition_waits: a paused partition delivered {:?}", got[0].2.owner)
     })?;
     let started = f.source().resume(ShardId(0)).map_err(|e| format!("resume: {e}"))?;
     check(started.contains(&ShardId(0)), || format!("a_paused_partition_waits: resuming shard 0 started {started:?}"))?;
     let got = records(f, 3).await.map_err(|e| format!("a_paused_partition_waits, after resuming: {e}"))?;
-    let names: Vec<String> = got.iter().map(|(s, _, e)| format!("{}:{}", s.0, e.owner.user)).collect();
+    let names: Vec<String> = got.iter().map(|(s, _, e)| format!("{}:{}", s.0, e.owner.name())).collect();
     check(names == ["0:held-0", "0:held-1", "0:held-2"], || {
         format!("a_paused_partition_waits: after resuming got {names:?}")
     })
@@ -208,7 +208,7 @@ async fn a_poisoned_record_does_not_stop_its_partition(f: &mut dyn BusFixture, t
         e => return Err(format!("a_poisoned_record: expected it reported unreadable, got {e:?}")),
     }
     let got = records(f, 1).await.map_err(|e| format!("a_poisoned_record: {e}"))?;
-    check(&*got[0].2.owner.user == "after-poison", || format!("a_poisoned_record: then got {:?}", got[0].2.owner))
+    check(&*got[0].2.owner.name() == "after-poison", || format!("a_poisoned_record: then got {:?}", got[0].2.owner))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use hashring::HashRing;
 use iris_clock::SharedClock;
 use iris_envelope::{
     EdgeEnvelope, EdgeId, EdgeInput, GlobalBody, GlobalEnvelope, HomeAssignment, Millis, Notice, SessionId,
-    ShardEnvelope, UserKey,
+    ShardEnvelope, ShardKey, UserKey,
 };
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -90,12 +90,17 @@ impl HomeDirectory {
         self.regions.iter().any(|r| &**r == region)
     }
 
-    /// The home region of a user, and whether it was assigned explicitly.
-    /// Event streams (and other pseudo-users) are always local.
-    pub fn home_of(&self, user: &UserKey) -> (Arc<str>, bool) {
-        if user.user.starts_with('\u{1}') || user.tenant.is_empty() {
-            return (self.local.clone(), false);
+    /// The home region of a shard envelope's key: a user's home; event
+    /// streams and a shard's own inputs never leave the region.
+    pub fn home_of_key(&self, key: &ShardKey) -> (Arc<str>, bool) {
+        match key {
+            ShardKey::User(u) => self.home_of(u),
+            ShardKey::Stream { .. } | ShardKey::Shard => (self.local.clone(), false),
         }
+    }
+
+    /// The home region of a user, and whether it was assigned explicitly.
+    pub fn home_of(&self, user: &UserKey) -> (Arc<str>, bool) {
         if let Some(e) = self.explicit.get(user) {
             if let Some(r) = &e.0 {
                 return (r.clone(), true);
@@ -236,7 +241,7 @@ impl Federation {
     }
 
     pub(crate) fn foreign_home(&self, env: &ShardEnvelope) -> Option<Arc<str>> {
-        let (home, _) = self.homes.home_of(&env.owner);
+        let (home, _) = self.homes.home_of_key(&env.owner);
         (home != self.homes.local).then_some(home)
     }
 
@@ -397,9 +402,11 @@ mod tests {
         // Clearing falls back to the hash.
         assert!(d.apply(&HomeAssignment { user: u.clone(), region: None, set_at: 11 }));
         assert_eq!(d.home_of(&u), (hashed, false));
-        // Event streams never leave the region.
-        let stream = iris_envelope::stream_owner(&"acme".into(), "s");
-        assert_eq!(d.home_of(&stream).0, d.local().clone());
+        // Event streams and a shard's own inputs never leave the region.
+        let stream = iris_envelope::ShardKey::stream(&"acme".into(), "s");
+        assert_eq!(d.home_of_key(&stream).0, d.local().clone());
+        assert_eq!(d.home_of_key(&iris_envelope::ShardKey::Shard).0, d.local().clone());
+        assert_eq!(d.home_of_key(&u.clone().into()), d.home_of(&u));
     }
 
     fn presence(edge: &str, user: &str, status: PresenceStatus) -> EdgeEnvelope {

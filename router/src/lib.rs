@@ -18,7 +18,7 @@ pub use federation::{Federation, FederationLink, HomeDirectory, MAX_HOPS, Presen
 pub use ring::{RING_VERSION, Ring, VNODES_PER_SHARD};
 pub use spread::ShardSpread;
 
-use iris_envelope::{EdgeEnvelope, EdgeId, ShardEnvelope, ShardId, ShardInput, UserKey};
+use iris_envelope::{EdgeEnvelope, EdgeId, ShardEnvelope, ShardId, ShardInput, ShardKey, UserKey};
 use std::sync::Arc;
 
 /// Where a shard envelope goes ([`Router::shard_path`]), decided before
@@ -91,7 +91,7 @@ impl Router {
         let mut dropped = 0;
         for s in 0..self.shards() {
             let env = ShardEnvelope {
-                owner: UserKey::new("", ""),
+                owner: ShardKey::Shard,
                 body: ShardInput::EdgeAlive { edge: edge.clone() },
                 trace: None,
             };
@@ -112,7 +112,7 @@ impl Router {
     pub async fn edge_started(&self, edge: &EdgeId) -> Result<(), BusError> {
         let publishes = (0..self.shards()).map(|s| {
             let env = ShardEnvelope {
-                owner: UserKey::new("", ""),
+                owner: ShardKey::Shard,
                 body: ShardInput::EdgeStarted { edge: edge.clone() },
                 trace: None,
             };
@@ -125,6 +125,11 @@ impl Router {
     /// The shard that owns a user.
     pub fn shard_of(&self, user: &UserKey) -> ShardId {
         self.ring.shard_of(user)
+    }
+
+    /// The shard that owns a shard envelope's key.
+    pub fn shard_of_key(&self, key: &ShardKey) -> ShardId {
+        self.ring.shard_of_key(key)
     }
 
     /// Whether `shard` of `region` owns `user`: the user is homed there and
@@ -162,7 +167,7 @@ impl Router {
     pub fn shard_path(&self, env: &ShardEnvelope) -> ShardPath {
         match self.federation.as_ref().and_then(|f| f.foreign_home(env)) {
             Some(home) => ShardPath::Region(home),
-            None => ShardPath::Shard(self.ring.shard_of(&env.owner)),
+            None => ShardPath::Shard(self.ring.shard_of_key(&env.owner)),
         }
     }
 
@@ -242,7 +247,7 @@ mod tests {
         let router = Router::new(ring.clone(), Arc::new(bus));
         let (bob, carol) = (UserKey::new("acme", "bob"), UserKey::new("acme", "carol"));
         let env = |owner: &UserKey| ShardEnvelope {
-            owner: owner.clone(),
+            owner: owner.clone().into(),
             body: ShardInput::EdgeAlive { edge: EdgeId("e".into()) },
             trace: None,
         };

@@ -100,7 +100,7 @@ impl RelayIn {
         }
         match env.body {
             GlobalBody::Shard(ref se) => {
-                let (home, _) = homes.home_of(&se.owner);
+                let (home, _) = homes.home_of_key(&se.owner);
                 if home == *homes.local() {
                     let GlobalBody::Shard(se) = env.body else { unreachable!("matched above") };
                     Arrival::Shard(se)
@@ -417,7 +417,7 @@ mod tests {
 
     fn to(user: &str) -> GlobalBody {
         GlobalBody::Shard(ShardEnvelope {
-            owner: UserKey::new("acme", user),
+            owner: UserKey::new("acme", user).into(),
             body: ShardInput::Ack { up_to: 1, read: false },
             trace: None,
         })

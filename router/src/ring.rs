@@ -9,7 +9,7 @@
 //! scheme; golden vectors in the tests fail if any of it changes.
 
 use hashring::HashRing;
-use iris_envelope::{ShardId, UserKey};
+use iris_envelope::{ShardId, ShardKey, UserKey};
 use std::hash::{Hash, Hasher};
 
 /// The placement scheme's version. Bump only with a migration plan.
@@ -78,6 +78,12 @@ impl Ring {
     /// The shard that owns a user.
     pub fn shard_of(&self, user: &UserKey) -> ShardId {
         self.shard_for_key(&user.shard_key())
+    }
+
+    /// The shard that owns a shard envelope's key (a user's or a
+    /// stream's; [`ShardKey::Shard`] lands where the empty user would).
+    pub fn shard_of_key(&self, key: &ShardKey) -> ShardId {
+        self.shard_for_key(&key.shard_key())
     }
 }
 

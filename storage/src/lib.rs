@@ -11,6 +11,7 @@
 //! driver). Every backend must pass [`contract::run_all`].
 //! [`memory::MemoryStore`] mirrors the embedded store in memory, for the simulator and tests.
 
+pub mod bars;
 pub mod contract;
 pub mod embedded;
 mod keys;

@@ -46,7 +46,7 @@
 use iris_core::commits::{CommitQueue, Started};
 use iris_core::state::{Found, InputClock, Output, ReadResult, ShardConfig, ShardState, Ticket};
 use iris_envelope::{
-    EdgeId, EdgeInput, InboxSeq, Notice, SessionAddr, SessionId, ShardEnvelope, ShardId, ShardInput, UserKey,
+    EdgeId, EdgeInput, InboxSeq, Notice, SessionAddr, SessionId, ShardEnvelope, ShardId, ShardInput, ShardKey, UserKey,
 };
 use iris_router::feed::{Feed, FeedInput, FeedOutput};
 use iris_router::spread::ShardPartitions;
@@ -622,7 +622,7 @@ impl Sim {
         for c in 0..sim.cfg.users {
             let viewer = (c + sim.cfg.users - 1) % sim.cfg.users;
             contacts.push(iris_storage::WriteOp::Contact {
-                owner: user(c),
+                owner: user(c).into(),
                 contact: format!("u{viewer}"),
                 record: iris_storage::Contact { circle: iris_core::state::DEFAULT_CIRCLE.into(), channels: Vec::new() },
             });
@@ -976,7 +976,7 @@ impl Sim {
         let edge = self.edges[e].id.clone();
         for s in 0..self.cfg.shards {
             let env = ShardEnvelope {
-                owner: UserKey::new("", ""),
+                owner: ShardKey::Shard,
                 body: ShardInput::EdgeStarted { edge: edge.clone() },
                 trace: None,
             };
@@ -986,7 +986,7 @@ impl Sim {
 
     /// Appends an envelope to its owner's shard's partition.
     fn publish(&mut self, env: ShardEnvelope) -> (usize, usize) {
-        let shard = self.ring.shard_of(&env.owner);
+        let shard = self.ring.shard_of_key(&env.owner);
         self.append(shard, env)
     }
 
@@ -1012,7 +1012,7 @@ impl Sim {
             let edge = self.edges[e].id.clone();
             for s in 0..self.cfg.shards {
                 let env = ShardEnvelope {
-                    owner: UserKey::new("", ""),
+                    owner: ShardKey::Shard,
                     body: ShardInput::EdgeAlive { edge: edge.clone() },
                     trace: None,
                 };
@@ -1118,7 +1118,7 @@ impl Sim {
             };
             self.clients[c].pending = Some(Pending { to, client_id: client_id.clone(), sent_at: self.now });
             let env = ShardEnvelope {
-                owner: user(to),
+                owner: user(to).into(),
                 body: ShardInput::Send {
                     from: format!("u{c}").into(),
                     client_id: client_id.as_str().into(),
@@ -1153,7 +1153,7 @@ impl Sim {
                 let at = self.edge_publish(
                     e,
                     ShardEnvelope {
-                        owner: user(c),
+                        owner: user(c).into(),
                         body: ShardInput::SessionOpened { session, resume_after: None },
                         trace: None,
                     },
@@ -1172,7 +1172,7 @@ impl Sim {
                     self.edge_publish(
                         e,
                         ShardEnvelope {
-                            owner: user(t),
+                            owner: user(t).into(),
                             body: ShardInput::Unsubscribe { viewer, session: session.clone() },
                             trace: None,
                         },
@@ -1180,7 +1180,7 @@ impl Sim {
                 }
                 self.edge_publish(
                     e,
-                    ShardEnvelope { owner: user(c), body: ShardInput::SessionClosed { session }, trace: None },
+                    ShardEnvelope { owner: user(c).into(), body: ShardInput::SessionClosed { session }, trace: None },
                 );
                 self.event(format!("u{c} closes session {id}"));
             }
@@ -1312,7 +1312,7 @@ impl Sim {
             if let Some(tick) = tick
                 && now >= self.nodes[n].cut_until
             {
-                self.append(shard, ShardEnvelope { owner: UserKey::new("", ""), body: tick, trace: None });
+                self.append(shard, ShardEnvelope { owner: ShardKey::Shard, body: tick, trace: None });
             }
             let sh = self.nodes[n].shards.get_mut(&inst).expect("listed above");
             // After a failed commit, an idle shard repairs its records too.
@@ -1519,9 +1519,9 @@ impl Sim {
             // answered with an error (its write failed; the client retries).
             for off in self.partitions[p].committed..next {
                 let (_, env) = self.partitions[p].log[off as usize].clone();
-                if let ShardInput::Send { from, client_id, .. } = &env.body
+                if let (ShardInput::Send { from, client_id, .. }, Some(owner)) = (&env.body, env.owner.user())
                     && !self.refused.contains(&**client_id)
-                    && !self.stored(&env.owner, from, client_id)
+                    && !self.stored(owner, from, client_id)
                 {
                     self.violation(format!(
                         "partition {p} committed to {next} by node {n}, but the send {client_id} at offset {off} is neither durable nor answered"
@@ -1675,7 +1675,7 @@ impl Sim {
                     self.edge_publish(
                         e,
                         ShardEnvelope {
-                            owner: user(t),
+                            owner: user(t).into(),
                             body: ShardInput::Subscribe { viewer: format!("u{c}").into(), session: s },
                             trace: None,
                         },
@@ -1697,7 +1697,7 @@ impl Sim {
                     self.edge_publish(
                         e,
                         ShardEnvelope {
-                            owner: user(c),
+                            owner: user(c).into(),
                             body: ShardInput::SessionResumed { session, after },
                             trace: None,
                         },
@@ -1720,7 +1720,7 @@ impl Sim {
                     self.edge_publish(
                         e,
                         ShardEnvelope {
-                            owner: user(t),
+                            owner: user(t).into(),
                             body: ShardInput::Subscribe { viewer: format!("u{c}").into(), session },
                             trace: None,
                         },
@@ -1754,7 +1754,11 @@ impl Sim {
                         let session = SessionAddr { edge: self.edges[e].id.clone(), session: SessionId(id) };
                         self.edge_publish(
                             e,
-                            ShardEnvelope { owner: user(c), body: ShardInput::SessionClosed { session }, trace: None },
+                            ShardEnvelope {
+                                owner: user(c).into(),
+                                body: ShardInput::SessionClosed { session },
+                                trace: None,
+                            },
                         );
                     }
                     None => {}

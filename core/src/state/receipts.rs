@@ -111,7 +111,7 @@ impl ShardState {
                     let Some(last) = page.last().map(|m| m.seq) else { return o };
                     for m in page {
                         o.outputs.push(Output::Shard(ShardEnvelope {
-                            owner: user.peer(&m.from),
+                            owner: user.peer(&m.from).into(),
                             body: ShardInput::Receipt { msg_id: m.msg_id, by: user.user.clone(), state },
                             trace: None,
                         }));

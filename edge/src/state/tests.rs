@@ -170,7 +170,7 @@ fn send_is_routed_to_the_recipient_in_the_same_tenant() {
     let out = drain(&mut s);
     match &out[0] {
         SessionOutput::Route { env, ephemeral: false, .. } => {
-            assert_eq!(env.owner, UserKey::new("acme", "bob"));
+            assert_eq!(env.owner.user(), Some(&UserKey::new("acme", "bob")));
             assert!(matches!(&env.body, ShardInput::Send { from, .. } if &**from == "alice"));
         }
         other => panic!("{other:?}"),
@@ -264,7 +264,7 @@ fn a_resync_registers_the_session_and_its_subscriptions_with_the_shard_that_owns
     let routed: Vec<(String, ShardInput)> = drain(&mut s)
         .into_iter()
         .filter_map(|o| match o {
-            SessionOutput::Route { env, .. } => Some((env.owner.user.to_string(), env.body)),
+            SessionOutput::Route { env, .. } => Some((env.owner.name().to_string(), env.body)),
             _ => None,
         })
         .collect();

@@ -4,7 +4,7 @@ use proptest::prelude::*;
 
 fn env(n: i64) -> ShardEnvelope {
     ShardEnvelope {
-        owner: UserKey::new("t", format!("u{n}")),
+        owner: UserKey::new("t", format!("u{n}")).into(),
         body: ShardInput::EdgeAlive { edge: EdgeId("e".into()) },
         trace: None,
     }

@@ -33,7 +33,7 @@ fn a_barred_tenant_is_forgotten_refused_and_never_written_while_others_are_serve
     assert!(h.state.users.keys().all(|k| &*k.tenant != "acme"), "its users are forgotten");
     // Its inputs need nothing loaded and are refused, unwritten.
     let env = ShardEnvelope {
-        owner: key("bob"),
+        owner: key("bob").into(),
         body: ShardInput::Send {
             from: "alice".into(),
             client_id: "c1".into(),
@@ -58,7 +58,7 @@ fn a_barred_tenant_is_forgotten_refused_and_never_written_while_others_are_serve
     // Another tenant is served as before.
     let other = UserKey::new("other", "ann");
     let open = ShardEnvelope {
-        owner: other.clone(),
+        owner: other.clone().into(),
         body: ShardInput::SessionOpened { session: addr("e1", 9), resume_after: None },
         trace: None,
     };

@@ -59,7 +59,7 @@ fn failed_commit_turns_accepted_into_unavailable_and_resets() {
     );
     assert!(h.state.needs_reset());
     assert!(h.state.reset().is_none(), "a send writes no session record");
-    let env = ShardEnvelope { owner: key("bob"), body: ShardInput::Ack { up_to: 0, read: false }, trace: None };
+    let env = ShardEnvelope { owner: key("bob").into(), body: ShardInput::Ack { up_to: 0, read: false }, trace: None };
     assert!(h.state.needs(&env).user.is_some(), "heads reload from storage");
 }
 
@@ -136,7 +136,7 @@ fn a_retry_of_a_failed_in_flight_send_is_not_accepted() {
 fn a_failed_load_answers_a_send_with_a_retryable_error_naming_it() {
     let mut s = ShardState::new(cfg());
     let env = ShardEnvelope {
-        owner: key("bob"),
+        owner: key("bob").into(),
         body: ShardInput::Send {
             from: "alice".into(),
             client_id: "c-9".into(),

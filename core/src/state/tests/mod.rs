@@ -43,7 +43,7 @@ impl Harness {
     }
 
     fn input_with(&mut self, owner: &str, body: ShardInput, dedup: Option<DedupRecord>) {
-        let env = ShardEnvelope { owner: key(owner), body, trace: None };
+        let env = ShardEnvelope { owner: key(owner).into(), body, trace: None };
         if let Some(u) = self.state.needs(&env).user {
             self.state.insert_user(u, UserRecord::default());
         }
@@ -148,7 +148,7 @@ mod traces {
         let t = TraceParent::new([1; 16], [2; 8]).unwrap();
         let send =
             |id: &str, reply| ShardInput::Send { from: "alice".into(), client_id: id.into(), body: "hi".into(), reply };
-        let env = ShardEnvelope { owner: key("bob"), body: send("traced", addr("e2", 1)), trace: Some(t) };
+        let env = ShardEnvelope { owner: key("bob").into(), body: send("traced", addr("e2", 1)), trace: Some(t) };
         h.now += 1;
         if let Some(w) = h.state.handle(h.now, env, Found { dedup: None, events_seen: vec![] }) {
             h.pending.push(w);

@@ -94,7 +94,7 @@ fn receipts_go_to_each_sender_s_shard_page_by_page() {
                 owner,
                 body: ShardInput::Receipt { by, state: ReceiptState::Read, .. },
                 trace: None,
-            }) if &**by == "bob" => Some(owner.user.to_string()),
+            }) if &**by == "bob" => Some(owner.name().to_string()),
             _ => None,
         })
         .collect();

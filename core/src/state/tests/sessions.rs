@@ -26,8 +26,11 @@ fn an_edge_that_stops_renewing_its_lease_loses_its_sessions() {
     h.notices();
     // e2 keeps renewing, e1 does not.
     let alive = |h: &mut Harness, now: Millis| {
-        let env =
-            ShardEnvelope { owner: key(""), body: ShardInput::EdgeAlive { edge: EdgeId("e2".into()) }, trace: None };
+        let env = ShardEnvelope {
+            owner: ShardKey::Shard,
+            body: ShardInput::EdgeAlive { edge: EdgeId("e2".into()) },
+            trace: None,
+        };
         assert!(h.state.needs(&env).user.is_none());
         assert!(h.state.handle(now, env, Found::default()).is_none());
     };
