@@ -751,8 +751,8 @@ impl ShardState {
         let dedup = found.dedup;
         let owner = match &env.owner {
             ShardKey::User(u) => u.clone(),
-            // A user's input without a user: refused (an ingest without a
-            // tenant, a session for no one), never applied to anyone.
+            // A user's input under a stream's key or the shard's own:
+            // refused, never applied to anyone.
             _ => {
                 self.reject_unowned(&env);
                 return None;
