@@ -38,10 +38,16 @@ mod contacts;
 mod inbox;
 mod ingest;
 mod input;
+mod outputs;
 mod presence;
 mod receipts;
 mod sessions;
 mod tickets;
+mod user;
+
+pub use outputs::coalesce_edge_outputs;
+use outputs::*;
+use user::*;
 
 /// What handling one input produces, gathered by the domain handlers
 /// (`sessions`, `inbox`, `receipts`, `presence`, `contacts`) and then
@@ -223,102 +229,6 @@ pub const RECEIPT_PAGE: usize = 1_000;
 /// Pending receipts delivered to a session at most, per session opened.
 pub const PENDING_RECEIPTS_MAX: usize = 10_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct View {
-    status: PresenceStatus,
-    last_seen: Option<Millis>,
-}
-
-const HIDDEN: View = View { status: PresenceStatus::Offline, last_seen: None };
-
-/// No view a subscriber can be told: its `last` when it must be told again.
-const UNTOLD: View = View { status: PresenceStatus::Offline, last_seen: Some(Millis::MIN) };
-
-#[derive(Debug)]
-struct Subscriber {
-    viewer: Arc<str>,
-    session: SessionAddr,
-    last: View,
-}
-
-#[derive(Debug)]
-struct UserState {
-    head: InboxSeq,
-    meta: UserMeta,
-    contacts: BTreeMap<String, Contact>,
-    identities: Vec<String>,
-    policies: BTreeMap<String, CirclePolicy>,
-    sessions: Vec<SessionAddr>,
-    away: bool,
-    subscribers: Vec<Subscriber>,
-    last_ticket: Ticket,
-    /// Durable fields may be ahead of storage (after a failed commit):
-    /// reload them before the next use; sessions and subscribers stay.
-    stale: bool,
-}
-
-impl UserState {
-    fn from_record(r: UserRecord) -> Self {
-        Self {
-            head: r.head,
-            meta: r.meta,
-            contacts: r.contacts,
-            identities: r.identities,
-            policies: r.policies,
-            sessions: Vec::new(),
-            away: false,
-            subscribers: Vec::new(),
-            last_ticket: 0,
-            stale: false,
-        }
-    }
-
-    fn refresh(&mut self, r: UserRecord) {
-        self.head = r.head;
-        self.meta = r.meta;
-        self.contacts = r.contacts;
-        self.identities = r.identities;
-        self.policies = r.policies;
-        self.stale = false;
-    }
-
-    fn policy(&self, circle: &str) -> CirclePolicy {
-        match self.policies.get(circle) {
-            Some(p) => *p,
-            None if circle == DEFAULT_CIRCLE => CirclePolicy { presence: true, last_seen: true },
-            None => CirclePolicy::default(),
-        }
-    }
-
-    /// What `viewer` may see of this user (named `me`).
-    fn view_for(&self, me: &str, viewer: &str) -> View {
-        let (presence, last_seen) = if viewer == me {
-            (true, true)
-        } else {
-            match self.contacts.get(viewer) {
-                Some(contact) => {
-                    let p = self.policy(&contact.circle);
-                    (p.presence, p.presence && p.last_seen)
-                }
-                None => (false, false),
-            }
-        };
-        if !presence {
-            return HIDDEN;
-        }
-        let (status, seen) = if let Some(since) = self.meta.invisible_since {
-            (PresenceStatus::Offline, Some(since))
-        } else if self.sessions.is_empty() {
-            (PresenceStatus::Offline, self.meta.last_seen)
-        } else if self.away {
-            (PresenceStatus::Away, None)
-        } else {
-            (PresenceStatus::Online, None)
-        };
-        View { status, last_seen: if status == PresenceStatus::Offline && last_seen { seen } else { None } }
-    }
-}
-
 /// The state of one shard.
 pub struct ShardState {
     config: ShardConfig,
@@ -364,74 +274,6 @@ pub struct ShardState {
     bars_since: Option<Millis>,
     /// See [`ShardState::bars_changed`].
     bars_changed: u64,
-}
-
-fn notice_to(sessions: &[SessionAddr], notice: Notice, droppable: bool, out: &mut Vec<Output>) {
-    let mut by_edge: Vec<(EdgeId, Vec<iris_envelope::SessionId>)> = Vec::new();
-    for s in sessions {
-        match by_edge.iter_mut().find(|(e, _)| *e == s.edge) {
-            Some((_, v)) => v.push(s.session),
-            None => by_edge.push((s.edge.clone(), vec![s.session])),
-        }
-    }
-    for (edge, mut ids) in by_edge {
-        let to =
-            if ids.len() == 1 { Recipients::Session(ids.pop().expect("one id")) } else { Recipients::Sessions(ids) };
-        out.push(Output::Edge(EdgeEnvelope {
-            edge,
-            body: EdgeInput::Notice { to, notice: notice.clone(), droppable },
-            traces: Vec::new(),
-        }));
-    }
-}
-
-/// Merges each run of consecutive edge outputs into one envelope per edge
-/// (in the order the edges first appear, each edge's inputs in their
-/// order), so that outputs released together cost one bus record per edge.
-/// Any other output ends a run: a replay's messages must not be overtaken.
-/// Edges of other regions are left alone (federation batches their
-/// presence itself).
-pub fn coalesce_edge_outputs(outputs: Vec<Output>, region: &str) -> Vec<Output> {
-    let mut out = Vec::with_capacity(outputs.len());
-    type Run = Vec<(EdgeId, Vec<EdgeInput>, Vec<iris_envelope::TraceParent>)>;
-    let mut run: Run = Vec::new();
-    let end_run = |run: &mut Run, out: &mut Vec<Output>| {
-        for (edge, mut parts, traces) in run.drain(..) {
-            let body = if parts.len() == 1 { parts.pop().expect("one part") } else { EdgeInput::Batch(parts) };
-            out.push(Output::Edge(EdgeEnvelope { edge, body, traces }));
-        }
-    };
-    for o in outputs {
-        match o {
-            Output::Edge(env) if env.edge.region().is_none_or(|r| r == region) => {
-                match run.iter_mut().find(|(e, _, _)| *e == env.edge) {
-                    Some((_, parts, traces)) => {
-                        parts.extend(env.body.into_parts());
-                        for t in env.traces {
-                            if !traces.contains(&t) && traces.len() < iris_envelope::MAX_TRACES {
-                                traces.push(t);
-                            }
-                        }
-                    }
-                    None => run.push((env.edge, env.body.into_parts(), env.traces)),
-                }
-            }
-            other => {
-                end_run(&mut run, &mut out);
-                out.push(other);
-            }
-        }
-    }
-    end_run(&mut run, &mut out);
-    out
-}
-
-fn reply(session: &SessionAddr, notice: Notice) -> Output {
-    Output::Edge(EdgeEnvelope {
-        edge: session.edge.clone(),
-        body: EdgeInput::Notice { to: Recipients::Session(session.session), notice, droppable: false },
-        traces: Vec::new(),
-    })
 }
 
 impl ShardState {
@@ -904,129 +746,8 @@ impl ShardState {
     }
 }
 
-/// What a client sees instead of an output whose write failed.
-fn failed_output(o: Output) -> Option<Output> {
-    match o {
-        Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Notice { to, notice, droppable: false }, traces }) => {
-            let id = match notice {
-                Notice::Accepted { id, .. } => Some(id),
-                Notice::ContactsOk { .. } | Notice::CirclePolicyOk { .. } => None,
-                _ => return None,
-            };
-            Some(Output::Edge(EdgeEnvelope {
-                edge,
-                body: EdgeInput::Notice {
-                    to,
-                    notice: Notice::refused(ErrorCode::Unavailable, "storage failed; retry", id),
-                    droppable: false,
-                },
-                traces,
-            }))
-        }
-        // A session whose opening could not be written is refused with
-        // `unavailable` (the edge closes it; the client retries).
-        Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Welcome { session, .. }, .. }) => {
-            Some(Output::Edge(EdgeEnvelope {
-                edge,
-                body: EdgeInput::Notice {
-                    to: Recipients::Session(session),
-                    notice: Notice::refused(ErrorCode::Unavailable, "storage failed; retry", None),
-                    droppable: false,
-                },
-                traces: Vec::new(),
-            }))
-        }
-        Output::Edge(EdgeEnvelope { edge, body: EdgeInput::Reply { request, .. }, .. }) => {
-            Some(Output::Edge(EdgeEnvelope {
-                edge,
-                body: EdgeInput::Reply {
-                    request,
-                    reply: ServiceReply::Error {
-                        code: ErrorCode::Unavailable,
-                        message: "storage failed; retry".into(),
-                    },
-                },
-                traces: Vec::new(),
-            }))
-        }
-        _ => None,
-    }
-}
-
-fn presence_notice(user: &str, view: View) -> Notice {
-    Notice::Presence { user: user.to_owned(), status: view.status, last_seen: view.last_seen }
-}
-
-/// Sends each subscriber whose view changed one notice; subscribers on the
-/// same edge who see the same thing share one envelope.
-/// Tells every subscriber what it may see of `me` now, whether or not it
-/// was told so before.
-fn announce_presence(me: &str, user: &mut UserState, out: &mut Vec<Output>) {
-    for sub in &mut user.subscribers {
-        sub.last = UNTOLD;
-    }
-    notify_subscribers(me, user, out);
-}
-
-fn notify_subscribers(me: &str, user: &mut UserState, out: &mut Vec<Output>) {
-    let mut groups: Vec<(View, Vec<SessionAddr>)> = Vec::new();
-    for i in 0..user.subscribers.len() {
-        let view = user.view_for(me, &user.subscribers[i].viewer);
-        let sub = &mut user.subscribers[i];
-        if view != sub.last {
-            sub.last = view;
-            match groups.iter_mut().find(|(v, _)| *v == view) {
-                Some((_, s)) => s.push(sub.session.clone()),
-                None => groups.push((view, vec![sub.session.clone()])),
-            }
-        }
-    }
-    for (view, sessions) in groups {
-        notice_to(&sessions, presence_notice(me, view), false, out);
-    }
-}
-
 /// The version of the records in the downstream graph and events logs.
 pub const GRAPH_EVENT_VERSION: u32 = 1;
-
-fn graph_log(owner: &UserKey, record: &serde_json::Value) -> WriteOp {
-    WriteOp::Log { kind: LogKind::Graph, tenant: owner.tenant.clone(), record: record.to_string().into_bytes().into() }
-}
-
-/// Puts a contact in place; writes it and its `contact.upserted` event only
-/// if it changed. Returns whether it did.
-fn upsert_contact(
-    owner: &UserKey,
-    user: &mut UserState,
-    now: Millis,
-    name: String,
-    contact: Contact,
-    batch: &mut WriteBatch,
-) -> bool {
-    if user.contacts.get(&name) == Some(&contact) {
-        return false;
-    }
-    let record = serde_json::json!({
-        "v": GRAPH_EVENT_VERSION, "type": "contact.upserted", "tenant": &*owner.tenant, "owner": &*owner.user,
-        "contact": &name, "circle": &contact.circle, "channels": &contact.channels, "ts": now,
-    });
-    batch.push(graph_log(owner, &record));
-    batch.push(WriteOp::Contact { owner: owner.clone(), contact: name.clone(), record: contact.clone() });
-    user.contacts.insert(name, contact);
-    true
-}
-
-/// Removes a contact with its `contact.removed` event, if it was there.
-fn remove_contact(owner: &UserKey, user: &mut UserState, now: Millis, name: String, batch: &mut WriteBatch) {
-    if user.contacts.remove(&name).is_some() {
-        let record = serde_json::json!({
-            "v": GRAPH_EVENT_VERSION, "type": "contact.removed", "tenant": &*owner.tenant, "owner": &*owner.user,
-            "contact": &name, "ts": now,
-        });
-        batch.push(graph_log(owner, &record));
-        batch.push(WriteOp::ContactRemoved { owner: owner.clone(), contact: name });
-    }
-}
 
 fn raw_null() -> Box<serde_json::value::RawValue> {
     serde_json::value::RawValue::from_string("null".into()).expect("null is JSON")
@@ -1065,33 +786,6 @@ impl SessionRecords {
         };
         WriteOp::Session { user: owner.clone(), record, version }
     }
-}
-
-fn service_reply(to: &SessionAddr, reply: ServiceReply) -> Output {
-    Output::Edge(EdgeEnvelope {
-        edge: to.edge.clone(),
-        body: EdgeInput::Reply { request: to.session, reply },
-        traces: Vec::new(),
-    })
-}
-
-fn plan_contacts(user: &UserState, upsert: &[ContactEntry], remove: &[String], max: usize) -> Result<(), String> {
-    use std::collections::HashSet;
-    let removed: HashSet<&str> = remove.iter().map(String::as_str).collect();
-    let mut added: HashSet<&str> = HashSet::new();
-    for e in upsert {
-        if !user.contacts.contains_key(&e.user) && !removed.contains(e.user.as_str()) {
-            added.insert(&e.user);
-        }
-    }
-    let gone = removed.iter().filter(|r| user.contacts.contains_key(**r)).count();
-    let count = user.contacts.len() + added.len() - gone;
-    if count > max { Err(format!("at most {max} contacts")) } else { Ok(()) }
-}
-
-/// The notice of one replayed message.
-fn message_notice(m: StoredMessage) -> Notice {
-    Notice::Message { seq: m.seq, msg_id: m.msg_id.to_string(), from: m.from.to_string(), body: m.body, ts: m.ts }
 }
 
 #[cfg(test)]

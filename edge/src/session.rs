@@ -317,8 +317,8 @@ impl<T: Transport> Session<T> {
                 },
                 SessionOutput::Route { env, ephemeral: false, charged } => {
                     let id = SessionState::refusal_id(&env);
-                    let now = self.ctx.now_ms();
-                    if charged && env.owner.tenant().is_some_and(|t| self.ctx.tenant_sends.take(t, 1, now).is_err()) {
+                    let over = |t: &iris_envelope::Tenant| self.ctx.tenant_sends.take(t, 1, self.ctx.now_ms()).is_err();
+                    if charged && env.owner.tenant().is_some_and(over) {
                         metrics::counter!("iris_tenant_rate_limited_total").increment(1);
                         let per_second = self.ctx.tenant_sends.per_second();
                         self.state.route_refused(id, RouteRefusal::TenantBudget { per_second });
