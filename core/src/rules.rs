@@ -129,12 +129,7 @@ pub fn shard_config(cfg: &ShardsConfig, shard: ShardId, instance: u64) -> ShardC
 /// count), per shard, per host (the seed) and per start (the time), so that
 /// a shard never takes an earlier owner's ticks for its own.
 pub fn tick_origin(seed: u64, shard: ShardId, started: u64, now: i64) -> u64 {
-    // splitmix64 over the parts: spread, not secret.
-    let mut z = seed ^ (u64::from(shard.0) << 40) ^ started.rotate_left(20) ^ (now as u64).rotate_left(7);
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    iris_clock::splitmix64(seed ^ (u64::from(shard.0) << 40) ^ started.rotate_left(20) ^ (now as u64).rotate_left(7))
 }
 
 #[cfg(test)]

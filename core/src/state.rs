@@ -591,12 +591,12 @@ impl ShardState {
             return None;
         }
         let dedup = found.dedup;
-        let owner = match &env.owner {
-            ShardKey::User(u) => u.clone(),
+        let owner = match env.owner {
+            ShardKey::User(u) => u,
             // A user's input under a stream's key or the shard's own:
             // refused, never applied to anyone.
-            _ => {
-                self.reject_unowned(&env);
+            other => {
+                self.reject_unowned(&ShardEnvelope { owner: other, body: env.body, trace: env.trace });
                 return None;
             }
         };

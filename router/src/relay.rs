@@ -198,7 +198,6 @@ impl RelayLedger {
     /// ours must not move it back.
     pub fn to_commit(&mut self, owned: Option<&[i32]>) -> Vec<(i32, i64)> {
         if let Some(owned) = owned {
-            let before = self.parts.len();
             let mut dropped = 0;
             self.parts.retain(|p, part| {
                 let keep = owned.contains(p);
@@ -207,9 +206,7 @@ impl RelayLedger {
                 }
                 keep
             });
-            if self.parts.len() != before {
-                self.in_flight -= dropped;
-            }
+            self.in_flight -= dropped;
         }
         let mut out = Vec::new();
         for (&p, part) in &mut self.parts {
