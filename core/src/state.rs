@@ -330,6 +330,19 @@ impl ShardState {
         self.users.len()
     }
 
+    /// The shard's partition was revoked: it takes no more input. Every
+    /// output it still holds waits for a write, so it answers an input that
+    /// is not durable yet, whose offset this owner can no longer commit: the
+    /// partition's next owner reads that input again and answers it from the
+    /// store. Those outputs are dropped, and any made later, so that a
+    /// revoked shard's answers from its own memory (a subscriber told a
+    /// presence the new owner has since changed) cannot land after the new
+    /// owner's (found by the simulator). Writes in flight still finish.
+    /// Returns how many outputs were dropped.
+    pub fn revoked(&mut self) -> usize {
+        self.tickets.abandon()
+    }
+
     /// True after a failed commit, until every in-flight write has completed
     /// and the actor has called [`ShardState::reset`].
     pub fn needs_reset(&self) -> bool {

@@ -39,6 +39,9 @@ pub struct TicketLedger<O> {
     /// (inputs seen, newest ticket then) for inputs not yet durable.
     durable_marks: VecDeque<(u64, Ticket)>,
     on_failure: fn(O) -> Option<O>,
+    /// Outputs are no longer wanted ([`TicketLedger::abandon`]): what waits
+    /// and what is made later is dropped; tickets are still counted.
+    abandoned: bool,
 }
 
 impl<O> TicketLedger<O> {
@@ -57,7 +60,18 @@ impl<O> TicketLedger<O> {
             inputs_durable: 0,
             durable_marks: VecDeque::new(),
             on_failure,
+            abandoned: false,
         }
+    }
+
+    /// Drops every output still waiting for a write, and every output made
+    /// from now on; outputs already released stay to be polled. Returns how
+    /// many were dropped. Writes in flight still finish and are counted.
+    pub fn abandon(&mut self) -> usize {
+        self.abandoned = true;
+        let dropped = self.waiting.len();
+        self.waiting.clear();
+        dropped
     }
 
     /// A new ticket for a write.
@@ -104,6 +118,9 @@ impl<O> TicketLedger<O> {
     /// Queues outputs made now: released once the newest ticket so far is
     /// done; replaced by their failure if any of `deps` failed.
     pub fn emit(&mut self, outputs: Vec<O>, deps: &[Ticket]) {
+        if self.abandoned {
+            return;
+        }
         let tag = self.next - 1;
         for o in outputs {
             if tag > self.done_upto {
@@ -253,5 +270,21 @@ mod tests {
         assert_eq!(l.inputs_durable(), 1, "b's input waits for a");
         l.committed(a, true);
         assert_eq!(l.inputs_durable(), 4);
+    }
+
+    #[test]
+    fn an_abandoned_ledger_drops_what_waits_and_what_comes_but_keeps_what_left_and_counts_on() {
+        let mut l = ledger();
+        let a = l.issue();
+        l.emit(vec!["a"], &[a]);
+        l.committed(a, true);
+        let b = l.issue();
+        l.input_done();
+        l.emit(vec!["b", "after-b"], &[b]);
+        assert_eq!(l.abandon(), 2, "b's outputs waited: dropped");
+        l.emit(vec!["free"], &[]);
+        l.committed(b, false);
+        assert_eq!(l.drain(), ["a"], "released before: still goes; nothing after");
+        assert_eq!((l.inflight(), l.inputs_durable()), (0, 1), "the write still counts");
     }
 }
