@@ -9,9 +9,13 @@
 //! a simulated clock: the bus (a log per partition with offsets, one
 //! consumer group, commits fenced by ownership), the store
 //! ([`MemoryStore`], which passes the same contract as the real backends),
-//! commit latency, edges (which hold sessions, renew their lease on every
-//! shard and register their sessions again when a shard asks), and clients
-//! that connect through an edge, send messages and retry until accepted.
+//! commit latency, edges (which renew their lease on every shard and run
+//! each session on the edge's own [`SessionState`], as its session task
+//! does: the token checked, envelopes routed, notices written as frames,
+//! resyncs, the farewell, hello and heartbeat deadlines), and clients that
+//! speak the protocol to them: each writes its frames (`hello`, `send`,
+//! `subscribe`, `ping`) encoded as JSON or binary, decodes every frame the
+//! edge writes, and retries a send by its id until accepted.
 //!
 //! Faults drawn from the seed: a core node crashes (its memory lost; the
 //! bus and the store keep what they had, and a commit in flight lands or
@@ -19,7 +23,10 @@
 //! fail; commits finish out of order; a node's retry timer for envelopes
 //! held before a full shard fires late; an edge crashes without a goodbye
 //! and comes back (often within a lease, under the same id, as a restarted
-//! process does); clients drop their sessions and reconnect elsewhere.
+//! process does); clients close their sessions, or vanish without a close
+//! (the edge ends the session when its heartbeat runs out), and reconnect
+//! elsewhere; a hello carries a forged token; an opening outlives its hello
+//! timeout.
 //! After a run the faults stop, the region heals and drains, and the
 //! checker looks at the store:
 //!
@@ -37,17 +44,24 @@
 //! - during the run: a revoked shard writes nothing after its revocation,
 //!   and no shard ends the lease of an edge that has been up and renewing
 //!   it for a whole lease;
+//! - every frame an edge writes decodes in its client's encoding;
 //! - each client has one send pending at a time, so order is checked
 //!   against redelivery and moves, not against pipelining.
 //!
 //! A run is a pure function of its seed: the same seed gives the same trace
 //! hash (`--check` runs it twice), and a failing seed replays exactly.
 
+use iris_auth::{Signer, Verifier, VerifierConfig};
+use iris_clock::ManualClock;
 use iris_core::commits::{CommitQueue, Started};
 use iris_core::state::{Found, InputClock, Output, ReadResult, ShardConfig, ShardState, Ticket};
+use iris_edge::notice::frame_of;
+use iris_edge::state::{SessionOutput, token_checked};
+use iris_edge::{CloseReason, SessionConfig, SessionState};
 use iris_envelope::{
     EdgeId, EdgeInput, InboxSeq, Notice, SessionAddr, SessionId, ShardEnvelope, ShardId, ShardInput, ShardKey, UserKey,
 };
+use iris_protocol::{ClientFrame, Encoding, Hello, Ping, ServerFrame, Users};
 use iris_router::feed::{Feed, FeedInput, FeedOutput};
 use iris_router::spread::ShardPartitions;
 use iris_router::{Ring, ShardSpread};
@@ -57,6 +71,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// The shape and the fault rates of one simulated region.
 #[derive(Debug, Clone)]
@@ -146,6 +161,20 @@ pub struct SimConfig {
     pub clock_jump: f64,
     /// Most milliseconds a clock jumps forward (and a third of it back).
     pub max_jump_ms: u64,
+    /// The sessions' heartbeat: a client pings at this interval, and an
+    /// edge closes a session it has heard nothing from for two.
+    pub heartbeat_ms: u64,
+    /// Time a session has from connecting to its `welcome` (the hello, the
+    /// token, the shard's answer): past it, the edge refuses it
+    /// `unavailable` and closes it, and the client connects again.
+    pub hello_timeout_ms: u64,
+    /// Chance that a client's hello carries a token the edge refuses (signed
+    /// with another key): the edge answers `unauthorized` and closes.
+    pub bad_token: f64,
+    /// Chance that a client leaving a session vanishes (its network gone,
+    /// no close reaches the edge) rather than closing it: the edge keeps
+    /// the session until its heartbeat runs out.
+    pub vanish: f64,
 }
 
 impl Default for SimConfig {
@@ -185,6 +214,12 @@ impl Default for SimConfig {
             commit_timeout: 0.01,
             clock_jump: 0.001,
             max_jump_ms: 400,
+            // The product's defaults in proportion (heartbeat 30 s, hello
+            // 10 s, edge lease 10 s) to the simulation's 120 ms lease.
+            heartbeat_ms: 360,
+            hello_timeout_ms: 120,
+            bad_token: 0.05,
+            vanish: 0.5,
         }
     }
 }
@@ -226,6 +261,14 @@ pub struct Outcome {
     pub landed_timeouts: usize,
     /// Shards to a partition of the shard topic in this run.
     pub shards_per_partition: u32,
+    /// Hellos refused for their token.
+    pub bad_tokens: usize,
+    /// Sessions an edge closed for want of a welcome in time.
+    pub hello_timeouts: usize,
+    /// Clients that vanished from a session without closing it.
+    pub vanished: usize,
+    /// Frames clients and edges exchanged, encoded and decoded.
+    pub frames: usize,
 }
 
 /// Test-only switches that bring back bugs this project fixed, to show
@@ -277,6 +320,11 @@ pub struct Bugs {
     /// the other shards of the partition, whose records wait on the bus
     /// too, look caught up with an empty queue.
     pub siblings_look_caught_up: bool,
+    /// A revoked shard still sends the outputs it held for writes in flight
+    /// (found by this simulator once its edges ran the session state
+    /// machine; fixed by [`ShardState::revoked`]): a presence it told a
+    /// subscriber from its memory lands after the new owner's answers.
+    pub revoked_shard_answers: bool,
 }
 
 impl Bugs {
@@ -293,13 +341,14 @@ impl Bugs {
             "clock-goes-back" => self.clock_goes_back = true,
             "shared-commit-by-shard" => self.shared_commit_by_shard = true,
             "siblings-look-caught-up" => self.siblings_look_caught_up = true,
+            "revoked-shard-answers" => self.revoked_shard_answers = true,
             other => return Err(format!("unknown bug {other:?} (known: {})", Self::NAMES.join(", "))),
         }
         Ok(())
     }
 
     /// Every switch's name.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 11] = [
         "commit-on-hand",
         "no-user-isolation",
         "lease-after-revoke",
@@ -310,6 +359,7 @@ impl Bugs {
         "clock-goes-back",
         "shared-commit-by-shard",
         "siblings-look-caught-up",
+        "revoked-shard-answers",
     ];
 }
 
@@ -420,7 +470,17 @@ impl Node {
     }
 }
 
-/// An edge: the sessions it holds (session id → client) and its lease.
+/// A session an edge holds: the edge's own state machine for it, and the
+/// client at the other end.
+struct EdgeSession {
+    state: SessionState,
+    client: usize,
+    /// The client vanished: nothing more comes from it, and what the edge
+    /// writes reaches no one.
+    gone: bool,
+}
+
+/// An edge: the sessions it holds (by session id) and its lease.
 struct Edge {
     id: EdgeId,
     up: bool,
@@ -428,7 +488,9 @@ struct Edge {
     /// renewing its lease.
     up_since: u64,
     next_renewal: u64,
-    sessions: BTreeMap<u64, usize>,
+    /// What every session of this edge shares (its node name in `welcome`).
+    session_cfg: Arc<SessionConfig>,
+    sessions: BTreeMap<u64, EdgeSession>,
     /// Cut off from the bus until then.
     cut_until: u64,
     /// What it published while cut off (its producer's queue), in order.
@@ -464,7 +526,11 @@ struct Pending {
 
 struct Client {
     conn: Conn,
-    /// The highest inbox seq its session was sent (for resuming).
+    /// How it encodes its frames (JSON or binary, drawn from the seed).
+    encoding: Encoding,
+    /// When it last sent a frame (it pings when idle for a heartbeat).
+    last_sent: u64,
+    /// The highest inbox seq it was sent (it resumes above it).
     seen: InboxSeq,
     next: u64,
     pending: Option<Pending>,
@@ -512,17 +578,22 @@ pub struct Sim {
     /// Sends answered with an error (a failed write or load): done, not
     /// stored; the client sends again.
     refused: BTreeSet<String>,
+    /// The edges' token check (HS256, judged on the simulation's clock).
+    verifier: Verifier,
+    auth_clock: Arc<ManualClock>,
+    /// Each user's token, and one signed with a key no edge accepts.
+    tokens: Vec<String>,
+    forged: String,
+    bad_tokens: usize,
+    hello_timeouts: usize,
+    vanished: usize,
+    frames: usize,
 }
 
 const TENANT: &str = "sim";
 
-/// The edge of the session a client envelope replies to.
-fn env_edge(env: &ShardEnvelope) -> EdgeId {
-    match &env.body {
-        ShardInput::Send { reply, .. } => reply.edge.clone(),
-        other => unreachable!("not a client send: {}", other.kind()),
-    }
-}
+/// The region's signing key (a simulation's; never a secret).
+const KEY: &[u8] = b"iris-sim token key, 32 bytes...";
 
 /// Where an edge's publish went, for the trace.
 fn placed(at: Option<(usize, usize)>) -> String {
@@ -562,6 +633,18 @@ impl Sim {
                 up: true,
                 up_since: 0,
                 next_renewal: 0,
+                session_cfg: Arc::new(SessionConfig {
+                    node: format!("e{e}"),
+                    region: "sim".into(),
+                    max_body_bytes: 64 * 1024,
+                    // Never the limit here: a client has one send pending.
+                    frames_per_second: 10_000,
+                    frame_burst: 1_000,
+                    heartbeat_ms: cfg.heartbeat_ms,
+                    hello_timeout_ms: cfg.hello_timeout_ms,
+                    max_subscriptions: 100,
+                    max_list_items: 100,
+                }),
                 sessions: BTreeMap::new(),
                 cut_until: 0,
                 outbox: Vec::new(),
@@ -571,6 +654,8 @@ impl Sim {
         let clients = (0..cfg.users)
             .map(|_| Client {
                 conn: Conn::Off,
+                encoding: if rng.random_bool(0.5) { Encoding::Json } else { Encoding::Binary },
+                last_sent: 0,
                 seen: 0,
                 next: 0,
                 pending: None,
@@ -580,6 +665,14 @@ impl Sim {
             })
             .collect();
         let now = 1_000_000;
+        let auth_clock = Arc::new(ManualClock::new(now as i64));
+        let signer = Signer::hs256(KEY).with_clock(auth_clock.clone());
+        let tokens = (0..cfg.users).map(|c| signer.token(TENANT, &format!("u{c}"), 3_600).expect("signs")).collect();
+        let forged = Signer::hs256(b"not the region's key, 32 bytes..")
+            .with_clock(auth_clock.clone())
+            .token(TENANT, "u0", 3_600)
+            .expect("signs");
+        let verifier = Verifier::hs256(KEY, &VerifierConfig::default(), auth_clock.clone());
         let mut sim = Self {
             rng,
             cfg,
@@ -611,6 +704,14 @@ impl Sim {
             next_instance: 0,
             next_session: 1,
             refused: BTreeSet::new(),
+            verifier,
+            auth_clock,
+            tokens,
+            forged,
+            bad_tokens: 0,
+            hello_timeouts: 0,
+            vanished: 0,
+            frames: 0,
         };
         for e in &mut sim.edges {
             e.up_since = now;
@@ -699,6 +800,10 @@ impl Sim {
             edge_cuts: self.edge_cuts,
             landed_timeouts: self.landed_timeouts,
             shards_per_partition: self.cfg.shards / self.spread.partitions(),
+            bad_tokens: self.bad_tokens,
+            hello_timeouts: self.hello_timeouts,
+            vanished: self.vanished,
+            frames: self.frames,
         }
     }
 
@@ -706,6 +811,7 @@ impl Sim {
     /// accepted, every record consumed and committed, every commit done.
     fn quiet(&self) -> bool {
         self.clients.iter().all(|c| c.pending.is_none() && matches!(c.conn, Conn::Open(_)))
+            && self.edges.iter().all(|e| e.sessions.values().all(|s| !s.gone))
             && self.partitions.iter().all(Partition::drained)
             && self.nodes.iter().all(|n| {
                 n.commits.is_empty() && n.shards.values().all(|s| s.queue.is_empty() && s.commits.waiting() == 0)
@@ -723,6 +829,11 @@ impl Sim {
                 why.push(format!("u{c} has no open session"));
             }
         }
+        for (e, edge) in self.edges.iter().enumerate() {
+            for (id, s) in edge.sessions.iter().filter(|(_, s)| s.gone) {
+                why.push(format!("edge {e} still holds session {id}, which u{} left", s.client));
+            }
+        }
         for (p, part) in self.partitions.iter().enumerate() {
             if !part.drained() {
                 why.push(format!("partition {p} committed to {} of {}", part.committed, part.log.len()));
@@ -738,6 +849,7 @@ impl Sim {
         }
         self.group_step();
         self.edges_step();
+        self.sessions_step();
         self.clients_step();
         for n in 0..self.nodes.len() {
             if self.nodes[n].up && self.now >= self.nodes[n].paused_until {
@@ -951,9 +1063,11 @@ impl Sim {
         self.edges[e].inbox.clear();
         self.edges[e].cut_until = 0;
         let sessions = std::mem::take(&mut self.edges[e].sessions);
-        for c in sessions.into_values() {
-            self.clients[c].conn = Conn::Off;
-            self.clients[c].subscribed = None;
+        for (id, s) in sessions {
+            if self.client_on(s.client, e, id) {
+                self.clients[s.client].conn = Conn::Off;
+                self.clients[s.client].subscribed = None;
+            }
         }
         self.event(format!("crash edge {e}"));
     }
@@ -1097,8 +1211,15 @@ impl Sim {
     fn clients_step(&mut self) {
         for c in 0..self.clients.len() {
             self.connection_step(c);
-            let Some(session) = self.clients[c].conn.session().cloned() else { continue };
+            // A client sends once welcomed, as the protocol has it.
+            if !matches!(self.clients[c].conn, Conn::Open(_)) {
+                continue;
+            }
             if !self.rng.random_bool(self.cfg.send) {
+                // Idle for a heartbeat: it pings, which keeps the session.
+                if self.now - self.clients[c].last_sent >= self.cfg.heartbeat_ms {
+                    self.client_writes(c, ClientFrame::Ping(Ping { ts: Some(self.now as i64) }));
+                }
                 continue;
             }
             let retry = match &self.clients[c].pending {
@@ -1117,23 +1238,14 @@ impl Sim {
                 }
             };
             self.clients[c].pending = Some(Pending { to, client_id: client_id.clone(), sent_at: self.now });
-            let env = ShardEnvelope {
-                owner: user(to).into(),
-                body: ShardInput::Send {
-                    from: format!("u{c}").into(),
-                    client_id: client_id.as_str().into(),
-                    body: client_id.clone().into_bytes().into(),
-                    reply: session,
-                },
-                trace: None,
-            };
-            let e = self.edge_index(&env_edge(&env));
-            let at = self.edge_publish(e, env);
-            self.event(format!("u{c} sends {client_id} to u{to} ({})", placed(at)));
+            self.event(format!("u{c} sends {client_id} to u{to}"));
+            let body = client_id.clone().into();
+            self.client_writes(c, ClientFrame::Send(iris_protocol::Send { id: client_id, to: format!("u{to}"), body }));
         }
     }
 
-    /// A client connects through an edge that is up, or closes its session.
+    /// A client connects through an edge that is up, or leaves its session:
+    /// it closes it, or it vanishes (nothing reaches the edge).
     fn connection_step(&mut self, c: usize) {
         match self.clients[c].conn.clone() {
             Conn::Off => {
@@ -1143,48 +1255,142 @@ impl Sim {
                 }
                 let e = up[self.rng.random_range(0..up.len())];
                 // (A client can connect to an edge cut off from the bus: its
-                // hello waits there, and the welcome comes after the cut.)
+                // opening waits there, and the welcome comes after the cut,
+                // or the edge gives up on it first.)
                 let id = self.next_session;
                 self.next_session += 1;
-                self.edges[e].sessions.insert(id, c);
                 let session = SessionAddr { edge: self.edges[e].id.clone(), session: SessionId(id) };
-                self.clients[c].conn = Conn::Opening(session.clone());
+                let state = SessionState::new(self.edges[e].session_cfg.clone(), session.clone(), self.now as i64);
+                self.edges[e].sessions.insert(id, EdgeSession { state, client: c, gone: false });
+                self.clients[c].conn = Conn::Opening(session);
                 self.sessions_opened += 1;
-                let at = self.edge_publish(
-                    e,
-                    ShardEnvelope {
-                        owner: user(c).into(),
-                        body: ShardInput::SessionOpened { session, resume_after: None },
-                        trace: None,
-                    },
-                );
-                self.event(format!("u{c} opens session {id} on edge {e} ({})", placed(at)));
+                let forged = self.faults && self.rng.random_bool(self.cfg.bad_token);
+                let token = if forged { self.forged.clone() } else { self.tokens[c].clone() };
+                let seen = self.clients[c].seen;
+                let resume_after = (seen > 0).then_some(seen);
+                let how = if forged { ", with a forged token" } else { "" };
+                self.event(format!("u{c} connects to edge {e} (session {id}, resume after {resume_after:?}{how})"));
+                self.client_writes(c, ClientFrame::Hello(Hello { token, device: None, resume_after }));
             }
             Conn::Open(session) if self.faults && self.rng.random_bool(self.cfg.drop) => {
                 let e = self.edge_index(&session.edge);
-                self.edges[e].sessions.remove(&session.session.0);
-                self.clients[c].conn = Conn::Off;
                 let id = session.session.0;
-                // The edge's farewell: its subscriptions, then the session.
-                if self.clients[c].subscribed.take() == Some(id) {
-                    let t = self.target(c);
-                    let viewer = format!("u{c}").into();
-                    self.edge_publish(
-                        e,
-                        ShardEnvelope {
-                            owner: user(t).into(),
-                            body: ShardInput::Unsubscribe { viewer, session: session.clone() },
-                            trace: None,
-                        },
-                    );
+                self.clients[c].conn = Conn::Off;
+                self.clients[c].subscribed = None;
+                if self.rng.random_bool(self.cfg.vanish) {
+                    self.vanished += 1;
+                    if let Some(s) = self.edges[e].sessions.get_mut(&id) {
+                        s.gone = true;
+                    }
+                    self.event(format!("u{c} vanishes from session {id}"));
+                } else {
+                    // The edge reads the close (or the broken connection).
+                    self.event(format!("u{c} closes session {id}"));
+                    if let Some(s) = self.edges[e].sessions.get_mut(&id) {
+                        s.state.close_now(CloseReason::ClientGone);
+                    }
+                    self.pump(e, id);
                 }
-                self.edge_publish(
-                    e,
-                    ShardEnvelope { owner: user(c).into(), body: ShardInput::SessionClosed { session }, trace: None },
-                );
-                self.event(format!("u{c} closes session {id}"));
             }
             _ => {}
+        }
+    }
+
+    /// Is session `id` of edge `e` the one client `c` holds?
+    fn client_on(&self, c: usize, e: usize, id: u64) -> bool {
+        self.clients[c].conn.session().is_some_and(|s| s.session.0 == id && s.edge == self.edges[e].id)
+    }
+
+    /// Client `c` writes a frame on its session, encoded as it encodes, and
+    /// its edge reads it.
+    fn client_writes(&mut self, c: usize, frame: ClientFrame) {
+        let Some(addr) = self.clients[c].conn.session().cloned() else { return };
+        let (e, id) = (self.edge_index(&addr.edge), addr.session.0);
+        let encoding = self.clients[c].encoding;
+        let bytes = frame.encode(encoding);
+        self.clients[c].last_sent = self.now;
+        self.frames += 1;
+        let now = self.now as i64;
+        let Some(s) = self.edges[e].sessions.get_mut(&id) else { return };
+        s.state.handle_frame(now, &bytes, encoding);
+        self.pump(e, id);
+    }
+
+    /// Each session's hello and heartbeat deadlines, on its edge's clock.
+    fn sessions_step(&mut self) {
+        let now = self.now as i64;
+        for e in 0..self.edges.len() {
+            if !self.edges[e].up {
+                continue;
+            }
+            let due: Vec<u64> = self.edges[e]
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.state.poll_timeout() <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in due {
+                let s = self.edges[e].sessions.get_mut(&id).expect("listed above");
+                let opening = !s.state.is_open();
+                s.state.handle_timeout(now);
+                if opening && s.state.is_closed() {
+                    self.hello_timeouts += 1;
+                }
+                self.pump(e, id);
+            }
+        }
+    }
+
+    /// Carries out what session `id` of edge `e` has to do, as the edge's
+    /// session task does: frames to its client, envelopes to the bus, its
+    /// token checked, its close (and farewell).
+    fn pump(&mut self, e: usize, id: u64) {
+        loop {
+            let Some(s) = self.edges[e].sessions.get_mut(&id) else { return };
+            let Some(out) = s.state.poll_output() else { return };
+            let (c, gone, encoding) = (s.client, s.gone, s.state.encoding().unwrap_or(Encoding::Json));
+            match out {
+                SessionOutput::Send(frame) => {
+                    if !gone {
+                        self.client_reads(c, e, id, &frame.encode(encoding), encoding);
+                    }
+                }
+                SessionOutput::Route { env, .. } => {
+                    let kind = env.body.kind();
+                    let at = self.edge_publish(e, env);
+                    self.event(format!("edge {e} routes {kind} of session {id} ({})", placed(at)));
+                }
+                SessionOutput::Verify(token) => {
+                    self.auth_clock.set(self.now as i64);
+                    let result = token_checked(true, || self.verifier.verify(&token));
+                    if result.is_err() {
+                        self.bad_tokens += 1;
+                        self.event(format!("edge {e} refuses the token of session {id}"));
+                    }
+                    if let Some(s) = self.edges[e].sessions.get_mut(&id) {
+                        s.state.authenticated(result);
+                    }
+                }
+                SessionOutput::AuthFailed | SessionOutput::Register(_) => {}
+                SessionOutput::Close(reason) => {
+                    self.session_closed(e, id, reason);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Edge `e` closes session `id`: it tells the shards (the farewell), and
+    /// its client, if still there, is off.
+    fn session_closed(&mut self, e: usize, id: u64, reason: CloseReason) {
+        let Some(mut s) = self.edges[e].sessions.remove(&id) else { return };
+        self.event(format!("edge {e} closes session {id} of u{}: {} {}", s.client, reason.code(), reason.as_str()));
+        if self.client_on(s.client, e, id) {
+            self.clients[s.client].conn = Conn::Off;
+            self.clients[s.client].subscribed = None;
+        }
+        for env in s.state.farewell() {
+            self.edge_publish(e, env);
         }
     }
 
@@ -1418,6 +1624,11 @@ impl Sim {
                     {
                         sh.queue.clear();
                         sh.revoked = true;
+                        // What it still holds answers inputs the next owner
+                        // reads again (the actor's `Close`).
+                        if !self.bugs.revoked_shard_answers {
+                            sh.state.revoked();
+                        }
                     }
                 }
                 FeedOutput::Hand { shard, offset, env, wait } => {
@@ -1659,128 +1870,97 @@ impl Sim {
             self.edges[e].inbox.push_back(input); // waits on the edge's topic
             return;
         }
+        let now = self.now as i64;
         match input {
             EdgeInput::Welcome { session, inbox_head } => {
-                let Some(&c) = self.edges[e].sessions.get(&session.0) else { return };
-                if let Conn::Opening(s) = self.clients[c].conn.clone()
-                    && s.session == session
-                {
-                    self.clients[c].conn = Conn::Open(s.clone());
-                    self.clients[c].seen = inbox_head;
-                    self.event(format!("u{c} welcomed on session {} (head {inbox_head})", session.0));
-                    // It follows its target's presence on this session.
-                    let t = self.target(c);
-                    self.clients[c].subscribed = Some(session.0);
-                    self.clients[c].target_seen = None;
-                    self.edge_publish(
-                        e,
-                        ShardEnvelope {
-                            owner: user(t).into(),
-                            body: ShardInput::Subscribe { viewer: format!("u{c}").into(), session: s },
-                            trace: None,
-                        },
-                    );
+                if let Some(s) = self.edges[e].sessions.get_mut(&session.0) {
+                    s.state.welcomed(now, inbox_head);
+                    self.pump(e, session.0);
                 }
             }
             EdgeInput::Resync { shard, .. } => {
-                // Every session whose user the shard owns registers again.
-                let sessions: Vec<(u64, usize)> = self.edges[e]
-                    .sessions
-                    .iter()
-                    .filter(|(_, c)| self.ring.shard_of(&user(**c)) == shard)
-                    .map(|(s, c)| (*s, *c))
-                    .collect();
-                self.event(format!("edge {e} resyncs {} sessions with partition {}", sessions.len(), shard.0));
-                for (id, c) in sessions {
-                    let session = SessionAddr { edge: edge.clone(), session: SessionId(id) };
-                    let after = self.clients[c].seen;
-                    self.edge_publish(
-                        e,
-                        ShardEnvelope {
-                            owner: user(c).into(),
-                            body: ShardInput::SessionResumed { session, after },
-                            trace: None,
-                        },
-                    );
+                // Every open session whose user the shard owns registers
+                // again, and each subscription to a user there is made again
+                // (the session state machine decides which).
+                let ring = &self.ring;
+                for s in self.edges[e].sessions.values_mut() {
+                    s.state.resync(|user| ring.shard_of(user) == shard);
                 }
-                // And each subscription of its sessions to users there is
-                // made again (as the edge's `SessionState::resync` does).
-                let follows: Vec<(u64, usize)> = self.edges[e]
-                    .sessions
-                    .iter()
-                    .filter(|(id, c)| {
-                        self.clients[**c].subscribed == Some(**id)
-                            && self.ring.shard_of(&user(self.target(**c))) == shard
-                    })
-                    .map(|(id, c)| (*id, *c))
-                    .collect();
-                for (id, c) in follows {
-                    let session = SessionAddr { edge: edge.clone(), session: SessionId(id) };
-                    let t = self.target(c);
-                    self.edge_publish(
-                        e,
-                        ShardEnvelope {
-                            owner: user(t).into(),
-                            body: ShardInput::Subscribe { viewer: format!("u{c}").into(), session },
-                            trace: None,
-                        },
-                    );
+                let ids: Vec<u64> = self.edges[e].sessions.keys().copied().collect();
+                self.event(format!("edge {e} resyncs its {} sessions with shard {}", ids.len(), shard.0));
+                for id in ids {
+                    self.pump(e, id);
                 }
             }
             EdgeInput::Notice { to, notice, .. } => {
                 for id in to.as_slice() {
-                    if let Some(&c) = self.edges[e].sessions.get(&id.0) {
-                        self.client_notice(c, e, id.0, notice.clone());
+                    let id = id.0;
+                    let Some(s) = self.edges[e].sessions.get(&id) else { continue };
+                    let (c, gone, encoding) = (s.client, s.gone, s.state.encoding().unwrap_or(Encoding::Json));
+                    let frame = frame_of(notice.clone());
+                    if !gone {
+                        self.client_reads(c, e, id, &frame.encode(encoding), encoding);
                     }
+                    if let Some(s) = self.edges[e].sessions.get_mut(&id) {
+                        s.state.wrote_from_shard(&frame);
+                    }
+                    self.pump(e, id);
                 }
             }
             _ => {}
         }
     }
 
-    /// A notice reaches client `c` on its session `id` of edge `e`.
-    fn client_notice(&mut self, c: usize, e: usize, id: u64, notice: Notice) {
-        match notice {
-            Notice::Refused { code, message, id: send } => {
-                match &send {
-                    Some(send) => self.event(format!("u{c} got error {} for {send}", code.as_str())),
-                    None if matches!(self.clients[c].conn, Conn::Opening(_)) => {
-                        // A session refused: the edge closes it and says so
-                        // to the shard (its farewell); the client tries
-                        // again later.
-                        self.event(format!("u{c}'s session {id} refused: {message}"));
-                        self.edges[e].sessions.remove(&id);
-                        self.clients[c].conn = Conn::Off;
-                        let session = SessionAddr { edge: self.edges[e].id.clone(), session: SessionId(id) };
-                        self.edge_publish(
-                            e,
-                            ShardEnvelope {
-                                owner: user(c).into(),
-                                body: ShardInput::SessionClosed { session },
-                                trace: None,
-                            },
-                        );
+    /// Client `c` reads a frame its session `id` on edge `e` was written.
+    fn client_reads(&mut self, c: usize, e: usize, id: u64, bytes: &[u8], encoding: Encoding) {
+        self.frames += 1;
+        let frame = match ServerFrame::decode(bytes, encoding) {
+            Ok(frame) => frame,
+            Err(err) => {
+                self.violation(format!("u{c} could not decode a frame of session {id}: {err:?}"));
+                return;
+            }
+        };
+        if !self.client_on(c, e, id) {
+            return; // a session it has left
+        }
+        match frame {
+            ServerFrame::Welcome(w) => {
+                if let Conn::Opening(s) = self.clients[c].conn.clone() {
+                    self.clients[c].conn = Conn::Open(s);
+                    // Without resume_after, what the inbox held is history.
+                    if self.clients[c].seen == 0 {
+                        self.clients[c].seen = w.inbox_head;
                     }
-                    None => {}
+                    self.event(format!("u{c} welcomed on session {id} (head {})", w.inbox_head));
+                    // It follows its target's presence on this session.
+                    let t = self.target(c);
+                    self.clients[c].subscribed = Some(id);
+                    self.clients[c].target_seen = None;
+                    self.client_writes(c, ClientFrame::Subscribe(Users { users: vec![format!("u{t}")] }));
                 }
             }
-            Notice::Accepted { id: send, msg_id, .. } => {
+            ServerFrame::Error(err) => {
+                let about = err.id.map(|send| format!(" for {send}")).unwrap_or_default();
+                self.event(format!("u{c} got error {}{about}: {}", err.code.as_str(), err.message));
+            }
+            ServerFrame::Accepted(a) => {
                 let Some(p) = &self.clients[c].pending else { return };
-                if p.client_id != send {
+                if p.client_id != a.id {
                     return; // an answer to an earlier try, already taken
                 }
                 let to = p.to;
-                self.event(format!("u{c} got accepted {send} ({msg_id})"));
-                self.clients[c].accepted.push((to, send, msg_id));
+                self.event(format!("u{c} got accepted {} ({})", a.id, a.msg_id));
+                self.clients[c].accepted.push((to, a.id, a.msg_id));
                 self.clients[c].pending = None;
             }
-            Notice::Message { seq, .. } => {
-                self.clients[c].seen = self.clients[c].seen.max(seq);
+            ServerFrame::Message(m) => {
+                self.clients[c].seen = self.clients[c].seen.max(m.seq);
             }
-            Notice::Presence { user, status, .. } if self.clients[c].subscribed == Some(id) => {
-                if user == format!("u{}", self.target(c)) {
-                    self.clients[c].target_seen = Some(status);
-                    self.event(format!("u{c} hears {user} is {status:?} (session {id})"));
+            ServerFrame::Presence(p) if self.clients[c].subscribed == Some(id) => {
+                if p.user == format!("u{}", self.target(c)) {
+                    self.clients[c].target_seen = Some(p.status);
+                    self.event(format!("u{c} hears {} is {:?} (session {id})", p.user, p.status));
                 }
             }
             _ => {}

@@ -12,7 +12,7 @@ use iris_sim::{Bugs, SimConfig, run_seed};
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(about = "A region's core path in one process, deterministic: seeded faults, checked invariants")]
+#[command(about = "A region in one process, deterministic: seeded faults, checked invariants")]
 struct Cli {
     /// Run this one seed.
     #[arg(long, conflicts_with = "seeds")]
@@ -32,7 +32,8 @@ struct Cli {
     /// Bring back a bug this project fixed: commit-on-hand,
     /// no-user-isolation, lease-after-revoke, paused-looks-caught-up,
     /// silent-edge-restart, no-ticks, unfenced-records, clock-goes-back,
-    /// shared-commit-by-shard, siblings-look-caught-up.
+    /// shared-commit-by-shard, siblings-look-caught-up,
+    /// revoked-shard-answers.
     #[arg(long)]
     bug: Vec<String>,
     /// Steps (simulated ms) of traffic with faults per seed.
@@ -47,6 +48,9 @@ struct Cli {
     /// Chance per simulated ms that a node stalls (default 0.002).
     #[arg(long)]
     stall: Option<f64>,
+    /// Most simulated ms a store commit takes (default 6).
+    #[arg(long)]
+    max_commit_ms: Option<u64>,
     /// Shards to a partition of the shard topic (ADR 0031); by default one
     /// on even seeds and two on odd ones.
     #[arg(long)]
@@ -70,6 +74,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(st) = cli.stall {
         cfg.stall = st;
     }
+    if let Some(ms) = cli.max_commit_ms {
+        cfg.max_commit_ms = ms;
+    }
     if let Some(per) = cli.shards_per_partition {
         anyhow::ensure!(
             per > 0 && cfg.shards.is_multiple_of(per),
@@ -86,7 +93,8 @@ fn main() -> anyhow::Result<()> {
         println!(
             "seed {seed}: trace {:016x}, {} ms simulated, {} accepted, {} node crashes, {} edge crashes, \
              {} sessions, {} leases ended, {} failed commits, {} timed out after landing, {} stalls ({} out of the \
-             group), {} clock jumps, {} edge cuts, {} violations",
+             group), {} clock jumps, {} edge cuts, {} frames, {} forged tokens refused, {} hello timeouts, \
+             {} clients vanished, {} violations",
             out.trace_hash,
             out.simulated_ms,
             out.accepted,
@@ -100,6 +108,10 @@ fn main() -> anyhow::Result<()> {
             out.evictions,
             out.clock_jumps,
             out.edge_cuts,
+            out.frames,
+            out.bad_tokens,
+            out.hello_timeouts,
+            out.vanished,
             out.violations.len()
         );
         for v in &out.violations {
@@ -113,6 +125,7 @@ fn main() -> anyhow::Result<()> {
     let seeds = cli.seeds.unwrap_or(1_000);
     let started = Instant::now();
     let (mut failed, mut simulated, mut accepted, mut crashes, mut nondeterministic) = (Vec::new(), 0u64, 0usize, 0, 0);
+    let (mut frames, mut sessions, mut forged, mut hello_timeouts, mut vanished) = (0usize, 0usize, 0, 0, 0);
     for seed in cli.from..cli.from + seeds {
         let out = run_seed(&cfg, seed, bugs, false);
         if cli.check {
@@ -125,6 +138,11 @@ fn main() -> anyhow::Result<()> {
         simulated += out.simulated_ms;
         accepted += out.accepted;
         crashes += out.crashes;
+        frames += out.frames;
+        sessions += out.sessions;
+        forged += out.bad_tokens;
+        hello_timeouts += out.hello_timeouts;
+        vanished += out.vanished;
         if !out.violations.is_empty() {
             println!("seed {seed}: {}", out.violations[0]);
             failed.push(seed);
@@ -132,8 +150,9 @@ fn main() -> anyhow::Result<()> {
     }
     let wall = started.elapsed().as_secs_f64();
     println!(
-        "{seeds} seeds from {}: {} failed{}, {accepted} sends accepted, {crashes} crashes; \
-         {:.0} seeds/min, {:.0} simulated s per wall s{}",
+        "{seeds} seeds from {}: {} failed{}, {accepted} sends accepted, {crashes} crashes, {sessions} sessions \
+         ({forged} forged tokens refused, {hello_timeouts} hello timeouts, {vanished} clients vanished), \
+         {frames} frames; {:.0} seeds/min, {:.0} simulated s per wall s{}",
         cli.from,
         failed.len(),
         failed.first().map(|s| format!(" (first: {s}; replay with --seed {s} --trace)")).unwrap_or_default(),

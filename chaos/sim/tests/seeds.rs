@@ -8,6 +8,7 @@ fn seeds_hold_every_invariant() {
     let cfg = SimConfig::default();
     let (mut crashes, mut edge_crashes, mut leases_ended, mut failed_commits) = (0, 0, 0, 0);
     let (mut stalls, mut evictions, mut jumps, mut edge_cuts, mut landed) = (0, 0, 0, 0, 0);
+    let (mut forged, mut hello_timeouts, mut vanished) = (0, 0, 0);
     let mut layouts = std::collections::BTreeSet::new();
     for seed in 0..300 {
         let out = run_seed(&cfg, seed, Bugs::default(), false);
@@ -18,6 +19,11 @@ fn seeds_hold_every_invariant() {
         );
         assert!(out.accepted > 0, "seed {seed} accepted nothing");
         assert!(out.sessions > 0, "seed {seed} opened no session");
+        // Every send, answer and presence word went through the protocol.
+        assert!(out.frames > 2 * out.accepted, "seed {seed}: {} frames for {} sends", out.frames, out.accepted);
+        forged += out.bad_tokens;
+        hello_timeouts += out.hello_timeouts;
+        vanished += out.vanished;
         crashes += out.crashes;
         edge_crashes += out.edge_crashes;
         leases_ended += out.leases_ended;
@@ -41,6 +47,11 @@ fn seeds_hold_every_invariant() {
     assert!(edge_crashes > 0, "the seeds crashed no edge");
     assert!(leases_ended > 0, "no lease ever ran out");
     assert!(failed_commits > 0, "no commit ever failed");
+    // And the sessions' own faults: tokens refused, openings the edge gave
+    // up on, clients gone without a close (their sessions time out).
+    assert!(forged > 0, "no hello's token was refused");
+    assert!(hello_timeouts > 0, "no session outlived its hello timeout");
+    assert!(vanished > 0, "no client vanished");
 }
 
 #[test]
@@ -211,4 +222,35 @@ fn zombies_write_nothing_over_the_new_owner_but_can_still_tell_a_follower_a_stal
         finds_in(&zombies(), Bugs::default(), 1_000, "who is online, and last heard").is_some(),
         "1,000 seeds with zombies left no follower with a stale word: closed? then make zombies the default"
     );
+}
+
+/// Found by this simulator once its edges ran the session state machine
+/// and its clients spoke the protocol (seed 5732 of 10,000): a shard whose
+/// partition moved still sent what it held for its writes in flight, among
+/// it a presence told a subscriber from memory the new owner had since
+/// changed, and the follower kept it. Slower commits find it within a few
+/// hundred seeds.
+#[test]
+fn a_revoked_shard_answering_after_its_successor_is_found() {
+    let cfg = SimConfig { max_commit_ms: 30, ..SimConfig::default() };
+    assert_eq!(finds_in(&cfg, Bugs::default(), 150, ""), None, "slow commits hold with the fix");
+    let bugs = Bugs { revoked_shard_answers: true, ..Bugs::default() };
+    assert!(
+        finds_in(&cfg, bugs, 300, "who is online, and last heard").is_some(),
+        "300 seeds did not find a follower told a revoked shard's stale word"
+    );
+}
+
+/// The seed that found it, kept: it finds the bug brought back, and holds.
+#[test]
+fn the_seed_that_found_a_revoked_shard_answering_late_holds() {
+    let cfg = SimConfig::default();
+    let bugs = Bugs { revoked_shard_answers: true, ..Bugs::default() };
+    let with_bug = run_seed(&cfg, 5_732, bugs, false).violations;
+    assert!(
+        with_bug.iter().any(|v| v.contains("who is online, and last heard")),
+        "seed 5732 no longer finds the bug brought back ({with_bug:?}): choose the regression seed again"
+    );
+    let fixed = run_seed(&cfg, 5_732, Bugs::default(), false).violations;
+    assert!(fixed.is_empty(), "{fixed:?}");
 }
