@@ -537,6 +537,15 @@ pub enum GlobalBody {
     },
     /// A user's explicit home region changed.
     Home(HomeAssignment),
+    /// An edge of the origin started (a new process under its id): every
+    /// shard there ends the sessions it holds on the edge, which belong to
+    /// the process before (travellers' sessions), as
+    /// [`ShardInput::EdgeStarted`] does in the edge's own region. (Appended
+    /// last: envelopes of earlier versions keep their variant indices.)
+    EdgeStarted {
+        /// The edge.
+        edge: EdgeId,
+    },
 }
 
 impl GlobalBody {
@@ -547,6 +556,7 @@ impl GlobalBody {
             GlobalBody::Edge(_) => "edge",
             GlobalBody::EdgeAlive { .. } => "edge_alive",
             GlobalBody::Home(_) => "home",
+            GlobalBody::EdgeStarted { .. } => "edge_started",
         }
     }
 
@@ -557,6 +567,7 @@ impl GlobalBody {
             GlobalBody::Edge(env) => env.edge.0.as_bytes().to_vec(),
             GlobalBody::EdgeAlive { edge } => edge.0.as_bytes().to_vec(),
             GlobalBody::Home(h) => h.user.shard_key(),
+            GlobalBody::EdgeStarted { edge } => edge.0.as_bytes().to_vec(),
         }
     }
 }

@@ -389,6 +389,9 @@ async fn deliver(router: &Router, federation: &Arc<iris_router::Federation>, lin
                 metrics::counter!("iris_ephemeral_dropped_total").increment(dropped as u64);
                 Ok(())
             }
+            // Not ephemeral: a lost one leaves travellers' sessions of the
+            // edge's previous process for good (its lease goes on).
+            Arrival::EdgeStarted(edge) => router.announce_start_here(edge).await,
             Arrival::Home(a) => {
                 let r = link.record_home(a).await;
                 if r.is_ok() {

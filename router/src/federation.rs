@@ -317,6 +317,17 @@ impl Federation {
         dropped
     }
 
+    /// Tells every other region that `edge` started (its shards hold the
+    /// sessions of travellers on it, which its previous process had);
+    /// resolves once the words are in the outbound queue.
+    pub async fn edge_started(&self, edge: &EdgeId) -> Result<(), BusError> {
+        for r in self.homes.regions.iter().filter(|r| **r != self.homes.local) {
+            metrics::counter!("iris_federation_queued_total", "kind" => "edge_started").increment(1);
+            self.link.send(self.wrap(r.clone(), GlobalBody::EdgeStarted { edge: edge.clone() })).await?;
+        }
+        Ok(())
+    }
+
     /// Sets (or with `None` clears) a user's explicit home: recorded in this
     /// region at once and queued durably for every other region.
     pub async fn set_home(&self, user: UserKey, region: Option<Arc<str>>) -> Result<HomeAssignment, BusError> {
@@ -520,6 +531,19 @@ mod tests {
         assert!(f.try_send_edge("us".into(), presence("e@us", "bob", PresenceStatus::Online)).is_ok(), "held");
         f.flush_presence();
         assert_eq!(link.log.lock().unwrap().as_slice(), ["send ap edge_alive hops 1"], "the refused update is gone");
+    }
+
+    #[tokio::test]
+    async fn an_edge_that_started_is_announced_to_every_other_region() {
+        let homes = Arc::new(HomeDirectory::new("eu", &regions()));
+        let link = Arc::new(Ordered { log: Mutex::default(), homes: homes.clone(), refuse: true });
+        let f = Federation::new(homes, link.clone(), 16, iris_clock::system());
+        f.edge_started(&EdgeId::qualified("e", "eu")).await.unwrap();
+        assert_eq!(
+            link.log.lock().unwrap().as_slice(),
+            ["send us edge_started hops 0", "send ap edge_started hops 0"],
+            "durably (not try_send, which this link refuses), to each region but this one"
+        );
     }
 
     #[tokio::test]

@@ -102,14 +102,28 @@ impl Router {
         dropped
     }
 
-    /// Tells every shard of this region that `edge` has started, so that
-    /// each ends the sessions it still holds from the edge's previous
-    /// process ([`ShardInput::EdgeStarted`]); waits until every shard's
-    /// envelope is on the bus. An edge calls it before it takes a session:
-    /// its sessions' envelopes then come after it on every partition.
-    /// (Shards of other regions, which hold only the sessions of travelling
-    /// users, still end those when the edge's lease there runs out.)
+    /// Tells every shard that `edge` has started, so that each ends the
+    /// sessions it still holds from the edge's previous process
+    /// ([`ShardInput::EdgeStarted`]); waits until every shard's envelope is
+    /// on this region's bus and, in a federation, until the word for every
+    /// other region is in the outbound queue. An edge calls it before it
+    /// takes a session: its sessions' envelopes then come after it on every
+    /// partition here. In another region the word may arrive after one of
+    /// the new process's sessions did (the outbound queue keeps order per
+    /// partition, not across them): that session ends too, and at once the
+    /// shard asks the edge to register its sessions again (the resync every
+    /// `EdgeStarted` makes), which brings it back.
     pub async fn edge_started(&self, edge: &EdgeId) -> Result<(), BusError> {
+        self.announce_start_here(edge).await?;
+        if let Some(f) = &self.federation {
+            f.edge_started(edge).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Router::edge_started`] in this region only (the inbound relay does
+    /// this for edges of other regions).
+    pub async fn announce_start_here(&self, edge: &EdgeId) -> Result<(), BusError> {
         let publishes = (0..self.shards()).map(|s| {
             let env = ShardEnvelope {
                 owner: ShardKey::Shard,

@@ -64,6 +64,9 @@ pub enum Arrival {
     Edge(EdgeEnvelope),
     /// Renew a foreign edge's lease on every shard here.
     EdgeAlive(EdgeId),
+    /// A foreign edge started: every shard here ends the sessions it holds
+    /// on it ([`iris_envelope::ShardInput::EdgeStarted`]).
+    EdgeStarted(EdgeId),
     /// Record and apply a home assignment.
     Home(HomeAssignment),
     /// Dropped, counted under this reason.
@@ -115,6 +118,7 @@ impl RelayIn {
             }
             GlobalBody::Edge(ee) => Arrival::Edge(ee),
             GlobalBody::EdgeAlive { edge } => Arrival::EdgeAlive(edge),
+            GlobalBody::EdgeStarted { edge } => Arrival::EdgeStarted(edge),
             GlobalBody::Home(a) if a.region.as_deref().is_some_and(|r| !homes.knows(r)) => {
                 Arrival::Dropped("unknown_region")
             }
@@ -464,6 +468,8 @@ mod tests {
             set_at: 1,
         });
         assert_eq!(r.arrival(global(unknown, 1, id(4)), &h), Arrival::Dropped("unknown_region"));
+        let started = GlobalBody::EdgeStarted { edge: EdgeId("e1@us".into()) };
+        assert_eq!(r.arrival(global(started, 1, id(5)), &h), Arrival::EdgeStarted(EdgeId("e1@us".into())));
     }
 
     #[test]
