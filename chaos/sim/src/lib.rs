@@ -17,6 +17,16 @@
 //! `subscribe`, `ping`) encoded as JSON or binary, decodes every frame the
 //! edge writes, and retries a send by its id until accepted.
 //!
+//! With `regions` above one, several such regions are federated through a
+//! simulated global layer, as `iris_router::Federation` and the relays of
+//! `iris_kafka` make them: users are homed round robin, edges and shards
+//! route what belongs to another region to their region's outbound topic
+//! (`Router::shard_path`, `edge_path`), edges renew their lease and
+//! announce a restart in every region, and each region's relay process runs
+//! the real [`RelayOut`], [`RelayIn`] and [`RelayLedger`] over its outbound
+//! topic and its topic on the global layer, committing as it goes. Clients
+//! connect through any region's edges, so some are travellers.
+//!
 //! Faults drawn from the seed: a core node crashes (its memory lost; the
 //! bus and the store keep what they had, and a commit in flight lands or
 //! not) and comes back later; the group moves partitions; store commits
@@ -26,7 +36,9 @@
 //! process does); clients close their sessions, or vanish without a close
 //! (the edge ends the session when its heartbeat runs out), and reconnect
 //! elsewhere; a hello carries a forged token; an opening outlives its hello
-//! timeout.
+//! timeout; in a federation, a relay process crashes (and starts again from
+//! its committed positions: the receiving relay drops the copies it has
+//! seen) or is cut off from the global layer.
 //! After a run the faults stop, the region heals and drains, and the
 //! checker looks at the store:
 //!
@@ -59,12 +71,14 @@ use iris_edge::notice::frame_of;
 use iris_edge::state::{SessionOutput, token_checked};
 use iris_edge::{CloseReason, SessionConfig, SessionState};
 use iris_envelope::{
-    EdgeId, EdgeInput, InboxSeq, Notice, SessionAddr, SessionId, ShardEnvelope, ShardId, ShardInput, ShardKey, UserKey,
+    EdgeEnvelope, EdgeId, EdgeInput, GlobalBody, GlobalEnvelope, HomeAssignment, InboxSeq, Notice, SessionAddr,
+    SessionId, ShardEnvelope, ShardId, ShardInput, ShardKey, UserKey,
 };
 use iris_protocol::{ClientFrame, Encoding, Hello, Ping, ServerFrame, Users};
 use iris_router::feed::{Feed, FeedInput, FeedOutput};
+use iris_router::relay::{Arrival, Outbound, RelayIn, RelayLedger, RelayOut};
 use iris_router::spread::ShardPartitions;
-use iris_router::{Ring, ShardSpread};
+use iris_router::{HomeDirectory, Ring, ShardSpread};
 use iris_storage::memory::MemoryStore;
 use iris_storage::{Store, StoreError, WriteBatch};
 use rand::rngs::StdRng;
@@ -83,9 +97,12 @@ pub struct SimConfig {
     /// their shard and a partition committed only as far as all its shards
     /// did. `None`: by seed, one on even seeds and two on odd ones.
     pub shards_per_partition: Option<u32>,
-    /// Core nodes in the consumer group.
+    /// Regions: one, or several federated through a simulated global layer
+    /// (each with the nodes, edges, bus and store below, and a relay).
+    pub regions: usize,
+    /// Core nodes in each region's consumer group.
     pub nodes: usize,
-    /// Edges clients connect through.
+    /// Edges clients connect through, in each region.
     pub edges: usize,
     /// Users (each also a client that sends).
     pub users: usize,
@@ -175,6 +192,16 @@ pub struct SimConfig {
     /// no close reaches the edge) rather than closing it: the edge keeps
     /// the session until its heartbeat runs out.
     pub vanish: f64,
+    /// Chance per step that a region's relay process crashes (when
+    /// federated): it starts again from its committed positions.
+    pub relay_crash: f64,
+    /// Chance per step that a crashed relay comes back.
+    pub relay_restart: f64,
+    /// Chance per step that a region's relay is cut off from the global
+    /// layer, and for at most how many milliseconds.
+    pub global_cut: f64,
+    /// See `global_cut`.
+    pub max_global_cut_ms: u64,
 }
 
 impl Default for SimConfig {
@@ -182,6 +209,7 @@ impl Default for SimConfig {
         Self {
             shards: 4,
             shards_per_partition: None,
+            regions: 1,
             nodes: 3,
             edges: 2,
             users: 6,
@@ -220,6 +248,10 @@ impl Default for SimConfig {
             hello_timeout_ms: 120,
             bad_token: 0.05,
             vanish: 0.5,
+            relay_crash: 0.002,
+            relay_restart: 0.05,
+            global_cut: 0.002,
+            max_global_cut_ms: 300,
         }
     }
 }
@@ -269,6 +301,14 @@ pub struct Outcome {
     pub vanished: usize,
     /// Frames clients and edges exchanged, encoded and decoded.
     pub frames: usize,
+    /// Regions in this run.
+    pub regions: usize,
+    /// Envelopes the relays carried across the global layer.
+    pub relayed: usize,
+    /// Relay crashes.
+    pub relay_crashes: usize,
+    /// Relays cut off from the global layer.
+    pub global_cuts: usize,
 }
 
 /// Test-only switches that bring back bugs this project fixed, to show
@@ -325,6 +365,12 @@ pub struct Bugs {
     /// machine; fixed by [`ShardState::revoked`]): a presence it told a
     /// subscriber from its memory lands after the new owner's answers.
     pub revoked_shard_answers: bool,
+    /// A restarted edge tells only its own region's shards (found by this
+    /// simulator once it federated regions; fixed by
+    /// `GlobalBody::EdgeStarted`): the shards of other regions keep the
+    /// travellers' sessions of its previous process, since the new process
+    /// renews the lease there.
+    pub local_edge_start: bool,
 }
 
 impl Bugs {
@@ -342,13 +388,14 @@ impl Bugs {
             "shared-commit-by-shard" => self.shared_commit_by_shard = true,
             "siblings-look-caught-up" => self.siblings_look_caught_up = true,
             "revoked-shard-answers" => self.revoked_shard_answers = true,
+            "local-edge-start" => self.local_edge_start = true,
             other => return Err(format!("unknown bug {other:?} (known: {})", Self::NAMES.join(", "))),
         }
         Ok(())
     }
 
     /// Every switch's name.
-    pub const NAMES: [&'static str; 11] = [
+    pub const NAMES: [&'static str; 12] = [
         "commit-on-hand",
         "no-user-isolation",
         "lease-after-revoke",
@@ -360,6 +407,7 @@ impl Bugs {
         "shared-commit-by-shard",
         "siblings-look-caught-up",
         "revoked-shard-answers",
+        "local-edge-start",
     ];
 }
 
@@ -381,6 +429,71 @@ impl Partition {
     }
 }
 
+/// One region: its bus (a log per partition), its store, its consumer
+/// group and, in a federation, its topics and relay to the global layer.
+struct Region {
+    name: Arc<str>,
+    /// Where users are homed (`Federation`'s directory, as every node of
+    /// the region holds it).
+    homes: HomeDirectory,
+    partitions: Vec<Partition>,
+    store: MemoryStore,
+    /// A rebalance waits for a stopped member.
+    rebalance_pending: bool,
+    /// Its outbound topic (one partition): envelopes for other regions,
+    /// queued by its edges and shards (`FederationLink`).
+    outbound: Vec<GlobalEnvelope>,
+    /// Its topic on the global layer (one partition): envelopes for it.
+    global: Vec<GlobalEnvelope>,
+    relay: Relay,
+}
+
+impl Region {
+    /// Everything relayed both ways and committed, but for the lease
+    /// renewals that keep coming.
+    fn relayed(&self) -> bool {
+        let renewal = |e: &GlobalEnvelope| matches!(e.body, GlobalBody::EdgeAlive { .. });
+        self.outbound[self.relay.out_committed as usize..].iter().all(renewal)
+            && self.global[self.relay.in_committed as usize..].iter().all(renewal)
+    }
+}
+
+/// A region's relay process (`iris_kafka::relay_out` and `relay_in`): the
+/// real decisions of both relays, reading from their committed positions.
+struct Relay {
+    up: bool,
+    /// Cut off from the global layer until then.
+    cut_until: u64,
+    out: RelayOut,
+    /// The next outbound offset to read, and how far its group committed.
+    out_next: i64,
+    out_committed: i64,
+    inbound: RelayIn,
+    ledger: RelayLedger,
+    in_next: i64,
+    in_committed: i64,
+}
+
+impl Relay {
+    /// A relay process starting from what its groups committed.
+    fn start(region: &Arc<str>, out_committed: i64, in_committed: i64) -> Self {
+        Self {
+            up: true,
+            cut_until: 0,
+            out: RelayOut::new(region.clone(), 1),
+            out_next: out_committed,
+            out_committed,
+            inbound: RelayIn::new(),
+            ledger: RelayLedger::default(),
+            in_next: in_committed,
+            in_committed,
+        }
+    }
+}
+
+/// Records a relay moves per step, each way.
+const RELAY_BATCH: usize = 16;
+
 /// One shard actor: its state, its queue, its group commit (the actor's
 /// own `CommitQueue`, as many commits in flight as the actor's) and its
 /// input clock. A revoked shard keeps running until what it started is
@@ -399,6 +512,8 @@ struct Shard {
 type Running = (u64, u64, Vec<Ticket>, Started, WriteBatch);
 
 struct Node {
+    /// Its region.
+    region: usize,
     up: bool,
     feed: Feed,
     /// Shard actors by instance (a revoked one stays until it is idle).
@@ -445,8 +560,9 @@ struct Node {
 }
 
 impl Node {
-    fn new(spread: ShardSpread) -> Self {
+    fn new(spread: ShardSpread, region: usize) -> Self {
         Self {
+            region,
             up: true,
             feed: Feed::default(),
             shards: BTreeMap::new(),
@@ -483,6 +599,8 @@ struct EdgeSession {
 /// An edge: the sessions it holds (by session id) and its lease.
 struct Edge {
     id: EdgeId,
+    /// Its region.
+    region: usize,
     up: bool,
     /// Since when it has been up (this incarnation) and reaching the bus:
     /// renewing its lease.
@@ -551,10 +669,9 @@ pub struct Sim {
     now: u64,
     ring: Ring,
     spread: ShardSpread,
-    partitions: Vec<Partition>,
+    regions: Vec<Region>,
     nodes: Vec<Node>,
     edges: Vec<Edge>,
-    store: MemoryStore,
     clients: Vec<Client>,
     keep_trace: bool,
     trace: Vec<String>,
@@ -570,8 +687,12 @@ pub struct Sim {
     clock_jumps: usize,
     edge_cuts: usize,
     landed_timeouts: usize,
-    /// A rebalance waits for a stopped member.
-    rebalance_pending: bool,
+    relayed: usize,
+    relay_crashes: usize,
+    global_cuts: usize,
+    /// Since when every relay has been up and reaching the global layer
+    /// (a foreign edge's renewals reach a shard only through them).
+    global_calm_since: u64,
     faults: bool,
     next_instance: u64,
     next_session: u64,
@@ -596,19 +717,16 @@ const TENANT: &str = "sim";
 const KEY: &[u8] = b"iris-sim token key, 32 bytes...";
 
 /// Where an edge's publish went, for the trace.
-fn placed(at: Option<(usize, usize)>) -> String {
-    match at {
-        Some((p, off)) => format!("partition {p} offset {off}"),
-        None => "held: its edge is cut off from the bus".into(),
-    }
+fn placed(at: Option<String>) -> String {
+    at.unwrap_or_else(|| "held: its edge is cut off from the bus".into())
 }
 
 fn user(i: usize) -> UserKey {
     UserKey::new(TENANT, format!("u{i}"))
 }
 
-fn edge_id(e: usize) -> EdgeId {
-    EdgeId(format!("e{e}").into())
+fn edge_id(e: usize, region: &str) -> EdgeId {
+    EdgeId(format!("e{e}@{region}").into())
 }
 
 /// Polls a future that never waits (the memory store's) to its end.
@@ -623,19 +741,43 @@ impl Sim {
         let per = cfg.shards_per_partition.unwrap_or(if seed % 2 == 1 { 2 } else { 1 }).max(1);
         assert!(cfg.shards.is_multiple_of(per), "{per} shards to a partition do not divide {} shards", cfg.shards);
         let spread = ShardSpread::new(cfg.shards, cfg.shards / per);
-        let partitions =
-            (0..spread.partitions()).map(|_| Partition { log: Vec::new(), committed: 0, owner: None }).collect();
+        assert!(cfg.regions >= 1, "a simulation needs a region");
+        // One region is named as a single region names itself; regions of
+        // a federation by number.
+        let names: Vec<String> =
+            if cfg.regions == 1 { vec!["sim".into()] } else { (0..cfg.regions).map(|r| format!("r{r}")).collect() };
+        let regions = names
+            .iter()
+            .map(|name| {
+                let name: Arc<str> = name.as_str().into();
+                Region {
+                    homes: HomeDirectory::new(&name, &names),
+                    partitions: (0..spread.partitions())
+                        .map(|_| Partition { log: Vec::new(), committed: 0, owner: None })
+                        .collect(),
+                    store: MemoryStore::default(),
+                    rebalance_pending: false,
+                    outbound: Vec::new(),
+                    global: Vec::new(),
+                    relay: Relay::start(&name, 0, 0),
+                    name,
+                }
+            })
+            .collect();
         let mut rng = StdRng::seed_from_u64(seed);
-        let nodes = (0..cfg.nodes).map(|_| Node { id_seed: rng.random(), ..Node::new(spread) }).collect();
-        let edges = (0..cfg.edges)
+        let nodes = (0..cfg.regions * cfg.nodes)
+            .map(|n| Node { id_seed: rng.random(), ..Node::new(spread, n / cfg.nodes) })
+            .collect();
+        let edges = (0..cfg.regions * cfg.edges)
             .map(|e| Edge {
-                id: edge_id(e),
+                id: edge_id(e, &names[e / cfg.edges]),
+                region: e / cfg.edges,
                 up: true,
                 up_since: 0,
                 next_renewal: 0,
                 session_cfg: Arc::new(SessionConfig {
                     node: format!("e{e}"),
-                    region: "sim".into(),
+                    region: names[e / cfg.edges].clone(),
                     max_body_bytes: 64 * 1024,
                     // Never the limit here: a client has one send pending.
                     frames_per_second: 10_000,
@@ -680,10 +822,9 @@ impl Sim {
             now,
             ring,
             spread,
-            partitions,
+            regions,
             nodes,
             edges,
-            store: MemoryStore::default(),
             clients,
             keep_trace,
             trace: Vec::new(),
@@ -699,7 +840,10 @@ impl Sim {
             clock_jumps: 0,
             edge_cuts: 0,
             landed_timeouts: 0,
-            rebalance_pending: false,
+            relayed: 0,
+            relay_crashes: 0,
+            global_cuts: 0,
+            global_calm_since: now,
             faults: true,
             next_instance: 0,
             next_session: 1,
@@ -717,20 +861,45 @@ impl Sim {
             e.up_since = now;
             e.next_renewal = now;
         }
+        // In a federation, users are homed round robin (as if assigned
+        // long ago, in every region's directory).
+        if sim.regions.len() > 1 {
+            for c in 0..sim.cfg.users {
+                let home = sim.regions[c % sim.regions.len()].name.clone();
+                let a = HomeAssignment { user: user(c), region: Some(home), set_at: 0 };
+                for r in &sim.regions {
+                    r.homes.apply(&a);
+                }
+            }
+        }
         // Every user has the one before it as a contact (in the default
         // circle, which may see presence): u(i-1) follows u(i).
-        let mut contacts = WriteBatch::default();
         for c in 0..sim.cfg.users {
             let viewer = (c + sim.cfg.users - 1) % sim.cfg.users;
+            let mut contacts = WriteBatch::default();
             contacts.push(iris_storage::WriteOp::Contact {
                 owner: user(c).into(),
                 contact: format!("u{viewer}"),
                 record: iris_storage::Contact { circle: iris_core::state::DEFAULT_CIRCLE.into(), channels: Vec::new() },
             });
+            let home = sim.home(c);
+            now_or_never(sim.regions[home].store.commit(contacts)).expect("the memory store takes the contacts");
         }
-        now_or_never(sim.store.commit(contacts)).expect("the memory store takes the contacts");
-        sim.rebalance();
+        for r in 0..sim.regions.len() {
+            sim.rebalance(r);
+        }
         sim
+    }
+
+    /// The region user `c` is homed in.
+    fn home(&self, c: usize) -> usize {
+        let (home, _) = self.regions[0].homes.home_of(&user(c));
+        self.region_index(&home)
+    }
+
+    /// The index of the region named `name`.
+    fn region_index(&self, name: &str) -> usize {
+        self.regions.iter().position(|r| &*r.name == name).expect("a region of the simulation")
     }
 
     /// The user client `c` follows.
@@ -771,6 +940,11 @@ impl Sim {
                 self.edge_restart(e);
             }
         }
+        for r in 0..self.regions.len() {
+            if !self.regions[r].relay.up {
+                self.relay_restart(r);
+            }
+        }
         let mut healed = 0;
         let settle = 4 * self.cfg.edge_lease_ms;
         while healed < self.cfg.heal_steps && (healed < settle || !self.quiet()) {
@@ -804,6 +978,10 @@ impl Sim {
             hello_timeouts: self.hello_timeouts,
             vanished: self.vanished,
             frames: self.frames,
+            regions: self.regions.len(),
+            relayed: self.relayed,
+            relay_crashes: self.relay_crashes,
+            global_cuts: self.global_cuts,
         }
     }
 
@@ -812,7 +990,7 @@ impl Sim {
     fn quiet(&self) -> bool {
         self.clients.iter().all(|c| c.pending.is_none() && matches!(c.conn, Conn::Open(_)))
             && self.edges.iter().all(|e| e.sessions.values().all(|s| !s.gone))
-            && self.partitions.iter().all(Partition::drained)
+            && self.regions.iter().all(|r| r.partitions.iter().all(Partition::drained) && r.relayed())
             && self.nodes.iter().all(|n| {
                 n.commits.is_empty() && n.shards.values().all(|s| s.queue.is_empty() && s.commits.waiting() == 0)
             })
@@ -834,9 +1012,22 @@ impl Sim {
                 why.push(format!("edge {e} still holds session {id}, which u{} left", s.client));
             }
         }
-        for (p, part) in self.partitions.iter().enumerate() {
-            if !part.drained() {
-                why.push(format!("partition {p} committed to {} of {}", part.committed, part.log.len()));
+        for region in &self.regions {
+            for (p, part) in region.partitions.iter().enumerate() {
+                if !part.drained() {
+                    let name = &region.name;
+                    why.push(format!("{name}'s partition {p} committed to {} of {}", part.committed, part.log.len()));
+                }
+            }
+            if !region.relayed() {
+                why.push(format!(
+                    "{}'s relay committed {} of {} out, {} of {} in",
+                    region.name,
+                    region.relay.out_committed,
+                    region.outbound.len(),
+                    region.relay.in_committed,
+                    region.global.len()
+                ));
             }
         }
         why.join("; ")
@@ -849,6 +1040,7 @@ impl Sim {
         }
         self.group_step();
         self.edges_step();
+        self.relays_step();
         self.sessions_step();
         self.clients_step();
         for n in 0..self.nodes.len() {
@@ -877,8 +1069,10 @@ impl Sim {
     /// it lost and joins again. Until then it is a zombie that goes on with
     /// the partitions it had.
     fn group_step(&mut self) {
-        if self.rebalance_pending {
-            self.rebalance();
+        for r in 0..self.regions.len() {
+            if self.regions[r].rebalance_pending {
+                self.rebalance(r);
+            }
         }
         for n in 0..self.nodes.len() {
             if !self.nodes[n].up {
@@ -891,13 +1085,14 @@ impl Sim {
                 (true, Some(since)) if node.in_group && self.now - since >= self.cfg.group_timeout_ms => {
                     self.nodes[n].in_group = false;
                     self.evictions += 1;
-                    for p in &mut self.partitions {
+                    let r = self.nodes[n].region;
+                    for p in &mut self.regions[r].partitions {
                         if p.owner == Some(n) {
                             p.owner = None;
                         }
                     }
                     self.event(format!("node {n} is out of the group (silent for {} ms)", self.now - since));
-                    self.rebalance();
+                    self.rebalance(r);
                     // A node that runs finds out by itself, as the group
                     // does; a stopped one when it runs again.
                     if running {
@@ -954,7 +1149,7 @@ impl Sim {
         self.nodes[n].in_group = true;
         self.nodes[n].learned = false;
         self.event(format!("node {n} joins the group again"));
-        self.rebalance();
+        self.rebalance(self.nodes[n].region);
     }
 
     fn faults_step(&mut self) {
@@ -1021,6 +1216,35 @@ impl Sim {
             let e = down[self.rng.random_range(0..down.len())];
             self.edge_restart(e);
         }
+        if self.regions.len() > 1 {
+            self.global_faults();
+        }
+    }
+
+    /// The global layer's faults: a relay crashes or comes back; a relay is
+    /// cut off from the global layer (its region still runs) for a while.
+    fn global_faults(&mut self) {
+        let regions = self.regions.len();
+        if self.rng.random_bool(self.cfg.relay_crash) {
+            let r = self.rng.random_range(0..regions);
+            if self.regions[r].relay.up {
+                self.relay_crash(r);
+            }
+        }
+        if self.rng.random_bool(self.cfg.relay_restart) {
+            let r = self.rng.random_range(0..regions);
+            if !self.regions[r].relay.up {
+                self.relay_restart(r);
+            }
+        }
+        if self.rng.random_bool(self.cfg.global_cut) {
+            let r = self.rng.random_range(0..regions);
+            let ms = self.rng.random_range(1..=self.cfg.max_global_cut_ms);
+            self.regions[r].relay.cut_until = self.now + ms;
+            self.global_cuts += 1;
+            self.global_calm_since = self.now;
+            self.event(format!("{}'s relay is cut off from the global layer for {ms} ms", self.regions[r].name));
+        }
     }
 
     fn crash(&mut self, n: usize) {
@@ -1028,28 +1252,49 @@ impl Sim {
         // A commit in flight either reached the store or did not.
         let commits = std::mem::take(&mut self.nodes[n].commits);
         let mut landed = 0;
+        let r = self.nodes[n].region;
         for (_, _, _, _, batch) in commits {
             if self.rng.random_bool(0.5) {
-                let _ = self.land(batch);
+                let _ = self.land(r, batch);
                 landed += 1;
             }
         }
-        self.nodes[n] = Node { up: false, skew: self.nodes[n].skew, ..Node::new(self.spread) };
+        self.nodes[n] = Node { up: false, skew: self.nodes[n].skew, ..Node::new(self.spread, r) };
         // The group forgets the member (it may have no other to give its
         // partitions to yet: a node that stalled is out of it too).
-        for p in &mut self.partitions {
+        for p in &mut self.regions[r].partitions {
             if p.owner == Some(n) {
                 p.owner = None;
             }
         }
         self.event(format!("crash node {n} ({landed} in-flight commits landed)"));
-        self.rebalance();
+        self.rebalance(r);
     }
 
     fn restart(&mut self, n: usize) {
-        self.nodes[n] = Node { skew: self.nodes[n].skew, id_seed: self.rng.random(), ..Node::new(self.spread) };
+        let r = self.nodes[n].region;
+        self.nodes[n] = Node { skew: self.nodes[n].skew, id_seed: self.rng.random(), ..Node::new(self.spread, r) };
         self.event(format!("restart node {n}"));
-        self.rebalance();
+        self.rebalance(r);
+    }
+
+    /// A region's relay process dies: what it read and did not commit is
+    /// read again by the next one (the receiving relay drops copies it has
+    /// seen; one that restarted too hands them on, and shards and clients
+    /// take them as the duplicates they are).
+    fn relay_crash(&mut self, r: usize) {
+        self.relay_crashes += 1;
+        self.regions[r].relay.up = false;
+        self.global_calm_since = self.now;
+        self.event(format!("crash {}'s relay", self.regions[r].name));
+    }
+
+    fn relay_restart(&mut self, r: usize) {
+        let region = &mut self.regions[r];
+        region.relay = Relay::start(&region.name, region.relay.out_committed, region.relay.in_committed);
+        self.global_calm_since = self.now;
+        let (out, into) = (self.regions[r].relay.out_committed, self.regions[r].relay.in_committed);
+        self.event(format!("restart {}'s relay (out from {out}, in from {into})", self.regions[r].name));
     }
 
     /// An edge process dies without a goodbye: its sessions are gone, and
@@ -1085,31 +1330,198 @@ impl Sim {
     }
 
     /// A restarted edge tells every shard before it takes a session
-    /// (`Router::edge_started`).
+    /// (`Router::edge_started`): those of its region on the bus, those of
+    /// every other region through the outbound topic.
     fn announce_start(&mut self, e: usize) {
-        let edge = self.edges[e].id.clone();
+        let (edge, r) = (self.edges[e].id.clone(), self.edges[e].region);
+        self.announce_start_here(r, &edge);
+        for other in 0..self.regions.len() {
+            if other != r && !self.bugs.local_edge_start {
+                let dest = self.regions[other].name.clone();
+                self.queue_out(r, dest, GlobalBody::EdgeStarted { edge: edge.clone() });
+            }
+        }
+    }
+
+    /// `EdgeStarted` to every shard of region `r`.
+    fn announce_start_here(&mut self, r: usize, edge: &EdgeId) {
         for s in 0..self.cfg.shards {
             let env = ShardEnvelope {
                 owner: ShardKey::Shard,
                 body: ShardInput::EdgeStarted { edge: edge.clone() },
                 trace: None,
             };
-            self.append(ShardId(s), env);
+            self.append(r, ShardId(s), env);
         }
     }
 
-    /// Appends an envelope to its owner's shard's partition.
-    fn publish(&mut self, env: ShardEnvelope) -> (usize, usize) {
+    /// Appends an envelope to its owner's shard's partition in region `r`.
+    fn publish(&mut self, r: usize, env: ShardEnvelope) -> (usize, usize) {
         let shard = self.ring.shard_of_key(&env.owner);
-        self.append(shard, env)
+        self.append(r, shard, env)
     }
 
-    /// Appends an envelope for `shard` to the partition that carries it
-    /// (named in its header when the partition is shared).
-    fn append(&mut self, shard: ShardId, env: ShardEnvelope) -> (usize, usize) {
+    /// Appends an envelope for `shard` of region `r` to the partition that
+    /// carries it (named in its header when the partition is shared).
+    fn append(&mut self, r: usize, shard: ShardId, env: ShardEnvelope) -> (usize, usize) {
         let p = self.spread.partition(shard) as usize;
-        self.partitions[p].log.push((shard, env));
-        (p, self.partitions[p].log.len() - 1)
+        let log = &mut self.regions[r].partitions[p].log;
+        log.push((shard, env));
+        (p, log.len() - 1)
+    }
+
+    /// A shard envelope made in region `r`: to its shard's partition when
+    /// its owner is homed here, else to the outbound topic for the owner's
+    /// home (`Router::shard_path`). Says where it went, for the trace.
+    fn route_shard(&mut self, r: usize, env: ShardEnvelope) -> String {
+        let (home, _) = self.regions[r].homes.home_of_key(&env.owner);
+        if home == self.regions[r].name {
+            let (p, off) = self.publish(r, env);
+            format!("partition {p} offset {off}")
+        } else {
+            self.queue_out(r, home.clone(), GlobalBody::Shard(env));
+            format!("outbound, for {home}")
+        }
+    }
+
+    /// An edge envelope made in region `r`: to an edge of this region at
+    /// once, else to the edge's region through the outbound topic
+    /// (`Router::edge_path`).
+    fn route_edge(&mut self, r: usize, env: EdgeEnvelope) {
+        // A send answered with an error is done once the answer leaves its
+        // shard, whether or not its session is there to hear it.
+        let parts = match &env.body {
+            EdgeInput::Batch(parts) => parts.as_slice(),
+            one => std::slice::from_ref(one),
+        };
+        for part in parts {
+            if let EdgeInput::Notice { notice: Notice::Refused { id: Some(id), .. }, .. } = part {
+                self.refused.insert(id.clone());
+            }
+        }
+        let to = self.edges[self.edge_index(&env.edge)].region;
+        if to == r {
+            for part in env.body.into_parts() {
+                self.edge_input(&env.edge, part);
+            }
+        } else {
+            let dest = self.regions[to].name.clone();
+            self.queue_out(r, dest, GlobalBody::Edge(env));
+        }
+    }
+
+    /// Queues an envelope for region `dest` on region `r`'s outbound topic
+    /// (`Federation`'s link, stamped by its clock).
+    fn queue_out(&mut self, r: usize, dest: Arc<str>, body: GlobalBody) {
+        let origin = self.regions[r].name.clone();
+        let env = GlobalEnvelope { origin, dest, hops: 0, relay: None, queued_at: self.now as i64, body };
+        self.regions[r].outbound.push(env);
+    }
+
+    /// Each region's relay moves what waits, when it runs and reaches the
+    /// global layer (on half the steps: the global layer's latency), a few
+    /// records each way: its outbound topic to the other regions' topics on
+    /// the global layer (`RelayOut`: stamped, confirmed, then committed),
+    /// and its own topic into the region (`RelayIn`: copies dropped,
+    /// envelopes for users homed elsewhere sent on, renewals of foreign
+    /// edges' leases put on every shard); each commits as it goes.
+    fn relays_step(&mut self) {
+        if self.regions.len() < 2 {
+            return;
+        }
+        for r in 0..self.regions.len() {
+            let relay = &mut self.regions[r].relay;
+            if relay.cut_until != 0 && self.now >= relay.cut_until {
+                relay.cut_until = 0;
+                self.global_calm_since = self.now;
+                let name = self.regions[r].name.clone();
+                self.event(format!("{name}'s relay reaches the global layer again"));
+            }
+            let relay = &self.regions[r].relay;
+            if !relay.up || relay.cut_until != 0 || !self.rng.random_bool(0.5) {
+                continue;
+            }
+            for _ in 0..RELAY_BATCH {
+                let region = &mut self.regions[r];
+                let off = region.relay.out_next;
+                if off as usize >= region.outbound.len() || !region.relay.out.may_read() {
+                    break;
+                }
+                let env = region.outbound[off as usize].clone();
+                region.relay.out_next += 1;
+                if let Outbound::Produce { env, .. } = region.relay.out.read(0, off, Some(env)) {
+                    let d = self.region_index(&env.dest);
+                    self.regions[d].global.push(env);
+                    self.relayed += 1;
+                    let confirmed = self.regions[r].relay.out.delivered(0, off, Ok(()));
+                    confirmed.expect("a confirmation is never refused");
+                }
+            }
+            for _ in 0..RELAY_BATCH {
+                let region = &mut self.regions[r];
+                let off = region.relay.in_next;
+                if off as usize >= region.global.len() {
+                    break;
+                }
+                let env = region.global[off as usize].clone();
+                region.relay.in_next += 1;
+                region.relay.ledger.read(0, off);
+                let (kind, origin) = (env.body.kind(), env.origin.clone());
+                let arrival = region.relay.inbound.arrival(env, &region.homes);
+                self.arrive(r, arrival, kind, &origin);
+                self.regions[r].relay.ledger.done(0, off);
+            }
+            if self.now.is_multiple_of(5) {
+                let relay = &mut self.regions[r].relay;
+                if let Some((_, next)) = relay.out.to_commit(None).pop() {
+                    relay.out_committed = next;
+                }
+                if let Some((_, next)) = relay.ledger.to_commit(None).pop() {
+                    relay.in_committed = next;
+                }
+            }
+        }
+    }
+
+    /// What region `r`'s inbound relay does with an arrival (as
+    /// `iris_kafka`'s `deliver`; the regional bus here never refuses).
+    fn arrive(&mut self, r: usize, arrival: Arrival, kind: &str, origin: &str) {
+        let name = self.regions[r].name.clone();
+        match arrival {
+            Arrival::Shard(se) => {
+                let (p, off) = self.publish(r, se);
+                self.event(format!("{name}'s relay hands {kind} from {origin} to partition {p} offset {off}"));
+            }
+            Arrival::Forward { env, home } => {
+                self.event(format!("{name}'s relay sends {kind} from {origin} on to {home}"));
+                self.regions[r].outbound.push(env);
+            }
+            Arrival::Edge(ee) => {
+                for part in ee.body.into_parts() {
+                    self.edge_input(&ee.edge, part);
+                }
+            }
+            Arrival::EdgeAlive(edge) => {
+                for s in 0..self.cfg.shards {
+                    let env = ShardEnvelope {
+                        owner: ShardKey::Shard,
+                        body: ShardInput::EdgeAlive { edge: edge.clone() },
+                        trace: None,
+                    };
+                    self.append(r, ShardId(s), env);
+                }
+            }
+            Arrival::EdgeStarted(edge) => {
+                self.event(format!("{name}'s relay tells every shard {edge} started"));
+                self.announce_start_here(r, &edge);
+            }
+            Arrival::Home(a) => {
+                self.regions[r].homes.apply(&a);
+            }
+            Arrival::Dropped(reason) => {
+                self.event(format!("{name}'s relay drops {kind} from {origin}: {reason}"));
+            }
+        }
     }
 
     /// Edges renew their lease on every shard, `renewals` times a lease.
@@ -1123,14 +1535,22 @@ impl Sim {
                 continue;
             }
             self.edges[e].next_renewal = self.now + every;
-            let edge = self.edges[e].id.clone();
+            let (edge, r) = (self.edges[e].id.clone(), self.edges[e].region);
             for s in 0..self.cfg.shards {
                 let env = ShardEnvelope {
                     owner: ShardKey::Shard,
                     body: ShardInput::EdgeAlive { edge: edge.clone() },
                     trace: None,
                 };
-                self.append(ShardId(s), env);
+                self.append(r, ShardId(s), env);
+            }
+            // And in every other region, through the global layer
+            // (`Federation::edge_alive`): its sessions may be travellers'.
+            for other in 0..self.regions.len() {
+                if other != r {
+                    let dest = self.regions[other].name.clone();
+                    self.queue_out(r, dest, GlobalBody::EdgeAlive { edge: edge.clone() });
+                }
             }
         }
     }
@@ -1143,8 +1563,9 @@ impl Sim {
         self.edges[e].next_renewal = self.now;
         let (outbox, inbox) = (std::mem::take(&mut self.edges[e].outbox), std::mem::take(&mut self.edges[e].inbox));
         self.event(format!("edge {e} reaches the bus again ({} held out, {} held in)", outbox.len(), inbox.len()));
+        let r = self.edges[e].region;
         for env in outbox {
-            self.publish(env);
+            self.route_shard(r, env);
         }
         let edge = self.edges[e].id.clone();
         for input in inbox {
@@ -1154,33 +1575,33 @@ impl Sim {
 
     /// Edge `e` publishes an envelope: at once, or held in its producer
     /// while it is cut off from the bus (`None`).
-    fn edge_publish(&mut self, e: usize, env: ShardEnvelope) -> Option<(usize, usize)> {
+    fn edge_publish(&mut self, e: usize, env: ShardEnvelope) -> Option<String> {
         if self.now < self.edges[e].cut_until {
             self.edges[e].outbox.push(env);
             return None;
         }
-        Some(self.publish(env))
+        Some(self.route_shard(self.edges[e].region, env))
     }
 
     /// The group assigns partitions round robin over the nodes that are up.
-    fn rebalance(&mut self) {
+    fn rebalance(&mut self, r: usize) {
         // A rebalance waits for every member to take part: a stopped one
         // holds it up until it runs again or is put out of the group (the
         // old owner gives a partition up before the new one gets it).
-        if (0..self.nodes.len())
-            .any(|n| self.nodes[n].up && self.nodes[n].in_group && self.now < self.nodes[n].paused_until)
+        let members: Vec<usize> = (0..self.nodes.len()).filter(|n| self.nodes[*n].region == r).collect();
+        if members.iter().any(|&n| self.nodes[n].up && self.nodes[n].in_group && self.now < self.nodes[n].paused_until)
         {
-            self.rebalance_pending = true;
+            self.regions[r].rebalance_pending = true;
             return;
         }
-        self.rebalance_pending = false;
-        let up: Vec<usize> = (0..self.nodes.len()).filter(|n| self.nodes[*n].up && self.nodes[*n].in_group).collect();
+        self.regions[r].rebalance_pending = false;
+        let up: Vec<usize> = members.into_iter().filter(|&n| self.nodes[n].up && self.nodes[n].in_group).collect();
         if up.is_empty() {
             return;
         }
-        for p in 0..self.partitions.len() {
+        for p in 0..self.regions[r].partitions.len() {
             let owner = up[p % up.len()];
-            let old = self.partitions[p].owner;
+            let old = self.regions[r].partitions[p].owner;
             if old == Some(owner) {
                 continue;
             }
@@ -1197,13 +1618,14 @@ impl Sim {
                 self.nodes[o].paused.remove(&part);
                 self.carry_out(o);
             }
-            self.partitions[p].owner = Some(owner);
-            let from = self.partitions[p].committed;
+            self.regions[r].partitions[p].owner = Some(owner);
+            let from = self.regions[r].partitions[p].committed;
             self.nodes[owner].fetch.insert(part, from);
             self.nodes[owner].paused.remove(&part);
             let shards = self.nodes[owner].parts.assigned(&[part]);
             self.nodes[owner].feed.handle_input(FeedInput::Assigned(shards));
-            self.event(format!("partition {p} to node {owner} from offset {from}"));
+            let name = self.regions[r].name.clone();
+            self.event(format!("{name}'s partition {p} to node {owner} from offset {from}"));
             self.carry_out(owner);
         }
     }
@@ -1395,7 +1817,8 @@ impl Sim {
     }
 
     fn edge_index(&self, id: &EdgeId) -> usize {
-        id.0[1..].parse().expect("edge ids are e<index>")
+        let index = id.0[1..].split('@').next().unwrap_or_default();
+        index.parse().expect("edge ids are e<index>@<region>")
     }
 
     fn node_step(&mut self, n: usize) {
@@ -1403,14 +1826,15 @@ impl Sim {
         // batch, as Kafka's does).
         let owned: Vec<(i32, i64)> = self.nodes[n].fetch.iter().map(|(p, o)| (*p, *o)).collect();
         let cut = self.now < self.nodes[n].cut_until;
+        let r = self.nodes[n].region;
         for (p, at) in owned {
             if cut || self.nodes[n].paused.contains(&p) {
                 continue;
             }
-            let log_len = self.partitions[p as usize].log.len() as i64;
+            let log_len = self.regions[r].partitions[p as usize].log.len() as i64;
             let upto = (at + 16).min(log_len);
             for off in at..upto {
-                let (shard, env) = self.partitions[p as usize].log[off as usize].clone();
+                let (shard, env) = self.regions[r].partitions[p as usize].log[off as usize].clone();
                 // (Never past its bound here: a few thousand records a run.)
                 self.nodes[n].parts.returned(p, off, Some(shard));
                 self.nodes[n].feed.handle_input(FeedInput::Record { shard, offset: off, env });
@@ -1462,9 +1886,9 @@ impl Sim {
             } else if timed_out {
                 // It landed, but the answer never came back in time.
                 self.landed_timeouts += 1;
-                self.land(batch).and(Err(StoreError::Unavailable("timed out (landed)".into())))
+                self.land(r, batch).and(Err(StoreError::Unavailable("timed out (landed)".into())))
             } else {
-                self.land(batch)
+                self.land(r, batch)
             };
             let ok = if result.is_ok() { "ok" } else { "failed" };
             let records: Vec<String> = records.iter().map(|(u, n, nodes)| format!("{u}: {n} on {nodes:?}")).collect();
@@ -1518,7 +1942,8 @@ impl Sim {
             if let Some(tick) = tick
                 && now >= self.nodes[n].cut_until
             {
-                self.append(shard, ShardEnvelope { owner: ShardKey::Shard, body: tick, trace: None });
+                let r = self.nodes[n].region;
+                self.append(r, shard, ShardEnvelope { owner: ShardKey::Shard, body: tick, trace: None });
             }
             let sh = self.nodes[n].shards.get_mut(&inst).expect("listed above");
             // After a failed commit, an idle shard repairs its records too.
@@ -1538,8 +1963,16 @@ impl Sim {
                 self.leases_ended += 1;
                 let e = self.edge_index(edge);
                 self.event(format!("shard instance {inst} (shard {p}) ends the lease of edge {e}"));
-                // (An edge cut off from the bus is not renewing.)
-                if self.edges[e].up && now >= self.edges[e].cut_until && self.edges[e].up_since + lease <= now {
+                // (An edge cut off from the bus is not renewing; a foreign
+                // edge's renewals come through the relays.)
+                let calm = self.regions.iter().all(|r| r.relay.up && r.relay.cut_until == 0);
+                let reaches =
+                    self.edges[e].region == self.nodes[n].region || (calm && self.global_calm_since + lease <= now);
+                if self.edges[e].up
+                    && now >= self.edges[e].cut_until
+                    && self.edges[e].up_since + lease <= now
+                    && reaches
+                {
                     self.violation(format!(
                         "shard instance {inst} (shard {p}) ended the lease of edge {e}, which has been up and renewing it since {}",
                         self.edges[e].up_since
@@ -1576,7 +2009,7 @@ impl Sim {
                         id_seed: self.nodes[n].id_seed ^ (self.next_instance as u32).wrapping_mul(0x9e37_79b9),
                         recent_dedup: 64,
                         edge_lease_ms: self.cfg.edge_lease_ms as i64,
-                        region: "sim".into(),
+                        region: self.regions[self.nodes[n].region].name.clone(),
                         page_max_bytes: 1 << 16,
                     });
                     let inst = self.next_instance;
@@ -1584,7 +2017,8 @@ impl Sim {
                     // The shell claims the shard's owner epoch before it hands
                     // the shard any input (a store round trip; here at once).
                     let mut state = state;
-                    let epoch = now_or_never(self.store.claim_shard(s.0)).expect("the memory store claims");
+                    let store = &self.regions[self.nodes[n].region].store;
+                    let epoch = now_or_never(store.claim_shard(s.0)).expect("the memory store claims");
                     state.claimed(epoch);
                     let commits = CommitQueue::new(2, 512).isolating_users(!self.bugs.no_user_isolation);
                     let clock = if self.bugs.paused_looks_caught_up {
@@ -1712,40 +2146,41 @@ impl Sim {
     /// The group coordinator takes a commit only from the partition's
     /// owner; the checker verifies it covers only durable work.
     fn commit_offsets(&mut self, n: usize, offsets: Vec<(i32, i64)>) {
+        let r = self.nodes[n].region;
         for (p, next) in offsets {
             let p = p as usize;
             if !self.nodes[n].in_group || self.now < self.nodes[n].cut_until {
                 continue; // refused: the coordinator does not hear it, or not from a member
             }
-            if self.partitions[p].owner != Some(n) {
+            if self.regions[r].partitions[p].owner != Some(n) {
                 // The coordinator refuses it; a feed that tries it has kept
                 // a partition it no longer owns.
                 self.violation(format!("node {n} committed partition {p}, which it does not own"));
                 continue;
             }
-            if next <= self.partitions[p].committed {
+            if next <= self.regions[r].partitions[p].committed {
                 continue;
             }
             // Every send before `next` must be done: in the store, or
             // answered with an error (its write failed; the client retries).
-            for off in self.partitions[p].committed..next {
-                let (_, env) = self.partitions[p].log[off as usize].clone();
+            for off in self.regions[r].partitions[p].committed..next {
+                let (_, env) = self.regions[r].partitions[p].log[off as usize].clone();
                 if let (ShardInput::Send { from, client_id, .. }, Some(owner)) = (&env.body, env.owner.user())
                     && !self.refused.contains(&**client_id)
-                    && !self.stored(owner, from, client_id)
+                    && !self.stored(r, owner, from, client_id)
                 {
                     self.violation(format!(
                         "partition {p} committed to {next} by node {n}, but the send {client_id} at offset {off} is neither durable nor answered"
                     ));
                 }
             }
-            self.partitions[p].committed = next;
+            self.regions[r].partitions[p].committed = next;
             self.event(format!("partition {p} committed to {next} by node {n}"));
         }
     }
 
     /// A commit reaches the store.
-    fn land(&self, mut batch: WriteBatch) -> Result<(), StoreError> {
+    fn land(&self, r: usize, mut batch: WriteBatch) -> Result<(), StoreError> {
         if self.bugs.unfenced_records {
             for op in &mut batch.ops {
                 if let iris_storage::WriteOp::Session { version, .. } = op {
@@ -1753,16 +2188,16 @@ impl Sim {
                 }
             }
         }
-        now_or_never(self.store.commit(batch))
+        now_or_never(self.regions[r].store.commit(batch))
     }
 
-    fn stored(&self, owner: &UserKey, from: &str, client_id: &str) -> bool {
-        self.store.inbox(owner).iter().any(|m| &*m.from == from && m.body.as_ref() == client_id.as_bytes())
+    fn stored(&self, r: usize, owner: &UserKey, from: &str, client_id: &str) -> bool {
+        self.regions[r].store.inbox(owner).iter().any(|m| &*m.from == from && m.body.as_ref() == client_id.as_bytes())
     }
 
     /// Shard instance `inst` of node `n` takes its next input.
     fn shard_input(&mut self, n: usize, inst: u64) {
-        let t = self.node_now(n);
+        let (t, r) = (self.node_now(n), self.nodes[n].region);
         let Some(sh) = self.nodes[n].shards.get_mut(&inst) else { return };
         // The pump holds a permit per input until its writes are durable.
         if sh.state.inputs_seen() - sh.state.inputs_durable() >= self.cfg.max_inflight {
@@ -1778,13 +2213,14 @@ impl Sim {
         }
         let Some(sh) = self.nodes[n].shards.get_mut(&inst) else { return };
         let needs = sh.state.needs(&env);
+        let store = &self.regions[r].store;
         let loaded = (|| -> Result<Found, StoreError> {
             if let Some(u) = &needs.user {
-                let record = now_or_never(self.store.load_user(u))?;
+                let record = now_or_never(store.load_user(u))?;
                 sh.state.insert_user(u.clone(), record);
             }
             let dedup = match &needs.dedup {
-                Some(k) => now_or_never(self.store.dedup(k))?,
+                Some(k) => now_or_never(store.dedup(k))?,
                 None => None,
             };
             Ok(Found { dedup, events_seen: vec![false; needs.events.len()] })
@@ -1821,25 +2257,22 @@ impl Sim {
         let mut todo: VecDeque<Output> = sh.state.poll_outputs().into();
         while let Some(out) = todo.pop_front() {
             match out {
-                Output::Edge(env) => {
-                    for part in env.body.into_parts() {
-                        self.edge_input(&env.edge, part);
-                    }
-                }
+                Output::Edge(env) => self.route_edge(self.nodes[n].region, env),
                 Output::Shard(env) => {
-                    self.publish(env);
+                    self.route_shard(self.nodes[n].region, env);
                 }
                 Output::Read(read) => {
+                    let store = &self.regions[self.nodes[n].region].store;
                     let Some(sh) = self.nodes[n].shards.get_mut(&inst) else { return };
                     let result = match sh.state.query(&read) {
                         iris_core::state::Query::Inbox { user, after, limit, max_bytes } => {
-                            ReadResult::Inbox(now_or_never(self.store.read_inbox(user, after, limit, max_bytes)))
+                            ReadResult::Inbox(now_or_never(store.read_inbox(user, after, limit, max_bytes)))
                         }
                         iris_core::state::Query::Range { user, from, to, limit } => {
-                            ReadResult::Range(now_or_never(self.store.read_range(user, from, to, limit)))
+                            ReadResult::Range(now_or_never(store.read_range(user, from, to, limit)))
                         }
                         iris_core::state::Query::PendingReceipts { user, limit } => {
-                            ReadResult::PendingReceipts(now_or_never(self.store.pending_receipts(user, limit)))
+                            ReadResult::PendingReceipts(now_or_never(store.pending_receipts(user, limit)))
                         }
                     };
                     let outcome = sh.state.read_done(read, result);
@@ -1858,11 +2291,6 @@ impl Sim {
     /// What an edge receives for its sessions.
     fn edge_input(&mut self, edge: &EdgeId, input: EdgeInput) {
         let e = self.edge_index(edge);
-        // A send answered with an error is done, whether or not its
-        // session is still there to hear it.
-        if let EdgeInput::Notice { notice: Notice::Refused { id: Some(id), .. }, .. } = &input {
-            self.refused.insert(id.clone());
-        }
         if !self.edges[e].up {
             return; // the bus keeps it for no one: the process is gone
         }
@@ -1878,13 +2306,14 @@ impl Sim {
                     self.pump(e, session.0);
                 }
             }
-            EdgeInput::Resync { shard, .. } => {
+            EdgeInput::Resync { region, shard } => {
                 // Every open session whose user the shard owns registers
                 // again, and each subscription to a user there is made again
-                // (the session state machine decides which).
-                let ring = &self.ring;
+                // (the session state machine decides which, by
+                // `Router::owns`: homed in the shard's region, on its shard).
+                let (ring, homes) = (&self.ring, &self.regions[self.edges[e].region].homes);
                 for s in self.edges[e].sessions.values_mut() {
-                    s.state.resync(|user| ring.shard_of(user) == shard);
+                    s.state.resync(|user| homes.home_of(user).0 == region && ring.shard_of(user) == shard);
                 }
                 let ids: Vec<u64> = self.edges[e].sessions.keys().copied().collect();
                 self.event(format!("edge {e} resyncs its {} sessions with shard {}", ids.len(), shard.0));
@@ -1985,7 +2414,7 @@ impl Sim {
         }
         // Presence converges: the session record names what the client holds.
         for c in 0..self.clients.len() {
-            let record = now_or_never(self.store.session(&user(c))).ok().flatten();
+            let record = now_or_never(self.regions[self.home(c)].store.session(&user(c))).ok().flatten();
             let (sessions, nodes) = record.map(|r| (r.sessions, r.nodes)).unwrap_or_default();
             let (want, want_nodes) = match self.clients[c].conn.session() {
                 Some(s) => (1, vec![s.edge.to_string()]),
@@ -1998,7 +2427,7 @@ impl Sim {
             }
         }
         for r in 0..self.cfg.users {
-            let inbox = self.store.inbox(&user(r));
+            let inbox = self.regions[self.home(r)].store.inbox(&user(r));
             for (i, m) in inbox.iter().enumerate() {
                 if m.seq != i as u64 + 1 {
                     self.violation(format!("u{r}'s inbox has seq {} at position {}", m.seq, i + 1));
@@ -2017,7 +2446,7 @@ impl Sim {
             let accepted = self.clients[c].accepted.clone();
             let from = format!("u{c}");
             for r in 0..self.cfg.users {
-                let inbox = self.store.inbox(&user(r));
+                let inbox = self.regions[self.home(r)].store.inbox(&user(r));
                 let order: Vec<String> = inbox
                     .iter()
                     .filter(|m| *m.from == *from)

@@ -33,7 +33,7 @@ struct Cli {
     /// no-user-isolation, lease-after-revoke, paused-looks-caught-up,
     /// silent-edge-restart, no-ticks, unfenced-records, clock-goes-back,
     /// shared-commit-by-shard, siblings-look-caught-up,
-    /// revoked-shard-answers.
+    /// revoked-shard-answers, local-edge-start (with --regions 2).
     #[arg(long)]
     bug: Vec<String>,
     /// Steps (simulated ms) of traffic with faults per seed.
@@ -48,6 +48,9 @@ struct Cli {
     /// Chance per simulated ms that a node stalls (default 0.002).
     #[arg(long)]
     stall: Option<f64>,
+    /// Regions, federated through a simulated global layer (default 1).
+    #[arg(long)]
+    regions: Option<usize>,
     /// Most simulated ms a store commit takes (default 6).
     #[arg(long)]
     max_commit_ms: Option<u64>,
@@ -77,6 +80,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(ms) = cli.max_commit_ms {
         cfg.max_commit_ms = ms;
     }
+    if let Some(r) = cli.regions {
+        anyhow::ensure!((1..=8).contains(&r), "--regions must be between 1 and 8");
+        cfg.regions = r;
+    }
     if let Some(per) = cli.shards_per_partition {
         anyhow::ensure!(
             per > 0 && cfg.shards.is_multiple_of(per),
@@ -94,7 +101,7 @@ fn main() -> anyhow::Result<()> {
             "seed {seed}: trace {:016x}, {} ms simulated, {} accepted, {} node crashes, {} edge crashes, \
              {} sessions, {} leases ended, {} failed commits, {} timed out after landing, {} stalls ({} out of the \
              group), {} clock jumps, {} edge cuts, {} frames, {} forged tokens refused, {} hello timeouts, \
-             {} clients vanished, {} violations",
+             {} clients vanished, {} regions, {} relayed, {} relay crashes, {} global cuts, {} violations",
             out.trace_hash,
             out.simulated_ms,
             out.accepted,
@@ -112,6 +119,10 @@ fn main() -> anyhow::Result<()> {
             out.bad_tokens,
             out.hello_timeouts,
             out.vanished,
+            out.regions,
+            out.relayed,
+            out.relay_crashes,
+            out.global_cuts,
             out.violations.len()
         );
         for v in &out.violations {
@@ -126,6 +137,7 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let (mut failed, mut simulated, mut accepted, mut crashes, mut nondeterministic) = (Vec::new(), 0u64, 0usize, 0, 0);
     let (mut frames, mut sessions, mut forged, mut hello_timeouts, mut vanished) = (0usize, 0usize, 0, 0, 0);
+    let mut relayed = 0usize;
     for seed in cli.from..cli.from + seeds {
         let out = run_seed(&cfg, seed, bugs, false);
         if cli.check {
@@ -143,6 +155,7 @@ fn main() -> anyhow::Result<()> {
         forged += out.bad_tokens;
         hello_timeouts += out.hello_timeouts;
         vanished += out.vanished;
+        relayed += out.relayed;
         if !out.violations.is_empty() {
             println!("seed {seed}: {}", out.violations[0]);
             failed.push(seed);
@@ -152,10 +165,17 @@ fn main() -> anyhow::Result<()> {
     println!(
         "{seeds} seeds from {}: {} failed{}, {accepted} sends accepted, {crashes} crashes, {sessions} sessions \
          ({forged} forged tokens refused, {hello_timeouts} hello timeouts, {vanished} clients vanished), \
-         {frames} frames; {:.0} seeds/min, {:.0} simulated s per wall s{}",
+         {frames} frames{}; {:.0} seeds/min, {:.0} simulated s per wall s{}",
         cli.from,
         failed.len(),
-        failed.first().map(|s| format!(" (first: {s}; replay with --seed {s} --trace)")).unwrap_or_default(),
+        failed
+            .first()
+            .map(|s| {
+                let regions = if cfg.regions > 1 { format!("--regions {} ", cfg.regions) } else { String::new() };
+                format!(" (first: {s}; replay with {regions}--seed {s} --trace)")
+            })
+            .unwrap_or_default(),
+        if cfg.regions > 1 { format!(", {relayed} envelopes across {} regions", cfg.regions) } else { String::new() },
         seeds as f64 / wall * 60.0,
         simulated as f64 / 1_000.0 / wall,
         if cli.check { format!("; {nondeterministic} not deterministic") } else { String::new() },
