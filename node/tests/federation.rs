@@ -46,13 +46,13 @@ struct Spec {
 
 const ONE: &[Spec] = &[Spec { id: "n1", roles: ALL, relay: true }];
 
-fn config(fed: (&str, &str, &str), node: &Spec, db: u32) -> String {
+fn config(fed: (&str, &str, &str), node: &Spec, db: u32, lease_ms: u64) -> String {
     let (region, a, b) = fed;
     format!(
         "node_id = \"{}\"\nregion = \"{region}\"\nroles = [{}]\n\
          [listen]\nws = \"127.0.0.1:0\"\nquic = \"off\"\nhttp = \"127.0.0.1:0\"\nmetrics = \"off\"\n\
          [storage]\nbackend = \"redis\"\nredis_url = \"{}/{db}\"\n\
-         [core]\nshards = 8\nedge_lease_ms = 3000\n\
+         [core]\nshards = 8\nedge_lease_ms = {lease_ms}\n\
          [cluster]\nkafka = \"{}\"\nsession_timeout_ms = 3000\n\
          [federation]\nregions = [\"{a}\", \"{b}\"]\nglobal_kafka = \"GLOBAL\"\nrelay = {}\n\
          presence_interval_ms = 1000\n",
@@ -66,6 +66,10 @@ fn config(fed: (&str, &str, &str), node: &Spec, db: u32) -> String {
 
 impl Federation {
     fn start(a_nodes: &[Spec], b_nodes: &[Spec]) -> Self {
+        Self::start_with_lease(a_nodes, b_nodes, 3_000)
+    }
+
+    fn start_with_lease(a_nodes: &[Spec], b_nodes: &[Spec], lease_ms: u64) -> Self {
         let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let (a, b) = (format!("a{n}"), format!("b{n}"));
         let global = Kafka::start(1);
@@ -76,7 +80,7 @@ impl Federation {
                 .map(|spec| {
                     let dir = tempfile::tempdir().unwrap();
                     share_key(dir.path());
-                    let text = config((region, &a, &b), spec, db).replace("GLOBAL", &global.addr);
+                    let text = config((region, &a, &b), spec, db, lease_ms).replace("GLOBAL", &global.addr);
                     let node = start_in(dir.path(), &text);
                     dirs.push(dir);
                     node
@@ -392,4 +396,41 @@ async fn a_region_cut_off_from_the_global_layer_serves_its_own_and_drains_in_ord
     assert_eq!(bodies, (0..10).map(|i| format!("during {i}")).collect::<Vec<_>>(), "in order");
     assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), (2..=11).collect::<Vec<u64>>());
     assert_eq!(got.into_iter().map(|g| g.1).collect::<Vec<_>>(), ids, "each once");
+}
+
+/// An edge back under the same id within its lease says so in every region
+/// (ADR 0012, amendment; found by the simulator): a traveller's session of
+/// its previous process ends on the home shard in the other region, which
+/// the lease alone would never do, since the new process renews it there.
+#[tokio::test]
+async fn an_edge_restarted_within_its_lease_ends_its_travellers_sessions_at_home() {
+    let lease = 30_000;
+    let mut fed = Federation::start_with_lease(ONE, ONE, lease);
+    let t = fed.tenant.clone();
+    let (alice, bob) = (fed.homed(&fed.b, "alice"), fed.homed(&fed.b, "bob"));
+    // bob travels: he is connected through a's edge, his home shard is b's.
+    let mut b = login(&fed.nodes_a[0], &t, &bob, None).await;
+    let mut a = login(&fed.nodes_b[0], &t, &alice, None).await;
+    b.send_text(&format!(r#"{{"type":"contacts","upsert":[{{"user":"{alice}"}}]}}"#)).await.unwrap();
+    expect(&mut b, "contacts_ok", |f| matches!(f, ServerFrame::ContactsOk(_))).await;
+    a.subscribe(&[&bob]).await.unwrap();
+    assert_eq!(presence_of(&mut a, &bob).await.status, PresenceStatus::Online);
+
+    // a's node (edge, core and relays) dies and comes back under its id.
+    let killed = Instant::now();
+    fed.nodes_a[0].kill9();
+    let dir = fed.dirs[0].path().to_path_buf();
+    let text = std::fs::read_to_string(dir.join("test.toml")).unwrap();
+    fed.nodes_a[0] = start_in(&dir, &text);
+    let offline =
+        |f: &ServerFrame| matches!(f, ServerFrame::Presence(p) if p.user == bob && p.status == PresenceStatus::Offline);
+    let heard = a.expect(Duration::from_millis(lease / 2), "bob offline", offline).await;
+    let took = killed.elapsed();
+    assert!(heard.is_ok(), "bob's session of the killed process was still online after {took:?} (lease 30 s)");
+    eprintln!("offline in b {took:?} after a's edge was killed and restarted (lease 30 s)");
+    // bob connects again through the restarted edge: online again.
+    let _b = login(&fed.nodes_a[0], &t, &bob, None).await;
+    let online =
+        |f: &ServerFrame| matches!(f, ServerFrame::Presence(p) if p.user == bob && p.status == PresenceStatus::Online);
+    a.expect(Duration::from_secs(20), "bob online", online).await.expect("bob online again");
 }
