@@ -248,13 +248,14 @@ pub struct ShardState {
     /// When the lease check last found the input behind (see
     /// `handle_timeout`).
     stalled_at: Option<Millis>,
-    /// Tickets in flight that write session records, and whose.
+    /// Tickets in flight that write session records or user metadata, and
+    /// whose.
     record_writes: BTreeMap<Ticket, Vec<UserKey>>,
     /// How many times [`ShardState::reset`] forgot the in-memory
     /// idempotency records (see [`ShardState::resets`]).
     resets: u64,
-    /// Users whose session record write failed: rewritten from memory
-    /// (which is true) at the next [`ShardState::reset`].
+    /// Users whose session record or metadata write failed: both rewritten
+    /// from memory (which is true) at the next [`ShardState::reset`].
     records_to_repair: std::collections::BTreeSet<UserKey>,
     /// When this shard first ran here (its first input or lease check).
     started_at: Option<Millis>,
@@ -378,6 +379,11 @@ impl ShardState {
         for key in std::mem::take(&mut self.records_to_repair) {
             if let Some(user) = self.users.get_mut(&key) {
                 batch.push(self.records.write(&key, user));
+                // The user's metadata too: a status set (invisible, or
+                // back from it), acks, `last_seen` get no answer the client
+                // could retry on, so a failed write of them would be lost
+                // (found by the simulator once clients set statuses).
+                batch.push(WriteOp::Meta { user: key.clone(), meta: user.meta.clone() });
                 // The notice of the change whose write failed went with it,
                 // but the subscribers' views were marked as told: tell them
                 // again what they may see now (found by the simulator: a
@@ -394,27 +400,32 @@ impl ShardState {
         Some((t, batch))
     }
 
-    /// Remembers which users' session records ticket `t` writes, so that a
-    /// failure can be repaired; they are not evicted meanwhile.
+    /// Remembers which users' session records and metadata ticket `t`
+    /// writes, so that a failure can be repaired; they are not evicted
+    /// meanwhile. (Only session records are written again after a takeover.)
     fn track_records(&mut self, t: Ticket, batch: &WriteBatch) {
-        let users: Vec<UserKey> = batch
-            .ops
-            .iter()
-            .filter_map(|op| match op {
-                WriteOp::Session { user, .. } => Some(user.clone()),
-                _ => None,
-            })
-            .collect();
+        let mut users: Vec<UserKey> = Vec::new();
+        for op in &batch.ops {
+            match op {
+                WriteOp::Session { user, .. } => {
+                    if let Some(takeover) = &mut self.takeover {
+                        takeover.insert(user.clone());
+                    }
+                    users.push(user.clone());
+                }
+                WriteOp::Meta { user, .. } => users.push(user.clone()),
+                _ => {}
+            }
+        }
         if users.is_empty() {
             return;
         }
+        users.sort();
+        users.dedup();
         for u in &users {
             if let Some(state) = self.users.get_mut(u) {
                 state.last_ticket = state.last_ticket.max(t);
             }
-        }
-        if let Some(takeover) = &mut self.takeover {
-            takeover.extend(users.iter().cloned());
         }
         self.record_writes.insert(t, users);
     }

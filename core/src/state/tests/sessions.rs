@@ -211,13 +211,14 @@ fn a_session_record_whose_write_failed_is_written_again_after_the_reset() {
     assert!(h.state.needs_reset());
     let (t, batch) = h.state.reset().expect("a repair write");
     assert!(
-        matches!(&batch.ops[..], [WriteOp::Session { user, record, .. }] if *user == key("bob") && record.sessions == 0),
-        "{batch:?}"
+        matches!(&batch.ops[..], [WriteOp::Session { user, record, .. }, WriteOp::Meta { user: m, meta }]
+            if *user == key("bob") && record.sessions == 0 && *m == key("bob") && meta.last_seen.is_some()),
+        "his record and his last_seen, from memory: {batch:?}"
     );
     // If the repair fails too, the next reset repairs again.
     h.state.committed(t, Err(StoreError::Backend("timeout".into())));
     let (t, batch) = h.state.reset().expect("repaired again");
-    assert_eq!(batch.ops.len(), 1);
+    assert_eq!(batch.ops.len(), 2);
     h.state.committed(t, Ok(()));
     assert!(!h.state.needs_reset());
 }
@@ -324,4 +325,36 @@ fn a_revoked_shard_sends_nothing_it_held_for_writes_in_flight() {
     h.state.committed(t, Ok(()));
     assert!(h.notices().is_empty(), "nothing after the revocation, even once the write is durable");
     assert_eq!(h.state.inputs_durable(), h.state.inputs_seen(), "the write still counts");
+}
+
+#[test]
+fn a_status_whose_write_failed_is_written_again_and_survives_a_reload() {
+    let mut h = Harness::new();
+    h.add_contact("bob", "carol");
+    h.open("bob", 1);
+    h.input("bob", ShardInput::Subscribe { viewer: "carol".into(), session: addr("e2", 9) });
+    h.commit_all();
+    h.notices();
+    // bob goes invisible; the write fails. The client gets no answer to a
+    // status, so nothing would ever set it again: the shard must.
+    h.input("bob", ShardInput::SetPresence { session: addr("e1", 1), status: SetStatus::Invisible });
+    let (t, _) = h.pending.pop().unwrap();
+    h.state.committed(t, Err(StoreError::Backend("timeout".into())));
+    assert!(h.notices().iter().all(|(_, f)| presence(f).is_none()), "nothing rides on the failed write");
+    let (t, batch) = h.state.reset().expect("a repair write");
+    assert!(
+        batch.ops.iter().any(
+            |op| matches!(op, WriteOp::Meta { user, meta } if *user == key("bob") && meta.invisible_since.is_some())
+        ),
+        "bob's status, from memory: {batch:?}"
+    );
+    h.state.committed(t, Ok(()));
+    let heard: Vec<_> = h.notices().iter().filter_map(|(_, f)| presence(f).map(|p| p.1)).collect();
+    assert_eq!(heard, vec![PresenceStatus::Offline], "carol hears bob is (looks) offline once it is durable");
+    // The reset marked bob stale; reloading him from a store that had not
+    // seen the repair yet keeps what memory holds.
+    let mut stale = UserRecord::default();
+    stale.meta.invisible_since = None;
+    h.state.insert_user(key("bob"), stale);
+    assert!(h.state.users[&key("bob")].meta.invisible_since.is_some(), "the status survives the reload");
 }
