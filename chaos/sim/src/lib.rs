@@ -74,7 +74,7 @@ use iris_envelope::{
     EdgeEnvelope, EdgeId, EdgeInput, GlobalBody, GlobalEnvelope, HomeAssignment, InboxSeq, Notice, SessionAddr,
     SessionId, ShardEnvelope, ShardId, ShardInput, ShardKey, UserKey,
 };
-use iris_protocol::{ClientFrame, Encoding, Hello, Ping, ServerFrame, Users};
+use iris_protocol::{ClientFrame, Encoding, Hello, Ping, ServerFrame, SetPresence, SetStatus, Users};
 use iris_router::feed::{Feed, FeedInput, FeedOutput};
 use iris_router::relay::{Arrival, Outbound, RelayIn, RelayLedger, RelayOut};
 use iris_router::spread::ShardPartitions;
@@ -192,6 +192,14 @@ pub struct SimConfig {
     /// no close reaches the edge) rather than closing it: the edge keeps
     /// the session until its heartbeat runs out.
     pub vanish: f64,
+    /// Chance per step that a connected client sets its status (online,
+    /// away or invisible, drawn alike); once the region heals, each sets
+    /// `online` again, which its follower must come to hear.
+    pub set_status: f64,
+    /// Once healed and drained, every client says once more that it is
+    /// online (see `Sim::run`); off, the stale statuses that can land late
+    /// are left to be found (docs/chaos.md).
+    pub reassert_status: bool,
     /// Chance per step that a region's relay process crashes (when
     /// federated): it starts again from its committed positions.
     pub relay_crash: f64,
@@ -248,6 +256,8 @@ impl Default for SimConfig {
             hello_timeout_ms: 120,
             bad_token: 0.05,
             vanish: 0.5,
+            set_status: 0.005,
+            reassert_status: true,
             relay_crash: 0.002,
             relay_restart: 0.05,
             global_cut: 0.002,
@@ -301,6 +311,8 @@ pub struct Outcome {
     pub vanished: usize,
     /// Frames clients and edges exchanged, encoded and decoded.
     pub frames: usize,
+    /// Statuses clients set (`presence` frames), besides the last `online`.
+    pub statuses: usize,
     /// Regions in this run.
     pub regions: usize,
     /// Envelopes the relays carried across the global layer.
@@ -659,6 +671,8 @@ struct Client {
     subscribed: Option<u64>,
     /// The last presence of its target it was sent on that session.
     target_seen: Option<iris_types::PresenceStatus>,
+    /// The status it last set (`online` until it sets another).
+    status: SetStatus,
 }
 
 /// One simulated region.
@@ -709,6 +723,7 @@ pub struct Sim {
     hello_timeouts: usize,
     vanished: usize,
     frames: usize,
+    statuses: usize,
 }
 
 const TENANT: &str = "sim";
@@ -804,6 +819,7 @@ impl Sim {
                 accepted: Vec::new(),
                 subscribed: None,
                 target_seen: None,
+                status: SetStatus::Online,
             })
             .collect();
         let now = 1_000_000;
@@ -856,6 +872,7 @@ impl Sim {
             hello_timeouts: 0,
             vanished: 0,
             frames: 0,
+            statuses: 0,
         };
         for e in &mut sim.edges {
             e.up_since = now;
@@ -951,6 +968,23 @@ impl Sim {
             self.step();
             healed += 1;
         }
+        // Each client says once more that it is online, and the region
+        // drains again. A status sent through an edge cut off from the bus
+        // can land after one the user set later through another session
+        // (open, docs/chaos.md); this puts the user's word last, so that
+        // what the check below finds is a follower left behind, not that.
+        // (The shard tells a follower only what changes its view, so one
+        // that missed a notice is still found.)
+        if self.cfg.reassert_status && self.quiet() {
+            for c in 0..self.clients.len() {
+                self.event(format!("u{c} says once more it is online"));
+                self.client_writes(c, ClientFrame::Presence(SetPresence { status: SetStatus::Online }));
+            }
+            while healed < self.cfg.heal_steps && !self.quiet() {
+                self.step();
+                healed += 1;
+            }
+        }
         if !self.quiet() {
             let why = self.unquiet();
             self.violation(format!("not drained {} ms after healing: {why}", self.cfg.heal_steps));
@@ -978,6 +1012,7 @@ impl Sim {
             hello_timeouts: self.hello_timeouts,
             vanished: self.vanished,
             frames: self.frames,
+            statuses: self.statuses,
             regions: self.regions.len(),
             relayed: self.relayed,
             relay_crashes: self.relay_crashes,
@@ -988,7 +1023,9 @@ impl Sim {
     /// Nothing pending anywhere: every client connected and every send
     /// accepted, every record consumed and committed, every commit done.
     fn quiet(&self) -> bool {
-        self.clients.iter().all(|c| c.pending.is_none() && matches!(c.conn, Conn::Open(_)))
+        self.clients
+            .iter()
+            .all(|c| c.pending.is_none() && matches!(c.conn, Conn::Open(_)) && c.status == SetStatus::Online)
             && self.edges.iter().all(|e| e.sessions.values().all(|s| !s.gone))
             && self.regions.iter().all(|r| r.partitions.iter().all(Partition::drained) && r.relayed())
             && self.nodes.iter().all(|n| {
@@ -1005,6 +1042,9 @@ impl Sim {
             }
             if !matches!(client.conn, Conn::Open(_)) {
                 why.push(format!("u{c} has no open session"));
+            }
+            if client.status != SetStatus::Online {
+                why.push(format!("u{c} is still {:?}", client.status));
             }
         }
         for (e, edge) in self.edges.iter().enumerate() {
@@ -1636,6 +1676,21 @@ impl Sim {
             // A client sends once welcomed, as the protocol has it.
             if !matches!(self.clients[c].conn, Conn::Open(_)) {
                 continue;
+            }
+            // It sets a status now and then; healed, it is online again
+            // (the status holds for all its sessions: set on any one).
+            let status = if self.faults {
+                self.rng
+                    .random_bool(self.cfg.set_status)
+                    .then(|| [SetStatus::Online, SetStatus::Away, SetStatus::Invisible][self.rng.random_range(0..3)])
+            } else {
+                (self.clients[c].status != SetStatus::Online).then_some(SetStatus::Online)
+            };
+            if let Some(status) = status {
+                self.clients[c].status = status;
+                self.statuses += usize::from(self.faults);
+                self.event(format!("u{c} sets its status {status:?}"));
+                self.client_writes(c, ClientFrame::Presence(SetPresence { status }));
             }
             if !self.rng.random_bool(self.cfg.send) {
                 // Idle for a heartbeat: it pings, which keeps the session.

@@ -48,6 +48,10 @@ struct Cli {
     /// Chance per simulated ms that a node stalls (default 0.002).
     #[arg(long)]
     stall: Option<f64>,
+    /// Leave out the clients' last word that they are online (which hides a
+    /// stale status landing late; docs/chaos.md).
+    #[arg(long)]
+    no_reassert_status: bool,
     /// Regions, federated through a simulated global layer (default 1).
     #[arg(long)]
     regions: Option<usize>,
@@ -80,6 +84,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(ms) = cli.max_commit_ms {
         cfg.max_commit_ms = ms;
     }
+    cfg.reassert_status = !cli.no_reassert_status;
     if let Some(r) = cli.regions {
         anyhow::ensure!((1..=8).contains(&r), "--regions must be between 1 and 8");
         cfg.regions = r;
@@ -101,7 +106,7 @@ fn main() -> anyhow::Result<()> {
             "seed {seed}: trace {:016x}, {} ms simulated, {} accepted, {} node crashes, {} edge crashes, \
              {} sessions, {} leases ended, {} failed commits, {} timed out after landing, {} stalls ({} out of the \
              group), {} clock jumps, {} edge cuts, {} frames, {} forged tokens refused, {} hello timeouts, \
-             {} clients vanished, {} regions, {} relayed, {} relay crashes, {} global cuts, {} violations",
+             {} clients vanished, {} statuses set, {} regions, {} relayed, {} relay crashes, {} global cuts, {} violations",
             out.trace_hash,
             out.simulated_ms,
             out.accepted,
@@ -119,6 +124,7 @@ fn main() -> anyhow::Result<()> {
             out.bad_tokens,
             out.hello_timeouts,
             out.vanished,
+            out.statuses,
             out.regions,
             out.relayed,
             out.relay_crashes,
