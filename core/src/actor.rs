@@ -843,6 +843,14 @@ async fn pump(
         clock.mark(rx.is_empty() && ahead.is_empty(), false, &*time);
         depth.set((rx.len() + ahead.len()) as f64);
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
+        // Revoked (the feed closed this input): what is left here (this
+        // envelope, those taken ahead, those still queued) is none of it
+        // durable, so the partition's next owner reads it again. A revoked
+        // shard takes no more input (its answers from memory would land
+        // after the new owner's).
+        if rx.is_closed() {
+            break;
+        }
         if addr.send(Deliver { env, permit, prefetched }).await.is_err() {
             break;
         }

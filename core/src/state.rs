@@ -248,15 +248,19 @@ pub struct ShardState {
     /// When the lease check last found the input behind (see
     /// `handle_timeout`).
     stalled_at: Option<Millis>,
-    /// Tickets in flight that write session records or user metadata, and
-    /// whose.
+    /// Tickets in flight that write session records, and whose; and those
+    /// that write user metadata, and whose.
     record_writes: BTreeMap<Ticket, Vec<UserKey>>,
+    meta_writes: BTreeMap<Ticket, Vec<UserKey>>,
     /// How many times [`ShardState::reset`] forgot the in-memory
     /// idempotency records (see [`ShardState::resets`]).
     resets: u64,
-    /// Users whose session record or metadata write failed: both rewritten
-    /// from memory (which is true) at the next [`ShardState::reset`].
+    /// Users whose session record write failed: rewritten from memory
+    /// (which is true) at the next [`ShardState::reset`].
     records_to_repair: std::collections::BTreeSet<UserKey>,
+    /// Users whose metadata write failed: rewritten from memory at the next
+    /// reset, as their records are (ADR 0004 point 7).
+    meta_to_repair: std::collections::BTreeSet<UserKey>,
     /// When this shard first ran here (its first input or lease check).
     started_at: Option<Millis>,
     /// Users whose session record this shard wrote in its first two leases
@@ -297,8 +301,10 @@ impl ShardState {
             leases: HashMap::new(),
             stalled_at: None,
             record_writes: BTreeMap::new(),
+            meta_writes: BTreeMap::new(),
             resets: 0,
             records_to_repair: Default::default(),
+            meta_to_repair: Default::default(),
             started_at: None,
             takeover: Some(Default::default()),
             records,
@@ -331,17 +337,18 @@ impl ShardState {
         self.users.len()
     }
 
-    /// The shard's partition was revoked: it takes no more input. Every
-    /// output it still holds waits for a write, so it answers an input that
-    /// is not durable yet, whose offset this owner can no longer commit: the
-    /// partition's next owner reads that input again and answers it from the
-    /// store. Those outputs are dropped, and any made later, so that a
-    /// revoked shard's answers from its own memory (a subscriber told a
-    /// presence the new owner has since changed) cannot land after the new
-    /// owner's (found by the simulator). Writes in flight still finish.
-    /// Returns how many outputs were dropped.
+    /// The shard's partition was revoked: it takes no more input, and it
+    /// tells no one what it sees of a user's presence any more. A presence
+    /// it holds behind a write in flight, or makes later (a failed write's
+    /// repair is not made: its lease timer is gone), is a view from memory
+    /// the partition's next owner has its own of, from the store and the
+    /// edges' resync; sent late, it would land after the new owner's and
+    /// stay (found by the simulator). So presence notices are dropped; the
+    /// rest still goes: answers whose writes landed, receipts and reads
+    /// (an ack's receipts are read once, by whoever moved `acked`).
+    /// Writes in flight still finish. Returns how many were dropped.
     pub fn revoked(&mut self) -> usize {
-        self.tickets.abandon()
+        self.tickets.abandon(outputs::is_presence)
     }
 
     /// True after a failed commit, until every in-flight write has completed
@@ -376,14 +383,20 @@ impl ShardState {
         self.tickets.forget_failures();
         let mut batch = WriteBatch::default();
         let mut out = Vec::new();
-        for key in std::mem::take(&mut self.records_to_repair) {
-            if let Some(user) = self.users.get_mut(&key) {
-                batch.push(self.records.write(&key, user));
-                // The user's metadata too: a status set (invisible, or
-                // back from it), acks, `last_seen` get no answer the client
-                // could retry on, so a failed write of them would be lost
-                // (found by the simulator once clients set statuses).
-                batch.push(WriteOp::Meta { user: key.clone(), meta: user.meta.clone() });
+        let records = std::mem::take(&mut self.records_to_repair);
+        let metas = std::mem::take(&mut self.meta_to_repair);
+        for key in records.union(&metas) {
+            if let Some(user) = self.users.get_mut(key) {
+                if records.contains(key) {
+                    batch.push(self.records.write(key, user));
+                }
+                // A status set (invisible, or back from it), an ack, a
+                // `last_seen` get no answer a client could retry on, so a
+                // failed write of them would be lost (found by the
+                // simulator once clients set statuses).
+                if metas.contains(key) {
+                    batch.push(WriteOp::Meta { user: key.clone(), meta: user.meta.clone() });
+                }
                 // The notice of the change whose write failed went with it,
                 // but the subscribers' views were marked as told: tell them
                 // again what they may see now (found by the simulator: a
@@ -404,30 +417,28 @@ impl ShardState {
     /// writes, so that a failure can be repaired; they are not evicted
     /// meanwhile. (Only session records are written again after a takeover.)
     fn track_records(&mut self, t: Ticket, batch: &WriteBatch) {
-        let mut users: Vec<UserKey> = Vec::new();
+        let (mut records, mut metas) = (Vec::new(), Vec::new());
         for op in &batch.ops {
             match op {
-                WriteOp::Session { user, .. } => {
-                    if let Some(takeover) = &mut self.takeover {
-                        takeover.insert(user.clone());
-                    }
-                    users.push(user.clone());
-                }
-                WriteOp::Meta { user, .. } => users.push(user.clone()),
+                WriteOp::Session { user, .. } => records.push(user.clone()),
+                WriteOp::Meta { user, .. } => metas.push(user.clone()),
                 _ => {}
             }
         }
-        if users.is_empty() {
-            return;
-        }
-        users.sort();
-        users.dedup();
-        for u in &users {
+        for u in records.iter().chain(&metas) {
             if let Some(state) = self.users.get_mut(u) {
                 state.last_ticket = state.last_ticket.max(t);
             }
         }
-        self.record_writes.insert(t, users);
+        if !records.is_empty() {
+            if let Some(takeover) = &mut self.takeover {
+                takeover.extend(records.iter().cloned());
+            }
+            self.record_writes.insert(t, records);
+        }
+        if !metas.is_empty() {
+            self.meta_writes.insert(t, metas);
+        }
     }
 
     /// What must be loaded before `env` can be handled.
@@ -697,6 +708,11 @@ impl ShardState {
         {
             self.records_to_repair.extend(users);
         }
+        if let Some(users) = self.meta_writes.remove(&ticket)
+            && result.is_err()
+        {
+            self.meta_to_repair.extend(users);
+        }
         let done = self.tickets.done_upto();
         while let Some((t, _)) = self.inflight_order.front() {
             if *t > done {
@@ -752,13 +768,14 @@ impl ShardState {
         let target = self.config.max_cached_users * 9 / 10;
         let done = self.tickets.done_upto();
         let mut excess = self.users.len() - target;
-        let (repair, takeover) = (&self.records_to_repair, self.takeover.as_ref());
+        let (repair, metas, takeover) = (&self.records_to_repair, &self.meta_to_repair, self.takeover.as_ref());
         self.users.retain(|k, u| {
             if excess > 0
                 && u.sessions.is_empty()
                 && u.subscribers.is_empty()
                 && u.last_ticket <= done
                 && !repair.contains(k)
+                && !metas.contains(k)
                 && !takeover.is_some_and(|t| t.contains(k))
             {
                 excess -= 1;

@@ -57,6 +57,7 @@ impl ShardState {
             // check or repair can find one to write.
             self.users.retain(|k, _| k.tenant != *tenant);
             self.records_to_repair.retain(|k| k.tenant != *tenant);
+            self.meta_to_repair.retain(|k| k.tenant != *tenant);
             if let Some(takeover) = &mut self.takeover {
                 takeover.retain(|k| k.tenant != *tenant);
             }

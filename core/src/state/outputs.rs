@@ -72,6 +72,11 @@ pub(super) fn reply(session: &SessionAddr, notice: Notice) -> Output {
     })
 }
 
+/// A presence notice: a view of a user from this shard's memory.
+pub(super) fn is_presence(o: &Output) -> bool {
+    matches!(o, Output::Edge(EdgeEnvelope { body: EdgeInput::Notice { notice: Notice::Presence { .. }, .. }, .. }))
+}
+
 /// What a client sees instead of an output whose write failed.
 pub(super) fn failed_output(o: Output) -> Option<Output> {
     match o {
@@ -117,6 +122,11 @@ pub(super) fn failed_output(o: Output) -> Option<Output> {
                 traces: Vec::new(),
             }))
         }
+        // An ack is the client's word, true whether or not its mark was
+        // stored: the senders hear their receipts, and the reset's repair
+        // writes the mark from memory (no later ack would cover the range
+        // again, ADR 0004 point 7).
+        Output::Read(read @ Read::Receipts { .. }) => Some(Output::Read(read)),
         _ => None,
     }
 }

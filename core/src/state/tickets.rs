@@ -39,9 +39,10 @@ pub struct TicketLedger<O> {
     /// (inputs seen, newest ticket then) for inputs not yet durable.
     durable_marks: VecDeque<(u64, Ticket)>,
     on_failure: fn(O) -> Option<O>,
-    /// Outputs are no longer wanted ([`TicketLedger::abandon`]): what waits
-    /// and what is made later is dropped; tickets are still counted.
-    abandoned: bool,
+    /// Outputs of this kind are no longer wanted
+    /// ([`TicketLedger::abandon`]): those that wait and those made later are
+    /// dropped; tickets are still counted.
+    abandoned: Option<fn(&O) -> bool>,
 }
 
 impl<O> TicketLedger<O> {
@@ -60,18 +61,23 @@ impl<O> TicketLedger<O> {
             inputs_durable: 0,
             durable_marks: VecDeque::new(),
             on_failure,
-            abandoned: false,
+            abandoned: None,
         }
     }
 
-    /// Drops every output still waiting for a write, and every output made
-    /// from now on; outputs already released stay to be polled. Returns how
-    /// many were dropped. Writes in flight still finish and are counted.
-    pub fn abandon(&mut self) -> usize {
-        self.abandoned = true;
-        let dropped = self.waiting.len();
-        self.waiting.clear();
-        dropped
+    /// Drops every output `unwanted` picks that still waits for a write,
+    /// and every such output made or released from now on; the others go on
+    /// as before, and outputs already released stay to be polled. Returns how
+    /// many were dropped now. Writes in flight still finish and are counted.
+    pub fn abandon(&mut self, unwanted: fn(&O) -> bool) -> usize {
+        self.abandoned = Some(unwanted);
+        let before = self.waiting.len();
+        self.waiting.retain(|(_, _, o)| !unwanted(o));
+        before - self.waiting.len()
+    }
+
+    fn wanted(&self, o: &O) -> bool {
+        self.abandoned.is_none_or(|unwanted| !unwanted(o))
     }
 
     /// A new ticket for a write.
@@ -118,15 +124,15 @@ impl<O> TicketLedger<O> {
     /// Queues outputs made now: released once the newest ticket so far is
     /// done; replaced by their failure if any of `deps` failed.
     pub fn emit(&mut self, outputs: Vec<O>, deps: &[Ticket]) {
-        if self.abandoned {
-            return;
-        }
         let tag = self.next - 1;
         for o in outputs {
+            if !self.wanted(&o) {
+                continue;
+            }
             if tag > self.done_upto {
                 self.waiting.push_back((tag, deps.to_vec(), o));
             } else if deps.iter().any(|d| self.failed.contains(d)) {
-                if let Some(o) = (self.on_failure)(o) {
+                if let Some(o) = (self.on_failure)(o).filter(|o| self.wanted(o)) {
                     self.ready.push_back(o);
                 }
             } else {
@@ -183,11 +189,8 @@ impl<O> TicketLedger<O> {
                 break;
             }
             let (_, deps, o) = self.waiting.pop_front().expect("front exists");
-            if deps.iter().any(|d| self.failed.contains(d)) {
-                if let Some(o) = (self.on_failure)(o) {
-                    self.ready.push_back(o);
-                }
-            } else {
+            let o = if deps.iter().any(|d| self.failed.contains(d)) { (self.on_failure)(o) } else { Some(o) };
+            if let Some(o) = o.filter(|o| self.wanted(o)) {
                 self.ready.push_back(o);
             }
         }
@@ -273,18 +276,24 @@ mod tests {
     }
 
     #[test]
-    fn an_abandoned_ledger_drops_what_waits_and_what_comes_but_keeps_what_left_and_counts_on() {
+    fn an_abandoned_kind_is_dropped_waiting_and_coming_the_rest_goes_on() {
         let mut l = ledger();
+        let views = |o: &&'static str| o.starts_with("view");
         let a = l.issue();
-        l.emit(vec!["a"], &[a]);
+        l.emit(vec!["view-a"], &[a]);
         l.committed(a, true);
         let b = l.issue();
         l.input_done();
-        l.emit(vec!["b", "after-b"], &[b]);
-        assert_eq!(l.abandon(), 2, "b's outputs waited: dropped");
-        l.emit(vec!["free"], &[]);
+        l.emit(vec!["view-b", "ack", "read"], &[b]);
+        assert_eq!(l.abandon(views), 1, "b's view waited: dropped");
+        l.emit(vec!["view-free", "free"], &[]);
         l.committed(b, false);
-        assert_eq!(l.drain(), ["a"], "released before: still goes; nothing after");
+        assert_eq!(
+            l.drain(),
+            ["view-a", "error", "free"],
+            "released before: still goes; b's ack turns into its failure, its read is dropped as failed outputs are; \
+             no view after"
+        );
         assert_eq!((l.inflight(), l.inputs_durable()), (0, 1), "the write still counts");
     }
 }

@@ -137,3 +137,32 @@ fn pending_receipts_are_delivered_then_forgotten_through_the_ticket_order() {
     let o = h.state.read_done(read, ReadResult::PendingReceipts(Err(StoreError::Unavailable("down".into()))));
     assert!(o.outputs.is_empty() && o.commit.is_none(), "kept for next time");
 }
+
+#[test]
+fn an_ack_whose_write_failed_still_reads_its_receipts_and_its_mark_is_repaired() {
+    let mut h = Harness::new();
+    for i in 0..3 {
+        h.send("alice", "bob", &format!("c-{i}"), 1);
+    }
+    h.commit_all();
+    h.outputs();
+    // The ack's mark cannot be stored; no later ack covers 1..=3 again
+    // (acks only move forward), so its receipts must go now.
+    h.input("bob", ShardInput::Ack { up_to: 3, read: false });
+    let (t, _) = h.pending.pop().unwrap();
+    h.state.committed(t, Err(StoreError::Backend("timeout".into())));
+    let reads: Vec<_> = h
+        .outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Read(Read::Receipts { from, to, .. }) => Some((from, to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reads, vec![(0, 3)], "the senders hear their receipts");
+    let (_, batch) = h.state.reset().expect("the mark is written again");
+    assert!(
+        batch.ops.iter().any(|op| matches!(op, WriteOp::Meta { user, meta } if *user == key("bob") && meta.acked == 3)),
+        "{batch:?}"
+    );
+}
