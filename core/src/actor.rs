@@ -222,8 +222,9 @@ impl Handler<Close> for ShardActor {
         if let Some(timer) = self.lease_timer.take() {
             ctx.cancel_future(timer);
         }
-        // Outputs still waiting for writes answer inputs the partition's
-        // next owner reads again: they would only land after its answers.
+        // Presence it holds or would make is a view from memory the
+        // partition's next owner has its own of: sent late, it would land
+        // after the new owner's (ShardState::revoked).
         let dropped = self.state.revoked();
         metrics::counter!("iris_shard_outputs_dropped_on_revoke_total").increment(dropped as u64);
     }

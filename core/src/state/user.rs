@@ -56,10 +56,11 @@ impl UserState {
 
     pub(super) fn refresh(&mut self, r: UserRecord) {
         self.head = r.head;
-        // The metadata (status, acks, `last_seen`) is kept: only this shard
-        // writes it and it changes here first, so memory is never behind
-        // the store; after a failed write it is ahead, and the reset's
-        // repair writes it again (ADR 0004). `r.meta` is not taken.
+        // The metadata (status, acks, `last_seen`) is kept: the owning
+        // shard is its one writer and it changes here first, so memory is
+        // not behind the store (but for a previous owner's late write);
+        // after a failed write it is ahead, and the reset's repair writes it
+        // again (ADR 0004 point 7). `r.meta` is not taken.
         self.contacts = r.contacts;
         self.identities = r.identities;
         self.policies = r.policies;
