@@ -2418,6 +2418,9 @@ impl Sim {
                     }
                     self.event(format!("u{c} welcomed on session {id} (head {})", w.inbox_head));
                     // It follows its target's presence on this session.
+                    // (One target each: the edge keeps a session's
+                    // subscriptions in a hash set, whose order would enter
+                    // the trace through its resync and farewell with more.)
                     let t = self.target(c);
                     self.clients[c].subscribed = Some(id);
                     self.clients[c].target_seen = None;
