@@ -1374,24 +1374,28 @@ impl Sim {
     /// every other region through the outbound topic.
     fn announce_start(&mut self, e: usize) {
         let (edge, r) = (self.edges[e].id.clone(), self.edges[e].region);
-        self.announce_start_here(r, &edge);
-        for other in 0..self.regions.len() {
-            if other != r && !self.bugs.local_edge_start {
-                let dest = self.regions[other].name.clone();
-                self.queue_out(r, dest, GlobalBody::EdgeStarted { edge: edge.clone() });
-            }
+        self.to_every_shard(r, ShardInput::EdgeStarted { edge: edge.clone() });
+        if !self.bugs.local_edge_start {
+            self.to_other_regions(r, GlobalBody::EdgeStarted { edge });
         }
     }
 
-    /// `EdgeStarted` to every shard of region `r`.
-    fn announce_start_here(&mut self, r: usize, edge: &EdgeId) {
+    /// A shard's own input (`ShardKey::Shard`) to every shard of region `r`.
+    fn to_every_shard(&mut self, r: usize, body: ShardInput) {
         for s in 0..self.cfg.shards {
-            let env = ShardEnvelope {
-                owner: ShardKey::Shard,
-                body: ShardInput::EdgeStarted { edge: edge.clone() },
-                trace: None,
-            };
+            let env = ShardEnvelope { owner: ShardKey::Shard, body: body.clone(), trace: None };
             self.append(r, ShardId(s), env);
+        }
+    }
+
+    /// An envelope from region `r` to every other region, through `r`'s
+    /// outbound topic.
+    fn to_other_regions(&mut self, r: usize, body: GlobalBody) {
+        for other in 0..self.regions.len() {
+            if other != r {
+                let dest = self.regions[other].name.clone();
+                self.queue_out(r, dest, body.clone());
+            }
         }
     }
 
@@ -1541,19 +1545,10 @@ impl Sim {
                     self.edge_input(&ee.edge, part);
                 }
             }
-            Arrival::EdgeAlive(edge) => {
-                for s in 0..self.cfg.shards {
-                    let env = ShardEnvelope {
-                        owner: ShardKey::Shard,
-                        body: ShardInput::EdgeAlive { edge: edge.clone() },
-                        trace: None,
-                    };
-                    self.append(r, ShardId(s), env);
-                }
-            }
+            Arrival::EdgeAlive(edge) => self.to_every_shard(r, ShardInput::EdgeAlive { edge }),
             Arrival::EdgeStarted(edge) => {
                 self.event(format!("{name}'s relay tells every shard {edge} started"));
-                self.announce_start_here(r, &edge);
+                self.to_every_shard(r, ShardInput::EdgeStarted { edge });
             }
             Arrival::Home(a) => {
                 self.regions[r].homes.apply(&a);
@@ -1576,22 +1571,10 @@ impl Sim {
             }
             self.edges[e].next_renewal = self.now + every;
             let (edge, r) = (self.edges[e].id.clone(), self.edges[e].region);
-            for s in 0..self.cfg.shards {
-                let env = ShardEnvelope {
-                    owner: ShardKey::Shard,
-                    body: ShardInput::EdgeAlive { edge: edge.clone() },
-                    trace: None,
-                };
-                self.append(r, ShardId(s), env);
-            }
+            self.to_every_shard(r, ShardInput::EdgeAlive { edge: edge.clone() });
             // And in every other region, through the global layer
             // (`Federation::edge_alive`): its sessions may be travellers'.
-            for other in 0..self.regions.len() {
-                if other != r {
-                    let dest = self.regions[other].name.clone();
-                    self.queue_out(r, dest, GlobalBody::EdgeAlive { edge: edge.clone() });
-                }
-            }
+            self.to_other_regions(r, GlobalBody::EdgeAlive { edge });
         }
     }
 
