@@ -895,7 +895,7 @@ impl Sim {
             let viewer = (c + sim.cfg.users - 1) % sim.cfg.users;
             let mut contacts = WriteBatch::default();
             contacts.push(iris_storage::WriteOp::Contact {
-                owner: user(c).into(),
+                owner: user(c),
                 contact: format!("u{viewer}"),
                 record: iris_storage::Contact { circle: iris_core::state::DEFAULT_CIRCLE.into(), channels: Vec::new() },
             });
@@ -1374,14 +1374,14 @@ impl Sim {
     /// every other region through the outbound topic.
     fn announce_start(&mut self, e: usize) {
         let (edge, r) = (self.edges[e].id.clone(), self.edges[e].region);
-        self.to_every_shard(r, ShardInput::EdgeStarted { edge: edge.clone() });
+        self.put_on_every_shard(r, ShardInput::EdgeStarted { edge: edge.clone() });
         if !self.bugs.local_edge_start {
-            self.to_other_regions(r, GlobalBody::EdgeStarted { edge });
+            self.send_to_other_regions(r, GlobalBody::EdgeStarted { edge });
         }
     }
 
     /// A shard's own input (`ShardKey::Shard`) to every shard of region `r`.
-    fn to_every_shard(&mut self, r: usize, body: ShardInput) {
+    fn put_on_every_shard(&mut self, r: usize, body: ShardInput) {
         for s in 0..self.cfg.shards {
             let env = ShardEnvelope { owner: ShardKey::Shard, body: body.clone(), trace: None };
             self.append(r, ShardId(s), env);
@@ -1390,7 +1390,7 @@ impl Sim {
 
     /// An envelope from region `r` to every other region, through `r`'s
     /// outbound topic.
-    fn to_other_regions(&mut self, r: usize, body: GlobalBody) {
+    fn send_to_other_regions(&mut self, r: usize, body: GlobalBody) {
         for other in 0..self.regions.len() {
             if other != r {
                 let dest = self.regions[other].name.clone();
@@ -1545,10 +1545,10 @@ impl Sim {
                     self.edge_input(&ee.edge, part);
                 }
             }
-            Arrival::EdgeAlive(edge) => self.to_every_shard(r, ShardInput::EdgeAlive { edge }),
+            Arrival::EdgeAlive(edge) => self.put_on_every_shard(r, ShardInput::EdgeAlive { edge }),
             Arrival::EdgeStarted(edge) => {
                 self.event(format!("{name}'s relay tells every shard {edge} started"));
-                self.to_every_shard(r, ShardInput::EdgeStarted { edge });
+                self.put_on_every_shard(r, ShardInput::EdgeStarted { edge });
             }
             Arrival::Home(a) => {
                 self.regions[r].homes.apply(&a);
@@ -1571,10 +1571,10 @@ impl Sim {
             }
             self.edges[e].next_renewal = self.now + every;
             let (edge, r) = (self.edges[e].id.clone(), self.edges[e].region);
-            self.to_every_shard(r, ShardInput::EdgeAlive { edge: edge.clone() });
+            self.put_on_every_shard(r, ShardInput::EdgeAlive { edge: edge.clone() });
             // And in every other region, through the global layer
             // (`Federation::edge_alive`): its sessions may be travellers'.
-            self.to_other_regions(r, GlobalBody::EdgeAlive { edge });
+            self.send_to_other_regions(r, GlobalBody::EdgeAlive { edge });
         }
     }
 
@@ -2427,11 +2427,11 @@ impl Sim {
             ServerFrame::Message(m) => {
                 self.clients[c].seen = self.clients[c].seen.max(m.seq);
             }
-            ServerFrame::Presence(p) if self.clients[c].subscribed == Some(id) => {
-                if p.user == format!("u{}", self.target(c)) {
-                    self.clients[c].target_seen = Some(p.status);
-                    self.event(format!("u{c} hears {} is {:?} (session {id})", p.user, p.status));
-                }
+            ServerFrame::Presence(p)
+                if self.clients[c].subscribed == Some(id) && p.user == format!("u{}", self.target(c)) =>
+            {
+                self.clients[c].target_seen = Some(p.status);
+                self.event(format!("u{c} hears {} is {:?} (session {id})", p.user, p.status));
             }
             _ => {}
         }
