@@ -405,9 +405,14 @@ impl ShardState {
             }
         }
         if batch.is_empty() {
+            self.tickets.repaired_by(None);
             return None;
         }
         let t = self.issue();
+        // The inputs whose writes failed are durable once this is: until
+        // then their offsets stay uncommitted, so that if the shard moves
+        // first its next owner reads them again.
+        self.tickets.repaired_by(Some(t));
         self.track_records(t, &batch);
         self.emit(out, vec![t]);
         Some((t, batch))

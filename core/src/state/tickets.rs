@@ -13,7 +13,12 @@
 //!
 //! Inputs are counted the same way: an input is durable once the newest
 //! ticket at its end committed, so a bus can forget (commit the offsets of)
-//! exactly the inputs whose work is durable.
+//! exactly the inputs whose work is durable. A failed write holds back
+//! every input from the first failure on until the owner has reset and its
+//! repair write, if any, committed ([`TicketLedger::repaired_by`]): what
+//! failed and gets no answer a client would retry on (a status, an ack) is
+//! durable only once repaired, and if the shard moves first, its next owner
+//! reads those inputs again.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -114,11 +119,40 @@ impl<O> TicketLedger<O> {
     }
 
     /// Forgets failed tickets once nothing is in flight (every output that
-    /// depended on them has left).
+    /// depended on them has left). The inputs they held back stay held
+    /// until [`TicketLedger::repaired_by`].
     pub fn forget_failures(&mut self) {
         debug_assert_eq!(self.inflight(), 0);
         self.failed.clear();
         self.poisoned = false;
+    }
+
+    /// After [`TicketLedger::forget_failures`]: the inputs held back by the
+    /// failures are durable once `repair` (the write that repairs what
+    /// failed) is, or at once when nothing needed repair.
+    pub fn repaired_by(&mut self, repair: Option<Ticket>) {
+        if let Some(r) = repair {
+            for (_, t) in &mut self.durable_marks {
+                *t = (*t).max(r);
+            }
+        }
+        self.release_inputs();
+    }
+
+    /// Whether an input whose newest ticket is `tag` is held back by a
+    /// failure not yet repaired.
+    fn held_by_failure(&self, tag: Ticket) -> bool {
+        self.failed.first().is_some_and(|f| tag >= *f)
+    }
+
+    fn release_inputs(&mut self) {
+        while let Some((_, t)) = self.durable_marks.front() {
+            if *t > self.done_upto || self.held_by_failure(*t) {
+                break;
+            }
+            let (n, _) = self.durable_marks.pop_front().expect("front exists");
+            self.inputs_durable = n;
+        }
     }
 
     /// Queues outputs made now: released once the newest ticket so far is
@@ -145,7 +179,7 @@ impl<O> TicketLedger<O> {
     pub fn input_done(&mut self) {
         self.inputs_seen += 1;
         let tag = self.next - 1;
-        if tag <= self.done_upto && self.durable_marks.is_empty() {
+        if tag <= self.done_upto && self.durable_marks.is_empty() && !self.held_by_failure(tag) {
             self.inputs_durable = self.inputs_seen;
         } else {
             self.durable_marks.push_back((self.inputs_seen, tag));
@@ -177,13 +211,7 @@ impl<O> TicketLedger<O> {
         } else if ticket > self.done_upto {
             self.done_ahead.insert(ticket);
         }
-        while let Some((_, t)) = self.durable_marks.front() {
-            if *t > self.done_upto {
-                break;
-            }
-            let (n, _) = self.durable_marks.pop_front().expect("front exists");
-            self.inputs_durable = n;
-        }
+        self.release_inputs();
         while let Some((t, _, _)) = self.waiting.front() {
             if *t > self.done_upto {
                 break;
@@ -276,6 +304,34 @@ mod tests {
     }
 
     #[test]
+    fn inputs_from_a_failed_write_on_are_durable_only_once_repaired() {
+        let mut l = ledger();
+        let a = l.issue();
+        l.input_done();
+        let b = l.issue();
+        l.input_done();
+        l.input_done(); // no write of its own, after b
+        l.committed(a, true);
+        l.committed(b, false);
+        assert_eq!(l.inputs_durable(), 1, "b failed: its input and those after it wait");
+        l.forget_failures();
+        let repair = l.issue();
+        l.repaired_by(Some(repair));
+        l.input_done(); // arrives during the repair
+        assert_eq!(l.inputs_durable(), 1, "the repair is in flight");
+        l.committed(repair, true);
+        assert_eq!(l.inputs_durable(), 4);
+        // A failure with nothing to repair (a send: its client retries).
+        let c = l.issue();
+        l.input_done();
+        l.committed(c, false);
+        assert_eq!(l.inputs_durable(), 4);
+        l.forget_failures();
+        l.repaired_by(None);
+        assert_eq!(l.inputs_durable(), 5);
+    }
+
+    #[test]
     fn an_abandoned_kind_is_dropped_waiting_and_coming_the_rest_goes_on() {
         let mut l = ledger();
         let views = |o: &&'static str| o.starts_with("view");
@@ -294,6 +350,9 @@ mod tests {
             "released before: still goes; b's ack turns into its failure, its read is dropped as failed outputs are; \
              no view after"
         );
-        assert_eq!((l.inflight(), l.inputs_durable()), (0, 1), "the write still counts");
+        assert_eq!((l.inflight(), l.inputs_durable()), (0, 0), "the write finished; its input waits for the reset");
+        l.forget_failures();
+        l.repaired_by(None);
+        assert_eq!(l.inputs_durable(), 1);
     }
 }
