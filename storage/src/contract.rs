@@ -484,7 +484,7 @@ async fn dedup_records(store: &dyn Store, tenant: &str) -> Result<(), String> {
 
 async fn meta_contacts_policies(store: &dyn Store, tenant: &str) -> Result<(), String> {
     let carol = UserKey::new(tenant, "carol");
-    let meta = UserMeta { acked: 3, read: 2, invisible_since: Some(5), last_seen: Some(9) };
+    let meta = UserMeta { acked: 3, read: 2, invisible_since: Some(5), last_seen: Some(9), status_at: Some(7) };
     let mut batch = WriteBatch::default();
     batch.push(WriteOp::Meta { user: carol.clone(), meta: meta.clone() });
     batch.push(WriteOp::Contact { owner: carol.clone(), contact: "dave".into(), record: contact("friends") });

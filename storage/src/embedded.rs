@@ -636,7 +636,7 @@ impl Store for EmbeddedStore {
             None => 0,
         };
         let meta = match s.meta.get(user_key(user)).map_err(backend)? {
-            Some(v) => dec("meta", &v)?,
+            Some(v) => dec_meta(&v)?,
             None => UserMeta::default(),
         };
         let mut contacts = BTreeMap::new();

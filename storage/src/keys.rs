@@ -80,3 +80,28 @@ pub(crate) fn dec<T: serde::de::DeserializeOwned>(what: &'static str, b: &[u8]) 
         _ => Err(StoreError::Corrupt(what)),
     }
 }
+
+/// A user's meta, as written today or before `status_at` was appended to
+/// it (those bytes end one field early, so they never read as today's).
+pub(crate) fn dec_meta(b: &[u8]) -> Result<crate::UserMeta, StoreError> {
+    dec("meta", b).or_else(|_| dec::<crate::UserMetaV1>("meta", b).map(Into::into))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::UserMeta;
+
+    #[test]
+    fn meta_written_before_its_status_stamp_still_reads() {
+        // What Redis and the embedded store hold from before ADR 0032:
+        // acked, read, invisible_since, last_seen.
+        let v1 = enc(&(3u64, 2u64, Some(5i64), Some(9i64)));
+        let want = UserMeta { acked: 3, read: 2, invisible_since: Some(5), last_seen: Some(9), status_at: None };
+        assert_eq!(dec_meta(&v1).unwrap(), want);
+        let today = UserMeta { status_at: Some(11), ..want };
+        assert_eq!(dec_meta(&enc(&today)).unwrap(), today);
+        assert!(matches!(dec_meta(&enc(&(3u64,))), Err(StoreError::Corrupt("meta"))));
+        assert!(matches!(dec_meta(&[]), Err(StoreError::Corrupt("meta"))));
+    }
+}

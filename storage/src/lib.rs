@@ -76,6 +76,31 @@ pub struct UserMeta {
     pub invisible_since: Option<Millis>,
     /// When the user's last session ended.
     pub last_seen: Option<Millis>,
+    /// The edge's stamp on the newest status the user set: a status stamped
+    /// earlier is older than the one shown and is ignored (ADR 0032).
+    /// `None` in records written before it existed.
+    pub status_at: Option<Millis>,
+}
+
+/// [`UserMeta`] as records stored before `status_at` existed: read only.
+#[derive(Deserialize)]
+pub(crate) struct UserMetaV1 {
+    acked: InboxSeq,
+    read: InboxSeq,
+    invisible_since: Option<Millis>,
+    last_seen: Option<Millis>,
+}
+
+impl From<UserMetaV1> for UserMeta {
+    fn from(v: UserMetaV1) -> Self {
+        UserMeta {
+            acked: v.acked,
+            read: v.read,
+            invisible_since: v.invisible_since,
+            last_seen: v.last_seen,
+            status_at: None,
+        }
+    }
 }
 
 /// What a circle's members may see of its owner.

@@ -819,10 +819,10 @@ mod tests {
                         record: DedupRecord { msg_id: id.into(), ts, to: "u".into(), seq },
                     }
                 ),
-                1 => (user(narrow), 0..3u64, 0..3u64, proptest::option::of(ts()), proptest::option::of(ts())).prop_map(
-                    |(user, acked, read, invisible_since, last_seen)| WriteOp::Meta {
+                1 => (user(narrow), 0..3u64, 0..3u64, proptest::option::of(ts()), proptest::option::of(ts()), proptest::option::of(ts())).prop_map(
+                    |(user, acked, read, invisible_since, last_seen, status_at)| WriteOp::Meta {
                         user,
-                        meta: UserMeta { acked, read, invisible_since, last_seen },
+                        meta: UserMeta { acked, read, invisible_since, last_seen, status_at },
                     }
                 ),
                 1 => (user(narrow), name(&["c1", "c2"]), name(&["f", "g"]), proptest::collection::vec(name(&["h1", "h2"]), 0..3))

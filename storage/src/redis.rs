@@ -22,7 +22,7 @@
 //! A batch is one Lua script: it applies atomically, nothing interleaves. Durability is Redis's own (AOF `appendfsync always` for `accepted`
 //! to mean "on disk"; see docs/operations.md).
 
-use crate::keys::{dec, enc};
+use crate::keys::{dec, dec_meta, enc};
 use crate::*;
 use bytes::Bytes;
 use fred::prelude::*;
@@ -539,7 +539,7 @@ impl Store for RedisStore {
         let head = top.first().map(|(_, s)| *s as u64).unwrap_or(0);
         let meta: Option<Bytes> = self.client.get(user("meta", u)).await.map_err(err)?;
         let meta = match meta {
-            Some(b) => dec("meta", &b)?,
+            Some(b) => dec_meta(&b)?,
             None => UserMeta::default(),
         };
         let mut contacts = BTreeMap::new();

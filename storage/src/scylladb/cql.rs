@@ -81,6 +81,13 @@ pub const MIGRATIONS: &[Migration] = &[
          bar_id bigint, PRIMARY KEY ((region, tenant), shard))",
         ],
     },
+    Migration {
+        version: 4,
+        name: "the stamp of a user's newest status (ADR 0032)",
+        // Run only when the column is missing (`added_column`): ScyllaDB
+        // and Cassandra before 4.1 do not take `ADD IF NOT EXISTS`.
+        statements: &["ALTER TABLE {ks}.inbox_state ADD status_at bigint"],
+    },
 ];
 
 /// Every table and its partition key, whose first column is the tenant:
@@ -178,6 +185,20 @@ pub const RECORD: &str = "INSERT INTO {ks}.schema_migrations (version, name, app
 pub fn qualify(cql: &str, ks: &str) -> String {
     cql.replace("{ks}", ks)
 }
+
+/// The table and column a step's `ALTER TABLE {ks}.T ADD C type` adds: the
+/// runner runs it only while `system_schema.columns` lacks the column, so
+/// that the step is idempotent on every CQL server.
+pub fn added_column(stmt: &str) -> Option<(&str, &str)> {
+    let rest = stmt.strip_prefix("ALTER TABLE {ks}.")?;
+    let (table, rest) = rest.split_once(" ADD ")?;
+    Some((table, rest.split(' ').next()?))
+}
+
+/// Whether a keyspace's table has a column (both names as the schema
+/// stores them: unquoted identifiers are lower case).
+pub const COLUMN_EXISTS: &str =
+    "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? AND column_name = ?";
 
 /// `CREATE KEYSPACE` with the configured replication. The names were
 /// validated by the config (identifiers only), so they can be spliced in.
@@ -381,8 +402,8 @@ impl Stmt {
                  VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL ?"
             }
             Stmt::Meta => {
-                "INSERT INTO {ks}.inbox_state (tenant, user_id, acked, read_upto, invisible_since, last_seen) \
-                 VALUES (?, ?, ?, ?, ?, ?)"
+                "INSERT INTO {ks}.inbox_state (tenant, user_id, acked, read_upto, invisible_since, last_seen, \
+                 status_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
             }
             Stmt::Contact => {
                 "INSERT INTO {ks}.contacts (tenant, user_id, contact, circle, channels) VALUES (?, ?, ?, ?, ?)"
@@ -408,7 +429,7 @@ impl Stmt {
             }
             Stmt::Head => "SELECT seq FROM {ks}.inbox WHERE tenant = ? AND user_id = ? LIMIT 1",
             Stmt::MetaRow => {
-                "SELECT acked, read_upto, invisible_since, last_seen FROM {ks}.inbox_state \
+                "SELECT acked, read_upto, invisible_since, last_seen, status_at FROM {ks}.inbox_state \
                  WHERE tenant = ? AND user_id = ?"
             }
             Stmt::Contacts => "SELECT contact, circle, channels FROM {ks}.contacts WHERE tenant = ? AND user_id = ?",
@@ -683,6 +704,7 @@ pub fn bind(op: WriteOp, ttl: Ttls, log_seq: &mut dyn FnMut() -> (i64, i64)) -> 
                 seq_value(meta.read),
                 meta.invisible_since.and_then(big),
                 meta.last_seen.and_then(big),
+                meta.status_at.and_then(big),
             ],
         )],
         WriteOp::Contact { owner, contact, record } => vec![b(
@@ -807,17 +829,18 @@ pub fn message(row: InboxRow) -> Result<StoredMessage, StoreError> {
     Ok(StoredMessage { seq: seq as u64, msg_id: msg_id.into(), from: from.into(), body: Bytes::from(body), ts: ts.0 })
 }
 
-/// An inbox state row: acked, read_upto, invisible_since, last_seen.
-pub type MetaRow = (Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+/// An inbox state row: acked, read_upto, invisible_since, last_seen, status_at.
+pub type MetaRow = (Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
 
 /// Maps an inbox state row to a user's meta.
 pub fn meta(row: MetaRow) -> Result<UserMeta, StoreError> {
-    let (acked, read, invisible_since, last_seen) = row;
+    let (acked, read, invisible_since, last_seen, status_at) = row;
     Ok(UserMeta {
         acked: seq_of(acked.unwrap_or(0), "inbox_state.acked")?,
         read: seq_of(read.unwrap_or(0), "inbox_state.read_upto")?,
         invisible_since,
         last_seen,
+        status_at,
     })
 }
 
@@ -938,6 +961,11 @@ mod tests {
         let mut tables = Vec::new();
         for m in MIGRATIONS {
             for s in m.statements {
+                if let Some((name, col)) = added_column(s) {
+                    let table: &mut (String, Vec<String>) = tables.iter_mut().find(|(t, _)| t == name).unwrap();
+                    table.1.push(col.to_owned());
+                    continue;
+                }
                 let Some(rest) = s.strip_prefix("CREATE TABLE IF NOT EXISTS {ks}.") else { continue };
                 let (name, rest) = rest.split_once(" (").unwrap();
                 let body = rest.split(", PRIMARY KEY").next().unwrap();
@@ -955,7 +983,7 @@ mod tests {
         for m in MIGRATIONS {
             for s in m.statements {
                 assert!(
-                    s.contains("IF NOT EXISTS") && s.contains("{ks}."),
+                    (s.contains("IF NOT EXISTS") || added_column(s).is_some()) && s.contains("{ks}."),
                     "step {} is idempotent and qualified: {s}",
                     m.version
                 );
@@ -1040,7 +1068,7 @@ mod tests {
             },
             WriteOp::Meta {
                 user: u.clone(),
-                meta: UserMeta { acked: 3, read: 2, invisible_since: None, last_seen: Some(9) },
+                meta: UserMeta { acked: 3, read: 2, invisible_since: None, last_seen: Some(9), status_at: Some(8) },
             },
             WriteOp::Contact {
                 owner: u.clone(),
@@ -1167,12 +1195,12 @@ mod tests {
             StoredMessage { seq: 3, msg_id: "m3".into(), from: "alice".into(), body: Bytes::from("hi"), ts: 77 }
         );
         assert!(matches!(message((0, "m".into(), "a".into(), vec![], CqlTimestamp(0))), Err(StoreError::Corrupt(_))));
-        assert_eq!(meta((None, None, None, None)).unwrap(), UserMeta::default());
+        assert_eq!(meta((None, None, None, None, None)).unwrap(), UserMeta::default());
         assert_eq!(
-            meta((Some(4), Some(2), Some(10), None)).unwrap(),
-            UserMeta { acked: 4, read: 2, invisible_since: Some(10), last_seen: None }
+            meta((Some(4), Some(2), Some(10), None, Some(11))).unwrap(),
+            UserMeta { acked: 4, read: 2, invisible_since: Some(10), last_seen: None, status_at: Some(11) }
         );
-        assert!(meta((Some(-1), None, None, None)).is_err());
+        assert!(meta((Some(-1), None, None, None, None)).is_err());
         assert_eq!(dedup(("m".into(), 1, "bob".into(), 9)).unwrap().seq, 9);
         assert_eq!(receipt(("m".into(), "b".into(), "read".into())).unwrap().state, ReceiptState::Read);
         assert!(receipt(("m".into(), "b".into(), "seen".into())).is_err());

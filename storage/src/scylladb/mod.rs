@@ -266,6 +266,18 @@ impl ScyllaStore {
             let mut done = Vec::new();
             for m in cql::pending(&applied).map_err(|e| StoreError::Backend(e.into()))? {
                 for stmt in m.statements {
+                    if let Some((table, column)) = cql::added_column(stmt) {
+                        let found = session
+                            .query_unpaged(cql::COLUMN_EXISTS, (ks, table, column))
+                            .await
+                            .map_err(unavailable)?
+                            .into_rows_result()
+                            .map_err(|e| StoreError::Backend(e.to_string().into()))?
+                            .rows_num();
+                        if found > 0 {
+                            continue;
+                        }
+                    }
                     session.query_unpaged(cql::qualify(stmt, ks), ()).await.map_err(ddl)?;
                 }
                 session.await_schema_agreement().await.map_err(unavailable)?;
@@ -818,6 +830,22 @@ mod tests {
         // Twice, as two nodes would: the second finds nothing to do.
         ScyllaStore::migrate(&o, "test-a").await.unwrap();
         assert!(ScyllaStore::migrate(&o, "test-b").await.unwrap().is_empty(), "a second migrate applies nothing");
+        // A run interrupted after a step that adds a column, before it was
+        // recorded: the next run finds the column and records the step.
+        let alter = cql::MIGRATIONS
+            .iter()
+            .find(|m| m.statements.iter().any(|s| cql::added_column(s).is_some()))
+            .expect("a step adds a column");
+        let session = connect_session(&o).await.unwrap();
+        session
+            .query_unpaged("DELETE FROM iris_test.schema_migrations WHERE version = ?", (alter.version as i32,))
+            .await
+            .unwrap();
+        assert_eq!(
+            ScyllaStore::migrate(&o, "test-c").await.unwrap(),
+            vec![alter.version],
+            "the step again, without error"
+        );
         let store = ScyllaStore::connect(o).await.unwrap();
         let tenant = format!("t{}", now_us());
         crate::contract::run_all(&store, &tenant).await.unwrap();
