@@ -657,7 +657,10 @@ impl ShardState {
             ShardInput::Ack { up_to, read } => self.ack(&owner, up_to, read, &mut fx),
             ShardInput::Receipt { msg_id, by, state } => self.receipt(&owner, msg_id, by, state, &mut fx),
             ShardInput::Sync { session, after, limit } => self.sync(&owner, session, after, limit, &mut fx),
-            ShardInput::SetPresence { session: _, status } => self.set_presence(now, &owner, status, &mut fx),
+            ShardInput::SetPresence { session: _, status } => self.set_presence(now, &owner, status, None, &mut fx),
+            ShardInput::SetPresenceAt { session: _, status, at } => {
+                self.set_presence(now, &owner, status, Some(at), &mut fx)
+            }
             ShardInput::Subscribe { viewer, session } => self.subscribe(&owner, viewer, session, &mut fx),
             ShardInput::Unsubscribe { viewer, session } => self.unsubscribe(&owner, viewer, session),
             ShardInput::Contacts { session, upsert, remove } => {

@@ -496,7 +496,7 @@ impl SessionState {
                 match decoded {
                     Ok(frame) => {
                         self.garbage_streak = 0;
-                        self.handle_client_frame(frame);
+                        self.handle_client_frame(now, frame);
                     }
                     Err(e) => self.decode_error(e),
                 }
@@ -568,7 +568,7 @@ impl SessionState {
         true
     }
 
-    fn handle_client_frame(&mut self, frame: ClientFrame) {
+    fn handle_client_frame(&mut self, now: Millis, frame: ClientFrame) {
         let user = self.user.clone().expect("open sessions are authenticated");
         match frame {
             ClientFrame::Hello(_) => self.out.push_back(err(ErrorCode::BadFrame, "already authenticated", None)),
@@ -600,8 +600,10 @@ impl SessionState {
                 let limit = s.limit.unwrap_or(DEFAULT_SYNC_LIMIT).clamp(1, MAX_PAGE_LIMIT);
                 self.route(user, ShardInput::Sync { session: self.addr.clone(), after: s.after.unwrap_or(0), limit });
             }
+            // Stamped here, where the user set it: the shard keeps the
+            // newest (ADR 0032).
             ClientFrame::Presence(p) => {
-                self.route(user, ShardInput::SetPresence { session: self.addr.clone(), status: p.status })
+                self.route(user, ShardInput::SetPresenceAt { session: self.addr.clone(), status: p.status, at: now })
             }
             ClientFrame::Subscribe(u) => {
                 if !self.check_names(&u.users, "subscribe") {

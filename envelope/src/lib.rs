@@ -186,7 +186,8 @@ pub enum ShardInput {
         /// At most this many.
         limit: u32,
     },
-    /// `owner` set their status.
+    /// `owner` set their status (unstamped: what edges of earlier versions
+    /// send; today's send [`ShardInput::SetPresenceAt`]).
     SetPresence {
         /// The session that set it.
         session: SessionAddr,
@@ -301,6 +302,21 @@ pub enum ShardInput {
         /// Its clock when it published it.
         at: Millis,
     },
+    /// `owner` set their status, stamped by the edge's clock when the
+    /// session's frame was read. The shard keeps the newest stamp it
+    /// applied and ignores an older one: a status held back (an edge cut
+    /// off from the bus) cannot land over one the user set later through
+    /// another session (ADR 0032). Edges send this; [`ShardInput::SetPresence`]
+    /// stays readable, unstamped, from edges of earlier versions. (Appended
+    /// last.)
+    SetPresenceAt {
+        /// The session that set it.
+        session: SessionAddr,
+        /// The status.
+        status: SetStatus,
+        /// The edge's clock when the session sent it.
+        at: Millis,
+    },
 }
 
 /// One contact in a full contact list.
@@ -372,7 +388,7 @@ impl ShardInput {
             ShardInput::Ack { read: true, .. } => "read",
             ShardInput::Receipt { .. } => "receipt",
             ShardInput::Sync { .. } => "sync",
-            ShardInput::SetPresence { .. } => "presence",
+            ShardInput::SetPresence { .. } | ShardInput::SetPresenceAt { .. } => "presence",
             ShardInput::Subscribe { .. } => "subscribe",
             ShardInput::Unsubscribe { .. } => "unsubscribe",
             ShardInput::Contacts { .. } => "contacts",
@@ -630,5 +646,21 @@ mod tests {
         let back: ShardEnvelope = decode(&encode(&env)).unwrap();
         assert_eq!(back, env);
         assert!(matches!(decode::<ShardEnvelope>(&[9, 1]), Err(EnvelopeError::Version(9))));
+    }
+
+    #[test]
+    fn a_stamped_status_is_appended_after_every_earlier_input() {
+        let body = ShardInput::SetPresenceAt {
+            session: SessionAddr { edge: EdgeId("e1".into()), session: SessionId(7) },
+            status: SetStatus::Away,
+            at: 1_700_000_000_000,
+        };
+        let env = ShardEnvelope { owner: UserKey::new("acme", "bob").into(), body, trace: None };
+        let bytes = encode(&env);
+        assert_eq!(decode::<ShardEnvelope>(&bytes).unwrap(), env);
+        // version, then the owner ("acme", "bob"), then the input's
+        // variant: one past `Tick` (18), so that no earlier envelope reads
+        // differently.
+        assert_eq!(bytes[..11], [1, 4, b'a', b'c', b'm', b'e', 3, b'b', b'o', b'b', 19]);
     }
 }

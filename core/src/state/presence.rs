@@ -4,22 +4,41 @@
 use super::*;
 
 impl ShardState {
-    /// The user sets online, away or invisible.
-    pub(super) fn set_presence(&mut self, now: Millis, owner: &UserKey, status: SetStatus, fx: &mut Effects) {
+    /// The user sets online, away or invisible. `at` is the edge's stamp
+    /// (`None` from edges that predate it): a status stamped before the
+    /// one shown was set earlier and held back on its way (an edge cut off
+    /// from the bus), so it is ignored; the newest stamp is kept in the
+    /// user's meta, which survives a move of the shard (ADR 0032).
+    pub(super) fn set_presence(
+        &mut self,
+        now: Millis,
+        owner: &UserKey,
+        status: SetStatus,
+        at: Option<Millis>,
+        fx: &mut Effects,
+    ) {
         let user = self.users.get_mut(owner).expect("loaded before handling");
+        if let (Some(at), Some(shown)) = (at, user.meta.status_at) {
+            if at < shown {
+                return;
+            }
+        }
+        let mut changed = at.is_some() && at != user.meta.status_at;
+        user.meta.status_at = at.or(user.meta.status_at);
         match status {
             SetStatus::Invisible => {
                 if user.meta.invisible_since.is_none() {
                     user.meta.invisible_since = Some(now);
-                    fx.batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
+                    changed = true;
                 }
             }
             SetStatus::Online | SetStatus::Away => {
                 user.away = status == SetStatus::Away;
-                if user.meta.invisible_since.take().is_some() {
-                    fx.batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
-                }
+                changed |= user.meta.invisible_since.take().is_some();
             }
+        }
+        if changed {
+            fx.batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
         }
         fx.presence_changed = true;
     }

@@ -99,3 +99,52 @@ fn new_circles_allow_nothing_until_set() {
     let f = h.notices();
     assert_eq!(presence(&f[1].1), Some(("bob", PresenceStatus::Online, None)));
 }
+
+/// Finding 16 of docs/chaos.md: a status held back on its way (its edge
+/// cut off from the bus) lands after one the user set later through
+/// another session. The edge's stamp says which came first; the older is
+/// ignored, also by a later owner of the shard, which loads the stamp with
+/// the user's meta (ADR 0032).
+#[test]
+fn a_status_stamped_before_the_one_shown_is_ignored_here_and_after_a_move() {
+    let mut h = Harness::new();
+    h.add_contact("bob", "dave");
+    h.open("bob", 2);
+    h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e1", 8) });
+    h.commit_all();
+    h.notices();
+    // Set at 5,000 through e2, heard first.
+    h.input("bob", ShardInput::SetPresenceAt { session: addr("e2", 2), status: SetStatus::Invisible, at: 5_000 });
+    let batches = h.commit_all();
+    let stored = batches.iter().flat_map(|b| &b.ops).find_map(|op| match op {
+        WriteOp::Meta { meta, .. } => Some(meta.clone()),
+        _ => None,
+    });
+    let stored = stored.expect("a stamped status writes the user's meta");
+    assert_eq!(stored.status_at, Some(5_000));
+    assert_eq!(presence(&h.notices()[0].1).map(|p| p.1), Some(PresenceStatus::Offline));
+    // Set at 4,000 through e1, cut off until now: older, ignored, nothing written.
+    h.input("bob", ShardInput::SetPresenceAt { session: addr("e1", 1), status: SetStatus::Online, at: 4_000 });
+    assert!(h.commit_all().iter().all(|b| b.ops.is_empty()), "an ignored status writes nothing");
+    assert!(h.notices().is_empty(), "dave still sees bob offline");
+    assert_eq!(h.state.users[&key("bob")].view_for("bob", "dave").status, PresenceStatus::Offline);
+    // The same status a moment later (same ms: same session, in order) applies.
+    h.input("bob", ShardInput::SetPresenceAt { session: addr("e2", 2), status: SetStatus::Online, at: 5_000 });
+    h.commit_all();
+    assert_eq!(presence(&h.notices()[0].1).map(|p| p.1), Some(PresenceStatus::Online));
+    // A new owner loads what was stored (bob invisible since 5,000) and still
+    // ignores the held-back one.
+    let mut moved = Harness::new();
+    let record = UserRecord { meta: stored, ..UserRecord::default() };
+    moved.state.insert_user(key("bob"), record);
+    moved.add_contact("bob", "dave");
+    moved.open("bob", 2);
+    moved.input("bob", ShardInput::SetPresenceAt { session: addr("e1", 1), status: SetStatus::Online, at: 4_000 });
+    moved.commit_all();
+    assert_eq!(moved.state.users[&key("bob")].view_for("bob", "dave").status, PresenceStatus::Offline);
+    // Edges of earlier versions send unstamped statuses: applied as before.
+    moved.input("bob", ShardInput::SetPresence { session: addr("e1", 1), status: SetStatus::Online });
+    moved.commit_all();
+    let bob = &moved.state.users[&key("bob")];
+    assert_eq!((bob.view_for("bob", "dave").status, bob.meta.status_at), (PresenceStatus::Online, Some(5_000)));
+}
