@@ -196,10 +196,6 @@ pub struct SimConfig {
     /// away or invisible, drawn alike); once the region heals, each sets
     /// `online` again, which its follower must come to hear.
     pub set_status: f64,
-    /// Once healed and drained, every client says once more that it is
-    /// online (see `Sim::run`); off, the stale statuses that can land late
-    /// are left to be found (docs/chaos.md).
-    pub reassert_status: bool,
     /// Chance per step that a region's relay process crashes (when
     /// federated): it starts again from its committed positions.
     pub relay_crash: f64,
@@ -257,7 +253,6 @@ impl Default for SimConfig {
             bad_token: 0.05,
             vanish: 0.5,
             set_status: 0.005,
-            reassert_status: true,
             relay_crash: 0.002,
             relay_restart: 0.05,
             global_cut: 0.002,
@@ -383,6 +378,11 @@ pub struct Bugs {
     /// travellers' sessions of its previous process, since the new process
     /// renews the lease there.
     pub local_edge_start: bool,
+    /// Edges send statuses without their stamp, as edges did before ADR
+    /// 0032 (found by this simulator once its clients set statuses): a
+    /// status held back by an edge cut off from the bus lands after one
+    /// the user set later through another session, and stays.
+    pub unstamped_statuses: bool,
 }
 
 impl Bugs {
@@ -401,13 +401,14 @@ impl Bugs {
             "siblings-look-caught-up" => self.siblings_look_caught_up = true,
             "revoked-shard-answers" => self.revoked_shard_answers = true,
             "local-edge-start" => self.local_edge_start = true,
+            "unstamped-statuses" => self.unstamped_statuses = true,
             other => return Err(format!("unknown bug {other:?} (known: {})", Self::NAMES.join(", "))),
         }
         Ok(())
     }
 
     /// Every switch's name.
-    pub const NAMES: [&'static str; 12] = [
+    pub const NAMES: [&'static str; 13] = [
         "commit-on-hand",
         "no-user-isolation",
         "lease-after-revoke",
@@ -420,6 +421,7 @@ impl Bugs {
         "siblings-look-caught-up",
         "revoked-shard-answers",
         "local-edge-start",
+        "unstamped-statuses",
     ];
 }
 
@@ -673,6 +675,10 @@ struct Client {
     target_seen: Option<iris_types::PresenceStatus>,
     /// The status it last set (`online` until it sets another).
     status: SetStatus,
+    /// Whether it has set one: then it sets it again on every session it
+    /// is welcomed on, as the TypeScript client does (a `presence` gets no
+    /// answer, and one sent on a session whose edge died is lost).
+    status_set: bool,
 }
 
 /// One simulated region.
@@ -820,6 +826,7 @@ impl Sim {
                 subscribed: None,
                 target_seen: None,
                 status: SetStatus::Online,
+                status_set: false,
             })
             .collect();
         let now = 1_000_000;
@@ -967,23 +974,6 @@ impl Sim {
         while healed < self.cfg.heal_steps && (healed < settle || !self.quiet()) {
             self.step();
             healed += 1;
-        }
-        // Each client says once more that it is online, and the region
-        // drains again. A status sent through an edge cut off from the bus
-        // can land after one the user set later through another session
-        // (open, docs/chaos.md); this puts the user's word last, so that
-        // what the check below finds is a follower left behind, not that.
-        // (The shard tells a follower only what changes its view, so one
-        // that missed a notice is still found.)
-        if self.cfg.reassert_status && self.quiet() {
-            for c in 0..self.clients.len() {
-                self.event(format!("u{c} says once more it is online"));
-                self.client_writes(c, ClientFrame::Presence(SetPresence { status: SetStatus::Online }));
-            }
-            while healed < self.cfg.heal_steps && !self.quiet() {
-                self.step();
-                healed += 1;
-            }
         }
         if !self.quiet() {
             let why = self.unquiet();
@@ -1671,6 +1661,7 @@ impl Sim {
             };
             if let Some(status) = status {
                 self.clients[c].status = status;
+                self.clients[c].status_set = true;
                 self.statuses += usize::from(self.faults);
                 self.event(format!("u{c} sets its status {status:?}"));
                 self.client_writes(c, ClientFrame::Presence(SetPresence { status }));
@@ -1815,7 +1806,12 @@ impl Sim {
                         self.client_reads(c, e, id, &frame.encode(encoding), encoding);
                     }
                 }
-                SessionOutput::Route { env, .. } => {
+                SessionOutput::Route { mut env, .. } => {
+                    if let (true, ShardInput::SetPresenceAt { session, status, .. }) =
+                        (self.bugs.unstamped_statuses, &env.body)
+                    {
+                        env.body = ShardInput::SetPresence { session: session.clone(), status: *status };
+                    }
                     let kind = env.body.kind();
                     let at = self.edge_publish(e, env);
                     self.event(format!("edge {e} routes {kind} of session {id} ({})", placed(at)));
@@ -2408,6 +2404,11 @@ impl Sim {
                     self.clients[c].subscribed = Some(id);
                     self.clients[c].target_seen = None;
                     self.client_writes(c, ClientFrame::Subscribe(Users { users: vec![format!("u{t}")] }));
+                    if self.clients[c].status_set {
+                        let status = self.clients[c].status;
+                        self.event(format!("u{c} sets its status {status:?} again"));
+                        self.client_writes(c, ClientFrame::Presence(SetPresence { status }));
+                    }
                 }
             }
             ServerFrame::Error(err) => {

@@ -33,7 +33,8 @@ struct Cli {
     /// no-user-isolation, lease-after-revoke, paused-looks-caught-up,
     /// silent-edge-restart, no-ticks, unfenced-records, clock-goes-back,
     /// shared-commit-by-shard, siblings-look-caught-up,
-    /// revoked-shard-answers, local-edge-start (with --regions 2).
+    /// revoked-shard-answers, local-edge-start (with --regions 2),
+    /// unstamped-statuses.
     #[arg(long)]
     bug: Vec<String>,
     /// Steps (simulated ms) of traffic with faults per seed.
@@ -48,10 +49,6 @@ struct Cli {
     /// Chance per simulated ms that a node stalls (default 0.002).
     #[arg(long)]
     stall: Option<f64>,
-    /// Leave out the clients' last word that they are online (which hides a
-    /// stale status landing late; docs/chaos.md).
-    #[arg(long)]
-    no_reassert_status: bool,
     /// Regions, federated through a simulated global layer (default 1).
     #[arg(long)]
     regions: Option<usize>,
@@ -84,7 +81,6 @@ fn main() -> anyhow::Result<()> {
     if let Some(ms) = cli.max_commit_ms {
         cfg.max_commit_ms = ms;
     }
-    cfg.reassert_status = !cli.no_reassert_status;
     if let Some(r) = cli.regions {
         anyhow::ensure!((1..=8).contains(&r), "--regions must be between 1 and 8");
         cfg.regions = r;
