@@ -30,6 +30,7 @@ use std::sync::Arc;
 pub const DEFAULT_CIRCLE: &str = "contacts";
 
 pub use input::InputClock;
+pub use presence::STATUS_STAMP_LEEWAY_MS;
 pub use tickets::Ticket;
 use tickets::TicketLedger;
 

@@ -3,12 +3,20 @@
 
 use super::*;
 
+/// How far ahead of the shard's clock an edge's stamp on a status is
+/// believed (ADR 0032): the clock skew between nodes that NTP keeps, with
+/// room to spare.
+pub const STATUS_STAMP_LEEWAY_MS: Millis = 1_000;
+
 impl ShardState {
     /// The user sets online, away or invisible. `at` is the edge's stamp
     /// (`None` from edges that predate it): a status stamped before the
     /// one shown was set earlier and held back on its way (an edge cut off
     /// from the bus), so it is ignored; the newest stamp is kept in the
-    /// user's meta, which survives a move of the shard (ADR 0032).
+    /// user's meta, which survives a move of the shard (ADR 0032). A stamp
+    /// ahead of this shard's clock by more than [`STATUS_STAMP_LEEWAY_MS`]
+    /// is taken as that bound: an edge whose clock runs fast cannot hold
+    /// the user's status against later ones for longer.
     pub(super) fn set_presence(
         &mut self,
         now: Millis,
@@ -18,6 +26,7 @@ impl ShardState {
         fx: &mut Effects,
     ) {
         let user = self.users.get_mut(owner).expect("loaded before handling");
+        let at = at.map(|at| at.min(now.saturating_add(STATUS_STAMP_LEEWAY_MS)));
         if let (Some(at), Some(shown)) = (at, user.meta.status_at) {
             if at < shown {
                 return;

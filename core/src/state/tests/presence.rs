@@ -108,6 +108,7 @@ fn new_circles_allow_nothing_until_set() {
 #[test]
 fn a_status_stamped_before_the_one_shown_is_ignored_here_and_after_a_move() {
     let mut h = Harness::new();
+    h.now = 10_000;
     h.add_contact("bob", "dave");
     h.open("bob", 2);
     h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e1", 8) });
@@ -135,6 +136,7 @@ fn a_status_stamped_before_the_one_shown_is_ignored_here_and_after_a_move() {
     // A new owner loads what was stored (bob invisible since 5,000) and still
     // ignores the held-back one.
     let mut moved = Harness::new();
+    moved.now = h.now;
     let record = UserRecord { meta: stored, ..UserRecord::default() };
     moved.state.insert_user(key("bob"), record);
     moved.add_contact("bob", "dave");
@@ -147,4 +149,24 @@ fn a_status_stamped_before_the_one_shown_is_ignored_here_and_after_a_move() {
     moved.commit_all();
     let bob = &moved.state.users[&key("bob")];
     assert_eq!((bob.view_for("bob", "dave").status, bob.meta.status_at), (PresenceStatus::Online, Some(5_000)));
+}
+
+/// An edge whose clock runs an hour fast stamps its statuses an hour
+/// ahead: the shard takes them as at most a second ahead of its own clock,
+/// so a status the user sets two seconds later elsewhere still holds.
+#[test]
+fn a_stamp_from_the_future_holds_no_longer_than_the_leeway() {
+    let mut h = Harness::new();
+    h.open("bob", 1);
+    let fast = h.now + 3_600_000;
+    h.input("bob", ShardInput::SetPresenceAt { session: addr("e1", 1), status: SetStatus::Invisible, at: fast });
+    h.commit_all();
+    let stored = h.state.users[&key("bob")].meta.status_at.unwrap();
+    assert!(stored <= h.now + STATUS_STAMP_LEEWAY_MS, "stored {stored}, shard at {}", h.now);
+    h.now += 2 * STATUS_STAMP_LEEWAY_MS;
+    let later = h.now;
+    h.input("bob", ShardInput::SetPresenceAt { session: addr("e2", 2), status: SetStatus::Online, at: later });
+    h.commit_all();
+    let bob = &h.state.users[&key("bob")];
+    assert_eq!((bob.meta.invisible_since, bob.meta.status_at), (None, Some(later)));
 }
