@@ -27,10 +27,10 @@ impl ShardState {
     ) {
         let user = self.users.get_mut(owner).expect("loaded before handling");
         let at = at.map(|at| at.min(now.saturating_add(STATUS_STAMP_LEEWAY_MS)));
-        if let (Some(at), Some(shown)) = (at, user.meta.status_at) {
-            if at < shown {
-                return;
-            }
+        if let (Some(at), Some(shown)) = (at, user.meta.status_at)
+            && at < shown
+        {
+            return;
         }
         let mut changed = at.is_some() && at != user.meta.status_at;
         user.meta.status_at = at.or(user.meta.status_at);
