@@ -673,12 +673,18 @@ struct Client {
     subscribed: Option<u64>,
     /// The last presence of its target it was sent on that session.
     target_seen: Option<iris_types::PresenceStatus>,
-    /// The status it last set (`online` until it sets another).
-    status: SetStatus,
-    /// Whether it has set one: then it sets it again on every session it
-    /// is welcomed on, as the TypeScript client does (a `presence` gets no
-    /// answer, and one sent on a session whose edge died is lost).
-    status_set: bool,
+    /// The status it last set (none yet: `online`). Once it has set one,
+    /// it sets it again on every session it is welcomed on, as the
+    /// TypeScript client does (a `presence` gets no answer, and one sent
+    /// on a session whose edge died is lost).
+    status: Option<SetStatus>,
+}
+
+impl Client {
+    /// Its status is `online` (set, or never set otherwise).
+    fn online(&self) -> bool {
+        matches!(self.status, None | Some(SetStatus::Online))
+    }
 }
 
 /// One simulated region.
@@ -825,8 +831,7 @@ impl Sim {
                 accepted: Vec::new(),
                 subscribed: None,
                 target_seen: None,
-                status: SetStatus::Online,
-                status_set: false,
+                status: None,
             })
             .collect();
         let now = 1_000_000;
@@ -1013,9 +1018,7 @@ impl Sim {
     /// Nothing pending anywhere: every client connected and every send
     /// accepted, every record consumed and committed, every commit done.
     fn quiet(&self) -> bool {
-        self.clients
-            .iter()
-            .all(|c| c.pending.is_none() && matches!(c.conn, Conn::Open(_)) && c.status == SetStatus::Online)
+        self.clients.iter().all(|c| c.pending.is_none() && matches!(c.conn, Conn::Open(_)) && c.online())
             && self.edges.iter().all(|e| e.sessions.values().all(|s| !s.gone))
             && self.regions.iter().all(|r| r.partitions.iter().all(Partition::drained) && r.relayed())
             && self.nodes.iter().all(|n| {
@@ -1033,8 +1036,8 @@ impl Sim {
             if !matches!(client.conn, Conn::Open(_)) {
                 why.push(format!("u{c} has no open session"));
             }
-            if client.status != SetStatus::Online {
-                why.push(format!("u{c} is still {:?}", client.status));
+            if let Some(status) = client.status.filter(|_| !client.online()) {
+                why.push(format!("u{c} is still {status:?}"));
             }
         }
         for (e, edge) in self.edges.iter().enumerate() {
@@ -1657,11 +1660,10 @@ impl Sim {
                     .random_bool(self.cfg.set_status)
                     .then(|| [SetStatus::Online, SetStatus::Away, SetStatus::Invisible][self.rng.random_range(0..3)])
             } else {
-                (self.clients[c].status != SetStatus::Online).then_some(SetStatus::Online)
+                (!self.clients[c].online()).then_some(SetStatus::Online)
             };
             if let Some(status) = status {
-                self.clients[c].status = status;
-                self.clients[c].status_set = true;
+                self.clients[c].status = Some(status);
                 self.statuses += usize::from(self.faults);
                 self.event(format!("u{c} sets its status {status:?}"));
                 self.client_writes(c, ClientFrame::Presence(SetPresence { status }));
@@ -2404,8 +2406,7 @@ impl Sim {
                     self.clients[c].subscribed = Some(id);
                     self.clients[c].target_seen = None;
                     self.client_writes(c, ClientFrame::Subscribe(Users { users: vec![format!("u{t}")] }));
-                    if self.clients[c].status_set {
-                        let status = self.clients[c].status;
+                    if let Some(status) = self.clients[c].status {
                         self.event(format!("u{c} sets its status {status:?} again"));
                         self.client_writes(c, ClientFrame::Presence(SetPresence { status }));
                     }

@@ -90,6 +90,22 @@ impl Harness {
         );
     }
 
+    /// `viewer` (a contact of `owner`, online on e1/`s`) follows `owner` on
+    /// session `at`; everything is durable and every notice taken.
+    fn followed(&mut self, owner: &str, s: u64, viewer: &str, at: SessionAddr) {
+        self.add_contact(owner, viewer);
+        self.open(owner, s);
+        self.input(owner, ShardInput::Subscribe { viewer: viewer.into(), session: at });
+        self.commit_all();
+        self.notices();
+    }
+
+    /// The newest pending write fails.
+    fn fail_last(&mut self) {
+        let (t, _) = self.pending.pop().expect("a write pending");
+        self.state.committed(t, Err(StoreError::Backend("timeout".into())));
+    }
+
     fn open(&mut self, user: &str, s: u64) {
         self.input(user, ShardInput::SessionOpened { session: addr("e1", s), resume_after: None });
         self.commit_all();

@@ -109,11 +109,7 @@ fn new_circles_allow_nothing_until_set() {
 fn a_status_stamped_before_the_one_shown_is_ignored_here_and_after_a_move() {
     let mut h = Harness::new();
     h.now = 10_000;
-    h.add_contact("bob", "dave");
-    h.open("bob", 2);
-    h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e1", 8) });
-    h.commit_all();
-    h.notices();
+    h.followed("bob", 2, "dave", addr("e1", 8));
     // Set at 5,000 through e2, heard first.
     h.input("bob", ShardInput::SetPresenceAt { session: addr("e2", 2), status: SetStatus::Invisible, at: 5_000 });
     let batches = h.commit_all();

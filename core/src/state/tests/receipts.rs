@@ -149,8 +149,7 @@ fn an_ack_whose_write_failed_still_reads_its_receipts_and_its_mark_is_repaired()
     // The ack's mark cannot be stored; no later ack covers 1..=3 again
     // (acks only move forward), so its receipts must go now.
     h.input("bob", ShardInput::Ack { up_to: 3, read: false });
-    let (t, _) = h.pending.pop().unwrap();
-    h.state.committed(t, Err(StoreError::Backend("timeout".into())));
+    h.fail_last();
     let reads: Vec<_> = h
         .outputs()
         .into_iter()

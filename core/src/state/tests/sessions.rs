@@ -19,11 +19,7 @@ fn sessions_per_user_are_limited() {
 #[test]
 fn an_edge_that_stops_renewing_its_lease_loses_its_sessions() {
     let mut h = Harness::new();
-    h.add_contact("bob", "dave");
-    h.open("bob", 1);
-    h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e2", 8) });
-    h.commit_all();
-    h.notices();
+    h.followed("bob", 1, "dave", addr("e2", 8));
     // e2 keeps renewing, e1 does not.
     let alive = |h: &mut Harness, now: Millis| {
         let env = ShardEnvelope {
@@ -206,8 +202,7 @@ fn a_session_record_whose_write_failed_is_written_again_after_the_reset() {
     h.open("bob", 1);
     // bob closes; the write of his (now empty) record fails.
     h.input("bob", ShardInput::SessionClosed { session: addr("e1", 1) });
-    let (t, _) = h.pending.pop().unwrap();
-    h.state.committed(t, Err(StoreError::Backend("timeout".into())));
+    h.fail_last();
     assert!(h.state.needs_reset());
     let (t, batch) = h.state.reset().expect("a repair write");
     assert!(
@@ -291,8 +286,7 @@ fn subscribers_who_missed_a_change_whose_write_failed_hear_it_with_the_repair() 
     // bob comes online, and the write of it fails: carol's notice goes
     // with the failed commit.
     h.input("bob", ShardInput::SessionOpened { session: addr("e1", 1), resume_after: None });
-    let (t, _) = h.pending.pop().unwrap();
-    h.state.committed(t, Err(StoreError::Backend("timeout".into())));
+    h.fail_last();
     assert!(h.notices().iter().all(|(_, f)| presence(f).is_none()), "no presence notice rides on a failed commit");
     // The repair writes bob's record again and tells carol, once durable.
     let (t, _) = h.state.reset().expect("a repair write");
@@ -335,16 +329,11 @@ fn a_revoked_shard_tells_no_presence_it_held_or_makes_but_sends_the_rest() {
 #[test]
 fn a_status_whose_write_failed_is_written_again_and_survives_a_reload() {
     let mut h = Harness::new();
-    h.add_contact("bob", "carol");
-    h.open("bob", 1);
-    h.input("bob", ShardInput::Subscribe { viewer: "carol".into(), session: addr("e2", 9) });
-    h.commit_all();
-    h.notices();
+    h.followed("bob", 1, "carol", addr("e2", 9));
     // bob goes invisible; the write fails. The client gets no answer to a
     // status, so nothing would ever set it again: the shard must.
     h.input("bob", ShardInput::SetPresence { session: addr("e1", 1), status: SetStatus::Invisible });
-    let (t, _) = h.pending.pop().unwrap();
-    h.state.committed(t, Err(StoreError::Backend("timeout".into())));
+    h.fail_last();
     assert!(h.notices().iter().all(|(_, f)| presence(f).is_none()), "nothing rides on the failed write");
     let (t, batch) = h.state.reset().expect("a repair write");
     assert!(
