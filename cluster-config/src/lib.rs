@@ -531,6 +531,12 @@ pub struct Core {
     /// survive more lost or late ones, at one envelope per shard each.
     #[serde(default = "d_lease_renewals")]
     pub edge_lease_renewals: u32,
+    /// Shards mark each presence notice with their owner epoch, so that
+    /// edges drop a word from an owner that lost the shard (ADR 0021).
+    /// Turn off only while upgrading a region whose edges run a version
+    /// before 2026-12-07 (they cannot read the marked notice), then on.
+    #[serde(default = "d_true")]
+    pub mark_presence: bool,
 }
 
 /// Where a node keeps its data: `storage.backend`.

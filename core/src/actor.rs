@@ -62,6 +62,9 @@ pub struct ShardsConfig {
     pub edge_lease_ms: u64,
     /// The region (recorded with where users are connected).
     pub region: String,
+    /// Mark presence notices with the shard's owner (ADR 0021; off only
+    /// during a rolling upgrade from a version whose edges cannot read them).
+    pub mark_presence: bool,
     /// When set, log records also go to the shard's outbox, holding at most
     /// this many unpublished records (a region publishing its log topics,
     /// ADR 0022); `None`: logs only.
@@ -945,6 +948,7 @@ mod tests {
             edge_lease_ms: 200,
             region: "test".into(),
             outbox_max: None,
+            mark_presence: true,
         }
     }
 

@@ -122,6 +122,7 @@ pub fn shard_config(cfg: &ShardsConfig, shard: ShardId, instance: u64) -> ShardC
         edge_lease_ms: cfg.edge_lease_ms as i64,
         region: cfg.region.as_str().into(),
         page_max_bytes: cfg.page_max_bytes,
+        mark_presence: cfg.mark_presence,
     }
 }
 
@@ -182,6 +183,7 @@ mod tests {
             edge_lease_ms: 10_000,
             region: "eu".into(),
             outbox_max: None,
+            mark_presence: true,
         };
         let a = shard_config(&cfg, ShardId(3), tick_origin(7, ShardId(3), 0, 0));
         let b = shard_config(&cfg, ShardId(3), tick_origin(7, ShardId(3), 1, 0));

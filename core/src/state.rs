@@ -14,8 +14,8 @@
 //! keeps this order is [`tickets`] (its own tests beside it).
 
 use iris_envelope::{
-    EdgeEnvelope, EdgeId, EdgeInput, InboxSeq, IngestEvent, Millis, Notice, Recipients, ServiceReply, SessionAddr,
-    ShardEnvelope, ShardId, ShardInput, ShardKey, UserKey,
+    EdgeEnvelope, EdgeId, EdgeInput, InboxSeq, IngestEvent, Millis, Notice, OwnerMark, Recipients, ServiceReply,
+    SessionAddr, ShardEnvelope, ShardId, ShardInput, ShardKey, UserKey,
 };
 use iris_storage::{
     CirclePolicy, Contact, DedupKey, DedupRecord, EventKey, LogKind, RollupKey, StoreError, StoredMessage, UserMeta,
@@ -92,6 +92,11 @@ pub struct ShardConfig {
     pub region: Arc<str>,
     /// About how many bytes one replay page holds at most.
     pub page_max_bytes: usize,
+    /// Mark presence notices with this shard's owner
+    /// ([`Notice::MarkedPresence`], ADR 0021), so that edges drop a
+    /// zombie's stale word. Off only while edges of a version that cannot
+    /// read the marked notice remain (a rolling upgrade, docs/operations.md).
+    pub mark_presence: bool,
 }
 
 /// What the actor must load before handing an envelope to [`ShardState::handle`].
@@ -280,6 +285,9 @@ pub struct ShardState {
     bars_since: Option<Millis>,
     /// See [`ShardState::bars_changed`].
     bars_changed: u64,
+    /// What presence notices are marked with, once claimed (when
+    /// [`ShardConfig::mark_presence`]).
+    owner: Option<OwnerMark>,
 }
 
 impl ShardState {
@@ -313,6 +321,7 @@ impl ShardState {
             bars: HashMap::new(),
             bars_since: None,
             bars_changed: 0,
+            owner: None,
         }
     }
 
@@ -321,6 +330,7 @@ impl ShardState {
     /// hands the shard any input, and the shard writes nothing before.
     pub fn claimed(&mut self, epoch: u64) {
         self.records.epoch = Some(epoch);
+        self.owner = self.config.mark_presence.then(|| OwnerMark::new(&self.config.region, epoch));
     }
 
     /// Whether the owner epoch is known (see [`ShardState::claimed`]).
@@ -396,7 +406,7 @@ impl ShardState {
                 // failed write of them would be lost (found by the
                 // simulator once clients set statuses).
                 if metas.contains(key) {
-                    batch.push(WriteOp::Meta { user: key.clone(), meta: user.meta.clone() });
+                    batch.push(self.records.meta(key, user));
                 }
                 // The notice of the change whose write failed went with it,
                 // but the subscribers' views were marked as told: tell them
@@ -567,6 +577,9 @@ impl ShardState {
                     env.traces.push(t);
                 }
             }
+        }
+        if let Some(owner) = self.owner {
+            outputs.iter_mut().for_each(|o| mark_presence(o, owner));
         }
         self.tickets.emit(outputs, &deps);
     }
@@ -820,10 +833,22 @@ struct SessionRecords {
 }
 
 impl SessionRecords {
-    /// The record of where `user` is connected now, at the next version.
-    fn write(&mut self, owner: &UserKey, user: &UserState) -> WriteOp {
+    fn next_version(&mut self) -> u64 {
         let version = (self.epoch.unwrap_or(0) << 32) | u64::from(self.made);
         self.made = self.made.saturating_add(1);
+        version
+    }
+
+    /// `user`'s meta as it is now, at the next version: versioned like the
+    /// session records, so that a zombie's stale meta (a status it set back)
+    /// never lands over its successor's either.
+    fn meta(&mut self, owner: &UserKey, user: &UserState) -> WriteOp {
+        WriteOp::Meta { user: owner.clone(), meta: user.meta.clone(), version: self.next_version() }
+    }
+
+    /// The record of where `user` is connected now, at the next version.
+    fn write(&mut self, owner: &UserKey, user: &UserState) -> WriteOp {
+        let version = self.next_version();
         let mut nodes: Vec<String> = user.sessions.iter().map(|s| s.edge.to_string()).collect();
         nodes.sort();
         nodes.dedup();

@@ -27,6 +27,7 @@ fn owner(seed: u32) -> ShardState {
         edge_lease_ms: 60_000,
         region: "r".into(),
         page_max_bytes: 1 << 16,
+        mark_presence: true,
     })
 }
 

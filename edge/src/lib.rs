@@ -19,7 +19,7 @@ pub mod wsproto;
 
 use iris_auth::KeyStore;
 use iris_clock::SharedClock;
-use iris_envelope::{EdgeId, EdgeInput};
+use iris_envelope::{EdgeId, EdgeInput, Notice};
 use iris_protocol::ServerFrame;
 use iris_router::{EdgeReceiver, Router};
 pub use presence::{Delivery, LocalPresence, QueueReceiver, SessionEvent, TryRecvError};
@@ -161,9 +161,17 @@ pub async fn dispatch(mut rx: EdgeReceiver, presence: Arc<LocalPresence>) {
 fn handle_part(part: EdgeInput, presence: &LocalPresence) {
     match part {
         EdgeInput::Notice { to, notice, droppable } => {
+            let owner = match &notice {
+                Notice::MarkedPresence { owner, .. } => Some(*owner),
+                _ => None,
+            };
             let frame: Arc<ServerFrame> = Arc::new(notice::frame_of(notice));
             for id in to.as_slice() {
-                match presence.deliver(*id, SessionEvent::Frame(frame.clone()), droppable) {
+                let event = match owner {
+                    Some(owner) => SessionEvent::Presence(frame.clone(), owner),
+                    None => SessionEvent::Frame(frame.clone()),
+                };
+                match presence.deliver(*id, event, droppable) {
                     Delivery::Queued | Delivery::Unknown => {}
                     Delivery::Dropped => metrics::counter!("iris_ephemeral_dropped_total").increment(1),
                     Delivery::CutOff => {

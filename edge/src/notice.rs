@@ -17,7 +17,7 @@ pub fn frame_of(notice: Notice) -> ServerFrame {
         }
         Notice::Receipt { msg_id, by, state } => ServerFrame::Receipt(Receipt { msg_id, by, state }),
         Notice::Synced { inbox_head, more } => ServerFrame::Synced(Synced { inbox_head, more }),
-        Notice::Presence { user, status, last_seen } => {
+        Notice::Presence { user, status, last_seen } | Notice::MarkedPresence { user, status, last_seen, .. } => {
             ServerFrame::Presence(PresenceUpdate { user, status, last_seen })
         }
         Notice::Typing { from, state } => ServerFrame::Typing(TypingFrom { from, state }),
@@ -63,5 +63,19 @@ mod tests {
             assert_eq!(frame.type_name(), n.kind());
             assert_eq!(iris_envelope::encode(&frame), iris_envelope::encode(&n), "{n:?}");
         }
+    }
+
+    /// A marked presence (appended after every frame's place) becomes the
+    /// same `presence` frame as the unmarked one: the mark stays on the edge.
+    #[test]
+    fn a_marked_presence_becomes_the_plain_presence_frame() {
+        let plain = Notice::Presence { user: "carol".into(), status: PresenceStatus::Away, last_seen: None };
+        let marked = Notice::MarkedPresence {
+            user: "carol".into(),
+            status: PresenceStatus::Away,
+            last_seen: None,
+            owner: iris_envelope::OwnerMark::new("eu", 4),
+        };
+        assert_eq!(frame_of(marked), frame_of(plain));
     }
 }

@@ -3,7 +3,7 @@
 
 use dashmap::DashMap;
 use futures::task::AtomicWaker;
-use iris_envelope::{InboxSeq, SessionId, ShardId};
+use iris_envelope::{InboxSeq, OwnerMark, SessionId, ShardId};
 use iris_protocol::ServerFrame;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -130,6 +130,9 @@ impl QueueReceiver {
 pub enum SessionEvent {
     /// A frame to write.
     Frame(Arc<ServerFrame>),
+    /// A `presence` frame told by this owner of the seen user's shard:
+    /// written unless an earlier owner's ([`crate::SessionState::presence_from`]).
+    Presence(Arc<ServerFrame>, OwnerMark),
     /// The shard registered the session.
     Welcome(InboxSeq),
     /// A shard asks the sessions whose users (or subscriptions) it owns to
@@ -291,7 +294,9 @@ mod tests {
         while let Some(ev) = rx.recv().await {
             match ev {
                 SessionEvent::Welcome(seq) => seen.push(seq),
-                SessionEvent::Frame(_) | SessionEvent::Resync(..) => panic!("no frames sent"),
+                SessionEvent::Frame(_) | SessionEvent::Presence(..) | SessionEvent::Resync(..) => {
+                    panic!("no frames sent")
+                }
             }
         }
         sender.await.unwrap();

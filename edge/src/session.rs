@@ -11,7 +11,7 @@ use crate::presence::{LocalPresence, QueueReceiver, SessionEvent};
 use crate::state::{AuthRefusal, CloseReason, RouteRefusal, SessionConfig, SessionOutput, SessionState, token_checked};
 use iris_auth::KeyStore;
 use iris_clock::SharedClock;
-use iris_envelope::{EdgeId, SessionAddr, SessionId, ShardInput};
+use iris_envelope::{EdgeId, OwnerMark, SessionAddr, SessionId, ShardInput};
 use iris_protocol::{Encoding, ServerFrame};
 use iris_router::{PublishError, Router};
 use std::net::IpAddr;
@@ -209,6 +209,11 @@ impl<T: Transport> Session<T> {
                             return;
                         }
                     }
+                    Some(SessionEvent::Presence(frame, owner)) => {
+                        if self.fresh(&frame, owner) && !Box::pin(self.write_frames(frame)).await {
+                            return;
+                        }
+                    }
                     Some(SessionEvent::Welcome(head)) => self.state.welcomed(self.ctx.now_ms(), head),
                     Some(SessionEvent::Resync(region, shard)) => self.resync(&region, shard),
                     None => self.state.queue_closed(*self.ctx.shutdown.borrow()),
@@ -267,6 +272,15 @@ impl<T: Transport> Session<T> {
         true
     }
 
+    /// Whether a marked presence word is to be written (a zombie's is not).
+    fn fresh(&mut self, frame: &ServerFrame, owner: OwnerMark) -> bool {
+        let fresh = self.state.presence_from(frame, owner);
+        if !fresh {
+            metrics::counter!("iris_presence_stale_dropped_total").increment(1);
+        }
+        fresh
+    }
+
     async fn flush(&mut self) -> bool {
         matches!(tokio::time::timeout(WRITE_DEADLINE, self.t.flush()).await, Ok(true))
     }
@@ -281,6 +295,11 @@ impl<T: Transport> Session<T> {
             match rx.try_recv() {
                 Ok(SessionEvent::Frame(f)) => {
                     if !self.feed_from_shard(&f).await {
+                        return false;
+                    }
+                }
+                Ok(SessionEvent::Presence(f, owner)) => {
+                    if self.fresh(&f, owner) && !self.feed_from_shard(&f).await {
                         return false;
                     }
                 }

@@ -7,12 +7,12 @@
 //! only pumps bytes through this.
 
 use iris_auth::{Identity, valid_name};
-use iris_envelope::{InboxSeq, Millis, SessionAddr, ShardEnvelope, ShardInput, UserKey};
+use iris_envelope::{InboxSeq, Millis, OwnerMark, SessionAddr, ShardEnvelope, ShardInput, UserKey};
 use iris_protocol::{
     ClientFrame, ContactEntry, DEFAULT_SYNC_LIMIT, DecodeError, Encoding, ErrorCode, MAX_CLIENT_ID_CHARS,
     MAX_PAGE_LIMIT, Ping, ServerFrame, Welcome,
 };
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// Garbage frames in a row that close a session.
@@ -183,7 +183,9 @@ pub struct SessionState {
     last_rx: Millis,
     tokens: f64,
     last_refill: Millis,
-    subscriptions: HashSet<Arc<str>>,
+    /// Users followed, each with the owner whose presence word about them
+    /// was written last ([`SessionState::presence_from`]).
+    subscriptions: HashMap<Arc<str>, OwnerMark>,
     out: VecDeque<SessionOutput>,
 }
 
@@ -208,7 +210,7 @@ impl SessionState {
             last_rx: now,
             tokens: burst,
             last_refill: now,
-            subscriptions: HashSet::new(),
+            subscriptions: HashMap::new(),
             out: VecDeque::new(),
         }
     }
@@ -310,7 +312,7 @@ impl SessionState {
         let mut v: Vec<ShardEnvelope> = self
             .subscriptions
             .drain()
-            .map(|target| ShardEnvelope {
+            .map(|(target, _)| ShardEnvelope {
                 owner: user.peer(&target).into(),
                 body: ShardInput::Unsubscribe { viewer: user.user.clone(), session: self.addr.clone() },
                 trace: None,
@@ -400,6 +402,25 @@ impl SessionState {
         }
     }
 
+    /// A presence word about a followed user, from the shard owner `owner`:
+    /// whether to write it. A word from an earlier owner of that user's
+    /// shard than the one whose word was written last is a zombie's, told
+    /// from memory its successor has since changed (ADR 0021): dropped, so
+    /// the follower keeps the newer owner's word. The first word, a word
+    /// from another region (the user's home moved), and a word about a user
+    /// not followed (any more) are written.
+    pub fn presence_from(&mut self, frame: &ServerFrame, owner: OwnerMark) -> bool {
+        let ServerFrame::Presence(p) = frame else { return true };
+        match self.subscriptions.get_mut(p.user.as_str()) {
+            Some(seen) if owner.is_before(*seen) => false,
+            Some(seen) => {
+                *seen = owner;
+                true
+            }
+            None => true,
+        }
+    }
+
     /// The session's delivery queue was closed by the edge: it is shutting
     /// down, or the session fell too far behind its deliveries.
     pub fn queue_closed(&mut self, shutting_down: bool) {
@@ -444,7 +465,7 @@ impl SessionState {
             self.route(user.clone(), ShardInput::SessionResumed { session: self.addr.clone(), after: self.sent_upto });
         }
         let targets: Vec<UserKey> =
-            self.subscriptions.iter().map(|t| user.peer(t)).filter(|target| owns(target)).collect();
+            self.subscriptions.keys().map(|t| user.peer(t)).filter(|target| owns(target)).collect();
         for target in targets {
             self.route(target, ShardInput::Subscribe { viewer: user.user.clone(), session: self.addr.clone() });
         }
@@ -616,12 +637,12 @@ impl SessionState {
                         continue;
                     }
                     let target: Arc<str> = name.as_str().into();
-                    if !self.subscriptions.contains(&target) {
+                    if !self.subscriptions.contains_key(&target) {
                         if self.subscriptions.len() >= self.cfg.max_subscriptions {
                             refused += 1;
                             continue;
                         }
-                        self.subscriptions.insert(target);
+                        self.subscriptions.insert(target, OwnerMark::default());
                     }
                     self.route(
                         user.peer(&name),
@@ -639,7 +660,7 @@ impl SessionState {
                     return;
                 }
                 for name in u.users {
-                    if self.subscriptions.remove(name.as_str()) {
+                    if self.subscriptions.remove(name.as_str()).is_some() {
                         self.route(
                             user.peer(&name),
                             ShardInput::Unsubscribe { viewer: user.user.clone(), session: self.addr.clone() },

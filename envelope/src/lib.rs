@@ -10,7 +10,7 @@ mod key;
 mod notice;
 mod trace;
 pub use key::ShardKey;
-pub use notice::{FrameOnly, Notice};
+pub use notice::{FrameOnly, Notice, OwnerMark};
 pub use trace::{TRACEPARENT, TraceParent, to_hex};
 
 use bytes::Bytes;

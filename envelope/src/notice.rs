@@ -97,6 +97,51 @@ pub enum Notice {
         /// The circle.
         circle: String,
     },
+    /// [`Notice::Presence`] marked with the owner of the shard that told it
+    /// (ADR 0021): an edge writes a session no word about a user from an
+    /// earlier owner than one whose word it already wrote, so a zombie's
+    /// answer from stale memory cannot land over its successor's. Becomes
+    /// the same `presence` frame.
+    MarkedPresence {
+        /// The user seen.
+        user: String,
+        /// The status shown.
+        status: PresenceStatus,
+        /// Last seen, ms since the epoch: only offline, only when allowed.
+        last_seen: Option<i64>,
+        /// Who told it.
+        owner: OwnerMark,
+    },
+}
+
+/// The owner of a shard, as an edge compares two presence words about one
+/// user: its region (a stable hash of the name) and its owner epoch (the
+/// store's claim, ADR 0021; 0 on backends that do not fence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OwnerMark {
+    /// FNV-1a of the region's name: words of two regions (a user whose home
+    /// moved) are not ordered by epoch.
+    pub region: u32,
+    /// The owner epoch, at most `u32::MAX`.
+    pub epoch: u32,
+}
+
+impl OwnerMark {
+    /// The mark of the owner of epoch `epoch` of a shard in `region`.
+    pub fn new(region: &str, epoch: u64) -> Self {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in region.bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        OwnerMark { region: h, epoch: u32::try_from(epoch).unwrap_or(u32::MAX) }
+    }
+
+    /// Whether a word from `self` comes from an earlier owner of the same
+    /// shard than one from `seen`.
+    pub fn is_before(self, seen: OwnerMark) -> bool {
+        self.region == seen.region && self.epoch < seen.epoch
+    }
 }
 
 /// A type without values: it holds the places of client frames that are
@@ -118,7 +163,7 @@ impl Notice {
             Notice::Message { .. } => "message",
             Notice::Receipt { .. } => "receipt",
             Notice::Synced { .. } => "synced",
-            Notice::Presence { .. } => "presence",
+            Notice::Presence { .. } | Notice::MarkedPresence { .. } => "presence",
             Notice::Typing { .. } => "typing",
             Notice::Refused { .. } => "error",
             Notice::ContactsOk { .. } => "contacts_ok",

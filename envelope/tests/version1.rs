@@ -142,3 +142,37 @@ fn a_record_carrying_a_frame_no_shard_sends_is_malformed() {
         "the hand-made record is otherwise well formed"
     );
 }
+
+#[test]
+fn a_marked_presence_is_appended_after_every_earlier_notice() {
+    // version 1, edge "e", EdgeInput::Notice (0), Recipients::Session (0),
+    // session 1, then MarkedPresence: the index after CirclePolicyOk (10),
+    // user "u", Online (0), then no last_seen, the mark (region, epoch as
+    // varints), and not droppable.
+    let mark = iris_envelope::OwnerMark::new("eu", 3);
+    let marked = notice(
+        one(1),
+        Notice::MarkedPresence { user: "u".into(), status: PresenceStatus::Online, last_seen: None, owner: mark },
+        false,
+    );
+    let bytes = encode(&EdgeEnvelope { edge: EdgeId("e".into()), body: marked.clone(), traces: Vec::new() });
+    assert_eq!(&bytes[..10], &[1, 1, b'e', 0, 0, 1, 11, 1, b'u', 0], "appended, not inserted");
+    assert_eq!(decode::<EdgeEnvelope>(&bytes).unwrap().body, marked);
+    assert_eq!(
+        Notice::MarkedPresence { user: "u".into(), status: PresenceStatus::Online, last_seen: None, owner: mark }
+            .kind(),
+        "presence"
+    );
+}
+
+#[test]
+fn owner_marks_order_epochs_of_one_region_only() {
+    use iris_envelope::OwnerMark;
+    let (eu1, eu2, us9) = (OwnerMark::new("eu", 1), OwnerMark::new("eu", 2), OwnerMark::new("us", 9));
+    assert_eq!(eu1, OwnerMark::new("eu", 1), "the region's hash is stable");
+    assert_ne!(eu1.region, us9.region);
+    assert!(eu1.is_before(eu2));
+    assert!(!eu2.is_before(eu1) && !eu1.is_before(eu1), "only an earlier epoch is before");
+    assert!(!eu1.is_before(us9) && !us9.is_before(eu2), "another region's epochs are not comparable");
+    assert_eq!(OwnerMark::new("eu", u64::MAX).epoch, u32::MAX, "an epoch past u32 saturates");
+}

@@ -212,6 +212,7 @@ impl Settings {
                 max_sessions: l.max_sessions_per_user,
                 page_max_bytes: l.max_page_bytes,
                 edge_lease_ms: cfg.core.edge_lease_ms,
+                mark_presence: cfg.core.mark_presence,
                 region: cfg.region.clone(),
                 outbox_max: cfg
                     .cluster

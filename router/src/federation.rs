@@ -160,7 +160,10 @@ impl PresenceBatch {
     /// Takes a presence update. At the bound the update is handed back, to
     /// be sent at once rather than held.
     pub fn offer(&mut self, env: EdgeEnvelope) -> Option<EdgeEnvelope> {
-        let EdgeInput::Notice { to, notice: Notice::Presence { user, .. }, .. } = &env.body else {
+        let EdgeInput::Notice {
+            to, notice: Notice::Presence { user, .. } | Notice::MarkedPresence { user, .. }, ..
+        } = &env.body
+        else {
             return Some(env);
         };
         let key = (env.edge.clone(), user.clone(), to.as_slice().to_vec());
@@ -193,7 +196,7 @@ impl PresenceBatch {
 
 /// Whether an edge envelope is a presence update (batched across regions).
 fn is_presence(env: &EdgeEnvelope) -> bool {
-    matches!(&env.body, EdgeInput::Notice { notice: Notice::Presence { .. }, .. })
+    matches!(&env.body, EdgeInput::Notice { notice: Notice::Presence { .. } | Notice::MarkedPresence { .. }, .. })
 }
 
 /// This node's view of the federation: the home directory and the link.

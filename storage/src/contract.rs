@@ -91,7 +91,7 @@ async fn fill(store: &dyn Store, tenant: &str, outbox: &OutboxId) -> Result<(), 
     b.push(WriteOp::Message { user: bob.clone(), message: msg(1, "ann", "hi") });
     let record = DedupRecord { msg_id: "m-1".into(), ts: 1, to: "bob".into(), seq: 1 };
     b.push(WriteOp::Dedup { key: DedupKey { sender: ann.clone(), client_id: "c1".into() }, record });
-    b.push(WriteOp::Meta { user: bob.clone(), meta: UserMeta { acked: 1, ..UserMeta::default() } });
+    b.push(WriteOp::Meta { user: bob.clone(), meta: UserMeta { acked: 1, ..UserMeta::default() }, version: 0 });
     b.push(WriteOp::Contact { owner: ann.clone(), contact: "bob".into(), record: contact("work") });
     b.push(WriteOp::Identity { user: ann.clone(), channel: "tel:1".into() });
     b.push(WriteOp::Policy { owner: ann.clone(), circle: "work".into(), policy: CirclePolicy::default() });
@@ -396,6 +396,26 @@ async fn identities_logs_events_rollups(store: &dyn Store, tenant: &str) -> Resu
         let want = if fenced { fenced_keeps } else { write };
         check(store.session(&dan).await.map_err(e)?.as_ref() == Some(want), what)?;
     }
+    // A user's meta is versioned the same way: an earlier owner's status,
+    // landing late, does not set back its successor's.
+    let shown = UserMeta { status_at: Some(20), ..UserMeta::default() };
+    let stale = UserMeta { invisible_since: Some(10), status_at: Some(10), ..UserMeta::default() };
+    for (version, write, fenced_keeps, what) in [
+        (7 << 32 | 2, &shown, &shown, "a meta"),
+        (6 << 32 | 40, &stale, &shown, "an earlier owner's meta, landing late"),
+        (7 << 32 | 1, &stale, &shown, "an older meta of the same owner"),
+    ] {
+        let mut batch = WriteBatch::default();
+        batch.push(WriteOp::Meta { user: dan.clone(), meta: write.clone(), version });
+        let result = store.commit(batch).await;
+        let refused = fenced && !std::ptr::eq(write, fenced_keeps);
+        check(
+            if refused { matches!(result, Err(StoreError::Conflict(_))) } else { result.is_ok() },
+            &format!("{what}: a conflict where records are fenced and it is older, else written ({result:?})"),
+        )?;
+        let want = if fenced { fenced_keeps } else { write };
+        check(&store.load_user(&dan).await.map_err(e)?.meta == want, what)?;
+    }
     let (a, b) = (store.claim_shard(3).await.map_err(e)?, store.claim_shard(3).await.map_err(e)?);
     check(!store.fences_session_records() || b > a, "claims of a shard increase")?;
     check(
@@ -486,7 +506,7 @@ async fn meta_contacts_policies(store: &dyn Store, tenant: &str) -> Result<(), S
     let carol = UserKey::new(tenant, "carol");
     let meta = UserMeta { acked: 3, read: 2, invisible_since: Some(5), last_seen: Some(9), status_at: Some(7) };
     let mut batch = WriteBatch::default();
-    batch.push(WriteOp::Meta { user: carol.clone(), meta: meta.clone() });
+    batch.push(WriteOp::Meta { user: carol.clone(), meta: meta.clone(), version: 0 });
     batch.push(WriteOp::Contact { owner: carol.clone(), contact: "dave".into(), record: contact("friends") });
     batch.push(WriteOp::Contact { owner: carol.clone(), contact: "erin".into(), record: contact("contacts") });
     batch.push(WriteOp::Policy {

@@ -281,7 +281,7 @@ fn apply(s: &Spaces, batch: &mut fjall::OwnedWriteBatch, g: &mut Group, op: Writ
             batch.insert(&s.dedup_exp, exp, Vec::new());
             batch.insert(&s.dedup, k, enc(&record));
         }
-        WriteOp::Meta { user, meta } => batch.insert(&s.meta, user_key(&user), enc(&meta)),
+        WriteOp::Meta { user, meta, .. } => batch.insert(&s.meta, user_key(&user), enc(&meta)),
         WriteOp::Contact { owner, contact, record } => {
             batch.insert(&s.contacts, child_key(&owner, &contact), enc(&record))
         }

@@ -313,6 +313,13 @@ pub enum WriteOp {
         user: UserKey,
         /// The new record.
         meta: UserMeta,
+        /// The writer's version, as for [`WriteOp::Session`] (the owner
+        /// epoch above the count of writes): on a backend that fences
+        /// session records, a meta record older than the stored one fails
+        /// the whole batch the same way. A zombie's meta (a status, a read
+        /// mark, `last_seen` from its stale memory) never lands over its
+        /// successor's (ADR 0021).
+        version: u64,
     },
     /// Put a contact in a circle (with its verified channels).
     Contact {
@@ -492,7 +499,7 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_shard(&self, _shard: u32) -> Result<u64, StoreError> {
         Ok(0)
     }
-    /// Whether a session record write older than the stored record's
+    /// Whether a session record or meta write older than the stored one's
     /// version fails its batch (Redis and the memory store, which a region's
     /// owners share; not the embedded store, which one node owns alone, nor
     /// ScyllaDB yet, ADR 0021).

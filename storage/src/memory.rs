@@ -67,7 +67,8 @@ struct State {
     dedup: BTreeMap<Vec<u8>, Seen>,
     /// One entry per write: (expiry as embedded orders it, dedup key).
     dedup_exp: BTreeSet<(u64, Vec<u8>)>,
-    meta: BTreeMap<UserKey, UserMeta>,
+    /// Each user's meta with the version that wrote it.
+    meta: BTreeMap<UserKey, (UserMeta, u64)>,
     contacts: BTreeMap<UserKey, BTreeMap<String, Contact>>,
     identities: BTreeMap<UserKey, BTreeSet<String>>,
     policies: BTreeMap<UserKey, BTreeMap<String, CirclePolicy>>,
@@ -126,11 +127,18 @@ impl State {
         // A session record older than the stored one is an earlier owner's
         // late write: the whole batch is refused (ADR 0021).
         for op in &batch.ops {
-            let WriteOp::Session { user, version, .. } = op else { continue };
-            if self.sessions.get(user).is_some_and(|(_, held)| held > version) {
+            let (user, what, newer) = match op {
+                WriteOp::Session { user, version, .. } => {
+                    (user, "session record", self.sessions.get(user).is_some_and(|(_, held)| held > version))
+                }
+                WriteOp::Meta { user, version, .. } => {
+                    (user, "meta", self.meta.get(user).is_some_and(|(_, held)| held > version))
+                }
+                _ => continue,
+            };
+            if newer {
                 return Err(StoreError::Conflict(
-                    format!("{}/{} session record is newer (an earlier owner writes late)", user.tenant, user.user)
-                        .into(),
+                    format!("{}/{} {what} is newer (an earlier owner writes late)", user.tenant, user.user).into(),
                 ));
             }
         }
@@ -147,8 +155,9 @@ impl State {
                 self.dedup_exp.insert((expiry(record.ts, self.dedup_retention_ms), k.clone()));
                 self.dedup.insert(k, Seen::Send(record));
             }
-            WriteOp::Meta { user, meta } => {
-                self.meta.insert(user, meta);
+            WriteOp::Meta { user, meta, version } => {
+                // (Checked in `check_seqs`: no older version gets here.)
+                self.meta.insert(user, (meta, version));
             }
             WriteOp::Contact { owner, contact, record } => {
                 self.contacts.entry(owner).or_default().insert(contact, record);
@@ -328,7 +337,7 @@ impl Store for MemoryStore {
         let s = self.state();
         Ok(UserRecord {
             head: s.inbox.get(user).and_then(|inbox| inbox.keys().next_back().copied()).unwrap_or(0),
-            meta: s.meta.get(user).cloned().unwrap_or_default(),
+            meta: s.meta.get(user).map(|(m, _)| m.clone()).unwrap_or_default(),
             contacts: s.contacts.get(user).cloned().unwrap_or_default(),
             identities: s.identities.get(user).map(|ids| ids.iter().cloned().collect()).unwrap_or_default(),
             policies: s.policies.get(user).cloned().unwrap_or_default(),
@@ -595,7 +604,7 @@ mod tests {
             key: DedupKey { sender: user.peer("alice"), client_id: format!("c-{id}").into() },
             record: DedupRecord { msg_id: id.into(), ts: 7, to: user.user.clone(), seq },
         });
-        b.push(WriteOp::Meta { user: user.clone(), meta: UserMeta { acked: seq, ..UserMeta::default() } });
+        b.push(WriteOp::Meta { user: user.clone(), meta: UserMeta { acked: seq, ..UserMeta::default() }, version: 0 });
         b.push(WriteOp::Contact { owner: user.clone(), contact: "carol".into(), record: Contact::default() });
         b.push(WriteOp::Log { kind: LogKind::Graph, tenant: user.tenant.clone(), record: Bytes::from("g") });
         b.push(WriteOp::EventSeen {
@@ -823,6 +832,7 @@ mod tests {
                     |(user, acked, read, invisible_since, last_seen, status_at)| WriteOp::Meta {
                         user,
                         meta: UserMeta { acked, read, invisible_since, last_seen, status_at },
+                        version: 0,
                     }
                 ),
                 1 => (user(narrow), name(&["c1", "c2"]), name(&["f", "g"]), proptest::collection::vec(name(&["h1", "h2"]), 0..3))

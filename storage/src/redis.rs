@@ -179,13 +179,13 @@ fn err(e: fred::error::Error) -> StoreError {
 /// write (`CONFLICT`). Then the ops, each a name and its arguments; `log`
 /// appends to a tenant's log under the next seq, so log order is commit
 /// order, and with an outbox puts the record in the shard's outbox too,
-/// under its next position. Last the session records, each checked
-/// against its stored version before any write (an older one: `CONFLICT`,
-/// ADR 0021). Keys are passed as arguments: this targets a single Redis,
+/// under its next position. Last the versioned records (session records
+/// and metas), each checked against its stored version before any write
+/// (an older one: `CONFLICT`, ADR 0021). Keys are passed as arguments: this targets a single Redis,
 /// not Redis Cluster.
 const APPLY_BATCH: &str = r"
 local checks = tonumber(ARGV[1])
-local sessions = tonumber(ARGV[2])
+local versioned = tonumber(ARGV[2])
 local outbox, outboxpos, outboxmax = ARGV[3], ARGV[4], tonumber(ARGV[5])
 if outbox ~= '' and outboxmax > 0 and redis.call('ZCARD', outbox) >= outboxmax then
   return redis.error_reply('OUTBOXFULL the outbox holds ' .. outboxmax .. ' unpublished records')
@@ -199,15 +199,16 @@ for c = 1, checks do
   end
   i = i + 3
 end
--- Versioned session records, last in the arguments (key, JSON, TTL, version
--- key, version as fixed-width hex, so strings compare as numbers): one
--- older than the stored version is a late write of an earlier owner of the
--- user's shard, and the whole batch is refused, as for a taken seq.
-local n = #ARGV - 5 * sessions
+-- Versioned records (session records and metas), last in the arguments
+-- (key, value, TTL or '' for none, version key, version as fixed-width
+-- hex, so strings compare as numbers): one older than the stored version
+-- is a late write of an earlier owner of the user's shard, and the whole
+-- batch is refused, as for a taken seq.
+local n = #ARGV - 5 * versioned
 for j = n + 1, #ARGV, 5 do
   local held = redis.call('GET', ARGV[j+3])
   if held and held > ARGV[j+4] then
-    return redis.error_reply('CONFLICT session record of ' .. ARGV[j] .. ' is newer (an earlier owner writes late)')
+    return redis.error_reply('CONFLICT record ' .. ARGV[j] .. ' is newer (an earlier owner writes late)')
   end
 end
 while i <= n do
@@ -231,8 +232,13 @@ while i <= n do
   else return redis.error_reply('unknown op ' .. tostring(op)) end
 end
 for j = n + 1, #ARGV, 5 do
-  redis.call('SET', ARGV[j], ARGV[j+1], 'EX', ARGV[j+2])
-  redis.call('SET', ARGV[j+3], ARGV[j+4], 'EX', ARGV[j+2])
+  if ARGV[j+2] == '' then
+    redis.call('SET', ARGV[j], ARGV[j+1])
+    redis.call('SET', ARGV[j+3], ARGV[j+4])
+  else
+    redis.call('SET', ARGV[j], ARGV[j+1], 'EX', ARGV[j+2])
+    redis.call('SET', ARGV[j+3], ARGV[j+4], 'EX', ARGV[j+2])
+  end
 end
 return 1
 ";
@@ -644,9 +650,14 @@ impl Store for RedisStore {
                         key(&[b"dedup", d.sender.tenant.as_bytes(), d.sender.user.as_bytes(), d.client_id.as_bytes()]);
                     push(&mut args, vec!["setex".into(), k(rk), b(enc(&record)), ttl.clone()])
                 }
-                WriteOp::Meta { user: u, meta } => {
-                    push(&mut args, vec!["set".into(), k(user("meta", &u)), b(enc(&meta))])
-                }
+                // Versioned, last in the arguments with the session records.
+                WriteOp::Meta { user: u, meta, version } => sessions.extend([
+                    k(user("meta", &u)),
+                    b(enc(&meta)),
+                    "".into(),
+                    k(user("metav", &u)),
+                    format!("{version:016x}").into(),
+                ]),
                 WriteOp::Contact { owner, contact, record } => {
                     push(&mut args, vec!["hset".into(), k(user("contacts", &owner)), contact.into(), b(enc(&record))])
                 }
@@ -801,7 +812,7 @@ impl Store for RedisStore {
         // records (`session:{tenant}:{user}` cannot be matched by pattern
         // without catching a tenant whose name continues with ':').
         let mut users = std::collections::BTreeSet::new();
-        for kind in ["inbox", "dedup", "meta", "contacts", "ids", "policies", "receipts", "event", "rollup"] {
+        for kind in ["inbox", "dedup", "meta", "metav", "contacts", "ids", "policies", "receipts", "event", "rollup"] {
             let pattern = [kind.as_bytes(), &[0], &glob_escape(t), &[0], b"*"].concat();
             for k in self.scan(&pattern).await? {
                 if matches!(kind, "inbox" | "meta" | "contacts" | "ids" | "policies" | "receipts") {

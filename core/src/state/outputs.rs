@@ -74,7 +74,23 @@ pub(super) fn reply(session: &SessionAddr, notice: Notice) -> Output {
 
 /// A presence notice: a view of a user from this shard's memory.
 pub(super) fn is_presence(o: &Output) -> bool {
-    matches!(o, Output::Edge(EdgeEnvelope { body: EdgeInput::Notice { notice: Notice::Presence { .. }, .. }, .. }))
+    matches!(
+        o,
+        Output::Edge(EdgeEnvelope {
+            body: EdgeInput::Notice { notice: Notice::Presence { .. } | Notice::MarkedPresence { .. }, .. },
+            ..
+        })
+    )
+}
+
+/// Marks a presence notice with the shard's owner, so that an edge can tell
+/// an earlier owner's word from a later one's (ADR 0021).
+pub(super) fn mark_presence(o: &mut Output, owner: OwnerMark) {
+    if let Output::Edge(EdgeEnvelope { body: EdgeInput::Notice { notice, .. }, .. }) = o
+        && let Notice::Presence { user, status, last_seen } = notice
+    {
+        *notice = Notice::MarkedPresence { user: std::mem::take(user), status: *status, last_seen: *last_seen, owner };
+    }
 }
 
 /// What a client sees instead of an output whose write failed.

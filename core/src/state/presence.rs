@@ -47,7 +47,7 @@ impl ShardState {
             }
         }
         if changed {
-            fx.batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
+            fx.batch.push(self.records.meta(owner, user));
         }
         fx.presence_changed = true;
     }

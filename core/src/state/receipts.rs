@@ -19,7 +19,7 @@ impl ShardState {
                 }));
                 user.meta.read = up;
                 user.meta.acked = user.meta.acked.max(up);
-                fx.batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
+                fx.batch.push(self.records.meta(owner, user));
             }
         } else if up > user.meta.acked {
             // Messages already read got their (stronger) receipt.
@@ -33,7 +33,7 @@ impl ShardState {
                 }));
             }
             user.meta.acked = up;
-            fx.batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
+            fx.batch.push(self.records.meta(owner, user));
         }
     }
 

@@ -86,7 +86,7 @@ impl ShardState {
         if before > 0 && user.sessions.is_empty() {
             user.away = false;
             user.meta.last_seen = Some(now);
-            fx.batch.push(WriteOp::Meta { user: owner.clone(), meta: user.meta.clone() });
+            fx.batch.push(self.records.meta(owner, user));
             fx.presence_changed = true;
         }
         if user.sessions.len() != before {
@@ -250,7 +250,7 @@ impl ShardState {
             if user.sessions.is_empty() {
                 user.away = false;
                 user.meta.last_seen = Some(now);
-                batch.push(WriteOp::Meta { user: key.clone(), meta: user.meta.clone() });
+                batch.push(self.records.meta(&key, user));
                 notify_subscribers(&key.user, user, &mut out);
             }
             batch.push(self.records.write(&key, user));

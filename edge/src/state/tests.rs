@@ -324,3 +324,25 @@ fn a_token_from_a_throttled_address_is_refused_unread_and_any_failure_is_invalid
     assert_eq!(token_checked(true, || Err::<Identity, _>("expired")), Err(AuthRefusal::Invalid));
     assert_eq!(token_checked(true, || Ok::<_, ()>(id.clone())), Ok(id));
 }
+
+#[test]
+fn a_presence_word_from_an_earlier_owner_than_the_last_written_is_dropped() {
+    let word =
+        |status| ServerFrame::Presence(iris_protocol::PresenceUpdate { user: "bob".into(), status, last_seen: None });
+    let (online, offline) = (word(iris_protocol::PresenceStatus::Online), word(iris_protocol::PresenceStatus::Offline));
+    let (eu1, eu2, us1) = (OwnerMark::new("eu", 1), OwnerMark::new("eu", 2), OwnerMark::new("us", 1));
+    let mut s = open();
+    assert!(s.presence_from(&offline, eu2), "a word about a user not followed is written");
+    s.handle_frame(3, br#"{"type":"subscribe","users":["bob"]}"#, Encoding::Json);
+    drain(&mut s);
+    assert!(s.presence_from(&offline, eu1), "the first word");
+    assert!(s.presence_from(&online, eu2), "the successor's");
+    assert!(!s.presence_from(&offline, eu1), "the zombie's, after its successor's: dropped");
+    assert!(s.presence_from(&online, eu2), "the same owner again");
+    assert!(s.presence_from(&offline, us1), "another region's owner (bob's home moved)");
+    assert!(s.presence_from(&online, eu1), "then the first region's is not compared with it");
+    s.resync(|_| true);
+    assert!(!s.presence_from(&offline, OwnerMark::new("eu", 0)), "a resync keeps what was seen");
+    s.handle_frame(4, br#"{"type":"unsubscribe","users":["bob"]}"#, Encoding::Json);
+    assert!(s.presence_from(&offline, OwnerMark::new("eu", 0)), "unfollowed: no longer compared");
+}

@@ -695,7 +695,7 @@ pub fn bind(op: WriteOp, ttl: Ttls, log_seq: &mut dyn FnMut() -> (i64, i64)) -> 
                 Some(CqlValue::Int(ttl.retention_secs)),
             ],
         )],
-        WriteOp::Meta { user, meta } => vec![b(
+        WriteOp::Meta { user, meta, .. } => vec![b(
             Stmt::Meta,
             vec![
                 text(&user.tenant),
@@ -1069,6 +1069,7 @@ mod tests {
             WriteOp::Meta {
                 user: u.clone(),
                 meta: UserMeta { acked: 3, read: 2, invisible_since: None, last_seen: Some(9), status_at: Some(8) },
+                version: 0,
             },
             WriteOp::Contact {
                 owner: u.clone(),
@@ -1169,8 +1170,8 @@ mod tests {
         let ops = vec![
             WriteOp::ContactRemoved { owner: u.clone(), contact: "carol".into() },
             WriteOp::Contact { owner: u.clone(), contact: "carol".into(), record: Contact::default() },
-            WriteOp::Meta { user: u.clone(), meta: UserMeta { acked: 5, ..Default::default() } },
-            WriteOp::Meta { user: u.clone(), meta: UserMeta { acked: 3, ..Default::default() } },
+            WriteOp::Meta { user: u.clone(), meta: UserMeta { acked: 5, ..Default::default() }, version: 0 },
+            WriteOp::Meta { user: u.clone(), meta: UserMeta { acked: 3, ..Default::default() }, version: 0 },
             WriteOp::Contact { owner: u.clone(), contact: "dan".into(), record: Contact::default() },
             WriteOp::ContactRemoved { owner: u.clone(), contact: "dan".into() },
         ];

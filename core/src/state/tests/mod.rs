@@ -14,6 +14,7 @@ fn cfg() -> ShardConfig {
         edge_lease_ms: 1_000,
         region: "r1".into(),
         page_max_bytes: 1 << 16,
+        mark_presence: true,
     }
 }
 
@@ -122,7 +123,9 @@ impl Harness {
 
 fn presence(n: &Notice) -> Option<(&str, PresenceStatus, Option<Millis>)> {
     match n {
-        Notice::Presence { user, status, last_seen } => Some((user, *status, *last_seen)),
+        Notice::Presence { user, status, last_seen } | Notice::MarkedPresence { user, status, last_seen, .. } => {
+            Some((user, *status, *last_seen))
+        }
         _ => None,
     }
 }

@@ -166,3 +166,37 @@ fn a_stamp_from_the_future_holds_no_longer_than_the_leeway() {
     let bob = &h.state.users[&key("bob")];
     assert_eq!((bob.meta.invisible_since, bob.meta.status_at), (None, Some(later)));
 }
+
+/// ADR 0021, points 9 and 10: a presence notice names the owner that told
+/// it, and a meta written carries a version above the owner's epoch, so
+/// that neither a zombie's word nor its meta lands over a successor's.
+#[test]
+fn presence_notices_name_their_owner_and_metas_carry_its_epoch() {
+    let mut h = Harness::new();
+    h.add_contact("bob", "dave");
+    h.open("bob", 1);
+    h.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e1", 8) });
+    h.commit_all();
+    let told = h.notices();
+    assert!(
+        matches!(&told[..], [(_, Notice::MarkedPresence { user, owner, .. })]
+            if user == "bob" && *owner == iris_envelope::OwnerMark::new("r1", 1)),
+        "{told:?}"
+    );
+    h.input("bob", ShardInput::SetPresence { session: addr("e1", 1), status: SetStatus::Invisible });
+    let (_, batch) = h.pending.last().expect("invisible is written");
+    let version = batch.ops.iter().find_map(|op| match op {
+        WriteOp::Meta { version, .. } => Some(*version),
+        _ => None,
+    });
+    assert_eq!(version.map(|v| v >> 32), Some(1), "the epoch above the count: {version:?}");
+    // Unmarked where edges of an earlier version remain.
+    let mut old = Harness::new();
+    old.state = ShardState::new(ShardConfig { mark_presence: false, ..cfg() });
+    old.state.claimed(1);
+    old.add_contact("bob", "dave");
+    old.open("bob", 1);
+    old.input("bob", ShardInput::Subscribe { viewer: "dave".into(), session: addr("e1", 8) });
+    old.commit_all();
+    assert!(matches!(&old.notices()[..], [(_, Notice::Presence { .. })]));
+}

@@ -161,7 +161,10 @@ fn an_ack_whose_write_failed_still_reads_its_receipts_and_its_mark_is_repaired()
     assert_eq!(reads, vec![(0, 3)], "the senders hear their receipts");
     let (_, batch) = h.state.reset().expect("the mark is written again");
     assert!(
-        batch.ops.iter().any(|op| matches!(op, WriteOp::Meta { user, meta } if *user == key("bob") && meta.acked == 3)),
+        batch
+            .ops
+            .iter()
+            .any(|op| matches!(op, WriteOp::Meta { user, meta, .. } if *user == key("bob") && meta.acked == 3)),
         "{batch:?}"
     );
 }

@@ -206,7 +206,7 @@ fn a_session_record_whose_write_failed_is_written_again_after_the_reset() {
     assert!(h.state.needs_reset());
     let (t, batch) = h.state.reset().expect("a repair write");
     assert!(
-        matches!(&batch.ops[..], [WriteOp::Session { user, record, .. }, WriteOp::Meta { user: m, meta }]
+        matches!(&batch.ops[..], [WriteOp::Session { user, record, .. }, WriteOp::Meta { user: m, meta, .. }]
             if *user == key("bob") && record.sessions == 0 && *m == key("bob") && meta.last_seen.is_some()),
         "his record and his last_seen, from memory: {batch:?}"
     );
@@ -320,7 +320,7 @@ fn a_revoked_shard_tells_no_presence_it_held_or_makes_but_sends_the_rest() {
         "alice's welcome, whose write landed, still goes: {out:?}"
     );
     assert!(out.iter().any(|o| matches!(o, Output::Read(_))), "and the read of her pending receipts");
-    assert!(notices_of(&out).iter().all(|n| !matches!(n, Notice::Presence { .. })), "no presence: {out:?}");
+    assert!(notices_of(&out).iter().all(|n| presence(n).is_none()), "no presence: {out:?}");
     h.input("bob", ShardInput::Subscribe { viewer: "carol".into(), session: addr("e2", 9) });
     assert!(h.notices().is_empty(), "nor one made later");
     assert_eq!(h.state.inputs_durable(), h.state.inputs_seen(), "the write still counts");
@@ -338,7 +338,7 @@ fn a_status_whose_write_failed_is_written_again_and_survives_a_reload() {
     let (t, batch) = h.state.reset().expect("a repair write");
     assert!(
         batch.ops.iter().any(
-            |op| matches!(op, WriteOp::Meta { user, meta } if *user == key("bob") && meta.invisible_since.is_some())
+            |op| matches!(op, WriteOp::Meta { user, meta, .. } if *user == key("bob") && meta.invisible_since.is_some())
         ),
         "bob's status, from memory: {batch:?}"
     );
