@@ -383,6 +383,16 @@ pub struct Bugs {
     /// status held back by an edge cut off from the bus lands after one
     /// the user set later through another session, and stays.
     pub unstamped_statuses: bool,
+    /// Edges write every presence word whoever told it, as before ADR
+    /// 0021's owner marks (found by this simulator with zombies): a zombie
+    /// answers a queued subscription from its stale memory after its
+    /// successor has answered, and the follower keeps the stale word.
+    pub owner_blind_edges: bool,
+    /// User metas are not fenced by version (as before their fence, found
+    /// by this simulator with zombies): a zombie's late meta sets back a
+    /// status its successor stored, and the next owner to load the user
+    /// shows the stale one.
+    pub unfenced_metas: bool,
 }
 
 impl Bugs {
@@ -402,13 +412,15 @@ impl Bugs {
             "revoked-shard-answers" => self.revoked_shard_answers = true,
             "local-edge-start" => self.local_edge_start = true,
             "unstamped-statuses" => self.unstamped_statuses = true,
+            "owner-blind-edges" => self.owner_blind_edges = true,
+            "unfenced-metas" => self.unfenced_metas = true,
             other => return Err(format!("unknown bug {other:?} (known: {})", Self::NAMES.join(", "))),
         }
         Ok(())
     }
 
     /// Every switch's name.
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 15] = [
         "commit-on-hand",
         "no-user-isolation",
         "lease-after-revoke",
@@ -422,6 +434,8 @@ impl Bugs {
         "revoked-shard-answers",
         "local-edge-start",
         "unstamped-statuses",
+        "owner-blind-edges",
+        "unfenced-metas",
     ];
 }
 
@@ -2047,6 +2061,7 @@ impl Sim {
                         edge_lease_ms: self.cfg.edge_lease_ms as i64,
                         region: self.regions[self.nodes[n].region].name.clone(),
                         page_max_bytes: 1 << 16,
+                        mark_presence: true,
                     });
                     let inst = self.next_instance;
                     self.next_instance += 1;
@@ -2217,11 +2232,13 @@ impl Sim {
 
     /// A commit reaches the store.
     fn land(&self, r: usize, mut batch: WriteBatch) -> Result<(), StoreError> {
-        if self.bugs.unfenced_records {
-            for op in &mut batch.ops {
-                if let iris_storage::WriteOp::Session { version, .. } = op {
+        for op in &mut batch.ops {
+            match op {
+                iris_storage::WriteOp::Session { version, .. } if self.bugs.unfenced_records => {
                     *version = u64::MAX; // every write lands: last writer wins
                 }
+                iris_storage::WriteOp::Meta { version, .. } if self.bugs.unfenced_metas => *version = u64::MAX,
+                _ => {}
             }
         }
         now_or_never(self.regions[r].store.commit(batch))
@@ -2358,11 +2375,21 @@ impl Sim {
                 }
             }
             EdgeInput::Notice { to, notice, .. } => {
+                let owner = match &notice {
+                    Notice::MarkedPresence { owner, .. } if !self.bugs.owner_blind_edges => Some(*owner),
+                    _ => None,
+                };
                 for id in to.as_slice() {
                     let id = id.0;
-                    let Some(s) = self.edges[e].sessions.get(&id) else { continue };
-                    let (c, gone, encoding) = (s.client, s.gone, s.state.encoding().unwrap_or(Encoding::Json));
                     let frame = frame_of(notice.clone());
+                    let Some(s) = self.edges[e].sessions.get_mut(&id) else { continue };
+                    if let Some(owner) = owner
+                        && !s.state.presence_from(&frame, owner)
+                    {
+                        self.event(format!("edge {e} drops session {id}'s presence word from an earlier owner"));
+                        continue;
+                    }
+                    let (c, gone, encoding) = (s.client, s.gone, s.state.encoding().unwrap_or(Encoding::Json));
                     if !gone {
                         self.client_reads(c, e, id, &frame.encode(encoding), encoding);
                     }

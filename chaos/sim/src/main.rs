@@ -34,7 +34,8 @@ struct Cli {
     /// silent-edge-restart, no-ticks, unfenced-records, clock-goes-back,
     /// shared-commit-by-shard, siblings-look-caught-up,
     /// revoked-shard-answers, local-edge-start (with --regions 2),
-    /// unstamped-statuses.
+    /// unstamped-statuses, owner-blind-edges and unfenced-metas (with
+    /// --zombies).
     #[arg(long)]
     bug: Vec<String>,
     /// Steps (simulated ms) of traffic with faults per seed.
