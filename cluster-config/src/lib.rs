@@ -533,8 +533,9 @@ pub struct Core {
     pub edge_lease_renewals: u32,
     /// Shards mark each presence notice with their owner epoch, so that
     /// edges drop a word from an owner that lost the shard (ADR 0021).
-    /// Turn off only while upgrading a region whose edges run a version
-    /// before 2026-12-07 (they cannot read the marked notice), then on.
+    /// Turn off (in every region of a federation) only while an edge or
+    /// relay node runs a version before 2026-12-07, which cannot read the
+    /// marked notice; then on again.
     #[serde(default = "d_true")]
     pub mark_presence: bool,
 }

@@ -464,8 +464,22 @@ impl SessionState {
         if owns(&user) {
             self.route(user.clone(), ShardInput::SessionResumed { session: self.addr.clone(), after: self.sent_upto });
         }
-        let targets: Vec<UserKey> =
-            self.subscriptions.keys().map(|t| user.peer(t)).filter(|target| owns(target)).collect();
+        // Each subscription made again is answered by the shard's owner
+        // now: what was seen of earlier owners is forgotten, so that an
+        // owner epoch that went back (a store restored from a backup) cannot
+        // silence the new owner for good. A zombie's word that lands before
+        // the answer is replaced by it; one after it is dropped.
+        let targets: Vec<UserKey> = self
+            .subscriptions
+            .iter_mut()
+            .filter_map(|(t, seen)| {
+                let target = user.peer(t);
+                owns(&target).then(|| {
+                    *seen = OwnerMark::default();
+                    target
+                })
+            })
+            .collect();
         for target in targets {
             self.route(target, ShardInput::Subscribe { viewer: user.user.clone(), session: self.addr.clone() });
         }

@@ -91,7 +91,9 @@ async fn fill(store: &dyn Store, tenant: &str, outbox: &OutboxId) -> Result<(), 
     b.push(WriteOp::Message { user: bob.clone(), message: msg(1, "ann", "hi") });
     let record = DedupRecord { msg_id: "m-1".into(), ts: 1, to: "bob".into(), seq: 1 };
     b.push(WriteOp::Dedup { key: DedupKey { sender: ann.clone(), client_id: "c1".into() }, record });
-    b.push(WriteOp::Meta { user: bob.clone(), meta: UserMeta { acked: 1, ..UserMeta::default() }, version: 0 });
+    // Versioned: once the tenant is deleted, a new owner's first meta (of
+    // a tenant of the same name) must not be refused by what was left.
+    b.push(WriteOp::Meta { user: bob.clone(), meta: UserMeta { acked: 1, ..UserMeta::default() }, version: 9 << 32 });
     b.push(WriteOp::Contact { owner: ann.clone(), contact: "bob".into(), record: contact("work") });
     b.push(WriteOp::Identity { user: ann.clone(), channel: "tel:1".into() });
     b.push(WriteOp::Policy { owner: ann.clone(), circle: "work".into(), policy: CirclePolicy::default() });
@@ -178,6 +180,12 @@ async fn tenant_deletion(store: &dyn Store, tenant: &str) -> Result<(), String> 
     for t in &kept {
         check(left_of(store, t, &outbox).await? == full, "no other tenant loses anything")?;
     }
+    let mut again = WriteBatch::default();
+    let bob = UserKey::new(gone.as_str(), "bob");
+    again.push(WriteOp::Meta { user: bob.clone(), meta: UserMeta { acked: 2, ..UserMeta::default() }, version: 1 });
+    let written = store.commit(again).await;
+    check(written.is_ok(), &format!("no version of a deleted tenant's meta is left to fence a new one ({written:?})"))?;
+    check(store.load_user(&bob).await.map_err(e)?.meta.acked == 2, "the new meta is read")?;
     store.delete_tenant(&gone).await.map_err(e)?;
     Ok(())
 }

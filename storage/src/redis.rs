@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `inbox\0T\0U` | sorted set | messages, score = seq |
 //! | `dedup\0T\0SENDER\0ID` | string, TTL | a send's first answer |
-//! | `meta\0T\0U` | string | acks, read, presence that must survive |
+//! | `meta\0T\0U` / `metav\0T\0U` | string / string | acks, read, presence that must survive / the version that wrote it (ADR 0021; one more key per user, about 60 bytes, kept as long as the meta) |
 //! | `contacts\0T\0U` | hash | contact → circle and channels |
 //! | `ids\0T\0U` | set | verified channels |
 //! | `policies\0T\0U` | hash | circle → policy |
@@ -208,7 +208,7 @@ local n = #ARGV - 5 * versioned
 for j = n + 1, #ARGV, 5 do
   local held = redis.call('GET', ARGV[j+3])
   if held and held > ARGV[j+4] then
-    return redis.error_reply('CONFLICT record ' .. ARGV[j] .. ' is newer (an earlier owner writes late)')
+    return redis.error_reply('CONFLICT record ' .. string.gsub(ARGV[j], '%z', '/') .. ' is newer (an earlier owner writes late)')
   end
 end
 while i <= n do
