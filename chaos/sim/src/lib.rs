@@ -160,10 +160,10 @@ pub struct SimConfig {
     pub max_learn_ms: u64,
     /// Let a stopped node stay stopped past the group's timeout: it wakes
     /// as a zombie, whose commits in flight and queued inputs land after
-    /// the new owner's. Its writes are fenced (ADR 0021); its answers that
-    /// need no write (the presence it tells a subscriber) are not, and can
-    /// leave a follower with a stale word (docs/chaos.md). Off by default
-    /// until that is closed; the fence's tests turn it on.
+    /// the new owner's. Its session records and metas are fenced, and
+    /// edges drop its presence words once its successor has spoken (ADR
+    /// 0021). Off by default so that the regression seeds keep drawing
+    /// what they drew; CI and the fences' tests turn it on.
     pub zombies: bool,
     /// Chance per step that an edge is cut off from the bus (its clients
     /// still reach it): what it publishes waits in its producer, what is
