@@ -394,10 +394,7 @@ async fn identities_logs_events_rollups(store: &dyn Store, tenant: &str) -> Resu
         batch.push(WriteOp::Identity { user: marker.clone(), channel: "tel:x".into() });
         let result = store.commit(batch).await;
         let refused = fenced && !std::ptr::eq(write, fenced_keeps);
-        check(
-            if refused { matches!(result, Err(StoreError::Conflict(_))) } else { result.is_ok() },
-            &format!("{what}: a conflict where records are fenced and it is older, else written ({result:?})"),
-        )?;
+        refused_if(refused, &result, what)?;
         let marked = !store.load_user(&marker).await.map_err(e)?.identities.is_empty();
         check(marked != refused, &format!("{what}: a refused batch applies nothing"))?;
         // Where records are not fenced, the last writer wins.
@@ -417,10 +414,7 @@ async fn identities_logs_events_rollups(store: &dyn Store, tenant: &str) -> Resu
         batch.push(WriteOp::Meta { user: dan.clone(), meta: write.clone(), version });
         let result = store.commit(batch).await;
         let refused = fenced && !std::ptr::eq(write, fenced_keeps);
-        check(
-            if refused { matches!(result, Err(StoreError::Conflict(_))) } else { result.is_ok() },
-            &format!("{what}: a conflict where records are fenced and it is older, else written ({result:?})"),
-        )?;
+        refused_if(refused, &result, what)?;
         let want = if fenced { fenced_keeps } else { write };
         check(&store.load_user(&dan).await.map_err(e)?.meta == want, what)?;
     }
@@ -431,6 +425,15 @@ async fn identities_logs_events_rollups(store: &dyn Store, tenant: &str) -> Resu
         "sessions never cross tenants",
     )?;
     Ok(())
+}
+
+/// A versioned write's commit: a conflict where it is `refused` (records
+/// fenced, and it is older), else written.
+fn refused_if(refused: bool, result: &Result<(), StoreError>, what: &str) -> Result<(), String> {
+    check(
+        if refused { matches!(result, Err(StoreError::Conflict(_))) } else { result.is_ok() },
+        &format!("{what}: a conflict where records are fenced and it is older, else written ({result:?})"),
+    )
 }
 
 async fn inbox_append_and_read(store: &dyn Store, tenant: &str) -> Result<(), String> {

@@ -181,8 +181,8 @@ fn err(e: fred::error::Error) -> StoreError {
 /// order, and with an outbox puts the record in the shard's outbox too,
 /// under its next position. Last the versioned records (session records
 /// and metas), each checked against its stored version before any write
-/// (an older one: `CONFLICT`, ADR 0021). Keys are passed as arguments: this targets a single Redis,
-/// not Redis Cluster.
+/// (an older one: `CONFLICT`, ADR 0021). Keys are passed as arguments:
+/// this targets a single Redis, not Redis Cluster.
 const APPLY_BATCH: &str = r"
 local checks = tonumber(ARGV[1])
 local versioned = tonumber(ARGV[2])
@@ -626,7 +626,8 @@ impl Store for RedisStore {
         // (Lua counts from 1), which is known once the ops are laid out.
         let mut checks: Vec<(Key, InboxSeq, usize)> = Vec::with_capacity(appends);
         let first_op = 6 + 3 * appends;
-        let mut sessions: Vec<Value> = Vec::new();
+        // Session records and metas: checked against their versions.
+        let mut versioned: Vec<Value> = Vec::new();
         let mut args: Vec<Value> = Vec::with_capacity(batch.ops.len() * 4);
         let mut logs = false;
         // Tenants with a log or rollups in this batch, listed once each for
@@ -651,7 +652,7 @@ impl Store for RedisStore {
                     push(&mut args, vec!["setex".into(), k(rk), b(enc(&record)), ttl.clone()])
                 }
                 // Versioned, last in the arguments with the session records.
-                WriteOp::Meta { user: u, meta, version } => sessions.extend([
+                WriteOp::Meta { user: u, meta, version } => versioned.extend([
                     k(user("meta", &u)),
                     b(enc(&meta)),
                     "".into(),
@@ -705,7 +706,7 @@ impl Store for RedisStore {
                     // Listed under its tenant: a user may have no other
                     // record by which a tenant's deletion finds it.
                     push(&mut args, vec!["sadd".into(), k(session_users_key(&u.tenant)), u.user.to_string().into()]);
-                    sessions.extend([
+                    versioned.extend([
                         k(session_key(&u)),
                         json.into(),
                         self.session_ttl_secs.to_string().into(),
@@ -734,9 +735,9 @@ impl Store for RedisStore {
         for t in retained {
             push(&mut args, vec!["sadd".into(), "retained".into(), t.to_string().into()]);
         }
-        let mut all: Vec<Value> = Vec::with_capacity(2 + 3 * checks.len() + args.len() + sessions.len());
+        let mut all: Vec<Value> = Vec::with_capacity(2 + 3 * checks.len() + args.len() + versioned.len());
         all.push(checks.len().to_string().into());
-        all.push((sessions.len() / 5).to_string().into());
+        all.push((versioned.len() / 5).to_string().into());
         match outbox {
             Some(target) => all.extend([
                 k(outbox_key(&target.id)),
@@ -749,7 +750,7 @@ impl Store for RedisStore {
             all.extend([k(key), seq.to_string().into(), index.to_string().into()]);
         }
         all.extend(args);
-        all.extend(sessions);
+        all.extend(versioned);
         self.apply_batch(all).await.map_err(err)
     }
 
