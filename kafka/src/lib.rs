@@ -62,7 +62,7 @@ pub enum KafkaBusError {
     Metadata(String, String),
     /// A topic made (or found existing) was not listed by the brokers
     /// within the wait.
-    #[error("topic {0} was not listed by the brokers within 10 s of creating it")]
+    #[error("topic {0} was not listed by the brokers within 30 s of creating it")]
     NotVisible(String),
     /// A topic's partitions had no leader within the wait.
     #[error("topic {0} has partitions without a leader")]
@@ -298,8 +298,12 @@ fn incremental_group_config(
     c
 }
 
-/// How long a created topic may take to appear in the brokers' metadata.
-const TOPIC_VISIBLE_WAIT: Duration = Duration::from_secs(10);
+/// How long a created topic may take to appear in the brokers' metadata,
+/// every partition led. 30 s, as Kafka's own admin tools wait: a
+/// controller busy with thousands of partitions, on a machine where other
+/// brokers are starting, took longer than 10 s (the node refused to start,
+/// in a test region beside a starting three-broker cluster).
+const TOPIC_VISIBLE_WAIT: Duration = Duration::from_secs(30);
 
 /// Asks CreateTopics for the brokers' `default.replication.factor` (KIP-464).
 const BROKER_DEFAULT_REPLICATION: i32 = -1;
@@ -333,6 +337,9 @@ pub async fn ensure_topics_compacting(
         match result {
             Ok(_) => {}
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            // The controller goes on making a topic after the operation's
+            // timeout: whether it did is the visibility check's to say.
+            Err((_, RDKafkaErrorCode::RequestTimedOut)) => {}
             Err((name, code)) => return Err(KafkaBusError::Create(name, code)),
         }
     }

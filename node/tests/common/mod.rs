@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// How long a starting node may take to report ready.
-pub const READY_WAIT: Duration = Duration::from_secs(30);
+/// How long a starting node may take to report ready: past the nodes' own
+/// 30 s wait for their topics to be listed (`iris_kafka`), so that a node
+/// that gives up says why rather than the test's wait running out first.
+pub const READY_WAIT: Duration = Duration::from_secs(60);
 
 pub struct Node {
     pub child: Child,
