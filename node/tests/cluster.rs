@@ -85,6 +85,26 @@ struct Region {
     /// Each node's config, to restart it as it was.
     configs: Vec<String>,
     dirs: Vec<tempfile::TempDir>,
+    /// The brokers its topics are on.
+    kafka: String,
+}
+
+/// Stops the nodes and deletes the region's topics: a region of 64 shards
+/// has about 200 partitions, and the broker scripts/test started serves the
+/// whole run.
+impl Drop for Region {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let (kafka, name) = (self.kafka.clone(), self.name.clone());
+        let deleted = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(iris_kafka::delete_region_topics(&kafka, &name))
+        })
+        .join();
+        if let Ok(Err(e)) = deleted {
+            eprintln!("region {}: its topics were left: {e}", self.name);
+        }
+    }
 }
 
 impl Region {
@@ -115,7 +135,14 @@ impl Region {
             started.push(start_in(dir.path(), &config));
             configs.push(config);
         }
-        Self { name: region.to_owned(), tenant: format!("t{n}"), nodes: started, configs, dirs }
+        Self {
+            name: region.to_owned(),
+            tenant: format!("t{n}"),
+            nodes: started,
+            configs,
+            dirs,
+            kafka: backing.kafka.clone(),
+        }
     }
 
     /// How many partitions the region's shard topic has.
