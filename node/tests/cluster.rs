@@ -393,8 +393,11 @@ async fn a_killed_edge_s_users_go_offline_within_the_lease_and_come_back() {
     assert!(p.last_seen.is_some());
     let took = killed.elapsed();
     eprintln!("offline {took:?} after the edge died (lease 1.5 s)");
-    // The lease, a lease check (a quarter lease) and the bus: well under 3 leases.
-    assert!(took < Duration::from_millis(4_500), "offline only {took:?} after the edge died");
+    // The lease, a lease check (a quarter lease) and the bus: 1.5 to 1.7 s
+    // here alone, but 4.53 s was seen once beside the three brokers another
+    // test starts on the same two cores; four leases still tell the lease
+    // from any other way to go offline (the 60 s heartbeat).
+    assert!(took < Duration::from_millis(6_000), "offline only {took:?} after the edge died");
     // Bob reconnects to the other edge and is back online.
     let _bob = login_when_ready(&region.nodes[1], &tenant, "bob").await;
     assert_eq!(presence_of(&mut alice, "bob").await.status, PresenceStatus::Online);
