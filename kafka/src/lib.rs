@@ -302,10 +302,10 @@ fn incremental_group_config(
 }
 
 /// How long a created topic may take to appear in the brokers' metadata,
-/// every partition led. 30 s, as Kafka's own admin tools wait: a
-/// controller busy with thousands of partitions, on a machine where other
-/// brokers are starting, took longer than 10 s (the node refused to start,
-/// in a test region beside a starting three-broker cluster).
+/// every partition led. 30 s, as Kafka's own admin tools wait: a broker
+/// holding about 16,000 partitions, on two cores where three other brokers
+/// were starting, took longer than 10 s (a test region's node refused to
+/// start).
 const TOPIC_VISIBLE_WAIT: Duration = Duration::from_secs(30);
 
 /// Asks CreateTopics for the brokers' `default.replication.factor` (KIP-464).
