@@ -101,8 +101,10 @@ impl Drop for Region {
             rt.block_on(iris_kafka::delete_region_topics(&kafka, &name))
         })
         .join();
-        if let Ok(Err(e)) = deleted {
-            eprintln!("region {}: its topics were left: {e}", self.name);
+        match deleted {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("region {}: its topics were left: {e}", self.name),
+            Err(_) => eprintln!("region {}: its topics were left: the deleting thread panicked", self.name),
         }
     }
 }
